@@ -1,0 +1,116 @@
+"""A torch ``Dataset`` over one validated split, producing :class:`~msa_lightning.batch.MSABatch`.
+
+Batches are gathered with one fancy-indexing read per array (``__getitems__``, which the torch
+``DataLoader`` calls with a whole batch of indices), not sample by sample: from a memory-mapped
+cache this is one contiguous-ish read per array and no Python loop over samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from msa_lightning.batch import MODALITIES, MSABatch
+from msa_lightning.data.reader import SplitArrays
+
+
+class FeatureNormalizer:
+    """Per-feature mean/std of the acoustic and visual frames, fitted on the training split over
+    valid (unpadded) frames only, applied to every split."""
+
+    def __init__(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.stats = stats
+
+    @classmethod
+    def fit(cls, train: SplitArrays, chunk: int = 512) -> "FeatureNormalizer":
+        stats = {}
+        for key in ("audio", "vision"):
+            seq, lengths = getattr(train, key), getattr(train, f"{key}_lengths")
+            total = np.zeros(seq.shape[2]), np.zeros(seq.shape[2]), 0
+            s, ss, count = total
+            for start in range(0, len(seq), chunk):  # chunked: the split may be memory-mapped
+                x = np.asarray(seq[start:start + chunk], dtype=np.float64)
+                valid = np.arange(x.shape[1])[None, :] < lengths[start:start + chunk, None]
+                frames = x[valid]
+                s, ss, count = s + frames.sum(0), ss + (frames ** 2).sum(0), count + len(frames)
+            mean = s / max(count, 1)
+            std = np.sqrt(np.maximum(ss / max(count, 1) - mean ** 2, 0.0))
+            stats[key] = (mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32))
+        return cls(stats)
+
+    def __call__(self, key: str, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        mean, std = self.stats[key]
+        valid = np.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
+        return np.where(valid, (x - mean) / std, 0.0).astype(np.float32)
+
+
+class MSADataset(Dataset):
+    """One split. ``text`` is the ``[N, 3, L]`` id/mask/segment array to use (from ``text_bert`` or
+    re-tokenised ``raw_text``). Modalities not in ``modalities`` are replaced by a single zero frame
+    (length 1), so models see the same batch structure in modality ablations without the cost of
+    reading the features."""
+
+    def __init__(self, arrays: SplitArrays, text: np.ndarray, modalities: tuple[str, ...] = MODALITIES,
+                 normalizer: FeatureNormalizer | None = None, extras: dict[str, np.ndarray] | None = None,
+                 trim: bool = True) -> None:
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; expected a subset of {MODALITIES}")
+        self.arrays, self.text, self.modalities = arrays, text, tuple(modalities)
+        self.normalizer, self.extras, self.trim = normalizer, dict(extras or {}), trim
+        n = len(arrays)
+        for name, arr in self.extras.items():
+            if len(arr) != n:
+                raise ValueError(f"extra array {name!r} has {len(arr)} rows, the split has {n} samples")
+        if len(text) != n:
+            raise ValueError(f"text array has {len(text)} rows, the split has {n} samples")
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, i: int) -> MSABatch:
+        return self.__getitems__([i])
+
+    def _sequence(self, key: str, idx: np.ndarray, take) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = getattr(self.arrays, key)
+        if key not in self.modalities:
+            return torch.zeros(len(idx), 1, seq.shape[2]), torch.ones(len(idx), dtype=torch.long)
+        lengths = getattr(self.arrays, f"{key}_lengths")[idx]
+        x = take(seq)
+        if self.trim:  # unaligned files pad to a fixed length; keep only what this batch uses
+            x = x[:, : max(int(lengths.max()), 1)]
+        if self.normalizer is not None:
+            x = self.normalizer(key, x, lengths)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(lengths.astype(np.int64))
+
+    def __getitems__(self, indices: list[int]) -> MSABatch:
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")  # sorted reads are faster on memory maps
+        sorted_idx = idx[order]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+
+        def take(arr: np.ndarray) -> np.ndarray:
+            return np.asarray(arr[sorted_idx])[inverse]
+
+        text = torch.from_numpy(take(self.text).astype(np.int64))
+        audio, audio_len = self._sequence("audio", idx, take)
+        vision, vision_len = self._sequence("vision", idx, take)
+        text_feats = None
+        if self.arrays.text is not None:
+            text_feats = torch.from_numpy(take(self.arrays.text).astype(np.float32))
+        return MSABatch(
+            text_ids=text[:, 0], text_mask=text[:, 1], text_segment=text[:, 2],
+            audio=audio, audio_lengths=audio_len, vision=vision, vision_lengths=vision_len,
+            labels={k: torch.from_numpy(np.asarray(v[idx], dtype=np.float32)) for k, v in self.arrays.labels.items()},
+            index=torch.from_numpy(idx), ids=[self.arrays.ids[i] for i in idx],
+            raw_text=[self.arrays.raw_text[i] for i in idx], text_feats=text_feats,
+            extras={k: torch.from_numpy(np.asarray(v[idx])) for k, v in self.extras.items()},
+        )
+
+
+def collate_batch(batch: MSABatch | list[MSABatch]) -> MSABatch:
+    """``__getitems__`` already built the batch; a list only appears without automatic batching."""
+    if isinstance(batch, MSABatch):
+        return batch
+    raise TypeError("MSADataset batches are built by __getitems__; use a DataLoader with batch_size set")

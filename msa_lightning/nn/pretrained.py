@@ -1,0 +1,126 @@
+"""Loading pretrained Hugging Face models and tokenizers, offline-first, with clear errors.
+
+Names are Hugging Face hub names (``bert-base-uncased``) or local directories. The loader looks
+in the local Hugging Face cache first and only then asks the hub, so a machine without network
+works as long as the model was downloaded once. When neither has it, :class:`PretrainedNotAvailable`
+says what was looked for, where, and how to get it, instead of a network traceback.
+
+Special names ``tiny-bert`` and ``tiny-xlnet`` build small randomly initialised models in-process
+(no files at all): they are what the tests, the synthetic quickstart and the benchmarks use.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertTokenizerFast,
+    PretrainedConfig,
+    PreTrainedModel,
+    XLNetConfig,
+)
+
+
+class PretrainedNotAvailable(RuntimeError):
+    """A pretrained model or tokenizer is neither a local path nor in the Hugging Face cache."""
+
+
+#: Vocabulary size of BERT's uncased vocabulary: tiny models keep it so that token ids stored in
+#: real and synthetic feature files (``text_bert``) index valid embeddings.
+BERT_VOCAB_SIZE = 30522
+
+TINY_MODELS = ("tiny-bert", "tiny-xlnet")
+
+
+def tiny_config(name: str, hidden_size: int = 32, num_layers: int = 2) -> PretrainedConfig:
+    if name == "tiny-bert":
+        return BertConfig(
+            vocab_size=BERT_VOCAB_SIZE, hidden_size=hidden_size, num_hidden_layers=num_layers,
+            num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=512,
+        )
+    if name == "tiny-xlnet":
+        return XLNetConfig(
+            vocab_size=BERT_VOCAB_SIZE, d_model=hidden_size, n_layer=num_layers, n_head=2,
+            d_inner=2 * hidden_size, pad_token_id=0,
+        )
+    raise ValueError(f"unknown tiny model {name!r}; expected one of {TINY_MODELS}")
+
+
+def _missing_message(what: str, name: str, err: Exception) -> str:
+    cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+    return (
+        f"pretrained {what} {name!r} is not available: it is not a local directory and not in the "
+        f"Hugging Face cache ({cache}), and the hub could not be reached ({type(err).__name__}). "
+        f"On a machine with network run `huggingface-cli download {name}` (then copy the cache), "
+        f"or pass a local directory; for tests use one of {TINY_MODELS}."
+    )
+
+
+def _from_pretrained(loader, what: str, name: str, **kwargs):
+    """Try local files first, then the hub; turn every failure into one clear message."""
+    if Path(name).expanduser().exists():
+        return loader(str(Path(name).expanduser()), **kwargs)
+    try:
+        return loader(name, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as local_err:
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+            raise PretrainedNotAvailable(_missing_message(what, name, local_err)) from None
+    try:
+        return loader(name, **kwargs)
+    except Exception as err:  # connection errors come in many types (requests, httpx, OSError)
+        raise PretrainedNotAvailable(_missing_message(what, name, err)) from None
+
+
+def load_model(name: str, masked_lm: bool = False, **kwargs) -> PreTrainedModel:
+    """A pretrained encoder (``AutoModel``) or masked LM (``AutoModelForMaskedLM``)."""
+    cls = AutoModelForMaskedLM if masked_lm else AutoModel
+    if name in TINY_MODELS:
+        return cls.from_config(tiny_config(name, **kwargs))
+    return _from_pretrained(cls.from_pretrained, "model", name)
+
+
+def load_config(name: str) -> PretrainedConfig:
+    if name in TINY_MODELS:
+        return tiny_config(name)
+    return _from_pretrained(AutoConfig.from_pretrained, "config", name)
+
+
+# A small English word-piece vocabulary for the in-process tiny tokenizer: special tokens, letters
+# (so every word can be split into pieces) and a few hundred frequent words of movie reviews.
+_TINY_WORDS = (
+    "the a an and or but if so to of in on at for with about from by as is are was were be been "
+    "it this that these those i you he she we they me my your his her our their him them not no "
+    "do does did have has had can could will would should very really just like so too also more "
+    "most much many some any all one two good bad great awesome terrible funny sad happy upset set "
+    "love hate best worst nice boring amazing awful cool fun stupid interesting beautiful ugly "
+    "movie film story actor actors acting part parts character characters plot scene scenes end "
+    "think know mean say said see saw watch watched go going get got make made want feel felt "
+    "well yeah um uh okay lot little think thing things time way people guy guys actually pretty"
+).split()
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_tokenizer_dir() -> str:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces = ["##" + c for c in letters]
+    vocab = specials + letters + pieces + list(dict.fromkeys(_TINY_WORDS))
+    folder = tempfile.mkdtemp(prefix="msa_tiny_tokenizer_")
+    ids = {token: i for i, token in enumerate(vocab)}
+    BertTokenizerFast(vocab=ids, do_lower_case=True).save_pretrained(folder)
+    return folder
+
+
+def load_tokenizer(name: str):
+    """A Hugging Face tokenizer by name or path; ``tiny-bert``/``tiny-xlnet`` give an in-process
+    word-piece tokenizer over a small English vocabulary (ids fit the tiny models)."""
+    if name in TINY_MODELS:
+        return AutoTokenizer.from_pretrained(_tiny_tokenizer_dir())
+    return _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name)

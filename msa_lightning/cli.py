@@ -55,11 +55,13 @@ def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> MSACL
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXTRA_COMMANDS:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in EXTRA_COMMANDS:
         from msa_lightning.tools.commands import run_extra
 
-        sys.exit(run_extra(argv))
+        sys.exit(run_extra(args))
+    # from the command line, LightningCLI must read sys.argv itself: DDP re-launches this script
+    # on the other ranks with the same sys.argv
     make_cli(argv)
 
 

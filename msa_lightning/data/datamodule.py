@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 from torch.utils.data import DataLoader
 
@@ -136,9 +137,16 @@ class MSADataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset, sampler = self.datasets[split], None
+        trainer = self.trainer
+        if not train and trainer is not None and trainer.world_size > 1:
+            # Lightning's default DistributedSampler repeats samples so that ranks get equal shares,
+            # which would count them twice in validation/test metrics: split them without repeats.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
+                                                   rank=trainer.global_rank, shuffle=False)
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train, num_workers=self.num_workers, collate_fn=collate_batch,
+            dataset, batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train, sampler=sampler, num_workers=self.num_workers, collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,
         )
 

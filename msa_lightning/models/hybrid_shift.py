@@ -1,0 +1,114 @@
+"""``HybridShiftModule``: Lin & Hu, "Dynamically Shifting Multimodal Representations via Hybrid-Modal
+Attention for Multimodal Sentiment Analysis" (IEEE TMM 2024).
+
+The network (MSG, MBA, split Transformer) is :class:`msa_lightning.nn.hybrid_shift.HybridShiftNet`;
+this module adds the loss of Eq. 20,
+
+    L = MSE(y_hat, y) + alpha * L_shift^t + beta * L_shift^a + gamma * L_shift^v,
+
+with ``L_shift^m`` the Shifting HuberLoss (Eq. 19, threshold ``delta``) of MSG-m's shift vectors, and
+the paper's training set-up as defaults (Sec. IV-E): AdamW, linear warm-up, peak learning rate 2e-5.
+Checkpoints are chosen by the minimum validation loss (``val/loss``, the total loss), as the paper
+picks its best epoch; the configs in ``configs/hybrid_shift/`` set that monitor.
+
+Logged: ``{train,val,test}/loss`` (total), ``*/mse`` and ``*/shift_t``, ``*/shift_a``, ``*/shift_v``
+(the Huber terms before weighting, logged even when ``use_shift_huber`` is off, for the comparison of
+Fig. 9). Acc-2 in the paper's tables is negative vs positive with zero labels excluded: that is the
+suite's ``acc2_non0``/``f1_non0``.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from msa_lightning.batch import MODALITIES, MSABatch
+from msa_lightning.models.base import MSARegressionModule
+from msa_lightning.nn.hybrid_shift import SYMBOL, HybridShiftNet, shifting_huber_loss
+
+
+class HybridShiftModule(MSARegressionModule):
+    """HybridShift for MOSI/MOSEI (word-aligned features: ``data.aligned: true``).
+
+    Network arguments are those of :class:`~msa_lightning.nn.hybrid_shift.HybridShiftNet` (see its
+    docstring for how ablations and missing modalities are handled). Loss arguments:
+
+    Args:
+        use_shift_huber: add the Shifting HuberLoss terms (Table III, last row); when False their
+            weights are zero (the terms are still logged).
+        delta: Huber threshold of Eq. 19.
+        alpha, beta, gamma: weights of the text, acoustic and visual shift losses (Eq. 20).
+
+    Optimisation arguments are :class:`MSARegressionModule`'s, with the paper's values as defaults.
+    The paper does not report ``mu_init``, ``delta``, ``alpha``/``beta``/``gamma``, ``mba_dim``, the
+    kernel sizes or the RNN sizes (found by grid search); the defaults here are starting points.
+    """
+
+    def __init__(self, audio_dim: int = 5, vision_dim: int = 20, text_model: str = "bert-base-uncased",
+                 finetune_text: bool = True, tiny_hidden_size: int = 32, tiny_num_layers: int = 2,
+                 insert_layer: int = 2, rnn_variant: Literal["sLSTM", "bLSTM", "sGRU", "bGRU"] = "sLSTM",
+                 audio_hidden: int = 16, vision_hidden: int = 32, rnn_layers: int = 1,
+                 modalities: list[str] = list(MODALITIES),
+                 use_msg_t: bool = True, use_msg_a: bool = True, use_msg_v: bool = True, use_mba: bool = True,
+                 use_shift_huber: bool = True, mba_crossed: bool = True, mu_init: float = 0.5,
+                 msg_layer_norm: bool = False, mba_dim: int = 64, mba_max_len: int = 50, text_kernel: int = 3,
+                 nonverbal_kernel: int = 3, fusion_dim: int = 128, dropout: float = 0.1,
+                 nonverbal_alignment: Literal["tokens", "words"] = "tokens", frame_offset: int = 0,
+                 pool: Literal["auto", "first", "last"] = "auto",
+                 delta: float = 1.0, alpha: float = 0.1, beta: float = 0.1, gamma: float = 0.1,
+                 lr: float = 2e-5, weight_decay: float = 0.01, encoder_lr: float | None = None,
+                 encoder_weight_decay: float = 0.01, optimizer: Literal["adam", "adamw"] = "adamw",
+                 scheduler: Literal["none", "linear", "cosine"] = "linear", warmup_ratio: float = 0.1,
+                 metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto") -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, encoder_lr=encoder_lr,
+                         encoder_weight_decay=encoder_weight_decay, optimizer=optimizer, scheduler=scheduler,
+                         warmup_ratio=warmup_ratio, metric_family=metric_family)
+        self.save_hyperparameters()
+        self.net = HybridShiftNet(
+            audio_dim=audio_dim, vision_dim=vision_dim, text_model=text_model, finetune_text=finetune_text,
+            tiny_hidden_size=tiny_hidden_size, tiny_num_layers=tiny_num_layers, insert_layer=insert_layer,
+            rnn_variant=rnn_variant, audio_hidden=audio_hidden, vision_hidden=vision_hidden, rnn_layers=rnn_layers,
+            modalities=modalities, use_msg_t=use_msg_t, use_msg_a=use_msg_a, use_msg_v=use_msg_v, use_mba=use_mba,
+            mba_crossed=mba_crossed, mu_init=mu_init, msg_layer_norm=msg_layer_norm, mba_dim=mba_dim,
+            mba_max_len=mba_max_len, text_kernel=text_kernel, nonverbal_kernel=nonverbal_kernel,
+            fusion_dim=fusion_dim, dropout=dropout, nonverbal_alignment=nonverbal_alignment,
+            frame_offset=frame_offset, pool=pool,
+        )
+        self.use_shift_huber, self.delta = use_shift_huber, delta
+        weights = {"text": alpha, "audio": beta, "vision": gamma}
+        #: effective weights of Eq. 20 (zero with the Shifting HuberLoss switched off)
+        self.shift_weights = {m: (w if use_shift_huber else 0.0) for m, w in weights.items()}
+        self._parts: dict[str, torch.Tensor] = {}
+
+    @property
+    def text_encoder(self):
+        """The pretrained Transformer (gets ``encoder_lr``), or None without the text modality."""
+        return self.net.text.model if self.net.text is not None else None
+
+    def forward(self, batch: MSABatch) -> dict:
+        return self.net(batch)
+
+    def compute_loss(self, outputs: dict, batch: MSABatch) -> tuple[torch.Tensor, dict]:
+        """Eq. 20: MSE (Eq. 18) plus the weighted Shifting HuberLosses (Eq. 19) of the active MSGs."""
+        loss = F.mse_loss(outputs["M"], batch.labels["M"])
+        parts = {"mse": loss.detach()}
+        for m, h_s in outputs["shift"].items():
+            term = shifting_huber_loss(h_s, outputs["mask"], self.delta)
+            parts[f"shift_{SYMBOL[m]}"] = term.detach()
+            if self.shift_weights[m]:
+                loss = loss + self.shift_weights[m] * term
+        self._parts = parts
+        return loss, parts
+
+    def _log_parts(self, prefix: str, batch: MSABatch) -> None:
+        for name, value in self._parts.items():
+            self.log(f"{prefix}/{name}", value, batch_size=len(batch), sync_dist=True)
+
+    def validation_step(self, batch: MSABatch, batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        self._log_parts("val", batch)
+
+    def test_step(self, batch: MSABatch, batch_idx: int) -> None:
+        super().test_step(batch, batch_idx)
+        self._log_parts("test", batch)

@@ -1,0 +1,343 @@
+"""Analyses of Lin & Hu (TMM 2024) for a trained :class:`HybridShiftModule` (``msa plot hybrid-shift``).
+
+* Fig. 7 — representations with and without MSG, embedded in 2-D and coloured by sentiment (green
+  dots positive, grey diamonds neutral, red crosses negative): text ``M_t*`` of the last layer with
+  MSG-T vs the same layers run on the unshifted ``F_t`` (same weights, MSG-T bypassed); acoustic
+  ``F_a`` (RNN) vs ``M_a*`` (after MSG-A); visual ``F_v`` vs ``M_v*``. Text is read at the ``[CLS]``
+  position, audio/vision are averaged over the valid positions.
+* Fig. 8 — MBA attention maps ``p_att`` (Eq. 15) of text with audio and with vision, for chosen
+  utterances (default: the most positive, the most neutral and the most negative of the split).
+
+The 2-D embedding is an exact t-SNE written in torch (:func:`tsne`: perplexity-calibrated affinities,
+early exaggeration, momentum with gains, as van der Maaten & Hinton 2008), so scikit-learn is not
+needed; ``--method pca`` gives a PCA projection instead (fast, deterministic). Figures are PNGs.
+
+Usage::
+
+    msa plot hybrid-shift --ckpt runs/.../best-07.ckpt --config configs/hybrid_shift/mosi_bert.yaml \\
+        --data-path /data/MOSI --out plots/hybrid_shift [--utterances ID ...] [--method pca]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: (title, key of the representation without MSG, key with MSG)
+PAIRS = (("text", "M_t_unshifted", "M_t"), ("audio", "F_a", "M_a"), ("vision", "F_v", "M_v"))
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+def pca(x: torch.Tensor, dim: int = 2) -> torch.Tensor:
+    """Projection of ``x [N, D]`` on its ``dim`` leading principal components."""
+    x = x.double() - x.double().mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    return x @ v[:dim].T
+
+
+def _affinities(x: torch.Tensor, perplexity: float, steps: int = 64) -> torch.Tensor:
+    """Symmetric t-SNE input affinities ``P``: per-point Gaussian bandwidths found by bisection so that
+    each conditional distribution has the requested perplexity."""
+    n = x.shape[0]
+    d = torch.cdist(x, x).pow(2)
+    d.fill_diagonal_(float("inf"))
+    d = d - d.min(dim=1, keepdim=True).values  # shift for stability (entropy below is shift-exact)
+    target = math.log(perplexity)
+    beta = torch.ones(n, dtype=x.dtype)
+    lo, hi = torch.zeros(n, dtype=x.dtype), torch.full((n,), float("inf"), dtype=x.dtype)
+    finite = torch.isfinite(d)
+    d0 = torch.where(finite, d, torch.zeros_like(d))
+    for _ in range(steps):
+        p = torch.where(finite, torch.exp(-d0 * beta[:, None]), torch.zeros_like(d))
+        s = p.sum(1).clamp(min=1e-300)
+        entropy = torch.log(s) + beta * (d0 * p).sum(1) / s
+        too_flat = entropy > target  # need a larger beta (narrower kernel)
+        lo = torch.where(too_flat, beta, lo)
+        hi = torch.where(too_flat, hi, beta)
+        beta = torch.where(torch.isinf(hi), beta * 2, (lo + hi) / 2)
+    p = torch.where(finite, torch.exp(-d0 * beta[:, None]), torch.zeros_like(d))
+    p = p / p.sum(1, keepdim=True).clamp(min=1e-300)
+    return ((p + p.T) / (2 * n)).clamp(min=1e-12)
+
+
+def tsne(x: torch.Tensor, dim: int = 2, perplexity: float = 30.0, iters: int = 500, lr: float = 200.0,
+         seed: int = 0, exaggeration: float = 12.0, exaggeration_iters: int = 100) -> torch.Tensor:
+    """Exact t-SNE of ``x [N, D]`` to ``[N, dim]`` (O(N^2) memory: meant for a test split, N <= ~5k).
+    Inputs wider than 50 are first reduced to 50 dimensions by PCA, as is customary."""
+    x = x.detach().double().cpu()
+    n = x.shape[0]
+    if n < 4:
+        raise ValueError(f"t-SNE needs at least 4 points, got {n}")
+    x = (x - x.mean(0)) / x.std(0).clamp(min=1e-8)
+    if x.shape[1] > 50:
+        x = pca(x, 50)
+    p = _affinities(x, min(perplexity, (n - 1) / 3.0))
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randn(n, dim, generator=gen, dtype=torch.float64) * 1e-4
+    velocity, gains = torch.zeros_like(y), torch.ones_like(y)
+    for it in range(iters):
+        num = 1.0 / (1.0 + torch.cdist(y, y).pow(2))
+        num.fill_diagonal_(0.0)
+        q = (num / num.sum()).clamp(min=1e-12)
+        pq = (exaggeration if it < exaggeration_iters else 1.0) * p - q
+        grad = 4.0 * ((pq * num).sum(1, keepdim=True) * y - (pq * num) @ y)
+        same = (grad > 0) == (velocity > 0)
+        gains = torch.where(same, gains * 0.8, gains + 0.2).clamp(min=0.01)
+        velocity = (0.5 if it < 250 else 0.8) * velocity - lr * gains * grad
+        y = y + velocity
+        y = y - y.mean(0)
+    return y
+
+
+def embed_2d(x: torch.Tensor, method: str = "tsne", **kwargs) -> np.ndarray:
+    if method == "pca":
+        return pca(x, 2).numpy()
+    if method == "tsne":
+        return tsne(x, 2, **kwargs).numpy()
+    raise ValueError(f"unknown embedding method {method!r}; expected 'tsne' or 'pca'")
+
+
+# ---------------------------------------------------------------------------------------------- collection
+@torch.no_grad()
+def collect(module, loader, keep_ids: set[str] | None = None, max_samples: int | None = None) -> dict:
+    """Run the model over ``loader`` and gather per-utterance vectors of :data:`PAIRS`, labels, ids,
+    and, for the utterances in ``keep_ids``, the MBA maps ``p_att`` cropped to their valid tokens."""
+    net = getattr(module, "net", module)
+    net.eval()
+    device = next(net.parameters()).device
+    vectors: dict[str, list[torch.Tensor]] = {}
+    labels, ids, texts, maps = [], [], [], {}
+    seen = 0
+    for batch in loader:
+        batch = _to(batch, device)
+        out = net(batch, unshifted_text=True)
+        mask, index = out["mask"], out["pool_index"]
+        keep = mask[..., None].to(torch.float32)
+        for name, seq in out["features"].items():
+            if name.endswith("_t") or name == "M_t_unshifted":  # text: the [CLS] position
+                vec = seq[torch.arange(len(seq), device=seq.device), index]
+            else:  # audio/vision: mean over valid positions
+                vec = (seq * keep).sum(1) / keep.sum(1).clamp(min=1)
+            vectors.setdefault(name, []).append(vec.float().cpu())
+        labels.append(batch.labels["M"].float().cpu())
+        ids.extend(batch.ids)
+        texts.extend(batch.raw_text)
+        if keep_ids:
+            for row, uid in enumerate(batch.ids):
+                if uid in keep_ids:
+                    valid = mask[row].nonzero().squeeze(1)
+                    lo, hi = int(valid.min()), int(valid.max()) + 1
+                    maps[uid] = {
+                        "p_att": {o: p[row, lo:hi, lo:hi].float().cpu() for o, p in out["p_att"].items()},
+                        "token_ids": batch.text_ids[row, lo:hi].cpu().tolist(),
+                        "label": float(batch.labels["M"][row]),
+                        "raw_text": batch.raw_text[row] if batch.raw_text else "",
+                    }
+        seen += len(batch)
+        if max_samples is not None and seen >= max_samples:
+            break
+    return {"vectors": {k: torch.cat(v) for k, v in vectors.items()}, "labels": torch.cat(labels),
+            "ids": ids, "raw_text": texts, "maps": maps}
+
+
+def _to(batch, device):
+    from dataclasses import fields, replace
+
+    changes = {}
+    for f in fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, torch.Tensor):
+            changes[f.name] = value.to(device)
+        elif isinstance(value, dict):
+            changes[f.name] = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in value.items()}
+    return replace(batch, **changes)
+
+
+def choose_utterances(ids: list[str], labels: torch.Tensor) -> list[str]:
+    """The most positive, the most neutral (closest to 0) and the most negative utterance."""
+    picks = [int(labels.argmax()), int(labels.abs().argmin()), int(labels.argmin())]
+    return list(dict.fromkeys(ids[i] for i in picks))
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_representations(collected: dict, out: Path, method: str = "tsne", **embed_kwargs) -> Path:
+    """Fig. 7: a 2 x k grid (rows: without / with MSG; columns: the modalities present)."""
+    plt = _pyplot()
+    vectors, labels = collected["vectors"], collected["labels"]
+    pairs = [p for p in PAIRS if p[1] in vectors and p[2] in vectors]
+    if not pairs:
+        raise ValueError("the model has no stream with an MSG to compare (no text/audio/vision representations)")
+    fig, axes = plt.subplots(2, len(pairs), figsize=(4.2 * len(pairs), 8.0), squeeze=False)
+    groups = ((labels > 0, "positive", "tab:green", "o"), (labels == 0, "neutral", "tab:gray", "D"),
+              (labels < 0, "negative", "tab:red", "x"))
+    for col, (title, without, with_msg) in enumerate(pairs):
+        for row, (key, tag) in enumerate(((without, "without MSG"), (with_msg, "with MSG"))):
+            xy = embed_2d(vectors[key], method, **embed_kwargs)
+            ax = axes[row][col]
+            for sel, name, color, marker in groups:
+                sel = sel.numpy()
+                if sel.any():
+                    ax.scatter(xy[sel, 0], xy[sel, 1], s=10, c=color, marker=marker, label=name, alpha=0.7)
+            ax.set_title(f"{title}: {key} ({tag})", fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[0][0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"Representations with and without MSG ({method})")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def token_labels(token_ids: list[int], tokenizer=None, raw_text: str = "") -> list[str]:
+    """Axis labels: the tokenizer's tokens; without one, the transcript's words when they match the
+    tokens one to one between ``[CLS]`` and ``[SEP]`` (as in the stored ids of short words), else ids."""
+    if tokenizer is not None:
+        return list(tokenizer.convert_ids_to_tokens(token_ids))
+    words = raw_text.lower().split()
+    if len(words) == len(token_ids) - 2:
+        return ["[CLS]", *words, "[SEP]"]
+    return [str(i) for i in token_ids]
+
+
+def plot_p_att(uid: str, entry: dict, out: Path, tokenizer=None) -> Path:
+    """Fig. 8: ``p_att`` of text with each partner modality for one utterance (valid tokens only)."""
+    plt = _pyplot()
+    maps = entry["p_att"]
+    if not maps:
+        raise ValueError("the model has no MBA (use_mba off, or no MSG-A/MSG-V to read it): no p_att to plot")
+    names = token_labels(entry["token_ids"], tokenizer, entry["raw_text"])
+    size = max(4.0, 0.28 * len(names) + 2)
+    fig, axes = plt.subplots(1, len(maps), figsize=(size * len(maps), size), squeeze=False)
+    for ax, (partner, p) in zip(axes[0], sorted(maps.items())):
+        scale = max(float(p.abs().max()), 1e-6)  # p_att is in [-1, 1]; use the map's own range
+        im = ax.imshow(p.numpy(), cmap="RdBu_r", vmin=-scale, vmax=scale)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_title(f"p_att text-{partner}", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"{uid} (label {entry['label']:+.2f})\n{entry['raw_text'][:100]}", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def plot_hybrid_shift(module, datamodule, out_dir: str | Path, split: str = "test", utterances: list[str] | None = None,
+                      method: str = "tsne", max_samples: int | None = None, tokenizer: str | None = None,
+                      perplexity: float = 30.0, iters: int = 500, seed: int = 0) -> list[Path]:
+    """Write ``representations.png`` (Fig. 7) and ``p_att_<id>.png`` per utterance (Fig. 8) to
+    ``out_dir`` and return their paths. ``tokenizer`` names the tokenizer used to print tokens on the
+    heatmaps' axes (default: the datamodule's, else the model's; token ids if neither can be loaded)."""
+    out_dir = Path(out_dir)
+    datamodule.setup("test")
+    loader = {"train": datamodule.train_dataloader, "valid": datamodule.val_dataloader,
+              "test": datamodule.test_dataloader}[split]()
+    if not utterances:  # first pass over labels only, to pick positive / neutral / negative examples
+        arrays = datamodule.splits[split]
+        utterances = choose_utterances(list(arrays.ids), torch.tensor(np.array(arrays.labels["M"], dtype=np.float32)))
+    collected = collect(module, loader, set(utterances), max_samples)
+    missing = [u for u in utterances if u not in collected["maps"]]
+    if missing:
+        raise ValueError(f"utterances not found in split {split!r}: {missing[:5]}")
+    paths = [plot_representations(collected, out_dir / "representations.png", method,
+                                  **({"perplexity": perplexity, "iters": iters, "seed": seed} if method == "tsne" else {}))]
+    hparams = getattr(module, "hparams", {})
+    tok = _load_tokenizer(tokenizer or getattr(datamodule, "tokenizer_name", None) or hparams.get("text_model"))
+    if getattr(getattr(module, "net", module), "mba", None):
+        for uid in utterances:
+            paths.append(plot_p_att(uid, collected["maps"][uid], out_dir / f"p_att_{_safe(uid)}.png", tok))
+    return paths
+
+
+def _load_tokenizer(name: str | None):
+    if not name:
+        return None
+    from msa_lightning.nn.pretrained import TINY_MODELS, PretrainedNotAvailable, load_tokenizer
+
+    if name in TINY_MODELS:  # the stored ids are BERT-uncased ids, not the tiny vocabulary
+        return None
+    try:
+        return load_tokenizer(name)
+    except (PretrainedNotAvailable, OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _datamodule_from_config(config: str, overrides: dict):
+    import yaml
+
+    spec = yaml.safe_load(Path(config).read_text())["data"]
+    module_name, _, cls_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name or "msa_lightning.data"), cls_name)
+    kwargs = {**spec.get("init_args", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return cls(**kwargs)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="msa plot hybrid-shift",
+                                description="Fig. 7 (representations with/without MSG) and Fig. 8 (MBA p_att) "
+                                            "of Lin & Hu (TMM 2024) for a trained HybridShiftModule")
+    p.add_argument("--ckpt", required=True, help="checkpoint of a HybridShiftModule")
+    p.add_argument("--config", help="config whose `data` section builds the datamodule (e.g. configs/hybrid_shift/mosi_bert.yaml)")
+    p.add_argument("--data-path", help="feature file or folder (overrides the config's data.path)")
+    p.add_argument("--dataset", default=None, help="mosi or mosei (without --config)")
+    p.add_argument("--data-tokenizer", default=None, help="re-tokenise raw_text with this tokenizer (XLNet models)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--out", default="plots/hybrid_shift", help="output folder for the PNGs")
+    p.add_argument("--utterances", nargs="*", default=None, help="ids for the p_att maps (default: most positive, neutral, negative)")
+    p.add_argument("--method", default="tsne", choices=["tsne", "pca"])
+    p.add_argument("--perplexity", type=float, default=30.0)
+    p.add_argument("--iters", type=int, default=500, help="t-SNE iterations")
+    p.add_argument("--max-samples", type=int, default=None, help="stop after this many utterances")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--tokenizer", default=None, help="tokenizer for the heatmap axis labels")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from msa_lightning.models.hybrid_shift import HybridShiftModule
+
+    module = HybridShiftModule.load_from_checkpoint(args.ckpt, map_location=args.device).to(args.device)
+    overrides = {"path": args.data_path, "tokenizer": args.data_tokenizer, "cache_dir": args.cache_dir,
+                 "batch_size": args.batch_size, "eval_batch_size": args.batch_size, "num_workers": 0}
+    if args.config:
+        datamodule = _datamodule_from_config(args.config, overrides)
+    else:
+        if not args.data_path:
+            raise SystemExit("msa plot hybrid-shift: give --config or --data-path")
+        from msa_lightning.data import MSADataModule
+
+        datamodule = MSADataModule(dataset=args.dataset or "mosi", aligned=True,
+                                   **{k: v for k, v in overrides.items() if v is not None})
+    paths = plot_hybrid_shift(module, datamodule, args.out, args.split, args.utterances, args.method,
+                              args.max_samples, args.tokenizer, args.perplexity, args.iters, args.seed)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

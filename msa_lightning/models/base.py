@@ -88,8 +88,10 @@ class MSARegressionModule(L.LightningModule):
 
     def _eval_step(self, batch: MSABatch, metrics: MSAMetrics, prefix: str) -> None:
         outputs = self(batch)
-        loss, _ = self.compute_loss(outputs, batch)
+        loss, parts = self.compute_loss(outputs, batch)
         self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val", batch_size=len(batch), sync_dist=True)
+        for name, value in parts.items():
+            self.log(f"{prefix}/{name}", value, batch_size=len(batch), sync_dist=True)
         metrics.update(outputs["M"].detach(), batch.labels["M"])
 
     def validation_step(self, batch: MSABatch, batch_idx: int) -> None:

@@ -79,7 +79,6 @@ class HybridShiftModule(MSARegressionModule):
         weights = {"text": alpha, "audio": beta, "vision": gamma}
         #: effective weights of Eq. 20 (zero with the Shifting HuberLoss switched off)
         self.shift_weights = {m: (w if use_shift_huber else 0.0) for m, w in weights.items()}
-        self._parts: dict[str, torch.Tensor] = {}
 
     @property
     def text_encoder(self):
@@ -98,17 +97,4 @@ class HybridShiftModule(MSARegressionModule):
             parts[f"shift_{SYMBOL[m]}"] = term.detach()
             if self.shift_weights[m]:
                 loss = loss + self.shift_weights[m] * term
-        self._parts = parts
         return loss, parts
-
-    def _log_parts(self, prefix: str, batch: MSABatch) -> None:
-        for name, value in self._parts.items():
-            self.log(f"{prefix}/{name}", value, batch_size=len(batch), sync_dist=True)
-
-    def validation_step(self, batch: MSABatch, batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        self._log_parts("val", batch)
-
-    def test_step(self, batch: MSABatch, batch_idx: int) -> None:
-        super().test_step(batch, batch_idx)
-        self._log_parts("test", batch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
@@ -176,7 +177,7 @@ def tokenize_cached(texts: list[str], tokenizer: str, max_length: int, cache_dir
               return_token_type_ids=True, return_tensors="np")
     out = np.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], axis=1).astype(np.int64)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp.npy")
+    tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")  # per process: DDP ranks tokenise at once
     np.save(tmp, out)
     tmp.replace(file)
     return out

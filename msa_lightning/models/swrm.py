@@ -1,0 +1,295 @@
+"""SWRM (Wu et al., Findings of ACL 2022) and its main baseline Self-MM (Yu et al., AAAI 2021).
+
+Both share one backbone (:class:`SelfMMModule`): a BERT text vector ``v_l`` (the ``[CLS]`` state),
+LSTM summaries of the unaligned acoustic and visual sequences (``v_a``, ``v_v``), a fusion layer
+``v_f = ReLU(W4 [v_l; v_v; v_a] + b4)`` (SWRM Eq. 5) and a prediction ``W5 v_f + b5`` (Eq. 6), plus
+one unimodal head per modality trained with the labels of Self-MM's ULGM
+(:class:`~msa_lightning.nn.ulgm.ULGM`). The ULGM features are each head's hidden layer:
+``F_s = ReLU(W_s v_s + b_s)`` for the text/audio/visual heads and ``v_f`` for fusion.
+
+:class:`SWRMModule` adds the sentiment word refinement (Section 3.2): at the position ``s`` found
+by the precompute (:mod:`msa_lightning.data.sentiment_positions`, gate ``p`` and ``k`` candidate
+ids arrive in ``batch.extras``) it rebuilds the input word embedding from the ``[MASK]`` embedding,
+the candidates' embeddings and the audio/visual context, then runs BERT on the refined
+embeddings (Eqs. 1-4). Nothing in ``forward`` loops over samples.
+
+Ablations of the paper's Table 2 are constructor switches of :class:`SWRMModule`:
+
+* ``use_position=False`` (w/o Position): no detected position; every word position ``t`` is
+  refined with the ``[MASK]`` embedding only, ``z_t = (1 - g_t) x_t + g_t x_mask`` with the
+  multimodal gate ``g_t`` of Eq. 2 computed at ``t`` (``[CLS]``, ``[SEP]`` and padding untouched);
+* ``use_attention=False`` (w/o Attention): at ``s``, ``r_add = x_mask`` (no candidate attention);
+* ``multimodal=False`` (w/o Multi-modal): the gate reads ``h_l_s`` only and the candidate
+  attention scores ``[x_c; h_l_s]`` (text context instead of the audio/visual states).
+
+Reading the equations: Eq. 6 and Self-MM's paper use one linear layer per head; the released
+Self-MM code adds a hidden layer (``head_layers=2``). Table 4's ``d_lv``, ``d_av``, ``d_vv`` are
+taken as the sizes of the text/audio/visual head features and, for audio and vision, of the LSTM
+outputs (``audio_out``/``vision_out``); ``v_l`` is BERT's 768-d ``[CLS]`` state as in Self-MM.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msa_lightning.batch import MSABatch
+from msa_lightning.models.base import MSARegressionModule
+from msa_lightning.nn.rnn import SequenceEncoder
+from msa_lightning.nn.text_encoder import TextEncoder
+from msa_lightning.nn.ulgm import ULGM
+
+UNIMODAL = ("T", "A", "V")
+EXTRA_KEYS = ("swrm_position", "swrm_gate", "swrm_candidates")
+
+
+def _head(dim: int, layers: int) -> nn.Module:
+    if layers == 1:
+        return nn.Linear(dim, 1)
+    if layers == 2:
+        return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+    raise ValueError(f"head_layers must be 1 (the papers' equations) or 2 (Self-MM's code), got {layers}")
+
+
+def pseudo_align(x: torch.Tensor, lengths: torch.Tensor, n_l: torch.Tensor, width: int) -> torch.Tensor:
+    """SWRM's pseudo-alignment (Section 3.2): ``[B, T, D]`` frames -> ``[B, width, D]``, one vector per token.
+
+    Sample ``b`` with ``n_l[b]`` tokens and ``lengths[b]`` valid frames is cut into groups of
+    ``g = floor(lengths / n_l)`` frames (at least 1); token ``t < n_l`` gets the mean of frames
+    ``[t g, (t + 1) g)``, the remainder frames are dropped. Tokens without frames (fewer frames than
+    tokens) and padding positions get zeros. Computed with cumulative sums, no loop over samples.
+    """
+    b, t_max, d = x.shape
+    n_l = n_l.clamp(min=1)
+    group = (lengths // n_l).clamp(min=1)  # [B]
+    t = torch.arange(width, device=x.device)
+    start = (t[None, :] * group[:, None]).clamp(max=lengths[:, None])  # [B, width]
+    end = ((t[None, :] + 1) * group[:, None]).clamp(max=lengths[:, None])
+    csum = torch.cat([x.new_zeros(b, 1, d), x.cumsum(dim=1)], dim=1)  # [B, T + 1, D]
+    gather = lambda idx: csum.gather(1, idx.clamp(max=t_max)[..., None].expand(-1, -1, d))  # noqa: E731
+    count = (end - start).to(x.dtype)
+    valid = (t[None, :] < n_l[:, None]) & (count > 0)
+    return torch.where(valid[..., None], (gather(end) - gather(start)) / count.clamp(min=1)[..., None], 0.0)
+
+
+class SelfMMModule(MSARegressionModule):
+    """Self-MM (Yu et al., 2021): BERT + LSTM fusion with ULGM unimodal labels; SWRM's baseline.
+
+    Args:
+        text_model: BERT name/path (``tiny-bert`` for tests); ``finetune_text`` trains it.
+        audio_dim, vision_dim: feature sizes (MOSI: 5 COVAREP, 20 Facet).
+        audio_hidden, vision_hidden: LSTM sizes of the unaligned acoustic/visual encoders.
+        audio_out, vision_out: sizes of ``v_a``/``v_v`` (a linear layer after each LSTM).
+        text_head_dim, audio_head_dim, vision_head_dim, fusion_dim: sizes of the head features
+            ``F_t``, ``F_a``, ``F_v`` and of ``v_f`` (SWRM Table 4: ``d_lv``, ``d_av``, ``d_vv``, ``d_fv``).
+        audio_lstm_dropout, vision_lstm_dropout: dropout before the LSTM output layers.
+        text_dropout, audio_dropout, vision_dropout, fusion_dropout: dropout on each head's input.
+        head_layers: 1 = one linear output layer per head (the equations), 2 = Self-MM's code.
+        use_ulgm: train the unimodal heads with ULGM labels (False: only the multimodal L1 loss).
+        label_bound: ULGM's clamp ``H`` (3 on MOSI).
+        num_train_samples: size of the ULGM state; ``None`` = taken from the datamodule at fit.
+        Remaining keyword arguments: :class:`~msa_lightning.models.base.MSARegressionModule`
+        (``lr`` for the new layers, ``encoder_lr`` for BERT, optimiser, schedule).
+    """
+
+    def __init__(self, text_model: str = "bert-base-uncased", finetune_text: bool = True, audio_dim: int = 5,
+                 vision_dim: int = 20, audio_hidden: int = 16, vision_hidden: int = 32, audio_out: int = 16,
+                 vision_out: int = 32, text_head_dim: int = 32, audio_head_dim: int = 16, vision_head_dim: int = 32,
+                 fusion_dim: int = 128, audio_lstm_dropout: float = 0.0, vision_lstm_dropout: float = 0.0,
+                 text_dropout: float = 0.0, audio_dropout: float = 0.1, vision_dropout: float = 0.1,
+                 fusion_dropout: float = 0.1, head_layers: int = 1, use_ulgm: bool = True,
+                 label_bound: float = 3.0, num_train_samples: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
+        if getattr(self.text_encoder.model, "pooler", None) is not None:
+            # the [CLS] state is read directly; an unused pooler would make DDP need find_unused_parameters
+            self.text_encoder.model.pooler = None
+        d_text = self.text_encoder.hidden_size
+        self.audio_rnn = SequenceEncoder(audio_dim, audio_hidden, "sLSTM", dropout=audio_lstm_dropout, out_dim=audio_out)
+        self.vision_rnn = SequenceEncoder(vision_dim, vision_hidden, "sLSTM", dropout=vision_lstm_dropout,
+                                          out_dim=vision_out)
+        # Eq. 5: v_f = ReLU(W4 [v_l; v_v; v_a] + b4); unimodal head features F_s = ReLU(W_s v_s + b_s)
+        self.dropout = nn.ModuleDict({"M": nn.Dropout(fusion_dropout), "T": nn.Dropout(text_dropout),
+                                      "A": nn.Dropout(audio_dropout), "V": nn.Dropout(vision_dropout)})
+        hidden = {"M": nn.Linear(d_text + vision_out + audio_out, fusion_dim), "T": nn.Linear(d_text, text_head_dim),
+                  "A": nn.Linear(audio_out, audio_head_dim), "V": nn.Linear(vision_out, vision_head_dim)}
+        self.hidden = nn.ModuleDict({key: hidden[key] for key in (hidden if use_ulgm else ("M",))})
+        dims = {"M": fusion_dim, "T": text_head_dim, "A": audio_head_dim, "V": vision_head_dim}
+        self.use_ulgm = use_ulgm
+        # without ULGM the unimodal heads would get no loss (and DDP would find unused parameters)
+        self.head_keys = tuple(dims) if use_ulgm else ("M",)
+        self.heads = nn.ModuleDict({key: _head(dims[key], head_layers) for key in self.head_keys})  # Eq. 6
+        self.ulgm = ULGM(dims, num_train_samples or 0, bound=label_bound)
+
+    # ------------------------------------------------------------------ network
+    def text_vector(self, batch: MSABatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``v_l`` (BERT's ``[CLS]`` state) and extra outputs; SWRM refines the embeddings first."""
+        states = self.text_encoder(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state
+        return states[:, 0], {}
+
+    def forward(self, batch: MSABatch) -> dict[str, torch.Tensor]:
+        v_l, extra = self.text_vector(batch)
+        _, v_a = self.audio_rnn(batch.audio, batch.audio_lengths)
+        _, v_v = self.vision_rnn(batch.vision, batch.vision_lengths)
+        inputs = {"M": torch.cat([v_l, v_v, v_a], dim=-1), "T": v_l, "A": v_a, "V": v_v}
+        features = {key: F.relu(self.hidden[key](self.dropout[key](inputs[key]))) for key in self.head_keys}
+        out = {key: self.heads[key](f).squeeze(-1) for key, f in features.items()}
+        out["features"] = features
+        out.update(extra)
+        return out
+
+    # ------------------------------------------------------------------ ULGM and losses
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.use_ulgm and not bool(self.ulgm.initialized):
+            self.ulgm.init_labels(torch.as_tensor(_train_labels(self.trainer)))
+
+    def training_step(self, batch: MSABatch, batch_idx: int) -> torch.Tensor:
+        outputs = self(batch)
+        y_m = batch.labels["M"]
+        loss_m = F.l1_loss(outputs["M"], y_m)
+        parts = {"loss_M": loss_m}
+        loss = loss_m
+        if self.use_ulgm:
+            labels, weights = self.ulgm.labels(batch.index), self.ulgm.weights(batch.index)
+            for key in UNIMODAL:
+                part = (weights[key] * (outputs[key] - labels[key]).abs()).mean()
+                parts[f"loss_{key}"] = part
+                loss = loss + part
+            self.ulgm.update(batch.index, outputs["features"], epoch=self.current_epoch + 1)
+        size = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=size)
+        return loss
+
+
+def _train_labels(trainer) -> torch.Tensor:
+    """The multimodal labels of the training split, in dataset row order (``batch.index``)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    splits = getattr(datamodule, "splits", None) or {}
+    if "train" in splits:
+        return torch.tensor(np.array(splits["train"].labels["M"]), dtype=torch.float32)
+    dataset = (getattr(datamodule, "datasets", None) or {}).get("train")
+    if dataset is None or not hasattr(dataset, "arrays"):
+        raise RuntimeError("ULGM needs the training labels before fit: use an msa_lightning DataModule, or call "
+                           "model.ulgm.init_labels(train_labels) yourself (rows in the order of batch.index)")
+    return torch.tensor(np.array(dataset.arrays.labels["M"]), dtype=torch.float32)
+
+
+class SWRMModule(SelfMMModule):
+    """SWRM: sentiment-word-aware multimodal refinement on top of the Self-MM backbone.
+
+    Needs ``batch.extras`` ``swrm_position`` ``[B]``, ``swrm_gate`` ``[B]`` and ``swrm_candidates``
+    ``[B, k]`` (from :class:`~msa_lightning.data.mosi_asr.MOSIASRDataModule`).
+
+    Args (besides :class:`SelfMMModule`'s):
+        context_vision_hidden, context_audio_hidden, context_av_hidden: sizes of ``LSTM_v``,
+            ``LSTM_a`` and ``LSTM_va`` over the pseudo-aligned sequences (Eq. 1; Table 4 ``d_vh``,
+            ``d_ah``, ``d_vah``).
+        use_position, use_attention, multimodal: the ablations (module docstring).
+        mask_token_id: id of ``[MASK]`` (default: from ``text_model``'s tokenizer).
+        detach_context: compute ``h_l = BERT(x_l)`` without gradients (cheaper; the gate and the
+            attention still train, BERT learns only through the fusion pass).
+    """
+
+    def __init__(self, context_vision_hidden: int = 16, context_audio_hidden: int = 32, context_av_hidden: int = 48,
+                 use_position: bool = True, use_attention: bool = True, multimodal: bool = True,
+                 mask_token_id: int | None = None, detach_context: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        hp = self.hparams
+        if mask_token_id is None:
+            from msa_lightning.nn.pretrained import load_tokenizer
+
+            mask_token_id = load_tokenizer(hp.text_model).mask_token_id
+            self.hparams["mask_token_id"] = int(mask_token_id)  # checkpoints need no tokenizer to reload
+        self.register_buffer("mask_token", torch.tensor(int(mask_token_id)), persistent=False)
+        self.use_position, self.use_attention, self.multimodal = use_position, use_attention, multimodal
+        self.detach_context = detach_context
+        d_x = self.text_encoder.hidden_size  # d_lx: word embeddings and BERT states share this size
+        if multimodal:  # Eq. 1
+            self.context_v = SequenceEncoder(hp.vision_dim, context_vision_hidden, "sLSTM")
+            self.context_a = SequenceEncoder(hp.audio_dim, context_audio_hidden, "sLSTM")
+            self.context_va = SequenceEncoder(hp.vision_dim + hp.audio_dim, context_av_hidden, "sLSTM")
+            d_av = context_vision_hidden + context_audio_hidden + context_av_hidden
+        else:
+            d_av = 0
+        self.gate = nn.Linear(d_x + d_av, 1)  # W1, b1 (Eq. 2)
+        if use_position and use_attention:
+            self.attention = nn.Linear(d_x + (d_av if multimodal else d_x), 1)  # W2, b2 (Eq. 3)
+            self.mask_gate = nn.Linear(2 * d_x, 1)  # W3, b3 (Eq. 4)
+
+    # ------------------------------------------------------------------ Eq. 1
+    def context(self, batch: MSABatch, embeddings: torch.Tensor) -> torch.Tensor:
+        """``[h_l; h_v; h_a; h_va]`` per token ``[B, L, d]`` (``h_l`` only when not ``multimodal``)."""
+        mask = batch.text_mask
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_context):
+            h_l = self.text_encoder(attention_mask=mask, token_type_ids=batch.text_segment,
+                                    inputs_embeds=embeddings).last_hidden_state
+        if not self.multimodal:
+            return h_l
+        n_l, width = mask.sum(1), mask.shape[1]
+        u_v = pseudo_align(batch.vision, batch.vision_lengths, n_l, width)
+        u_a = pseudo_align(batch.audio, batch.audio_lengths, n_l, width)
+        h_v, _ = self.context_v(u_v, n_l)
+        h_a, _ = self.context_a(u_a, n_l)
+        h_va, _ = self.context_va(torch.cat([u_v, u_a], dim=-1), n_l)
+        return torch.cat([h_l, h_v, h_a, h_va], dim=-1)
+
+    # ------------------------------------------------------------------ Eqs. 2-4
+    def refine(self, batch: MSABatch, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Refined input embeddings ``z_l`` ``[B, L, H]`` from the word embeddings ``x`` ``[B, L, H]``."""
+        ctx = self.context(batch, x)
+        x_mask = self.text_encoder.embed(self.mask_token)  # [H]
+        width = x.shape[1]
+        if not self.use_position:  # w/o Position: every word position, [MASK] only
+            t = torch.arange(width, device=x.device)
+            n_l = batch.text_mask.sum(1)
+            words = (t[None, :] >= 1) & (t[None, :] < (n_l - 1)[:, None])  # not [CLS]/[SEP]/padding
+            g = torch.sigmoid(self.gate(ctx)) * words[..., None].to(x.dtype)  # [B, L, 1]
+            return (1 - g) * x + g * x_mask, {"swrm_gate_value": g.squeeze(-1)}
+
+        s, p = self._extras(batch)
+        rows = torch.arange(len(s), device=x.device)
+        x_s, ctx_s = x[rows, s], ctx[rows, s]  # [B, H], [B, d]
+        g_v = torch.sigmoid(self.gate(ctx_s))  # Eq. 2 [B, 1]
+        gp = g_v * p[:, None].to(x.dtype)
+        r_v = (1 - gp) * x_s
+        extra = {"swrm_gate_value": g_v.squeeze(-1)}
+        if self.use_attention:  # Eq. 3
+            x_c = self.text_encoder.embed(batch.extras["swrm_candidates"])  # [B, k, H]
+            d_x = x.shape[-1]
+            att_ctx = ctx_s[:, d_x:] if self.multimodal else ctx_s  # [h_v; h_a; h_va] or h_l
+            scores = self.attention(torch.cat([x_c, att_ctx[:, None, :].expand(-1, x_c.shape[1], -1)], dim=-1))
+            w = torch.softmax(scores.squeeze(-1), dim=-1)  # [B, k]
+            r_e = torch.einsum("bk,bkh->bh", w, x_c)
+            g_mask = torch.sigmoid(self.mask_gate(torch.cat([r_e, x_mask.expand_as(r_e)], dim=-1)))  # Eq. 4
+            r_add = g_mask * r_e + (1 - g_mask) * x_mask
+            extra["swrm_attention"] = w
+        else:
+            r_add = x_mask.expand_as(x_s)
+        r_l = gp * r_add + r_v
+        at_s = torch.arange(width, device=x.device)[None, :] == s[:, None]  # [B, L]
+        return torch.where(at_s[..., None], r_l[:, None, :], x), extra
+
+    def _extras(self, batch: MSABatch) -> tuple[torch.Tensor, torch.Tensor]:
+        needed = EXTRA_KEYS if self.use_attention else EXTRA_KEYS[:2]
+        missing = [k for k in needed if k not in batch.extras]
+        if missing:
+            raise KeyError(f"SWRMModule needs batch.extras {list(needed)} (missing {missing}): use "
+                           "msa_lightning.data.mosi_asr.MOSIASRDataModule, which runs the sentiment position precompute")
+        s = batch.extras["swrm_position"].long()
+        if (s < 0).any() or (s >= batch.text_ids.shape[1]).any():
+            raise ValueError(f"swrm_position outside [0, {batch.text_ids.shape[1]}): the precompute used a "
+                             "different text_max_length or tokenizer than the batch")
+        return s, batch.extras["swrm_gate"]
+
+    def text_vector(self, batch: MSABatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self.text_encoder.embed(batch.text_ids)  # x_l
+        z, extra = self.refine(batch, x)
+        states = self.text_encoder(attention_mask=batch.text_mask, token_type_ids=batch.text_segment,
+                                   inputs_embeds=z).last_hidden_state
+        return states[:, 0], extra  # Eq. 5: v_l = [CLS] of BERT(z_l)

@@ -97,9 +97,13 @@ def mosi_metrics(pred: Tensor, true: Tensor) -> dict[str, Tensor]:
 
 
 def sims_metrics(pred: Tensor, true: Tensor, weak: bool = False) -> dict[str, Tensor]:
-    pred, true = pred.double().clamp(-1, 1), true.double().clamp(-1, 1)
+    # Bins are assigned in float32, as the reference does (float32 arrays against Python floats):
+    # in float64, float32(0.1) > 0.1 and float32(-0.4) < -0.4, which moves labels such as 0.1,
+    # -0.7 or +-0.4 into the neighbouring bin (or out of the weak range).
+    pred, true = pred.float().clamp(-1, 1), true.float().clamp(-1, 1)
     nan = torch.tensor(float("nan"), dtype=torch.float64)
-    out = {"mae": nan if true.numel() == 0 else (pred - true).abs().mean(), "corr": pearson(pred, true)}
+    out = {"mae": nan if true.numel() == 0 else (pred.double() - true.double()).abs().mean(),
+           "corr": pearson(pred.double(), true.double())}
     for k, edges in SIMS_BINS.items():
         out[f"acc{k}"] = _accuracy(_bins(pred, edges), _bins(true, edges))
     out["f1"] = weighted_f1(_bins(pred, SIMS_BINS[2]), _bins(true, SIMS_BINS[2]))

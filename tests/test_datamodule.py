@@ -21,7 +21,7 @@ MOSI, SIMS = get_spec("mosi"), get_spec("sims")
 
 @pytest.fixture(autouse=True)
 def _private_hash_memo(tmp_path, monkeypatch):
-    """``file_hash`` memoises in the default cache folder: keep it out of the user's home."""
+    """Tests never write to the user's default cache folder."""
     monkeypatch.setattr(cache_mod, "DEFAULT_CACHE_DIR", tmp_path / "default_cache")
 
 

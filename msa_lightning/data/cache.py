@@ -31,11 +31,11 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("MSA_CACHE_DIR", Path.home() / ".cache" 
 CACHE_VERSION = 1
 
 
-def file_hash(path: str | Path, chunk: int = 1 << 24) -> str:
-    """SHA-256 of the file's bytes, memoised by (path, size, mtime) so large files hash once."""
+def file_hash(path: str | Path, memo_dir: str | Path | None = None, chunk: int = 1 << 24) -> str:
+    """SHA-256 of the file's bytes, memoised in ``memo_dir`` by (path, size, mtime) so large files hash once."""
     path = Path(path).resolve()
     stat = path.stat()
-    memo = DEFAULT_CACHE_DIR / "hashes.json"
+    memo = Path(memo_dir or DEFAULT_CACHE_DIR) / "hashes.json"
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     try:
         known = json.loads(memo.read_text())
@@ -60,7 +60,8 @@ def file_hash(path: str | Path, chunk: int = 1 << 24) -> str:
 
 
 def cache_folder(path: str | Path, cache_dir: str | Path | None = None) -> Path:
-    return Path(cache_dir or DEFAULT_CACHE_DIR) / f"v{CACHE_VERSION}-{file_hash(path)[:20]}"
+    cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR)
+    return cache_dir / f"v{CACHE_VERSION}-{file_hash(path, cache_dir)[:20]}"
 
 
 def ensure_cache(path: str | Path, spec: DatasetSpec | None = None, cache_dir: str | Path | None = None) -> Path:

@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from memory import _KB, peak_rss, reset_peak_rss, rss
+
 # ----------------------------------------------------------------------------- process memory
-_KB = 1024
 
 
 def smaps() -> dict[str, int]:
@@ -41,36 +42,6 @@ def smaps() -> dict[str, int]:
     except OSError:
         pass
     return out
-
-
-def rss() -> int:
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KB
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux >= 4.0); False if unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * _KB
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KB
 
 
 def _load() -> str:

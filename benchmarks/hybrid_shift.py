@@ -28,36 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-_KB = 1024
-
-
-def rss() -> int:
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KB
-
-
-def reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * _KB
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _KB
+from memory import peak_rss, reset_peak_rss, rss
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -106,7 +77,7 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
         batches = [b for b in dm.train_dataloader() if len(b) == args.batch_size][:2]
         net = HybridShiftNet(audio_dim=5, vision_dim=20, text_model=build_backbone(kind, args.size),
                              insert_layer=2, pool="first", **VARIANTS[variant]).to(device).train()
-        batches = [_to(b, device) for b in batches]
+        batches = [b.to(device) for b in batches]
         optimizer = torch.optim.AdamW(net.parameters(), lr=2e-5, weight_decay=0.01)
         use_huber = variant == "full"
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
@@ -146,21 +117,6 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
                    "samples_s": args.batch_size / median, "mem": mem, "exact": exact or cuda})
     except Exception as err:  # report, do not hang the parent
         queue.put({"error": f"{type(err).__name__}: {err}"})
-
-
-def _to(batch, device):
-    from dataclasses import fields, replace
-
-    import torch
-
-    changes = {}
-    for f in fields(batch):
-        value = getattr(batch, f.name)
-        if isinstance(value, torch.Tensor):
-            changes[f.name] = value.to(device)
-        elif isinstance(value, dict):
-            changes[f.name] = {k: v.to(device) for k, v in value.items()}
-    return replace(batch, **changes)
 
 
 def main(argv: list[str] | None = None) -> None:

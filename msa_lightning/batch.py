@@ -28,7 +28,7 @@ extras         dict of tensors      per-sample arrays a model variant adds (for 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -55,6 +55,17 @@ class MSABatch:
 
     def __len__(self) -> int:
         return self.text_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> "MSABatch":
+        """A copy with every tensor (including those in ``labels``/``extras``) on ``device``."""
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                moved[f.name] = value.to(device)
+            elif isinstance(value, dict):
+                moved[f.name] = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in value.items()}
+        return replace(self, **moved)
 
     @property
     def text_bert(self) -> torch.Tensor:

@@ -113,7 +113,7 @@ def collect(module, loader, keep_ids: set[str] | None = None, max_samples: int |
     labels, ids, texts, maps = [], [], [], {}
     seen = 0
     for batch in loader:
-        batch = _to(batch, device)
+        batch = batch.to(device)
         out = net(batch, unshifted_text=True)
         mask, index = out["mask"], out["pool_index"]
         keep = mask[..., None].to(torch.float32)
@@ -142,19 +142,6 @@ def collect(module, loader, keep_ids: set[str] | None = None, max_samples: int |
             break
     return {"vectors": {k: torch.cat(v) for k, v in vectors.items()}, "labels": torch.cat(labels),
             "ids": ids, "raw_text": texts, "maps": maps}
-
-
-def _to(batch, device):
-    from dataclasses import fields, replace
-
-    changes = {}
-    for f in fields(batch):
-        value = getattr(batch, f.name)
-        if isinstance(value, torch.Tensor):
-            changes[f.name] = value.to(device)
-        elif isinstance(value, dict):
-            changes[f.name] = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in value.items()}
-    return replace(batch, **changes)
 
 
 def choose_utterances(ids: list[str], labels: torch.Tensor) -> list[str]:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from memory import _KB, peak_rss, reset_peak_rss, rss
+from measure import _KB, measure_steps, rss
 
 # ----------------------------------------------------------------------------- process memory
 
@@ -117,27 +117,10 @@ def _model_worker(name: str, args: argparse.Namespace, queue) -> None:
             loss.backward()
             optimizer.step()
 
-        cuda = device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base_cuda = torch.cuda.memory_allocated()
-        base_rss, exact = rss(), reset_peak_rss()
-        for i in range(args.warmup):
-            step(i)
-        if cuda:
-            torch.cuda.synchronize()
-        times = []
-        for i in range(args.steps):
-            t0 = time.perf_counter()
-            step(i)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        median = statistics.median(times)  # robust to other processes sharing the CPU
-        mem = (torch.cuda.max_memory_allocated() - base_cuda) if cuda else (peak_rss() - base_rss)
+        r = measure_steps(step, args.warmup, args.steps, device)
+        median, mem, exact = r["median_s"], r["mem"], r["exact"]
         queue.put({"model": name, "params": params, "samples_s": args.batch_size / median,
-                   "step_ms": 1000 * median, "min_ms": 1000 * min(times), "mem": mem, "exact": exact or cuda, "note": note,
+                   "step_ms": 1000 * median, "min_ms": 1000 * r["min_s"], "mem": mem, "exact": exact, "note": note,
                    "seq": f"{tuple(batches[0].audio.shape[1:2])[0]}/{tuple(batches[0].vision.shape[1:2])[0]}"})
     except Exception as err:  # report, do not hang the parent
         queue.put({"model": name, "error": f"{type(err).__name__}: {err}"})

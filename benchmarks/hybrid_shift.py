@@ -23,12 +23,10 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from memory import peak_rss, reset_peak_rss, rss
+from measure import measure_steps
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -94,27 +92,10 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
             loss.backward()
             optimizer.step()
 
-        cuda = device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base_mem = torch.cuda.memory_allocated()
-        base_rss, exact = rss(), reset_peak_rss()
-        for i in range(args.warmup):
-            step(i)
-        if cuda:
-            torch.cuda.synchronize()
-        times = []
-        for i in range(args.steps):
-            t0 = time.perf_counter()
-            step(i)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        median = statistics.median(times)
-        mem = (torch.cuda.max_memory_allocated() - base_mem) if cuda else (peak_rss() - base_rss)
-        queue.put({"params": sum(p.numel() for p in net.parameters()), "ms": 1000 * median, "min_ms": 1000 * min(times),
-                   "samples_s": args.batch_size / median, "mem": mem, "exact": exact or cuda})
+        r = measure_steps(step, args.warmup, args.steps, device)
+        median = r["median_s"]
+        queue.put({"params": sum(p.numel() for p in net.parameters()), "ms": 1000 * median, "min_ms": 1000 * r["min_s"],
+                   "samples_s": args.batch_size / median, "mem": r["mem"], "exact": r["exact"]})
     except Exception as err:  # report, do not hang the parent
         queue.put({"error": f"{type(err).__name__}: {err}"})
 

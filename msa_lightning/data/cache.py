@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,6 +30,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("MSA_CACHE_DIR", Path.home() / ".cache" / "msa_lightning"))
 CACHE_VERSION = 1
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a unique temporary file beside ``path``, then rename it into place, so
+    readers (other ranks, workers, a later run after a crash) only ever see complete files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def file_hash(path: str | Path, memo_dir: str | Path | None = None, chunk: int = 1 << 24) -> str:
@@ -49,11 +66,8 @@ def file_hash(path: str | Path, memo_dir: str | Path | None = None, chunk: int =
             digest.update(block)
     value = digest.hexdigest()
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
         known[key] = value
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        tmp.replace(memo)
+        atomic_write(memo, lambda tmp: tmp.write_text(json.dumps(known)))
     except OSError:  # a read-only home is fine: we just hash again next time
         pass
     return value

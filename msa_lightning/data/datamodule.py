@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +22,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from msa_lightning.batch import MODALITIES
-from msa_lightning.data.cache import DEFAULT_CACHE_DIR, ensure_cache, load_cached
+from msa_lightning.data.cache import DEFAULT_CACHE_DIR, atomic_write, ensure_cache, load_cached
 from msa_lightning.data.dataset import FeatureNormalizer, MSADataset, collate_batch
 from msa_lightning.data.reader import FeatureFileError, SplitArrays, read_feature_file
 from msa_lightning.data.specs import ALIGNED_FILE, SPLITS, get_spec
@@ -176,10 +175,7 @@ def tokenize_cached(texts: list[str], tokenizer: str, max_length: int, cache_dir
     enc = tok(list(texts), max_length=max_length, padding="max_length", truncation=True,
               return_token_type_ids=True, return_tensors="np")
     out = np.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], axis=1).astype(np.int64)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")  # per process: DDP ranks tokenise at once
-    np.save(tmp, out)
-    tmp.replace(file)
+    atomic_write(file, lambda tmp: np.save(tmp, out))  # DDP ranks may tokenise at once
     return out
 
 

@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from msa_lightning.data.cache import atomic_write
 from msa_lightning.data.lexicon import DEFAULT_LEXICON, SentimentLexicon, load_lexicon
 
 log = logging.getLogger(__name__)
@@ -289,15 +289,7 @@ def text_key(text: str) -> str:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 class TopKStore:

@@ -80,18 +80,23 @@ class MSARegressionModule(L.LightningModule):
     def training_step(self, batch: MSABatch, batch_idx: int) -> torch.Tensor:
         outputs = self(batch)
         loss, parts = self.compute_loss(outputs, batch)
-        size = len(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=size)
+        self._log_losses("train", loss, parts, len(batch))
+        self.after_training_forward(outputs, batch)
         return loss
+
+    def after_training_forward(self, outputs: dict[str, torch.Tensor], batch: MSABatch) -> None:
+        """Hook for per-step state that needs the training outputs (Self-MM's label generation)."""
+
+    def _log_losses(self, prefix: str, loss: torch.Tensor, parts: dict, size: int) -> None:
+        sync = prefix != "train"  # evaluation losses are averaged over all ranks
+        self.log(f"{prefix}/loss", loss, prog_bar=prefix != "test", batch_size=size, sync_dist=sync)
+        for name, value in parts.items():
+            self.log(f"{prefix}/{name}", value, batch_size=size, sync_dist=sync)
 
     def _eval_step(self, batch: MSABatch, metrics: MSAMetrics, prefix: str) -> None:
         outputs = self(batch)
         loss, parts = self.compute_loss(outputs, batch)
-        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val", batch_size=len(batch), sync_dist=True)
-        for name, value in parts.items():
-            self.log(f"{prefix}/{name}", value, batch_size=len(batch), sync_dist=True)
+        self._log_losses(prefix, loss, parts, len(batch))
         metrics.update(outputs["M"].detach(), batch.labels["M"])
 
     def validation_step(self, batch: MSABatch, batch_idx: int) -> None:

@@ -146,24 +146,24 @@ class SelfMMModule(MSARegressionModule):
         if stage == "fit" and self.use_ulgm and not bool(self.ulgm.initialized):
             self.ulgm.init_labels(torch.as_tensor(_train_labels(self.trainer)))
 
-    def training_step(self, batch: MSABatch, batch_idx: int) -> torch.Tensor:
-        outputs = self(batch)
-        y_m = batch.labels["M"]
-        loss_m = F.l1_loss(outputs["M"], y_m)
-        parts = {"loss_M": loss_m}
-        loss = loss_m
-        if self.use_ulgm:
-            labels, weights = self.ulgm.labels(batch.index), self.ulgm.weights(batch.index)
-            for key in UNIMODAL:
-                part = (weights[key] * (outputs[key] - labels[key]).abs()).mean()
-                parts[f"loss_{key}"] = part
-                loss = loss + part
+    def compute_loss(self, outputs: dict[str, torch.Tensor], batch: MSABatch) -> tuple[torch.Tensor, dict]:
+        """Plain L1 on ``M``; in training, plus the unimodal L1 losses against ULGM's generated labels,
+        weighted by ``tanh(|y_s - y_m|)`` (generated labels exist for training rows only)."""
+        loss = F.l1_loss(outputs["M"], batch.labels["M"])
+        if not self.training:
+            return loss, {}
+        parts = {"loss_M": loss}
+        if not self.use_ulgm:
+            return loss, parts
+        labels, weights = self.ulgm.labels(batch.index), self.ulgm.weights(batch.index)
+        for key in UNIMODAL:
+            parts[f"loss_{key}"] = (weights[key] * (outputs[key] - labels[key]).abs()).mean()
+            loss = loss + parts[f"loss_{key}"]
+        return loss, parts
+
+    def after_training_forward(self, outputs: dict[str, torch.Tensor], batch: MSABatch) -> None:
+        if self.use_ulgm:  # after the loss has read this step's labels, as in the reference code
             self.ulgm.update(batch.index, outputs["features"], epoch=self.current_epoch + 1)
-        size = len(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=size)
-        return loss
 
 
 def _train_labels(trainer) -> torch.Tensor:

@@ -39,7 +39,7 @@ from msa_lightning.models import registry  # noqa: F401  (imports every model so
 from msa_lightning.models.base import MSARegressionModule
 from msa_lightning.tools.callbacks import ExactResume, MSACheckpoint, continue_in_run_folder
 
-EXTRA_COMMANDS = ("data", "seeds", "report", "quickstart", "plot", "export", "pipeline")
+EXTRA_COMMANDS = ("data", "seeds", "report", "quickstart", "plot", "export", "pipeline", "transcribe", "pretrain-data")
 
 DESCRIPTION = (
     "msa_lightning: multimodal sentiment analysis. The training subcommands are below (`msa fit --help`); "

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+LITDATA_VERSION=${LITDATA_VERSION:-0.2.76}
 VENV=${VENV:-.venv}
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -16,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 stamp="$VENV/.msa-install-stamp"
-want="$(sha256sum pyproject.toml | cut -c1-16)-$TORCH_VERSION"
+want="$(sha256sum pyproject.toml | cut -c1-16)-$TORCH_VERSION-$LITDATA_VERSION"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   export PIP_DISABLE_PIP_VERSION_CHECK=1
   if ! "$PY" -c "import torch" 2>/dev/null; then
@@ -32,6 +33,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     fi
   fi
   "$PY" -m pip install -q -e ".[dev]"
+  # litdata's metadata asks for torchvision (and so a CUDA torch); it runs without it, and pyproject.toml
+  # lists the packages it does import.
+  "$PY" -m pip install -q --no-deps "litdata==$LITDATA_VERSION"
   echo "$want" > "$stamp"
 fi
 

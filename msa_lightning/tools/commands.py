@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from pathlib import Path
 
@@ -9,6 +10,14 @@ import numpy as np
 
 from msa_lightning.data.specs import DATASETS
 from msa_lightning.tools.runs import PAPER_SEEDS
+
+# Subcommands that live in their own module: `add_parser(sub)` declares the arguments, `main(args)` runs.
+PLUGIN_COMMANDS = {
+    "export": "msa_lightning.tools.export",
+    "pipeline": "msa_lightning.tools.pipeline",
+    "transcribe": "msa_lightning.data.transcribe",
+    "pretrain-data": "msa_lightning.data.skesl_shards",
+}
 
 
 def inspect_file(path: str, dataset: str | None = None, bins: int = 7) -> str:
@@ -97,10 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=int, default=6)
     q.add_argument("--model", default="TFNModule")
 
-    from msa_lightning.tools import export, pipeline  # `msa export`, `msa pipeline`
-
-    export.add_parser(sub)
-    pipeline.add_parser(sub)
+    for module in PLUGIN_COMMANDS.values():  # each module declares its own arguments
+        importlib.import_module(module).add_parser(sub)
 
     pl = sub.add_parser("plot", help="paper analyses (see `msa plot hybrid-shift --help`)")
     pl.add_argument("what", choices=["hybrid-shift"])
@@ -153,14 +160,8 @@ def run_extra(argv: list[str]) -> int:
         from msa_lightning.tools.runs import quickstart
 
         quickstart(Path(args.out), epochs=args.epochs, model=args.model)
-    elif args.command == "export":
-        from msa_lightning.tools.export import main as export_main
-
-        return export_main(args)
-    elif args.command == "pipeline":
-        from msa_lightning.tools.pipeline import main as pipeline_main
-
-        return pipeline_main(args)
+    elif args.command in PLUGIN_COMMANDS:
+        return importlib.import_module(PLUGIN_COMMANDS[args.command]).main(args)
     elif args.command == "plot":
         from msa_lightning.tools.hybrid_shift_plots import main as plot_main
 

@@ -534,11 +534,26 @@ def expected_error(error: BaseException) -> MSAError | None:
     return None
 
 
+def without_worker_traceback(error: BaseException) -> str:
+    """The error's message. An error raised in a DataLoader worker is re-raised by torch with the worker's
+    traceback inside its message; keep the original message and say which worker it came from."""
+    message = str(error).strip() or type(error).__name__
+    where = re.match(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback", message)
+    if where is None:
+        return message
+    cls = type(error)
+    for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
+        head, sep, original = message.rpartition(f"\n{name}: ")
+        if sep:
+            return f"{original.strip()} ({where.group(1)})"
+    return message
+
+
 def report_error(error: BaseException) -> None:
     """``msa: error: <message>`` on stderr. Under DDP rank 0 speaks and stops the ranks it launched; a
     launched rank waits for rank 0 (which meets the same error) and speaks only if rank 0 does not end."""
     rank = _launched_child_rank()
-    message = str(error).strip() or type(error).__name__
+    message = without_worker_traceback(error)
     if rank:
         if not _wait_for_parent():
             print(f"msa: error: [rank {rank}] {message}", file=sys.stderr, flush=True)

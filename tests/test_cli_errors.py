@@ -14,7 +14,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from msa_lightning.errors import ConfigError
+import torch
+
+from msa_lightning.data import MOSIDataModule
+from msa_lightning.errors import ConfigError, DataError
 
 MSA = str(Path(sys.executable).with_name("msa"))
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
@@ -26,6 +29,21 @@ class RaiseOnTrainStart(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         raise ConfigError(f"planted setting error seen by rank {trainer.global_rank}")
+
+
+class _FailsInWorker(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        raise DataError(f"planted: clip {i} of the training data is unreadable")
+
+
+class WorkerFailsData(MOSIDataModule):
+    """A training loader whose worker process meets a bad sample (imported by the subprocess)."""
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_FailsInWorker(), num_workers=1)
 
 
 def run_msa(*args: str, cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -168,3 +186,14 @@ def test_expected_error_under_two_process_ddp(synthetic_mosi, cache_dir, tmp_pat
         except OSError:  # the process ended meanwhile
             pass
     assert not leftovers
+
+
+def test_error_in_a_loader_worker_is_one_line(synthetic_mosi, cache_dir, tmp_path):
+    """torch re-raises a worker's error with the worker's traceback inside the message: the user sees
+    the original message and which worker, on one line."""
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    args = fit_args(tmp_path, cache_dir, f"--data.path={synthetic_mosi}")
+    args[2] = "--data=test_cli_errors.WorkerFailsData"
+    proc = run_msa(*args, cwd=tmp_path, env=env)
+    assert_one_line_error(proc, "planted: clip 0 of the training data is unreadable (in DataLoader worker process 0)")
+    assert "Original Traceback" not in proc.stderr

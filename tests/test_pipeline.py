@@ -165,3 +165,34 @@ def test_export_command_line_errors(two_stages, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "msa: error: export: TFNModule has no output 'features.nope'; its outputs: M, features.fusion")
     assert "Traceback" not in proc.stderr
+
+
+def test_stage_test_runs_msa_test_of_the_best_checkpoint(synthetic_mosi, cache_dir, tmp_path):
+    """`test: true` added to a finished stage runs only `msa test` of its best checkpoint, into the stage folder,
+    where the report reads test metrics; a third run does nothing."""
+    from msa_lightning.tools.pipeline import read_record
+    from msa_lightning.tools.results import _stage_metrics
+
+    stage = {"name": "only", "args": _fit_args(synthetic_mosi, cache_dir, 1)}
+    spec = {"name": "tested", "out": str(tmp_path / "runs"), "stages": [stage]}
+    assert _msa("pipeline", str(_write(tmp_path / "p.yaml", spec))).returncode == 0
+    folder = tmp_path / "runs" / "only"
+    assert _stage_metrics(folder, read_record(folder), "test") is None
+
+    stage["test"] = True
+    proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "stage only: msa fit" not in proc.stdout and "stage only: msa test" in proc.stdout
+    record = read_record(folder)
+    assert record["tested"] == record["best_ckpt"]
+    metrics = _stage_metrics(folder, record, "test")
+    assert metrics is not None and np.isfinite(metrics["mae"])
+
+    proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
+    assert "is up to date, skipped" in proc.stdout and "msa test" not in proc.stdout
+
+
+def test_stage_test_must_be_a_boolean(tmp_path):
+    spec = {"name": "x", "out": str(tmp_path), "stages": [{"name": "a", "args": [], "test": "yes"}]}
+    proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
+    assert proc.returncode == 2 and "stage 'a': 'test' must be true or false, found 'yes'" in proc.stderr

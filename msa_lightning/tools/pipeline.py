@@ -9,6 +9,7 @@ earlier stage's checkpoints or exported arrays.
       - name: pretrain
         args: [--config, a.yaml]         # an ordinary `msa fit` command line
         export: {outputs: [features.M], splits: [train, valid, test]}   # optional, from the best checkpoint
+        test: true                       # optional: `msa test` of the best checkpoint after the fit
       - name: finetune
         needs: [pretrain]
         args: [--config, b.yaml, "--model.init_args.init_from=${pretrain.best_ckpt}"]
@@ -20,7 +21,9 @@ subprocess (so DDP and SLURM treat it as a plain fit), with ``--trainer.default_
 hashes of the files its command names, including upstream checkpoints) are unchanged and which
 finished is skipped; one that was interrupted with the same command resumes from its ``last.ckpt``.
 ``--only NAME`` runs one stage (its ``needs`` must have finished: a cluster job per stage);
-``--dry-run`` prints the resolved commands.
+``--dry-run`` prints the resolved commands. A stage with ``test: true`` also runs ``msa test`` on its best
+checkpoint, logged into the stage folder (where ``msa report`` reads test metrics); a finished stage
+whose test has not run yet runs only the test.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ class Stage:
     args: list[str]
     needs: list[str] = field(default_factory=list)
     export: dict | None = None
+    test: bool = False
 
 
 @dataclass
@@ -96,9 +100,12 @@ def load_pipeline(path: str | Path) -> Pipeline:
         name = raw["name"]
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
             raise ConfigError(f"{where}: stage name {name!r}: use letters, digits, '_', '-', '.'")
-        bad = set(raw) - {"name", "args", "needs", "export"}
+        bad = set(raw) - {"name", "args", "needs", "export", "test"}
         if bad:
-            raise ConfigError(f"{where}: stage {name!r}: unknown keys {sorted(bad)}; expected name, args, needs, export")
+            raise ConfigError(f"{where}: stage {name!r}: unknown keys {sorted(bad)}; "
+                              "expected name, args, needs, export, test")
+        if not isinstance(raw.get("test", False), bool):
+            raise ConfigError(f"{where}: stage {name!r}: 'test' must be true or false, found {raw['test']!r}")
         args, needs = raw.get("args", []), raw.get("needs", [])
         if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
             raise ConfigError(f"{where}: stage {name!r}: 'args' must be a list of command-line words")
@@ -112,7 +119,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
                 raise ConfigError(f"{where}: stage {name!r}: export keys are outputs and splits")
         if any(s.name == name for s in stages):
             raise ConfigError(f"{where}: two stages are named {name!r}")
-        stages.append(Stage(name, [str(a) for a in args], list(needs), export))
+        stages.append(Stage(name, [str(a) for a in args], list(needs), export, raw.get("test", False)))
     names = [s.name for s in stages]
     for stage in stages:
         for need in stage.needs:
@@ -257,6 +264,8 @@ def run_pipeline(path: str | Path, only: str | None = None, dry_run: bool = Fals
             print(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
             if stage.export:
                 print(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
+            if stage.test:
+                print(f"[{stage.name}] msa test of the best checkpoint")
             continue
         records[stage.name] = _run_stage(pipeline, stage, command, force)
     return records
@@ -270,6 +279,8 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     outputs_exist = previous is not None and Path(previous.get("best_ckpt", "")).is_file() and (
         not stage.export or Path(previous.get("export", "")).is_dir())
     if same and previous.get("status") == "finished" and not force and outputs_exist:
+        if stage.test and previous.get("tested") != previous["best_ckpt"]:
+            return _test_stage(pipeline, stage, command, previous)
         print(f"msa: pipeline {pipeline.name}: stage {stage.name} is up to date, skipped ({folder})", flush=True)
         return previous
     resume = []
@@ -310,6 +321,23 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     record["status"] = "finished"
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _write_record(folder, record)
+    if stage.test:
+        return _test_stage(pipeline, stage, command, record)
+    return record
+
+
+def _test_stage(pipeline: Pipeline, stage: Stage, command: list[str], record: dict) -> dict:
+    """``msa test`` of the stage's best checkpoint with the stage's own arguments, logged in its folder."""
+    folder = pipeline.folder(stage.name)
+    test = ["test", *_without_ckpt_path(command[1:-2]), f"--ckpt_path={record['best_ckpt']}",
+            f"--trainer.default_root_dir={folder}"]
+    print(f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in test)}", flush=True)
+    code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *test])
+    if code != 0:
+        raise StageFailed(f"pipeline {pipeline.name}: stage {stage.name!r}: msa test of {record['best_ckpt']} failed "
+                          f"(exited with {code}; its output is above)")
+    record["tested"] = record["best_ckpt"]
+    _write_record(folder, record)
     return record
 
 
@@ -327,7 +355,7 @@ def _without_ckpt_path(args: list[str]) -> list[str]:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("pipeline", help="run the stages of a pipeline file (each an ordinary `msa fit`)")
-    p.add_argument("file", help="pipeline YAML (name, out, stages: [{name, args, needs, export}])")
+    p.add_argument("file", help="pipeline YAML (name, out, stages: [{name, args, needs, export, test}])")
     p.add_argument("--only", metavar="NAME", help="run this stage only (its needs must have finished)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved commands, run nothing")
     p.add_argument("--force", action="store_true", help="re-run stages even when they are up to date")

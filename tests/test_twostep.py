@@ -268,7 +268,7 @@ TINY_FEATURE_ARGS = ["--data.init_args.text_model=tiny-bert", "--data.init_args.
 @pytest.mark.parametrize("config, extra", [
     ("simsv2_mult_joint.yaml", TINY_MODEL_ARGS),                # Table 1, joint multi-task
     ("simsv2_step1_T.yaml", TINY_MODEL_ARGS),                   # two-step, step 1
-    ("simsv2_table4_AV_step2.yaml", TINY_FEATURE_ARGS),         # Table 4, two-step MulT on a pair
+    ("simsv2_table4_AV_step2.yaml", TINY_MODEL_ARGS + TINY_FEATURE_ARGS),  # Table 4, two-step MulT on a pair
     ("mosi_tfn_single.yaml", TINY_MODEL_ARGS),                  # Table 2 on a MOSI release (M only)
 ])
 def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
@@ -290,3 +290,121 @@ def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
     for key in ("regime", "fusion", "modalities", "lr", "extractor_lr", "step1_modality"):
         if key in given:
             assert cli.model.hparams[key] == given[key], key
+
+
+# ------------------------------------------------------------------------------------------- the two quirks
+def test_the_data_must_come_from_the_models_extractors(raw, tmp_path):
+    """BERT in the model reads the data's token ids; step 2 reads what the data's extractors stored; the
+    step-2 DataModule's tokenizer follows its text_model. Any mismatch is one ConfigError naming both keys."""
+    from msa_lightning.data.raw_media import ExtractedFeaturesDataModule
+
+    with pytest.raises(ConfigError, match=r"data.init_args.tokenizer='bert-base-uncased' differs from "
+                                          r"data.init_args.text_model='tiny-bert'"):
+        ExtractedFeaturesDataModule(str(raw[0]), text_model="tiny-bert", tokenizer="bert-base-uncased")
+    assert ExtractedFeaturesDataModule(str(raw[0]), text_model="tiny-bert").tokenizer_name == "tiny-bert"
+
+    features = _feature_dm(*raw)
+    model = TwoStepMSA(regime="step2", fusion="sf", **{**TINY, "audio_model": "facebook/hubert-base-ls960"})
+    with pytest.raises(ConfigError, match=r"model.init_args.audio_model='facebook/hubert-base-ls960' but step 2 "
+                                          r"reads the stored outputs of data.init_args.audio_model='tiny-hubert'"):
+        _trainer(limit_train_batches=1).fit(model, datamodule=features)
+    other_tokens = _dm(*raw)
+    other_tokens.tokenizer_name = "tiny-xlnet"
+    model = TwoStepMSA(regime="single", fusion="sf", modalities="TA", **TINY)
+    with pytest.raises(ConfigError, match=r"data.init_args.tokenizer='tiny-xlnet' differs from "
+                                          r"model.init_args.text_model='tiny-bert'"):
+        _trainer(limit_train_batches=1).fit(model, datamodule=other_tokens)
+
+
+def test_step1_checkpoints_accept_a_run_folder(tmp_path):
+    """A step-1 run folder stands for its best checkpoint (resolved as `msa test`/`msa export` do)."""
+    from msa_lightning.data.raw_media import load_encoder_weights
+    from msa_lightning.nn.audio_encoder import AudioEncoder
+
+    torch.manual_seed(3)
+    tuned = AudioEncoder("tiny-hubert", finetune=False)
+    run = tmp_path / "step1_A"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {f"net.audio.{k}": v for k, v in tuned.state_dict().items()}},
+               run / "checkpoints" / "best-epoch=0.ckpt")
+    torch.save({"state_dict": {}}, run / "checkpoints" / "last.ckpt")
+    fresh = AudioEncoder("tiny-hubert", finetune=False)
+    assert load_encoder_weights(fresh, run, "data.init_args.step1_checkpoints.audio") == "net.audio."
+    for key, value in tuned.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(ConfigError, match=r"data.init_args.step1_checkpoints.audio: ckpt_path=.*empty_run.*"
+                                          r"no checkpoints found"):
+        load_encoder_weights(fresh, tmp_path / "empty_run", "data.init_args.step1_checkpoints.audio")
+    with pytest.raises(ConfigError, match=r"step1_checkpoints.audio: checkpoint .*nowhere.ckpt.* does not exist"):
+        load_encoder_weights(fresh, tmp_path / "nowhere.ckpt", "data.init_args.step1_checkpoints.audio")
+
+
+# ------------------------------------------------------------------------------------------- Table 1, baseline rows
+@pytest.fixture(scope="module")
+def simsv2_file(tmp_path_factory) -> Path:
+    from msa_lightning.data import make_synthetic
+
+    return make_synthetic("simsv2", tmp_path_factory.mktemp("simsv2") / "simsv2.pkl", size_factor=0.01, seed=3)
+
+
+def test_handcrafted_rows_read_audio_and_vision_from_the_feature_file(simsv2_file, tmp_path):
+    """file_features=AV: BERT on the file's text, the file's hand-crafted A/V sequences (global = mean over
+    valid frames, padding ignored), the same heads and fusion; step 1 on a file modality is refused."""
+    from msa_lightning.data import MSADataModule
+
+    dm = MSADataModule(str(simsv2_file), dataset="simsv2", tokenizer="tiny-bert", text_max_length=12, batch_size=4,
+                       cache_dir=str(tmp_path / "cache"))
+    model = TwoStepMSA(regime="joint", fusion="mult", file_features="AV", **TINY)
+    assert model.net is None and model.net_requires == ("audio_dim", "vision_dim")
+    assert model.required_inputs == {"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision",
+                                     "vision_lengths"}
+    trainer = _trainer(limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model, datamodule=dm)
+    assert (model.hparams.audio_dim, model.hparams.vision_dim) == (25, 177)  # CH-SIMS v2's feature sizes
+    assert hasattr(model.net, "text") and not hasattr(model.net, "audio") and not hasattr(model.net, "vision")
+    batch = next(iter(dm.val_dataloader()))
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+        n = int(batch.audio_lengths[0])
+        torch.testing.assert_close(out.features["A"][0], batch.audio[0, :n].mean(0))
+        if n < batch.audio.shape[1]:  # padded frames do not count
+            batch.audio[0, n:] = 1e3
+            torch.testing.assert_close(model(batch).M, out.M)
+    assert sorted(out.unimodal) == ["A", "T", "V"]
+    with pytest.raises(ConfigError, match="step1_modality='A' is read from the feature file"):
+        TwoStepMSA(regime="step1", step1_modality="A", file_features="AV", **TINY)
+    with pytest.raises(ConfigError, match="file_features='AV' with model.init_args.regime=step2 needs"):
+        TwoStepMSA(regime="step2", file_features="AV", **TINY)
+
+
+@pytest.mark.slow
+def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_path):
+    """The shipped hand-crafted two-step pipeline (tiny overrides appended): step 1 fine-tunes BERT on
+    label_T of the feature file; step 2 names the step-1 run folder and freezes its best BERT inside the model."""
+    import yaml
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "twostep" / "simsv2_handcrafted_twostep_pipeline.yaml"
+    pipeline = yaml.safe_load(shipped.read_text())
+    pipeline["out"] = str(tmp_path / "runs")
+    pipeline["stages"] = [s for s in pipeline["stages"] if s["name"] in ("step1_T", "step2_mult")]
+    tiny = ["--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
+            "--model.init_args.head_hidden=8", "--model.init_args.mult_dim=8", "--model.init_args.mult_heads=2",
+            "--model.init_args.mult_layers=1", f"--data.init_args.path={simsv2_file}", "--data.init_args.batch_size=8",
+            "--data.init_args.text_max_length=12", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
+    for stage in pipeline["stages"]:
+        stage["args"][1] = str(shipped.parent / Path(stage["args"][1]).name)
+        stage["args"] += tiny
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    done = run_msa("pipeline", tmp_path / "pipeline.yaml", cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = sorted((tmp_path / "runs" / "step1_T" / "checkpoints").glob("best*.ckpt"))
+    step1 = torch.load(best[0], map_location="cpu", weights_only=False)["state_dict"]
+    step2 = torch.load(tmp_path / "runs" / "step2_mult" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=False)
+    text = [k for k in step1 if k.startswith("net.text.")]
+    assert text and all(torch.equal(step1[k], step2["state_dict"][k]) for k in text)  # frozen, from step 1
+    assert not any(k.startswith(("net.audio.", "net.vision.")) for k in step2["state_dict"])
+    assert [g["name"] for g in step2["optimizer_states"][0]["param_groups"]] == ["default", "default/no_decay"]

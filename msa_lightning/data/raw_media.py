@@ -539,12 +539,20 @@ class RawMediaDataModule(L.LightningDataModule):
 
 def load_encoder_weights(encoder: torch.nn.Module, checkpoint: str | Path, what: str) -> str:
     """Load ``encoder``'s weights from a (step-1) checkpoint: a Lightning ``.ckpt`` (``state_dict``)
-    or a plain state dict. The encoder's keys are looked for under any prefix (``net.audio.`` ...),
-    so the checkpoint's model layout does not matter; exactly one prefix must hold all of them with
-    the same shapes. Returns the prefix."""
+    or a plain state dict, or a run folder (its best checkpoint, resolved as ``msa test`` and ``msa
+    export`` do; ``RUN/last`` for the last). The encoder's keys are looked for under any prefix
+    (``net.audio.`` ...), so the checkpoint's model layout does not matter; exactly one prefix must
+    hold all of them with the same shapes. Returns the prefix."""
+    from msa_lightning.cli import resolve_checkpoint
+
     path = Path(checkpoint).expanduser()
+    if path.is_dir() or (path.name in ("best", "last") and path.parent.is_dir()):
+        try:
+            path = Path(resolve_checkpoint(path, "best"))
+        except ConfigError as err:
+            raise ConfigError(f"{what}: {err}") from None
     if not path.is_file():
-        raise ConfigError(f"{what}: checkpoint {str(path)!r} does not exist")
+        raise ConfigError(f"{what}: checkpoint {str(path)!r} does not exist (expected a .ckpt file or a run folder)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated or foreign files fail in many ways
@@ -625,8 +633,11 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
     Args (besides :class:`RawMediaDataModule`'s):
         text_model, audio_model: names or folders (``tiny-bert``, ``tiny-hubert`` in tests).
         video_arch, video_checkpoint: the Video Swin architecture and its pretrained weights file.
-        step1_checkpoints: ``{"text"|"audio"|"vision": checkpoint}``: fine-tuned weights of step 1
-            (found under any prefix, see :func:`load_encoder_weights`).
+        step1_checkpoints: ``{"text"|"audio"|"vision": checkpoint}``: fine-tuned weights of step 1, a
+            ``.ckpt`` file or a step-1 run folder (its best checkpoint; found under any prefix, see
+            :func:`load_encoder_weights`).
+        tokenizer: left unset, it follows ``text_model`` (the stored BERT outputs are computed from
+            that model's token ids); a different value is refused.
         extract_batch_size: clips per extractor call; ``extract_device``: ``auto`` (GPU if present).
     """
 
@@ -634,9 +645,12 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
                  audio_model: str = "facebook/hubert-base-ls960",
                  video_arch: str = "swin3d_t", video_checkpoint: str | None = None,
                  step1_checkpoints: dict[str, str] | None = None, extract_batch_size: int = 8,
-                 extract_device: str = "auto", **kwargs) -> None:
-        kwargs.setdefault("tokenizer", text_model)
-        super().__init__(path, **kwargs)
+                 extract_device: str = "auto", tokenizer: str | None = None, **kwargs) -> None:
+        if tokenizer is not None and str(tokenizer) != str(text_model):
+            raise ConfigError(f"data.init_args.tokenizer={tokenizer!r} differs from data.init_args.text_model="
+                              f"{text_model!r}: the stored BERT outputs are computed from text_model's token ids; "
+                              "leave tokenizer unset (it follows text_model)")
+        super().__init__(path, tokenizer=text_model, **kwargs)
         unknown = set(step1_checkpoints or {}) - {"text", "audio", "vision"}
         if unknown:
             raise ConfigError(f"data.init_args.step1_checkpoints: unknown modalities {sorted(unknown)}; "

@@ -37,6 +37,13 @@ Regimes (``regime``; the rows of Table 1):
 ``freeze_extractors`` keeps the pretrained extractors frozen in any regime: ``step1`` with it is Table 3's
 frozen-extractor (snowflake) rows, where only the unimodal head learns.
 
+``file_features`` (``"AV"``) is Table 1's baseline half (BERT[T], hand-crafted[A], hand-crafted[V]): the
+acoustic and visual inputs are the standard feature file's precomputed sequences (``audio``/``vision``
+with lengths, read through :class:`~msa_lightning.data.datamodule.MSADataModule`; global vector = mean over
+valid frames) instead of HuBERT and Video Swin, while text still runs BERT on the file's (re-tokenised)
+text. Same heads, fusion and Eq. 2, so the two halves of Table 1 differ only in the A/V extractors. Step 1
+then fine-tunes only BERT; step 2 uses ``step2_inputs=raw`` (the frozen step-1 BERT in the model).
+
 Optimisation (4.2): Adam; ``extractor_lr`` (1e-5) for the pretrained extractors (the group
 ``extractors``) and ``lr`` (1e-4) for everything else.
 
@@ -153,9 +160,11 @@ class TwoStepNet(nn.Module):
             return encoder(batch.frames, batch.frame_mask)
         missing = sorted(f for f in FEATURE_FIELDS[modality] if getattr(batch, f) is None)
         if missing:
-            raise DataError(f"TwoStepMSA step 2 reads the stored extractor outputs {missing}, which this batch lacks: "
-                            f"use data.class_path msa_lightning.data.raw_media.ExtractedFeaturesDataModule (or "
-                            f"{_key('step2_inputs')}=raw with RawMediaDataModule)")
+            raise DataError(f"TwoStepMSA reads {EXTRACTOR[modality]} as precomputed features {missing}, which this "
+                            f"batch lacks: step 2 reads the stored extractor outputs of data.class_path "
+                            f"msa_lightning.data.raw_media.ExtractedFeaturesDataModule (or use "
+                            f"{_key('step2_inputs')}=raw with RawMediaDataModule); {_key('file_features')} reads "
+                            f"a standard feature file (MSADataModule)")
         if modality == "T":
             sequence, mask = batch.text_feats.float(), batch.text_mask.bool()
         elif modality == "A":
@@ -207,7 +216,10 @@ class TwoStepMSA(MSARegressionModule):
         step2_inputs: ``features`` (stored extractor outputs of ExtractedFeaturesDataModule) or ``raw``
             (frozen extractors in the model, loaded from ``step1_checkpoints``).
         step1_checkpoints: ``{"text"|"audio"|"vision": checkpoint}`` for ``step2_inputs=raw`` (with
-            ``features`` the DataModule takes them: ``data.init_args.step1_checkpoints``).
+            ``features`` the DataModule takes them: ``data.init_args.step1_checkpoints``); a ``.ckpt``
+            file or a run folder (its best checkpoint, as ``msa test``/``msa export`` resolve it).
+        file_features: modalities read as the feature file's precomputed (hand-crafted) features instead
+            of an extractor: ``"AV"`` gives Table 1's baseline rows (None: none).
         text_model, audio_model: names or folders (``tiny-bert``, ``tiny-hubert`` in tests).
         video_arch, video_checkpoint: Video Swin architecture (``swin3d_t``; ``tiny-swin3d``) and weights.
         video_gradient_checkpointing: recompute Swin activations in the backward pass (less memory).
@@ -233,7 +245,7 @@ class TwoStepMSA(MSARegressionModule):
                  alpha_M: float = 1.0, alpha_T: float = 1.0, alpha_A: float = 1.0, alpha_V: float = 1.0,
                  head_hidden: int = 128, head_dropout: float = 0.1, tfn_dim: int | None = 32,
                  mult_dim: int = 30, mult_heads: int = 5, mult_layers: int = 5,
-                 mult_positional_embedding: bool = True,
+                 mult_positional_embedding: bool = True, file_features: str | None = None,
                  text_dim: int | None = None, audio_dim: int | None = None, vision_dim: int | None = None,
                  extractor_lr: float = 1e-5, lr: float = 1e-4, **kwargs) -> None:
         super().__init__(lr=lr, **kwargs)
@@ -245,6 +257,17 @@ class TwoStepMSA(MSARegressionModule):
         if step2_inputs not in ("features", "raw"):
             raise ConfigError(f"{_key('step2_inputs')}: expected 'features' or 'raw', found {step2_inputs!r}")
         self.modalities = parse_modalities(modalities)
+        self.file_modalities = parse_modalities(file_features) if file_features else ()
+        if set(self.file_modalities) - {"A", "V"}:
+            raise ConfigError(f"{_key('file_features')}: expected a subset of A, V (the hand-crafted acoustic and "
+                              f"visual features of a feature file; text always runs BERT), found {file_features!r}")
+        if self.file_modalities and regime == "step2" and step2_inputs == "features":
+            raise ConfigError(f"{_key('file_features')}={file_features!r} with {_key('regime')}=step2 needs "
+                              f"{_key('step2_inputs')}=raw (the frozen step-1 BERT in the model, acoustic and "
+                              f"visual features from the file); step2_inputs=features reads extractor outputs only")
+        if regime == "step1" and step1_modality in self.file_modalities:
+            raise ConfigError(f"{_key('step1_modality')}={step1_modality!r} is read from the feature file "
+                              f"({_key('file_features')}={file_features!r}): there is no extractor to fine-tune")
         if regime == "step1":
             if step1_modality not in MODALITIES:
                 raise ConfigError(f"{_key('step1_modality')}: regime 'step1' fine-tunes one extractor on its "
@@ -271,16 +294,19 @@ class TwoStepMSA(MSARegressionModule):
         """Step 2 on stored extractor outputs (no extractor in the model)."""
         return self.regime == "step2" and self.hparams.step2_inputs == "features"
 
+    def reads_as_features(self, modality: str) -> bool:
+        """``modality`` comes as precomputed features (step-2 extractor outputs or the feature file's)."""
+        return self.reads_features or modality in self.file_modalities
+
     @property
     def net_requires(self) -> tuple[str, ...]:
-        if not self.reads_features:
-            return ()
-        return tuple(f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim" for m in self.modalities)
+        return tuple(f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim"
+                     for m in self.modalities if self.reads_as_features(m))
 
     @property
     def required_inputs(self) -> set[str]:
-        fields = FEATURE_FIELDS if self.reads_features else RAW_FIELDS
-        return set().union(*(fields[m] for m in self.modalities))
+        return set().union(*((FEATURE_FIELDS if self.reads_as_features(m) else RAW_FIELDS)[m]
+                             for m in self.modalities))
 
     def task_weights(self) -> dict[str, float]:
         """The tasks of the loss and their alpha_k (Eq. 2) in this regime."""
@@ -308,6 +334,8 @@ class TwoStepMSA(MSARegressionModule):
         extractors: dict[str, nn.Module] = {}
         if not self.reads_features:
             for m in self.modalities:
+                if m in self.file_modalities:
+                    continue
                 if m == "T":
                     extractors[m] = TextEncoder(hp.text_model, finetune=not frozen)
                 elif m == "A":
@@ -318,13 +346,18 @@ class TwoStepMSA(MSARegressionModule):
             if self.regime == "step2":
                 from msa_lightning.data.raw_media import load_encoder_weights
 
-                for name, checkpoint in (hp.step1_checkpoints or {}).items():
-                    modality = next(m for m, n in EXTRACTOR.items() if n == name)
-                    if modality in extractors:
-                        load_encoder_weights(extractors[modality], checkpoint, _key(f"step1_checkpoints.{name}"))
-            dims = {m: e.hidden_size for m, e in extractors.items()}
-        else:
-            dims = {m: int(hp[f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim"]) for m in self.modalities}
+                given = hp.step1_checkpoints or {}
+                for modality, encoder in extractors.items():
+                    if EXTRACTOR[modality] in given:
+                        load_encoder_weights(encoder, given[EXTRACTOR[modality]],
+                                             _key(f"step1_checkpoints.{EXTRACTOR[modality]}"))
+                    else:  # legitimate (Table 3's frozen extractors + fusion), but rarely what step 2 means
+                        log.warning("TwoStepMSA step 2: no %s for the %s extractor; it runs frozen as loaded, "
+                                    "not fine-tuned by step 1", _key(f"step1_checkpoints.{EXTRACTOR[modality]}"),
+                                    EXTRACTOR[modality])
+        dims = {m: e.hidden_size for m, e in extractors.items()}
+        dims.update({m: int(hp[f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim"])
+                     for m in self.modalities if self.reads_as_features(m)})
         heads = {"joint": self.modalities, "step1": self.modalities}.get(self.regime, ())
         mult_args = dict(dim=hp.mult_dim, num_heads=hp.mult_heads, layers=hp.mult_layers,
                          positional_embedding=hp.mult_positional_embedding)
@@ -343,9 +376,33 @@ class TwoStepMSA(MSARegressionModule):
             elif found is not None and int(found) != int(self.hparams.text_dim):
                 raise ConfigError(f"{_key('text_dim')}={self.hparams.text_dim} does not match the data: "
                                   f"{type(datamodule).__name__} has text_dim={found}")
+        if datamodule is not None:
+            self.check_extractor_names(datamodule)
         super().setup(stage)
         if datamodule is not None and stage in ("fit", "validate", "test"):
             self.check_labels(datamodule)
+
+    def check_extractor_names(self, datamodule) -> None:
+        """The data must come from the extractors the model names: BERT in the model reads the data's token
+        ids (``data.init_args.tokenizer``); step 2 on stored outputs reads what the DataModule's extractors
+        (``data.init_args.text_model`` ...) computed. A difference is one ConfigError naming both keys."""
+        hp = self.hparams
+        if self.reads_features:
+            pairs = [(m, name) for m, name in (("T", "text_model"), ("A", "audio_model"), ("V", "video_arch"))
+                     if m in self.modalities]
+            for modality, name in pairs:
+                data_value = getattr(datamodule, name, None)
+                if data_value is not None and str(data_value) != str(hp[name]):
+                    raise ConfigError(
+                        f"{_key(name)}={hp[name]!r} but step 2 reads the stored outputs of "
+                        f"data.init_args.{name}={data_value!r}: set both to the same model (step 2's checkpoint "
+                        f"records which extractors made its inputs)")
+            return
+        tokenizer = getattr(datamodule, "tokenizer_name", None)
+        if "T" in self.modalities and tokenizer is not None and str(tokenizer) != str(hp.text_model):
+            raise ConfigError(f"data.init_args.tokenizer={tokenizer!r} differs from {_key('text_model')}="
+                              f"{hp.text_model!r}: BERT would read another model's token ids; set both to the "
+                              f"same name or folder")
 
     def check_labels(self, datamodule) -> None:
         """One error naming every label the regime trains on that the data lacks (MOSI has only M)."""

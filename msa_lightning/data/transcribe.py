@@ -1,10 +1,347 @@
-"""`msa transcribe`: being built in this session (issue 8). Replaced by the real module."""
-from msa_lightning.errors import MSAError
+"""``msa transcribe``: ASR transcripts of an audio corpus with a Hugging Face speech-to-text model (issue 8).
+
+VoxCeleb ships without transcripts; SKESL (Qian et al., Findings of ACL 2023, Section 4.1) ran a cloud ASR
+service over it. This command runs a Whisper-family model (``transformers``; a hub name or a local folder,
+offline-first through :func:`msa_lightning.nn.pretrained.load_speech_recognizer`) and writes the transcript
+format of :mod:`msa_lightning.data.asr`: one ``id<TAB>text`` line per clip, UTF-8.
+
+* **Clips**: every wav/flac/m4a/mp3/ogg file under ``--audio``; a clip's id is its path relative to that
+  folder without the suffix (:func:`~msa_lightning.data.skesl_corpus.index_files`), so VoxCeleb's
+  ``id10001/1zcIwhmdeo4/00001.wav`` is ``id10001/1zcIwhmdeo4/00001``, the id the corpus joiner looks for.
+  ``--ids FILE`` restricts the run to the ids listed (one per line; a TSV's first column works too).
+* **Audio** is decoded to the model's sample rate (16 kHz for Whisper), mono, by
+  :func:`~msa_lightning.data.skesl_corpus.load_audio` in a few threads, one batch ahead of the model.
+* **Long clips**: Whisper sees 30-second windows. A longer clip is cut into the fewest equal windows of at
+  most 30 s, all transcribed in the same ``generate`` call, and their texts are joined with a space; a word
+  that straddles a cut may come out garbled or twice. The summary counts such clips (VoxCeleb clips last
+  about 8 s, few pass 30 s).
+* **Token limit**: ``--max-new-tokens`` (default: the model's own limit, 448 positions for Whisper) caps the
+  tokens of one window; the summary counts windows that stopped there without an end token (their text may
+  be cut, or the model looped).
+* **Resume**: each finished batch is appended to the TSV, flushed and fsync'd. A re-run reads the TSV (with
+  :func:`~msa_lightning.data.asr.read_transcripts`, so a malformed file is reported, not overwritten) and
+  skips the ids it holds; a last line without its newline (a run killed while writing) is cut off first and
+  its clip is transcribed again. Deleting lines redoes exactly those clips.
+* **Bad input never stops the run and is never dropped silently**: a clip whose audio cannot be decoded is
+  written to ``OUT.errors.tsv`` (``id<TAB>reason<TAB>detail``) and counted in the summary. That file lists
+  the failures of the latest run: failed clips are not in the TSV, so every run retries them.
+* **Text** is written on one line: tabs, newlines and other control characters (random or confused models
+  emit them) become spaces, runs of spaces one, and the text is stripped. An empty text is written as
+  such (``id<TAB>``) and counted: the corpus builder records it as an empty transcript.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from msa_lightning.data.asr import read_transcripts
+from msa_lightning.data.reader import normalise_id
+from msa_lightning.data.skesl_corpus import AUDIO_SUFFIXES, ClipError, index_files, load_audio
+from msa_lightning.errors import ConfigError, DataError, MSAError
+
+#: audio files the command reads (the corpus' ready ``.npy`` features are not audio)
+MEDIA_SUFFIXES = tuple(s for s in AUDIO_SUFFIXES if s != ".npy")
+DTYPES = ("float32", "bfloat16", "float16")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\s]+")
+_BAD_ID = re.compile(r"[\x00-\x1f\x7f]")  # would break the id<TAB>text line
+
+
+def clean_text(text: str) -> str:
+    """``text`` on one TSV-safe line: control characters and whitespace runs become one space, stripped."""
+    return _CONTROL.sub(" ", text).strip()
+
+
+def errors_path(out: str | Path) -> Path:
+    """The side file listing the clips a run could not transcribe: ``OUT.errors.tsv``."""
+    return Path(f"{out}.errors.tsv")
+
+
+def repair_last_line(path: Path) -> str | None:
+    """Cut an incomplete last line (no newline: a run killed while writing) off ``path``; returns it or None."""
+    if not path.is_file():
+        return None
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return None
+        end = size  # read backwards until the previous newline
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            chunk = handle.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+        handle.seek(keep)
+        partial = handle.read().decode("utf-8", errors="replace")
+        handle.truncate(keep)
+    return partial
+
+
+def windows(y: np.ndarray, window: int | None) -> list[np.ndarray]:
+    """``y`` cut into the fewest equal pieces of at most ``window`` samples (itself when it fits or no window)."""
+    if window is None or len(y) <= window:
+        return [y]
+    pieces = math.ceil(len(y) / window)
+    return np.array_split(y, pieces)
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """Clip ids listed in a file, one per line (text after a tab is ignored, so a TSV works), in order."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: ids file not found (--ids; expected one clip id per line)")
+    ids = [line.split("\t", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    ids = list(dict.fromkeys(i for i in ids if i))
+    if not ids:
+        raise DataError(f"{path}: no clip id in the ids file (--ids)")
+    return ids
+
+
+@dataclass
+class Tally:
+    """What a run did, for the summary."""
+
+    found: int = 0
+    skipped: int = 0
+    transcribed: int = 0
+    empty: int = 0
+    long_clips: int = 0
+    at_limit: int = 0
+    failed: Counter = field(default_factory=Counter)
+
+    def summary(self, out: Path, seconds: float, max_new_tokens: int | None, window_s: float | None) -> str:
+        rate = self.transcribed / seconds if seconds > 0 else 0.0
+        failed = sum(self.failed.values())
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items()))
+        limit = f"--max-new-tokens {max_new_tokens}" if max_new_tokens else "the model's limit"
+        lines = [f"transcribed {self.transcribed} clips into {out} ({rate:.2f} clips/s); {self.skipped} skipped as "
+                 f"already there; {failed} failed" + (f" ({reasons}): see {errors_path(out)}" if failed else ""),
+                 f"{self.empty} empty transcripts; {self.at_limit} windows stopped at the token limit ({limit})"]
+        if window_s:
+            lines.append(f"{self.long_clips} clips longer than {window_s:g} s, cut into windows of at most {window_s:g} s")
+        return "\n".join(lines)
+
+
+class Transcriber:
+    """A speech-to-text model and its processor, on one device and dtype: ``__call__(waves) -> (texts, capped)``."""
+
+    def __init__(self, name: str, device: str, dtype: str, language: str | None, max_new_tokens: int | None) -> None:
+        import torch
+
+        from msa_lightning.nn.pretrained import load_speech_recognizer
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+        self.model, self.processor = load_speech_recognizer(name)
+        self.device, self.torch_dtype = torch.device(device), getattr(torch, dtype)
+        self.model.to(device=self.device, dtype=self.torch_dtype)
+        extractor = self.processor.feature_extractor
+        self.sample_rate = int(extractor.sampling_rate)
+        self.window = getattr(extractor, "n_samples", None)  # Whisper: 30 s; None: the model takes any length
+        self.whisper = self.model.config.model_type == "whisper"
+        self.max_new_tokens = max_new_tokens
+        self.generate_kwargs: dict = {}
+        if max_new_tokens:
+            self.generate_kwargs["max_new_tokens"] = max_new_tokens
+        if self.whisper and language:
+            if getattr(self.model.generation_config, "is_multilingual", True):
+                self.generate_kwargs.update(language=language, task="transcribe")
+            elif language.lower() not in ("en", "english"):
+                raise ConfigError(f"--language {language}: {name} is an English-only model (use --language en, or "
+                                  "a multilingual Whisper such as openai/whisper-small)")
+        eos = self.model.generation_config.eos_token_id
+        self.eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+
+    def __call__(self, waves: list[np.ndarray]) -> tuple[list[str], list[bool]]:
+        import torch
+
+        from transformers import WhisperFeatureExtractor
+
+        extra = {"device": str(self.device)} if isinstance(self.processor.feature_extractor, WhisperFeatureExtractor) else {}
+        inputs = self.processor(waves, sampling_rate=self.sample_rate, return_tensors="pt", **extra)
+        inputs = {k: v.to(self.device, self.torch_dtype if v.is_floating_point() else None)
+                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        try:
+            with torch.inference_mode():
+                tokens = self.model.generate(**inputs, **self.generate_kwargs)
+        except torch.cuda.OutOfMemoryError:
+            raise MSAError(f"out of GPU memory transcribing {len(waves)} windows at once: lower --batch-size "
+                           "(finished batches are saved; the re-run goes on from there)") from None
+        if not isinstance(tokens, torch.Tensor):  # long-form and dict outputs hold them under "sequences"
+            tokens = tokens["sequences"]
+        texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
+        ended = torch.isin(tokens, torch.tensor(sorted(self.eos), device=tokens.device)).any(dim=1)
+        return texts, (~ended).tolist()
+
+
+def _load(path: Path, sample_rate: int) -> np.ndarray | ClipError:
+    try:
+        return load_audio(path, sample_rate)
+    except ClipError as err:
+        return err
+
+
+def _decoded_batches(batches: list[list[tuple[str, Path]]], sample_rate: int, workers: int):
+    """``(batch, waves or ClipErrors)`` in order, decoding the next batch in threads while this one is used."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = None
+        for batch in batches:
+            futures = [pool.submit(_load, path, sample_rate) for _, path in batch]
+            if pending is not None:
+                yield pending[0], [f.result() for f in pending[1]]
+            pending = (batch, futures)
+        if pending is not None:
+            yield pending[0], [f.result() for f in pending[1]]
+
+
+def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int = 16, language: str | None = "en",
+               device: str | None = None, dtype: str = "float32", max_new_tokens: int | None = None,
+               ids: str | Path | None = None, workers: int = 4, progress: bool = True) -> Tally:
+    """Transcribe the clips under ``audio`` that ``out`` does not hold yet (see the module docstring)."""
+    import torch
+    from tqdm import tqdm
+
+    # librosa's fallback chatter on a file soundfile cannot open: the reason goes to the errors file
+    warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
+    warnings.filterwarnings("ignore", message=".*audioread", category=FutureWarning)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: expected at least 1")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {max_new_tokens}: expected at least 1")
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    out, audio = Path(out).expanduser(), Path(audio).expanduser()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    asr = Transcriber(model, device, dtype, language, max_new_tokens)  # first: a missing model fails fast
+    files = index_files(audio, MEDIA_SUFFIXES)
+    tally = Tally()
+    missing: list[str] = []
+    if ids is not None:
+        wanted = read_ids(ids)
+        missing = [i for i in wanted if i not in files]
+        files = {i: files[i] for i in wanted if i in files}
+    elif not files:
+        raise DataError(f"{audio}: no audio files ({', '.join(s[1:] for s in MEDIA_SUFFIXES)}) under this folder")
+    tally.found = len(files) + len(missing)
+
+    partial = repair_last_line(out)
+    done = set(read_transcripts(out)) if out.is_file() else set()
+    todo = [(clip, path) for clip, path in files.items() if normalise_id(clip) not in done]
+    tally.skipped = len(files) - len(todo)
+    print(f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
+          f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do", flush=True)
+    if partial is not None:
+        print(f"{out}: its last line was incomplete (a run stopped while writing): removed, that clip is redone "
+              f"({partial[:200]!r})", flush=True)
+
+    if not todo and not missing:
+        errors_path(out).unlink(missing_ok=True)  # every clip is in the TSV: earlier failures are gone
+        print(tally.summary(out, 0.0, max_new_tokens, None), flush=True)
+        return tally
+    window_s = asr.window / asr.sample_rate if asr.window else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(out, "a", encoding="utf-8", newline="\n") as sink, \
+            open(errors_path(out), "w", encoding="utf-8", newline="\n") as errors:
+
+        def fail(clip: str, reason: str, detail: str) -> None:
+            tally.failed[reason] += 1
+            errors.write(f"{clean_text(clip)}\t{reason}\t{clean_text(detail)}\n")
+
+        for clip in missing:
+            fail(clip, "missing_audio", f"listed in {ids} but no audio file for it under {audio}")
+        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+        bar = tqdm(total=len(todo), unit="clip", desc="transcribe", mininterval=1.0, disable=not progress,
+                   file=sys.stderr)
+        for batch, decoded in _decoded_batches(batches, asr.sample_rate, workers):
+            pieces: list[np.ndarray] = []
+            owners: list[str] = []
+            for (clip, _), wave in zip(batch, decoded):
+                if isinstance(wave, ClipError):
+                    fail(clip, wave.reason, str(wave))
+                    continue
+                if _BAD_ID.search(clip):
+                    fail(clip, "bad_id", "the file name holds a tab, newline or control character")
+                    continue
+                cut = windows(wave, asr.window)
+                tally.long_clips += len(cut) > 1
+                pieces += cut
+                owners += [clip] * len(cut)
+            texts: dict[str, list[str]] = {}
+            if pieces:
+                decoded_texts, capped = asr(pieces)
+                tally.at_limit += sum(capped)
+                for clip, text in zip(owners, decoded_texts):
+                    texts.setdefault(clip, []).append(clean_text(text))
+            for clip, parts in texts.items():
+                text = clean_text(" ".join(parts))
+                tally.empty += not text
+                sink.write(f"{clip}\t{text}\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            errors.flush()
+            tally.transcribed += len(texts)
+            bar.update(len(batch))
+        bar.close()
+    print(tally.summary(out, time.perf_counter() - start, max_new_tokens, window_s), flush=True)
+    return tally
 
 
 def add_parser(sub) -> None:
-    sub.add_parser("transcribe", help="(being built) ASR transcripts of audio clips")
+    p = sub.add_parser(
+        "transcribe", help="ASR transcripts (id<TAB>text) of audio clips with a Whisper-family model",
+        description="Transcribe every audio file under --audio with a Hugging Face speech-to-text model (the "
+                    "Whisper family) and append `id<TAB>text` lines to --out (id: the path under --audio without "
+                    "its suffix). Resumable: ids already in --out are skipped. Clips that cannot be read are "
+                    "listed in OUT.errors.tsv.")
+    p.add_argument("--model", required=True,
+                   help="hub name (e.g. openai/whisper-small, from the local Hugging Face cache) or a local folder; "
+                        "tiny-whisper: a random in-process model for tests")
+    p.add_argument("--audio", required=True, help="folder with the clips (wav, flac, m4a, mp3, ogg; any depth)")
+    p.add_argument("--out", required=True, help="transcript file to append to, `id<TAB>text` (e.g. asr.tsv)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per generate call (default 16)")
+    p.add_argument("--language", default="en",
+                   help="language of the speech (Whisper code or name, default en); 'auto': let the model detect it")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES,
+                   help="model weights and inputs (default float32; bfloat16 on recent GPUs)")
+    p.add_argument("--max-new-tokens", type=int, help="tokens per 30 s window (default: the model's limit)")
+    p.add_argument("--ids", help="only these clip ids (a file, one id per line)")
+    p.add_argument("--workers", type=int, default=4, help="threads decoding audio (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def main(args) -> int:
-    raise MSAError("msa transcribe is not built yet")
+def main(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # generate's advice on attention masks and max_length is noise here
+    hf_logging.disable_progress_bar()  # ("Loading weights"): ours counts clips
+    language = None if args.language.lower() in ("auto", "none", "") else args.language
+    transcribe(args.model, args.audio, args.out, args.batch_size, language, args.device, args.dtype,
+               args.max_new_tokens, args.ids, args.workers, progress=not args.no_progress)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="msa")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    sys.exit(main(parser.parse_args()))

@@ -7,7 +7,8 @@ as the model was downloaded once. When neither has it, :class:`PretrainedNotAvai
 says what was looked for, where, and how to get it, instead of a network traceback.
 
 Special names ``tiny-bert`` and ``tiny-xlnet`` build small randomly initialised models in-process
-(no files at all): they are what the tests, the synthetic quickstart and the benchmarks use.
+(no files at all): they are what the tests, the synthetic quickstart and the benchmarks use;
+``tiny-whisper`` does the same for speech recognition (:func:`load_speech_recognizer`).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class PretrainedNotAvailable(MSAError, RuntimeError):
 BERT_VOCAB_SIZE = 30522
 
 TINY_MODELS = ("tiny-bert", "tiny-xlnet")
+TINY_SPEECH_MODELS = ("tiny-whisper",)
 
 
 def tiny_config(name: str, hidden_size: int = 32, num_layers: int = 2) -> PretrainedConfig:
@@ -59,13 +61,13 @@ def tiny_config(name: str, hidden_size: int = 32, num_layers: int = 2) -> Pretra
     raise ValueError(f"unknown tiny model {name!r}; expected one of {TINY_MODELS}")
 
 
-def _missing_message(what: str, name: str, reason: str) -> str:
+def _missing_message(what: str, name: str, reason: str, tiny: tuple[str, ...] = TINY_MODELS) -> str:
     cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
     return (
         f"pretrained {what} {name!r} is not available: it is not a local directory, not in the "
         f"Hugging Face cache ({cache}), and {reason}. "
         f"On a machine with network run `huggingface-cli download {name}` (then copy the cache), "
-        f"or pass a local directory; for tests use one of {TINY_MODELS}."
+        f"or pass a local directory; for tests use one of {tiny}."
     )
 
 
@@ -96,9 +98,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return bool(result and result[0])
 
 
-def _from_pretrained(loader, what: str, name: str, **kwargs):
+def _from_pretrained(loader, what: str, name: str, tiny: tuple[str, ...] = TINY_MODELS, **kwargs):
     """A local path, else the local cache, else the hub (once, only if it is reachable): every failure
-    becomes one :class:`PretrainedNotAvailable`."""
+    becomes one :class:`PretrainedNotAvailable` (its message suggests the in-process ``tiny`` names)."""
     if Path(name).expanduser().exists():
         return loader(str(Path(name).expanduser()), **kwargs)
     try:
@@ -106,14 +108,14 @@ def _from_pretrained(loader, what: str, name: str, **kwargs):
     except (OSError, ValueError):
         pass
     if _offline():
-        raise PretrainedNotAvailable(_missing_message(what, name, "offline mode is on (HF_HUB_OFFLINE)")) from None
+        raise PretrainedNotAvailable(_missing_message(what, name, "offline mode is on (HF_HUB_OFFLINE)", tiny)) from None
     if not hub_reachable():
-        raise PretrainedNotAvailable(_missing_message(what, name, "the hub cannot be reached (no network)")) from None
+        raise PretrainedNotAvailable(_missing_message(what, name, "the hub cannot be reached (no network)", tiny)) from None
     try:
         return loader(name, **kwargs)
     except Exception as err:  # not found, gated, connection lost: errors come in many types
         raise PretrainedNotAvailable(_missing_message(what, name, f"the hub did not provide it ({type(err).__name__}: "
-                                                      f"{str(err).splitlines()[0][:200] if str(err) else ''})")) from None
+                                                      f"{str(err).splitlines()[0][:200] if str(err) else ''})", tiny)) from None
 
 
 def load_model(name: str, masked_lm: bool = False, **kwargs) -> PreTrainedModel:
@@ -166,3 +168,81 @@ def load_tokenizer(name: str):
     if name in TINY_MODELS:
         return AutoTokenizer.from_pretrained(_tiny_tokenizer_dir())
     return _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name)
+
+
+# ---------------------------------------------------------------------------------------------- speech recognition
+def _tiny_whisper_tokenizer():
+    """A byte-level BPE tokenizer in Whisper's layout, built offline: the 256 byte symbols and a few merges,
+    then ``<|endoftext|>``, ``<|startoftranscript|>``, one token per Whisper language (contiguous, in
+    Whisper's order: the tokenizer finds a language token by its offset), the task tokens and
+    ``<|notimestamps|>``. Any text can be encoded; it is not Whisper's vocabulary."""
+    from tokenizers import pre_tokenizers
+    from transformers import WhisperTokenizer
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges = [("\u0120", "t"), ("h", "e"), ("\u0120t", "he"), ("\u0120", "a"), ("i", "n"), ("e", "r")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges)  # adds <|endoftext|> (unk, bos and eos)
+    specials = (["<|startoftranscript|>"] + [f"<|{code}|>" for code in LANGUAGES]
+                + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+                   "<|notimestamps|>"])
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+def tiny_whisper(seed: int = 0):
+    """``(model, processor)``: a randomly initialised two-layer Whisper (d_model 32, 80 mel bins, 30 s
+    windows) with the tokenizer of :func:`_tiny_whisper_tokenizer` and a generation config that has what
+    ``generate(language=..., task=...)`` needs (language and task token ids, ``<|notimestamps|>``). Its
+    special tokens other than ``<|endoftext|>`` are suppressed so random weights emit text. Output is junk
+(bytes, control characters among them), different from clip to clip:
+    it is for tests and throughput measurements; ``save_pretrained`` both to make a local model folder."""
+    import torch
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperProcessor)
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    tokenizer = _tiny_whisper_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
+    end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=80, d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_source_positions=1500, max_target_positions=448, pad_token_id=end, bos_token_id=end,
+        eos_token_id=end, decoder_start_token_id=start, begin_suppress_tokens=None, suppress_tokens=None,
+        init_std=0.2)  # BERT-like 0.02 makes every clip's output the same repeated token
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = WhisperForConditionalGeneration(config).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    generation = GenerationConfig(  # not derived from the model config: such a config is not saved as is
+        bos_token_id=end, eos_token_id=end, pad_token_id=end, decoder_start_token_id=start, max_length=448,
+        is_multilingual=True, no_timestamps_token_id=ids["<|notimestamps|>"],
+        lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        suppress_tokens=sorted(i for token, i in ids.items() if i != end), begin_suppress_tokens=[end])
+    model.generation_config = generation
+    return model, WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer)
+
+
+def load_speech_recognizer(name: str):
+    """``(model, processor)`` of a speech-to-text model (``AutoModelForSpeechSeq2Seq``, e.g. the Whisper
+    family) by hub name or local folder, offline-first like :func:`load_model`, in eval mode;
+    ``tiny-whisper`` gives :func:`tiny_whisper`."""
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    if name in TINY_SPEECH_MODELS:
+        return tiny_whisper()
+    tiny = TINY_SPEECH_MODELS
+    try:
+        processor = _from_pretrained(AutoProcessor.from_pretrained, "speech-recognition processor", name, tiny)
+        model = _from_pretrained(AutoModelForSpeechSeq2Seq.from_pretrained, "speech-recognition model", name, tiny)
+    except (OSError, ValueError, KeyError) as err:  # a local folder that holds something else
+        detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise MSAError(f"{name}: not a speech-recognition model folder (a processor and a model saved with "
+                       f"save_pretrained, e.g. a downloaded openai/whisper-small): {detail}") from None
+    return model.eval(), processor

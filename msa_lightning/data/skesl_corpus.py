@@ -139,7 +139,10 @@ def load_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
     import librosa
 
     try:
-        y, _ = librosa.load(str(path), sr=sample_rate, mono=True)
+        with warnings.catch_warnings():  # the soundfile -> audioread fallback warns; a failure is reported below
+            warnings.filterwarnings("ignore", message="PySoundFile failed", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*audioread", category=FutureWarning)
+            y, _ = librosa.load(str(path), sr=sample_rate, mono=True)
     except Exception as err:  # soundfile/audioread/decoder errors come in many types
         detail = str(err).splitlines()[0][:200] if str(err) else ""
         raise ClipError(f"{path}: unreadable audio ({type(err).__name__}: {detail})", "unreadable_audio") from None
@@ -174,6 +177,7 @@ def audio_features(y: np.ndarray, sample_rate: int = 22050, hop_length: int = 51
     mfcc = librosa.feature.mfcc(y=y, sr=sample_rate, n_mfcc=20, hop_length=hop_length, htk=htk_mel)
     with warnings.catch_warnings():  # the CQT's lowest octaves are computed on short decimated signals
         warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Trying to estimate tuning from empty", category=UserWarning)
         chroma = librosa.feature.chroma_cqt(y=y, sr=sample_rate, hop_length=hop_length, n_chroma=12)
     frames = min(pitch.shape[1], mfcc.shape[1], chroma.shape[1])  # all centred: equal counts, kept safe
     out = np.concatenate([pitch[:, :frames], mfcc[:, :frames], chroma[:, :frames]], axis=0).T.astype(np.float32)
@@ -261,6 +265,41 @@ class CorpusReport:
         return f"{len(self.good)} of {self.total} clips used; left out: {reasons}"
 
 
+def join_sources(texts: dict[str, str], audio: dict[str, Path], visual: dict[str, Path]
+                 ) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """Join the three sources by clip id: the ids with a transcript, an audio and a visual file (sorted), and
+    the others by id as ``(reason, detail)``: ``missing_transcript`` / ``missing_audio`` / ``missing_visual``
+    (the first source lacking, in that order) or ``empty_transcript``."""
+    complete, bad = [], {}
+    for clip in sorted(set(texts) | set(audio) | set(visual)):
+        missing = [name for name, source in (("transcript", texts), ("audio", audio), ("visual", visual))
+                   if clip not in source]
+        if missing:
+            bad[clip] = (f"missing_{missing[0]}", f"no {' and no '.join(missing)} file for this id")
+        elif not texts[clip].strip():
+            bad[clip] = ("empty_transcript", "the transcript is empty")
+        else:
+            complete.append(clip)
+    return complete, bad
+
+
+def extract_clip(clip: str, text: str, audio_path: str | Path, visual_path: str | Path, sample_rate: int = 22050,
+                 hop_length: int = 512, f0: Literal["pyin", "zcr"] = "pyin") -> Clip:
+    """One clip's features (:func:`read_audio_features`, :func:`read_visual_features`); a :class:`ClipError`
+    (with its ``reason``) when a file cannot be used. A plain function of its arguments, so a worker process can
+    run it."""
+    return Clip(clip, text, read_audio_features(audio_path, sample_rate, hop_length, f0),
+                read_visual_features(visual_path))
+
+
+def bad_share_error(where: str | Path, report: CorpusReport, max_bad_share: float, setting: str = "max_bad_share",
+                    hint: str = "") -> DataError:
+    """The one-line error of a corpus with too many unusable clips: the share, the summary and a few examples."""
+    shown = "; ".join(f"{k}: {r}" for k, (r, _) in list(report.bad.items())[:5])
+    return DataError(f"{where}: {report.bad_share:.1%} of the clips are unusable, more than {setting}="
+                     f"{max_bad_share:g} ({report.summary()}; e.g. {shown}){hint}")
+
+
 def collect_clips(transcripts: str | Path, audio_root: str | Path, visual_root: str | Path,
                   sample_rate: int = 22050, hop_length: int = 512, f0: Literal["pyin", "zcr"] = "pyin",
                   max_bad_share: float = 0.05) -> tuple[list[Clip], CorpusReport]:
@@ -269,36 +308,26 @@ def collect_clips(transcripts: str | Path, audio_root: str | Path, visual_root: 
     A clip missing from one source (``missing_transcript``, ``missing_audio``, ``missing_visual``), with an
     empty transcript (``empty_transcript``) or whose files fail (:class:`ClipError` reasons) is left out
     and recorded in the report by id and reason; the build fails (DataError, with the summary) only when
-    the share of such clips exceeds ``max_bad_share``.
+    the share of such clips exceeds ``max_bad_share``. (In one process; ``msa pretrain-data build`` does the
+    same with worker processes and writes streaming shards: :mod:`msa_lightning.data.skesl_shards`.)
     """
     from msa_lightning.data.asr import read_transcripts
 
     texts = read_transcripts(transcripts)
     audio, visual = index_files(audio_root, AUDIO_SUFFIXES), index_files(visual_root, VISUAL_SUFFIXES)
-    report = CorpusReport()
+    complete, bad = join_sources(texts, audio, visual)
+    report = CorpusReport(total=len(complete) + len(bad), bad=bad)
     clips = []
-    for clip in sorted(set(texts) | set(audio) | set(visual)):
-        report.total += 1
-        missing = [name for name, source in (("transcript", texts), ("audio", audio), ("visual", visual))
-                   if clip not in source]
-        if missing:
-            report.bad[clip] = (f"missing_{missing[0]}", f"no {' and no '.join(missing)} file for this id")
-            continue
-        if not texts[clip].strip():
-            report.bad[clip] = ("empty_transcript", "the transcript is empty")
-            continue
+    for clip in complete:
         try:
-            a = read_audio_features(audio[clip], sample_rate, hop_length, f0)
-            v = read_visual_features(visual[clip])
+            clips.append(extract_clip(clip, texts[clip], audio[clip], visual[clip], sample_rate, hop_length, f0))
         except ClipError as err:
             report.bad[clip] = (err.reason, str(err))
             continue
-        clips.append(Clip(clip, texts[clip], a, v))
         report.good.append(clip)
+    report.bad = dict(sorted(report.bad.items()))
     if report.bad_share > max_bad_share:
-        shown = "; ".join(f"{k}: {r}" for k, (r, _) in list(report.bad.items())[:5])
-        raise DataError(f"{transcripts}: {report.bad_share:.1%} of the clips are unusable, more than max_bad_share="
-                        f"{max_bad_share:g} ({report.summary()}; e.g. {shown})")
+        raise bad_share_error(transcripts, report, max_bad_share)
     return clips, report
 
 
@@ -342,6 +371,42 @@ def make_synthetic_corpus(out: str | Path, clips: int = 12, seed: int = 0, sampl
         write_openface_csv(out / "openface" / f"{clip}.csv", faces, success)
     (out / "transcripts.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+#: the kinds of unusable clip :func:`add_bad_clips` plants, one each (the reasons a build reports)
+BAD_KINDS = ("missing_transcript", "missing_audio", "missing_visual", "empty_transcript", "unreadable_audio",
+             "wrong_columns", "no_face")
+
+
+def add_bad_clips(root: str | Path, sample_rate: int = 22050) -> dict[str, str]:
+    """Add one unusable clip of each kind in :data:`BAD_KINDS` to a corpus made by :func:`make_synthetic_corpus`
+    (ids ``id19999/bad_<reason>/00001``), so a build's report can be seen; returns ``{id: reason}``."""
+    import soundfile
+
+    root = Path(root)
+    tsv = root / "transcripts.tsv"
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    planted = {}
+    for reason in BAD_KINDS:
+        clip = f"id19999/bad_{reason}/00001"
+        planted[clip] = reason
+        wav, csv = root / "audio" / f"{clip}.wav", root / "openface" / f"{clip}.csv"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        if reason != "missing_transcript":
+            lines.append(f"{clip}\t{'' if reason == 'empty_transcript' else 'the movie was good'}")
+        if reason == "unreadable_audio":
+            wav.write_bytes(b"RIFF\x00\x00 not a wave file")
+        elif reason != "missing_audio":
+            t = np.arange(int(0.5 * sample_rate)) / sample_rate
+            soundfile.write(wav, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), sample_rate)
+        if reason == "no_face":
+            write_openface_csv(csv, np.zeros((5, VISION_DIM)), np.zeros(5, dtype=bool))
+        elif reason != "missing_visual":
+            write_openface_csv(csv, np.ones((5, VISION_DIM)))
+            if reason == "wrong_columns":  # a build that dropped the last AU column
+                csv.write_text("\n".join(",".join(row.split(",")[:-1]) for row in csv.read_text().splitlines()) + "\n")
+    tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return planted
 
 
 # ---------------------------------------------------------------------------------------------- data module

@@ -136,6 +136,25 @@ def test_everything_done_loads_nothing_new_and_clears_old_errors(whisper_dir, co
     assert not errors_path(out).exists()
 
 
+def test_language_detection_bfloat16_and_english_only_models(whisper_dir, corpus, tmp_path):
+    from msa_lightning.errors import ConfigError
+    from msa_lightning.nn.pretrained import tiny_whisper
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text(GOOD[0] + "\n", encoding="utf-8")
+    tally = _run(whisper_dir, corpus, tmp_path / "auto.tsv", ids=ids, language=None, dtype="bfloat16")
+    assert tally.transcribed == 1 and len(_lines(tmp_path / "auto.tsv")) == 1
+
+    english = tmp_path / "tiny_whisper_en"  # like openai/whisper-*.en: no language or task tokens to force
+    model, processor = tiny_whisper()
+    model.generation_config.is_multilingual = False
+    model.save_pretrained(english)
+    processor.save_pretrained(english)
+    with pytest.raises(ConfigError, match="English-only model"):
+        _run(english, corpus, tmp_path / "de.tsv", ids=ids, language="de")
+    assert _run(english, corpus, tmp_path / "en.tsv", ids=ids, language="en").transcribed == 1
+
+
 def test_bad_folder_and_malformed_transcript_file_are_errors(whisper_dir, corpus, tmp_path):
     from msa_lightning.data.asr import TranscriptError
 

@@ -1,8 +1,6 @@
 """Raw-media DataModule (data/raw_media.py) on tiny mp4 files written here with PyAV."""
 from __future__ import annotations
 
-import csv
-import fractions
 import logging
 from pathlib import Path
 
@@ -17,60 +15,13 @@ from msa_lightning.data.raw_media import RawMediaDataModule, decode_clip  # noqa
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
 
 
-def write_clip(path: Path, seconds: float = 1.0, fps: int = 25, tone: float = 440.0, audio: bool = True,
-               rate: int = 44_100) -> Path:
-    """A grey video whose frame i has brightness 10 i (so the sampled frame can be read back) and a
-    stereo sine tone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt, video.bit_rate = 32, 24, "yuv420p", 4_000_000
-        if audio:
-            sound = out.add_stream("aac", rate=rate)
-            sound.layout = "stereo"
-        for i in range(int(round(seconds * fps))):
-            image = np.full((24, 32, 3), min(10 * i, 255), np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        if audio:
-            wave = (0.5 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
-            for start in range(0, len(wave), 1024):
-                frame = av.AudioFrame.from_ndarray(np.stack([wave[start:start + 1024]] * 2), format="fltp",
-                                                   layout="stereo")
-                frame.sample_rate, frame.pts, frame.time_base = rate, start, fractions.Fraction(1, rate)
-                for packet in sound.encode(frame):
-                    out.mux(packet)
-            for packet in sound.encode():
-                out.mux(packet)
-    return path
-
-
-ROWS = [  # video_id, clip_id, text, label, label_T, label_A, label_V, mode, seconds
-    ("vidA", "1", "i love this movie", 0.8, 0.6, 0.4, 0.2, "train", 1.0),
-    ("vidA", "2", "it was boring", -0.6, -0.8, -0.2, 0.0, "train", 0.6),
-    ("vidB", "1", "the plot is ok", 0.2, 0.0, 0.4, 0.2, "train", 0.8),
-    ("vidB", "2", "terrible acting", -1.0, -1.0, -0.6, -0.4, "train", 0.5),
-    ("vidC", "1", "great fun", 0.6, 0.8, 0.2, 0.4, "train", 0.7),
-    ("vidC", "2", "not good", -0.4, -0.6, 0.0, -0.2, "valid", 0.6),
-    ("vidD", "1", "so funny", 0.4, 0.6, 0.2, 0.0, "valid", 0.9),
-    ("vidD", "2", "bad movie", -0.8, -0.6, -0.4, -0.2, "test", 0.5),
-    ("vidE", "1", "nice story", 0.2, 0.4, 0.0, 0.2, "test", 0.6),
-]
+# the tiny release the tests write (moved into the package for notebooks and benchmarks)
+write_clip = raw_media.write_synthetic_clip
+ROWS = raw_media.SYNTHETIC_ROWS
 
 
 def make_dataset(root: Path, unimodal: bool = True) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    header = ["video_id", "clip_id", "text", "label"] + (["label_T", "label_A", "label_V"] if unimodal else [])
-    header += ["annotation", "mode"]
-    with open(root / "label.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for i, (video, clip, text, m, t, a, v, mode, seconds) in enumerate(ROWS):
-            writer.writerow([video, clip, text, m] + ([t, a, v] if unimodal else []) + ["Positive", mode])
-            write_clip(root / "Raw" / video / f"{clip}.mp4", seconds=seconds, tone=200.0 + 50 * i)
-    return root
+    return raw_media.make_synthetic_raw(root, unimodal=unimodal)
 
 
 @pytest.fixture()

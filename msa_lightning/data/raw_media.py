@@ -757,3 +757,104 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         train = self.features["train"]
         return {**super().data_facts(), "audio_dim": int(train["audio"].shape[1]),
                 "vision_dim": int(train["vision"].shape[1]), "text_dim": int(train["text"].shape[2])}
+
+
+# ---------------------------------------------------------------------------------------------------
+# A tiny synthetic raw release (tests, notebooks, benchmarks): mp4 files written with PyAV
+
+#: the default rows of :func:`make_synthetic_raw`:
+#: video_id, clip_id, text, label, label_T, label_A, label_V, mode, seconds
+SYNTHETIC_ROWS = (
+    ("vidA", "1", "i love this movie", 0.8, 0.6, 0.4, 0.2, "train", 1.0),
+    ("vidA", "2", "it was boring", -0.6, -0.8, -0.2, 0.0, "train", 0.6),
+    ("vidB", "1", "the plot is ok", 0.2, 0.0, 0.4, 0.2, "train", 0.8),
+    ("vidB", "2", "terrible acting", -1.0, -1.0, -0.6, -0.4, "train", 0.5),
+    ("vidC", "1", "great fun", 0.6, 0.8, 0.2, 0.4, "train", 0.7),
+    ("vidC", "2", "not good", -0.4, -0.6, 0.0, -0.2, "valid", 0.6),
+    ("vidD", "1", "so funny", 0.4, 0.6, 0.2, 0.0, "valid", 0.9),
+    ("vidD", "2", "bad movie", -0.8, -0.6, -0.4, -0.2, "test", 0.5),
+    ("vidE", "1", "nice story", 0.2, 0.4, 0.0, 0.2, "test", 0.6),
+)
+
+
+def write_synthetic_clip(path: str | Path, seconds: float = 1.0, fps: int = 25, tone: float = 440.0,
+                         audio: bool = True, rate: int = 44_100, base: int = 0, width: int = 32,
+                         height: int = 24) -> Path:
+    """An mp4 (MPEG-4 video, AAC stereo audio) whose frame ``i`` is a grey image of brightness
+    ``min(base + 10 i, 255)`` (so a sampled frame can be read back) and whose audio is a sine ``tone``;
+    ``audio=False`` leaves the audio stream out."""
+    import fractions
+
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt, video.bit_rate = width, height, "yuv420p", 4_000_000
+        if audio:
+            sound = out.add_stream("aac", rate=rate)
+            sound.layout = "stereo"
+        for i in range(int(round(seconds * fps))):
+            image = np.full((height, width, 3), min(base + 10 * i, 255), np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if audio:
+            wave = (0.5 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+            for start in range(0, len(wave), 1024):
+                frame = av.AudioFrame.from_ndarray(np.stack([wave[start:start + 1024]] * 2), format="fltp",
+                                                   layout="stereo")
+                frame.sample_rate, frame.pts, frame.time_base = rate, start, fractions.Fraction(1, rate)
+                for packet in sound.encode(frame):
+                    out.mux(packet)
+            for packet in sound.encode():
+                out.mux(packet)
+    return path
+
+
+_POSITIVE = ("great", "lovely", "funny", "good", "nice", "brilliant")
+_NEGATIVE = ("boring", "awful", "bad", "terrible", "dull", "sad")
+
+
+def make_synthetic_raw(root: str | Path, clips: int | None = None, unimodal: bool = True, seed: int = 0,
+                       splits: tuple[float, float] = (0.6, 0.2)) -> Path:
+    """Write a tiny raw release (``label.csv`` + ``Raw/<video_id>/<clip_id>.mp4``) under ``root``.
+
+    ``clips=None`` writes :data:`SYNTHETIC_ROWS`. ``clips=n`` draws ``n`` clips whose unimodal labels
+    are carried by their modality (text: positive or negative words; audio: the tone's pitch; vision:
+    the frames' brightness) and ``label`` = their mean, so models can learn something; ``splits`` are
+    the train and valid shares (the rest is test). ``unimodal=False`` leaves out ``label_T/_A/_V`` (a
+    MOSI-like release)."""
+    import csv
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if clips is None:
+        rows = list(SYNTHETIC_ROWS)
+        tones = [200.0 + 50 * i for i in range(len(rows))]
+        bases = [0] * len(rows)
+    else:
+        if isinstance(clips, bool) or not isinstance(clips, int) or clips < 6:
+            raise ConfigError(f"make_synthetic_raw: clips must be an integer >= 6 (two per split), found {clips!r}")
+        rng = np.random.default_rng(seed)
+        n_train, n_valid = max(2, int(clips * splits[0])), max(2, int(clips * splits[1]))
+        rows, tones, bases = [], [], []
+        for i in range(clips):
+            t, a, v = (np.round(rng.uniform(-1, 1, 3), 1) + 0.0).tolist()
+            words = rng.choice(_POSITIVE if t >= 0 else _NEGATIVE, size=1 + int(abs(t) * 3))
+            mode = "train" if i < n_train else "valid" if i < n_train + n_valid else "test"
+            rows.append((f"vid{i // 4:03d}", str(i % 4 + 1), "the movie was " + " ".join(words),
+                         round((t + a + v) / 3, 2), t, a, v, mode, float(np.round(rng.uniform(0.5, 1.0), 2))))
+            tones.append(300.0 + 250.0 * a)      # 50 .. 550 Hz
+            bases.append(int(100 + 90 * v))      # brightness 10 .. 190 at the first frame
+    header = ["video_id", "clip_id", "text", "label"] + (["label_T", "label_A", "label_V"] if unimodal else [])
+    with open(root / "label.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header + ["annotation", "mode"])
+        for (video, clip, text, m, t, a, v, mode, seconds), tone, base in zip(rows, tones, bases):
+            sentiment = "Positive" if m > 0 else "Negative" if m < 0 else "Neutral"
+            writer.writerow([video, clip, text, m] + ([t, a, v] if unimodal else []) + [sentiment, mode])
+            write_synthetic_clip(root / "Raw" / video / f"{clip}.mp4", seconds=seconds, tone=tone, base=base)
+    return root

@@ -419,7 +419,6 @@ def test_shipped_configs_parse(monkeypatch):
     import yaml
 
     from msa_lightning.cli import MSACLI
-    from msa_lightning.data.datamodule import MSADataModule
     from msa_lightning.models.base import MSARegressionModule
 
     class ParseOnly(MSACLI):
@@ -428,7 +427,7 @@ def test_shipped_configs_parse(monkeypatch):
 
     def parse(*paths):
         args = [a for p in paths for a in ("--config", str(p))]
-        return ParseOnly(MSARegressionModule, MSADataModule, subclass_mode_model=True, subclass_mode_data=True,
+        return ParseOnly(MSARegressionModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                          run=False, args=args, auto_configure_optimizers=False).config
 
     folder = REPO / "configs" / "skesl"
@@ -492,7 +491,7 @@ def test_msa_fit_pretraining_names_an_empty_transcript(tmp_path, synthetic_mosi)
 
     tiny = ["--data.init_args.tokenizer=tiny-bert", "--model.init_args.text_model=tiny-bert",
             "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'runs'}"]
-    config = str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml")
+    config = str(REPO / "configs" / "skesl" / "pretrain_bert_base_featurefile.yaml")
     data = pickle.loads(synthetic_mosi.read_bytes())
     data["valid"]["raw_text"][3] = "  "
     broken = tmp_path / "broken.pkl"

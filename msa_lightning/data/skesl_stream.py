@@ -1,0 +1,467 @@
+"""SKESL pretraining batches streamed from litdata shards (issue 8, section 3: VoxCeleb scale, multi-node DDP).
+
+``msa pretrain-data build ... --out OUT`` writes ``OUT/manifest.json`` and two litdata ``optimize``
+outputs, ``OUT/train`` and ``OUT/valid``, whose items are ``{"id", "text", "audio" [Ta, 33], "vision"
+[Tv, 709]}`` cut to the manifest's ``audio_frames``/``vision_frames``. :class:`SKESLStreamDataModule`
+reads them with litdata's ``StreamingDataset``/``StreamingDataLoader`` and serves exactly the batches
+:class:`~msa_lightning.data.skesl_masking.SKESLMaskedDataModule` serves (masked transcript ids, frames
+padded to the manifest's lengths with their lengths, empty ``labels``, ``extras["skesl_target"]`` and
+``extras["skesl_label"]``), so ``SKESLPretrain`` reads either.
+
+**Masking** happens here, per batch, with :func:`~msa_lightning.data.skesl_masking.mask_sentiment_words`
+(one tokenizer call per batch; the random fallback is drawn from ``(mask_seed, clip id)``): a clip gets
+the same masked word on every rank, worker, epoch and resume, and the shards do not depend on the
+tokenizer.
+
+**Sharding across ranks and workers.** litdata's own assignment gives every rank the same number of
+*full* batches and then either drops the rest (``drop_last``, its default under DDP) or hands it to the
+last rank (which then takes more steps than the others: DDP hangs). Neither is acceptable here, so the
+dataset uses its own litdata ``Shuffle`` (:class:`EvenSplit`):
+
+* each epoch the chunks are put in an order drawn from ``(seed, epoch)`` (not shuffled: file order),
+  and the items of that sequence are cut into contiguous shares, one per (rank, worker): rank ``r``
+  gets ``N // W`` items, plus one for the first ``N % W`` ranks; a rank's share is split the same way
+  among its loader workers. Shares are disjoint and cover every clip exactly once: nothing is
+  dropped, nothing repeated; items inside a chunk are permuted by ``(seed, epoch, chunk)``;
+* the loader workers hand over single clips (padded there); the main process groups them into
+  batches of ``batch_size`` and masks them. Every rank takes the same number of training batches
+  (DDP steps in lockstep) by the suite's rule (:mod:`msa_lightning.data.sampling`): a trailing single
+  clip joins the previous batch, and a rank with one clip fewer lets its last two batches share
+  the rest. So the remainder of ``N`` over ranks and batches never needs equalising by repeats or drops.
+
+Nodes read the same ``OUT`` either on a shared filesystem (every rank opens the chunk files in place,
+memory-mapped) or from an identical copy at the same path on each node's local disk; a resumed run
+must name the same path.
+
+**Resume.** The training loader is litdata's stateful ``StreamingDataLoader`` (Lightning 2.6 stores
+its ``state_dict`` in checkpoints under ``loops.fit_loop.state_dict.combined_loader`` and loads it
+before the first batch of a resumed run; it fetches no batch ahead of the step for a loader with a
+length, so the state is exactly the batches trained on). It counts clips; this loader adds the
+batches taken in the epoch, and on resume each rank recomputes its own clip count from that (only
+rank 0's loader state is in the checkpoint, and ranks' last batches can differ in size). A run
+resumed mid-epoch sees exactly the clips its epoch had not served yet. A resume needs the same
+number of ranks, loader workers, batch size, seed and shards; anything else is one DataError.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming.sampler import ChunkedIndex
+from litdata.streaming.shuffle import Shuffle
+from litdata.utilities.env import _DistributedEnv
+
+from msa_lightning.batch import INPUT_FIELDS, MSABatch
+from msa_lightning.data.datamodule import TEXT_ID_FIELDS, resolve_inputs
+from msa_lightning.data.sampling import batch_sizes, count_batches
+from msa_lightning.data.skesl_masking import LABEL_BOUND, _fast_tokenizer, load_intensity_lexicon, mask_sentiment_words
+from msa_lightning.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "msa-skesl-shards/1"
+SPLITS = ("train", "valid")
+#: manifest keys the reader needs
+_REQUIRED = ("audio_dim", "vision_dim", "audio_frames", "vision_frames", "splits")
+
+
+def _build_hint(path: Path) -> str:
+    return f"build them with `msa pretrain-data build ... --out {path}` (see configs/skesl/README.md)"
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The validated manifest of the shards folder ``path`` (one DataError naming the folder otherwise)."""
+    root = Path(path).expanduser()
+    file = root / MANIFEST
+    if not file.is_file():
+        what = "does not exist" if not root.exists() else f"has no {MANIFEST}"
+        raise DataError(f"{root}: no SKESL pretraining shards here (the folder {what}); {_build_hint(root)}")
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{file}: unreadable manifest ({err}); {_build_hint(root)}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DataError(f"{file}: expected format {FORMAT!r}, found {found!r}")
+    if manifest.get("finished") is not True:
+        raise DataError(f"{root}: the shard build did not finish (manifest.json has finished: "
+                        f"{json.dumps(manifest.get('finished'))}); run `msa pretrain-data build ... --out {root}` "
+                        f"again to complete it (finished work is kept)")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise DataError(f"{file}: missing {missing} (written by `msa pretrain-data build`)")
+    for split in SPLITS:
+        index = root / split / "index.json"
+        if not index.is_file():
+            raise DataError(f"{root / split}: no litdata index.json; {_build_hint(root)}")
+        try:
+            chunks = json.loads(index.read_text())["chunks"]
+            count = sum(int(c["chunk_size"]) for c in chunks)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{index}: unreadable litdata index ({type(err).__name__}: {err})") from None
+        expected = manifest["splits"].get(split)
+        if expected != count:
+            raise DataError(f"{root / split}: the shards hold {count} clips but manifest.json says {expected} "
+                            f"(shards and manifest are from different builds); {_build_hint(root)}")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------- sharding
+def rank_shares(total: int, world_size: int) -> list[int]:
+    """Clips per rank: ``total // world_size``, one more for the first ``total % world_size`` ranks."""
+    base, extra = divmod(total, world_size)
+    return [base + (r < extra) for r in range(world_size)]
+
+
+class EvenSplit(Shuffle):
+    """A litdata ``Shuffle`` that cuts the epoch's item sequence into contiguous, disjoint shares whose
+    sizes differ by at most one, per rank and then per loader worker (module docstring)."""
+
+    def __init__(self, cache, seed: int, drop_last: bool = False, shuffle: bool = True) -> None:
+        super().__init__(cache, seed, drop_last)
+        self.shuffle = shuffle
+
+    def chunk_order(self, num_chunks: int, current_epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(num_chunks)
+        return np.random.RandomState([self.seed, current_epoch]).permutation(num_chunks)
+
+    def get_chunks_and_intervals_per_workers(self, distributed_env: _DistributedEnv, num_workers: int,
+                                             batch_size: int, current_epoch: int) -> tuple[list, list]:
+        intervals = self.cache.get_chunk_intervals()
+        total = sum(i[2] - i[1] for i in intervals)
+        workers = max(num_workers, 1)
+        counts = [n for share in rank_shares(total, distributed_env.world_size) for n in rank_shares(share, workers)]
+        chunks_per: list[list[int]] = [[] for _ in counts]
+        intervals_per: list[list[list[int]]] = [[] for _ in counts]
+        worker, left = 0, counts[0] if counts else 0
+        for chunk in self.chunk_order(len(intervals), current_epoch).tolist():
+            start, begin, end, stop = intervals[chunk]
+            while begin < end:
+                while left == 0:  # the next share that still takes items
+                    worker += 1
+                    left = counts[worker]
+                take = min(left, end - begin)
+                chunks_per[worker].append(chunk)
+                intervals_per[worker].append([start, begin, begin + take, stop])
+                begin += take
+                left -= take
+        return chunks_per, intervals_per
+
+    def __call__(self, array: np.ndarray, num_chunks: int, current_epoch: int, chunk_index: int) -> list[int]:
+        if not self.shuffle:
+            return array.tolist()
+        return np.random.RandomState([self.seed, current_epoch, chunk_index]).permutation(array).tolist()
+
+
+class ShardDataset(StreamingDataset):
+    """A split of the shards: :class:`EvenSplit` assignment; each clip padded to the manifest's frame
+    counts where it is read (in the loader worker), with its lengths and its row in the split."""
+
+    def __init__(self, input_dir: str, audio_frames: int, vision_frames: int, audio_dim: int, vision_dim: int,
+                 shuffle: bool, seed: int, world_size: int | None = None, rank: int | None = None) -> None:
+        super().__init__(input_dir, shuffle=shuffle, drop_last=False, seed=seed, item_shuffle_window="full")
+        if world_size is not None:  # the trainer's ranks (litdata would read the process group or WORLD_SIZE)
+            self.distributed_env = _DistributedEnv(world_size, rank or 0, 1)
+        self.frames = {"audio": int(audio_frames), "vision": int(vision_frames)}
+        self.dims = {"audio": int(audio_dim), "vision": int(vision_dim)}
+
+    def _create_shuffler(self, cache) -> Shuffle:
+        return EvenSplit(cache, self.seed, False, self.shuffle)
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if not isinstance(index, (ChunkedIndex, int)):
+            return item
+        row = index.index if isinstance(index, ChunkedIndex) else index
+        out = {"id": str(item["id"]), "text": str(item["text"]), "row": int(row)}
+        for key in ("audio", "vision"):
+            x = np.asarray(item[key], dtype=np.float32)
+            limit, dim = self.frames[key], self.dims[key]
+            if x.ndim != 2 or x.shape[1] != dim or x.shape[0] > limit:
+                raise DataError(f"{self.input_dir.path}: clip {out['id']!r} has {key} of shape {tuple(x.shape)}; "
+                                f"the manifest promises [at most {limit}, {dim}]")
+            padded = np.zeros((limit, dim), dtype=np.float32)
+            padded[: len(x)] = x
+            out[key], out[f"{key}_length"] = padded, len(x)
+        return out
+
+
+def _single(items: list) -> Any:
+    """The loader's collate: workers hand over one padded clip at a time (batches are formed in the main process)."""
+    return items[0]
+
+
+class SKESLStreamLoader(StreamingDataLoader):
+    """A ``StreamingDataLoader`` of single clips, grouped into masked :class:`MSABatch` es by a fixed plan.
+
+    Args:
+        dataset: a :class:`ShardDataset`.
+        batch_size: clips per batch.
+        collate: turns a list of clips into a batch (:meth:`SKESLStreamDataModule.collate`).
+        equal_batches: training: every rank takes the same number of batches (module docstring);
+            evaluation: plain batches of ``batch_size`` over this rank's share.
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, collate, equal_batches: bool = True,
+                 num_workers: int = 0, pin_memory: bool = False) -> None:
+        super().__init__(dataset, batch_size=1, num_workers=num_workers, collate_fn=_single, pin_memory=False)
+        self.clips_per_batch, self.collate, self.equal_batches = int(batch_size), collate, equal_batches
+        self.pin_batches = pin_memory
+        self._taken = 0  # batches of the current epoch handed to the training loop
+        self._skip = 0  # batches to leave out of the next epoch's iteration (after a mid-epoch resume)
+
+    # ------------------------------------------------------------------ the plan
+    def shares(self) -> list[int]:
+        return rank_shares(self.dataset_total(), self.dataset.distributed_env.world_size)
+
+    def dataset_total(self) -> int:
+        """Clips in the split (all ranks)."""
+        ds: ShardDataset = self.dataset
+        if ds.shuffler is None:
+            ds.get_len(self.num_workers, 1)  # opens the index
+        return sum(i[2] - i[1] for i in ds.shuffler.cache.get_chunk_intervals())
+
+    def plan(self, rank: int | None = None) -> list[int]:
+        """Batch sizes of ``rank`` (default: this process's) in every epoch."""
+        shares = self.shares()
+        share = shares[self.dataset.distributed_env.global_rank if rank is None else rank]
+        if not self.equal_batches:
+            full, rest = divmod(share, self.clips_per_batch)
+            return [self.clips_per_batch] * full + ([rest] if rest else [])
+        return batch_sizes(share, self.clips_per_batch, count_batches(max(shares), self.clips_per_batch))
+
+    def __len__(self) -> int:
+        return len(self.plan())
+
+    def __iter__(self) -> Iterator[MSABatch]:
+        plan = self.plan()
+        skip, self._skip = self._skip, 0
+        clips = super().__iter__()
+        self._taken = skip
+        for number, size in enumerate(plan[skip:], start=skip + 1):
+            group = []
+            for _ in range(size):
+                try:
+                    group.append(next(clips))
+                except StopIteration:
+                    raise RuntimeError(f"the shard loader ran out of clips after {len(group)} of a batch of {size} "
+                                       f"(plan {plan}); the shards changed while reading?") from None
+            if number == len(plan):
+                # Run litdata's end of epoch now: Lightning takes no batch beyond the loader's length, and a
+                # resumed loader that never reached it would replay its old position in the next epoch.
+                for clip in clips:
+                    raise RuntimeError(f"the shard loader has clips beyond its plan ({clip['id']!r}); this is a bug")
+            batch = self.collate(group)
+            self._taken += 1
+            yield batch.pin_memory() if self.pin_batches else batch
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        env = self.dataset.distributed_env
+        state["msa"] = {"batches": self._taken, "world_size": env.world_size, "num_workers": self.num_workers,
+                        "batch_size": self.clips_per_batch, "clips": self.dataset_total(), "seed": self.dataset.seed,
+                        "shuffle": self.dataset.shuffle}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ours = state.get("msa")
+        if ours is None:
+            raise DataError("the checkpoint's training loader state was not written by SKESLStreamLoader "
+                            "(another DataModule?); resume with the data it was trained on")
+        env = self.dataset.distributed_env
+        now = {"world_size": env.world_size, "num_workers": self.num_workers, "batch_size": self.clips_per_batch,
+               "clips": self.dataset_total(), "seed": self.dataset.seed, "shuffle": self.dataset.shuffle}
+        differ = [f"{k}: checkpoint {ours[k]!r}, now {v!r}" for k, v in now.items() if ours.get(k) != v]
+        if differ:
+            raise DataError(f"{self.dataset.input_dir.path}: a mid-epoch resume of the streamed shards needs the "
+                            f"same setting as when the checkpoint was written ({'; '.join(differ)})")
+        plan = self.plan()
+        taken = int(ours["batches"])
+        if taken >= len(plan):  # the epoch was complete: the next one starts from its first batch
+            taken = 0
+        clips = int(sum(plan[:taken]))  # this rank's clips (the state is rank 0's; last batches differ by rank)
+        # StreamingDataLoader.load_state_dict, for this case only: it would take the world size from the
+        # process group (not this dataset's ranks) and rank 0's clip count
+        self.current_epoch = int(state["current_epoch"])
+        self._num_samples_yielded_streaming = clips
+        workers = max(self.num_workers, 1)
+        self._latest_worker_idx = clips % workers  # litdata hands the next clip to the worker after the last one
+        self._worker_idx = itertools.cycle(range(workers))
+        self._worker_idx_iter = iter(self._worker_idx)
+        for _ in range(self._latest_worker_idx):
+            next(self._worker_idx_iter)
+        if taken:
+            self.dataset.load_state_dict({**state["dataset"], "num_samples_yielded": clips,
+                                          "sample_in_epoch": clips * env.world_size})
+        self.restore = taken > 0  # else the next iteration starts the next epoch afresh
+        self._skip = self._taken = taken
+
+
+# ---------------------------------------------------------------------------------------------- data module
+class SKESLStreamDataModule(L.LightningDataModule):
+    """SKESL pretraining data from the shards ``msa pretrain-data build`` writes (module docstring).
+
+    Args:
+        path: the build's ``--out`` folder (``manifest.json``, ``train/``, ``valid/``), on a shared
+            filesystem or copied to the same path on every node.
+        tokenizer: the model's tokenizer (name or path; a fast tokenizer with a mask token).
+        text_max_length: tokens per transcript (the authors' pretraining used 39).
+        lexicon: ``vader`` or a VADER-format file.
+        mask_seed: seed of the random-word fallback (drawn per clip id).
+        batch_size: training clips per batch (per rank); ``eval_batch_size`` for validation.
+        num_workers: loader worker processes per rank (they read and pad clips; batches are masked in
+            the main process).
+        shuffle: draw the chunk order and the order inside each chunk anew every epoch from
+            ``(shuffle_seed, epoch)``; False keeps the shards' order.
+        shuffle_seed: None = the global seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else 0.
+        trim_text: cut each batch's trailing token padding (exact, as the feature-file DataModules do).
+        inputs: batch fields to load (None: what the model declares in ``required_inputs``).
+    """
+
+    token_extras = ("skesl_target",)
+
+    def __init__(self, path: str, tokenizer: str = "bert-base-uncased", text_max_length: int = 39,
+                 lexicon: str = "vader", mask_seed: int = 0, batch_size: int = 32, eval_batch_size: int | None = None,
+                 num_workers: int = 0, shuffle: bool = True, shuffle_seed: int | None = None, trim_text: bool = True,
+                 inputs: list[str] | None = None) -> None:
+        super().__init__()
+        for key, value, low in (("batch_size", batch_size, 2), ("eval_batch_size", eval_batch_size, 1),
+                                ("num_workers", num_workers, 0), ("text_max_length", text_max_length, 3)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ConfigError(f"data.init_args.{key}: expected an integer >= {low}, found {value!r}"
+                                  + (" (a training batch of one clip is not formed)" if key == "batch_size" else ""))
+        if inputs is not None and set(inputs) - set(INPUT_FIELDS):
+            raise ConfigError(f"data.init_args.inputs: unknown fields {sorted(set(inputs) - set(INPUT_FIELDS))}")
+        self.path = Path(path).expanduser()
+        self.tokenizer_name, self.text_max_length = tokenizer, text_max_length
+        self.lexicon, self.mask_seed = lexicon, int(mask_seed)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.shuffle, self.shuffle_seed = num_workers, bool(shuffle), shuffle_seed
+        self.trim_text = bool(trim_text)
+        self.inputs = set(inputs) if inputs is not None else None
+        self._manifest: dict | None = None
+        self._tokenizer = None
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.path)
+        return self._manifest
+
+    @property
+    def feature_file(self) -> Path:  # how messages name the data (the CLI's data facts, errors)
+        return self.path
+
+    metric_family = "mosi"
+
+    def data_facts(self) -> dict:
+        """Feature sizes from the manifest; the masked words' intensities are bounded by 3 (Section 4.3)."""
+        m = self.manifest
+        return {"audio_dim": int(m["audio_dim"]), "vision_dim": int(m["vision_dim"]), "label_bound": LABEL_BOUND,
+                "metric_family": self.metric_family, "num_train_samples": int(m["splits"]["train"])}
+
+    def num_train_samples(self) -> int:
+        return int(self.manifest["splits"]["train"])
+
+    def train_labels(self, key: str = "M") -> np.ndarray:
+        raise DataError(f"{self.path}: {type(self).__name__} serves unlabeled clips (no labels {key!r})")
+
+    @property
+    def train_seed(self) -> int:
+        if self.shuffle_seed is not None:
+            return int(self.shuffle_seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    # ------------------------------------------------------------------ setup
+    def prepare_data(self) -> None:
+        read_manifest(self.path)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.manifest  # noqa: B018  (validates before any loader is built)
+        self._loaded_inputs = resolve_inputs(self, self.inputs)
+
+    def _fields(self) -> set[str] | None:
+        return getattr(self, "_loaded_inputs", None)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = _fast_tokenizer(self.tokenizer_name)
+            load_intensity_lexicon(self.lexicon)  # a bad lexicon fails before the first batch
+        return self._tokenizer
+
+    # ------------------------------------------------------------------ batches
+    def collate(self, clips: Sequence[dict], split: str = "train") -> MSABatch:
+        """Clips (padded by the loader workers) -> one masked batch, as SKESLMaskedDataModule's."""
+        fields = self._fields()
+        ids = [c["id"] for c in clips]
+        texts = [c["text"] for c in clips]
+        masked = mask_sentiment_words(texts, self.tokenizer, self.text_max_length, self.lexicon, ids, self.mask_seed,
+                                      where=f"{self.path / split}")
+        text = torch.from_numpy(masked.ids)
+        target = torch.from_numpy(masked.target)
+        if self.trim_text:  # the longest text of the batch decides the width (exact: padding is never attended)
+            width = int(text[:, 1].sum(1).max())
+            text, target = text[..., :width], target[:, :width]
+        batch = MSABatch(index=torch.tensor([c["row"] for c in clips], dtype=torch.long), ids=ids, raw_text=texts,
+                         labels={}, extras={"skesl_target": target,
+                                            "skesl_label": torch.from_numpy(masked.label)})
+        if fields is None or set(TEXT_ID_FIELDS) & fields:
+            batch.text_ids, batch.text_mask, batch.text_segment = text[:, 0], text[:, 1], text[:, 2]
+        for key in ("audio", "vision"):
+            if fields is None or key in fields or f"{key}_lengths" in fields:
+                setattr(batch, key, torch.from_numpy(np.stack([c[key] for c in clips])))
+                setattr(batch, f"{key}_lengths", torch.tensor([c[f"{key}_length"] for c in clips], dtype=torch.long))
+        return batch
+
+    # ------------------------------------------------------------------ loaders
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def _pin_memory(self) -> bool:
+        device = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "root_device", None)
+        return getattr(device, "type", "cpu") == "cuda"
+
+    def _loader(self, split: str, train: bool) -> SKESLStreamLoader:
+        m = self.manifest
+        world, rank = self._world()
+        total = int(m["splits"][split])
+        if train and total < world:
+            raise DataError(f"{self.path / split}: {total} clips, fewer than the {world} DDP processes")
+        if total == 0:
+            raise DataError(f"{self.path / split}: the split has no clips (build the shards with a valid share > 0 "
+                            f"to validate)")
+        dataset = ShardDataset(str(self.path / split), m["audio_frames"], m["vision_frames"], m["audio_dim"],
+                               m["vision_dim"], shuffle=self.shuffle and train, seed=self.train_seed,
+                               world_size=world, rank=rank)
+        size = self.batch_size if train else self.eval_batch_size
+        loader = SKESLStreamLoader(dataset, size, lambda clips: self.collate(clips, split), equal_batches=train,
+                                   num_workers=self.num_workers, pin_memory=self._pin_memory())
+        if train and rank == 0:
+            shares = loader.shares()
+            log.info("%s: %d training clips over %d rank(s) (%s per rank), %d batches of up to %d per rank and "
+                     "epoch; none dropped or repeated", self.path / split, total, world,
+                     "/".join(map(str, sorted(set(shares)))), len(loader), size)
+        return loader
+
+    def train_dataloader(self) -> SKESLStreamLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> SKESLStreamLoader:
+        return self._loader("valid", train=False)

@@ -1,0 +1,293 @@
+"""SKESL pretraining from streaming shards (issue 8, section 3): the reader's batches, disjoint and complete
+shares per DDP rank, mid-epoch resume, the shipped configs through ``msa fit``, one clear error for missing or
+unfinished shards.
+
+Shards are real litdata ``optimize`` outputs in the layout of ``msa pretrain-data build`` (written here by
+:func:`write_shards`); the model is the in-process ``tiny-bert``. Runs that recorded the clips they trained
+on write them with :class:`RecordIds` (imported by ``msa fit`` subprocesses from this file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from msa_lightning.data.skesl_masking import mask_sentiment_words
+from msa_lightning.data.skesl_stream import SKESLStreamDataModule, read_manifest
+from msa_lightning.errors import DataError
+
+from conftest import REPO
+
+TESTS = Path(__file__).resolve().parent
+WORDS = ["good", "great", "horrible", "bad", "home", "table", "we", "went", "the", "movie", "was", "today", "and"]
+N_TRAIN, N_VALID = 23, 6
+AUDIO_FRAMES, VISION_FRAMES = 12, 6
+TINY_MODEL = ["--model.init_args.text_model=tiny-bert", "--model.init_args.num_blocks=1",
+              "--model.init_args.ffn_dim=16", "--model.init_args.head_hidden=8"]
+
+
+# ---------------------------------------------------------------------------------------------- shards
+def _clip(i: int) -> dict:
+    """One clip in the builder's item format (frames already cut to at most the manifest's lengths)."""
+    rng = np.random.default_rng(i)
+    return {"id": f"id1{i % 7:04d}/yt{i:05d}/00001", "text": " ".join(rng.choice(WORDS, size=3 + i % 5)),
+            "audio": rng.normal(size=(4 + i % 9, 33)).astype(np.float32),
+            "vision": rng.normal(size=(2 + i % 5, 709)).astype(np.float32)}
+
+
+def write_shards(out: Path, n_train: int = N_TRAIN, n_valid: int = N_VALID, chunk_size: int = 4,
+                 finished: bool = True) -> Path:
+    """``OUT/train``, ``OUT/valid`` (litdata ``optimize``, several chunks) and ``OUT/manifest.json``."""
+    from litdata import optimize
+
+    for split, rows in (("train", range(n_train)), ("valid", range(1000, 1000 + n_valid))):
+        optimize(fn=_clip, inputs=list(rows), output_dir=str(out / split), chunk_size=chunk_size, num_workers=1,
+                 verbose=False, mode="overwrite", start_method="fork")
+    manifest = {"format": "msa-skesl-shards/1", "finished": finished, "audio_dim": 33, "vision_dim": 709,
+                "audio_frames": AUDIO_FRAMES, "vision_frames": VISION_FRAMES,
+                "splits": {"train": n_train, "valid": n_valid}}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("shards") / "out")
+
+
+TRAIN_IDS = sorted(_clip(i)["id"] for i in range(N_TRAIN))
+
+
+def _dm(shards: Path, world: int = 1, rank: int = 0, **kwargs) -> SKESLStreamDataModule:
+    """A DataModule that builds its loaders for ``rank`` of ``world`` (as a trainer under DDP would)."""
+    args = dict(tokenizer="tiny-bert", text_max_length=12, batch_size=3, shuffle_seed=5)
+    dm = SKESLStreamDataModule(str(shards), **{**args, **kwargs})
+    dm.setup("fit")
+    dm._world = lambda: (world, rank)
+    return dm
+
+
+# ---------------------------------------------------------------------------------------------- batches
+def test_batches_are_what_the_masked_datamodule_serves(shards, tok):
+    """Masked transcript ids (mask_sentiment_words per clip id and mask_seed), padded frames with lengths,
+    empty labels, the masking targets in extras; the same masked words in every epoch."""
+    dm = _dm(shards, mask_seed=3, batch_size=5)
+    assert dm.data_facts() == {"audio_dim": 33, "vision_dim": 709, "label_bound": 3.0, "metric_family": "mosi",
+                               "num_train_samples": N_TRAIN}
+    loader = dm.train_dataloader()
+    epoch1 = list(loader)
+    clips = {c["id"]: c for c in map(_clip, range(N_TRAIN))}
+    for batch in epoch1:
+        assert batch.labels == {} and len(batch) == len(batch.ids) == batch.index.shape[0]
+        expected = mask_sentiment_words([clips[i]["text"] for i in batch.ids], tok, 12, "vader", batch.ids, seed=3)
+        width = batch.text_ids.shape[1]
+        assert width == int(expected.ids[:, 1].sum(1).max())  # trailing padding trimmed
+        np.testing.assert_array_equal(batch.text_ids.numpy(), expected.ids[:, 0, :width])
+        np.testing.assert_array_equal(batch.text_mask.numpy(), expected.ids[:, 1, :width])
+        np.testing.assert_array_equal(batch.extras["skesl_target"].numpy(), expected.target[:, :width])
+        np.testing.assert_array_equal(batch.extras["skesl_label"].numpy(), expected.label)
+        assert (batch.text_ids[batch.extras["skesl_target"]] == tok.mask_token_id).all()
+        assert batch.audio.shape[1:] == (AUDIO_FRAMES, 33) and batch.vision.shape[1:] == (VISION_FRAMES, 709)
+        for row, clip_id in enumerate(batch.ids):
+            a, v = clips[clip_id]["audio"], clips[clip_id]["vision"]
+            assert batch.audio_lengths[row] == len(a) and batch.vision_lengths[row] == len(v)
+            np.testing.assert_array_equal(batch.audio[row, : len(a)].numpy(), a)
+            assert not batch.audio[row, len(a):].any() and not batch.vision[row, len(v):].any()
+            np.testing.assert_array_equal(batch.vision[row, : len(v)].numpy(), v)
+    assert sorted(i for b in epoch1 for i in b.ids) == TRAIN_IDS
+    epoch2 = list(loader)
+    assert [b.ids for b in epoch2] != [b.ids for b in epoch1]  # a new order every epoch ...
+    words = lambda batches: {i: float(x) for b in batches for i, x in zip(b.ids, b.extras["skesl_label"])}  # noqa: E731
+    assert words(epoch2) == words(epoch1)  # ... and the same masked words
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ranks_read_disjoint_shares_covering_every_clip_once(shards, workers):
+    """1-4 ranks (23 clips, batch 3): every clip exactly once per epoch, every rank the same number of batches
+    (the odd clip joins a batch, nothing dropped or repeated), the same shares whatever the loader workers."""
+    for world in (1, 2, 3, 4):
+        for epoch in range(2):
+            seen, counts = [], set()
+            for rank in range(world):
+                loader = _dm(shards, world, rank, num_workers=workers).train_dataloader()
+                for _ in range(epoch + 1):
+                    batches = [b.ids for b in loader]
+                assert len(batches) == len(loader) and min(map(len, batches)) >= 2
+                counts.add(len(batches))
+                seen += [i for b in batches for i in b]
+            assert sorted(seen) == TRAIN_IDS, (world, epoch)
+            assert len(counts) == 1, (world, counts)  # DDP steps in lockstep
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_state_resumes_mid_epoch_on_every_rank(shards, workers):
+    """Rank 0's loader state (what a checkpoint holds) after k batches of epoch 2: each rank of a new run
+    continues with exactly its remaining clips, then epoch 3 is the uninterrupted run's."""
+    world = 2
+    for k in (1, 3):
+        state = None
+        for rank in range(world):
+            reference = _dm(shards, world, rank, num_workers=workers).train_dataloader()
+            list(reference)
+            epoch2, epoch3 = [b.ids for b in reference], [b.ids for b in reference]
+            if rank == 0:
+                loader = _dm(shards, world, rank, num_workers=workers).train_dataloader()
+                list(loader)
+                it = iter(loader)
+                assert [next(it).ids for _ in range(k)] == epoch2[:k]
+                state = loader.state_dict()
+            resumed = _dm(shards, world, rank, num_workers=workers).train_dataloader()
+            resumed.load_state_dict(state)
+            assert [b.ids for b in resumed] == epoch2[k:], (rank, k)
+            assert [b.ids for b in resumed] == epoch3
+    changed = _dm(shards, 2, 0, num_workers=workers, batch_size=4).train_dataloader()
+    with pytest.raises(DataError, match=r"same setting.*batch_size: checkpoint 3, now 4"):
+        changed.load_state_dict(state)
+
+
+def test_missing_unfinished_or_inconsistent_shards_are_one_clear_error(shards, tmp_path):
+    with pytest.raises(DataError, match=r"absent: no SKESL pretraining shards here .*msa pretrain-data build"):
+        read_manifest(tmp_path / "absent")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "manifest.json").write_text(json.dumps({**json.loads((shards / "manifest.json").read_text()),
+                                                          "finished": False}))
+    with pytest.raises(DataError, match=r"the shard build did not finish \(manifest.json has finished: false\)"):
+        read_manifest(unfinished)
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "train").symlink_to(shards / "train")
+    (wrong / "valid").symlink_to(shards / "valid")
+    manifest = json.loads((shards / "manifest.json").read_text())
+    (wrong / "manifest.json").write_text(json.dumps({**manifest, "splits": {"train": 30, "valid": N_VALID}}))
+    with pytest.raises(DataError, match=r"the shards hold 23 clips but manifest.json says 30"):
+        read_manifest(wrong)
+
+
+def _msa(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
+           "MSA_CACHE_DIR": str(cwd / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_msa_fit_names_missing_or_unfinished_shards(shards, tmp_path):
+    config = str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml")
+    tiny = ["--data.init_args.tokenizer=tiny-bert", *TINY_MODEL, "--trainer.max_epochs=1",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    missing = _msa(["fit", "--config", config, *tiny], tmp_path)  # the config's data/skesl/shards is not there
+    assert missing.returncode == 2, missing.stderr[-3000:]
+    message = missing.stderr.strip().splitlines()[-1]
+    assert message.startswith("msa: error: data/skesl/shards: no SKESL pretraining shards here"), message
+    assert "msa pretrain-data build ... --out data/skesl/shards" in message and "Traceback" not in missing.stderr
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "manifest.json").write_text(json.dumps({"format": "msa-skesl-shards/1", "finished": False}))
+    half = _msa(["fit", "--config", config, f"--data.init_args.path={tmp_path / 'half'}", *tiny], tmp_path)
+    assert half.returncode == 2, half.stderr[-3000:]
+    message = half.stderr.strip().splitlines()[-1]
+    assert message == (f"msa: error: {tmp_path / 'half'}: the shard build did not finish (manifest.json has finished: "
+                       f"false); run `msa pretrain-data build ... --out {tmp_path / 'half'}` again to complete it "
+                       "(finished work is kept)"), message
+
+
+# ---------------------------------------------------------------------------------------------- runs
+class RecordIds(L.Callback):
+    """Appends ``{"epoch", "step", "ids"}`` of every trained batch to ``folder/ids_rank{rank}.jsonl``
+    (flushed at once: a killed run's lines are complete)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"epoch": trainer.current_epoch, "step": trainer.global_step, "ids": list(batch.ids)})
+        with open(Path(self.folder) / f"ids_rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class KillAt(L.Callback):
+    """kill -9 this process at the start of training step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _records(folder: Path, rank: int = 0) -> list[dict]:
+    path = folder / f"ids_rank{rank}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _callback(cls: str, **init_args) -> str:
+    return "--trainer.callbacks+=" + json.dumps({"class_path": f"test_skesl_stream.{cls}", "init_args": init_args})
+
+
+def _pretrain_args(shards: Path, tmp_path: Path, config: str = "pretrain_bert_base.yaml") -> list[str]:
+    return ["fit", "--config", str(REPO / "configs" / "skesl" / config), f"--data.init_args.path={shards}",
+            "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+            *TINY_MODEL, "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_epochs_cover_every_clip_exactly_once(shards, tmp_path):
+    """`msa fit` with the shipped config on 2 gloo processes: in each epoch the ranks train on disjoint clips
+    that together are every training clip once, in the same number of steps."""
+    ids = tmp_path / "ids"
+    proc = _msa([*_pretrain_args(shards, tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2",
+                 "--trainer.max_epochs=2", _callback("RecordIds", folder=str(ids))], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [_records(ids, 0), _records(ids, 1)]
+    for epoch in (0, 1):
+        per_rank = [[i for r in records if r["epoch"] == epoch for i in r["ids"]] for records in ranks]
+        steps = [[r["step"] for r in records if r["epoch"] == epoch] for records in ranks]
+        assert steps[0] == steps[1] and len(steps[0]) == 3  # 12 and 11 clips at batch 4: 3 steps each
+        assert not set(per_rank[0]) & set(per_rank[1])
+        assert sorted(per_rank[0] + per_rank[1]) == TRAIN_IDS, epoch
+    first = [[i for r in records if r["epoch"] == 0 for i in r["ids"]] for records in ranks]
+    second = [[i for r in records if r["epoch"] == 1 for i in r["ids"]] for records in ranks]
+    assert first != second  # each epoch its own order
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tmp_path):
+    """kill -9 in the middle of epoch 1, after a checkpoint every 2 steps: `msa fit --ckpt_path` trains on
+    exactly the clips of that epoch the checkpoint had not seen, then on a full epoch."""
+    ids = tmp_path / "ids"
+    ckpts = tmp_path / "every2"
+    every = "--trainer.callbacks+=" + json.dumps({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                                  "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2,
+                                                                "save_top_k": -1, "filename": "{step}"}})
+    args = [*_pretrain_args(shards, tmp_path), "--trainer.max_epochs=3", every, _callback("RecordIds", folder=str(ids))]
+    killed = _msa([*args, _callback("KillAt", step=10)], tmp_path)  # 6 steps an epoch: step 10 = 5th of epoch 1
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = ckpts / "step=10.ckpt"
+    assert ckpt.is_file(), sorted(p.name for p in ckpts.iterdir())
+    before = _records(ids)
+    assert [r["step"] for r in before] == list(range(1, 11))
+    seen_in_epoch = [i for r in before if r["epoch"] == 1 for i in r["ids"]]  # 4 batches of epoch 1
+    assert len(seen_in_epoch) == 16
+    (ids / "ids_rank0.jsonl").unlink()
+    resumed = _msa([*args, f"--ckpt_path={ckpt}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _records(ids)
+    rest_of_epoch = [i for r in after if r["epoch"] == 1 for i in r["ids"]]
+    assert sorted(rest_of_epoch) == sorted(set(TRAIN_IDS) - set(seen_in_epoch))  # exactly the clips not yet seen
+    assert sorted(seen_in_epoch + rest_of_epoch) == TRAIN_IDS
+    assert sorted(i for r in after if r["epoch"] == 2 for i in r["ids"]) == TRAIN_IDS  # then a whole epoch
+    assert [r["step"] for r in after] == list(range(11, 19))

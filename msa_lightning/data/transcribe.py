@@ -1,8 +1,9 @@
 """``msa transcribe``: ASR transcripts of an audio corpus with a Hugging Face speech-to-text model (issue 8).
 
-VoxCeleb ships without transcripts; SKESL (Qian et al., Findings of ACL 2023, Section 4.1) ran a cloud ASR
-service over it. This command runs a Whisper-family model (``transformers``; a hub name or a local folder,
-offline-first through :func:`msa_lightning.nn.pretrained.load_speech_recognizer`) and writes the transcript
+VoxCeleb ships without transcripts; SKESL (Qian et al., Findings of ACL 2023, Section 4.3) ran a cloud ASR
+service over it. This command runs a Whisper-architecture model (``transformers``: ``openai/whisper-*``,
+``distil-whisper/*``, fine-tunes; a hub name or a local folder, offline-first through
+:func:`msa_lightning.nn.pretrained.load_speech_recognizer`) and writes the transcript
 format of :mod:`msa_lightning.data.asr`: one ``id<TAB>text`` line per clip, UTF-8.
 
 * **Clips**: every wav/flac/m4a/mp3/ogg file under ``--audio``; a clip's id is its path relative to that
@@ -96,9 +97,9 @@ def repair_last_line(path: Path) -> str | None:
     return partial
 
 
-def windows(y: np.ndarray, window: int | None) -> list[np.ndarray]:
-    """``y`` cut into the fewest equal pieces of at most ``window`` samples (itself when it fits or no window)."""
-    if window is None or len(y) <= window:
+def windows(y: np.ndarray, window: int) -> list[np.ndarray]:
+    """``y`` cut into the fewest equal pieces of at most ``window`` samples (``[y]`` when it fits)."""
+    if len(y) <= window:
         return [y]
     pieces = math.ceil(len(y) / window)
     return np.array_split(y, pieces)
@@ -128,21 +129,21 @@ class Tally:
     at_limit: int = 0
     failed: Counter = field(default_factory=Counter)
 
-    def summary(self, out: Path, seconds: float, max_new_tokens: int | None, window_s: float | None) -> str:
+    def summary(self, out: Path, seconds: float, max_new_tokens: int | None, window_s: float = 30.0) -> str:
         rate = self.transcribed / seconds if seconds > 0 else 0.0
         failed = sum(self.failed.values())
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items()))
         limit = f"--max-new-tokens {max_new_tokens}" if max_new_tokens else "the model's limit"
         lines = [f"transcribed {self.transcribed} clips into {out} ({rate:.2f} clips/s); {self.skipped} skipped as "
                  f"already there; {failed} failed" + (f" ({reasons}): see {errors_path(out)}" if failed else ""),
-                 f"{self.empty} empty transcripts; {self.at_limit} windows stopped at the token limit ({limit})"]
-        if window_s:
-            lines.append(f"{self.long_clips} clips longer than {window_s:g} s, cut into windows of at most {window_s:g} s")
+                 f"{self.empty} empty transcripts; {self.at_limit} windows stopped at the token limit ({limit}); "
+                 f"{self.long_clips} clips longer than {window_s:g} s, cut into windows of at most {window_s:g} s"]
         return "\n".join(lines)
 
 
 class Transcriber:
-    """A speech-to-text model and its processor, on one device and dtype: ``__call__(waves) -> (texts, capped)``."""
+    """A Whisper-architecture model and its processor on one device and dtype: ``__call__(waves)`` gives each
+    wave's text and whether its decoding stopped at the token limit (no end token)."""
 
     def __init__(self, name: str, device: str, dtype: str, language: str | None, max_new_tokens: int | None) -> None:
         import torch
@@ -152,45 +153,43 @@ class Transcriber:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"--device {device}: no CUDA device is available here (use --device cpu)")
         self.model, self.processor = load_speech_recognizer(name)
+        kind = self.model.config.model_type
+        if kind != "whisper":
+            raise ConfigError(f"--model {name}: a {kind!r} model; msa transcribe runs Whisper-architecture models "
+                              "(openai/whisper-*, distil-whisper/*, their fine-tunes)")
         self.device, self.torch_dtype = torch.device(device), getattr(torch, dtype)
         self.model.to(device=self.device, dtype=self.torch_dtype)
         extractor = self.processor.feature_extractor
-        self.sample_rate = int(extractor.sampling_rate)
-        self.window = getattr(extractor, "n_samples", None)  # Whisper: 30 s; None: the model takes any length
-        self.whisper = self.model.config.model_type == "whisper"
-        self.max_new_tokens = max_new_tokens
+        self.sample_rate, self.window = int(extractor.sampling_rate), int(extractor.n_samples)  # 16 kHz, 30 s
         self.generate_kwargs: dict = {}
         if max_new_tokens:
             self.generate_kwargs["max_new_tokens"] = max_new_tokens
-        if self.whisper and language:
+        if language:
             if getattr(self.model.generation_config, "is_multilingual", True):
                 self.generate_kwargs.update(language=language, task="transcribe")
             elif language.lower() not in ("en", "english"):
                 raise ConfigError(f"--language {language}: {name} is an English-only model (use --language en, or "
                                   "a multilingual Whisper such as openai/whisper-small)")
         eos = self.model.generation_config.eos_token_id
-        self.eos = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        self.eos = torch.tensor(sorted(set(eos if isinstance(eos, (list, tuple)) else [eos])), device=self.device)
 
     def __call__(self, waves: list[np.ndarray]) -> tuple[list[str], list[bool]]:
         import torch
 
-        from transformers import WhisperFeatureExtractor
-
-        extra = {"device": str(self.device)} if isinstance(self.processor.feature_extractor, WhisperFeatureExtractor) else {}
-        inputs = self.processor(waves, sampling_rate=self.sample_rate, return_tensors="pt", **extra)
-        inputs = {k: v.to(self.device, self.torch_dtype if v.is_floating_point() else None)
-                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        # log-mel features of 30 s windows (padded), computed on the model's device
+        inputs = self.processor(waves, sampling_rate=self.sample_rate, return_tensors="pt", device=str(self.device))
+        features = inputs["input_features"].to(self.device, self.torch_dtype)
         try:
             with torch.inference_mode():
-                tokens = self.model.generate(**inputs, **self.generate_kwargs)
+                tokens = self.model.generate(features, **self.generate_kwargs)
         except torch.cuda.OutOfMemoryError:
             raise MSAError(f"out of GPU memory transcribing {len(waves)} windows at once: lower --batch-size "
                            "(finished batches are saved; the re-run goes on from there)") from None
-        if not isinstance(tokens, torch.Tensor):  # long-form and dict outputs hold them under "sequences"
+        if not isinstance(tokens, torch.Tensor):  # a dict output holds them under "sequences"
             tokens = tokens["sequences"]
         texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
-        ended = torch.isin(tokens, torch.tensor(sorted(self.eos), device=tokens.device)).any(dim=1)
-        return texts, (~ended).tolist()
+        capped = ~torch.isin(tokens, self.eos.to(tokens.device)).any(dim=1)
+        return texts, capped.tolist()
 
 
 def _load(path: Path, sample_rate: int) -> np.ndarray | ClipError:
@@ -255,9 +254,9 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
 
     if not todo and not missing:
         errors_path(out).unlink(missing_ok=True)  # every clip is in the TSV: earlier failures are gone
-        print(tally.summary(out, 0.0, max_new_tokens, None), flush=True)
+        print(tally.summary(out, 0.0, max_new_tokens), flush=True)
         return tally
-    window_s = asr.window / asr.sample_rate if asr.window else None
+    window_s = asr.window / asr.sample_rate
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(out, "a", encoding="utf-8", newline="\n") as sink, \

@@ -155,6 +155,16 @@ def test_language_detection_bfloat16_and_english_only_models(whisper_dir, corpus
     assert _run(english, corpus, tmp_path / "en.tsv", ids=ids, language="en").transcribed == 1
 
 
+def test_a_second_run_on_the_same_file_is_refused(whisper_dir, corpus, tmp_path):
+    from filelock import FileLock
+
+    out = tmp_path / "asr.tsv"
+    with FileLock(f"{out}.lock"):  # as a running `msa transcribe --out asr.tsv` holds it
+        with pytest.raises(DataError, match="another msa transcribe is writing this file"):
+            _run(whisper_dir, corpus, out)
+    assert not out.exists()
+
+
 def test_bad_folder_and_malformed_transcript_file_are_errors(whisper_dir, corpus, tmp_path):
     from msa_lightning.data.asr import TranscriptError
 

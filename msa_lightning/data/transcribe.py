@@ -33,6 +33,7 @@ format of :mod:`msa_lightning.data.asr`: one ``id<TAB>text`` line per clip, UTF-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -192,6 +193,25 @@ class Transcriber:
         return texts, capped.tolist()
 
 
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Hold ``OUT.lock`` while reading and appending ``out``: two runs appending to one file would interleave
+    lines and transcribe clips twice. The lock goes with the process (a killed run leaves no stale lock; the
+    empty file stays)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{out}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise DataError(f"{out}: another msa transcribe is writing this file (it holds {out}.lock); wait for it, "
+                        "or give each run its own --out (e.g. one per --ids list) and concatenate them") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _load(path: Path, sample_rate: int) -> np.ndarray | ClipError:
     try:
         return load_audio(path, sample_rate)
@@ -242,67 +262,77 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
         raise DataError(f"{audio}: no audio files ({', '.join(s[1:] for s in MEDIA_SUFFIXES)}) under this folder")
     tally.found = len(files) + len(missing)
 
-    partial = repair_last_line(out)
-    done = set(read_transcripts(out)) if out.is_file() else set()
-    todo = [(clip, path) for clip, path in files.items() if normalise_id(clip) not in done]
-    tally.skipped = len(files) - len(todo)
-    print(f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
-          f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do", flush=True)
-    if partial is not None:
-        print(f"{out}: its last line was incomplete (a run stopped while writing): removed, that clip is redone "
-              f"({partial[:200]!r})", flush=True)
-
-    if not todo and not missing:
-        errors_path(out).unlink(missing_ok=True)  # every clip is in the TSV: earlier failures are gone
-        print(tally.summary(out, 0.0, max_new_tokens), flush=True)
-        return tally
-    window_s = asr.window / asr.sample_rate
     out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(out, "a", encoding="utf-8", newline="\n") as sink, \
-            open(errors_path(out), "w", encoding="utf-8", newline="\n") as errors:
+    with _exclusive(out):
+        partial = repair_last_line(out)
+        done = set(read_transcripts(out)) if out.is_file() else set()
+        todo = [(clip, path) for clip, path in files.items() if normalise_id(clip) not in done]
+        tally.skipped = len(files) - len(todo)
+        print(f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
+              f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do", flush=True)
+        if partial is not None:
+            print(f"{out}: its last line was incomplete (a run stopped while writing): removed, that clip is redone "
+                  f"({partial[:200]!r})", flush=True)
 
-        def fail(clip: str, reason: str, detail: str) -> None:
-            tally.failed[reason] += 1
-            errors.write(f"{clean_text(clip)}\t{reason}\t{clean_text(detail)}\n")
+        if not todo and not missing:
+            errors_path(out).unlink(missing_ok=True)  # every clip is in the TSV: earlier failures are gone
+            print(tally.summary(out, 0.0, max_new_tokens), flush=True)
+            return tally
+        window_s = asr.window / asr.sample_rate
+        start = time.perf_counter()
+        with open(out, "a", encoding="utf-8", newline="\n") as sink, \
+                open(errors_path(out), "w", encoding="utf-8", newline="\n") as errors:
 
-        for clip in missing:
-            fail(clip, "missing_audio", f"listed in {ids} but no audio file for it under {audio}")
-        batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-        bar = tqdm(total=len(todo), unit="clip", desc="transcribe", mininterval=1.0, disable=not progress,
-                   file=sys.stderr)
-        for batch, decoded in _decoded_batches(batches, asr.sample_rate, workers):
-            pieces: list[np.ndarray] = []
-            owners: list[str] = []
-            for (clip, _), wave in zip(batch, decoded):
-                if isinstance(wave, ClipError):
-                    fail(clip, wave.reason, str(wave))
-                    continue
-                if _BAD_ID.search(clip):
-                    fail(clip, "bad_id", "the file name holds a tab, newline or control character")
-                    continue
-                cut = windows(wave, asr.window)
-                tally.long_clips += len(cut) > 1
-                pieces += cut
-                owners += [clip] * len(cut)
-            texts: dict[str, list[str]] = {}
-            if pieces:
-                decoded_texts, capped = asr(pieces)
-                tally.at_limit += sum(capped)
-                for clip, text in zip(owners, decoded_texts):
-                    texts.setdefault(clip, []).append(clean_text(text))
-            for clip, parts in texts.items():
-                text = clean_text(" ".join(parts))
-                tally.empty += not text
-                sink.write(f"{clip}\t{text}\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-            errors.flush()
-            tally.transcribed += len(texts)
-            bar.update(len(batch))
-        bar.close()
-    print(tally.summary(out, time.perf_counter() - start, max_new_tokens, window_s), flush=True)
-    return tally
+            def fail(clip: str, reason: str, detail: str) -> None:
+                tally.failed[reason] += 1
+                errors.write(f"{clean_text(clip)}\t{reason}\t{clean_text(detail)}\n")
+
+            for clip in missing:
+                fail(clip, "missing_audio", f"listed in {ids} but no audio file for it under {audio}")
+            batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+            bar = tqdm(total=len(todo), unit="clip", desc="transcribe", mininterval=1.0, disable=not progress,
+                       file=sys.stderr)
+            for batch, decoded in _decoded_batches(batches, asr.sample_rate, workers):
+                lines = _batch_lines(asr, batch, decoded, fail, tally)
+                sink.writelines(lines)
+                sink.flush()
+                os.fsync(sink.fileno())  # a finished batch survives a crash
+                errors.flush()
+                tally.transcribed += len(lines)
+                bar.update(len(batch))
+            bar.close()
+        print(tally.summary(out, time.perf_counter() - start, max_new_tokens, window_s), flush=True)
+        return tally
+
+
+def _batch_lines(asr: Transcriber, batch: list[tuple[str, Path]], decoded: list, fail, tally: Tally) -> list[str]:
+    """The TSV lines of a batch's usable clips, all their 30 s windows in one ``generate`` call; a clip that
+    cannot be used goes to ``fail(clip, reason, detail)``."""
+    pieces: list[np.ndarray] = []
+    owners: list[str] = []
+    for (clip, _), wave in zip(batch, decoded):
+        if isinstance(wave, ClipError):
+            fail(clip, wave.reason, str(wave))
+        elif _BAD_ID.search(clip):
+            fail(clip, "bad_id", "the file name holds a tab, newline or control character")
+        else:
+            cut = windows(wave, asr.window)
+            tally.long_clips += len(cut) > 1
+            pieces += cut
+            owners += [clip] * len(cut)
+    if not pieces:
+        return []
+    texts, capped = asr(pieces)
+    tally.at_limit += sum(capped)
+    joined: dict[str, list[str]] = {}
+    for clip, text in zip(owners, texts):
+        joined.setdefault(clip, []).append(clean_text(text))
+    lines = []
+    for clip, parts in joined.items():
+        text = clean_text(" ".join(parts))
+        tally.empty += not text
+        lines.append(f"{clip}\t{text}\n")
+    return lines
 
 
 def add_parser(sub) -> None:

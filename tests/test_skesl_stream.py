@@ -291,3 +291,63 @@ def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tm
     assert sorted(seen_in_epoch + rest_of_epoch) == TRAIN_IDS
     assert sorted(i for r in after if r["epoch"] == 2 for i in r["ids"]) == TRAIN_IDS  # then a whole epoch
     assert [r["step"] for r in after] == list(range(11, 19))
+
+
+@pytest.mark.parametrize("config", ["pretrain_bert.yaml", "pretrain_bert_base.yaml"])
+def test_shipped_pretraining_configs_step_on_shards(config, shards, tmp_path):
+    """The shipped streaming configs (test_configs builds them; here they train): 2 steps on tiny shards, the
+    model's audio/vision sizes filled from the manifest."""
+    from msa_lightning.cli import make_cli
+
+    cli = make_cli([*_pretrain_args(shards, tmp_path, config), "--trainer.max_epochs=1",
+                    "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.devices=1",
+                    f"--checkpoint.dirpath={tmp_path / 'ckpt'}"])
+    assert type(cli.datamodule).__name__ == "SKESLStreamDataModule" and cli.trainer.global_step == 2
+    assert (cli.model.hparams.audio_dim, cli.model.hparams.vision_dim) == (33, 709)
+    assert cli.datamodule.text_max_length == 39 and cli.model.hparams.encoder_lr == 5e-6
+
+
+@pytest.mark.slow
+def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path):
+    """From the CLI with the shipped configs: `msa pretrain-data synth` -> `build` -> `msa fit` pretraining on
+    the shards (the training loss goes down) -> `msa fit` MOSI fine-tuning from its last checkpoint."""
+    import csv
+    import dataclasses
+
+    from msa_lightning.data import synthetic as synthetic_module
+    from msa_lightning.data.specs import get_spec
+
+    corpus, out = tmp_path / "corpus", tmp_path / "shards"
+    for args in (["pretrain-data", "synth", str(corpus), "--clips", "24", "--seed", "1"],
+                 ["pretrain-data", "build", "--transcripts", str(corpus / "transcripts.tsv"), "--audio",
+                  str(corpus / "audio"), "--visual", str(corpus / "openface"), "--out", str(out), "--f0", "zcr",
+                  "--valid-share", "0.25", "--audio-frames", "40", "--vision-frames", "20"]):
+        proc = _msa(args, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = read_manifest(out)
+    assert manifest["splits"]["train"] + manifest["splits"]["valid"] == 24
+    pretrain = _msa([*_pretrain_args(out, tmp_path), "--trainer.max_epochs=4", "--model.init_args.lr=3e-3",
+                     "--model.init_args.encoder_lr=1e-3"], tmp_path)
+    assert pretrain.returncode == 0, pretrain.stderr[-3000:]
+    run = next((tmp_path / "runs").rglob("last.ckpt")).parents[1]
+    with open(run / "metrics.csv", newline="") as f:
+        epoch_losses = [float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")]
+    assert len(epoch_losses) == 4 and epoch_losses[-1] < epoch_losses[0], epoch_losses
+
+    # MOSI with the paper's re-extracted feature sizes (33-d audio, 709-d vision), as SKESL fine-tunes on it
+    spec = dataclasses.replace(get_spec("mosi"), audio_dim=33, vision_dim=709, audio_len=40, vision_len=20)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(synthetic_module, "get_spec", lambda name: spec)
+        mosi = synthetic_module.make_synthetic("mosi", tmp_path / "mosi33.pkl", size_factor=0.03, seed=2)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    finetune = _msa(["fit", "--config", str(REPO / "configs" / "skesl" / "mosi_bert_base.yaml"),
+                     f"--model.init_args.pretrained={ckpt}", f"--data.init_args.path={mosi}",
+                     "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=16",
+                     "--data.init_args.num_workers=0", *TINY_MODEL, "--trainer.max_epochs=1",
+                     "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                     "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'mosi_runs'}"],
+                    tmp_path)
+    assert finetune.returncode == 0, finetune.stderr[-3000:]
+    state = torch.load(next((tmp_path / "mosi_runs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["pretrained"] == str(ckpt)
+    assert (state["hyper_parameters"]["audio_dim"], state["hyper_parameters"]["vision_dim"]) == (33, 709)

@@ -27,7 +27,7 @@ from msa_lightning.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD = ["id10000/yt0000/00001", "id10000/yt0001/00001", "id10001/yt0000/00002", "id10002/yt0000/00003",
-        "id10009/long/00001"]
+        "id10009/long/00001", "id10009/long/00003"]
 BROKEN = "id10009/long/00002"
 
 
@@ -45,7 +45,7 @@ def whisper_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """The synthetic SKESL corpus (4 clips at 22.05 kHz, VoxCeleb ids) plus a 31 s flac at 8 kHz (two
-    Whisper windows) and a .wav that is not audio."""
+    Whisper windows), a .wav that is not audio and an AAC .m4a."""
     import soundfile
 
     from msa_lightning.data.skesl_corpus import make_synthetic_corpus
@@ -55,7 +55,25 @@ def corpus(tmp_path_factory) -> Path:
     long.mkdir(parents=True)
     soundfile.write(long / "00001.flac", 0.1 * np.random.default_rng(0).normal(size=8000 * 31), 8000)
     (long / "00002.wav").write_bytes(b"RIFF but not really a wav file")
+    _write_m4a(long / "00003.m4a")
     return root
+
+
+def _write_m4a(path: Path, seconds: float = 2.0, rate: int = 16000) -> None:
+    """An AAC .m4a (VoxCeleb2's format), which libsndfile cannot read, through PyAV."""
+    import av
+
+    y = (0.2 * np.sin(2 * np.pi * 220 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        for i in range(0, len(y), 1024):
+            frame = av.AudioFrame.from_ndarray(y[None, i:i + 1024], format="flt", layout="mono")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
 
 
 def _run(whisper_dir: Path, corpus: Path, out: Path, **kwargs):
@@ -78,11 +96,11 @@ def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpu
     texts = [line.split("\t")[1] for line in lines]
     assert all(t and t == clean_text(t) for t in texts)  # the model's control characters were cleaned
     assert len(set(texts)) > 1  # outputs follow the audio
-    assert (tally.transcribed, tally.long_clips, dict(tally.failed)) == (5, 1, {"unreadable_audio": 1})
+    assert (tally.transcribed, tally.long_clips, dict(tally.failed)) == (6, 1, {"unreadable_audio": 1})
     error_lines = _lines(errors_path(out))
     assert len(error_lines) == 1 and error_lines[0].startswith(f"{BROKEN}\tunreadable_audio\t")
     shown = capsys.readouterr().out
-    assert "transcribed 5 clips" in shown and "1 failed (unreadable_audio 1)" in shown
+    assert "transcribed 6 clips" in shown and "1 failed (unreadable_audio 1)" in shown
     assert "1 clips longer than 30 s" in shown
 
     # the suite's reader takes the file, and the corpus joiner matches its ids to the OpenFace files
@@ -90,7 +108,7 @@ def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpu
     clips, report = collect_clips(out, corpus / "audio", corpus / "openface", f0="zcr", max_bad_share=0.5)
     assert [c.id for c in clips] == GOOD[:4]
     assert {clip: reason for clip, (reason, _) in report.bad.items()} == {
-        "id10009/long/00001": "missing_visual", BROKEN: "missing_transcript"}
+        "id10009/long/00001": "missing_visual", BROKEN: "missing_transcript", "id10009/long/00003": "missing_visual"}
 
 
 def test_rerun_skips_done_and_redoes_deleted_and_truncated_lines(whisper_dir, corpus, tmp_path, capsys):
@@ -99,19 +117,19 @@ def test_rerun_skips_done_and_redoes_deleted_and_truncated_lines(whisper_dir, co
     first = out.read_bytes()
 
     again = _run(whisper_dir, corpus, out)  # only the unreadable clip is tried again
-    assert (again.skipped, again.transcribed, sum(again.failed.values())) == (5, 0, 1)
+    assert (again.skipped, again.transcribed, sum(again.failed.values())) == (6, 0, 1)
     assert out.read_bytes() == first
 
     lines = _lines(out)
-    kept = [lines[0], lines[2], lines[3]]
-    out.write_text("\n".join(kept + [lines[4][:-3]]), encoding="utf-8")  # line 2 deleted, the last cut mid-way
+    kept = [lines[0]] + lines[2:-1]
+    out.write_text("\n".join(kept + [lines[-1][:-3]]), encoding="utf-8")  # line 2 deleted, the last cut mid-way
     capsys.readouterr()
     redo = _run(whisper_dir, corpus, out)
-    assert (redo.skipped, redo.transcribed) == (3, 2)
+    assert (redo.skipped, redo.transcribed) == (4, 2)
     assert "its last line was incomplete" in capsys.readouterr().out
     now = _lines(out)
-    assert now[:3] == kept  # finished lines untouched
-    assert sorted(line.split("\t")[0] for line in now[3:]) == [GOOD[1], GOOD[4]]
+    assert now[:4] == kept  # finished lines untouched
+    assert sorted(line.split("\t")[0] for line in now[4:]) == [GOOD[1], GOOD[5]]
 
 
 def test_ids_file_restricts_the_run_and_reports_ids_without_audio(whisper_dir, corpus, tmp_path):
@@ -206,7 +224,7 @@ def test_msa_transcribe_command_writes_the_tsv_and_the_errors_file(whisper_dir, 
               "--batch-size", "4", "--max-new-tokens", "4", "--device", "cpu"]
     run = _msa(*common)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "transcribed 5 clips" in run.stdout and f"1 failed (unreadable_audio 1): see {out}.errors.tsv" in run.stdout
+    assert "transcribed 6 clips" in run.stdout and f"1 failed (unreadable_audio 1): see {out}.errors.tsv" in run.stdout
     assert [line.split("\t")[0] for line in _lines(out)] == GOOD
     assert "Traceback" not in run.stderr and "transcribe: 100%" in run.stderr  # the progress bar
 

@@ -168,6 +168,8 @@ def test_language_detection_bfloat16_and_english_only_models(whisper_dir, corpus
     model.generation_config.is_multilingual = False
     model.save_pretrained(english)
     processor.save_pretrained(english)
+    with pytest.raises(ConfigError, match="--max-new-tokens 445: .* decodes at most 444 tokens"):
+        _run(whisper_dir, corpus, tmp_path / "long.tsv", ids=ids, max_new_tokens=445)
     with pytest.raises(ConfigError, match="English-only model"):
         _run(english, corpus, tmp_path / "de.tsv", ids=ids, language="de")
     assert _run(english, corpus, tmp_path / "en.tsv", ids=ids, language="en").transcribed == 1

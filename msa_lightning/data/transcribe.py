@@ -167,6 +167,10 @@ class Transcriber:
         self.sample_rate, self.window = int(extractor.sampling_rate), int(extractor.n_samples)  # 16 kHz, 30 s
         self.generate_kwargs: dict = {}
         if max_new_tokens:
+            most = self.model.config.max_target_positions - 4  # the decoder's positions minus Whisper's prompt
+            if max_new_tokens > most:
+                raise ConfigError(f"--max-new-tokens {max_new_tokens}: {name} decodes at most {most} tokens per window "
+                                  f"({self.model.config.max_target_positions} positions less a 4-token prompt)")
             self.generate_kwargs["max_new_tokens"] = max_new_tokens
         if language:
             if getattr(self.model.generation_config, "is_multilingual", True):

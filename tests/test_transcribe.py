@@ -187,9 +187,12 @@ def test_a_second_run_on_the_same_file_is_refused(whisper_dir, corpus, tmp_path)
 
 def test_bad_folder_and_malformed_transcript_file_are_errors(whisper_dir, corpus, tmp_path):
     from msa_lightning.data.asr import TranscriptError
+    from msa_lightning.errors import ConfigError
 
     with pytest.raises(DataError, match="folder not found"):
         transcribe(str(whisper_dir), tmp_path / "nope", tmp_path / "a.tsv", device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="a folder; expected the transcript file"):
+        _run(whisper_dir, corpus, tmp_path)
     bad = tmp_path / "bad.tsv"
     bad.write_text("no tab on this line\n", encoding="utf-8")
     with pytest.raises(TranscriptError, match="bad.tsv:1"):  # never appended to, never overwritten

@@ -294,6 +294,8 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
     out, audio = Path(out).expanduser(), Path(audio).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: a folder; expected the transcript file to write (e.g. {out / 'asr.tsv'})")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     asr = Transcriber(model, device, dtype, language, max_new_tokens)  # first: a missing model fails fast
     files = index_files(audio, MEDIA_SUFFIXES)

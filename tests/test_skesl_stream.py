@@ -180,6 +180,7 @@ def _msa(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_msa_fit_names_missing_or_unfinished_shards(shards, tmp_path):
     config = str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml")
     tiny = ["--data.init_args.tokenizer=tiny-bert", *TINY_MODEL, "--trainer.max_epochs=1",

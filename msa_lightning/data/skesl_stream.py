@@ -47,8 +47,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -170,7 +170,13 @@ class ShardDataset(StreamingDataset):
 
     def __init__(self, input_dir: str, audio_frames: int, vision_frames: int, audio_dim: int, vision_dim: int,
                  shuffle: bool, seed: int, world_size: int | None = None, rank: int | None = None) -> None:
-        super().__init__(input_dir, shuffle=shuffle, drop_last=False, seed=seed, item_shuffle_window="full")
+        # drop_last=None keeps litdata from warning under DDP about the drop_last=False it does not apply here
+        # (EvenSplit decides the shares); the value a checkpoint records stays False. batch_decode=0: decode
+        # the clip that is read, not a window of 256 around it (with clips permuted inside a chunk, windows were
+        # decoded again and again: 4-5 times slower)
+        super().__init__(input_dir, shuffle=shuffle, drop_last=None, seed=seed, item_shuffle_window="full",
+                         batch_decode=0)
+        self.drop_last = False
         if world_size is not None:  # the trainer's ranks (litdata would read the process group or WORLD_SIZE)
             self.distributed_env = _DistributedEnv(world_size, rank or 0, 1)
         self.frames = {"audio": int(audio_frames), "vision": int(vision_frames)}
@@ -216,6 +222,9 @@ class SKESLStreamLoader(StreamingDataLoader):
     def __init__(self, dataset: ShardDataset, batch_size: int, collate, equal_batches: bool = True,
                  num_workers: int = 0, pin_memory: bool = False) -> None:
         super().__init__(dataset, batch_size=1, num_workers=num_workers, collate_fn=_single, pin_memory=False)
+        # Lightning warns that an IterableDataset's length may be wrong with several workers; here it is the
+        # exact batch plan (EvenSplit gives each worker its own share)
+        warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
         self.clips_per_batch, self.collate, self.equal_batches = int(batch_size), collate, equal_batches
         self.pin_batches = pin_memory
         self._taken = 0  # batches of the current epoch handed to the training loop

@@ -163,6 +163,10 @@ def test_language_detection_bfloat16_and_english_only_models(whisper_dir, corpus
     tally = _run(whisper_dir, corpus, tmp_path / "auto.tsv", ids=ids, language=None, dtype="bfloat16")
     assert tally.transcribed == 1 and len(_lines(tmp_path / "auto.tsv")) == 1
 
+    assert _run(whisper_dir, corpus, tmp_path / "de.tsv", ids=ids, language="German").transcribed == 1
+    with pytest.raises(ConfigError, match="--language klingon: not a language of"):
+        _run(whisper_dir, corpus, tmp_path / "xx.tsv", ids=ids, language="klingon")
+
     english = tmp_path / "tiny_whisper_en"  # like openai/whisper-*.en: no language or task tokens to force
     model, processor = tiny_whisper()
     model.generation_config.is_multilingual = False

@@ -174,6 +174,13 @@ class Transcriber:
             self.generate_kwargs["max_new_tokens"] = max_new_tokens
         if language:
             if getattr(self.model.generation_config, "is_multilingual", True):
+                from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+                known = getattr(self.model.generation_config, "lang_to_id", {})
+                code = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
+                if f"<|{code}|>" not in known:
+                    raise ConfigError(f"--language {language}: not a language of {name} (codes such as en, de, zh "
+                                      "or names such as english; 'auto' to detect it per clip)")
                 self.generate_kwargs.update(language=language, task="transcribe")
             elif language.lower() not in ("en", "english"):
                 raise ConfigError(f"--language {language}: {name} is an English-only model (use --language en, or "

@@ -22,6 +22,7 @@ def test_twostep_notebook_executes(tmp_path, monkeypatch):
     monkeypatch.setenv("MSA_NOTEBOOK_FRAME_SIZE", "16")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny ops: one thread beats two on a shared 2-core machine
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert (tmp_path / "twostep.png").stat().st_size > 1000

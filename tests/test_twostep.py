@@ -380,7 +380,7 @@ def test_handcrafted_rows_read_audio_and_vision_from_the_feature_file(simsv2_fil
 
 
 @pytest.mark.slow
-def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_path):
+def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_path, monkeypatch):
     """The shipped hand-crafted two-step pipeline (tiny overrides appended): step 1 fine-tunes BERT on
     label_T of the feature file; step 2 names the step-1 run folder and freezes its best BERT inside the model."""
     import yaml
@@ -398,6 +398,7 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
         stage["args"][1] = str(shipped.parent / Path(stage["args"][1]).name)
         stage["args"] += tiny
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     done = run_msa("pipeline", tmp_path / "pipeline.yaml", cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr[-3000:]
     best = sorted((tmp_path / "runs" / "step1_T" / "checkpoints").glob("best*.ckpt"))

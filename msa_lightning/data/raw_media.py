@@ -819,14 +819,14 @@ _NEGATIVE = ("boring", "awful", "bad", "terrible", "dull", "sad")
 
 
 def make_synthetic_raw(root: str | Path, clips: int | None = None, unimodal: bool = True, seed: int = 0,
-                       splits: tuple[float, float] = (0.6, 0.2)) -> Path:
+                       splits: tuple[float, float] = (0.6, 0.2), width: int = 32, height: int = 24) -> Path:
     """Write a tiny raw release (``label.csv`` + ``Raw/<video_id>/<clip_id>.mp4``) under ``root``.
 
     ``clips=None`` writes :data:`SYNTHETIC_ROWS`. ``clips=n`` draws ``n`` clips whose unimodal labels
     are carried by their modality (text: positive or negative words; audio: the tone's pitch; vision:
     the frames' brightness) and ``label`` = their mean, so models can learn something; ``splits`` are
     the train and valid shares (the rest is test). ``unimodal=False`` leaves out ``label_T/_A/_V`` (a
-    MOSI-like release)."""
+    MOSI-like release); ``width`` x ``height``: the video's frame size."""
     import csv
 
     root = Path(root)
@@ -856,5 +856,6 @@ def make_synthetic_raw(root: str | Path, clips: int | None = None, unimodal: boo
         for (video, clip, text, m, t, a, v, mode, seconds), tone, base in zip(rows, tones, bases):
             sentiment = "Positive" if m > 0 else "Negative" if m < 0 else "Neutral"
             writer.writerow([video, clip, text, m] + ([t, a, v] if unimodal else []) + [sentiment, mode])
-            write_synthetic_clip(root / "Raw" / video / f"{clip}.mp4", seconds=seconds, tone=tone, base=base)
+            write_synthetic_clip(root / "Raw" / video / f"{clip}.mp4", seconds=seconds, tone=tone, base=base,
+                                 width=width, height=height)
     return root

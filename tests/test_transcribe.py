@@ -18,6 +18,7 @@ from msa_lightning.data.asr import read_transcripts
 from msa_lightning.data.transcribe import (
     clean_text,
     errors_path,
+    language_path,
     read_ids,
     repair_last_line,
     transcribe,
@@ -132,6 +133,22 @@ def test_rerun_skips_done_and_redoes_deleted_and_truncated_lines(whisper_dir, co
     assert sorted(line.split("\t")[0] for line in now[4:]) == [GOOD[1], GOOD[5]]
 
 
+def test_detect_language_writes_one_line_per_transcribed_clip(whisper_dir, corpus, tmp_path, capsys):
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    out = tmp_path / "asr.tsv"
+    tally = _run(whisper_dir, corpus, out, detect_language=True)
+    rows = [line.split("\t") for line in _lines(language_path(out))]
+    assert [r[0] for r in rows] == GOOD and sum(tally.languages.values()) == len(GOOD)
+    assert all(r[1] in LANGUAGES and 0 < float(r[2]) <= 1 for r in rows)
+    assert "detected languages: " in capsys.readouterr().out
+
+    lines = _lines(out)  # a clip redone keeps its one language line
+    out.write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
+    assert _run(whisper_dir, corpus, out, detect_language=True).transcribed == 1
+    assert [line.split("\t")[0] for line in _lines(language_path(out))] == GOOD
+
+
 def test_ids_file_restricts_the_run_and_reports_ids_without_audio(whisper_dir, corpus, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text(f"{GOOD[2]}\tignored text\n\nid19999/none/00001\n", encoding="utf-8")
@@ -177,6 +194,8 @@ def test_language_detection_bfloat16_and_english_only_models(whisper_dir, corpus
     with pytest.raises(ConfigError, match="English-only model"):
         _run(english, corpus, tmp_path / "de.tsv", ids=ids, language="de")
     assert _run(english, corpus, tmp_path / "en.tsv", ids=ids, language="en").transcribed == 1
+    with pytest.raises(ConfigError, match="--detect-language: .* English-only model"):
+        _run(english, corpus, tmp_path / "en.tsv", ids=ids, detect_language=True)
 
 
 def test_a_second_run_on_the_same_file_is_refused(whisper_dir, corpus, tmp_path):

@@ -27,6 +27,10 @@ format of :mod:`msa_lightning.data.asr`: one ``id<TAB>text`` line per clip, UTF-
 * **Bad input never stops the run and is never dropped silently**: a clip whose audio cannot be decoded is
   written to ``OUT.errors.tsv`` (``id<TAB>reason<TAB>detail``) and counted in the summary. That file lists
   the failures of the latest run: failed clips are not in the TSV, so every run retries them.
+* **Language screening** (the paper kept English clips only, Section 4.1): ``--detect-language`` also writes
+  ``OUT.language.tsv``, ``id<TAB>code<TAB>probability``: Whisper's most likely language token after
+  ``<|startoftranscript|>`` on the clip's first window (one more encoder pass per clip). ``--language``
+  still fixes the decoding language. Lines go in before the transcripts, so each clip in the TSV has one.
 * **Text** is written on one line: tabs, newlines and other control characters (random or confused models
   emit them) become spaces, runs of spaces one, and the text is stripped. An empty text is written as
   such (``id<TAB>``) and counted: the corpus builder records it as an empty transcript.
@@ -70,6 +74,18 @@ def clean_text(text: str) -> str:
 def errors_path(out: str | Path) -> Path:
     """The side file listing the clips a run could not transcribe: ``OUT.errors.tsv``."""
     return Path(f"{out}.errors.tsv")
+
+
+def language_path(out: str | Path) -> Path:
+    """The side file of ``--detect-language``: ``OUT.language.tsv``, ``id<TAB>code<TAB>probability``."""
+    return Path(f"{out}.language.tsv")
+
+
+def _first_column(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    with open(path, encoding="utf-8") as handle:
+        return {line.split("\t", 1)[0] for line in handle if line.strip()}
 
 
 def repair_last_line(path: Path) -> str | None:
@@ -132,6 +148,7 @@ class Tally:
     long_clips: int = 0
     at_limit: int = 0
     failed: Counter = field(default_factory=Counter)
+    languages: Counter = field(default_factory=Counter)  #: detected language of each clip (--detect-language)
 
     def summary(self, out: Path, seconds: float, max_new_tokens: int | None, window_s: float = 30.0) -> str:
         rate = self.transcribed / seconds if seconds > 0 else 0.0
@@ -142,6 +159,10 @@ class Tally:
                  f"already there; {failed} failed" + (f" ({reasons}): see {errors_path(out)}" if failed else ""),
                  f"{self.empty} empty transcripts; {self.at_limit} windows stopped at the token limit ({limit}); "
                  f"{self.long_clips} clips longer than {window_s:g} s, cut into windows of at most {window_s:g} s"]
+        if self.languages:
+            shown = ", ".join(f"{code} {n}" for code, n in self.languages.most_common(8))
+            lines.append(f"detected languages: {shown}" + (", ..." if len(self.languages) > 8 else "")
+                         + f" (per clip: {language_path(out)})")
         return "\n".join(lines)
 
 
@@ -149,7 +170,8 @@ class Transcriber:
     """A Whisper-architecture model and its processor on one device and dtype: ``__call__(waves)`` gives each
     wave's text and whether its decoding stopped at the token limit (no end token)."""
 
-    def __init__(self, name: str, device: str, dtype: str, language: str | None, max_new_tokens: int | None) -> None:
+    def __init__(self, name: str, device: str, dtype: str, language: str | None, max_new_tokens: int | None,
+                 detect_language: bool = False) -> None:
         import torch
 
         from msa_lightning.nn.pretrained import load_speech_recognizer
@@ -185,10 +207,21 @@ class Transcriber:
             elif language.lower() not in ("en", "english"):
                 raise ConfigError(f"--language {language}: {name} is an English-only model (use --language en, or "
                                   "a multilingual Whisper such as openai/whisper-small)")
+        self.lang_codes, self.lang_ids = [], None
+        if detect_language:
+            lang_to_id = getattr(self.model.generation_config, "lang_to_id", None)
+            if not lang_to_id or not getattr(self.model.generation_config, "is_multilingual", True):
+                raise ConfigError(f"--detect-language: {name} has no language tokens (an English-only model); use a "
+                                  "multilingual Whisper such as openai/whisper-small")
+            self.lang_codes = [token.strip("<|>") for token in lang_to_id]
+            self.lang_ids = torch.tensor(list(lang_to_id.values()), device=self.device)
         eos = self.model.generation_config.eos_token_id
         self.eos = torch.tensor(sorted(set(eos if isinstance(eos, (list, tuple)) else [eos])), device=self.device)
 
-    def __call__(self, waves: list[np.ndarray]) -> tuple[list[str], list[bool]]:
+    def __call__(self, waves: list[np.ndarray], detect_rows: list[int] = ()
+                 ) -> tuple[list[str], list[bool], list[tuple[str, float]]]:
+        """Texts and token-limit flags of ``waves``; with ``detect_language``, the most likely language and its
+        probability for the waves at ``detect_rows`` (Whisper's language tokens after ``<|startoftranscript|>``)."""
         import torch
 
         # log-mel features of 30 s windows (padded), computed on the model's device
@@ -197,6 +230,7 @@ class Transcriber:
         try:
             with torch.inference_mode():
                 tokens = self.model.generate(features, **self.generate_kwargs)
+                languages = self._languages(features[list(detect_rows)]) if self.lang_ids is not None else []
         except torch.cuda.OutOfMemoryError:
             raise MSAError(f"out of GPU memory transcribing {len(waves)} windows at once: lower --batch-size "
                            "(finished batches are saved; the re-run goes on from there)") from None
@@ -204,7 +238,17 @@ class Transcriber:
             tokens = tokens["sequences"]
         texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
         capped = ~torch.isin(tokens, self.eos.to(tokens.device)).any(dim=1)
-        return texts, capped.tolist()
+        return texts, capped.tolist(), languages
+
+    def _languages(self, features) -> list[tuple[str, float]]:
+        import torch
+
+        if len(features) == 0:
+            return []
+        start = torch.full((len(features), 1), self.model.generation_config.decoder_start_token_id, device=self.device)
+        logits = self.model(input_features=features, decoder_input_ids=start).logits[:, -1]
+        best = logits[:, self.lang_ids].float().softmax(dim=-1).max(dim=-1)
+        return [(self.lang_codes[i], p) for p, i in zip(best.values.tolist(), best.indices.tolist())]
 
 
 @contextlib.contextmanager
@@ -286,7 +330,8 @@ def _decoded_batches(batches: list[list[tuple[str, Path]]], sample_rate: int, wo
 
 def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int = 16, language: str | None = "en",
                device: str | None = None, dtype: str = "float32", max_new_tokens: int | None = None,
-               ids: str | Path | None = None, workers: int = 4, progress: bool = True) -> Tally:
+               ids: str | Path | None = None, workers: int = 4, progress: bool = True,
+               detect_language: bool = False) -> Tally:
     """Transcribe the clips under ``audio`` that ``out`` does not hold yet (see the module docstring)."""
     import torch
     from tqdm import tqdm
@@ -304,7 +349,7 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
     if out.is_dir():
         raise ConfigError(f"--out {out}: a folder; expected the transcript file to write (e.g. {out / 'asr.tsv'})")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    asr = Transcriber(model, device, dtype, language, max_new_tokens)  # first: a missing model fails fast
+    asr = Transcriber(model, device, dtype, language, max_new_tokens, detect_language)  # first: fails fast
     files = index_files(audio, MEDIA_SUFFIXES)
     tally = Tally()
     missing: list[str] = []
@@ -320,6 +365,10 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
     with _exclusive(out):
         partial = repair_last_line(out)
         done = set(read_transcripts(out)) if out.is_file() else set()
+        known: set[str] = set()
+        if detect_language:  # ids with a language line already (a redone clip keeps its first one)
+            repair_last_line(language_path(out))
+            known = _first_column(language_path(out))
         todo = [(clip, path) for clip, path in files.items() if normalise_id(clip) not in done]
         tally.skipped = len(files) - len(todo)
         print(f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
@@ -335,7 +384,9 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
         window_s = asr.window / asr.sample_rate
         start = time.perf_counter()
         with open(out, "a", encoding="utf-8", newline="\n") as sink, \
-                open(errors_path(out), "w", encoding="utf-8", newline="\n") as errors:
+                open(errors_path(out), "w", encoding="utf-8", newline="\n") as errors, \
+                (open(language_path(out), "a", encoding="utf-8", newline="\n") if detect_language
+                 else contextlib.nullcontext()) as language_sink:
 
             def fail(clip: str, reason: str, detail: str) -> None:
                 tally.failed[reason] += 1
@@ -347,7 +398,11 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
             bar = tqdm(total=len(todo), unit="clip", desc="transcribe", mininterval=1.0, disable=not progress,
                        file=sys.stderr)
             for batch, decoded in _decoded_batches(batches, asr.sample_rate, workers):
-                lines = _batch_lines(asr, batch, decoded, fail, tally)
+                lines, language_lines = _batch_lines(asr, batch, decoded, fail, tally)
+                if language_sink is not None:  # before the transcripts: a clip in the TSV has its language line
+                    language_sink.writelines(line for line in language_lines if line.split("\t", 1)[0] not in known)
+                    language_sink.flush()
+                    os.fsync(language_sink.fileno())
                 sink.writelines(lines)
                 sink.flush()
                 os.fsync(sink.fileno())  # a finished batch survives a crash
@@ -359,11 +414,14 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
         return tally
 
 
-def _batch_lines(asr: Transcriber, batch: list[tuple[str, Path]], decoded: list, fail, tally: Tally) -> list[str]:
-    """The TSV lines of a batch's usable clips, all their 30 s windows in one ``generate`` call; a clip that
-    cannot be used goes to ``fail(clip, reason, detail)``."""
+def _batch_lines(asr: Transcriber, batch: list[tuple[str, Path]], decoded: list, fail, tally: Tally
+                 ) -> tuple[list[str], list[str]]:
+    """The TSV lines of a batch's usable clips, all their 30 s windows in one ``generate`` call, and (with
+    language detection) their ``id<TAB>language<TAB>probability`` lines, from each clip's first window; a clip
+    that cannot be used goes to ``fail(clip, reason, detail)``."""
     pieces: list[np.ndarray] = []
     owners: list[str] = []
+    firsts: list[int] = []
     for (clip, _), wave in zip(batch, decoded):
         if isinstance(wave, ClipError):
             fail(clip, wave.reason, str(wave))
@@ -372,11 +430,12 @@ def _batch_lines(asr: Transcriber, batch: list[tuple[str, Path]], decoded: list,
         else:
             cut = windows(wave, asr.window)
             tally.long_clips += len(cut) > 1
+            firsts.append(len(pieces))
             pieces += cut
             owners += [clip] * len(cut)
     if not pieces:
-        return []
-    texts, capped = asr(pieces)
+        return [], []
+    texts, capped, languages = asr(pieces, firsts)
     tally.at_limit += sum(capped)
     joined: dict[str, list[str]] = {}
     for clip, text in zip(owners, texts):
@@ -386,7 +445,11 @@ def _batch_lines(asr: Transcriber, batch: list[tuple[str, Path]], decoded: list,
         text = clean_text(" ".join(parts))
         tally.empty += not text
         lines.append(f"{clip}\t{text}\n")
-    return lines
+    language_lines = []
+    for first, (code, p) in zip(firsts, languages):
+        tally.languages[code] += 1
+        language_lines.append(f"{owners[first]}\t{code}\t{p:.3f}\n")
+    return lines, language_lines
 
 
 def add_parser(sub) -> None:
@@ -410,6 +473,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, help="tokens per 30 s window (default: the model's limit)")
     p.add_argument("--ids", help="only these clip ids (a file, one id per line)")
     p.add_argument("--workers", type=int, default=4, help="threads decoding audio (default 4)")
+    p.add_argument("--detect-language", action="store_true",
+                   help="also write OUT.language.tsv (id, most likely language, its probability; from the clip's first "
+                        "30 s) to screen out non-English clips as the paper did; costs one more encoder pass")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -420,7 +486,8 @@ def main(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()  # ("Loading weights"): ours counts clips
     language = None if args.language.lower() in ("auto", "none", "") else args.language
     transcribe(args.model, args.audio, args.out, args.batch_size, language, args.device, args.dtype,
-               args.max_new_tokens, args.ids, args.workers, progress=not args.no_progress)
+               args.max_new_tokens, args.ids, args.workers, progress=not args.no_progress,
+               detect_language=args.detect_language)
     return 0
 
 

@@ -409,3 +409,22 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     assert text and all(torch.equal(step1[k], step2["state_dict"][k]) for k in text)  # frozen, from step 1
     assert not any(k.startswith(("net.audio.", "net.vision.")) for k in step2["state_dict"])
     assert [g["name"] for g in step2["optimizer_states"][0]["param_groups"]] == ["default", "default/no_decay"]
+
+
+@pytest.mark.parametrize("config, override, parts", [
+    ("simsv2_handcrafted_sf_single.yaml", "--model.init_args.file_features=AT",
+     ["model.init_args.file_features: expected a subset of A, V", "'AT'"]),
+    ("simsv2_handcrafted_mult_step2.yaml", "--model.init_args.step1_checkpoints={text: EMPTY}",
+     ["model.init_args.step1_checkpoints.text: ckpt_path=", "no checkpoints found (the folder is empty)"]),
+])
+def test_msa_fit_handcrafted_bad_settings_are_one_line_errors(config, override, parts, simsv2_file, tmp_path,
+                                                                 monkeypatch):
+    """`msa fit` with a shipped hand-crafted config and a wrong value: one line naming the key."""
+    (tmp_path / "empty_run").mkdir()
+    file = Path(__file__).resolve().parents[1] / "configs" / "twostep" / config
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    result = run_msa("fit", "--config", file, override.replace("EMPTY", str(tmp_path / "empty_run")),
+                     "--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
+                     f"--data.init_args.path={simsv2_file}", *_trainer_args(tmp_path / "runs"),
+                     "--trainer.max_epochs=1", cache=tmp_path / "cache")
+    assert_one_line_error(result, *parts)

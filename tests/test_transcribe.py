@@ -143,6 +143,12 @@ def test_detect_language_writes_one_line_per_transcribed_clip(whisper_dir, corpu
     assert all(r[1] in LANGUAGES and 0 < float(r[2]) <= 1 for r in rows)
     assert "detected languages: " in capsys.readouterr().out
 
+    ids = tmp_path / "ids.txt"  # clips transcribed without the flag are named on a later run with it
+    ids.write_text(GOOD[0] + "\n", encoding="utf-8")
+    _run(whisper_dir, corpus, tmp_path / "plain.tsv", ids=ids)
+    _run(whisper_dir, corpus, tmp_path / "plain.tsv", ids=ids, detect_language=True)
+    assert "note: 1 clips already in" in capsys.readouterr().out
+
     lines = _lines(out)  # a clip redone keeps its one language line
     out.write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
     assert _run(whisper_dir, corpus, out, detect_language=True).transcribed == 1

@@ -30,7 +30,8 @@ format of :mod:`msa_lightning.data.asr`: one ``id<TAB>text`` line per clip, UTF-
 * **Language screening** (the paper kept English clips only, Section 4.1): ``--detect-language`` also writes
   ``OUT.language.tsv``, ``id<TAB>code<TAB>probability``: Whisper's most likely language token after
   ``<|startoftranscript|>`` on the clip's first window (one more encoder pass per clip). ``--language``
-  still fixes the decoding language. Lines go in before the transcripts, so each clip in the TSV has one.
+  still fixes the decoding language. Lines go in before the transcripts, so each clip in the TSV has one
+  (when every run had the flag: a re-run names the clips transcribed without it).
 * **Text** is written on one line: tabs, newlines and other control characters (random or confused models
   emit them) become spaces, runs of spaces one, and the text is stripped. An empty text is written as
   such (``id<TAB>``) and counted: the corpus builder records it as an empty transcript.
@@ -373,6 +374,10 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
         tally.skipped = len(files) - len(todo)
         print(f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
               f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do", flush=True)
+        lacking = sum(normalise_id(c) in done and c not in known for c in files) if detect_language else 0
+        if lacking:
+            print(f"note: {lacking} clips already in {out} have no line in {language_path(out)} (transcribed "
+                  "without --detect-language); delete their transcript lines to have them redone", flush=True)
         if partial is not None:
             print(f"{out}: its last line was incomplete (a run stopped while writing): removed, that clip is redone "
                   f"({partial[:200]!r})", flush=True)

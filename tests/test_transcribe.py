@@ -281,10 +281,11 @@ def test_msa_pretrain_data_build_accepts_the_transcripts(whisper_dir, corpus, tm
     out = tmp_path / "asr.tsv"
     _run(whisper_dir, corpus, out)
     shards = tmp_path / "shards"
-    run = subprocess.run([sys.executable, "-m", "msa_lightning.cli", "pretrain-data", "build", "--transcripts", str(out),
-                          "--audio", str(corpus / "audio"), "--visual", str(corpus / "openface"), "--out", str(shards),
-                          "--f0", "zcr", "--max-bad-share", "0.5", "--valid-share", "0.5"],
-                         cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "msa_lightning.cli", "pretrain-data", "build", "--transcripts", str(out),
+               "--audio", str(corpus / "audio"), "--visual", str(corpus / "openface"), "--out", str(shards),
+               "--f0", "zcr", "--max-bad-share", "0.5", "--valid-share", "0.5"]
+    run = subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stdout[-1000:] + run.stderr[-2000:]
     manifest = json.loads((shards / "manifest.json").read_text(encoding="utf-8"))
     assert sum(manifest["splits"].values()) == 4  # the four clips with transcript, audio and OpenFace output

@@ -108,14 +108,17 @@ def _from_pretrained(loader, what: str, name: str, tiny: tuple[str, ...] = TINY_
     except (OSError, ValueError):
         pass
     if _offline():
-        raise PretrainedNotAvailable(_missing_message(what, name, "offline mode is on (HF_HUB_OFFLINE)", tiny)) from None
+        raise PretrainedNotAvailable(_missing_message(what, name, "offline mode is on (HF_HUB_OFFLINE)",
+                                                      tiny)) from None
     if not hub_reachable():
-        raise PretrainedNotAvailable(_missing_message(what, name, "the hub cannot be reached (no network)", tiny)) from None
+        raise PretrainedNotAvailable(_missing_message(what, name, "the hub cannot be reached (no network)",
+                                                      tiny)) from None
     try:
         return loader(name, **kwargs)
     except Exception as err:  # not found, gated, connection lost: errors come in many types
+        detail = str(err).splitlines()[0][:200] if str(err) else ""
         raise PretrainedNotAvailable(_missing_message(what, name, f"the hub did not provide it ({type(err).__name__}: "
-                                                      f"{str(err).splitlines()[0][:200] if str(err) else ''})", tiny)) from None
+                                                      f"{detail})", tiny)) from None
 
 
 def load_model(name: str, masked_lm: bool = False, **kwargs) -> PreTrainedModel:

@@ -44,7 +44,7 @@ EXTRA_COMMANDS = ("data", "seeds", "report", "quickstart", "plot", "export", "pi
 DESCRIPTION = (
     "msa_lightning: multimodal sentiment analysis. The training subcommands are below (`msa fit --help`); "
     "the suite's own: msa data {synth,convert,inspect,wer}, msa seeds, msa report, msa quickstart, msa plot, "
-    "msa export, msa pipeline (each with --help). Errors in the input end as one `msa: error:` line; add "
+    "msa export, msa pipeline, msa transcribe, msa pretrain-data {synth,build,inspect} (each with --help). Errors in the input end as one `msa: error:` line; add "
     "--debug (or set MSA_DEBUG=1) for the traceback."
 )
 

@@ -200,7 +200,7 @@ def test_wandb_logger_offline(synthetic_mosi, cache_dir, tmp_path, monkeypatch):
 
 def test_missing_pretrained_model_gives_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PretrainedNotAvailable, match="no-such-org/no-such-bert.*huggingface-cli download"):
+    with pytest.raises(PretrainedNotAvailable, match="no-such-org/no-such-bert.*hf download"):
         load_model("no-such-org/no-such-bert")
 
 

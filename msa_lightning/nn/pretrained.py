@@ -66,7 +66,7 @@ def _missing_message(what: str, name: str, reason: str, tiny: tuple[str, ...] = 
     return (
         f"pretrained {what} {name!r} is not available: it is not a local directory, not in the "
         f"Hugging Face cache ({cache}), and {reason}. "
-        f"On a machine with network run `huggingface-cli download {name}` (then copy the cache), "
+        f"On a machine with network run `hf download {name}` (older huggingface_hub: `huggingface-cli download {name}`), then copy the cache, "
         f"or pass a local directory; for tests use one of {tiny}."
     )
 

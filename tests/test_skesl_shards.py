@@ -168,11 +168,11 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path):
     parts[-1].unlink()  # as if the build had been killed before its last part
 
     resumed = msa(tmp_path, *build_args(root, out, *FAST, "--clips-per-part", "2", "--max-bad-share", "0.6",
-                                        "--keep-parts"))
+                                        "--keep-parts", "--valid-share", "0.4"))  # unfinished: other settings are fine
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "5 parts of up to 2 clips: 4 reused from an earlier run, 1 extracted" in resumed.stdout, resumed.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["finished"] is True and manifest["bad"] == expected
+    assert manifest["finished"] is True and manifest["bad"] == expected and manifest["valid_share"] == 0.4
     good = sorted(c for c in corpus_ids(root) if not c.startswith("id19999"))
     assert sorted([*read_split(out / "train"), *read_split(out / "valid")]) == good
     assert len(list((out / "parts").glob("part-*.npz"))) == 5  # --keep-parts

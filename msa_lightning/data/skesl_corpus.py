@@ -338,11 +338,12 @@ _NEUTRAL = ("the", "movie", "was", "it", "i", "think", "and", "story", "a", "rea
 
 
 def make_synthetic_corpus(out: str | Path, clips: int = 12, seed: int = 0, sample_rate: int = 22050,
-                          neutral_share: float = 0.25) -> Path:
+                          neutral_share: float = 0.25, seconds: tuple[float, float] = (0.5, 1.2)) -> Path:
     """A small unlabeled corpus in the on-disk layout :func:`collect_clips` reads (VoxCeleb-style ids):
     ``transcripts.tsv``, ``audio/<id>.wav`` (a tone whose pitch and loudness follow the clip's hidden
     sentiment, plus noise) and ``openface/<id>.csv`` (OpenFace-format frames shifted along a fixed direction
-    by the sentiment; a few failed frames). About ``neutral_share`` of the transcripts hold no lexicon word.
+    by the sentiment; a few failed frames). About ``neutral_share`` of the transcripts hold no lexicon word;
+    clip durations are drawn uniformly from ``seconds`` (VoxCeleb's clips last 4 to 20 s, about 8 s on average).
     """
     import soundfile
 
@@ -359,12 +360,12 @@ def make_synthetic_corpus(out: str | Path, clips: int = 12, seed: int = 0, sampl
             for slot in rng.choice(len(words), size=min(len(words), 1 + int(abs(z) > 1.5)), replace=False):
                 words[slot] = str(rng.choice(pool))
         lines.append(f"{clip}\t{' '.join(words)}")
-        seconds = float(rng.uniform(0.5, 1.2))
-        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        duration = float(rng.uniform(*seconds))
+        t = np.arange(int(duration * sample_rate)) / sample_rate
         wave = (0.3 + 0.05 * z) * np.sin(2 * np.pi * (180 + 20 * z) * t) + 0.01 * rng.normal(size=len(t))
         (out / "audio" / clip).parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(out / "audio" / f"{clip}.wav", wave.astype(np.float32), sample_rate)
-        frames = int(seconds * 25)
+        frames = int(duration * 25)
         faces = rng.normal(size=(frames, VISION_DIM)) + 0.5 * z * direction
         success = rng.random(frames) > 0.1
         success[0] = True

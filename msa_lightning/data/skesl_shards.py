@@ -15,7 +15,8 @@ How a build goes:
 1. **Join** (:func:`~msa_lightning.data.skesl_corpus.join_sources`): a clip missing from one source or with an
    empty transcript is left out and recorded, by id and reason.
 2. **Features, part by part**: the complete clips, sorted by id, are cut into parts of ``--clips-per-part``
-   clips. Each part's features are extracted (:func:`~msa_lightning.data.skesl_corpus.extract_clip`; a clip
+   clips, extracted by ``--workers`` processes (``--start-method``: ``forkserver`` by default, ``spawn`` works
+   too: a task is a module-level function of picklable arguments). Each part's features are extracted (:func:`~msa_lightning.data.skesl_corpus.extract_clip`; a clip
    whose files fail is left out with its :class:`~msa_lightning.data.skesl_corpus.ClipError` reason) and
    written atomically as ``OUT/parts/part-NNNNNN-<key>.npz``. The key hashes the feature settings and each
    clip's id, text and files (name, size, modification time), so a re-run -- after a crash, a kill, or a
@@ -66,6 +67,9 @@ PART_FORMAT = 1  # bump when a part file's arrays change: every old part stops m
 MANIFEST = "manifest.json"
 SPLITS = ("train", "valid")
 VALID_SALT = "valid"  # the valid split is fallback_draws(ids, "valid") < valid_share, as SKESLCorpusDataModule
+
+START_METHODS = tuple(m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods())
+DEFAULT_START = START_METHODS[0]
 
 #: settings that shape the shards: a finished OUT built with other values is not overwritten without --force
 SETTING_NAMES = ("audio_frames", "vision_frames", "sample_rate", "hop_length", "f0", "valid_share", "chunk_bytes")
@@ -217,7 +221,10 @@ def _write_manifest(out: Path, manifest: dict) -> None:
 
 
 def _check_out(out: Path, old: dict | None, settings: dict, inputs: dict, force: bool) -> None:
-    """An existing OUT is ours and was built with the same settings and input folders, or --force is given."""
+    """An existing OUT is ours and its finished shards were built with the same settings and input folders, or
+    --force is given (an unfinished build's parts are keyed by their settings, so nothing can mix)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
     if old is None:
         if out.is_dir() and any(p.name not in (*SPLITS, "parts") and not p.name.startswith(".")
                                 for p in out.iterdir()):
@@ -225,9 +232,9 @@ def _check_out(out: Path, old: dict | None, settings: dict, inputs: dict, force:
                               "give a new or empty folder")
         return
     changed = [f"{k} {old['settings'].get(k)!r} -> {v!r}" for k, v in settings.items() if old["settings"].get(k) != v]
-    changed += [f"--{k} {old['inputs'][k]['path']} -> {v['path']}" for k, v in inputs.items()
-                if old.get("inputs", {}).get(k, {}).get("path") != v["path"]]
-    if changed and not force:
+    before = {k: old.get("inputs", {}).get(k, {}).get("path") for k in inputs}
+    changed += [f"--{k} {before[k]} -> {v['path']}" for k, v in inputs.items() if before[k] != v["path"]]
+    if changed and not force and old.get("finished"):
         raise ConfigError(f"--out {out}: holds shards built from other inputs or settings ({'; '.join(changed)}); "
                           "give another --out, or --force to rebuild it")
 
@@ -240,9 +247,12 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: int, workers: int) -> None:
-    """Run :func:`extract_part` on every task, in ``workers`` spawned processes (in this one for 1), with a
-    progress bar in clips per second."""
+def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: int, workers: int,
+                   start_method: str = DEFAULT_START) -> None:
+    """Run :func:`extract_part` on every task, in ``workers`` processes (in this one for 1), with a progress bar
+    in clips per second. ``forkserver`` (the default where it exists) imports this module once in a server process
+    and forks the workers from it; ``spawn`` imports it in every worker (each start-up re-imports the ``msa``
+    command: torch, Lightning, the suite); ``fork`` starts at once but copies this process as it is."""
     from tqdm import tqdm
 
     if not tasks:
@@ -255,7 +265,9 @@ def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: 
                 extract_part(*task)
                 bar.update(len(task[1]))
             return
-        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools into the workers
+        context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            context.set_forkserver_preload([__name__])
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context)
         try:
             futures = {pool.submit(extract_part, *task): len(task[1]) for task in tasks}
@@ -272,7 +284,7 @@ def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: 
 
 
 def _write_split(folder: Path, parts: list[str], split: str, valid_share: float, size: str,
-                 shard_workers: int, cache: Path) -> None:
+                 shard_workers: int, cache: Path, start_method: str = DEFAULT_START) -> None:
     """One split's litdata shards in ``folder``: in this process with litdata's writer (``shard_workers`` 0), or
     with ``litdata.optimize`` and that many worker processes (worth it when the parts are on slow storage)."""
     if shard_workers == 0:
@@ -296,7 +308,7 @@ def _write_split(folder: Path, parts: list[str], split: str, valid_share: float,
     try:
         litdata.optimize(fn=SplitItems(parts, split, valid_share), inputs=list(range(len(parts))),
                          output_dir=str(folder), chunk_bytes=chunk_bytes(size), num_workers=shard_workers,
-                         reorder_files=False, keep_data_ordered=True, start_method="spawn", verbose=False)
+                         reorder_files=False, keep_data_ordered=True, start_method=start_method, verbose=False)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -332,7 +344,7 @@ def build(args) -> int:
                                  ).hexdigest()
     old = read_manifest(out)
     _check_out(out, old, settings, inputs, args.force)
-    if (old and old.get("finished") and old.get("fingerprint") == fingerprint
+    if (old and not args.force and old.get("finished") and old.get("fingerprint") == fingerprint
             and all((out / s / "index.json").is_file() for s in SPLITS)):
         total, left_out = old["counts"]["clips"], old["counts"]["left_out"]
         if total and left_out / total > args.max_bad_share:
@@ -340,7 +352,7 @@ def build(args) -> int:
                             f"more than --max-bad-share={args.max_bad_share:g} ({old['summary']})")
         print(f"{out}: up to date (same inputs and settings; {old['summary']}); nothing rebuilt")
         return 0
-    if old and old.get("fingerprint") != fingerprint and not args.force:
+    if old and old.get("finished") and old.get("fingerprint") != fingerprint and not args.force:
         print(f"{out}: the inputs changed since the last build: building again (unchanged parts are reused)")
 
     manifest = {"format": FORMAT, "finished": False, "audio_dim": AUDIO_DIM, "vision_dim": VISION_DIM, **settings,
@@ -369,7 +381,7 @@ def build(args) -> int:
             tasks.append((str(path), chunk, features))
     done_clips = len(complete) - sum(len(t[1]) for t in tasks)
     started = time.perf_counter()
-    _extract_parts(tasks, len(complete), done_clips, args.workers)
+    _extract_parts(tasks, len(complete), done_clips, args.workers, args.start_method)
     seconds = time.perf_counter() - started
     extracted = len(complete) - done_clips
     rate = f", {extracted / seconds:.1f} clips/s" if extracted and seconds > 0 else ""
@@ -413,7 +425,8 @@ def build(args) -> int:
     for split in SPLITS:
         tmp = out / f".{split}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        _write_split(tmp, parts, split, args.valid_share, args.chunk_bytes, args.shard_workers, out / ".litdata-cache")
+        _write_split(tmp, parts, split, args.valid_share, args.chunk_bytes, args.shard_workers, out / ".litdata-cache",
+                     args.start_method)
         found = _index_count(tmp)
         if found != expected[split]:
             raise MSAError(f"{tmp}: litdata wrote {found} items for split {split!r}, expected {expected[split]}")
@@ -466,7 +479,8 @@ def inspect(args) -> int:
     state = "finished" if manifest.get("finished") else "NOT finished (the build stopped; run it again to go on)"
     lines = [f"# {out}: {manifest['format']}, {state}",
              f"settings: audio {s['audio_frames']} frames x {manifest['audio_dim']} (f0 {s['f0']}, "
-             f"{s['sample_rate']} Hz, hop {s['hop_length']}), vision {s['vision_frames']} frames x {manifest['vision_dim']}, valid share "
+             f"{s['sample_rate']} Hz, hop {s['hop_length']}), vision {s['vision_frames']} frames x "
+             f"{manifest['vision_dim']}, valid share "
              f"{s['valid_share']:g}, chunks {s['chunk_bytes']}"]
     for name, source in manifest["inputs"].items():
         count = source.get("clips", source.get("files"))
@@ -514,8 +528,11 @@ def add_parser(sub) -> None:
     b.add_argument("--chunk-bytes", default="64MB", help="litdata chunk size (64MB)")
     b.add_argument("--shard-workers", type=int, default=0,
                    help="0: write shards in this process with litdata's writer; N: litdata.optimize with N workers")
+    b.add_argument("--start-method", choices=START_METHODS, default=DEFAULT_START,
+                   help=f"how worker processes start ({DEFAULT_START}; spawn re-imports the suite in each worker)")
     b.add_argument("--keep-parts", action="store_true", help="keep OUT/parts after a finished build")
-    b.add_argument("--force", action="store_true", help="rebuild an OUT made from other inputs or settings")
+    b.add_argument("--force", action="store_true",
+                   help="rebuild even an up-to-date OUT, or one whose shards came from other inputs or settings")
     s = actions.add_parser("synth", help="write a synthetic corpus in the on-disk layout")
     s.add_argument("out")
     s.add_argument("--clips", type=int, default=12)

@@ -169,7 +169,8 @@ class ShardDataset(StreamingDataset):
     counts where it is read (in the loader worker), with its lengths and its row in the split."""
 
     def __init__(self, input_dir: str, audio_frames: int, vision_frames: int, audio_dim: int, vision_dim: int,
-                 shuffle: bool, seed: int, world_size: int | None = None, rank: int | None = None) -> None:
+                 shuffle: bool, seed: int, world_size: int | None = None, rank: int | None = None,
+                 num_nodes: int = 1) -> None:
         # drop_last=None keeps litdata from warning under DDP about the drop_last=False it does not apply here
         # (EvenSplit decides the shares); the value a checkpoint records stays False. batch_decode=0: decode
         # the clip that is read, not a window of 256 around it (with clips permuted inside a chunk, windows were
@@ -178,7 +179,7 @@ class ShardDataset(StreamingDataset):
                          batch_decode=0)
         self.drop_last = False
         if world_size is not None:  # the trainer's ranks (litdata would read the process group or WORLD_SIZE)
-            self.distributed_env = _DistributedEnv(world_size, rank or 0, 1)
+            self.distributed_env = _DistributedEnv(world_size, rank or 0, max(int(num_nodes), 1))
         self.frames = {"audio": int(audio_frames), "vision": int(vision_frames)}
         self.dims = {"audio": int(audio_dim), "vision": int(vision_dim)}
 
@@ -458,7 +459,8 @@ class SKESLStreamDataModule(L.LightningDataModule):
                             f"to validate)")
         dataset = ShardDataset(str(self.path / split), m["audio_frames"], m["vision_frames"], m["audio_dim"],
                                m["vision_dim"], shuffle=self.shuffle and train, seed=self.train_seed,
-                               world_size=world, rank=rank)
+                               world_size=world, rank=rank,
+                               num_nodes=getattr(getattr(self, "trainer", None), "num_nodes", 1) or 1)
         size = self.batch_size if train else self.eval_batch_size
         loader = SKESLStreamLoader(dataset, size, lambda clips: self.collate(clips, split), equal_batches=train,
                                    num_workers=self.num_workers, pin_memory=self._pin_memory())
@@ -473,4 +475,8 @@ class SKESLStreamDataModule(L.LightningDataModule):
         return self._loader("train", train=True)
 
     def val_dataloader(self) -> SKESLStreamLoader:
+        return self._loader("valid", train=False)
+
+    def predict_dataloader(self) -> SKESLStreamLoader:
+        """The held-out clips in shard order (``msa predict``: predicted and lexicon intensity per clip)."""
         return self._loader("valid", train=False)

@@ -180,8 +180,9 @@ def _msa(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
                           text=True, timeout=timeout)
 
 
-@pytest.mark.slow
-def test_msa_fit_names_missing_or_unfinished_shards(shards, tmp_path):
+def test_msa_fit_names_missing_shards(shards, tmp_path):
+    """The shipped config without shards at its data path: one line naming the folder and how to build it
+    (unfinished or inconsistent shards: test_missing_unfinished_or_inconsistent_shards_are_one_clear_error)."""
     config = str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml")
     tiny = ["--data.init_args.tokenizer=tiny-bert", *TINY_MODEL, "--trainer.max_epochs=1",
             f"--trainer.default_root_dir={tmp_path / 'runs'}"]
@@ -190,14 +191,6 @@ def test_msa_fit_names_missing_or_unfinished_shards(shards, tmp_path):
     message = missing.stderr.strip().splitlines()[-1]
     assert message.startswith("msa: error: data/skesl/shards: no SKESL pretraining shards here"), message
     assert "msa pretrain-data build ... --out data/skesl/shards" in message and "Traceback" not in missing.stderr
-    (tmp_path / "half").mkdir()
-    (tmp_path / "half" / "manifest.json").write_text(json.dumps({"format": "msa-skesl-shards/1", "finished": False}))
-    half = _msa(["fit", "--config", config, f"--data.init_args.path={tmp_path / 'half'}", *tiny], tmp_path)
-    assert half.returncode == 2, half.stderr[-3000:]
-    message = half.stderr.strip().splitlines()[-1]
-    assert message == (f"msa: error: {tmp_path / 'half'}: the shard build did not finish (manifest.json has finished: "
-                       f"false); run `msa pretrain-data build ... --out {tmp_path / 'half'}` again to complete it "
-                       "(finished work is kept)"), message
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -352,3 +345,33 @@ def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path):
     state = torch.load(next((tmp_path / "mosi_runs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["pretrained"] == str(ckpt)
     assert (state["hyper_parameters"]["audio_dim"], state["hyper_parameters"]["vision_dim"]) == (33, 709)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_killed_mid_epoch_resumes_with_each_rank_s_remaining_clips(shards, tmp_path):
+    """2 gloo processes, both killed (-9) in the middle of epoch 1 after a checkpoint: the resumed ranks train
+    on exactly the clips of that epoch the checkpoint had not seen (each its own share, from rank 0's loader
+    state in the checkpoint), then on a whole epoch."""
+    ids = tmp_path / "ids"
+    ckpts = tmp_path / "every2"
+    every = "--trainer.callbacks+=" + json.dumps({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                                  "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2,
+                                                                "save_top_k": -1, "filename": "{step}"}})
+    args = [*_pretrain_args(shards, tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2",
+            "--trainer.max_epochs=3", every, _callback("RecordIds", folder=str(ids))]
+    killed = _msa([*args, _callback("KillAt", step=4)], tmp_path)  # 3 steps an epoch: step 4 = 2nd of epoch 1
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = ckpts / "step=4.ckpt"
+    assert ckpt.is_file(), sorted(p.name for p in ckpts.iterdir())
+    seen = [[i for r in _records(ids, rank) if r["epoch"] == 1 for i in r["ids"]] for rank in (0, 1)]
+    assert [len(s) for s in seen] == [4, 4]
+    for rank in (0, 1):
+        (ids / f"ids_rank{rank}.jsonl").unlink()
+    resumed = _msa([*args, f"--ckpt_path={ckpt}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rest = [[i for r in _records(ids, rank) if r["epoch"] == 1 for i in r["ids"]] for rank in (0, 1)]
+    assert [len(r) for r in rest] == [8, 7]  # shares of 12 and 11 clips
+    assert not set(seen[0] + seen[1]) & set(rest[0] + rest[1])
+    assert sorted(seen[0] + seen[1] + rest[0] + rest[1]) == TRAIN_IDS
+    last = [i for rank in (0, 1) for r in _records(ids, rank) if r["epoch"] == 2 for i in r["ids"]]
+    assert sorted(last) == TRAIN_IDS

@@ -213,7 +213,8 @@ def _trainer_args(root: Path) -> list[str]:
             "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
 
 
-def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path):
+@pytest.mark.slow
+def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, monkeypatch):
     """The two-step recipe from the command line, as configs/twostep/simsv2_twostep_pipeline.yaml runs it:
     `msa pipeline` fine-tunes the video extractor on label_V (step 1), then step 2 reads that stage's best
     checkpoint through the extracted-features DataModule and trains MulT; then `msa test`."""
@@ -231,6 +232,7 @@ def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path):
          "args": [*MODEL_TINY, "--model.init_args.regime=step2", "--model.init_args.fusion=mult", *features, *quiet,
                   "--trainer.max_epochs=2"]}]}
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread beats two on a shared machine
     done = run_msa("pipeline", tmp_path / "pipeline.yaml", cache=cache)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -9,9 +9,17 @@ encoder folder, the same seed and the same number of epochs:
    ``configs/swrm/selfmm_mosi.yaml``'s model, optimiser and trainer values (equal to MMSA's, see that
    file) on a plain ``MOSIDataModule`` over the same file, then ``test`` on the best checkpoint;
 3. the same ``SelfMMModule`` in a bare PyTorch loop (same data loaders, same optimiser groups, same
-   accumulation, validation each epoch): what Lightning itself costs.
+   accumulation, validation loss and metrics each epoch, the best weights saved): what Lightning itself costs;
+4. the suite's ``SWRMModule`` through the same ``msa fit`` code with the same data, batches and optimiser
+   (SWRM's own sizes from ``configs/swrm/mosi_gold.yaml``), its refinement inputs (position, gate, candidates)
+   drawn once per sample (:func:`swrm_datamodule`). The authors' SWRM code (a fork of MMSA) is not run: the
+   reference SWRM is taken as MMSA's Self-MM plus the refinement's cost as measured here (suite SWRM minus
+   suite Self-MM).
 
-It prints seconds per epoch (training + validation) and the test metrics of each, and the ratios.
+It prints seconds per epoch (training + validation) and the test metrics of each, and the ratios. The machine
+may be shared: ``--repeats`` runs the whole set several times interleaved (A, B, A, B), reports the median of
+every epoch of every repeat and the load average around each run; ``--threads`` sets torch's intra-op threads
+for every run (1 is the most stable on a busy machine).
 
 This script installs nothing. MMSA goes into a separate environment that reuses the suite's packages
 (never into the suite's own dependencies)::
@@ -102,6 +110,24 @@ def make_file(out: Path, encoder: Path, size_factor: float, seed: int) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------- the suite
+def swrm_datamodule(config: dict, k: int = 50):
+    """A ``MOSIDataModule`` whose batches carry SWRM's refinement inputs (``swrm_position`` on a real token,
+    ``swrm_gate``, ``k`` candidate ids), drawn once per split from a fixed seed: the refinement costs the same
+    whatever the positions, so no masked LM has to run (the sentiment-position precompute is a separate,
+    cached step of SWRM's real data module, ``MOSIASRDataModule``)."""
+    from msa_lightning.data.datamodule import MOSIDataModule
+
+    class SWRMBenchData(MOSIDataModule):
+        def split_extras(self, split, arrays):
+            rng = np.random.default_rng(len(split))
+            lengths = np.asarray(arrays.text_bert[:, 1].sum(1), dtype=np.int64)  # [CLS] words [SEP]
+            position = 1 + (rng.random(len(lengths)) * np.maximum(lengths - 2, 1)).astype(np.int64)
+            return {"swrm_position": position, "swrm_gate": (rng.random(len(lengths)) < 0.5).astype(np.float32),
+                    "swrm_candidates": rng.integers(1000, 2000, (len(lengths), k)).astype(np.int64)}
+
+    return SWRMBenchData(**config["init_args"])
+
+
 class EpochTimer:
     """Lightning callback: seconds of each training epoch including its validation."""
 
@@ -138,10 +164,40 @@ def suite_args(file: Path, encoder: Path, epochs: int, seed: int, out: Path) -> 
     return ["--config", str(config)]  # make_cli(run=False) takes no subcommand
 
 
-def run_suite(args: list[str]) -> dict:
+def swrm_args(args: list[str], out: Path) -> list[str]:
+    """The Self-MM run's config with ``SWRMModule`` (SWRM's own sizes from ``configs/swrm/mosi_gold.yaml``):
+    the same data, batches, optimiser groups and trainer, so the difference is the refinement."""
+    spec = yaml.safe_load(Path(args[1]).read_text())
+    gold = yaml.safe_load((REPO / "configs" / "swrm" / "mosi_gold.yaml").read_text())["model"]["init_args"]
+    spec["model"]["class_path"] = "msa_lightning.models.swrm.SWRMModule"
+    for key in ("context_vision_hidden", "context_audio_hidden", "context_av_hidden", "use_position", "use_attention",
+                "multimodal"):
+        spec["model"]["init_args"][key] = gold[key]
+    spec["trainer"]["default_root_dir"] = str(out / "suite_swrm")
+    spec["checkpoint"]["dirpath"] = str(out / "suite_swrm" / "checkpoints")
+    config = out / "suite_swrm.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    return ["--config", str(config)]
+
+
+def bucketed_args(args: list[str], out: Path) -> list[str]:
+    """The Self-MM run with ``data.init_args.bucket_by_length`` (opt-in: batches of similar length, which
+    changes the batches and so the numbers)."""
+    spec = yaml.safe_load(Path(args[1]).read_text())
+    spec["data"]["init_args"]["bucket_by_length"] = True
+    spec["trainer"]["default_root_dir"] = str(out / "suite_bucketed")
+    spec["checkpoint"]["dirpath"] = str(out / "suite_bucketed" / "checkpoints")
+    config = out / "suite_bucketed.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    return ["--config", str(config)]
+
+
+def run_suite(args: list[str], swrm: bool = False) -> dict:
     from msa_lightning.cli import make_cli
 
     cli = make_cli(args, run=False)
+    if swrm:
+        cli.datamodule = swrm_datamodule(yaml.safe_load(Path(args[1]).read_text())["data"])
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer.callback)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -151,7 +207,9 @@ def run_suite(args: list[str]) -> dict:
 
 def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
     """The suite's module and data in a plain PyTorch loop: Adam on the same groups, the same accumulation
-    (loss / accumulate, a step every ``accumulate`` batches and at the epoch's end), ULGM updates, validation."""
+    (loss / accumulate, a step every ``accumulate`` batches and at the epoch's end), ULGM updates, validation
+    (loss and the module's metrics), the best epoch's weights saved. What it leaves out of ``msa fit``: logging,
+    ``last.ckpt`` with the optimiser state every epoch (exact resume), and Lightning's loops and hooks."""
     import lightning as L
 
     from msa_lightning.cli import make_cli
@@ -168,7 +226,8 @@ def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
     model.ulgm.bound = float(model.hparams.label_bound)
     model.ulgm.init_labels(torch.tensor(dm.train_labels("M")))
     optimizer = torch.optim.Adam(model.parameter_groups())
-    seconds = []
+    seconds, best = [], float("inf")
+    best_path = Path(args[1]).parent / "bare_best.pth"
     for epoch in range(epochs):
         start = time.perf_counter()
         model.train()
@@ -184,9 +243,18 @@ def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
                 optimizer.step()
                 optimizer.zero_grad()
         model.eval()
-        with torch.inference_mode():
-            errors = [(model(b).M - b.labels["M"]).abs() for b in dm.val_dataloader()]
+        with torch.inference_mode():  # the validation loss and the metrics the module reports (as MMSA's do_test)
+            errors = []
+            for b in dm.val_dataloader():
+                m = model(b).M
+                errors.append((m - b.labels["M"]).abs())
+                model.val_metrics.update(m, b.labels["M"])
+            model.val_metrics.compute()
+            model.val_metrics.reset()
         val_loss = float(torch.cat(errors).mean())
+        if val_loss < best:  # as MMSA does: the best epoch's weights on disk
+            best = val_loss
+            torch.save(model.state_dict(), best_path)
         seconds.append(time.perf_counter() - start)
         print(f"  bare loop epoch {epoch + 1}: {seconds[-1]:.1f}s, val L1 {val_loss:.4f}", flush=True)
     return {"epoch_seconds": seconds}
@@ -233,6 +301,10 @@ def run_mmsa(file: Path, encoder: Path, epochs: int, seed: int, out: Path) -> di
 
 
 # ---------------------------------------------------------------------------------------------- main
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").is_file() else "n/a"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/bench_vs_reference")
@@ -240,8 +312,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--size-factor", type=float, default=0.25, help="fraction of MOSI's split sizes")
     parser.add_argument("--seed", type=int, default=1111)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["mmsa", "suite", "bare"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for every run (default: torch's own choice)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the set this many times, interleaved (A, B, A, B): medians are reported")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["mmsa", "suite", "bare", "swrm"])
+    parser.add_argument("--bucketed", action="store_true",
+                        help="also run the suite with bucket_by_length (off by default: it changes the batches)")
     opts = parser.parse_args()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     out = Path(opts.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     encoder = save_encoder(out, opts.encoder)
@@ -249,32 +329,56 @@ def main() -> None:
     accumulate = int(yaml.safe_load(SUITE_CONFIG.read_text())["trainer"].get("accumulate_grad_batches", 1))
     print(f"file {file} ({text}); encoder {encoder}; {opts.epochs} epochs, seed {opts.seed}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    results = {}
+    args = suite_args(file, encoder, opts.epochs, opts.seed, out)
+    runs = {}
     if "mmsa" not in opts.skip:
         try:
             import MMSA  # noqa: F401
         except ImportError as err:
             print(f"MMSA is not importable ({err}): see this script's docstring for its environment; skipped")
         else:
-            results["mmsa"] = run_mmsa(file, encoder, opts.epochs, opts.seed, out)
-    args = suite_args(file, encoder, opts.epochs, opts.seed, out)
+            runs["mmsa"] = lambda: run_mmsa(file, encoder, opts.epochs, opts.seed, out)
     if "suite" not in opts.skip:
-        results["suite"] = run_suite(args)
+        runs["suite"] = lambda: run_suite(args)
     if "bare" not in opts.skip:
-        results["bare"] = run_bare(args, opts.epochs, accumulate)
-    print("\nseconds per epoch (training + validation):")
-    mean = {}
+        runs["bare"] = lambda: run_bare(args, opts.epochs, accumulate)
+    if "swrm" not in opts.skip:
+        runs["swrm"] = lambda: run_suite(swrm_args(args, out), swrm=True)
+    if opts.bucketed:
+        runs["bucketed"] = lambda: run_suite(bucketed_args(args, out))
+    results: dict[str, dict] = {name: {"epoch_seconds": [], "load": []} for name in runs}
+    for repeat in range(opts.repeats):
+        for name, run in runs.items():
+            before = load_average()
+            r = run()
+            results[name]["epoch_seconds"].append(r["epoch_seconds"])
+            results[name]["load"].append(f"{before} -> {load_average()}")
+            results[name].setdefault("test", r.get("test"))
+            print(f"[{repeat + 1}/{opts.repeats}] {name}: {', '.join(f'{x:.2f}' for x in r['epoch_seconds'])} s/epoch "
+                  f"(load {results[name]['load'][-1]})", flush=True)
+    print("\nseconds per epoch (training + validation), median over every epoch of every repeat:")
+    median = {}
     for name, r in results.items():
-        mean[name] = float(np.mean(r["epoch_seconds"]))
-        print(f"  {name:6s} {mean[name]:7.2f}  (epochs: {', '.join(f'{s:.2f}' for s in r['epoch_seconds'])})")
-    if "mmsa" in mean and "suite" in mean:
-        print(f"  MMSA / suite: {mean['mmsa'] / mean['suite']:.2f}x (above 1: the suite is faster)")
-    if "bare" in mean and "suite" in mean:
-        print(f"  Lightning overhead (msa fit / bare loop): {mean['suite'] / mean['bare']:.2f}x")
-    for name in ("mmsa", "suite"):
-        if name in results:
+        median[name] = float(np.median([s for rep in r["epoch_seconds"] for s in rep]))
+        print(f"  {name:6s} {median[name]:7.2f}  (per repeat: "
+              f"{'; '.join(', '.join(f'{s:.2f}' for s in rep) for rep in r['epoch_seconds'])})")
+    if "mmsa" in median and "suite" in median:
+        print(f"  MMSA / suite (Self-MM): {median['mmsa'] / median['suite']:.2f}x (above 1: the suite is faster)")
+    if "bare" in median and "suite" in median:
+        print(f"  Lightning overhead (msa fit / bare loop): {median['suite'] / median['bare']:.2f}x")
+    if "swrm" in median and "suite" in median:
+        refine = median["swrm"] - median["suite"]
+        print(f"  SWRM refinement cost (suite SWRM - suite Self-MM): {refine:.2f} s/epoch")
+        if "mmsa" in median:
+            print(f"  SWRM: (MMSA Self-MM + refinement) / suite SWRM: {(median['mmsa'] + refine) / median['swrm']:.2f}x "
+                  "(the authors' fork not run: their refinement is taken to cost what the suite's does)")
+    if "bucketed" in median and "mmsa" in median:
+        print(f"  MMSA / suite with bucket_by_length: {median['mmsa'] / median['bucketed']:.2f}x (other batches)")
+    for name in ("mmsa", "suite", "swrm", "bucketed"):
+        if results.get(name, {}).get("test"):
             print(f"test metrics ({name}): {json.dumps(results[name]['test'], sort_keys=True)}")
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    summary = {"threads": torch.get_num_threads(), "medians": median, "runs": results}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

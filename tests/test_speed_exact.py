@@ -1,14 +1,21 @@
 """Speed-ups that must not change results (issue 11, section 3): each batch's token padding is cut to the
-columns its samples attend to (``trim_text``, on by default), and batches can be pinned for GPU copies."""
+columns its samples attend to (``trim_text``, on by default), frames to the batch's longest sequence, the
+one-directional RNNs run over the padded batch instead of a packed one (the same function: equal up to float
+rounding, outputs and gradients), and batches can be pinned for GPU copies."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.data.dataset import text_width
+from msa_lightning.data.datamodule import MOSIDataModule
 from msa_lightning.data.mosi_asr import MOSIASRDataModule
+from msa_lightning.data.sampling import EpochBatchSampler
+from msa_lightning.errors import DataError
+from msa_lightning.nn.rnn import SequenceEncoder
 from msa_lightning.models.swrm import SelfMMModule, SWRMModule
 from test_swrm_model import CONTEXT, SMALL, mosi_asr  # noqa: F401  (the synthetic MOSI-ASR fixture)
 
@@ -62,3 +69,109 @@ def test_pinned_batch_keeps_every_tensor():
     pinned = batch.pin_memory()
     assert pinned.text_ids.is_pinned() and pinned.labels["M"].is_pinned() and pinned.extras["swrm_position"].is_pinned()
     assert pinned.ids == ["a", "b"] and pinned.text_mask is None
+
+
+@pytest.mark.parametrize("variant, layers", [("sLSTM", 1), ("sGRU", 1), ("sLSTM", 2)])
+def test_padded_rnn_is_the_packed_rnn(variant, layers):
+    """The padded path gives the packed path's states, summary and weight gradients (float rounding apart)."""
+    torch.manual_seed(0)
+    enc = SequenceEncoder(5, 8, variant, num_layers=layers, out_dim=4)
+    assert enc.runs_padded
+    x = torch.randn(6, 40, 5)
+    lengths = torch.tensor([40, 1, 17, 0, 33, 9])  # a zero length reads one (padding) step, as packing did
+    states, summary = enc(x, lengths)
+    packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
+    out, hidden = enc.rnn(packed)
+    ref_states, _ = pad_packed_sequence(out, batch_first=True, total_length=40)
+    ref_summary = enc.proj(hidden[0][-1] if isinstance(hidden, tuple) else hidden[-1])
+    torch.testing.assert_close(states, ref_states, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(summary, ref_summary, atol=1e-6, rtol=1e-5)
+    assert bool((states[1, 1:] == 0).all()) and bool((states[3, 1:] == 0).all())
+    params = list(enc.parameters())
+    grads = torch.autograd.grad(summary.pow(2).sum() + states.sum(), params)
+    ref_grads = torch.autograd.grad(ref_summary.pow(2).sum() + ref_states.sum(), params)
+    for g, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(g, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_rnns_that_must_pack_still_do():
+    assert not SequenceEncoder(5, 8, "bLSTM").runs_padded  # the backward direction starts at each sample's end
+    assert not SequenceEncoder(5, 8, "sLSTM", num_layers=2, dropout=0.1).runs_padded  # dropout masks on padding
+
+
+def _pad_frames(batch, audio_frames: int, vision_frames: int, value: float):
+    """The batch with its frames padded to a fixed length with ``value`` (as an untrimmed file would be, but
+    with garbage instead of zeros: what lies behind a sample's length must not matter)."""
+    def pad(x, total):
+        return torch.cat([x, torch.full((x.shape[0], total - x.shape[1], x.shape[2]), value)], dim=1)
+
+    padded = MSABatch(**{f: getattr(batch, f) for f in batch.__dataclass_fields__})
+    padded.audio, padded.vision = pad(batch.audio, audio_frames), pad(batch.vision, vision_frames)
+    return padded
+
+
+@pytest.mark.parametrize("module", [SelfMMModule, SWRMModule], ids=["selfmm", "swrm"])
+def test_trimmed_and_untrimmed_frames_give_the_same_outputs(mosi_asr, module):  # noqa: F811
+    """Batches carry frames up to their longest sequence; the full file width (375/500), padded with zeros or
+    with garbage, gives the same outputs."""
+    loaders = _loaders(MOSIASRDataModule(**mosi_asr))
+    torch.manual_seed(0)
+    model = module(**{**SMALL, **(CONTEXT if module is SWRMModule else {})}).eval()
+    trimmed = 0
+    for split in ("train", "test"):
+        for batch in loaders[split]:
+            assert batch.audio.shape[1] == int(batch.audio_lengths.max())
+            assert batch.vision.shape[1] == int(batch.vision_lengths.max())
+            trimmed += batch.audio.shape[1] < 375 or batch.vision.shape[1] < 500
+            with torch.no_grad():
+                short = model(batch).flat()
+                for value in (0.0, 7.0):
+                    full = model(_pad_frames(batch, 375, 500, value)).flat()
+                    for name in short:
+                        torch.testing.assert_close(short[name], full[name], atol=1e-6, rtol=1e-5, msg=f"{split}: {name}")
+    assert trimmed  # some batch was shorter than the file's width
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_bucketed_sampler_covers_every_sample_once_and_is_deterministic(world):
+    n, size = 203, 8
+    lengths = np.random.default_rng(0).integers(20, 500, n)
+
+    def epoch(seed, e, rank):
+        sampler = EpochBatchSampler(n, size, seed=seed, num_replicas=world, rank=rank, lengths=lengths, pool_batches=4)
+        sampler.set_epoch(e)
+        return list(sampler)
+
+    for e in (0, 1):
+        ranks = [epoch(3, e, r) for r in range(world)]
+        rows = [i for batches in ranks for batch in batches for i in batch]
+        assert sorted(rows) == list(range(n))  # every sample exactly once per epoch
+        assert len({len(batches) for batches in ranks}) == 1  # DDP ranks step in lockstep
+        assert ranks == [epoch(3, e, r) for r in range(world)]  # same (seed, epoch): same batches
+    assert epoch(3, 0, 0) != epoch(3, 1, 0) and epoch(3, 0, 0) != epoch(4, 0, 0)
+    # batches hold clips of similar length: far less padding than the plain shuffle
+    def padding(batches):
+        return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
+
+    plain = EpochBatchSampler(n, size, seed=3, num_replicas=world, rank=0)
+    plain.set_epoch(0)
+    assert padding(epoch(3, 0, 0)) < padding(list(plain)) / 2
+
+
+def test_bucket_by_length_is_off_by_default_and_orders_training_batches(synthetic_mosi, cache_dir):
+    def first_epoch(**kwargs):
+        dm = MOSIDataModule(path=str(synthetic_mosi), batch_size=8, cache_dir=str(cache_dir), shuffle_seed=0, **kwargs)
+        dm.setup("fit")
+        return dm, [b.index.tolist() for b in dm.train_dataloader()]
+
+    plain_dm, plain = first_epoch()
+    assert plain_dm.train_dataloader().sampler.lengths is None and "bucketed" not in plain_dm.train_dataloader().state_dict()
+    dm, bucketed = first_epoch(bucket_by_length=True)
+    assert sorted(sum(plain, [])) == sorted(sum(bucketed, [])) and plain != bucketed
+    state = dm.train_dataloader().state_dict()
+    assert state["bucketed"] is True
+    # a mid-epoch resume needs the same order: switching bucketing on or off in between is refused
+    with pytest.raises(DataError, match="bucket_by_length"):
+        plain_dm.train_dataloader().load_state_dict(state)
+    with pytest.raises(DataError, match="bucket_by_length"):
+        dm.train_dataloader().load_state_dict(plain_dm.train_dataloader().state_dict())

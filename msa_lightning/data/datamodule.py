@@ -79,6 +79,9 @@ class MSADataModule(L.LightningDataModule):
         trim_text: cut each batch's trailing token padding (every column no sample attends to), so
             the text encoder runs on the batch's longest text instead of ``text_max_length``; exact
             (same outputs). Not done for word-aligned files or when ``text_feats`` is loaded.
+        bucket_by_length: training batches of clips of similar length (acoustic + visual frames), so the
+            recurrent encoders run over less padding (:class:`~msa_lightning.data.sampling.EpochBatchSampler`).
+            Off by default: it changes which clips share a batch, and so the numbers.
     """
 
     #: ``split_extras`` entries with one value per token column (``[N, L, ...]``): cut with the text
@@ -89,7 +92,7 @@ class MSADataModule(L.LightningDataModule):
                  modalities: list[str] = list(MODALITIES), normalize: bool = False,
                  tokenizer: str | None = None, text_max_length: int = 50, use_cache: bool = True,
                  cache_dir: str | None = None, inputs: list[str] | None = None, predict_split: str = "test",
-                 shuffle_seed: int | None = None, trim_text: bool = True) -> None:
+                 shuffle_seed: int | None = None, trim_text: bool = True, bucket_by_length: bool = False) -> None:
         super().__init__()
         try:
             self.spec = get_spec(dataset)
@@ -116,6 +119,7 @@ class MSADataModule(L.LightningDataModule):
         self.inputs: set[str] | None = set(inputs) if inputs is not None else None
         self.predict_split, self.shuffle_seed = predict_split, shuffle_seed
         self.trim_text = bool(trim_text)
+        self.bucket_by_length = bool(bucket_by_length)
         self.datasets: dict[str, MSADataset] = {}
         self._loaded_inputs: set[str] | None = None  # the fields self.datasets give (None: all)
         self.splits: dict[str, SplitArrays] = {}
@@ -263,8 +267,12 @@ class MSADataModule(L.LightningDataModule):
         if len(dataset) < world:
             raise DataError(f"{self.feature_file}: split 'train' has {len(dataset)} samples, fewer than the "
                             f"{world} DDP processes")
+        lengths = None
+        if self.bucket_by_length:
+            train = self.splits["train"]
+            lengths = np.asarray(train.audio_lengths, dtype=np.int64) + np.asarray(train.vision_lengths, dtype=np.int64)
         sampler = EpochBatchSampler(len(dataset), self.batch_size, seed=self.train_seed, shuffle=True,
-                                    num_replicas=world, rank=rank)
+                                    num_replicas=world, rank=rank, lengths=lengths)
         return ResumableDataLoader(dataset, sampler=sampler, rows_per_batch=self.batch_size, num_workers=self.num_workers,
                                    collate_fn=collate_batch, persistent_workers=self.num_workers > 0,
                                    pin_memory=self._pin_memory())

@@ -9,6 +9,13 @@ never occurs when ``batch_size >= 3`` (BatchNorm in training mode fails on it): 
 sample joins the previous batch, and when a smaller shard would end on one, the previous batch
 gives it one sample.
 
+Opt-in, off by default (it changes which samples share a batch): ``lengths`` groups samples of similar
+length. The epoch's permutation is cut into pools of ``pool_batches`` batches (of every rank together), each
+pool is sorted by length, the sorted order is cut into blocks of one batch per rank, and the full blocks are
+put in a random order (the partial last block stays last, so the merging rules above still hold). It is still
+a permutation drawn from ``(seed, epoch)`` alone: every sample once per epoch, the same order on resume.
+Recurrent encoders run over each batch's longest sequence, so less padding is less work.
+
 It subclasses :class:`~torch.utils.data.DistributedSampler`, so Lightning's automatic sampler
 injection (``use_distributed_sampler``) recognises it as already distributed and keeps it.
 
@@ -61,12 +68,20 @@ class EpochBatchSampler(DistributedSampler):
     Args:
         shuffle: a (seed, epoch) permutation; False keeps the row order (still sharded, merged).
         num_replicas, rank: DDP world size and this rank (1 and 0 outside DDP).
+        lengths: ``[num_samples]`` sequence lengths: batches of similar length (module docstring); None = off.
+        pool_batches: batches per sorting pool (larger: less padding, batches less random).
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 num_replicas: int = 1, rank: int = 0) -> None:
+                 num_replicas: int = 1, rank: int = 0, lengths=None, pool_batches: int = 50) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if lengths is not None and len(lengths) != num_samples:
+            raise ValueError(f"lengths has {len(lengths)} entries, the dataset {num_samples} samples")
+        if pool_batches < 1:
+            raise ValueError(f"pool_batches must be >= 1, got {pool_batches}")
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.pool_batches = int(pool_batches)
         # DistributedSampler only stores these (it never reads the dataset but for its length)
         super().__init__(range(num_samples), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.size, self.batch_size = num_samples, batch_size
@@ -84,7 +99,17 @@ class EpochBatchSampler(DistributedSampler):
         epoch = self.epoch if epoch is None else epoch
         if not self.shuffle:
             return np.arange(self.size)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.size)
+        if self.lengths is None:
+            return order
+        block = self.batch_size * self.num_replicas  # one batch of every rank (ranks take rows round-robin)
+        pool = block * self.pool_batches
+        order = np.concatenate([chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                                for chunk in np.split(order, range(pool, self.size, pool))])
+        full = self.size // block
+        blocks = order[: full * block].reshape(full, block)[rng.permutation(full)]
+        return np.concatenate([blocks.reshape(-1), order[full * block:]])
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This rank's batches of ``epoch``."""
@@ -135,18 +160,22 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict:
         sampler: EpochBatchSampler = self.sampler
-        return {"epoch": self._epoch, "batches": self._taken, "seed": sampler.seed, "num_samples": sampler.size,
-                "batch_size": sampler.batch_size, "shuffle": sampler.shuffle}
+        state = {"epoch": self._epoch, "batches": self._taken, "seed": sampler.seed, "num_samples": sampler.size,
+                 "batch_size": sampler.batch_size, "shuffle": sampler.shuffle}
+        if sampler.lengths is not None:  # only then: the states of unbucketed runs stay as they were
+            state["bucketed"] = True
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         sampler: EpochBatchSampler = self.sampler
-        for key in ("num_samples", "batch_size", "seed", "shuffle"):
+        state = {"bucketed": False, **state}
+        for key in ("num_samples", "batch_size", "seed", "shuffle", "bucketed"):
             ours = {"num_samples": sampler.size, "batch_size": sampler.batch_size, "seed": sampler.seed,
-                    "shuffle": sampler.shuffle}[key]
+                    "shuffle": sampler.shuffle, "bucketed": sampler.lengths is not None}[key]
             if state.get(key, ours) != ours:
                 raise DataError(f"the checkpoint's training loader state does not fit this run: {key} "
                                 f"expected {state[key]!r} (as when it was saved), found {ours!r}; a mid-epoch "
-                                "resume needs the same data, batch_size and shuffle seed")
+                                "resume needs the same data, batch_size, shuffle seed and bucket_by_length")
         epoch, taken = int(state["epoch"]), int(state["batches"])
         if taken >= len(sampler):  # the epoch was complete: the next one starts from its first batch
             epoch, taken = epoch + 1, 0

@@ -23,6 +23,10 @@ dataset uses its own litdata ``Shuffle`` (:class:`EvenSplit`):
   gets ``N // W`` items, plus one for the first ``N % W`` ranks; a rank's share is split the same way
   among its loader workers. Shares are disjoint and cover every clip exactly once: nothing is
   dropped, nothing repeated; items inside a chunk are permuted by ``(seed, epoch, chunk)``;
+* a batch mixes the clips of the chunks its rank (worker) reads at that moment, as with litdata's own
+  shuffle: the randomness of batches is that of the chunk order plus the order inside chunks. Shards
+  written in clip-id order hold one VoxCeleb speaker's clips together; a batch then mixes as many
+  chunks as the rank has loader workers (the main process takes clips from the workers in turn);
 * the loader workers hand over single clips (padded there); the main process groups them into
   batches of ``batch_size`` and masks them. Every rank takes the same number of training batches
   (DDP steps in lockstep) by the suite's rule (:mod:`msa_lightning.data.sampling`): a trailing single

@@ -37,7 +37,8 @@ def _clip(args) -> dict:
     rng = np.random.default_rng(i)
     return {"id": f"id1{i % 97:04d}/yt{i:06d}/00001", "text": " ".join(rng.choice(WORDS, size=8 + i % 9)),
             "audio": rng.normal(size=(int(rng.integers(audio_frames // 2, audio_frames + 1)), 33)).astype(np.float32),
-            "vision": rng.normal(size=(int(rng.integers(vision_frames // 2, vision_frames + 1)), 709)).astype(np.float32)}
+            "vision": rng.normal(size=(int(rng.integers(vision_frames // 2, vision_frames + 1)), 709)).astype(
+                np.float32)}
 
 
 def write_shards(out: Path, clips: int, audio_frames: int, vision_frames: int) -> Path:

@@ -125,6 +125,9 @@ def test_ranks_read_disjoint_shares_covering_every_clip_once(shards, workers):
                 seen += [i for b in batches for i in b]
             assert sorted(seen) == TRAIN_IDS, (world, epoch)
             assert len(counts) == 1, (world, counts)  # DDP steps in lockstep
+        valid = [i for rank in range(world) for b in _dm(shards, world, rank, num_workers=workers).val_dataloader()
+                 for i in b.ids]
+        assert sorted(valid) == sorted(_clip(i)["id"] for i in range(1000, 1000 + N_VALID)), world
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -230,9 +233,11 @@ def _callback(cls: str, **init_args) -> str:
     return "--trainer.callbacks+=" + json.dumps({"class_path": f"test_skesl_stream.{cls}", "init_args": init_args})
 
 
-def _pretrain_args(shards: Path, tmp_path: Path, config: str = "pretrain_bert_base.yaml") -> list[str]:
+def _pretrain_args(shards: Path, tmp_path: Path, config: str = "pretrain_bert_base.yaml",
+                   workers: int = 0) -> list[str]:
     return ["fit", "--config", str(REPO / "configs" / "skesl" / config), f"--data.init_args.path={shards}",
-            "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+            "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=4",
+            f"--data.init_args.num_workers={workers}",
             *TINY_MODEL, "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
             f"--trainer.default_root_dir={tmp_path / 'runs'}"]
@@ -289,16 +294,17 @@ def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tm
 
 @pytest.mark.parametrize("config", ["pretrain_bert.yaml", "pretrain_bert_base.yaml"])
 def test_shipped_pretraining_configs_step_on_shards(config, shards, tmp_path):
-    """The shipped streaming configs (test_configs builds them; here they train): 2 steps on tiny shards, the
-    model's audio/vision sizes filled from the manifest."""
+    """The shipped streaming configs (test_configs builds them; here they train, with their 2 loader workers):
+    2 steps on tiny shards, the model's audio/vision sizes filled from the manifest."""
     from msa_lightning.cli import make_cli
 
-    cli = make_cli([*_pretrain_args(shards, tmp_path, config), "--trainer.max_epochs=1",
+    cli = make_cli([*_pretrain_args(shards, tmp_path, config, workers=2), "--trainer.max_epochs=1",
                     "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.devices=1",
                     f"--checkpoint.dirpath={tmp_path / 'ckpt'}"])
     assert type(cli.datamodule).__name__ == "SKESLStreamDataModule" and cli.trainer.global_step == 2
     assert (cli.model.hparams.audio_dim, cli.model.hparams.vision_dim) == (33, 709)
     assert cli.datamodule.text_max_length == 39 and cli.model.hparams.encoder_lr == 5e-6
+    assert cli.datamodule.num_workers == 2 and cli.trainer.train_dataloader.num_workers == 2
 
 
 @pytest.mark.slow

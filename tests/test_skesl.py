@@ -681,5 +681,12 @@ def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path):
     assert ok.returncode == 0, ok.stderr[-3000:]
     metrics = "\n".join(p.read_text() for p in (tmp_path / "runs").rglob("metrics.csv"))
     assert "train/loss" in metrics and "val/loss" in metrics, metrics[:500]  # the masked words' L1, both splits
-    state = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    last = next((tmp_path / "runs").rglob("last.ckpt"))
+    state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["audio_dim"] == 33 and state["hyper_parameters"]["vision_dim"] == 709
+    # a corpus has no test split: `msa predict` serves the held-out clips by default
+    predict = [a for a in args if not a.startswith("--trainer.max_epochs")]
+    predict[0] = "predict"
+    pred = _msa([*predict, "--data.init_args.max_bad_share=0.2", f"--ckpt_path={last}"], tmp_path)
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    assert "predictions (valid split)" in pred.stdout, pred.stdout[-2000:]

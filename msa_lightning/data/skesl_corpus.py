@@ -134,8 +134,38 @@ def fix_length(x: np.ndarray, length: int) -> tuple[np.ndarray, int]:
     return out, valid
 
 
+#: what libsndfile (through librosa) decodes; other suffixes (VoxCeleb2's m4a: AAC) go to PyAV
+LIBSNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
 def load_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
-    """Mono waveform at ``sample_rate`` (librosa: wav/flac/ogg through soundfile, others through audioread)."""
+    """Mono waveform at ``sample_rate``: wav/flac/ogg/mp3 through librosa (libsndfile), falling back to PyAV
+    when that fails; other files (m4a/AAC, which libsndfile cannot read and librosa's audioread only with an
+    ffmpeg binary) through PyAV, whose wheel carries FFmpeg. A :class:`ClipError` (``unreadable_audio``)
+    when nothing can decode it."""
+    path = Path(path)
+    if path.suffix.lower() not in LIBSNDFILE_SUFFIXES:
+        return _checked(_decode_with_pyav(path, sample_rate), path)
+    try:
+        return _checked(_decode_with_librosa(path, sample_rate), path)
+    except ClipError as first:
+        try:
+            return _checked(_decode_with_pyav(path, sample_rate), path)
+        except ClipError as second:
+            raise ClipError(f"{first}; {second}", "unreadable_audio") from None
+
+
+def _checked(y: np.ndarray, path: Path) -> np.ndarray:
+    if y.size == 0 or not np.isfinite(y).all():
+        raise ClipError(f"{path}: empty or non-finite audio", "unreadable_audio")
+    return y
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0][:200] if str(err) else ""
+
+
+def _decode_with_librosa(path: Path, sample_rate: int) -> np.ndarray:
     import librosa
 
     try:
@@ -144,11 +174,26 @@ def load_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
             warnings.filterwarnings("ignore", message=".*audioread", category=FutureWarning)
             y, _ = librosa.load(str(path), sr=sample_rate, mono=True)
     except Exception as err:  # soundfile/audioread/decoder errors come in many types
-        detail = str(err).splitlines()[0][:200] if str(err) else ""
-        raise ClipError(f"{path}: unreadable audio ({type(err).__name__}: {detail})", "unreadable_audio") from None
-    if y.size == 0 or not np.isfinite(y).all():
-        raise ClipError(f"{path}: empty or non-finite audio", "unreadable_audio")
+        raise ClipError(f"{path}: unreadable audio ({type(err).__name__}: {_first_line(err)})",
+                        "unreadable_audio") from None
     return y
+
+
+def _decode_with_pyav(path: Path, sample_rate: int) -> np.ndarray:
+    import av
+
+    from msa_lightning.data.raw_media import _decode_audio
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ClipError(f"{path}: no audio stream", "unreadable_audio")
+            return _decode_audio(container, sample_rate, None)
+    except ClipError:
+        raise
+    except Exception as err:  # FFmpeg reports corrupt input with many error types
+        raise ClipError(f"{path}: unreadable audio (PyAV {type(err).__name__}: {_first_line(err)})",
+                        "unreadable_audio") from None
 
 
 def audio_features(y: np.ndarray, sample_rate: int = 22050, hop_length: int = 512,
@@ -439,14 +484,16 @@ class SKESLCorpusDataModule(SKESLMaskedDataModule):
         sample_rate, hop_length, f0: audio features (:func:`audio_features`; ``f0`` ``pyin`` = the paper).
         max_bad_share: the share of unusable clips above which the build fails.
         valid_share: share of clips held out for validation (by id hash).
+        predict_split: the split `msa predict` serves (``valid``: a corpus has no test split).
         Remaining keyword arguments: :class:`~msa_lightning.data.skesl_masking.SKESLMaskedDataModule`
         (tokenizer, text_max_length, lexicon, mask_seed, batch_size, num_workers, cache_dir, ...).
     """
 
     def __init__(self, transcripts: str, audio: str, visual: str, audio_frames: int = 400, vision_frames: int = 55,
                  sample_rate: int = 22050, hop_length: int = 512, f0: Literal["pyin", "zcr"] = "pyin",
-                 max_bad_share: float = 0.05, valid_share: float = 0.02, **kwargs) -> None:
-        kwargs.setdefault("predict_split", "valid")
+                 max_bad_share: float = 0.05, valid_share: float = 0.02, predict_split: str = "valid",
+                 **kwargs) -> None:
+        kwargs["predict_split"] = predict_split  # a corpus has no test split (an explicit default for the CLI)
         kwargs.setdefault("text_max_length", 39)
         super().__init__(str(transcripts), **kwargs)
         if f0 not in ("pyin", "zcr"):

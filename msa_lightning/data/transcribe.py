@@ -11,8 +11,8 @@ format of :mod:`msa_lightning.data.asr`: one ``id<TAB>text`` line per clip, UTF-
   ``id10001/1zcIwhmdeo4/00001.wav`` is ``id10001/1zcIwhmdeo4/00001``, the id the corpus joiner looks for.
   ``--ids FILE`` restricts the run to the ids listed (one per line; a TSV's first column works too).
 * **Audio** is decoded to the model's sample rate (16 kHz for Whisper), mono, in a few threads, one batch
-  ahead of the model (:func:`read_audio`: librosa/libsndfile for wav/flac/ogg/mp3, PyAV's FFmpeg for m4a,
-  which is what VoxCeleb2 ships, and as a fallback).
+  ahead of the model (:func:`~msa_lightning.data.skesl_corpus.load_audio`: librosa for wav/flac/ogg/mp3,
+  PyAV's FFmpeg for m4a, which is what VoxCeleb2 ships, and as a fallback).
 * **Long clips**: Whisper sees 30-second windows. A longer clip is cut into the fewest equal windows of at
   most 30 s, all transcribed in the same ``generate`` call, and their texts are joined with a space; a word
   that straddles a cut may come out garbled or twice. The summary counts such clips (VoxCeleb clips last
@@ -60,8 +60,6 @@ from msa_lightning.errors import ConfigError, DataError, MSAError
 
 #: audio files the command reads (the corpus' ready ``.npy`` features are not audio)
 MEDIA_SUFFIXES = tuple(s for s in AUDIO_SUFFIXES if s != ".npy")
-#: what libsndfile (through librosa) decodes; other suffixes go to PyAV (:func:`read_audio`)
-LIBSNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 DTYPES = ("float32", "bfloat16", "float16")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\s]+")
 _BAD_ID = re.compile(r"[\x00-\x1f\x7f]")  # would break the id<TAB>text line
@@ -271,47 +269,9 @@ def _exclusive(out: Path):
         lock.release()
 
 
-def _decode_with_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono waveform at ``sample_rate`` through PyAV (FFmpeg inside its wheel: m4a/AAC, mp4, ...)."""
-    import av
-
-    from msa_lightning.data.raw_media import _decode_audio
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise ClipError(f"{path}: no audio stream", "unreadable_audio")
-            y = _decode_audio(container, sample_rate, None)
-    except ClipError:
-        raise
-    except Exception as err:  # FFmpeg reports corrupt input with many error types
-        detail = str(err).splitlines()[0][:200] if str(err) else ""
-        raise ClipError(f"{path}: unreadable audio (PyAV {type(err).__name__}: {detail})", "unreadable_audio") from None
-    if y.size == 0 or not np.isfinite(y).all():
-        raise ClipError(f"{path}: empty or non-finite audio", "unreadable_audio")
-    return y
-
-
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono waveform at ``sample_rate``: wav/flac/ogg/mp3 through librosa and libsndfile
-    (:func:`~msa_lightning.data.skesl_corpus.load_audio`), falling back to PyAV when that fails; other files
-    (VoxCeleb2's m4a: AAC, which libsndfile cannot read and librosa's audioread only with an ffmpeg binary)
-    through PyAV. A :class:`ClipError` (``unreadable_audio``) when nothing can decode it."""
-    path = Path(path)
-    if path.suffix.lower() not in LIBSNDFILE_SUFFIXES:
-        return _decode_with_ffmpeg(path, sample_rate)
-    try:
-        return load_audio(path, sample_rate)
-    except ClipError as first:
-        try:
-            return _decode_with_ffmpeg(path, sample_rate)
-        except ClipError as second:
-            raise ClipError(f"{first}; {second}", "unreadable_audio") from None
-
-
 def _load(path: Path, sample_rate: int) -> np.ndarray | ClipError:
     try:
-        return read_audio(path, sample_rate)
+        return load_audio(path, sample_rate)
     except ClipError as err:
         return err
 

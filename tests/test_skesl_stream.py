@@ -154,6 +154,14 @@ def test_loader_state_resumes_mid_epoch_on_every_rank(shards, workers):
     changed = _dm(shards, 2, 0, num_workers=workers, batch_size=4).train_dataloader()
     with pytest.raises(DataError, match=r"same setting.*batch_size: checkpoint 3, now 4"):
         changed.load_state_dict(state)
+    # at an epoch's end (last.ckpt) the settings may change: the next epoch starts afresh
+    ended = _dm(shards, 2, 0, num_workers=workers).train_dataloader()
+    list(ended)
+    more_ranks = _dm(shards, 3, 1, num_workers=workers, batch_size=4).train_dataloader()
+    more_ranks.load_state_dict(ended.state_dict())
+    reference = _dm(shards, 3, 1, num_workers=workers, batch_size=4).train_dataloader()
+    list(reference)
+    assert [b.ids for b in more_ranks] == [b.ids for b in reference]  # epoch 2 of the new setting
 
 
 def test_missing_unfinished_or_inconsistent_shards_are_one_clear_error(shards, tmp_path):

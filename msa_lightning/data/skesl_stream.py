@@ -44,7 +44,8 @@ length, so the state is exactly the batches trained on). It counts clips; this l
 batches taken in the epoch, and on resume each rank recomputes its own clip count from that (only
 rank 0's loader state is in the checkpoint, and ranks' last batches can differ in size). A run
 resumed mid-epoch sees exactly the clips its epoch had not served yet. A resume needs the same
-number of ranks, loader workers, batch size, seed and shards; anything else is one DataError.
+number of ranks, loader workers, batch size, seed and shards; anything else is one DataError (a
+checkpoint from the end of an epoch resumes with any of them changed).
 """
 from __future__ import annotations
 
@@ -284,7 +285,8 @@ class SKESLStreamLoader(StreamingDataLoader):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         env = self.dataset.distributed_env
-        state["msa"] = {"batches": self._taken, "world_size": env.world_size, "num_workers": self.num_workers,
+        state["msa"] = {"batches": self._taken, "epoch_batches": len(self), "world_size": env.world_size,
+                        "num_workers": self.num_workers,
                         "batch_size": self.clips_per_batch, "clips": self.dataset_total(), "seed": self.dataset.seed,
                         "shuffle": self.dataset.shuffle}
         return state
@@ -297,14 +299,15 @@ class SKESLStreamLoader(StreamingDataLoader):
         env = self.dataset.distributed_env
         now = {"world_size": env.world_size, "num_workers": self.num_workers, "batch_size": self.clips_per_batch,
                "clips": self.dataset_total(), "seed": self.dataset.seed, "shuffle": self.dataset.shuffle}
-        differ = [f"{k}: checkpoint {ours[k]!r}, now {v!r}" for k, v in now.items() if ours.get(k) != v]
-        if differ:
-            raise DataError(f"{self.dataset.input_dir.path}: a mid-epoch resume of the streamed shards needs the "
-                            f"same setting as when the checkpoint was written ({'; '.join(differ)})")
-        plan = self.plan()
         taken = int(ours["batches"])
-        if taken >= len(plan):  # the epoch was complete: the next one starts from its first batch
-            taken = 0
+        if taken >= int(ours.get("epoch_batches", taken)):
+            taken = 0  # the epoch was complete: the next one starts from its first batch, whatever the settings
+        differ = [f"{k}: checkpoint {ours[k]!r}, now {v!r}" for k, v in now.items() if ours.get(k) != v]
+        if differ and taken:
+            raise DataError(f"{self.dataset.input_dir.path}: a mid-epoch resume of the streamed shards needs the "
+                            f"same setting as when the checkpoint was written ({'; '.join(differ)}); or resume "
+                            f"from a checkpoint written at the end of an epoch (last.ckpt)")
+        plan = self.plan()
         clips = int(sum(plan[:taken]))  # this rank's clips (the state is rank 0's; last batches differ by rank)
         # StreamingDataLoader.load_state_dict, for this case only: it would take the world size from the
         # process group (not this dataset's ranks) and rank 0's clip count

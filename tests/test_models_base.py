@@ -138,6 +138,7 @@ def test_param_groups_by_longest_prefix_without_decay_on_biases_and_norms():
     ({"param_groups": [{"name": "a", "prefixes": ["net.head"], "lr": -1.0}]}, "model.init_args.param_groups[0].lr"),
     ({"param_groups": [{"name": "a", "prefix": ["net.head"]}]}, "model.init_args.param_groups[0]"),
     ({"scheduler": "step"}, "model.init_args.scheduler"),
+    ({"scheduler": "cosine_annealing", "annealing_epochs": 0}, "model.init_args.annealing_epochs"),
 ])
 def test_bad_optimisation_settings_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
@@ -175,6 +176,22 @@ def test_schedules_are_the_transformers_ones_and_lrs_are_logged_per_group(kind, 
         reference.step()
     assert [d for d, _ in seen] == pytest.approx([1e-2 * f for f in factors], rel=1e-6, abs=1e-9)
     assert [a for _, a in seen] == pytest.approx([2e-2 * f for f in factors], rel=1e-6, abs=1e-9)
+
+
+def test_cosine_annealing_steps_once_per_epoch_with_its_period(tmp_path):
+    """The released-code schedule some configs offer (e.g. SKESL's fine-tuning script): torch's
+    CosineAnnealingLR, T_max in epochs, periodic after it."""
+    model = _lfdnn(lr=1e-2, scheduler="cosine_annealing", annealing_epochs=2)
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[Record()], num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=make_batches(list(range(N)), 2))
+    # 1e-2 * (1 + cos(pi * epoch / 2)) / 2, back up after T_max
+    assert seen == pytest.approx([1e-2, 5e-3, 0.0, 5e-3, 1e-2], abs=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------- train/eval modes

@@ -44,7 +44,7 @@ DATA_ARGS = ("audio_dim", "vision_dim", "label_bound", "num_train_samples")
 #: the fields a frame-feature model reads by default
 FRAME_INPUTS = frozenset({"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision", "vision_lengths"})
 GROUP_KEYS = {"name", "prefixes", "lr", "weight_decay"}
-SCHEDULES = ("none", "linear", "cosine", "constant")
+SCHEDULES = ("none", "linear", "cosine", "constant", "cosine_annealing")
 
 
 def _key(name: str) -> str:
@@ -82,8 +82,11 @@ class MSARegressionModule(L.LightningModule):
             Biases and LayerNorm/BatchNorm weights never get weight decay.
         optimizer: ``adam`` or ``adamw``.
         scheduler: ``none``, ``linear`` (warm-up then linear decay to 0), ``cosine`` (warm-up then
-            cosine decay to 0) or ``constant`` (warm-up then constant), from ``transformers``.
+            cosine decay to 0) or ``constant`` (warm-up then constant), from ``transformers``; or
+            ``cosine_annealing``: torch's ``CosineAnnealingLR`` stepped once per epoch with period
+            ``annealing_epochs`` (down to 0 over that many epochs, then back up; what some authors' scripts do).
         warmup_ratio: share of the total training steps spent warming up linearly, in [0, 1).
+        annealing_epochs: ``T_max`` of ``cosine_annealing``, in epochs.
         metric_family: ``mosi`` (MOSI/MOSEI), ``sims``, ``simsv2``, or ``auto`` to take the
             datamodule's family at fit/test time.
     """
@@ -94,7 +97,8 @@ class MSARegressionModule(L.LightningModule):
     def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0, encoder_lr: float | None = None,
                  encoder_weight_decay: float = 0.0, param_groups: list[dict] | None = None,
                  optimizer: Literal["adam", "adamw"] = "adam",
-                 scheduler: Literal["none", "linear", "cosine", "constant"] = "none", warmup_ratio: float = 0.0,
+                 scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
+                 warmup_ratio: float = 0.0, annealing_epochs: int = 20,
                  metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto") -> None:
         super().__init__()
         check_optim_args(lr, weight_decay, warmup_ratio)
@@ -102,6 +106,9 @@ class MSARegressionModule(L.LightningModule):
             check_optim_args(lr if encoder_lr is None else encoder_lr, encoder_weight_decay, warmup_ratio, "encoder_")
         if scheduler not in SCHEDULES:
             raise ConfigError(f"{_key('scheduler')} must be one of {SCHEDULES}, got {scheduler!r}")
+        if int(annealing_epochs) < 1:
+            raise ConfigError(f"{_key('annealing_epochs')} must be >= 1, got {annealing_epochs!r}")
+        self.annealing_epochs = int(annealing_epochs)
         self.lr, self.weight_decay = lr, weight_decay
         self.encoder_lr_arg = encoder_lr
         self.encoder_lr = lr if encoder_lr is None else encoder_lr
@@ -341,6 +348,9 @@ class MSARegressionModule(L.LightningModule):
         optimizer = cls(self.parameter_groups())
         if self.scheduler_name == "none":
             return optimizer
+        if self.scheduler_name == "cosine_annealing":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.annealing_epochs)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         import transformers
 
         total = max(1, int(self.trainer.estimated_stepping_batches))

@@ -389,3 +389,31 @@ def test_two_process_ddp_killed_mid_epoch_resumes_with_each_rank_s_remaining_cli
     assert sorted(seen[0] + seen[1] + rest[0] + rest[1]) == TRAIN_IDS
     last = [i for rank in (0, 1) for r in _records(ids, rank) if r["epoch"] == 2 for i in r["ids"]]
     assert sorted(last) == TRAIN_IDS
+
+
+def test_a_loader_rebuilt_every_epoch_continues_the_epoch_orders(shards, tmp_path):
+    """``reload_dataloaders_every_n_epochs=1`` builds a new training loader each epoch: the orders are those of
+    one loader kept for the whole run (a new order each epoch, not epoch 1's again)."""
+    from msa_lightning.models.skesl import SKESLPretrain
+
+    class Seen(L.Callback):
+        def __init__(self):
+            self.ids = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.ids.append((trainer.current_epoch, tuple(batch.ids)))
+
+    runs = []
+    for reload in (0, 1):
+        L.seed_everything(0, verbose=False)
+        seen = Seen()
+        trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            reload_dataloaders_every_n_epochs=reload, callbacks=[seen], default_root_dir=tmp_path)
+        model = SKESLPretrain(text_model="tiny-bert", num_blocks=1, ffn_dim=16, head_hidden=8)
+        trainer.fit(model, SKESLStreamDataModule(str(shards), tokenizer="tiny-bert", text_max_length=12, batch_size=4,
+                                                 shuffle_seed=5))
+        runs.append(seen.ids)
+    assert runs[0] == runs[1]
+    epochs = [[ids for e, ids in runs[1] if e == epoch] for epoch in range(3)]
+    assert epochs[0] != epochs[1] != epochs[2]

@@ -471,6 +471,10 @@ class SKESLStreamDataModule(L.LightningDataModule):
         size = self.batch_size if train else self.eval_batch_size
         loader = SKESLStreamLoader(dataset, size, lambda clips: self.collate(clips, split), equal_batches=train,
                                    num_workers=self.num_workers, pin_memory=self._pin_memory())
+        if train:
+            # the loader counts its epochs from here (it draws epoch e's order at its e-th iteration): a loader
+            # built anew for a later epoch (reload_dataloaders_every_n_epochs) continues the count
+            loader.current_epoch = int(getattr(getattr(self, "trainer", None), "current_epoch", 0) or 0)
         if train and rank == 0:
             shares = loader.shares()
             log.info("%s: %d training clips over %d rank(s) (%s per rank), %d batches of up to %d per rank and "

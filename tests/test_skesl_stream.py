@@ -107,6 +107,9 @@ def test_batches_are_what_the_masked_datamodule_serves(shards, tok):
     assert [b.ids for b in epoch2] != [b.ids for b in epoch1]  # a new order every epoch ...
     words = lambda batches: {i: float(x) for b in batches for i, x in zip(b.ids, b.extras["skesl_label"])}  # noqa: E731
     assert words(epoch2) == words(epoch1)  # ... and the same masked words
+    text_only = _dm(shards, inputs=["text_ids", "text_mask", "text_segment"])  # e.g. w/o AV: frames not batched
+    batch = next(iter(text_only.train_dataloader()))
+    assert batch.audio is None and batch.vision is None and batch.text_ids is not None
 
 
 @pytest.mark.parametrize("workers", [0, 2])

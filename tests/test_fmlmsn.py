@@ -391,6 +391,11 @@ def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(tmp_path, sims
         assert (Path(records[name]["export"]) / "train" / "features.H.npy").is_file()
     eq8 = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "meta").rglob("eq8.json")]
     assert len(eq8) == 1 and eq8[0]["decision"] in ("reuse the stages", "retrain the stages")
+    # every stage ends with `msa test` of its best checkpoint (test: true): the report reads the test split
+    assert all(r["tested"] == r["best_ckpt"] for r in records.values())
+    report = _msa(["report", "runs", "--fmlmsn"], tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "FmlMSN results, test split" in report.stdout, report.stdout[:500]
     second = _msa(["pipeline", "pipeline.yaml"], tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("is up to date, skipped") == 4, second.stdout[-2000:]

@@ -411,6 +411,8 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     assert text and all(torch.equal(step1[k], step2["state_dict"][k]) for k in text)  # frozen, from step 1
     assert not any(k.startswith(("net.audio.", "net.vision.")) for k in step2["state_dict"])
     assert [g["name"] for g in step2["optimizer_states"][0]["param_groups"]] == ["default", "default/no_decay"]
+    assert "stage step2_mult: msa test" in done.stdout  # the shipped step-2 stages end with their test
+    assert "test/mae" in done.stdout
 
 
 @pytest.mark.parametrize("config, override, parts", [

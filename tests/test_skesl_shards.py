@@ -111,6 +111,9 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path):
     assert not set(train) & set(valid) and sorted([*train, *valid]) == ids  # disjoint and complete
     assert manifest["splits"] == {"train": len(train), "valid": len(valid)} and valid and train
     assert sorted(valid) == [c for c, d in zip(ids, fallback_draws(ids, "valid")) if d < 0.3]  # the id-hash rule
+    # written in the order of a hash of each id, not sorted (a chunk of sorted VoxCeleb ids is one speaker)
+    order = [c for c in ids if c in train]
+    assert list(train) == sorted(order, key=lambda c: fallback_draws([c], "order")[0]) and list(train) != order
     assert len(json.loads((out / "train" / "index.json").read_text())["chunks"]) > 1  # --chunk-bytes reached litdata
     texts = dict(line.split("\t") for line in (root / "transcripts.tsv").read_text().splitlines())
     for clip, item in {**train, **valid}.items():

@@ -14,7 +14,8 @@ How a build goes:
 
 1. **Join** (:func:`~msa_lightning.data.skesl_corpus.join_sources`): a clip missing from one source or with an
    empty transcript is left out and recorded, by id and reason.
-2. **Features, part by part**: the complete clips, sorted by id, are cut into parts of ``--clips-per-part``
+2. **Features, part by part**: the complete clips, in an order given by a hash of each id (so a shard chunk
+   mixes speakers; sorted VoxCeleb ids would group them), are cut into parts of ``--clips-per-part``
    clips, extracted by ``--workers`` processes (``--start-method``: ``forkserver`` by default, ``spawn`` works
    too: a task is a module-level function of picklable arguments). Each part's features are extracted (:func:`~msa_lightning.data.skesl_corpus.extract_clip`; a clip
    whose files fail is left out with its :class:`~msa_lightning.data.skesl_corpus.ClipError` reason) and
@@ -369,6 +370,9 @@ def build(args) -> int:
           f"{len(bad)} left out at the join")
     parts_dir = out / "parts"
     parts_dir.mkdir(exist_ok=True)
+    # parts (and so shard chunks) in an order drawn from a hash of each id, not sorted ids: sorted VoxCeleb ids
+    # put one speaker's clips side by side, and a streamed chunk would then be one speaker
+    complete = [complete[i] for i in np.argsort(fallback_draws(complete, "order"), kind="stable")]
     k = args.clips_per_part
     parts, tasks, reused = [], [], 0
     for number, start in enumerate(range(0, len(complete), k)):

@@ -52,6 +52,20 @@ def resolve_inputs(datamodule: L.LightningDataModule, inputs: set[str] | None) -
     return inputs
 
 
+def attached_world(datamodule) -> tuple[int, int]:
+    """(world size, global rank) of the trainer a DataModule is attached to; (1, 0) without one."""
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is None:
+        return 1, 0
+    return trainer.world_size, trainer.global_rank
+
+
+def pins_memory(datamodule) -> bool:
+    """Pin batches (``MSABatch.pin_memory``) when the attached trainer runs on a CUDA device."""
+    device = getattr(getattr(getattr(datamodule, "trainer", None), "strategy", None), "root_device", None)
+    return getattr(device, "type", "cpu") == "cuda"
+
+
 class MSADataModule(L.LightningDataModule):
     """Args:
         path: a feature pickle, or a folder holding the dataset's standard file names
@@ -246,15 +260,10 @@ class MSADataModule(L.LightningDataModule):
         return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 1, 0
-        return trainer.world_size, trainer.global_rank
+        return attached_world(self)
 
     def _pin_memory(self) -> bool:
-        """Pin batches (``MSABatch.pin_memory``) when the attached trainer runs on a CUDA device."""
-        device = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "root_device", None)
-        return getattr(device, "type", "cpu") == "cuda"
+        return pins_memory(self)
 
     def _check_ready(self, split: str) -> MSADataset:
         if split not in self.datasets:

@@ -66,7 +66,7 @@ from litdata.streaming.shuffle import Shuffle
 from litdata.utilities.env import _DistributedEnv
 
 from msa_lightning.batch import INPUT_FIELDS, MSABatch
-from msa_lightning.data.datamodule import TEXT_ID_FIELDS, resolve_inputs
+from msa_lightning.data.datamodule import TEXT_ID_FIELDS, attached_world, pins_memory, resolve_inputs
 from msa_lightning.data.sampling import batch_sizes, count_batches
 from msa_lightning.data.skesl_masking import LABEL_BOUND, _fast_tokenizer, load_intensity_lexicon, mask_sentiment_words
 from msa_lightning.errors import ConfigError, DataError
@@ -446,14 +446,10 @@ class SKESLStreamDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 1, 0
-        return trainer.world_size, trainer.global_rank
+        return attached_world(self)
 
     def _pin_memory(self) -> bool:
-        device = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "root_device", None)
-        return getattr(device, "type", "cpu") == "cuda"
+        return pins_memory(self)
 
     def _loader(self, split: str, train: bool) -> SKESLStreamLoader:
         m = self.manifest

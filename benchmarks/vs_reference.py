@@ -128,20 +128,29 @@ def swrm_datamodule(config: dict, k: int = 50):
     return SWRMBenchData(**config["init_args"])
 
 
+def clocks() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process). On a shared machine the CPU time is the steadier figure:
+    it counts the work done, not the time spent waiting for a core."""
+    return time.perf_counter(), time.process_time()
+
+
 class EpochTimer:
-    """Lightning callback: seconds of each training epoch including its validation."""
+    """Lightning callback: wall and CPU seconds of each training epoch including its validation."""
 
     def __init__(self) -> None:
         import lightning as L
 
         class _Timer(L.Callback):
             def on_train_epoch_start(inner, trainer, module):  # noqa: N805
-                inner.start = time.perf_counter()
+                inner.start = clocks()
 
             def on_train_epoch_end(inner, trainer, module):  # noqa: N805  (after the epoch's validation)
-                self.seconds.append(time.perf_counter() - inner.start)
+                now = clocks()
+                self.seconds.append(now[0] - inner.start[0])
+                self.cpu_seconds.append(now[1] - inner.start[1])
 
         self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
         self.callback = _Timer()
 
 
@@ -202,7 +211,8 @@ def run_suite(args: list[str], swrm: bool = False) -> dict:
     cli.trainer.callbacks.append(timer.callback)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)[0]
-    return {"epoch_seconds": timer.seconds, "test": {k: float(v) for k, v in test.items()}}
+    return {"epoch_seconds": timer.seconds, "cpu_seconds": timer.cpu_seconds,
+            "test": {k: float(v) for k, v in test.items()}}
 
 
 def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
@@ -226,10 +236,10 @@ def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
     model.ulgm.bound = float(model.hparams.label_bound)
     model.ulgm.init_labels(torch.tensor(dm.train_labels("M")))
     optimizer = torch.optim.Adam(model.parameter_groups())
-    seconds, best = [], float("inf")
+    seconds, cpu_seconds, best = [], [], float("inf")
     best_path = Path(args[1]).parent / "bare_best.pth"
     for epoch in range(epochs):
-        start = time.perf_counter()
+        start = clocks()
         model.train()
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(epoch)
@@ -255,9 +265,11 @@ def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
         if val_loss < best:  # as MMSA does: the best epoch's weights on disk
             best = val_loss
             torch.save(model.state_dict(), best_path)
-        seconds.append(time.perf_counter() - start)
+        now = clocks()
+        seconds.append(now[0] - start[0])
+        cpu_seconds.append(now[1] - start[1])
         print(f"  bare loop epoch {epoch + 1}: {seconds[-1]:.1f}s, val L1 {val_loss:.4f}", flush=True)
-    return {"epoch_seconds": seconds}
+    return {"epoch_seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 # ---------------------------------------------------------------------------------------------- MMSA
@@ -274,13 +286,13 @@ def run_mmsa(file: Path, encoder: Path, epochs: int, seed: int, out: Path) -> di
     do_train, do_test = trainer_class.do_train, trainer_class.do_test
 
     def timed_train(self, model, dataloader, return_epoch_results=False):
-        stamps.append(time.perf_counter())
+        stamps.append(clocks())
         return do_train(self, model, dataloader, return_epoch_results)
 
     def capped_test(self, model, dataloader, mode="VAL", return_sample_results=False):
         results = do_test(self, model, dataloader, mode, return_sample_results)
         if mode == "VAL":
-            stamps.append(time.perf_counter())
+            stamps.append(clocks())
             state["val"] += 1
             if state["val"] >= epochs:
                 self.args.early_stop = 0  # stop after this epoch; the best of the epochs so far is tested
@@ -297,7 +309,8 @@ def run_mmsa(file: Path, encoder: Path, epochs: int, seed: int, out: Path) -> di
                       log_dir=out / "mmsa" / "logs")
     finally:
         trainer_class.do_train, trainer_class.do_test = do_train, do_test
-    return {"epoch_seconds": list(np.diff(stamps)), "test": tests[-1] if tests else {}}
+    wall, cpu = np.diff(np.asarray(stamps), axis=0).T
+    return {"epoch_seconds": wall.tolist(), "cpu_seconds": cpu.tolist(), "test": tests[-1] if tests else {}}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -346,38 +359,40 @@ def main() -> None:
         runs["swrm"] = lambda: run_suite(swrm_args(args, out), swrm=True)
     if opts.bucketed:
         runs["bucketed"] = lambda: run_suite(bucketed_args(args, out))
-    results: dict[str, dict] = {name: {"epoch_seconds": [], "load": []} for name in runs}
+    results: dict[str, dict] = {name: {"epoch_seconds": [], "cpu_seconds": [], "load": []} for name in runs}
     for repeat in range(opts.repeats):
         for name, run in runs.items():
             before = load_average()
             r = run()
             results[name]["epoch_seconds"].append(r["epoch_seconds"])
+            results[name]["cpu_seconds"].append(r["cpu_seconds"])
             results[name]["load"].append(f"{before} -> {load_average()}")
             results[name].setdefault("test", r.get("test"))
-            print(f"[{repeat + 1}/{opts.repeats}] {name}: {', '.join(f'{x:.2f}' for x in r['epoch_seconds'])} s/epoch "
-                  f"(load {results[name]['load'][-1]})", flush=True)
-    print("\nseconds per epoch (training + validation), median over every epoch of every repeat:")
-    median = {}
-    for name, r in results.items():
-        median[name] = float(np.median([s for rep in r["epoch_seconds"] for s in rep]))
-        print(f"  {name:6s} {median[name]:7.2f}  (per repeat: "
-              f"{'; '.join(', '.join(f'{s:.2f}' for s in rep) for rep in r['epoch_seconds'])})")
-    if "mmsa" in median and "suite" in median:
-        print(f"  MMSA / suite (Self-MM): {median['mmsa'] / median['suite']:.2f}x (above 1: the suite is faster)")
-    if "bare" in median and "suite" in median:
-        print(f"  Lightning overhead (msa fit / bare loop): {median['suite'] / median['bare']:.2f}x")
-    if "swrm" in median and "suite" in median:
-        refine = median["swrm"] - median["suite"]
-        print(f"  SWRM refinement cost (suite SWRM - suite Self-MM): {refine:.2f} s/epoch")
-        if "mmsa" in median:
-            print(f"  SWRM: (MMSA Self-MM + refinement) / suite SWRM: {(median['mmsa'] + refine) / median['swrm']:.2f}x "
-                  "(the authors' fork not run: their refinement is taken to cost what the suite's does)")
-    if "bucketed" in median and "mmsa" in median:
-        print(f"  MMSA / suite with bucket_by_length: {median['mmsa'] / median['bucketed']:.2f}x (other batches)")
+            print(f"[{repeat + 1}/{opts.repeats}] {name}: {', '.join(f'{x:.2f}' for x in r['epoch_seconds'])} s/epoch, "
+                  f"CPU {', '.join(f'{x:.2f}' for x in r['cpu_seconds'])} s (load {results[name]['load'][-1]})", flush=True)
+    median, cpu = {}, {}
+    for clock, table, key in (("wall", median, "epoch_seconds"), ("CPU", cpu, "cpu_seconds")):
+        print(f"\n{clock} seconds per epoch (training + validation), median over every epoch of every repeat:")
+        for name, r in results.items():
+            table[name] = float(np.median([s for rep in r[key] for s in rep]))
+            print(f"  {name:8s} {table[name]:7.2f}  (per repeat: "
+                  f"{'; '.join(', '.join(f'{s:.2f}' for s in rep) for rep in r[key])})")
+        if "mmsa" in table and "suite" in table:
+            print(f"  MMSA / suite (Self-MM): {table['mmsa'] / table['suite']:.2f}x (above 1: the suite is faster)")
+        if "bare" in table and "suite" in table:
+            print(f"  Lightning overhead (msa fit / bare loop): {table['suite'] / table['bare']:.2f}x")
+        if "swrm" in table and "suite" in table:
+            refine = table["swrm"] - table["suite"]
+            print(f"  SWRM refinement cost (suite SWRM - suite Self-MM): {refine:.2f} s/epoch")
+            if "mmsa" in table:
+                print(f"  SWRM: (MMSA Self-MM + refinement) / suite SWRM: {(table['mmsa'] + refine) / table['swrm']:.2f}x "
+                      "(the authors' fork not run: their refinement is taken to cost what the suite's does)")
+        if "bucketed" in table and "mmsa" in table:
+            print(f"  MMSA / suite with bucket_by_length: {table['mmsa'] / table['bucketed']:.2f}x (other batches)")
     for name in ("mmsa", "suite", "swrm", "bucketed"):
         if results.get(name, {}).get("test"):
             print(f"test metrics ({name}): {json.dumps(results[name]['test'], sort_keys=True)}")
-    summary = {"threads": torch.get_num_threads(), "medians": median, "runs": results}
+    summary = {"threads": torch.get_num_threads(), "medians": median, "cpu_medians": cpu, "runs": results}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
 
 

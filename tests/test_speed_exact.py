@@ -1,8 +1,15 @@
 """Speed-ups that must not change results (issue 11, section 3): each batch's token padding is cut to the
 columns its samples attend to (``trim_text``, on by default), frames to the batch's longest sequence, the
 one-directional RNNs run over the padded batch instead of a packed one (the same function: equal up to float
-rounding, outputs and gradients), and batches can be pinned for GPU copies."""
+rounding, outputs and gradients), and batches can be pinned for GPU copies. The opt-in length-bucketing
+sampler (``bucket_by_length``, off by default because it changes the batches) keeps every sample once per
+epoch and its order a function of (seed, epoch)."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +25,8 @@ from msa_lightning.errors import DataError
 from msa_lightning.nn.rnn import SequenceEncoder
 from msa_lightning.models.swrm import SelfMMModule, SWRMModule
 from test_swrm_model import CONTEXT, SMALL, mosi_asr  # noqa: F401  (the synthetic MOSI-ASR fixture)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_text_width_keeps_attended_columns_and_stored_positions():
@@ -175,3 +184,29 @@ def test_bucket_by_length_is_off_by_default_and_orders_training_batches(syntheti
         plain_dm.train_dataloader().load_state_dict(state)
     with pytest.raises(DataError, match="bucket_by_length"):
         dm.train_dataloader().load_state_dict(plain_dm.train_dataloader().state_dict())
+
+
+@pytest.mark.slow
+def test_msa_fit_with_bucket_by_length(synthetic_mosi, cache_dir, tmp_path):
+    """As used: ``msa fit ... --data.init_args.bucket_by_length=true`` trains and its checkpoint records the
+    bucketed order; a value that is not a boolean is one error line naming the key."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MSA_DEBUG": ""}
+
+    def fit(*args):
+        return subprocess.run([sys.executable, "-m", "msa_lightning.cli", "fit",
+                               "--config", str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
+                               f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.cache_dir={cache_dir}",
+                               "--data.init_args.num_workers=0", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+                               "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+                               f"--trainer.default_root_dir={tmp_path}", *args],
+                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    proc = fit("--data.init_args.bucket_by_length=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    last = next(tmp_path.rglob("last.ckpt"))
+    state = torch.load(last, map_location="cpu", weights_only=False)["loops"]["fit_loop"]["state_dict"]
+    assert state["combined_loader"][0]["bucketed"] is True
+    bad = fit("--data.init_args.bucket_by_length=maybe")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    error = [line for line in bad.stderr.splitlines() if line.startswith("msa: error:")]
+    assert len(error) == 1 and "data.init_args.bucket_by_length" in error[0], bad.stderr[-2000:]

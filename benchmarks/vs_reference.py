@@ -65,7 +65,44 @@ SUITE_CONFIG = REPO / "configs" / "swrm" / "selfmm_mosi.yaml"
 
 
 # ---------------------------------------------------------------------------------------------- inputs
+def read_sentences() -> list[str]:
+    """The real MOSI transcripts when ``../shared`` is there, else none (synthetic transcripts are used)."""
+    if not LABELS_CSV.is_file():
+        return []
+    with open(LABELS_CSV, newline="") as f:
+        return [row["text"] for row in csv.DictReader(f) if row.get("text")]
+
+
+def save_bert_base_shaped(out: Path) -> Path:
+    """BERT-base's architecture with random weights (no hub here) and a whole-word vocabulary of the
+    transcripts' words, so that a transcript has about as many tokens as bert-base-uncased's WordPiece gives
+    it (one per word and punctuation mark; WordPiece splits a few rare words more), not the tiny tokenizer's
+    ~2.7 pieces per word that fill every batch to 50 tokens."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers.models.bert.tokenization_bert import BasicTokenizer
+
+    from msa_lightning.data.synthetic import make_synthetic
+
+    folder = out / "bert-base-shaped"
+    if (folder / "config.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    sentences = read_sentences()
+    if not sentences:  # the synthetic transcripts' words
+        data = pickle.loads(Path(make_synthetic("mosi", out / "vocab_source.pkl", size_factor=1.0)).read_bytes())
+        sentences = [str(t) for split in data.values() for t in split["raw_text"]]
+    basic = BasicTokenizer(do_lower_case=True)
+    words = sorted({w for sentence in sentences for w in basic.tokenize(sentence)})
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(words) + 5)).save_pretrained(folder)
+    return folder
+
+
 def save_encoder(out: Path, encoder: str | None) -> Path:
+    if encoder == "bert-base-shaped":
+        return save_bert_base_shaped(out)
     if encoder:
         return Path(encoder)
     from msa_lightning.nn.pretrained import load_model, load_tokenizer
@@ -88,9 +125,8 @@ def make_file(out: Path, encoder: Path, size_factor: float, seed: int) -> tuple[
     with open(path, "rb") as f:
         data = pickle.load(f)
     source = "synthetic transcripts"
-    if LABELS_CSV.is_file():
-        with open(LABELS_CSV, newline="") as f:
-            sentences = [row["text"] for row in csv.DictReader(f) if row.get("text")]
+    sentences = read_sentences()
+    if sentences:
         rng = np.random.default_rng(seed)
         for split in data.values():
             split["raw_text"] = np.asarray([sentences[i] for i in rng.integers(0, len(sentences), len(split["raw_text"]))],
@@ -106,7 +142,8 @@ def make_file(out: Path, encoder: Path, size_factor: float, seed: int) -> tuple[
     with open(final, "wb") as f:
         pickle.dump(data, f, protocol=4)
     words = np.mean([len(str(t).split()) for t in data["train"]["raw_text"]])
-    return final, f"{source}; {words:.1f} words per transcript on average"
+    tokens = data["train"]["text_bert"][:, 1].sum(1).mean()
+    return final, f"{source}; {words:.1f} words and {tokens:.1f} tokens per transcript on average"
 
 
 # ---------------------------------------------------------------------------------------------- the suite
@@ -321,7 +358,9 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/bench_vs_reference")
-    parser.add_argument("--encoder", default=None, help="a local BERT folder (default: tiny-bert saved to --out)")
+    parser.add_argument("--encoder", default=None,
+                        help="a local BERT folder, or bert-base-shaped (BERT-base architecture, random weights, a "
+                             "whole-word vocabulary of the transcripts); default: tiny-bert saved to --out")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--size-factor", type=float, default=0.25, help="fraction of MOSI's split sizes")
     parser.add_argument("--seed", type=int, default=1111)

@@ -45,6 +45,7 @@ DATA_ARGS = ("audio_dim", "vision_dim", "label_bound", "num_train_samples")
 FRAME_INPUTS = frozenset({"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision", "vision_lengths"})
 GROUP_KEYS = {"name", "prefixes", "lr", "weight_decay"}
 SCHEDULES = ("none", "linear", "cosine", "constant", "cosine_annealing")
+STEP_SCHEDULES = ("linear", "cosine", "constant")  # stepped every optimiser step (the learning rate moves per step)
 
 
 def _key(name: str) -> str:
@@ -117,6 +118,7 @@ class MSARegressionModule(L.LightningModule):
         self.optimizer_name, self.scheduler_name, self.warmup_ratio = optimizer, scheduler, warmup_ratio
         self.metric_family = metric_family
         self.net: nn.Module | None = None
+        self._lr_logged_epoch = -1
         self.val_metrics: MSAMetrics | None = None
         self.test_metrics: MSAMetrics | None = None
         self.loss_means = nn.ModuleDict()  # sample-weighted epoch means of the losses, created on first use
@@ -217,7 +219,11 @@ class MSARegressionModule(L.LightningModule):
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=size)
         self._mean("train/loss_epoch").update(loss.detach(), size)
-        self._log_learning_rates(size)
+        if self.scheduler_name in STEP_SCHEDULES:
+            self._log_learning_rates(size, on_step=True)
+        elif self._lr_logged_epoch != self.current_epoch:  # constant within an epoch: once (each log call costs)
+            self._log_learning_rates(size, on_step=False)
+            self._lr_logged_epoch = self.current_epoch
         self.after_training_forward(outputs, batch)
         return loss
 
@@ -335,13 +341,14 @@ class MSARegressionModule(L.LightningModule):
                                    "weight_decay": 0.0 if no_decay else spec["weight_decay"]})
         return groups
 
-    def _log_learning_rates(self, size: int) -> None:
+    def _log_learning_rates(self, size: int, on_step: bool) -> None:
+        """``lr/<group>``: every step under a per-step schedule, else once per epoch (in the epoch's row)."""
         if self._trainer is None or not self.trainer.optimizers:
             return
         for group in self.trainer.optimizers[0].param_groups:
             name = group.get("name")
             if name and not name.endswith("/no_decay"):
-                self.log(f"lr/{name}", float(group["lr"]), batch_size=size)
+                self.log(f"lr/{name}", float(group["lr"]), batch_size=size, on_step=on_step, on_epoch=not on_step)
 
     def configure_optimizers(self):
         cls = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam

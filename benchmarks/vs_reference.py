@@ -79,7 +79,7 @@ def save_bert_base_shaped(out: Path) -> Path:
     it (one per word and punctuation mark; WordPiece splits a few rare words more), not the tiny tokenizer's
     ~2.7 pieces per word that fill every batch to 50 tokens."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
-    from transformers.models.bert.tokenization_bert import BasicTokenizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
 
     from msa_lightning.data.synthetic import make_synthetic
 
@@ -91,8 +91,8 @@ def save_bert_base_shaped(out: Path) -> Path:
     if not sentences:  # the synthetic transcripts' words
         data = pickle.loads(Path(make_synthetic("mosi", out / "vocab_source.pkl", size_factor=1.0)).read_bytes())
         sentences = [str(t) for split in data.values() for t in split["raw_text"]]
-    basic = BasicTokenizer(do_lower_case=True)
-    words = sorted({w for sentence in sentences for w in basic.tokenize(sentence)})
+    split = BertPreTokenizer()  # BERT's word and punctuation split (the tokenizer lower-cases first)
+    words = sorted({w for sentence in sentences for w, _ in split.pre_tokenize_str(sentence.lower())})
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
     torch.manual_seed(0)

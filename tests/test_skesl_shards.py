@@ -196,18 +196,21 @@ def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path):
                       "--clips-per-part", "1")
     proc = subprocess.Popen([*MSA, *map(str, args)], cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    def finished_parts() -> list[Path]:  # a part is written to a temporary name, then renamed
+        return [p for p in (out / "parts").glob("part-*.npz") if ".tmp" not in p.name]
+
     deadline = time.monotonic() + 300
-    while not list((out / "parts").glob("part-*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+    while not finished_parts() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    done = len(list((out / "parts").glob("part-*.npz")))
+    done = len(finished_parts())
     assert 1 <= done < 5 and not (out / "train").exists()
-    assert not list((out / "parts").glob("*.tmp*"))  # a part is written whole or not at all
 
     resumed = msa(tmp_path, *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"5 parts of up to 1 clips: {done} reused from an earlier run, {5 - done} extracted" in resumed.stdout
+    assert not list(out.rglob("*.tmp*"))  # a part the kill cut short is not reused nor left behind
     items = {**read_split(out / "train"), **read_split(out / "valid")}
     assert sorted(items) == corpus_ids(root)
     for item in items.values():  # synthetic tones lie between 120 and 240 Hz; unvoiced frames are 0

@@ -370,6 +370,8 @@ def build(args) -> int:
           f"{len(bad)} left out at the join")
     parts_dir = out / "parts"
     parts_dir.mkdir(exist_ok=True)
+    for stale in parts_dir.glob("*.tmp*"):  # a part half-written by a killed build (finished parts are renamed)
+        stale.unlink()
     # parts (and so shard chunks) in an order drawn from a hash of each id, not sorted ids: sorted VoxCeleb ids
     # put one speaker's clips side by side, and a streamed chunk would then be one speaker
     complete = [complete[i] for i in np.argsort(fallback_draws(complete, "order"), kind="stable")]

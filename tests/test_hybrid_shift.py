@@ -63,11 +63,16 @@ def make_net(**kwargs) -> HybridShiftNet:
 
 
 # ---------------------------------------------------------------------------------------------- split Transformer
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("left", [False, True], ids=["right_pad", "left_pad"])
 @pytest.mark.parametrize("name", TEXT_MODELS)
-def test_split_at_every_layer_reproduces_unsplit_encoder(name, left):
+def test_split_at_every_layer_reproduces_unsplit_encoder(name, left, attention):
+    """On whatever transformers is installed: the split encoder builds its masks through public API only,
+    in the format of each attention implementation."""
     torch.manual_seed(0)
     model = load_model(name, num_layers=3).eval()
+    if name != "tiny-xlnet":  # XLNet has one attention implementation of its own
+        model.set_attn_implementation(attention)
     batch = make_batch(left=left)
     ids, mask, seg = batch.text_ids, batch.text_mask, batch.text_segment
     with torch.no_grad():

@@ -75,7 +75,7 @@ class AudioEncoder(nn.Module):
             self.model = HubertModel(tiny_hubert_config(**tiny_kwargs))
         else:
             self.model = load_model(pretrained)
-        if not hasattr(self.model, "_get_feat_extract_output_lengths"):
+        if not all(hasattr(self.model.config, key) for key in ("conv_kernel", "conv_stride")):
             raise ConfigError(
                 f"pretrained audio model {pretrained!r} is a {type(self.model).__name__}, not a speech model of "
                 f"the HuBERT / wav2vec 2.0 family (model.init_args.audio_model)"
@@ -96,8 +96,18 @@ class AudioEncoder(nn.Module):
         return self.model.config.hidden_size
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
-        """Number of output frames that valid samples produce (the convolutions' arithmetic)."""
-        return self.model._get_feat_extract_output_lengths(sample_lengths).long()
+        """Number of output frames that valid samples produce: each unpadded convolution of the waveform
+        encoder (``config.conv_kernel``/``conv_stride``) maps ``n`` samples to ``(n - k) // s + 1``; a
+        wav2vec 2.0 adapter (``add_adapter``) adds convolutions with padding 1."""
+        config = self.model.config
+        lengths = sample_lengths.long()
+        for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        if getattr(config, "add_adapter", False):
+            for _ in range(config.num_adapter_layers):
+                lengths = torch.div(lengths + 2 - config.adapter_kernel_size, config.adapter_stride,
+                                    rounding_mode="floor") + 1
+        return lengths
 
     def forward(self, waveform: torch.Tensor, waveform_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -32,6 +32,20 @@ import torch
 from torch import nn
 
 
+def encoder_attention_mask(model: nn.Module, embeddings: torch.Tensor, attention_mask: torch.Tensor):
+    """The mask a BERT-like model's layers take, in the format of its attention implementation.
+
+    transformers >= 4.53: ``masking_utils.create_bidirectional_mask`` (the public builder the model
+    files call: eager -> additive 4-d, SDPA -> boolean 4-d or ``None`` when nothing is padded, ...);
+    older releases: ``get_extended_attention_mask``, an additive ``[B, 1, 1, L]`` mask.
+    """
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+    except ImportError:  # transformers < 4.53
+        return model.get_extended_attention_mask(attention_mask, attention_mask.shape)
+    return create_bidirectional_mask(config=model.config, inputs_embeds=embeddings, attention_mask=attention_mask)
+
+
 @dataclass
 class SplitContext:
     """What the layers after the split need besides the hidden states (built once per batch)."""
@@ -131,12 +145,8 @@ class SplitTransformer(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         emb = model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-        if hasattr(model, "_create_attention_masks"):  # transformers 5.x: the format its attention expects
-            mask, _ = model._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None,
-                                                    embedding_output=emb, encoder_hidden_states=None,
-                                                    past_key_values=None)
-        else:  # transformers 4.x: additive [B, 1, 1, L] mask
-            mask = model.get_extended_attention_mask(attention_mask, input_ids.shape)
+        return emb, SplitContext(attention_mask, {"mask": encoder_attention_mask(model, emb, attention_mask)})
+
         return emb, SplitContext(attention_mask, {"mask": mask})
 
     # ------------------------------------------------------------------ XLNet

@@ -45,6 +45,8 @@ keep their names.) The official checkpoints expect frames normalised with mean
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -391,6 +393,22 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
     return config
 
 
+def _numpy_safe_globals(names: list[str]) -> list:
+    """What ``torch.load(weights_only=True)`` needs for the numpy scalars a checkpoint holds: the scalar
+    reconstructor it names (``numpy._core.multiarray.scalar`` in numpy 2, ``numpy.core...`` before; resolved
+    from the file's own name, as the module moved), ``numpy.dtype`` and the dtype classes of
+    ``numpy.dtypes``. Nothing else, nothing executable."""
+    import numpy as np
+
+    allowed = [np.dtype] + [c for c in vars(np.dtypes).values() if isinstance(c, type) and issubclass(c, np.dtype)]
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        if module.split(".", 1)[0] == "numpy" and attr == "scalar":
+            with contextlib.suppress(ImportError, AttributeError):
+                allowed.append(getattr(importlib.import_module(module), attr))
+    return allowed
+
+
 def _read_checkpoint(checkpoint: str | Path) -> dict:
     path = Path(checkpoint).expanduser()
     if not path.is_file():
@@ -400,14 +418,11 @@ def _read_checkpoint(checkpoint: str | Path) -> dict:
             f"Video Swin checkpoint {str(path)!r} does not exist; download torchvision's swin3d_t "
             f"Kinetics-400 weights or the official Video Swin checkpoint and pass its path"
         )
-    # mmaction checkpoints keep numpy scalars in their meta data: allow those types, nothing executable
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    numpy_types = [core.multiarray.scalar, np.dtype] + [type(np.dtype(t)) for t in
-                                                         ("float64", "float32", "int64", "int32", "bool")]
+    # mmaction checkpoints keep numpy scalars in their meta data: allow the numpy reconstructors the file
+    # names (found by torch's own scan), nothing executable
     try:
-        with torch.serialization.safe_globals(numpy_types):
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        with torch.serialization.safe_globals(_numpy_safe_globals(named)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: many error types
         raise MSAError(f"cannot read Video Swin checkpoint {str(path)!r}: {type(err).__name__}: {err}") from None

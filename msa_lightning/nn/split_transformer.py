@@ -20,8 +20,9 @@ checks for BERT and XLNet with padding present.
 after the last layer (``upper`` is then the identity, up to XLNet's final dropout).
 
 Supported: BERT-like encoders (anything with ``.embeddings`` and ``.encoder.layer``: BERT, RoBERTa,
-ELECTRA, ...) and XLNet (``model_type == "xlnet"``), in the installed transformers (5.x) and the 4.x
-layer API (layers that return tuples).
+ELECTRA, ...) and XLNet (``model_type == "xlnet"``). Only public transformers API is used (the modules
+themselves and ``masking_utils``), so a new release cannot break the split silently: the equality test runs
+on whatever is installed.
 """
 from __future__ import annotations
 
@@ -33,16 +34,10 @@ from torch import nn
 
 
 def encoder_attention_mask(model: nn.Module, embeddings: torch.Tensor, attention_mask: torch.Tensor):
-    """The mask a BERT-like model's layers take, in the format of its attention implementation.
+    """The mask a BERT-like model's layers take, in the format of its attention implementation, from the
+    public builder the model files call (eager: additive 4-d; SDPA: boolean 4-d, or None without padding)."""
+    from transformers.masking_utils import create_bidirectional_mask
 
-    transformers >= 4.53: ``masking_utils.create_bidirectional_mask`` (the public builder the model
-    files call: eager -> additive 4-d, SDPA -> boolean 4-d or ``None`` when nothing is padded, ...);
-    older releases: ``get_extended_attention_mask``, an additive ``[B, 1, 1, L]`` mask.
-    """
-    try:
-        from transformers.masking_utils import create_bidirectional_mask
-    except ImportError:  # transformers < 4.53
-        return model.get_extended_attention_mask(attention_mask, attention_mask.shape)
     return create_bidirectional_mask(config=model.config, inputs_embeds=embeddings, attention_mask=attention_mask)
 
 

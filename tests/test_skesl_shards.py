@@ -18,7 +18,8 @@ import pytest
 
 from msa_lightning.data import skesl_corpus as corpus
 from msa_lightning.data.skesl_masking import fallback_draws
-from msa_lightning.data.skesl_shards import extract_part, part_items, part_key
+from msa_lightning.data.skesl_shards import chunk_bytes, extract_part, part_items, part_key
+from msa_lightning.errors import ConfigError
 
 MSA = [sys.executable, "-m", "msa_lightning.cli"]
 FAST = ["--f0", "zcr", "--sample-rate", "16000", "--valid-share", "0.3"]
@@ -86,6 +87,16 @@ def test_part_file_round_trip_and_key(tmp_path):
     assert part_key(clips, {**features, "f0": "pyin"}) != key
     os.utime(clips[0][2], ns=(1, 1))
     assert part_key(clips, features) != key
+
+
+def test_chunk_bytes_reads_litdata_s_spelling():
+    """``--chunk-bytes``: a number of bytes or litdata's decimal units, case-insensitive; anything else is one
+    ConfigError."""
+    assert chunk_bytes("64MB") == 64_000_000 and chunk_bytes("500kB") == 500_000 and chunk_bytes("1000000") == 10**6
+    assert chunk_bytes("1.5 gb") == 1_500_000_000 and chunk_bytes("2k") == 2000 and chunk_bytes("7b") == 7
+    for bad in ("", "0", "-5MB", "64 MiB", "MB", "1e6", "64MB!"):
+        with pytest.raises(ConfigError, match="--chunk-bytes: expected a size such as 64MB"):
+            chunk_bytes(bad)
 
 
 # ------------------------------------------------------------------------------------------- the real command

@@ -167,6 +167,72 @@ def test_loader_state_resumes_mid_epoch_on_every_rank(shards, workers):
     assert [b.ids for b in more_ranks] == [b.ids for b in reference]  # epoch 2 of the new setting
 
 
+def test_epoch_shares_are_contiguous_chunk_runs_cut_by_rank_then_worker():
+    """Chunks in a (seed, epoch) order, their items cut into contiguous shares (sizes by rank, then worker,
+    differing by at most one), each chunk's piece permuted by (seed, epoch, chunk); without shuffle the shards'
+    order; the rank's clips alternate between its workers' shares."""
+    from msa_lightning.data.skesl_stream import epoch_shares, interleave
+
+    sizes = [4, 4, 4, 4, 4, 3]
+    chunk_of = np.repeat(np.arange(len(sizes)), sizes)
+    for epoch in (1, 2):
+        shares = epoch_shares(sizes, seed=5, epoch=epoch, shuffle=True, world_size=2, num_workers=2)
+        assert [len(s) for s in shares] == [6, 6, 6, 5]
+        assert sorted(np.concatenate(shares).tolist()) == list(range(23))
+        order = np.random.RandomState([5, epoch]).permutation(len(sizes)).tolist()
+        runs = [c for share in shares for c in dict.fromkeys(chunk_of[share].tolist())]
+        assert [c for c in dict.fromkeys(runs)] == order  # the chunks' sequence, cut into shares
+        for share in shares:  # a piece of a chunk is one run
+            assert len(dict.fromkeys(chunk_of[share].tolist())) == len(np.flatnonzero(np.diff(chunk_of[share]))) + 1
+    plain = epoch_shares(sizes, seed=5, epoch=3, shuffle=False, world_size=3, num_workers=1)
+    assert [s.tolist() for s in plain] == [list(range(0, 8)), list(range(8, 16)), list(range(16, 23))]
+    assert interleave([np.array([1, 2, 3]), np.array([7, 8])]).tolist() == [1, 7, 2, 8, 3]
+
+
+# rank 0's loader state after 2 batches of epoch 2 (2 ranks, batch 3, seed 5, the `shards` fixture), as the
+# litdata-based loader of earlier versions wrote it into checkpoints ("dataset" trimmed: litdata's own keys)
+LITDATA_ERA_STATE = {
+    "dataset": {"num_samples_yielded": 6, "num_workers": 1, "batch_size": 1, "current_epoch": 2, "seed": 5,
+                "drop_last": False, "world_size": 2, "shuffle": True, "sample_in_epoch": 12},
+    "current_epoch": 2, "num_samples_yielded": 6, "latest_worker_idx": 0,
+    "msa": {"batches": 2, "epoch_batches": 4, "world_size": 2, "num_workers": 0, "batch_size": 3, "clips": 23,
+            "seed": 5, "shuffle": True}}
+
+
+def test_a_checkpoint_of_the_litdata_based_loader_resumes(shards):
+    """Checkpoints written before the loader kept its own order (its state then held litdata's too) resume:
+    each rank serves the rest of epoch 2, as an uninterrupted run (the epoch orders are those of that loader)."""
+    for rank in (0, 1):
+        reference = _dm(shards, 2, rank).train_dataloader()
+        list(reference)
+        epoch2 = [b.ids for b in reference]
+        resumed = _dm(shards, 2, rank).train_dataloader()
+        resumed.load_state_dict(LITDATA_ERA_STATE)
+        assert [b.ids for b in resumed] == epoch2[2:], rank
+
+
+def test_only_litdata_s_public_api_is_used():
+    """The shard reader and builder import from litdata only names of its top-level ``__all__`` (no private module
+    or class that a litdata release may change: the loader's order, shares and state are the suite's own)."""
+    import ast
+
+    import litdata
+
+    for module in ("skesl_stream.py", "skesl_shards.py"):
+        tree = ast.parse((REPO / "msa_lightning" / "data" / module).read_text())
+        used = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "litdata":
+                assert node.module == "litdata", (module, node.module)
+                used += [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                assert all(a.name == "litdata" or not a.name.startswith("litdata") for a in node.names), module
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "litdata":
+                used.append(node.attr)
+        assert used, module
+        assert set(used) <= set(litdata.__all__) | {"__version__"}, (module, sorted(set(used) - set(litdata.__all__)))
+
+
 def test_missing_unfinished_or_inconsistent_shards_are_one_clear_error(shards, tmp_path):
     with pytest.raises(DataError, match=r"absent: no SKESL pretraining shards here .*msa pretrain-data build"):
         read_manifest(tmp_path / "absent")
@@ -420,3 +486,16 @@ def test_a_loader_rebuilt_every_epoch_continues_the_epoch_orders(shards, tmp_pat
     assert runs[0] == runs[1]
     epochs = [[ids for e, ids in runs[1] if e == epoch] for epoch in range(3)]
     assert epochs[0] != epochs[1] != epochs[2]
+
+
+def test_predict_serves_the_held_out_clips_in_shard_order(shards, tmp_path):
+    """``Trainer.predict`` (``msa predict``) on the streamed shards: every held-out clip once, in shard order (the
+    loader is not a DataLoader, so Lightning does not try to re-create it with an index-tracking sampler)."""
+    from msa_lightning.models.skesl import SKESLPretrain
+
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    model = SKESLPretrain(text_model="tiny-bert", num_blocks=1, ffn_dim=16, head_hidden=8)
+    out = trainer.predict(model, datamodule=SKESLStreamDataModule(str(shards), tokenizer="tiny-bert",
+                                                                  text_max_length=12, eval_batch_size=4))
+    assert [i for batch in out for i in batch["ids"]] == [_clip(i)["id"] for i in range(1000, 1000 + N_VALID)]

@@ -49,6 +49,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import time
@@ -165,7 +166,7 @@ def _check_args(args) -> None:
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: expected a positive number, found {getattr(args, name)}")
     if args.shard_workers < 0:
-        raise ConfigError(f"--shard-workers: expected 0 (write in this process) or more, found {args.shard_workers}")
+        raise ConfigError(f"--shard-workers: expected 0 (one writer process) or more, found {args.shard_workers}")
     if not 0 < args.valid_share < 1:
         raise ConfigError(f"--valid-share: expected a share in (0, 1), found {args.valid_share:g}")
     if not 0 <= args.max_bad_share <= 1:
@@ -187,14 +188,15 @@ def _probe_audio_settings(sample_rate: int, hop_length: int, f0: str) -> None:
                           f"cannot be computed at these settings ({type(err).__name__}: {err})") from None
 
 
-def chunk_bytes(value: str) -> int:
-    """``--chunk-bytes`` in bytes: a plain number or litdata's spelling (``64MB``, ``500kB``)."""
-    from litdata.utilities.format import _convert_bytes_to_int
+#: ``--chunk-bytes`` units, decimal as litdata's own spelling (``64MB`` = 64,000,000 bytes)
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12}
 
-    try:
-        n = int(value) if str(value).strip().isdigit() else _convert_bytes_to_int(str(value))
-    except ValueError:
-        n = 0
+
+def chunk_bytes(value: str) -> int:
+    """``--chunk-bytes`` in bytes: a plain number or litdata's spelling (``64MB``, ``500kB``; decimal units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", str(value).lower())
+    n = int(float(match[1]) * _BYTE_UNITS[match[2]]) if match and match[2] in _BYTE_UNITS else 0
     if n <= 0:
         raise ConfigError(f"--chunk-bytes: expected a size such as 64MB, 500kB or 1000000, found {value!r}")
     return n
@@ -286,29 +288,25 @@ def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: 
 
 def _write_split(folder: Path, parts: list[str], split: str, valid_share: float, size: str,
                  shard_workers: int, cache: Path, start_method: str = DEFAULT_START) -> None:
-    """One split's litdata shards in ``folder``: in this process with litdata's writer (``shard_workers`` 0), or
-    with ``litdata.optimize`` and that many worker processes (worth it when the parts are on slow storage)."""
-    if shard_workers == 0:
-        from litdata.streaming.cache import Cache
-
-        writer = Cache(str(folder), chunk_bytes=chunk_bytes(size))
-        n = 0
-        for path in parts:
-            for item in part_items(path, split, valid_share):
-                writer[n] = item
-                n += 1
-        writer.done()
-        writer.merge()
-        return
+    """One split's litdata shards in ``folder``, written in the parts' order by ``litdata.optimize`` (litdata's
+    public writer): for ``shard_workers`` 0 by one writer process forked from this one (it starts at once: a
+    forkserver or spawned process would import the ``msa`` command first, seconds to tens of seconds, for a job that
+    is I/O-bound), else by that many processes started by ``start_method`` (worth it when the parts are on slow
+    storage). The build runs no thread of its own by then (tqdm's monitor sleeps), so forking it is safe."""
     import litdata
 
+    workers = max(shard_workers, 1)
+    if shard_workers == 0 and "fork" in multiprocessing.get_all_start_methods():
+        start_method = "fork"
+    elif start_method == "forkserver":  # the writers fork from a server that has imported this module (SplitItems)
+        multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
     # optimize's workers stage files under a temporary cache: keep it inside OUT, not in a /tmp shared by builds
     saved = {k: os.environ.get(k) for k in ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")}
     os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = str(cache / "chunks")
     os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = str(cache / "data")
     try:
         litdata.optimize(fn=SplitItems(parts, split, valid_share), inputs=list(range(len(parts))),
-                         output_dir=str(folder), chunk_bytes=chunk_bytes(size), num_workers=shard_workers,
+                         output_dir=str(folder), chunk_bytes=chunk_bytes(size), num_workers=workers,
                          reorder_files=False, keep_data_ordered=True, start_method=start_method, verbose=False)
     finally:
         for k, v in saved.items():

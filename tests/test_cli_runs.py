@@ -195,6 +195,64 @@ def test_failed_seed_keeps_the_finished_ones(synthetic_mosi, cache_dir, tmp_path
     assert "n=2" in report and "lfdnn" in report
 
 
+def test_seeds_keep_earlier_results_and_refuse_another_config(synthetic_mosi, cache_dir, tmp_path):
+    """A second `msa seeds` into the same --out keeps the seeds already there (a seed run again replaces its
+    own row), refuses another config's tables, and --out naming a file is one error line."""
+    from msa_lightning.tools.results import write_seed_tables
+    from msa_lightning.tools.runs import RECORD, run_record
+
+    config = seeds_config(tmp_path, synthetic_mosi, cache_dir)
+    out = tmp_path / "out"
+    write_seed_tables({1111: {"mae": 9.5, "corr": 0.1}, 4242: {"mae": 1.25, "corr": 0.5}}, out, "lfdnn")
+    (out / RECORD).write_text(__import__("json").dumps(run_record([str(config)], [], "lfdnn")))
+    proc = ok(run_msa("seeds", "--config", config, "--seeds", 1111, "--out", out, cwd=tmp_path))
+    kept = [line for line in proc.stdout.splitlines() if line.startswith("msa: seeds:")]
+    assert kept == [f"msa: seeds: keeping the earlier results of seeds 1111, 4242 in {out / 'per_seed.csv'}; "
+                    "seed 1111 is run again and replaces its row"], proc.stdout[-3000:]
+    rows = {r["seed"]: r for r in csv.DictReader(open(out / "per_seed.csv"))}
+    assert list(rows) == ["1111", "4242"] and float(rows["4242"]["mae"]) == 1.25  # kept as it was
+    assert 0 < float(rows["1111"]["mae"]) < 3 and "acc2_has0" in rows["1111"]  # replaced by the new run
+    summary = next(csv.DictReader(open(out / "summary.csv")))
+    assert summary["n_seeds"] == "2" and float(summary["mae_mean"]) == pytest.approx(
+        (float(rows["1111"]["mae"]) + 1.25) / 2)
+
+    before = {name: (out / name).read_bytes() for name in ("per_seed.csv", "summary.csv", RECORD)}
+    refused = run_msa("seeds", "--config", config, "--seeds", 1112, "--out", out, "--", "--trainer.max_epochs=2",
+                      cwd=tmp_path)
+    from test_cli_errors import assert_one_line_error
+
+    assert_one_line_error(refused, f"--out {out}: per_seed.csv holds seeds 1111, 4242 of another config",
+                          "overrides (none) -> --trainer.max_epochs=2", "--force")
+    assert {name: (out / name).read_bytes() for name in before} == before and not (out / "seed1112").exists()
+
+    assert_one_line_error(run_msa("seeds", "--config", config, "--seeds", 1112, "--out", config, cwd=tmp_path),
+                          f"--out {config}: an existing file, not a folder")
+
+
+def test_seeds_force_moves_another_configs_tables_aside(tmp_path, capsys):
+    from msa_lightning.errors import MSAError
+    from msa_lightning.tools.results import write_seed_tables
+    from msa_lightning.tools.runs import RECORD, earlier_results, run_record
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("# comments do not count\nmodel: {init_args: {lr: 0.001}}\n")
+    b.write_text("model:\n  init_args:\n    lr: 0.002\n")
+    out = tmp_path / "out"
+    write_seed_tables({1111: {"mae": 0.5}}, out, "x")
+    assert earlier_results(out, run_record([str(a)], [], "x"), [1112], False) == {1111: {"mae": 0.5}}
+    assert "(no record of their config" in capsys.readouterr().out  # tables from before the record existed
+    (out / RECORD).write_text(__import__("json").dumps(run_record([str(a)], [], "x")))
+    a.write_text("model: {init_args: {lr: 0.001}}  # the same config\n")
+    assert earlier_results(out, run_record([str(a)], [], "y"), [1112], False) == {1111: {"mae": 0.5}}
+    with pytest.raises(MSAError, match=r"config 1 \(b.yaml\) model.init_args.lr: 0.001 -> 0.002"):
+        earlier_results(out, run_record([str(b)], [], "x"), [1112], False)
+    assert earlier_results(out, run_record([str(b)], [], "x"), [1112], True) == {}
+    aside = [p for p in out.iterdir() if p.name.startswith("replaced-")]
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == sorted(
+        ["per_seed.csv", "summary.csv", "summary.md", RECORD])
+    assert f"moved to {aside[0]}" in capsys.readouterr().out and not (out / "per_seed.csv").exists()
+
+
 @pytest.mark.parametrize("fragment", ["trainer/ddp.yaml", "trainer/gpu.yaml", "loggers/tensorboard.yaml",
                                       "loggers/wandb.yaml"])
 def test_trainer_and_logger_fragments_parse_with_a_model_config(fragment, capsys):

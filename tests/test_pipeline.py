@@ -196,3 +196,34 @@ def test_stage_test_must_be_a_boolean(tmp_path):
     spec = {"name": "x", "out": str(tmp_path), "stages": [{"name": "a", "args": [], "test": "yes"}]}
     proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
     assert proc.returncode == 2 and "stage 'a': 'test' must be true or false, found 'yes'" in proc.stderr
+
+
+def _one_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("msa: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]
+
+
+def test_pipeline_file_encodings_and_an_out_that_is_a_file(tmp_path):
+    """A BOM and CRLF line ends are read; a Latin-1 byte and an `out:` that is a file are one error line each."""
+    text = yaml.safe_dump({"name": "enc", "out": str(tmp_path / "runs"), "stages": [
+        {"name": "a", "args": ["--model=TFNModule", "--trainer.max_epochs=1"]}]}, sort_keys=False)
+    windows = tmp_path / "windows.yaml"
+    windows.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    proc = _msa("pipeline", str(windows), "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[a] msa fit --model=TFNModule --trainer.max_epochs=1 " in proc.stdout
+
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(text.replace("name: enc", "name: enc # caf\xe9").encode("latin-1"))
+    _one_error(_msa("pipeline", str(latin1), "--dry-run"), str(latin1), "line 1", "not UTF-8", "0xe9")
+
+    (tmp_path / "taken").write_text("not a folder\n")
+    taken = _write(tmp_path / "taken.yaml", {"name": "x", "out": str(tmp_path / "taken"),
+                                             "stages": [{"name": "a", "args": []}]})
+    _one_error(_msa("pipeline", str(taken)), str(taken), f"out {str(tmp_path / 'taken')!r} is an existing file")
+    assert (tmp_path / "taken").read_text() == "not a folder\n"

@@ -330,3 +330,83 @@ def test_a_feature_model_trains_on_step2_batches(dataset, tmp_path):
     trainer.fit(model, datamodule=dm)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert np.isfinite(result["test/mae"]) and "test/acc2_weak" in result  # CH-SIMS v2 metrics
+
+
+# ------------------------------------------------------------------------------------------- label.csv checks
+def _edit_labels(dataset: Path, edit) -> Path:
+    """Rewrite ``label.csv`` as ``edit(lines)`` (the lines without their CRLF ends) returns them."""
+    path = dataset / "label.csv"
+    lines = path.read_bytes().decode("utf-8").split("\r\n")[:-1]
+    path.write_bytes(("\r\n".join(edit(lines)) + "\r\n").encode("utf-8"))
+    return path
+
+
+def _set(lines: list[str], clip: str, column: str, value: str) -> list[str]:
+    header = lines[0].split(",")
+    out = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(",")
+        if f"{cells[0]}_{cells[1]}" == clip:
+            cells[header.index(column)] = value
+        out.append(",".join(cells))
+    return out
+
+
+def _copy_as(lines: list[str], clip: str, mode: str) -> list[str]:
+    row = next(line for line in lines[1:] if line.startswith(clip.replace("_", ",") + ","))
+    return [*lines, row.rsplit(",", 1)[0] + "," + mode]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda ls: _set(ls, "vidB_2", "label_T", "nan"),
+     r"label.csv, line 5: clip vidB_2 \(split 'train'\): column 'label_T': expected a finite number, found 'nan'"),
+    (lambda ls: _set(ls, "vidE_1", "label", "-inf"),
+     r"line 10: clip vidE_1 \(split 'test'\): column 'label': expected a finite number, found '-inf'"),
+    (lambda ls: _set(ls, "vidA_1", "label_V", ""),
+     r"line 2: clip vidA_1 \(split 'train'\): column 'label_V': expected a finite number, found ''"),
+    (lambda ls: _copy_as(ls, "vidC_1", "train"),
+     r"line 11: clip vidC_1 is listed again \(first on line 6\); list each clip once"),
+    (lambda ls: _copy_as(ls, "vidD_2", "train"),
+     r"line 11: clip vidD_2 is listed again \(first on line 9\) \(under mode 'test' there and 'train' here: "
+     r"an evaluation clip would also be trained on\)"),
+], ids=["nan", "inf", "empty", "twice", "two-modes"])
+def test_label_file_problems_name_the_line_and_clip(dataset, tmp_path, edit, message):
+    _edit_labels(dataset, edit)
+    for on_error in ("raise", "skip"):  # a bad label file is never skipped over
+        with pytest.raises(DataError, match=message):
+            _dm(dataset, tmp_path / "cache", on_error=on_error).prepare_data()
+
+
+def test_label_file_with_a_bom_and_a_byte_that_is_not_utf8(dataset, tmp_path):
+    path = dataset / "label.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # Excel's "CSV UTF-8" (and CRLF, as csv writes)
+    dm = _dm(dataset, tmp_path / "cache", inputs=["waveform", "waveform_mask"])
+    dm.setup("fit")
+    assert dm.splits["train"]["ids"][0] == "vidA_1" and dm.num_train_samples() == 5
+    path.write_bytes(path.read_bytes().replace(b"great fun", b"caf\xe9 fun"))  # Latin-1
+    with pytest.raises(DataError, match=r"label.csv, line 6: the label file is not UTF-8 \(byte 0xe9 at column 11\)"):
+        _dm(dataset, tmp_path / "cache").prepare_data()
+
+
+def test_msa_fit_refuses_bad_label_files(dataset, tmp_path):
+    """The real `msa fit` on a raw release: a NaN label, a test clip also listed for training and a Latin-1
+    byte are one `msa: error:` line each, before any clip is decoded."""
+    from test_reader import assert_one_line_error, run_msa
+
+    args = ["fit", "--model=TwoStepMSA", "--model.init_args.text_model=tiny-bert",
+            "--model.init_args.audio_model=tiny-hubert", "--model.init_args.video_arch=tiny-swin3d",
+            "--data=RawMediaDataModule", f"--data.init_args.path={dataset}", "--data.init_args.tokenizer=tiny-bert",
+            "--data.init_args.size=16", "--trainer.max_epochs=1", "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    original = (dataset / "label.csv").read_bytes()
+    label = str(dataset / "label.csv")
+    _edit_labels(dataset, lambda ls: _set(ls, "vidB_2", "label", "NaN"))
+    assert_one_line_error(run_msa(*args, cache=tmp_path / "cache"), label, "line 5: clip vidB_2 (split 'train')",
+                          "column 'label': expected a finite number, found 'NaN'")
+    (dataset / "label.csv").write_bytes(original)
+    _edit_labels(dataset, lambda ls: _copy_as(ls, "vidE_1", "train"))
+    assert_one_line_error(run_msa(*args, cache=tmp_path / "cache"), label, "line 11: clip vidE_1 is listed again",
+                          "under mode 'test' there and 'train' here")
+    (dataset / "label.csv").write_bytes(original.replace(b"so funny", b"s\xf6 funny"))
+    assert_one_line_error(run_msa(*args, cache=tmp_path / "cache"), label, "line 8: the label file is not UTF-8")
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("raw_media*"))

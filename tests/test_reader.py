@@ -183,8 +183,10 @@ def test_nan_labels(tmp_path, small_mosi):
     def nan(d):
         d["valid"]["regression_labels"][[1, 4]] = np.nan
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", nan), "split 'valid'", "key 'regression_labels'",
-                 "expected finite labels", "found 2 NaN/inf labels", spec=MOSI)
+    path = mutated(small_mosi, tmp_path / "f.pkl", nan)
+    first = normalise_id(pickle.load(open(path, "rb"))["valid"]["id"][1])
+    expect_error(path, "split 'valid'", "key 'regression_labels'", "expected finite labels",
+                 f"found nan at id {first!r}", "2 NaN/inf labels in all", spec=MOSI)
 
 
 def test_bad_text_bert(tmp_path, small_mosi):
@@ -444,6 +446,15 @@ def test_msa_data_inspect_reports_bad_files_and_leaks(tmp_path, small_mosi):
     bad = mutated(small_mosi, tmp_path / "wide.pkl", wider)
     assert_one_line_error(run_msa("data", "inspect", bad, cache=tmp_path / "cache"), str(bad), "split 'valid'",
                           "key 'audio'", f"feature size {MOSI.audio_dim}", f"found {2 * MOSI.audio_dim}")
+
+    def infinite(d):
+        d["test"]["regression_labels_T"] = np.zeros(len(d["test"]["id"]), np.float32)
+        d["test"]["regression_labels_T"][3] = np.inf
+
+    bad = mutated(small_mosi, tmp_path / "inf.pkl", infinite)
+    clip = normalise_id(pickle.load(open(bad, "rb"))["test"]["id"][3])
+    assert_one_line_error(run_msa("data", "inspect", bad, cache=tmp_path / "cache"), str(bad), "split 'test'",
+                          "key 'regression_labels_T'", "expected finite labels", f"found inf at id {clip!r}")
 
     def leak(d):
         d["test"]["id"] = list(d["train"]["id"])[:2] + list(d["test"]["id"])[2:]

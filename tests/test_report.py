@@ -227,3 +227,39 @@ def test_msa_report_fmlmsn_and_wrong_number_of_runs(pipeline_out, seed_runs, cap
     assert _main(seed_runs[0], "--ttest") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("msa: error: report --ttest compares two result folders, got 1")
+
+
+def test_msa_report_on_tables_it_cannot_read(tmp_path, seed_runs):
+    """A summary.csv with a header only (no seed finished) and another tool's CSV: one error line each."""
+    header_only = tmp_path / "header_only"
+    header_only.mkdir()
+    (header_only / "summary.csv").write_text("run,n_seeds,mae_mean,mae_std\r\n")
+    proc = _msa(seed_runs[0], header_only, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"msa: error: {header_only / 'summary.csv'}: a header and no results (no seed has finished: rerun "
+        "`msa seeds` or wait for it)"]
+    other = tmp_path / "metrics.csv"
+    other.write_text("epoch,step,val/mae\n0,3,0.7\n")
+    proc = _msa(other, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"msa: error: {other}, line 1: columns ['epoch', 'step', 'val/mae']")
+    assert "another tool's CSV?" in lines[0]
+
+
+def test_report_reads_every_row_and_names_bad_ones(tmp_path, seed_runs):
+    from msa_lightning.tools.results import report
+
+    table = report([seed_runs[0], seed_runs[1] / "summary.csv"])
+    assert "model_a (a, n=3)" in table and "model_b (b, n=4)" in table
+    bad = tmp_path / "bad.csv"
+    bad.write_text("run,n_seeds,mae_mean\nx,2,0.5\n")
+    with pytest.raises(MSAError, match=r"bad.csv, line 1: unknown or unpaired columns \['mae_std'\]"):
+        report([bad])
+    bad.write_text("run,n_seeds,mae_mean,mae_std\nx,two,0.5,0.1\n")
+    with pytest.raises(MSAError, match="bad.csv, line 2: not a number"):
+        report([bad])
+    bad.write_bytes(b"run,n_seeds,mae_mean,mae_std\nmod\xe8le,2,0.5,0.1\n")
+    with pytest.raises(MSAError, match="bad.csv, line 2: the summary file is not UTF-8"):
+        report([bad])

@@ -1,7 +1,8 @@
 """ASR transcripts for MOSI: reading, matching to feature files, word error rate, sentiment substitutions.
 
-Transcript files hold one utterance per line, ``id<TAB>text`` (UTF-8). Ids are normalised like the
-feature files' (``{video}$_${clip}`` -> ``{video}_{clip}``), so both spellings match.
+Transcript files hold one utterance per line, ``id<TAB>text`` (UTF-8, a byte-order mark and CRLF line
+ends tolerated; another encoding is an error naming the line: :mod:`msa_lightning.textfiles`). Ids are
+normalised like the feature files' (``{video}$_${clip}`` -> ``{video}_{clip}``), so both spellings match.
 
 Matching a transcript file to a feature file never misaligns silently: :func:`apply_transcripts`
 reports every id the file lacks and treats it by an explicit policy:
@@ -45,6 +46,7 @@ from typing import Iterable, Literal, Sequence
 from msa_lightning.data.lexicon import DEFAULT_LEXICON, SentimentLexicon, load_lexicon
 from msa_lightning.data.reader import normalise_id
 from msa_lightning.errors import ConfigError, DataError
+from msa_lightning.textfiles import iter_text_lines, open_text
 
 log = logging.getLogger(__name__)
 
@@ -72,21 +74,19 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
         raise TranscriptError(f"{path}: transcript file not found (expected lines `id<TAB>text`)")
     out: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                raise TranscriptError(f"{path}:{number}: expected `id<TAB>text`, found no tab in {line[:60]!r}")
-            raw_id, text = line.split("\t", 1)
-            key = normalise_id(raw_id.strip())
-            text = text.strip()
-            if key in out and out[key] != text:
-                raise TranscriptError(f"{path}:{number}: id {key!r} appears again (first on line "
-                                      f"{first_line[key]}) with a different text")
-            out.setdefault(key, text)
-            first_line.setdefault(key, number)
+    for number, line in iter_text_lines(path, "transcript file", TranscriptError):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise TranscriptError(f"{path}:{number}: expected `id<TAB>text`, found no tab in {line[:60]!r}")
+        raw_id, text = line.split("\t", 1)
+        key = normalise_id(raw_id.strip())
+        text = text.strip()
+        if key in out and out[key] != text:
+            raise TranscriptError(f"{path}:{number}: id {key!r} appears again (first on line "
+                                  f"{first_line[key]}) with a different text")
+        out.setdefault(key, text)
+        first_line.setdefault(key, number)
     return out
 
 
@@ -94,8 +94,7 @@ def read_labels_csv(path: str | Path, split: str | None = None) -> dict[str, str
     """Gold texts of a MOSI ``labels.csv`` (``video_id``, ``clip_id``, ``text``, ``mode``), optionally
     of one split (``train``/``valid``/``test``)."""
     path = Path(path).expanduser()
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(open_text(path, "label file", TranscriptError)))
     need = {"video_id", "clip_id", "text"} | ({"mode"} if split else set())
     if not rows or not need <= set(rows[0]):
         raise TranscriptError(f"{path}: expected a CSV with columns {sorted(need)}")

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from msa_lightning.textfiles import read_text_lines
+
 DEFAULT_LEXICON = "vader"
 
 
@@ -86,7 +88,7 @@ def read_word_list(path: str | Path) -> set[str]:
     if not path.is_file():
         raise FileNotFoundError(f"lexicon file {path} not found (expected one word per line, or an MPQA .tff file)")
     words = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in read_text_lines(path, "lexicon file"):
         line = line.strip()
         if not line or line.startswith(("#", ";")):
             continue

@@ -25,7 +25,8 @@ before the resize, and its name enters the cache key).
 Bad input (a missing or corrupt mp4, no audio or no video stream, a clip that decodes to nothing,
 a label row without a file, a file without a label row) raises one :class:`DataError` naming the
 clip, or with ``on_error="skip"`` is left out, reported by id and reason (``skipped``) and counted
-in a warning: nothing is dropped silently.
+in a warning: nothing is dropped silently. A bad ``label.csv`` (not UTF-8, a label that is not a finite
+number, a clip listed twice or under two modes) is always an error naming the line and clip.
 
 :class:`ExtractedFeaturesDataModule` is step 2 of TwoStepMSA: frozen BERT, HuBERT and Video Swin
 (with the fine-tuned weights of step 1) run once over every clip; their outputs are stored and
@@ -38,6 +39,7 @@ import csv
 import hashlib
 import importlib
 import logging
+import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -57,6 +59,7 @@ from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
 from msa_lightning.data.specs import SPLITS, get_spec
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.store import DEFAULT_ROOT, Entry, Store
+from msa_lightning.textfiles import open_text
 
 log = logging.getLogger(__name__)
 
@@ -209,19 +212,44 @@ def _decode_to_store(root: str, inputs: dict, path: Path, settings: dict, folder
 
 
 def read_labels(csv_path: Path) -> list[dict]:
-    """Rows of ``label.csv`` with the required columns checked (one error naming the missing ones)."""
+    """Rows of ``label.csv``, checked: the required columns (one error naming the missing ones), a known
+    ``mode``, every label a finite number, every clip listed once. Each problem is one :class:`DataError`
+    naming the file, line, clip, split and column; a clip listed twice, above all under two modes (a test
+    clip leaking into training), is never resolved by a guess. The file is UTF-8 (a BOM, CRLF tolerated)."""
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: label file not found")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{csv_path}: missing columns {missing} (expected at least {list(REQUIRED_COLUMNS)}, "
-                            f"found {reader.fieldnames})")
-        rows = list(reader)
-    for line, row in enumerate(rows, start=2):
+    reader = csv.DictReader(open_text(csv_path, "label file"))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(f"{csv_path}: missing columns {missing} (expected at least {list(REQUIRED_COLUMNS)}, "
+                        f"found {reader.fieldnames})")
+    columns = [c for c in LABEL_COLUMNS if c in reader.fieldnames]
+    first: dict[tuple[str, str], tuple[int, str]] = {}
+    rows = []
+    for row in reader:
+        rows.append(row)
+        number = reader.line_num  # the row's (last) line
+        video, clip = (row["video_id"] or "").strip(), (row["clip_id"] or "").strip()
+        where = f"{csv_path}, line {number}: clip {video}_{clip}"
         if row["mode"] not in SPLITS:
-            raise DataError(f"{csv_path}, line {line}: mode {row['mode']!r} is not one of {list(SPLITS)}")
+            raise DataError(f"{where}: mode {row['mode']!r} is not one of {list(SPLITS)}")
+        for column in columns:
+            value = row[column]
+            try:
+                label = float(value)
+            except (TypeError, ValueError):
+                label = None
+            if label is None or not math.isfinite(label):
+                raise DataError(f"{where} (split {row['mode']!r}): column {column!r}: expected a finite number, "
+                                f"found {'nothing (a short row)' if value is None else repr(value)}")
+        if (video, clip) in first:
+            line, mode = first[(video, clip)]
+            leak = "" if mode == row["mode"] else (
+                f" (under mode {mode!r} there and {row['mode']!r} here: "
+                + ("an evaluation clip would also be trained on)" if "train" in (mode, row["mode"])
+                   else "one clip would be evaluated in two splits)"))
+            raise DataError(f"{where} is listed again (first on line {line}){leak}; list each clip once")
+        first[(video, clip)] = (number, row["mode"])
     return rows
 
 
@@ -415,11 +443,7 @@ class RawMediaDataModule(L.LightningDataModule):
             if not path.is_file():
                 self._bad(clip_name, f"clip {clip_name}: label row without a file ({path} does not exist)")
                 continue
-            try:
-                labels = [float(row[col]) for col, key in LABEL_COLUMNS.items() if key in label_keys]
-            except ValueError:
-                self._bad(clip_name, f"clip {clip_name}: a label in {self.label_file} is not a number")
-                continue
+            labels = [float(row[col]) for col, key in LABEL_COLUMNS.items() if key in label_keys]  # checked
             try:
                 if (video, clip) in failed:
                     raise DataError(failed[(video, clip)])

@@ -229,8 +229,11 @@ def _read_split(check: _Checker, split: str, d: dict, spec: DatasetSpec | None) 
             raise check.fail(split, key, "float labels", f"dtype {arr.dtype}")
         arr = arr.reshape(len(arr), -1)[:, 0] if arr.ndim > 1 else arr
         per_sample(key, arr)
-        if not np.isfinite(arr).all():
-            raise check.fail(split, key, "finite labels", f"{int((~np.isfinite(arr)).sum())} NaN/inf labels")
+        finite = np.isfinite(arr)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise check.fail(split, key, "finite labels", f"{float(arr[i])} at id {ids[i]!r} "
+                             f"({int((~finite).sum())} NaN/inf labels in all)")
         if spec is not None:
             lo, hi = spec.label_range
             outside = (arr < lo - 1e-6) | (arr > hi + 1e-6)

@@ -77,7 +77,7 @@ def read_openface_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """
     path = Path(path)
     try:
-        with path.open("r", encoding="utf-8") as handle:
+        with path.open("r", encoding="utf-8-sig") as handle:  # a BOM is not part of the first column's name
             header = [name.strip() for name in handle.readline().split(",")]
             with warnings.catch_warnings():  # a header without rows is reported below, as a clip without frames
                 warnings.simplefilter("ignore", UserWarning)

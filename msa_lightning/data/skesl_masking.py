@@ -43,6 +43,7 @@ from msa_lightning.data.datamodule import MSADataModule
 from msa_lightning.data.reader import SplitArrays
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.store import Store, local_fingerprint
+from msa_lightning.textfiles import iter_text_lines
 
 #: VADER's valence range and the MOSI/MOSEI label range it is scaled to (Section 4.3)
 VADER_BOUND = 4.0
@@ -105,7 +106,7 @@ def load_intensity_lexicon(spec: str = "vader", min_valence: float = 0.0) -> Int
         raise ConfigError(f"lexicon {spec!r}: expected 'vader' or a file in VADER's format (word<TAB>valence), "
                           f"and {path} is not a file")
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in iter_text_lines(path, "lexicon file"):
         parts = line.split("\t")
         if not line.strip() or line.startswith("#"):
             continue

@@ -57,6 +57,7 @@ from msa_lightning.data.asr import read_transcripts
 from msa_lightning.data.reader import normalise_id
 from msa_lightning.data.skesl_corpus import AUDIO_SUFFIXES, ClipError, index_files, load_audio
 from msa_lightning.errors import ConfigError, DataError, MSAError
+from msa_lightning.textfiles import read_text_lines
 
 #: audio files the command reads (the corpus' ready ``.npy`` features are not audio)
 MEDIA_SUFFIXES = tuple(s for s in AUDIO_SUFFIXES if s != ".npy")
@@ -83,8 +84,7 @@ def language_path(out: str | Path) -> Path:
 def _first_column(path: Path) -> set[str]:
     if not path.is_file():
         return set()
-    with open(path, encoding="utf-8") as handle:
-        return {line.split("\t", 1)[0] for line in handle if line.strip()}
+    return {line.split("\t", 1)[0] for line in read_text_lines(path, "side file") if line.strip()}
 
 
 def repair_last_line(path: Path) -> str | None:
@@ -129,7 +129,7 @@ def read_ids(path: str | Path) -> list[str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: ids file not found (--ids; expected one clip id per line)")
-    ids = [line.split("\t", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    ids = [line.split("\t", 1)[0].strip() for line in read_text_lines(path, "ids file")]
     ids = list(dict.fromkeys(i for i in ids if i))
     if not ids:
         raise DataError(f"{path}: no clip id in the ids file (--ids)")

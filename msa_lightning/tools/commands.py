@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     seeds.add_argument("--out", required=True,
                        help="output folder: seed<N>/ (logs, checkpoints), per_seed.csv, summary.csv, summary.md")
     seeds.add_argument("--name")
+    seeds.add_argument("--force", action="store_true",
+                       help="per_seed.csv in --out holds another config's seeds: move those tables aside, start afresh")
     seeds.add_argument("overrides", nargs="*", help="LightningCLI overrides, e.g. --trainer.max_epochs=3 (after --)")
 
     rep = sub.add_parser("report", help="compare multi-seed runs; paired t-test; FmlMSN tables (Tables 7-8)")
@@ -143,7 +145,7 @@ def run_extra(argv: list[str]) -> int:
         from msa_lightning.tools.runs import run_seeds
 
         overrides = [o for o in args.overrides if o != "--"]
-        run_seeds(args.config, args.seeds, args.out, overrides, args.name)
+        run_seeds(args.config, args.seeds, args.out, overrides, args.name, args.force)
     elif args.command == "report":
         from msa_lightning.errors import MSAError
         from msa_lightning.tools.results import fmlmsn_table, report, ttest_table

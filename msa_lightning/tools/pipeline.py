@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 
 from msa_lightning.errors import ConfigError, MSAError
+from msa_lightning.textfiles import read_text
 
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 FIELDS = ("best_ckpt", "last_ckpt", "export", "dir")
@@ -83,7 +84,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     if not path.is_file():
         raise ConfigError(f"{where}: file not found")
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.safe_load(read_text(path, "pipeline file", ConfigError))
     except yaml.YAMLError as error:
         raise ConfigError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(spec, dict):
@@ -141,7 +142,12 @@ def load_pipeline(path: str | Path) -> Pipeline:
                 if what == "export" and stages[names.index(target)].export is None:
                     raise ConfigError(f"{where}: stage {stage.name!r} refers to ${{{ref}}}, but stage {target!r} "
                                       "has no 'export' section")
+    if spec.get("out") is not None and not isinstance(spec["out"], str):
+        raise ConfigError(f"{where}: 'out' must be a folder path, found {spec['out']!r}")
     out = Path(spec.get("out") or Path("runs") / str(spec.get("name") or path.stem))
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{where}: out {str(out)!r} is an existing file, not a folder (the stages write "
+                          "their runs into <out>/<stage>/); give a folder")
     pipeline = Pipeline(str(spec.get("name") or path.stem), out, stages, path)
     pipeline.stages = _in_dependency_order(pipeline, where)
     return pipeline
@@ -202,9 +208,9 @@ def _file_inputs(args: list[str], memo_dir: Path) -> dict[str, str]:
 
 def _data_files(config: Path) -> list[Path]:
     try:
-        data = (yaml.safe_load(config.read_text()) or {}).get("data")
-    except (OSError, yaml.YAMLError):
-        return []
+        data = (yaml.safe_load(read_text(config, "config file")) or {}).get("data")
+    except (MSAError, yaml.YAMLError, AttributeError):
+        return []  # the stage's own `msa fit` reports a bad config file
     found: list[Path] = []
 
     def walk(value) -> None:

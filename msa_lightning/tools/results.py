@@ -60,14 +60,14 @@ def write_seed_tables(per_seed: dict[int, dict[str, float]], out_dir: str | Path
     cols = list(summary)
 
     def per_seed_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["seed", *cols])
             for seed, r in per_seed.items():
                 w.writerow([seed, *(r.get(c, "") for c in cols)])
 
     def summary_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["run", "n_seeds", *(f"{c}_{s}" for c in cols for s in ("mean", "std"))])
             w.writerow([name, len(per_seed), *(x for c in cols for x in summary[c])])
@@ -76,16 +76,51 @@ def write_seed_tables(per_seed: dict[int, dict[str, float]], out_dir: str | Path
     md += "\n\n" + markdown_table({f"{name} (mean ± std, n={len(per_seed)})": summary})
     atomic_write(out_dir / "per_seed.csv", per_seed_csv)
     atomic_write(out_dir / "summary.csv", summary_csv)
-    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(md + "\n"))
+    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(md + "\n", encoding="utf-8"))
     return summary
 
 
+def _summary_rows(path: Path) -> list[tuple[str, int, dict[str, tuple[float, float]]]]:
+    """``(run name, n_seeds, {metric: (mean, std)})`` of each row of a ``summary.csv`` as
+    :func:`write_seed_tables` writes it; anything else is one :class:`MSAError` naming the file and line."""
+    from msa_lightning.textfiles import open_text
+
+    expected = "a summary.csv written by `msa seeds`: header run, n_seeds, <metric>_mean, <metric>_std, ..."
+    rows = list(csv.reader(open_text(path, "summary file")))
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise MSAError(f"{path}: empty; expected {expected}")
+    header = [h.strip() for h in rows[0]]
+    if header[:2] != ["run", "n_seeds"]:
+        raise MSAError(f"{path}, line 1: columns {header[:6]}{' ...' if len(header) > 6 else ''}; expected {expected} "
+                       "(another tool's CSV?)")
+    metrics = [h[: -len("_mean")] for h in header[2:] if h.endswith("_mean")]
+    odd = [h for h in header[2:] if not (h.endswith("_mean") and h[:-5] in metrics or
+                                         h.endswith("_std") and h[:-4] in metrics)]
+    odd += [f"{m}_std" for m in metrics if f"{m}_std" not in header]
+    if odd:
+        raise MSAError(f"{path}, line 1: unknown or unpaired columns {odd[:6]}; expected {expected}")
+    out = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise MSAError(f"{path}, line {line}: {len(row)} values under {len(header)} columns")
+        values = dict(zip(header, row))
+        try:
+            n_seeds = int(values["n_seeds"])
+            numbers = {k: float(v) if v.strip() else math.nan for k, v in values.items() if k not in ("run", "n_seeds")}
+        except ValueError as error:
+            raise MSAError(f"{path}, line {line}: not a number ({error})") from None
+        out.append((values["run"], n_seeds, {m: (numbers[f"{m}_mean"], numbers[f"{m}_std"]) for m in metrics}))
+    if not out:
+        raise MSAError(f"{path}: a header and no results (no seed has finished: rerun `msa seeds` or wait for it)")
+    return out
+
+
 def read_summary_csv(path: str | Path) -> tuple[str, dict[str, tuple[float, float]]]:
-    with open(path) as f:
-        header, row = list(csv.reader(f))[:2]
-    name, values = row[0], dict(zip(header[2:], map(float, row[2:])))
-    metrics = {k[: -len("_mean")] for k in values if k.endswith("_mean")}
-    return name, {m: (values[f"{m}_mean"], values[f"{m}_std"]) for m in metrics}
+    """The run name and ``{metric: (mean, std)}`` of a ``summary.csv`` (its first row)."""
+    name, _, summary = _summary_rows(Path(path))[0]
+    return name, summary
 
 
 def report(paths: list[str | Path]) -> str:
@@ -96,10 +131,8 @@ def report(paths: list[str | Path]) -> str:
         file = p / "summary.csv" if p.is_dir() else p
         if not file.is_file():
             raise MSAError(f"{p}: no summary.csv there (give a folder written by `msa seeds`, or its summary.csv)")
-        name, summary = read_summary_csv(file)
-        with open(file) as f:
-            n_seeds = list(csv.reader(f))[1][1]
-        rows[f"{name} ({p.parent.name if p.is_file() else p.name}, n={n_seeds})"] = summary
+        for name, n_seeds, summary in _summary_rows(file):
+            rows[f"{name} ({p.parent.name if p.is_file() else p.name}, n={n_seeds})"] = summary
     return markdown_table(rows)
 
 
@@ -113,8 +146,9 @@ def read_per_seed_csv(folder: str | Path) -> dict[int, dict[str, float]]:
         raise MSAError(f"{path}: no such file or folder (give a folder written by `msa seeds`, or its per_seed.csv)")
     if not file.is_file():
         raise MSAError(f"{path}: no per_seed.csv there (give a folder written by `msa seeds`, or its per_seed.csv)")
-    with open(file, newline="") as f:
-        rows = list(csv.DictReader(f))
+    from msa_lightning.textfiles import open_text
+
+    rows = list(csv.DictReader(open_text(file, "per-seed table")))
     if not rows or "seed" not in rows[0]:
         raise MSAError(f"{file}: expected a header starting with 'seed' and one row per seed, found "
                        + (f"columns {list(rows[0])}" if rows else "no rows"))

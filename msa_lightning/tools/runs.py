@@ -41,13 +41,123 @@ def fit_and_test(args: list[str], out_dir: str | Path, trainer_out: list | None 
 
 
 def seeds_command(configs: list[str], seeds: list[int], out_dir: str | Path, overrides: list[str] = (),
-                  name: str | None = None) -> list[str]:
+                  name: str | None = None, force: bool = False) -> list[str]:
     """The ``msa seeds`` arguments that re-create this run (what DDP ranks 1..N-1 execute)."""
     argv = ["seeds", *(a for c in configs for a in ("--config", str(c))), "--seeds", *map(str, seeds),
             "--out", str(out_dir)]
     if name:
         argv += ["--name", name]
+    if force:
+        argv += ["--force"]
     return argv + (["--", *overrides] if overrides else [])
+
+
+# ---------------------------------------------------------------------------------------------- earlier results
+#: what ``msa seeds`` records next to ``per_seed.csv``: the configs (their parsed YAML) and overrides
+RECORD = "seeds.json"
+TABLES = ("per_seed.csv", "summary.csv", "summary.md", RECORD)
+
+
+def _is_first_process() -> bool:
+    """Rank 0 of a job (before Lightning has set up the ranks: from the launchers' variables)."""
+    return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK",
+                                                              "GROUP_RANK"))
+
+
+def run_record(configs: list[str], overrides: list[str], name: str) -> dict:
+    """What decides whether earlier seeds are results of the same experiment: each config file's parsed
+    YAML (comments and layout do not matter; an unreadable file: the SHA-256 of its bytes) and the overrides."""
+    import hashlib
+
+    import yaml
+
+    from msa_lightning.textfiles import read_text
+
+    parsed = []
+    for config in configs:
+        path = Path(config)
+        try:
+            content = yaml.safe_load(read_text(path, "config file"))
+        except (MSAError, yaml.YAMLError):
+            content = "sha256:" + (hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing")
+        parsed.append({"path": str(path), "yaml": content})
+    return {"format": 1, "name": name, "configs": parsed, "overrides": list(overrides)}
+
+
+def _differences(old, new, key: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k, "<unset>"), new.get(k, "<unset>"), f"{key}.{k}" if key else str(k))]
+    return [] if old == new else [f"{key or 'value'}: {old!r} -> {new!r}"]
+
+
+def record_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two :func:`run_record` records (the config paths and the name do not count)."""
+    a, b = old.get("configs") or [], new.get("configs") or []
+    if len(a) != len(b):
+        return [f"configs {', '.join(c.get('path', '?') for c in a)} -> {', '.join(c['path'] for c in b)}"]
+    found = []
+    for i, (x, y) in enumerate(zip(a, b), 1):
+        found += [f"config {i} ({Path(y['path']).name}) {d}" for d in _differences(x.get("yaml"), y["yaml"])]
+    if list(old.get("overrides") or []) != list(new["overrides"]):
+        found.append(f"overrides {' '.join(old.get('overrides') or []) or '(none)'} -> "
+                     f"{' '.join(new['overrides']) or '(none)'}")
+    return found
+
+
+def earlier_results(out_dir: Path, record: dict, seeds: list[int], force: bool) -> dict[int, dict[str, float]]:
+    """The finished seeds of an earlier ``msa seeds`` run into ``out_dir`` that this run keeps.
+
+    Kept when ``per_seed.csv`` was made by the same configs and overrides (``seeds.json``), or when it has no
+    record (made before ``msa seeds`` wrote one); one line says which. Another config's results are refused
+    (:class:`MSAError`) unless ``force``, which moves its tables into ``out_dir/replaced-<time>/``.
+    """
+    import json
+    import time
+
+    from msa_lightning.tools.results import read_per_seed_csv
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MSAError(f"--out {out_dir}: an existing file, not a folder (msa seeds writes seed<N>/, per_seed.csv, "
+                       "summary.csv and summary.md into it); give a folder")
+    table = out_dir / "per_seed.csv"
+    if not table.exists():
+        return {}
+    earlier = read_per_seed_csv(table)
+    if not earlier:
+        return {}
+    try:
+        old = json.loads((out_dir / RECORD).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        old = None
+    except (OSError, ValueError) as error:
+        raise MSAError(f"{out_dir / RECORD}: unreadable record of the run that wrote {table} ({error}); "
+                       "remove it or give another --out") from None
+    differences = record_differences(old, record) if old is not None else []
+    listed = ", ".join(map(str, sorted(earlier)))
+    if differences:
+        if not force:
+            shown = "; ".join(differences[:5]) + (f"; ... ({len(differences)} differences)" if len(differences) > 5
+                                                   else "")
+            raise MSAError(f"--out {out_dir}: per_seed.csv holds seeds {listed} of another config ({shown}); "
+                           "results of two configs are never averaged: give another --out, or --force to move "
+                           "those tables aside and start afresh")
+        if _is_first_process():
+            aside = out_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
+            aside.mkdir(parents=True, exist_ok=True)
+            for name in TABLES:
+                if (out_dir / name).exists():
+                    os.replace(out_dir / name, aside / name)
+            print(f"msa: seeds: --force: the results of seeds {listed} (another config) moved to {aside}", flush=True)
+        return {}
+    if _is_first_process():
+        again = sorted(set(earlier) & set(seeds))
+        print(f"msa: seeds: keeping the earlier results of seeds {listed} in {table}"
+              + ("" if old is not None else " (no record of their config: written before msa seeds kept one)")
+              + ("" if not again else f"; seed {again[0]} is run again and replaces its row" if len(again) == 1
+                 else f"; seeds {', '.join(map(str, again))} are run again and replace their rows"),
+              flush=True)
+    return earlier
 
 
 def _one_line(error: BaseException) -> str:
@@ -56,13 +166,18 @@ def _one_line(error: BaseException) -> str:
 
 
 def run_seeds(configs: list[str], seeds: list[int] = PAPER_SEEDS, out_dir: str | Path = "runs/seeds",
-              overrides: list[str] = (), name: str | None = None) -> dict:
+              overrides: list[str] = (), name: str | None = None, force: bool = False) -> dict:
     """Run ``configs`` once per seed; per-seed and mean/std tables under ``out_dir`` (rank 0 writes them).
 
     Each seed's logs and checkpoints go to ``out_dir/seed<N>``. The tables are rewritten as each seed
     ends, so a failing seed loses nothing already finished: the failure is logged to
     ``out_dir/seed<N>/error.log``, the remaining seeds still run (on one process; a DDP run stops, its
     ranks can no longer be trusted to meet), and :class:`SeedsFailed` names every failed seed.
+
+    Earlier results in ``out_dir`` are never overwritten: the seeds already in ``per_seed.csv`` are kept
+    (a seed run again replaces its own row once it finishes) and the summary covers every seed. They must
+    come from the same configs and overrides (recorded in ``seeds.json``); another config's are refused,
+    or with ``force`` moved aside (:func:`earlier_results`).
 
     Under a DDP trainer Lightning starts ranks 1..N-1 by re-running the program's command line: each
     rank runs this same loop, so the command line is set to the ``msa seeds`` command that re-creates it.
@@ -73,10 +188,23 @@ def run_seeds(configs: list[str], seeds: list[int] = PAPER_SEEDS, out_dir: str |
     seeds = [int(s) for s in seeds]
     name = name or (Path(configs[0]).stem if configs else "run")
     base = [a for c in configs for a in ("--config", str(c))] + list(overrides)
+    record = run_record(configs, list(overrides), name)
+    kept = earlier_results(out_dir, record, seeds, force)
+    if _is_first_process():
+        import json
+
+        from msa_lightning.store import atomic_write
+
+        atomic_write(out_dir / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n",
+                                                                   encoding="utf-8"))
     per_seed: dict[int, dict[str, float]] = {}
     failed: dict[int, str] = {}
     rank_zero = True
-    with process_command(seeds_command(configs, seeds, out_dir, overrides, name)):
+
+    def tables() -> dict[int, dict[str, float]]:
+        return dict(sorted({**kept, **per_seed}.items()))
+
+    with process_command(seeds_command(configs, seeds, out_dir, overrides, name, force)):
         for seed in seeds:
             trainers: list = []
             seed_dir = out_dir / f"seed{seed}"
@@ -100,14 +228,17 @@ def run_seeds(configs: list[str], seeds: list[int] = PAPER_SEEDS, out_dir: str |
             rank_zero = trainers[0].is_global_zero
             per_seed[seed] = metrics
             if rank_zero:
-                write_seed_tables(per_seed, out_dir, name)
+                write_seed_tables(tables(), out_dir, name)
                 log.info("seed %d: %s", seed, metrics)
-    summary = write_seed_tables(per_seed, out_dir, name) if per_seed and rank_zero else {}
-    if rank_zero and per_seed:
-        print((out_dir / "summary.md").read_text())
+    summary = write_seed_tables(tables(), out_dir, name) if tables() and rank_zero else {}
+    if rank_zero and tables():
+        print((out_dir / "summary.md").read_text(encoding="utf-8"))
     if failed:
-        done = f"results of seeds {', '.join(map(str, per_seed))} are in {out_dir / 'per_seed.csv'}" if per_seed \
+        done = f"results of seeds {', '.join(map(str, tables()))} are in {out_dir / 'per_seed.csv'}" if tables() \
             else "no seed finished"
+        older = [s for s in failed if s in kept]
+        if older:
+            done += f"; the earlier results of seeds {', '.join(map(str, older))} are kept"
         skipped = [s for s in seeds if s not in per_seed and s not in failed]
         raise SeedsFailed("; ".join(f"seed {s} failed: {r}" for s, r in failed.items())
                           + (f"; not run: {', '.join(map(str, skipped))}" if skipped else "") + f" ({done})")

@@ -203,6 +203,19 @@ def test_shipped_asr_configs_bound_the_missing_share():
             assert data.get("max_missing_share") == 0.01, config.name
 
 
+def fit_swrm_ibm(feature_file, transcripts, tmp_path):
+    """``msa fit`` of the shipped SWRM IBM config on ``transcripts``, with tiny encoders (a subprocess)."""
+    from conftest import REPO
+    from test_reader import run_msa
+
+    return run_msa("fit", "--config", REPO / "configs" / "swrm" / "mosi_ibm.yaml",
+                   f"--data.init_args.path={feature_file}", f"--data.init_args.transcripts={transcripts}",
+                   "--data.init_args.tokenizer=tiny-bert", "--data.init_args.mlm=tiny-bert",
+                   "--data.init_args.positions=false", "--model.init_args.text_model=tiny-bert",
+                   "--trainer.logger=false", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
+                   cache=tmp_path / "cache")
+
+
 def test_msa_fit_with_a_transcript_file_matching_no_id(synthetic_mosi, tmp_path):
     """The shipped IBM config (``missing: gold``) still refuses a transcript file of another dataset."""
     from conftest import REPO
@@ -210,10 +223,5 @@ def test_msa_fit_with_a_transcript_file_matching_no_id(synthetic_mosi, tmp_path)
 
     bad = tmp_path / "other.tsv"
     bad.write_text("other_1\tHELLO\nother_2\tWORLD\n")
-    result = run_msa("fit", "--config", REPO / "configs" / "swrm" / "mosi_ibm.yaml",
-                     f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.transcripts={bad}",
-                     "--data.init_args.tokenizer=tiny-bert", "--data.init_args.mlm=tiny-bert",
-                     "--data.init_args.positions=false", "--model.init_args.text_model=tiny-bert",
-                     "--trainer.logger=false", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
-                     cache=tmp_path / "cache")
+    result = fit_swrm_ibm(synthetic_mosi, bad, tmp_path)
     assert_one_line_error(result, str(bad), "matches none of the 64 utterance ids", "'synthtrain0000_0'", "'other_1'")

@@ -54,7 +54,7 @@ def _write(path, data: bytes):
 def test_transcript_files_through_msa(synthetic_mosi, tmp_path):
     """`msa data wer` reads a gold file with a BOM and CRLF (its first id is not '\\ufeffa'); `msa fit` with an ASR
     transcript file holding a Latin-1 byte is one error line naming the file and line."""
-    from conftest import REPO
+    from test_asr import fit_swrm_ibm
     from test_reader import assert_one_line_error, run_msa
 
     (tmp_path / "asr").mkdir()
@@ -66,12 +66,7 @@ def test_transcript_files_through_msa(synthetic_mosi, tmp_path):
 
     bad = tmp_path / "ibm.tsv"
     bad.write_bytes(b"synthtrain0000_0\tHELLO\nsynthtrain0001_0\tNA\xefVE\n")
-    result = run_msa("fit", "--config", REPO / "configs" / "swrm" / "mosi_ibm.yaml",
-                     f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.transcripts={bad}",
-                     "--data.init_args.tokenizer=tiny-bert", "--data.init_args.mlm=tiny-bert",
-                     "--data.init_args.positions=false", "--model.init_args.text_model=tiny-bert",
-                     "--trainer.logger=false", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
-                     cache=tmp_path / "cache")
+    result = fit_swrm_ibm(synthetic_mosi, bad, tmp_path)
     assert_one_line_error(result, f"{bad}, line 2: the transcript file is not UTF-8 (byte 0xef at column 20)")
 
 

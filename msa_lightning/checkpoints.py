@@ -134,12 +134,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 
 def checkpoint_class(path: str | os.PathLike, state: dict | None = None) -> str | None:
     """The import path of the model class ``path`` was saved from: LightningCLI's ``_class_path`` in the
-    hyper-parameters, else ``model.class_path`` of the run's saved ``config.yaml``; None if neither says."""
+    hyper-parameters, else ``model.class_path`` of the ``config.yaml`` saved next to it (``RUN/`` of
+    ``RUN/checkpoints/x.ckpt``); None if neither says."""
     state = read_checkpoint(path) if state is None else state
     hparams = state.get("hyper_parameters") or {}
     if isinstance(hparams, dict) and isinstance(hparams.get("_class_path"), str):
         return hparams["_class_path"]
-    saved = run_config(path)
+    path = Path(path)
+    saved = next((f / "config.yaml" for f in (path.parent, path.parent.parent) if (f / "config.yaml").is_file()), None)
     if saved is not None:
         import yaml
 

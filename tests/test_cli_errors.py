@@ -197,3 +197,54 @@ def test_error_in_a_loader_worker_is_one_line(synthetic_mosi, cache_dir, tmp_pat
     proc = run_msa(*args, cwd=tmp_path, env=env)
     assert_one_line_error(proc, "planted: clip 0 of the training data is unreadable (in DataLoader worker process 0)")
     assert "Original Traceback" not in proc.stderr
+
+
+def test_model_that_cannot_run_on_the_data_names_both(tmp_path, cache_dir, capsys):
+    """A frame-feature model on raw clips: one error naming both classes and the fields the data lacks.
+    (It used to blame a missing data_facts(); setting audio_dim as that advised ended in an AttributeError.)"""
+    from msa_lightning.data.raw_media import make_synthetic_raw
+
+    raw = make_synthetic_raw(tmp_path / "raw")
+    args = fit_args(tmp_path, cache_dir, f"--data.path={raw}")
+    args[2] = "--data=RawMediaDataModule"
+    needles = ("TFNModule cannot run on RawMediaDataModule", "['audio', 'audio_lengths', 'vision', 'vision_lengths']",
+               "feature-file DataModule")
+    assert_one_line_error(run_msa(*args, cwd=tmp_path), *needles)
+    code, err = in_process([*args, "--model.init_args.audio_dim=5", "--model.init_args.vision_dim=20"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("msa: error:")]
+    assert code == 2 and len(lines) == 1 and all(n in lines[0] for n in needles), err
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+#: suite subcommand, bad arguments -> (the parser named in the hint, the message)
+SUITE_PARSE_ERRORS = [
+    (["data"], "msa data", "the following arguments are required: action"),
+    (["data", "inspect"], "msa data inspect", "the following arguments are required: file"),
+    (["data", "synth", "--out", "x.pkl", "--dataset", "nope"], "msa data synth", "argument --dataset: invalid choice"),
+    (["data", "convert"], "msa data convert", "the following arguments are required: file"),
+    (["data", "wer", "--nope"], "msa data wer", "unrecognized arguments: --nope"),
+    (["seeds", "--out", "x"], "msa seeds", "the following arguments are required: --config"),
+    (["report"], "msa report", "the following arguments are required: runs"),
+    (["quickstart", "--epochs", "x"], "msa quickstart", "argument --epochs: invalid int value: 'x'"),
+    (["plot", "hybrid-shift"], "msa plot hybrid-shift", "the following arguments are required: --ckpt"),
+    (["export"], "msa export", "the following arguments are required: checkpoint"),
+    (["export", "run", "--splits", "nope"], "msa export", "argument --splits: invalid choice: 'nope'"),
+    (["pipeline"], "msa pipeline", "the following arguments are required: file"),
+    (["transcribe", "--nope"], "msa transcribe", "the following arguments are required: --model"),
+    (["pretrain-data"], "msa pretrain-data", "the following arguments are required: action"),
+    (["pretrain-data", "build"], "msa pretrain-data build", "the following arguments are required: --transcripts"),
+]
+
+
+def test_suite_subcommand_parse_errors_are_one_line(tmp_path, capsys):
+    """argparse errors of every suite subcommand: `msa: error:` and where --help is; no usage, exit 2."""
+    for argv, prog, message in SUITE_PARSE_ERRORS:
+        code, err = in_process(argv, capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 2, (argv, err)
+        assert lines[0].startswith(f"msa: error: {message}"), (argv, err)
+        assert lines[1] == f"(`{prog} --help` lists the options)", (argv, err)
+    for argv, prog, message in (SUITE_PARSE_ERRORS[1], SUITE_PARSE_ERRORS[10]):  # the console script too
+        proc = run_msa(*argv, cwd=tmp_path)
+        assert_one_line_error(proc, message)
+        assert "usage:" not in proc.stderr and proc.stderr.strip().splitlines()[-1] == f"(`{prog} --help` lists the options)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from msa_lightning.data.reader import read_feature_file
 
 MSA = str(Path(sys.executable).with_name("msa"))
 TESTS = Path(__file__).resolve().parent
+CONFIGS = TESTS.parent / "configs"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 ENV.pop("MSA_DEBUG", None)
@@ -41,6 +43,25 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr
     return proc
+
+
+def one_error(proc_or_code, err: str | None = None, *needles: str) -> str:
+    """Exit status 2, exactly one ``msa: error:`` line holding ``needles``, no traceback."""
+    code, err = (proc_or_code.returncode, proc_or_code.stderr) if err is None else (proc_or_code, err)
+    assert code == 2 and "Traceback" not in err, (code, err[-3000:])
+    lines = [line for line in err.splitlines() if line.startswith("msa: error:")]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), err[-3000:]
+    return lines[0]
+
+
+def in_process(argv: list, capsys) -> tuple[int, str]:
+    """``main(argv)`` as the console script runs it: the exit status and stderr."""
+    from msa_lightning.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    return exit_info.value.code or 0, capsys.readouterr().err
 
 
 def data_args(path: Path, cache_dir: Path) -> list[str]:
@@ -318,3 +339,58 @@ def test_print_config_shows_the_class_switch_reset(tmp_path, capsys):
     assert data["class_path"].endswith("SIMSDataModule")
     assert data["init_args"]["tokenizer"] is None and data["init_args"]["batch_size"] == 8
     assert "tokenizer='bert-base-uncased'" in captured.err
+
+
+def test_checkpoint_of_another_model_class_is_an_error(fitted_run, synthetic_mosi, cache_dir, tmp_path, capsys):
+    """An LF-DNN config with a TFN run: test/validate/predict/export refuse it, naming both classes
+    (``msa test`` used to restore TFN from the checkpoint and print its metrics as LF-DNN's)."""
+    run = fitted_run / "msa" / "version_0"  # TFNModule
+    config = ["--config", CONFIGS / "baselines" / "lf_dnn_mosi.yaml"]
+    common = [*config, f"--data.path={synthetic_mosi}", f"--data.cache_dir={cache_dir}",
+              f"--trainer.default_root_dir={tmp_path}", *QUIET, f"--ckpt_path={run}"]
+    needles = ("is a checkpoint of TFNModule", "the config's model is LFDNNModule")
+    one_error(run_msa("test", *common, cwd=tmp_path), None, *needles)
+    for subcommand in ("validate", "predict"):
+        one_error(*in_process([subcommand, *common], capsys), *needles)
+    line = one_error(*in_process(["export", run, *config, "--splits", "test", "--", f"--data.init_args.path={synthetic_mosi}",
+                                  f"--data.init_args.cache_dir={cache_dir}"], capsys), "TFNModule", "LFDNNModule")
+    assert "is a checkpoint of TFNModule" in line
+    assert not list(tmp_path.rglob("predictions_*.csv"))
+
+
+def test_model_left_out_takes_the_checkpoint_class(fitted_run, synthetic_mosi, cache_dir, tmp_path, capsys):
+    run = fitted_run / "msa" / "version_0"
+    code, err = in_process(["test", "--data=MOSIDataModule", f"--data.path={synthetic_mosi}",
+                            f"--data.cache_dir={cache_dir}", f"--trainer.default_root_dir={tmp_path}", *QUIET,
+                            f"--ckpt_path={run}"], capsys)
+    assert code == 0, err[-3000:]
+    notes = [line for line in err.splitlines() if line.startswith("msa: note:")]
+    assert len(notes) == 1 and "no model given; using the checkpoint's class TFNModule" in notes[0], err[-3000:]
+
+
+def test_truncated_checkpoint_is_one_line(fitted_run, synthetic_mosi, cache_dir, tmp_path, capsys):
+    best = next((fitted_run / "msa" / "version_0" / "checkpoints").glob("best-*.ckpt"))
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    common = [*data_args(synthetic_mosi, cache_dir), f"--trainer.default_root_dir={tmp_path}"]
+    one_error(run_msa("predict", *common, f"--ckpt_path={cut}", cwd=tmp_path), None, str(cut), "not a readable checkpoint")
+    foreign = tmp_path / "notes.ckpt"
+    foreign.write_text("not a checkpoint")
+    one_error(*in_process(["test", *common, f"--ckpt_path={foreign}"], capsys), str(foreign), "not a readable checkpoint")
+    one_error(*in_process(["export", cut, "--splits", "test"], capsys), str(cut), "not a readable checkpoint")
+
+
+def test_export_of_a_moved_run_takes_overrides_after_double_dash(fitted_run, synthetic_mosi, cache_dir, tmp_path,
+                                                                 capsys):
+    """`msa export RUN ... -- --data.init_args.path=X`: the run folder copied elsewhere, its saved config
+    with the overrides on top, the checkpoint before or after the options."""
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(fitted_run / "msa" / "version_0", moved)
+    data = tmp_path / "data" / "mosi.pkl"
+    data.parent.mkdir()
+    shutil.copy(synthetic_mosi, data)
+    proc = ok(run_msa("export", "--store", tmp_path / "store", moved, "--outputs", "M", "--splits", "test", "--",
+                      f"--data.init_args.path={data}", f"--data.init_args.cache_dir={cache_dir}", cwd=tmp_path))
+    assert f"msa: exported: M of {moved / 'checkpoints'}" in proc.stdout and "(test 34 rows)" in proc.stdout
+    one_error(*in_process(["export", moved, "--splits", "test", "--", "--data.init_args.path=/nonexistent/mosi.pkl"],
+                          capsys), "/nonexistent/mosi.pkl")

@@ -53,3 +53,37 @@ def test_main_help_names_the_suite_commands_and_debug(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0
     assert "msa seeds" in out and "msa report" in out and "--debug" in out and "fit" in out
+
+
+HEAVY = ("lightning", "transformers", "litdata", "librosa", "av")
+#: runs ``msa_lightning.cli.main`` on the arguments and reports which heavy libraries it imported
+_REPORT_IMPORTS = f"""
+import sys
+from msa_lightning.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print("EXIT", code, "HEAVY", sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r})), file=sys.stderr)
+"""
+
+
+def test_help_and_data_inspect_start_without_heavy_libraries(synthetic_mosi):
+    """`msa --help` (the suite's overview) and `msa data inspect FILE` import none of Lightning,
+    transformers, litdata, librosa or PyAV (a fresh process each)."""
+    for args in (["--help"], ["data", "inspect", str(synthetic_mosi)]):
+        proc = subprocess.run([sys.executable, "-c", _REPORT_IMPORTS, *args], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.stderr.strip().splitlines()[-1] == "EXIT 0 HEAVY []", (args, proc.stderr[-2000:])
+        assert ("msa fit" in proc.stdout) if args == ["--help"] else ("## train: 64 samples" in proc.stdout)
+
+
+def test_overview_lists_every_command(capsys):
+    from msa_lightning.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS
+
+    with pytest.raises(SystemExit) as e:
+        main([])  # no command: the overview, and the status of a usage error
+    out = capsys.readouterr().out
+    assert e.value.code == 2
+    for command in (*LIGHTNING_COMMANDS, *EXTRA_COMMANDS):
+        assert f"  msa {command} " in out, command

@@ -1,15 +1,36 @@
-"""Feature files, validation, memory-mapped cache, synthetic data, training order and DataModules."""
-from msa_lightning.data.cache import ensure_cache, load_cached
-from msa_lightning.data.datamodule import MOSEIDataModule, MOSIDataModule, MSADataModule, SIMSDataModule, tokenize_cached
-from msa_lightning.data.mosi_asr import MOSIASRDataModule
-from msa_lightning.data.reader import FeatureFileError, SplitArrays, normalise_id, read_feature_file, split_overlaps
-from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
-from msa_lightning.data.specs import DATASETS, DatasetSpec, get_spec
-from msa_lightning.data.synthetic import make_synthetic
+"""Feature files, validation, memory-mapped cache, synthetic data, training order and DataModules.
 
-__all__ = [
-    "DATASETS", "DatasetSpec", "EpochBatchSampler", "FeatureFileError", "MOSEIDataModule", "MOSIASRDataModule",
-    "MOSIDataModule", "MSADataModule", "ResumableDataLoader", "SIMSDataModule", "SplitArrays", "ensure_cache",
-    "get_spec", "load_cached", "make_synthetic", "normalise_id", "read_feature_file", "split_overlaps",
-    "tokenize_cached",
-]
+The names below are imported on first use (``from msa_lightning.data import MOSIDataModule`` imports
+Lightning then), so tools that only read feature files (``msa data inspect``) stay light.
+"""
+from __future__ import annotations
+
+import importlib
+
+#: public name -> the submodule that defines it
+_EXPORTS = {
+    "ensure_cache": "cache", "load_cached": "cache",
+    "MOSEIDataModule": "datamodule", "MOSIDataModule": "datamodule", "MSADataModule": "datamodule",
+    "SIMSDataModule": "datamodule", "tokenize_cached": "datamodule",
+    "MOSIASRDataModule": "mosi_asr",
+    "FeatureFileError": "reader", "SplitArrays": "reader", "normalise_id": "reader", "read_feature_file": "reader",
+    "split_overlaps": "reader",
+    "EpochBatchSampler": "sampling", "ResumableDataLoader": "sampling",
+    "DATASETS": "specs", "DatasetSpec": "specs", "get_spec": "specs",
+    "make_synthetic": "synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -288,7 +288,9 @@ def _parse_source(item: str) -> tuple[str, Path]:
 
 def wer_main(argv: Sequence[str] | None = None) -> int:
     """``msa data wer``: WER and sentiment-word substitution share of transcript files against gold."""
-    p = argparse.ArgumentParser(
+    from msa_lightning.tools.parsing import MSAParser
+
+    p = MSAParser(
         prog="msa data wer",
         description="Corpus WER of ASR transcripts against gold, and the share of utterances where a gold "
                     "sentiment word is substituted (SWRM, Wu et al. 2022).")

@@ -44,12 +44,51 @@ def resolve_inputs(datamodule: L.LightningDataModule, inputs: set[str] | None) -
     model = getattr(trainer, "lightning_module", None) if trainer is not None else None
     required = getattr(model, "required_inputs", None) if model is not None else None
     required = set(required) if required is not None else None
+    if required is not None:
+        check_inputs(model, datamodule)
     if inputs is None:
         return required
     if required is not None and not required <= inputs:
         raise ConfigError(f"data.init_args.inputs: the model reads {sorted(required - inputs)} too "
                           f"(model required_inputs {sorted(required)}, data.init_args.inputs {sorted(inputs)})")
     return inputs
+
+
+#: where the batch fields come from, for the hint of :func:`check_inputs`
+_SOURCES = (
+    ({"waveform", "waveform_mask", "frames", "frame_mask"},
+     "raw waveforms and frames come from RawMediaDataModule (raw clips)"),
+    ({"audio", "audio_lengths", "vision", "vision_lengths"},
+     "acoustic/visual feature frames come from a feature-file DataModule (MOSIDataModule, MOSEIDataModule, "
+     "SIMSDataModule, ...) or from ExtractedFeaturesDataModule (raw clips through frozen extractors)"),
+    ({"text_feats"}, "text_feats come from a feature file with a 'text' array, TextFeaturesDataModule or "
+                     "ExtractedFeaturesDataModule"),
+)
+
+
+def provided_inputs(datamodule) -> set[str] | None:
+    """The batch fields ``datamodule`` can serve (its ``provided_inputs``); None when it does not say."""
+    provided = getattr(datamodule, "provided_inputs", None)
+    return set(provided) if provided is not None else None
+
+
+def check_inputs(model, datamodule) -> None:
+    """The one check that a model can run on a DataModule: every batch field the model reads (its
+    ``required_inputs``) must be one the DataModule provides (its ``provided_inputs``). Otherwise one
+    ConfigError names both classes, the missing fields and where such fields come from. A model or a
+    DataModule that does not declare its fields is not checked."""
+    required = getattr(model, "required_inputs", None)
+    provided = provided_inputs(datamodule)
+    if required is None or provided is None:
+        return
+    missing = set(required) - provided
+    if not missing:
+        return
+    model_name, data_name = type(model).__name__, type(datamodule).__name__
+    hints = [hint for fields, hint in _SOURCES if fields & missing]
+    raise ConfigError(f"{model_name} cannot run on {data_name}: the model reads {sorted(missing)}, which "
+                      f"{data_name} does not provide (it provides {sorted(provided)})"
+                      + (f"; {'; '.join(hints)}" if hints else ""))
 
 
 def attached_world(datamodule) -> tuple[int, int]:
@@ -149,6 +188,16 @@ class MSADataModule(L.LightningDataModule):
         return self.spec.family
 
     @property
+    def provided_inputs(self) -> set[str]:
+        """The batch fields this file can give: token ids and acoustic/visual frames, ``text_feats``
+        when the file has precomputed text features (the file is read to know)."""
+        self._load()
+        provided = {*TEXT_ID_FIELDS, "audio", "audio_lengths", "vision", "vision_lengths"}
+        if self.splits["train"].text is not None:
+            provided.add("text_feats")
+        return provided
+
+    @property
     def feature_file(self) -> Path:
         p = Path(self.path).expanduser()
         if p.is_dir():
@@ -220,9 +269,7 @@ class MSADataModule(L.LightningDataModule):
         if self.datasets and (self._loaded_inputs is None or (inputs is not None and inputs <= self._loaded_inputs)):
             return  # the datasets already give every field asked for
         if inputs is not None:
-            provided = {*TEXT_ID_FIELDS, "audio", "audio_lengths", "vision", "vision_lengths"}
-            if self.splits["train"].text is not None:
-                provided.add("text_feats")
+            provided = self.provided_inputs
             if missing := inputs - provided:
                 raise DataError(f"{self.feature_file}: the model reads {sorted(missing)}, which "
                                 f"{type(self).__name__} cannot give from this file (it gives {sorted(provided)})")

@@ -335,6 +335,10 @@ class RawMediaDataModule(L.LightningDataModule):
         inputs: batch fields to load (None: what the attached model's ``required_inputs`` names, else all).
     """
 
+    #: the batch fields it serves (a model that reads others cannot run on it: ``check_inputs``)
+    provided_inputs = frozenset({"text_ids", "text_mask", "text_segment", "waveform", "waveform_mask", "frames",
+                                 "frame_mask"})
+
     def __init__(self, path: str, dataset: str = "simsv2", batch_size: int = 8, eval_batch_size: int | None = None,
                  num_workers: int = 0, tokenizer: str = "bert-base-chinese", text_max_length: int = 50,
                  sample_rate: int = 16_000, fps: float = 10.0, size: int = 128, max_seconds: float | None = None,
@@ -664,6 +668,9 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
             that model's token ids); a different value is refused.
         extract_batch_size: clips per extractor call; ``extract_device``: ``auto`` (GPU if present).
     """
+
+    provided_inputs = frozenset({"text_ids", "text_mask", "text_segment", "text_feats", "audio", "audio_lengths",
+                                 "vision", "vision_lengths"})
 
     def __init__(self, path: str, text_model: str = "bert-base-chinese",
                  audio_model: str = "facebook/hubert-base-ls960",

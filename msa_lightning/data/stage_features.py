@@ -154,6 +154,10 @@ class TextFeaturesDataModule(MSADataModule):
             self._fingerprint = digest.hexdigest()
         return self._encoder, self._fingerprint
 
+    @property
+    def provided_inputs(self) -> set[str]:
+        return super().provided_inputs | {"text_feats"}  # the file's, else computed by text_model in setup
+
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self._load()

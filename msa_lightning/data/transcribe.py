@@ -457,6 +457,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    parser = argparse.ArgumentParser(prog="msa")
+    from msa_lightning.tools.parsing import MSAParser
+
+    parser = MSAParser(prog="msa")
     add_parser(parser.add_subparsers(dest="command", required=True))
     sys.exit(main(parser.parse_args()))

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from msa_lightning.data.specs import DATASETS
+from msa_lightning.errors import MSAError
+from msa_lightning.tools.parsing import MSAParser
 from msa_lightning.tools.runs import PAPER_SEEDS
+
+#: subcommands whose LightningCLI overrides follow a `--`
+OVERRIDE_COMMANDS = ("export", "seeds")
 
 # Subcommands that live in their own module: `add_parser(sub)` declares the arguments, `main(args)` runs.
 PLUGIN_COMMANDS = {
@@ -60,8 +65,10 @@ def inspect_file(path: str, dataset: str | None = None, bins: int = 7) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="msa", description="msa_lightning tools (fit/test/... are LightningCLI's)")
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of the suite's subcommands; with ``command``, only that plugin module is imported
+    (each one imports what it runs: ``msa data inspect`` never imports ``msa export``'s torch code)."""
+    p = MSAParser(prog="msa", description="msa_lightning tools (fit/test/... are LightningCLI's)")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="feature-file tools").add_subparsers(dest="action", required=True)
@@ -91,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     seeds.add_argument("--name")
     seeds.add_argument("--force", action="store_true",
                        help="per_seed.csv in --out holds another config's seeds: move those tables aside, start afresh")
-    seeds.add_argument("overrides", nargs="*", help="LightningCLI overrides, e.g. --trainer.max_epochs=3 (after --)")
+    seeds.add_argument("overrides", nargs="*", default=[], help="LightningCLI overrides, e.g. --trainer.max_epochs=3 (after --)")
 
     rep = sub.add_parser("report", help="compare multi-seed runs; paired t-test; FmlMSN tables (Tables 7-8)")
     rep.add_argument("runs", nargs="+", help="folders written by `msa seeds` (or their summary.csv)")
@@ -108,13 +115,24 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=int, default=6)
     q.add_argument("--model", default="TFNModule")
 
-    for module in PLUGIN_COMMANDS.values():  # each module declares its own arguments
-        importlib.import_module(module).add_parser(sub)
+    for name, module in PLUGIN_COMMANDS.items():  # each module declares its own arguments
+        if command is None or command == name:
+            importlib.import_module(module).add_parser(sub)
 
     pl = sub.add_parser("plot", help="paper analyses (see `msa plot hybrid-shift --help`)")
     pl.add_argument("what", choices=["hybrid-shift"])
     pl.add_argument("rest", nargs=argparse.REMAINDER)
     return p
+
+
+def _split_at_double_dash(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``argv`` before the first ``--`` and the overrides after it (None without ``--``). argparse would
+    give them to a positional ``overrides`` only if no other positional came first: ``msa export CKPT
+    --outputs M -- --data.init_args.path=X`` must work wherever the checkpoint stands."""
+    if "--" not in argv or not argv or argv[0] not in OVERRIDE_COMMANDS:
+        return argv, None
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
 
 
 def run_extra(argv: list[str]) -> int:
@@ -123,7 +141,10 @@ def run_extra(argv: list[str]) -> int:
         from msa_lightning.data.asr import wer_main
 
         return wer_main(list(argv[2:]))
-    args = _parser().parse_args(argv)
+    argv, after = _split_at_double_dash(list(argv))
+    args = _parser(argv[0] if argv else None).parse_args(argv)
+    if after is not None:
+        args.overrides = [*args.overrides, *after]
     if args.command == "data":
         if args.action == "synth":
             from msa_lightning.data.synthetic import make_synthetic
@@ -147,7 +168,6 @@ def run_extra(argv: list[str]) -> int:
         overrides = [o for o in args.overrides if o != "--"]
         run_seeds(args.config, args.seeds, args.out, overrides, args.name, args.force)
     elif args.command == "report":
-        from msa_lightning.errors import MSAError
         from msa_lightning.tools.results import fmlmsn_table, report, ttest_table
 
         if args.ttest:

@@ -2,6 +2,7 @@
 
     msa export runs/msa/version_3 --outputs features.M M --splits train valid test
     msa export path/to/best-07.ckpt --config my.yaml --outputs features.H
+    msa export copied/run --outputs M -- --data.init_args.path=/data/MOSI   # the saved config, data moved
 
 Outputs are names of ``MSAOutput.flat()`` (``M``, ``T``, ``features.<name>``, ``extras.<name>``). The
 entry (store kind ``"export"``) is keyed by the checkpoint's *content hash*, the data settings that
@@ -12,8 +13,9 @@ give a new entry, never stale arrays; the same inputs reuse the entry. Arrays ar
 ``meta["checkpoint"]`` the checkpoint file.
 
 The model and data are built through the ``msa`` CLI from the run's saved ``config.yaml`` (next to
-its ``checkpoints/`` folder) or from ``--config`` files and overrides, so every setting a fit accepts
-applies here too.
+its ``checkpoints/`` folder, wherever the run folder is now) or from ``--config`` files; overrides
+after ``--`` apply to either, so every setting a fit accepts applies here too. The checkpoint must be
+one of the config's model class (a config without a model takes the checkpoint's).
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from msa_lightning.checkpoints import (check_checkpoint_class, checkpoint_class, read_checkpoint, resolve_checkpoint,
+                                       run_config, short_name)
+from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.errors import ConfigError
 from msa_lightning.store import Entry, Store
 
@@ -72,6 +77,9 @@ def export_outputs(model: torch.nn.Module, datamodule, checkpoint: str | Path, o
         return entry, False
 
     # the checkpoint's own hyper-parameters (data-shaped ones filled when it was trained) and weights
+    check_checkpoint_class(checkpoint, f"{type(model).__module__}.{type(model).__qualname__}",
+                           read_checkpoint(checkpoint), what="the model of the export's config",
+                           switch="`-- --model={}`")
     try:
         model = type(model).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     except RuntimeError as error:
@@ -80,6 +88,7 @@ def export_outputs(model: torch.nn.Module, datamodule, checkpoint: str | Path, o
     if callable(getattr(model, "apply_data_facts", None)):
         model.apply_data_facts(datamodule)  # a model trained on other data is an error naming both
     model.eval()
+    check_inputs(model, datamodule)
     if getattr(datamodule, "inputs", None) is None and hasattr(model, "required_inputs"):
         datamodule.inputs = set(model.required_inputs)
     if getattr(datamodule, "trim_text", False):
@@ -108,27 +117,23 @@ def export_outputs(model: torch.nn.Module, datamodule, checkpoint: str | Path, o
     return store.put("export", inputs, arrays, meta), True
 
 
-def run_config(checkpoint: Path) -> Path | None:
-    """The ``config.yaml`` LightningCLI saved for the run a checkpoint belongs to (``RUN/checkpoints/x.ckpt``
-    -> ``RUN/config.yaml``)."""
-    for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    # checkpoints moved out of the logger's folder (`--checkpoint.dirpath`, pipeline stages): RUN/*/version_*/
-    found = sorted(checkpoint.parent.parent.glob("*/*/config.yaml"))
-    return found[0] if len(found) == 1 else None
-
-
 def export_command(checkpoint: str, cli_args: Sequence[str] | None = None, outputs: Sequence[str] = ("M",),
-                   splits: Sequence[str] = SPLITS, store_root: str | None = None) -> Entry:
+                   splits: Sequence[str] = SPLITS, store_root: str | None = None,
+                   overrides: Sequence[str] = ()) -> Entry:
     """Resolve the checkpoint (a file, or a run folder -> its best checkpoint), build model and data
-    through the CLI (from ``cli_args``: config files and overrides as for ``msa fit``; default: the run's
-    saved config.yaml), export, and say where the arrays are."""
-    from msa_lightning.cli import make_cli, resolve_checkpoint
+    through the CLI, export, and say where the arrays are.
+
+    Model and data come from ``cli_args`` (config files and overrides as for ``msa fit``: the whole
+    command line) or, without them, from the run's saved ``config.yaml`` (found next to the checkpoint,
+    wherever the run folder now is); ``overrides`` (``--data.init_args.path=...``) apply on top of either. A config without a
+    model takes the checkpoint's class (one note says so); another model class is an error naming both."""
+    from msa_lightning.lightning_cli import make_cli, model_given
 
     ckpt = Path(resolve_checkpoint(checkpoint, "best"))
     if not ckpt.is_file():
         raise ConfigError(f"export: checkpoint {checkpoint!r} not found")
+    state = read_checkpoint(ckpt)  # a truncated or foreign file: one error naming it
+    cli_args = list(cli_args or [])
     if not cli_args:
         saved = run_config(ckpt)
         if saved is None:
@@ -138,7 +143,16 @@ def export_command(checkpoint: str, cli_args: Sequence[str] | None = None, outpu
         config = yaml.safe_load(saved.read_text()) or {}
         for key in ("ckpt_path", "weights_only"):  # `fit` arguments; model and data are built without subcommand
             config.pop(key, None)
-        cli_args = ["--config", yaml.safe_dump(config)]
+        cli_args = ["--config", yaml.safe_dump(config), *cli_args]
+    cli_args += list(overrides)
+    if not model_given(cli_args):
+        found = checkpoint_class(ckpt, state)
+        if found is None:
+            raise ConfigError(f"export: the config gives no model and {ckpt} does not record its class; "
+                              f"pass --config with a model section")
+        print(f"msa: note: no model in the config; using the checkpoint's class {short_name(found)} "
+              f"(--model={found})", file=sys.stderr, flush=True)
+        cli_args.append(f"--model={found}")
     # model and data only (the trainer is built but never run; no logger folder)
     cli = make_cli([*cli_args, "--trainer.logger=false"], run=False)
     data_config = cli.config.get("data")
@@ -160,17 +174,19 @@ def add_parser(sub) -> None:
     p.add_argument("--outputs", nargs="+", default=["M"], help="names from MSAOutput.flat(), e.g. M features.M")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     p.add_argument("--store", help="store root (default: the data's cache_dir, else $MSA_CACHE_DIR)")
-    p.add_argument("overrides", nargs="*", help="CLI overrides such as --data.init_args.path=... (after --)")
+    p.add_argument("overrides", nargs="*", default=[], help="CLI overrides such as --data.init_args.path=... (after --)")
 
 
 def main(args: argparse.Namespace) -> int:
     overrides = [o for o in args.overrides if o != "--"]
-    cli_args = [a for c in args.config for a in ("--config", c)] + overrides
-    export_command(args.checkpoint, cli_args, args.outputs, args.splits, args.store)
+    cli_args = [a for c in args.config for a in ("--config", c)]
+    export_command(args.checkpoint, cli_args, args.outputs, args.splits, args.store, overrides)
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    parser = argparse.ArgumentParser(prog="msa")
+    from msa_lightning.tools.parsing import MSAParser
+
+    parser = MSAParser(prog="msa")
     add_parser(parser.add_subparsers(dest="command", required=True))
     sys.exit(main(parser.parse_args()))

@@ -245,7 +245,9 @@ def _datamodule_from_config(config: str, overrides: dict, cli_args: list[str]):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="msa plot hybrid-shift",
+    from msa_lightning.tools.parsing import MSAParser
+
+    p = MSAParser(prog="msa plot hybrid-shift",
                                 description="Fig. 7 (representations with/without MSG) and Fig. 8 (MBA p_att) "
                                             "of Lin & Hu (TMM 2024) for a trained HybridShiftModule")
     p.add_argument("--ckpt", required=True, help="checkpoint of a HybridShiftModule")

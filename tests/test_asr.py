@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from msa_lightning.errors import DataError
+
 from msa_lightning.data.asr import (
     TranscriptError,
     align_words,
@@ -116,7 +118,8 @@ def test_wer_command_on_files(tmp_path, capsys):
     assert wer_main(["--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| toy | 2 | 0 | 16.67 |" in out
-    assert wer_main(["--gold", str(tmp_path / "missing.tsv"), str(tmp_path / "toy.tsv")]) == 2
+    with pytest.raises(DataError, match="missing.tsv"):  # the msa command prints it as one `msa: error:` line
+        wer_main(["--gold", str(tmp_path / "missing.tsv"), str(tmp_path / "toy.tsv")])
     from msa_lightning.tools.commands import run_extra  # `msa data wer --dir ...`
 
     assert run_extra(["data", "wer", "--dir", str(tmp_path), "--strip-apostrophes"]) == 0

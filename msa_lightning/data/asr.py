@@ -330,9 +330,10 @@ def wer_main(argv: Sequence[str] | None = None) -> int:
         lexicon = load_lexicon(args.lexicon, args.min_valence)
         reports = [compare_transcripts(gold, read_transcripts(path), lexicon, name, args.strip_apostrophes)
                    for name, path in sources]
-    except (TranscriptError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}")
-        return 2
+    except TranscriptError:
+        raise  # the msa command prints it as one `msa: error:` line
+    except (FileNotFoundError, ValueError) as err:  # a lexicon file that is missing or empty
+        raise DataError(str(err)) from None
     print(f"gold: {gold_path} ({len(gold)} utterances{', split ' + args.split if args.split else ''})")
     print(format_reports(reports, lexicon))
     return 0

@@ -531,7 +531,8 @@ def add_parser(sub) -> None:
     b.add_argument("--clips-per-part", type=int, default=100, help="clips per resumable unit of work (100)")
     b.add_argument("--chunk-bytes", default="64MB", help="litdata chunk size (64MB)")
     b.add_argument("--shard-workers", type=int, default=0,
-                   help="0: write shards in this process with litdata's writer; N: litdata.optimize with N workers")
+                   help="0: one writer process forked from the build (default); N: litdata.optimize with N workers "
+                        "started by --start-method")
     b.add_argument("--start-method", choices=START_METHODS, default=DEFAULT_START,
                    help=f"how worker processes start ({DEFAULT_START}; spawn re-imports the suite in each worker)")
     b.add_argument("--keep-parts", action="store_true", help="keep OUT/parts after a finished build")

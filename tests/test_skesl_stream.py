@@ -119,12 +119,12 @@ def test_ranks_read_disjoint_shares_covering_every_clip_once(shards, workers):
     """1-4 ranks (23 clips, batch 3): every clip exactly once per epoch, every rank the same number of batches
     (the odd clip joins a batch, nothing dropped or repeated), the same shares whatever the loader workers."""
     for world in (1, 2, 3, 4):
+        loaders = [_dm(shards, world, rank, num_workers=workers).train_dataloader() for rank in range(world)]
+        epochs = [[[b.ids for b in loader] for _ in range(2)] for loader in loaders]  # each rank's epochs 1 and 2
         for epoch in range(2):
             seen, counts = [], set()
-            for rank in range(world):
-                loader = _dm(shards, world, rank, num_workers=workers).train_dataloader()
-                for _ in range(epoch + 1):
-                    batches = [b.ids for b in loader]
+            for rank, loader in enumerate(loaders):
+                batches = epochs[rank][epoch]
                 assert len(batches) == len(loader) and min(map(len, batches)) >= 2
                 counts.add(len(batches))
                 seen += [i for b in batches for i in b]
@@ -140,12 +140,15 @@ def test_loader_state_resumes_mid_epoch_on_every_rank(shards, workers):
     """Rank 0's loader state (what a checkpoint holds) after k batches of epoch 2: each rank of a new run
     continues with exactly its remaining clips, then epoch 3 is the uninterrupted run's."""
     world = 2
+    references = []  # each rank's epochs 2 and 3, uninterrupted
+    for rank in range(world):
+        reference = _dm(shards, world, rank, num_workers=workers).train_dataloader()
+        list(reference)
+        references.append(([b.ids for b in reference], [b.ids for b in reference]))
     for k in (1, 3):
         state = None
         for rank in range(world):
-            reference = _dm(shards, world, rank, num_workers=workers).train_dataloader()
-            list(reference)
-            epoch2, epoch3 = [b.ids for b in reference], [b.ids for b in reference]
+            epoch2, epoch3 = references[rank]
             if rank == 0:
                 loader = _dm(shards, world, rank, num_workers=workers).train_dataloader()
                 list(loader)

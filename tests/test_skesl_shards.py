@@ -210,7 +210,7 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path, c
     parts[-1].unlink()  # as if the build had been killed before its last part
 
     resumed = msa_here(capsys, *build_args(root, out, *FAST, "--clips-per-part", "2", "--max-bad-share", "0.6",
-                                           "--keep-parts", "--valid-share", "0.4"))  # unfinished: other settings are fine
+                                           "--keep-parts", "--valid-share", "0.4"))  # unfinished: other settings ok
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "5 parts of up to 2 clips: 4 reused from an earlier run, 1 extracted" in resumed.stdout, resumed.stdout
     manifest = json.loads((out / "manifest.json").read_text())

@@ -1,7 +1,10 @@
 """``msa pretrain-data`` (synth, build, inspect): SKESL's unlabeled corpus as litdata shards (issue 8, section 1).
 
-The commands run in subprocesses, as a user runs them; the shards are read back with ``litdata.StreamingDataset``.
-Corpora are tiny (at most a dozen clips of about a second, 16 kHz) and use ``--f0 zcr`` except one pyin run.
+Each command runs once in a subprocess, as a user runs it (``build`` with 2 feature workers, ``synth``, ``inspect``,
+and the ``build`` killed with -9); the other calls go through the same entry point in this process
+(:func:`msa_here`: ``msa_lightning.cli.main``, its exit status and output), which skips the seconds of importing
+the suite that each subprocess costs. The shards are read back with ``litdata.StreamingDataset``. Corpora are tiny
+(at most a dozen clips of about a second, 16 kHz) and use ``--f0 zcr`` except one pyin run.
 """
 from __future__ import annotations
 
@@ -35,6 +38,28 @@ def _env(tmp_path: Path) -> dict:
 def msa(tmp_path: Path, *args, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([*MSA, *map(str, args)], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _in_process_env(tmp_path, monkeypatch):
+    """What :func:`_env` gives a subprocess, for the commands run in this process."""
+    monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MSA_DEBUG", raising=False)
+
+
+def msa_here(capsys, *args) -> subprocess.CompletedProcess:
+    """``msa ARGS`` in this process (the console script's entry point: its error boundary and exit status), with
+    what it printed; an exception that the boundary lets through fails the test with its traceback."""
+    from msa_lightning.cli import main
+
+    capsys.readouterr()
+    try:
+        main([*map(str, args)])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 def build_args(root: Path, out: Path, *extra) -> list:
@@ -101,7 +126,9 @@ def test_chunk_bytes_reads_litdata_s_spelling():
 
 # ------------------------------------------------------------------------------------------- the real command
 @pytest.mark.slow
-def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path):
+def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, capsys):
+    """The real command with 2 feature workers (the default start method) writes the shards and the manifest; the
+    same build again is "up to date" (nothing rewritten), other settings need --force (in this process)."""
     root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=8, seed=5, sample_rate=16000)
     out = tmp_path / "shards"
     run = msa(tmp_path, *build_args(root, out, *FAST, "--workers", "2", "--clips-per-part", "3", "--audio-frames",
@@ -140,33 +167,34 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path):
 
     chunk = next((out / "train").glob("*.bin"))
     stamp = chunk.stat().st_mtime_ns
-    again = msa(tmp_path, *build_args(root, out, *FAST, "--workers", "2", "--clips-per-part", "3", "--audio-frames",
-                                      "30", "--vision-frames", "20", "--chunk-bytes", "200kB"))
+    again = msa_here(capsys, *build_args(root, out, *FAST, "--workers", "2", "--clips-per-part", "3",
+                                         "--audio-frames", "30", "--vision-frames", "20", "--chunk-bytes", "200kB"))
     assert again.returncode == 0 and "up to date" in again.stdout and "features:" not in again.stdout, again.stdout
     assert chunk.stat().st_mtime_ns == stamp
 
-    other = msa(tmp_path, *build_args(root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20",
-                                      "--chunk-bytes", "200kB"))
+    other = msa_here(capsys, *build_args(root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20",
+                                         "--chunk-bytes", "200kB"))
     line = one_line_error(other)
     assert "holds shards built from other inputs or settings (audio_frames 30 -> 12)" in line and "--force" in line
-    forced = msa(tmp_path, *build_args(root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20",
-                                       "--chunk-bytes", "200kB", "--force"))
+    forced = msa_here(capsys, *build_args(root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20",
+                                          "--chunk-bytes", "200kB", "--force"))
     assert forced.returncode == 0, forced.stderr[-3000:]
     rebuilt = {**read_split(out / "train"), **read_split(out / "valid")}
     assert sorted(rebuilt) == ids and max(len(i["audio"]) for i in rebuilt.values()) == 12
 
 
 @pytest.mark.slow
-def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path):
+def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path, capsys):
     """`synth --with-bad`: one clip of each bad kind. Above --max-bad-share the build is one error line and the
-    manifest lists every clip by reason; a re-run reuses the finished parts (one deleted part is redone)."""
+    manifest lists every clip by reason; a re-run reuses the finished parts (one deleted part is redone). `synth`
+    and `inspect` in subprocesses, the builds in this process."""
     root, out = tmp_path / "corpus", tmp_path / "shards"
     made = msa(tmp_path, "pretrain-data", "synth", root, "--clips", "6", "--seed", "2", "--sample-rate", "16000",
                "--with-bad")
     assert made.returncode == 0, made.stderr[-3000:]
     assert "msa pretrain-data build --transcripts" in made.stdout and "one of each kind" in made.stdout
 
-    failed = msa(tmp_path, *build_args(root, out, *FAST, "--clips-per-part", "2"))
+    failed = msa_here(capsys, *build_args(root, out, *FAST, "--clips-per-part", "2"))
     line = one_line_error(failed)
     assert "53.8% of the clips are unusable, more than --max-bad-share=0.05 (6 of 13 clips used; left out: " \
            "empty_transcript 1, missing_audio 1, missing_transcript 1, missing_visual 1, no_face 1, " \
@@ -181,8 +209,8 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path):
     assert len(parts) == 5  # 6 good + 3 unreadable-file clips (the join's 4 never reach a part), 2 per part
     parts[-1].unlink()  # as if the build had been killed before its last part
 
-    resumed = msa(tmp_path, *build_args(root, out, *FAST, "--clips-per-part", "2", "--max-bad-share", "0.6",
-                                        "--keep-parts", "--valid-share", "0.4"))  # unfinished: other settings are fine
+    resumed = msa_here(capsys, *build_args(root, out, *FAST, "--clips-per-part", "2", "--max-bad-share", "0.6",
+                                           "--keep-parts", "--valid-share", "0.4"))  # unfinished: other settings ok
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "5 parts of up to 2 clips: 4 reused from an earlier run, 1 extracted" in resumed.stdout, resumed.stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -199,8 +227,9 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path):
-    """A build killed after its first parts goes on from them; pyin's log F0 of the synthetic tones is right."""
+def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path, capsys):
+    """A build killed (-9) after its first parts goes on from them (the re-run in this process); pyin's log F0 of
+    the synthetic tones is right."""
     root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=5, seed=7, sample_rate=16000)
     out = tmp_path / "shards"
     args = build_args(root, out, "--f0", "pyin", "--sample-rate", "16000", "--valid-share", "0.3",
@@ -218,7 +247,7 @@ def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path):
     done = len(finished_parts())
     assert 1 <= done < 5 and not (out / "train").exists()
 
-    resumed = msa(tmp_path, *args)
+    resumed = msa_here(capsys, *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"5 parts of up to 1 clips: {done} reused from an earlier run, {5 - done} extracted" in resumed.stdout
     assert not list(out.rglob("*.tmp*"))  # a part the kill cut short is not reused nor left behind
@@ -230,11 +259,11 @@ def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path):
 
 
 @pytest.mark.slow
-def test_build_input_errors_are_one_line(tmp_path):
+def test_build_input_errors_are_one_line(tmp_path, capsys):
     root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=2, seed=1, sample_rate=16000)
     (root / "transcripts.tsv").write_text("id10000/yt0000/00001 no tab here\n")
-    line = one_line_error(msa(tmp_path, *build_args(root, tmp_path / "out", *FAST)))
+    line = one_line_error(msa_here(capsys, *build_args(root, tmp_path / "out", *FAST)))
     assert "transcripts.tsv:1: expected `id<TAB>text`" in line, line
-    line = one_line_error(msa(tmp_path, *build_args(root, tmp_path / "out", *FAST[:2], "--sample-rate", "8000")))
+    line = one_line_error(msa_here(capsys, *build_args(root, tmp_path / "out", *FAST[:2], "--sample-rate", "8000")))
     assert "--sample-rate 8000 --hop-length 512 --f0 zcr: the audio features cannot be computed" in line, line
     assert "Nyquist" in line and not (tmp_path / "out").exists()

@@ -4,7 +4,9 @@ unfinished shards.
 
 Shards are real litdata ``optimize`` outputs in the layout of ``msa pretrain-data build`` (written here by
 :func:`write_shards`); the model is the in-process ``tiny-bert``. Runs that recorded the clips they trained
-on write them with :class:`RecordIds` (imported by ``msa fit`` subprocesses from this file).
+on write them with :class:`RecordIds` (imported by ``msa fit`` from this file). ``msa fit`` runs in a subprocess
+where the test is about processes (2 gloo ranks, kill -9); elsewhere it runs in this process through the same
+entry point (:func:`_msa_here`), which saves the seconds of importing the suite that every process start costs.
 """
 from __future__ import annotations
 
@@ -117,12 +119,12 @@ def test_ranks_read_disjoint_shares_covering_every_clip_once(shards, workers):
     """1-4 ranks (23 clips, batch 3): every clip exactly once per epoch, every rank the same number of batches
     (the odd clip joins a batch, nothing dropped or repeated), the same shares whatever the loader workers."""
     for world in (1, 2, 3, 4):
+        loaders = [_dm(shards, world, rank, num_workers=workers).train_dataloader() for rank in range(world)]
+        epochs = [[[b.ids for b in loader] for _ in range(2)] for loader in loaders]  # each rank's epochs 1 and 2
         for epoch in range(2):
             seen, counts = [], set()
-            for rank in range(world):
-                loader = _dm(shards, world, rank, num_workers=workers).train_dataloader()
-                for _ in range(epoch + 1):
-                    batches = [b.ids for b in loader]
+            for rank, loader in enumerate(loaders):
+                batches = epochs[rank][epoch]
                 assert len(batches) == len(loader) and min(map(len, batches)) >= 2
                 counts.add(len(batches))
                 seen += [i for b in batches for i in b]
@@ -138,12 +140,15 @@ def test_loader_state_resumes_mid_epoch_on_every_rank(shards, workers):
     """Rank 0's loader state (what a checkpoint holds) after k batches of epoch 2: each rank of a new run
     continues with exactly its remaining clips, then epoch 3 is the uninterrupted run's."""
     world = 2
+    references = []  # each rank's epochs 2 and 3, uninterrupted
+    for rank in range(world):
+        reference = _dm(shards, world, rank, num_workers=workers).train_dataloader()
+        list(reference)
+        references.append(([b.ids for b in reference], [b.ids for b in reference]))
     for k in (1, 3):
         state = None
         for rank in range(world):
-            reference = _dm(shards, world, rank, num_workers=workers).train_dataloader()
-            list(reference)
-            epoch2, epoch3 = [b.ids for b in reference], [b.ids for b in reference]
+            epoch2, epoch3 = references[rank]
             if rank == 0:
                 loader = _dm(shards, world, rank, num_workers=workers).train_dataloader()
                 list(loader)
@@ -260,13 +265,38 @@ def _msa(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
                           text=True, timeout=timeout)
 
 
-def test_msa_fit_names_missing_shards(shards, tmp_path):
+def _msa_here(args: list[str], cwd: Path, capsys) -> subprocess.CompletedProcess:
+    """``msa ARGS`` in this process (the console script's entry point: its error boundary and exit status) in
+    ``cwd`` with :func:`_msa`'s environment, both restored afterwards (a run's ``PL_GLOBAL_SEED`` too), and what
+    it printed; an exception that the boundary lets through fails the test with its traceback."""
+    from msa_lightning.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MSA_CACHE_DIR": str(cwd / "cache")})
+    os.environ.pop("MSA_DEBUG", None)
+    os.chdir(cwd)
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def test_msa_fit_names_missing_shards(shards, tmp_path, capsys):
     """The shipped config without shards at its data path: one line naming the folder and how to build it
-    (unfinished or inconsistent shards: test_missing_unfinished_or_inconsistent_shards_are_one_clear_error)."""
+    (unfinished or inconsistent shards: test_missing_unfinished_or_inconsistent_shards_are_one_clear_error).
+    In this process, from ``tmp_path`` (the config's relative path is not there)."""
     config = str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml")
     tiny = ["--data.init_args.tokenizer=tiny-bert", *TINY_MODEL, "--trainer.max_epochs=1",
             f"--trainer.default_root_dir={tmp_path / 'runs'}"]
-    missing = _msa(["fit", "--config", config, *tiny], tmp_path)  # the config's data/skesl/shards is not there
+    missing = _msa_here(["fit", "--config", config, *tiny], tmp_path, capsys)  # its data/skesl/shards is not there
     assert missing.returncode == 2, missing.stderr[-3000:]
     message = missing.stderr.strip().splitlines()[-1]
     assert message.startswith("msa: error: data/skesl/shards: no SKESL pretraining shards here"), message
@@ -320,30 +350,56 @@ def _pretrain_args(shards: Path, tmp_path: Path, config: str = "pretrain_bert_ba
             f"--trainer.default_root_dir={tmp_path / 'runs'}"]
 
 
-@pytest.mark.slow
-def test_two_process_ddp_epochs_cover_every_clip_exactly_once(shards, tmp_path):
-    """`msa fit` with the shipped config on 2 gloo processes: in each epoch the ranks train on disjoint clips
-    that together are every training clip once, in the same number of steps."""
+@pytest.fixture(scope="module")
+def ddp_run(shards, tmp_path_factory) -> dict:
+    """`msa fit` with the shipped config on 2 gloo processes (12 and 11 clips at batch 4: 3 steps an epoch), both
+    killed (-9) at the start of step 5 (the 2nd of epoch 1) after a checkpoint every 2 steps, then resumed from
+    ``step=4.ckpt`` to the end of epoch 2: the processes and the ids each rank trained on before and after the kill.
+    Shared by the two DDP tests (one DDP launch less: epoch 0 of the killed run is an uninterrupted epoch)."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
     ids = tmp_path / "ids"
-    proc = _msa([*_pretrain_args(shards, tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2",
-                 "--trainer.max_epochs=2", _callback("RecordIds", folder=str(ids))], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [_records(ids, 0), _records(ids, 1)]
-    for epoch in (0, 1):
-        per_rank = [[i for r in records if r["epoch"] == epoch for i in r["ids"]] for records in ranks]
+    ckpts = tmp_path / "every2"
+    every = "--trainer.callbacks+=" + json.dumps({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                                  "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2,
+                                                                "save_top_k": -1, "filename": "{step}"}})
+    args = [*_pretrain_args(shards, tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2",
+            "--trainer.max_epochs=3", every, _callback("RecordIds", folder=str(ids))]
+    killed = _msa([*args, _callback("KillAt", step=4)], tmp_path)  # 3 steps an epoch: step 4 = 2nd of epoch 1
+    before = [_records(ids, rank) for rank in (0, 1)]
+    ckpt = ckpts / "step=4.ckpt"
+    for rank in (0, 1):
+        (ids / f"ids_rank{rank}.jsonl").unlink(missing_ok=True)
+    resumed = _msa([*args, f"--ckpt_path={ckpt}"], tmp_path) if ckpt.is_file() else None
+    return {"killed": killed, "resumed": resumed, "ckpts": ckpts, "ckpt": ckpt, "before": before,
+            "after": [_records(ids, rank) for rank in (0, 1)]}
+
+
+def _epoch_ids(records: list[dict], epoch: int) -> list[str]:
+    return [i for r in records if r["epoch"] == epoch for i in r["ids"]]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_epochs_cover_every_clip_exactly_once(ddp_run):
+    """`msa fit` with the shipped config on 2 gloo processes: in each epoch the ranks train on disjoint clips
+    that together are every training clip once, in the same number of steps (epoch 0: before the kill; epoch 2:
+    after the resume; epoch 1, cut by the kill: test_two_process_ddp_killed_mid_epoch_resumes_...)."""
+    assert ddp_run["killed"].returncode == -signal.SIGKILL, ddp_run["killed"].stderr[-3000:]
+    assert ddp_run["resumed"] is not None and ddp_run["resumed"].returncode == 0, ddp_run["resumed"]
+    for epoch, ranks in ((0, ddp_run["before"]), (2, ddp_run["after"])):
+        per_rank = [_epoch_ids(records, epoch) for records in ranks]
         steps = [[r["step"] for r in records if r["epoch"] == epoch] for records in ranks]
-        assert steps[0] == steps[1] and len(steps[0]) == 3  # 12 and 11 clips at batch 4: 3 steps each
+        assert steps[0] == steps[1] and len(steps[0]) == 3, steps  # 12 and 11 clips at batch 4: 3 steps each
         assert not set(per_rank[0]) & set(per_rank[1])
         assert sorted(per_rank[0] + per_rank[1]) == TRAIN_IDS, epoch
-    first = [[i for r in records if r["epoch"] == 0 for i in r["ids"]] for records in ranks]
-    second = [[i for r in records if r["epoch"] == 1 for i in r["ids"]] for records in ranks]
-    assert first != second  # each epoch its own order
+    orders = [[_epoch_ids(ddp_run["before"][rank], epoch) + _epoch_ids(ddp_run["after"][rank], epoch)
+               for rank in (0, 1)] for epoch in range(3)]
+    assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]  # each epoch its own order
 
 
 @pytest.mark.slow
-def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tmp_path):
-    """kill -9 in the middle of epoch 1, after a checkpoint every 2 steps: `msa fit --ckpt_path` trains on
-    exactly the clips of that epoch the checkpoint had not seen, then on a full epoch."""
+def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tmp_path, capsys):
+    """kill -9 in the middle of epoch 1, after a checkpoint every 2 steps: `msa fit --ckpt_path` (in this process)
+    trains on exactly the clips of that epoch the checkpoint had not seen, then on a full epoch."""
     ids = tmp_path / "ids"
     ckpts = tmp_path / "every2"
     every = "--trainer.callbacks+=" + json.dumps({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
@@ -359,7 +415,7 @@ def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tm
     seen_in_epoch = [i for r in before if r["epoch"] == 1 for i in r["ids"]]  # 4 batches of epoch 1
     assert len(seen_in_epoch) == 16
     (ids / "ids_rank0.jsonl").unlink()
-    resumed = _msa([*args, f"--ckpt_path={ckpt}"], tmp_path)
+    resumed = _msa_here([*args, f"--ckpt_path={ckpt}"], tmp_path, capsys)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _records(ids)
     rest_of_epoch = [i for r in after if r["epoch"] == 1 for i in r["ids"]]
@@ -385,9 +441,10 @@ def test_shipped_pretraining_configs_step_on_shards(config, shards, tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path):
+def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path, capsys):
     """From the CLI with the shipped configs: `msa pretrain-data synth` -> `build` -> `msa fit` pretraining on
-    the shards (the training loss goes down) -> `msa fit` MOSI fine-tuning from its last checkpoint."""
+    the shards (the training loss goes down) -> `msa fit` MOSI fine-tuning from its last checkpoint. All in this
+    process (each command in a subprocess: test_skesl_shards.py and the DDP and kill tests here)."""
     import csv
     import dataclasses
 
@@ -399,12 +456,12 @@ def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path):
                  ["pretrain-data", "build", "--transcripts", str(corpus / "transcripts.tsv"), "--audio",
                   str(corpus / "audio"), "--visual", str(corpus / "openface"), "--out", str(out), "--f0", "zcr",
                   "--valid-share", "0.25", "--audio-frames", "40", "--vision-frames", "20"]):
-        proc = _msa(args, tmp_path)
+        proc = _msa_here(args, tmp_path, capsys)
         assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = read_manifest(out)
     assert manifest["splits"]["train"] + manifest["splits"]["valid"] == 24
-    pretrain = _msa([*_pretrain_args(out, tmp_path), "--trainer.max_epochs=4", "--model.init_args.lr=3e-3",
-                     "--model.init_args.encoder_lr=1e-3"], tmp_path)
+    pretrain = _msa_here([*_pretrain_args(out, tmp_path), "--trainer.max_epochs=4", "--model.init_args.lr=3e-3",
+                          "--model.init_args.encoder_lr=1e-3"], tmp_path, capsys)
     assert pretrain.returncode == 0, pretrain.stderr[-3000:]
     run = next((tmp_path / "runs").rglob("last.ckpt")).parents[1]
     with open(run / "metrics.csv", newline="") as f:
@@ -417,13 +474,13 @@ def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path):
         patch.setattr(synthetic_module, "get_spec", lambda name: spec)
         mosi = synthetic_module.make_synthetic("mosi", tmp_path / "mosi33.pkl", size_factor=0.03, seed=2)
     ckpt = run / "checkpoints" / "last.ckpt"
-    finetune = _msa(["fit", "--config", str(REPO / "configs" / "skesl" / "mosi_bert_base.yaml"),
-                     f"--model.init_args.pretrained={ckpt}", f"--data.init_args.path={mosi}",
-                     "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=16",
-                     "--data.init_args.num_workers=0", *TINY_MODEL, "--trainer.max_epochs=1",
-                     "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-                     "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'mosi_runs'}"],
-                    tmp_path)
+    finetune = _msa_here(["fit", "--config", str(REPO / "configs" / "skesl" / "mosi_bert_base.yaml"),
+                          f"--model.init_args.pretrained={ckpt}", f"--data.init_args.path={mosi}",
+                          "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=16",
+                          "--data.init_args.num_workers=0", *TINY_MODEL, "--trainer.max_epochs=1",
+                          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                          "--trainer.enable_progress_bar=false",
+                          f"--trainer.default_root_dir={tmp_path / 'mosi_runs'}"], tmp_path, capsys)
     assert finetune.returncode == 0, finetune.stderr[-3000:]
     state = torch.load(next((tmp_path / "mosi_runs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["pretrained"] == str(ckpt)
@@ -431,32 +488,23 @@ def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_killed_mid_epoch_resumes_with_each_rank_s_remaining_clips(shards, tmp_path):
+def test_two_process_ddp_killed_mid_epoch_resumes_with_each_rank_s_remaining_clips(ddp_run):
     """2 gloo processes, both killed (-9) in the middle of epoch 1 after a checkpoint: the resumed ranks train
     on exactly the clips of that epoch the checkpoint had not seen (each its own share, from rank 0's loader
     state in the checkpoint), then on a whole epoch."""
-    ids = tmp_path / "ids"
-    ckpts = tmp_path / "every2"
-    every = "--trainer.callbacks+=" + json.dumps({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                                  "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2,
-                                                                "save_top_k": -1, "filename": "{step}"}})
-    args = [*_pretrain_args(shards, tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2",
-            "--trainer.max_epochs=3", every, _callback("RecordIds", folder=str(ids))]
-    killed = _msa([*args, _callback("KillAt", step=4)], tmp_path)  # 3 steps an epoch: step 4 = 2nd of epoch 1
+    killed, resumed = ddp_run["killed"], ddp_run["resumed"]
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    ckpt = ckpts / "step=4.ckpt"
-    assert ckpt.is_file(), sorted(p.name for p in ckpts.iterdir())
-    seen = [[i for r in _records(ids, rank) if r["epoch"] == 1 for i in r["ids"]] for rank in (0, 1)]
+    assert ddp_run["ckpt"].is_file(), sorted(p.name for p in ddp_run["ckpts"].iterdir())
+    seen = [_epoch_ids(records, 1) for records in ddp_run["before"]]
     assert [len(s) for s in seen] == [4, 4]
-    for rank in (0, 1):
-        (ids / f"ids_rank{rank}.jsonl").unlink()
-    resumed = _msa([*args, f"--ckpt_path={ckpt}"], tmp_path)
+    assert [[r["step"] for r in records] for records in ddp_run["before"]] == [[1, 2, 3, 4]] * 2
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    rest = [[i for r in _records(ids, rank) if r["epoch"] == 1 for i in r["ids"]] for rank in (0, 1)]
+    rest = [_epoch_ids(records, 1) for records in ddp_run["after"]]
     assert [len(r) for r in rest] == [8, 7]  # shares of 12 and 11 clips
     assert not set(seen[0] + seen[1]) & set(rest[0] + rest[1])
     assert sorted(seen[0] + seen[1] + rest[0] + rest[1]) == TRAIN_IDS
-    last = [i for rank in (0, 1) for r in _records(ids, rank) if r["epoch"] == 2 for i in r["ids"]]
+    assert [[r["step"] for r in records] for records in ddp_run["after"]] == [list(range(5, 10))] * 2
+    last = [i for records in ddp_run["after"] for i in _epoch_ids(records, 2)]
     assert sorted(last) == TRAIN_IDS
 
 

@@ -2,7 +2,9 @@
 
 A tiny randomly initialised Whisper (``tiny-whisper``), saved with ``save_pretrained`` and loaded from its
 folder, transcribes a few generated clips: its text is junk (bytes, control characters among them), so the
-tests check the file's structure, ids, resume and error reporting, not words.
+tests check the file's structure, ids, resume and error reporting, not words. ``msa transcribe`` runs once in a
+subprocess, as a user runs it; the other commands go through the same entry point in this process
+(:func:`_msa_here`), without the seconds of importing the suite that a process start costs.
 """
 from __future__ import annotations
 
@@ -245,8 +247,8 @@ def test_clean_text_windows_and_line_repair(tmp_path):
     assert repair_last_line(tmp_path / "absent.tsv") is None
 
 
-def _msa(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+def _msa(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "msa_lightning.cli", "transcribe", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -263,10 +265,25 @@ def test_msa_transcribe_command_writes_the_tsv_and_the_errors_file(whisper_dir, 
     assert "Traceback" not in run.stderr and "transcribe: 100%" in run.stderr  # the progress bar
 
 
-@pytest.mark.slow
-def test_msa_transcribe_missing_model_is_one_error_line(corpus, tmp_path):
-    run = _msa("--model", "openai/whisper-no-such-size", "--audio", str(corpus / "audio"),
-               "--out", str(tmp_path / "asr.tsv"), env_extra={"HF_HOME": str(tmp_path / "hf")})
+def _msa_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``msa ARGS`` in this process (the console script's entry point: its error boundary and exit status), with
+    what it printed; an exception that the boundary lets through fails the test with its traceback."""
+    from msa_lightning.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def test_msa_transcribe_missing_model_is_one_error_line(corpus, tmp_path, capsys):
+    """A hub name that no cache holds (offline, as every test): one error line (in this process)."""
+    run = _msa_here(capsys, "transcribe", "--model", "openai/whisper-no-such-size", "--audio", str(corpus / "audio"),
+                    "--out", str(tmp_path / "asr.tsv"))
     assert run.returncode == 2
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("msa: error:"), run.stderr
@@ -274,18 +291,17 @@ def test_msa_transcribe_missing_model_is_one_error_line(corpus, tmp_path):
     assert not (tmp_path / "asr.tsv").exists()
 
 
-@pytest.mark.slow
-def test_msa_pretrain_data_build_accepts_the_transcripts(whisper_dir, corpus, tmp_path):
+def test_msa_pretrain_data_build_accepts_the_transcripts(whisper_dir, corpus, tmp_path, capsys, monkeypatch):
+    """`msa pretrain-data build` (in this process; as a subprocess: test_skesl_shards.py) on transcribe's file."""
     import json
 
     out = tmp_path / "asr.tsv"
     _run(whisper_dir, corpus, out)
     shards = tmp_path / "shards"
-    command = [sys.executable, "-m", "msa_lightning.cli", "pretrain-data", "build", "--transcripts", str(out),
-               "--audio", str(corpus / "audio"), "--visual", str(corpus / "openface"), "--out", str(shards),
-               "--f0", "zcr", "--max-bad-share", "0.5", "--valid-share", "0.5"]
-    run = subprocess.run(command, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-                         timeout=600)
+    monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path / "cache"))
+    run = _msa_here(capsys, "pretrain-data", "build", "--transcripts", str(out), "--audio", str(corpus / "audio"),
+                    "--visual", str(corpus / "openface"), "--out", str(shards), "--f0", "zcr", "--max-bad-share", "0.5",
+                    "--valid-share", "0.5")
     assert run.returncode == 0, run.stdout[-1000:] + run.stderr[-2000:]
     manifest = json.loads((shards / "manifest.json").read_text(encoding="utf-8"))
     assert sum(manifest["splits"].values()) == 4  # the four clips with transcript, audio and OpenFace output

@@ -10,6 +10,8 @@ would run it, every pipeline file is checked.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import re
 from pathlib import Path
@@ -23,8 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
-def _load(path: Path) -> dict:
+@functools.lru_cache(maxsize=None)
+def _read(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
+
+
+def _load(path: Path) -> dict:
+    """The YAML of ``path`` (read once: collection asks for every file several times); a copy to change freely."""
+    return copy.deepcopy(_read(path))
 
 
 def _all(pattern: str = "*.yaml") -> list[Path]:
@@ -62,6 +70,17 @@ DATASET_OF = {"MOSIDataModule": "mosi", "MOSIASRDataModule": "mosi", "MOSEIDataM
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture()
+def fit_parser_only(monkeypatch):
+    """``msa fit`` as the command runs it, but without building the parsers of the three subcommands it does not
+    use (``validate``, ``test``, ``predict``: the same model/data/trainer arguments, three quarters of the time
+    LightningCLI takes to start). Those subcommands are run in test_cli_runs, test_twostep, test_pipeline."""
+    from msa_lightning.cli import MSACLI
+
+    everything = MSACLI.subcommands()
+    monkeypatch.setattr(MSACLI, "subcommands", staticmethod(lambda: {"fit": everything["fit"]}))
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """Synthetic files by (dataset, aligned), written once per module when first asked for."""
@@ -147,7 +166,7 @@ def _fit(args: list[str]) -> object:
 
 # ---------------------------------------------------------------------------------------------- full configs
 @pytest.mark.parametrize("config", FULL, ids=_id)
-def test_full_config_builds_and_steps(config, synthetic, transcripts, tmp_path):
+def test_full_config_builds_and_steps(config, synthetic, transcripts, tmp_path, fit_parser_only):
     spec = _load(config)
     if _class(spec, "data") == "StageFeaturesDataModule":
         # reads the exports of earlier stages: stepped through its pipeline in test_fmlmsn; here it must
@@ -196,7 +215,8 @@ def _base_for(fragment: Path) -> Path:
 
 
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=_id)
-def test_fragment_on_a_base_config_builds_and_steps(fragment, synthetic, transcripts, tmp_path, monkeypatch):
+def test_fragment_on_a_base_config_builds_and_steps(fragment, synthetic, transcripts, tmp_path, monkeypatch,
+                                                    fit_parser_only):
     base = _base_for(fragment)
     spec = _load(base)
     tiny = _tiny_args(base, spec, synthetic, transcripts, tmp_path)

@@ -38,12 +38,15 @@ TINY = dict(thid=8, tout=8, ahid=8, vhid=8, tdim=8, adim=8, vdim=8, fdim=8, text
 
 @pytest.fixture(scope="module")
 def sims_bimodal(tmp_path_factory):
-    """Synthetic CH-SIMS with all seven labels, written by the `msa data synth` command."""
+    """Synthetic CH-SIMS with all seven labels, written by the `msa data synth` command (in-process: the same
+    entry point as the console script; `msa data` runs as a subprocess in test_reader)."""
     out = tmp_path_factory.mktemp("fml") / "sims_bimodal.pkl"
-    done = subprocess.run([sys.executable, "-m", "msa_lightning.cli", "data", "synth", "--dataset", "sims",
-                           "--bimodal-labels", "--size-factor", "0.05", "--seed", "3", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
+    from msa_lightning.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "synth", "--dataset", "sims", "--bimodal-labels", "--size-factor", "0.05", "--seed", "3",
+              "--out", str(out)])
+    assert exit_info.value.code in (0, None) and out.is_file()
     return out
 
 
@@ -285,16 +288,22 @@ def _msa(args, tmp_path):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_msa_fit_with_fine_labels_on_a_file_without_them(tmp_path, synthetic_sims):
+def test_msa_fit_with_fine_labels_on_a_file_without_them(tmp_path, synthetic_sims, capsys):
     """The shipped stage config on a CH-SIMS file with only T/A/V labels: one line, exit 2, no traceback.
-    (The successful `msa fit` runs of the shipped configs are in the pipeline test below.)"""
+    (In-process through `main`, the console script's error boundary; the successful `msa fit` runs of the
+    shipped configs are the pipeline's stages below.)"""
+    from msa_lightning.cli import main
+
     config = str(REPO / "configs" / "fmlmsn" / "sims_stage.yaml")
-    bad = _msa(["fit", "--config", config, f"--data.init_args.path={synthetic_sims}", "--model.init_args.pair=AV",
-                "--data.init_args.num_workers=0", "--trainer.max_epochs=1"], tmp_path)
-    assert bad.returncode == 2, bad.stderr[-3000:]
-    message = bad.stderr.strip().splitlines()[-1]
-    assert message.startswith("msa: error:") and "regression_labels_AV" in message, bad.stderr[-2000:]
-    assert "label_source=multimodal" in message and "Traceback" not in bad.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", config, f"--data.init_args.path={synthetic_sims}", "--model.init_args.pair=AV",
+              "--data.init_args.num_workers=0", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+              "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err[-3000:]
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("msa: error:") and "regression_labels_AV" in message, err[-2000:]
+    assert "label_source=multimodal" in message and "Traceback" not in err
 
 
 def test_text_features_from_a_saved_bert_folder(tmp_path, sims_bimodal):
@@ -365,37 +374,78 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
             assert (REPO / stage["args"][1]).is_file(), (path, stage["args"][1])
 
 
+# ------------------------------------------------------------------------------------------- the notebook and the pipeline
+NOTEBOOK = REPO / "notebooks" / "fmlmsn.ipynb"
+
+
+@pytest.fixture(scope="module")
+def notebook_run(tmp_path_factory):
+    """notebooks/fmlmsn.ipynb executed top to bottom as a user runs it, on a tiny synthetic CH-SIMS file (5 %,
+    2 epochs). It runs the shipped pipeline (configs/fmlmsn/sims_pipeline.yaml with tiny overrides) through
+    ``run_pipeline``, what `msa pipeline` calls: three stage fits with exports, the meta-learner on them, an
+    `msa test` of each best checkpoint. The pipeline test below checks that run folder (one pipeline run for
+    both, each stage a real `msa fit` / `msa test` subprocess)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    workdir = tmp_path_factory.mktemp("fmlmsn_notebook")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MSA_NOTEBOOK_DIR", str(workdir))
+        patch.setenv("MSA_NOTEBOOK_SIZE", "0.05")
+        patch.setenv("MSA_NOTEBOOK_EPOCHS", "2")
+        patch.setenv("MPLBACKEND", "Agg")
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("OMP_NUM_THREADS", "1")  # tiny ops: one thread beats two on a shared 2-core machine
+        nb = nbformat.read(NOTEBOOK, as_version=4)
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(workdir)}}).execute()
+    return nb, workdir
+
+
 @pytest.mark.slow
-def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(tmp_path, sims_bimodal):
-    """The shipped pipeline's shape (configs/fmlmsn/sims_pipeline.yaml) with tiny sizes: three stage fits
-    with exports, the meta-learner on them; a second run skips every stage."""
+def test_fmlmsn_notebook_executes(notebook_run):
+    """notebooks/fmlmsn.ipynb: its Tables 7-8 rows and the Eq. 8 value, drawn as a bar chart."""
+    nb, workdir = notebook_run
+    assert (workdir / "fmlmsn.png").stat().st_size > 1000
+    assert list((workdir / "cache" / "export").iterdir())  # the saved stage features went to the notebook's store
+    tables = [o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "text/markdown" in o.get("data", {})]
+    assert len(tables) == 1 and "| M | A+V+T |" in tables[0] and "| A, T | A |" in tables[0]
+    printed = "".join(o.get("text", "") for o in nb.cells[-2].get("outputs", []))
+    assert printed.startswith("Eq. 8: p = ") and ("reuse the stages" in printed or "retrain the stages" in printed)
+
+
+@pytest.mark.slow
+def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(notebook_run, capsys):
+    """The shipped pipeline's shape (configs/fmlmsn/sims_pipeline.yaml) with tiny sizes, as the notebook ran
+    it: three stage fits with exports, the meta-learner on them; `msa report --fmlmsn` reads it; a second
+    `msa pipeline` (a real subprocess) skips every stage."""
     import yaml
 
+    from msa_lightning.cli import main
+
+    _, workdir = notebook_run
+    pipeline = yaml.safe_load((workdir / "pipeline.yaml").read_text())
     shipped = yaml.safe_load((REPO / "configs" / "fmlmsn" / "sims_pipeline.yaml").read_text())
-    common = [f"--data.init_args.path={sims_bimodal}", "--data.init_args.batch_size=16",
-              "--data.init_args.num_workers=0", "--trainer.max_epochs=2"]
-    widths = [f"--model.init_args.{k}=4" for k in ("thid", "tout", "ahid", "vhid", "tdim", "adim", "vdim", "fdim")]
-    for stage in shipped["stages"]:
-        stage["args"][1] = str(REPO / stage["args"][1])
-        if stage["name"] == "meta":
-            stage["args"] += common + ["--model.init_args.stage_fdim=4", "--model.init_args.fdim=4"]
-        else:
-            stage["args"] += common + widths + ["--data.init_args.text_model=tiny-bert", "--model.init_args.text_dim=32"]
-    shipped["out"] = str(tmp_path / "runs")
-    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(shipped))
-    first = _msa(["pipeline", "pipeline.yaml"], tmp_path)
-    assert first.returncode == 0, (first.stdout[-2000:], first.stderr[-3000:])
-    records = {name: json.loads((tmp_path / "runs" / name / "stage.json").read_text())
+    assert [s["name"] for s in pipeline["stages"]] == [s["name"] for s in shipped["stages"]]
+    out = Path(pipeline["out"])
+    records = {name: json.loads((out / name / "stage.json").read_text())
                for name in ("stage_av", "stage_at", "stage_vt", "meta")}
+    assert all(r["status"] == "finished" for r in records.values())
     for name in ("stage_av", "stage_at", "stage_vt"):
         assert (Path(records[name]["export"]) / "train" / "features.H.npy").is_file()
-    eq8 = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "meta").rglob("eq8.json")]
+    # the meta-learner read the three stages' exports (the pipeline substituted ${stage.export})
+    meta_command = " ".join(records["meta"]["command"])
+    assert all(records[name]["export"] in meta_command for name in ("stage_av", "stage_at", "stage_vt"))
+    eq8 = [json.loads(p.read_text()) for p in (out / "meta").rglob("eq8.json")]
     assert len(eq8) == 1 and eq8[0]["decision"] in ("reuse the stages", "retrain the stages")
     # every stage ends with `msa test` of its best checkpoint (test: true): the report reads the test split
     assert all(r["tested"] == r["best_ckpt"] for r in records.values())
-    report = _msa(["report", "runs", "--fmlmsn"], tmp_path)
-    assert report.returncode == 0, report.stderr[-2000:]
-    assert "FmlMSN results, test split" in report.stdout, report.stdout[:500]
-    second = _msa(["pipeline", "pipeline.yaml"], tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # `msa report` in-process (a subprocess in test_cli_runs)
+        main(["report", str(out), "--fmlmsn"])
+    report = capsys.readouterr()
+    assert exit_info.value.code in (0, None), report.err[-2000:]
+    assert "FmlMSN results, test split" in report.out, report.out[:500]
+    second = _msa(["pipeline", str(workdir / "pipeline.yaml")], workdir)
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("is up to date, skipped") == 4, second.stdout[-2000:]

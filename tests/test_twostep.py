@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 pytest.importorskip("av")
 
 from test_raw_media import ROWS, _dm, _feature_dm, make_dataset  # noqa: E402
-from test_reader import assert_one_line_error, run_msa  # noqa: E402
+from test_reader import assert_one_line_error  # noqa: E402
 
 from msa_lightning.data.raw_media import RawMediaDataModule  # noqa: E402
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
@@ -208,33 +210,80 @@ def _data_args(path: Path, cls: str = "RawMediaDataModule") -> list[str]:
             "--data.init_args.text_max_length=12", "--data.init_args.size=16", "--data.init_args.batch_size=2"]
 
 
+def msa_in_process(*args, capsys) -> SimpleNamespace:
+    """``msa ARGS`` through :func:`msa_lightning.cli.main`, the console script's own entry point and error
+    boundary, in this process (the process boundary itself: test_cli_errors and test_cli_runs for `msa fit` /
+    `msa test`, the FmlMSN pipeline's stages in test_fmlmsn); returns what a subprocess would."""
+    from msa_lightning.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    code = exit_info.value.code
+    return SimpleNamespace(returncode=0 if code is None else code, stdout=out.out, stderr=out.err)
+
+
+@pytest.fixture()
+def stages_in_process(monkeypatch) -> list[list[str]]:
+    """``run_pipeline`` runs each stage's `msa fit` / `msa test` as ``python -m msa_lightning.cli ...``; here those
+    command lines go through :func:`msa_lightning.cli.main` in this process instead (the same entry point and
+    error boundary: several CLI runs without paying a Python start each). What the pipeline does between the
+    stages (substitutions, records, best checkpoints, tests) is unchanged; stages as real subprocesses are
+    tested in test_pipeline and test_fmlmsn. Returns the stage command lines run, in order."""
+    import subprocess
+
+    from msa_lightning.cli import main
+
+    real_call, ran = subprocess.call, []
+
+    def call(command, *args, **kwargs):
+        if list(command[:3]) != [sys.executable, "-m", "msa_lightning.cli"]:
+            return real_call(command, *args, **kwargs)
+        ran.append(list(command[3:]))
+        try:
+            main(list(command[3:]))
+        except SystemExit as exit_info:
+            return 0 if exit_info.code is None else exit_info.code
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", call)
+    return ran
+
+
 def _trainer_args(root: Path) -> list[str]:
     return [f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
 
 
 @pytest.mark.slow
-def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, monkeypatch):
+def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, capfd, stages_in_process):
     """The two-step recipe from the command line, as configs/twostep/simsv2_twostep_pipeline.yaml runs it:
     `msa pipeline` fine-tunes the video extractor on label_V (step 1), then step 2 reads that stage's best
-    checkpoint through the extracted-features DataModule and trains MulT; then `msa test`."""
+    checkpoint through the extracted-features DataModule and trains MulT; then `msa test`. The pipeline and
+    its stages run in-process (``run_pipeline``, what `msa pipeline` calls; see ``stages_in_process``)."""
     import yaml
 
+    from msa_lightning.tools.pipeline import run_pipeline
+
     path, cache = raw
-    features = [*_data_args(path, "ExtractedFeaturesDataModule"), "--data.init_args.text_model=tiny-bert",
+    store = f"--data.init_args.cache_dir={cache}"  # the stages' store (the saved config keeps it for `msa test`)
+    features = [*_data_args(path, "ExtractedFeaturesDataModule"), store, "--data.init_args.text_model=tiny-bert",
                 "--data.init_args.audio_model=tiny-hubert", "--data.init_args.video_arch=tiny-swin3d",
                 "--data.init_args.step1_checkpoints={vision: ${step1_V.best_ckpt}}"]
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
     pipeline = {"name": "tiny_twostep", "out": str(tmp_path / "runs"), "stages": [
         {"name": "step1_V", "args": [*MODEL_TINY, "--model.init_args.regime=step1", "--model.init_args.step1_modality=V",
-                                     *_data_args(path), *quiet, "--trainer.max_epochs=1"]},
+                                     *_data_args(path), store, *quiet, "--trainer.max_epochs=1"]},
         {"name": "step2_mult", "needs": ["step1_V"],
          "args": [*MODEL_TINY, "--model.init_args.regime=step2", "--model.init_args.fusion=mult", *features, *quiet,
                   "--trainer.max_epochs=2"]}]}
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread beats two on a shared machine
-    done = run_msa("pipeline", tmp_path / "pipeline.yaml", cache=cache)
-    assert done.returncode == 0, done.stderr[-3000:]
+    records = run_pipeline(tmp_path / "pipeline.yaml")
+    assert list(records) == ["step1_V", "step2_mult"] and all(r["status"] == "finished" for r in records.values())
+    assert [c[0] for c in stages_in_process] == ["fit", "fit"]
+    assert f"--data.init_args.step1_checkpoints={{vision: {records['step1_V']['best_ckpt']}}}" in \
+        records["step2_mult"]["command"]  # ${step1_V.best_ckpt} substituted
 
     step1 = sorted((tmp_path / "runs" / "step1_V" / "checkpoints").glob("best*.ckpt"))
     state = torch.load(step1[0], map_location="cpu", weights_only=False)["state_dict"]
@@ -246,17 +295,18 @@ def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, monkey
     assert [g["name"] for g in step2["optimizer_states"][0]["param_groups"]] == ["default", "default/no_decay"]
 
     config = next(run.rglob("config.yaml"))
-    tested = run_msa("test", "--config", config, "--ckpt_path", run, cache=cache)
+    capfd.readouterr()
+    tested = msa_in_process("test", "--config", config, "--ckpt_path", run, capsys=capfd)
     assert tested.returncode == 0, tested.stderr[-3000:]
     row = [line for line in tested.stdout.splitlines() if "test/mae" in line]
     assert row and np.isfinite(float(row[0].split("│")[2]))
 
 
-def test_msa_joint_on_a_mosi_release_is_one_clear_error(raw, tmp_path):
+def test_msa_joint_on_a_mosi_release_is_one_clear_error(raw, tmp_path, capsys):
     mosi = _mosi_release(tmp_path / "mosi_raw")
-    result = run_msa("fit", *MODEL_TINY, "--model.init_args.regime=joint",
-                     *_data_args(mosi), "--data.init_args.dataset=mosi", *_trainer_args(tmp_path / "runs"),
-                     "--trainer.max_epochs=1", cache=raw[1])
+    result = msa_in_process("fit", *MODEL_TINY, "--model.init_args.regime=joint",
+                            *_data_args(mosi), "--data.init_args.dataset=mosi", f"--data.init_args.cache_dir={raw[1]}",
+                            *_trainer_args(tmp_path / "runs"), "--trainer.max_epochs=1", capsys=capsys)
     assert_one_line_error(result, "regime='joint'", "has no T, A, V labels", str(mosi / "label.csv"))
 
 
@@ -382,10 +432,14 @@ def test_handcrafted_rows_read_audio_and_vision_from_the_feature_file(simsv2_fil
 
 
 @pytest.mark.slow
-def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_path, monkeypatch):
+def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_path, capfd, stages_in_process):
     """The shipped hand-crafted two-step pipeline (tiny overrides appended): step 1 fine-tunes BERT on
-    label_T of the feature file; step 2 names the step-1 run folder and freezes its best BERT inside the model."""
+    label_T of the feature file; step 2 names the step-1 run folder and freezes its best BERT inside the model.
+    The pipeline and its stages run in-process (``run_pipeline``, what `msa pipeline` calls; see
+    ``stages_in_process``)."""
     import yaml
+
+    from msa_lightning.tools.pipeline import run_pipeline
 
     shipped = Path(__file__).resolve().parents[1] / "configs" / "twostep" / "simsv2_handcrafted_twostep_pipeline.yaml"
     pipeline = yaml.safe_load(shipped.read_text())
@@ -394,15 +448,20 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     tiny = ["--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
             "--model.init_args.head_hidden=8", "--model.init_args.mult_dim=8", "--model.init_args.mult_heads=2",
             "--model.init_args.mult_layers=1", f"--data.init_args.path={simsv2_file}", "--data.init_args.batch_size=8",
-            "--data.init_args.text_max_length=12", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+            "--data.init_args.text_max_length=12", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
     for stage in pipeline["stages"]:
         stage["args"][1] = str(shipped.parent / Path(stage["args"][1]).name)
         stage["args"] += tiny
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    done = run_msa("pipeline", tmp_path / "pipeline.yaml", cache=tmp_path / "cache")
-    assert done.returncode == 0, done.stderr[-3000:]
+    capfd.readouterr()
+    records = run_pipeline(tmp_path / "pipeline.yaml")
+    done = capfd.readouterr()  # the pipeline's lines and its stages' output
+    assert [c[0] for c in stages_in_process] == ["fit", "fit", "test"]
+    assert records["step2_mult"]["tested"] == records["step2_mult"]["best_ckpt"]
+    assert f"--model.init_args.step1_checkpoints={{text: {records['step1_T']['dir']}}}" in \
+        records["step2_mult"]["command"]  # ${step1_T.dir}: the run folder stands for its best checkpoint
     best = sorted((tmp_path / "runs" / "step1_T" / "checkpoints").glob("best*.ckpt"))
     step1 = torch.load(best[0], map_location="cpu", weights_only=False)["state_dict"]
     step2 = torch.load(tmp_path / "runs" / "step2_mult" / "checkpoints" / "last.ckpt", map_location="cpu",
@@ -411,8 +470,8 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     assert text and all(torch.equal(step1[k], step2["state_dict"][k]) for k in text)  # frozen, from step 1
     assert not any(k.startswith(("net.audio.", "net.vision.")) for k in step2["state_dict"])
     assert [g["name"] for g in step2["optimizer_states"][0]["param_groups"]] == ["default", "default/no_decay"]
-    assert "stage step2_mult: msa test" in done.stdout  # the shipped step-2 stages end with their test
-    assert "test/mae" in done.stdout
+    assert "stage step2_mult: msa test" in done.out  # the shipped step-2 stages end with their test
+    assert "test/mae" in done.out  # printed by the stage's `msa test`
 
 
 @pytest.mark.parametrize("config, override, parts", [
@@ -422,13 +481,12 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
      ["model.init_args.step1_checkpoints.text: ckpt_path=", "no checkpoints found (the folder is empty)"]),
 ])
 def test_msa_fit_handcrafted_bad_settings_are_one_line_errors(config, override, parts, simsv2_file, tmp_path,
-                                                                 monkeypatch):
+                                                                 capsys):
     """`msa fit` with a shipped hand-crafted config and a wrong value: one line naming the key."""
     (tmp_path / "empty_run").mkdir()
     file = Path(__file__).resolve().parents[1] / "configs" / "twostep" / config
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    result = run_msa("fit", "--config", file, override.replace("EMPTY", str(tmp_path / "empty_run")),
-                     "--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
-                     f"--data.init_args.path={simsv2_file}", *_trainer_args(tmp_path / "runs"),
-                     "--trainer.max_epochs=1", cache=tmp_path / "cache")
+    result = msa_in_process("fit", "--config", file, override.replace("EMPTY", str(tmp_path / "empty_run")),
+                            "--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
+                            f"--data.init_args.path={simsv2_file}", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+                            *_trainer_args(tmp_path / "runs"), "--trainer.max_epochs=1", capsys=capsys)
     assert_one_line_error(result, *parts)

@@ -543,19 +543,31 @@ def test_unlabeled_split_flows_through_the_batch(synthetic_mosi, tmp_path):
 
 
 # --------------------------------------------------------------------------- the real `msa fit` command
-def _msa_fit(tmp_path, synthetic_mosi, *overrides: str):
-    from test_reader import run_msa
+def _msa_fit(tmp_path, synthetic_mosi, monkeypatch, capsys, *overrides: str):
+    """``msa fit`` in this process, through the command's entry point (``main``: its exit status and its one-line
+    ``msa: error:`` boundary), the store in ``tmp_path/cache`` (as ``MSA_CACHE_DIR`` would put it); a subprocess
+    would only add seconds of imports (real ``msa fit`` processes: tests/test_cli_errors.py, test_resume.py)."""
+    from types import SimpleNamespace
 
-    return run_msa("fit", "--model", "TFNModule", "--data", "MOSIDataModule",
-                   f"--data.init_args.path={synthetic_mosi}", "--trainer.max_epochs=1", "--trainer.logger=false",
-                   f"--trainer.default_root_dir={tmp_path}", *overrides, cache=tmp_path / "cache")
+    from msa_lightning import store
+    from msa_lightning.cli import main
+
+    monkeypatch.setattr(store, "DEFAULT_ROOT", tmp_path / "cache")
+    monkeypatch.setattr(cache_mod, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv("MSA_DEBUG", raising=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--model", "TFNModule", "--data", "MOSIDataModule", f"--data.init_args.path={synthetic_mosi}",
+              "--trainer.max_epochs=1", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}", *overrides])
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=exit_.value.code, stdout=out, stderr=err)
 
 
-def test_msa_fit_with_a_tokenizer_that_cannot_load(tmp_path, synthetic_mosi):
+def test_msa_fit_with_a_tokenizer_that_cannot_load(tmp_path, synthetic_mosi, monkeypatch, capsys):
     """(``data.init_args.batch_size=0`` through ``msa fit`` is one of tests/test_cli_errors.py's cases.)"""
     from test_reader import assert_one_line_error
 
-    result = _msa_fit(tmp_path, synthetic_mosi, "--data.init_args.tokenizer=no-such-dir/tokenizer")
+    result = _msa_fit(tmp_path, synthetic_mosi, monkeypatch, capsys, "--data.init_args.tokenizer=no-such-dir/tokenizer")
     assert_one_line_error(result, "data.init_args.tokenizer='no-such-dir/tokenizer'", "cannot be loaded")
 
 
@@ -581,7 +593,9 @@ class Tiny(L.LightningModule):
 
 L.seed_everything(7, verbose=False)
 dm = MOSIDataModule(sys.argv[1], batch_size=32, cache_dir=f"{sys.argv[2]}/cache")
-trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False, limit_val_batches=0,
+# ddp_fork: both ranks are forked from this script (one interpreter start and one set of imports instead of
+# two); `msa fit --trainer.strategy=ddp`'s launcher is tested in tests/test_training.py
+trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_fork", logger=False, limit_val_batches=0,
                     enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
 trainer.fit(Tiny(), datamodule=dm)
 '''

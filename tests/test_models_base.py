@@ -294,7 +294,9 @@ DDP_SCRIPT = textwrap.dedent("""
         def val_dataloader(self):
             return make_batches(ROWS[self.trainer.global_rank], 4)
 
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
+    # ddp_fork: both ranks are forked from this script (one interpreter start and one set of imports instead of
+    # two); `msa fit --trainer.strategy=ddp`'s launcher is tested in tests/test_training.py
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False)
     result = trainer.validate(_lfdnn(), datamodule=Shards(), verbose=False)[0]
     if trainer.global_rank == 0:
@@ -348,14 +350,29 @@ def test_settings_that_conflict_with_the_data_name_both_values(kwargs, message, 
         _trainer(tmp_path).validate(LFDNNModule(**kwargs), datamodule=dm)
 
 
-def _msa_fit(synthetic_mosi, cache_dir, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MSA_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", "fit",
-                           "--config", str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
-                           f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.cache_dir={cache_dir}",
-                           "--data.init_args.num_workers=0", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-                           "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}", *args],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+@pytest.fixture
+def msa_fit(synthetic_mosi, cache_dir, tmp_path, monkeypatch, capsys):
+    """``msa fit`` of the shipped LF-DNN config on the synthetic file, in this process through the command's
+    entry point (``main``: its exit status and its one-line ``msa: error:`` boundary) instead of a subprocess
+    (seconds of imports each; real ``msa fit`` processes: tests/test_resume.py, tests/test_cli_runs.py)."""
+    from types import SimpleNamespace
+
+    from msa_lightning.cli import main
+
+    monkeypatch.delenv("MSA_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", "--config", str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
+                  f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.cache_dir={cache_dir}",
+                  "--data.init_args.num_workers=0", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+                  "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}", *args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_.value.code or 0, stdout=out, stderr=err)
+
+    return run
 
 
 @pytest.mark.parametrize("arg, message", [
@@ -364,16 +381,16 @@ def _msa_fit(synthetic_mosi, cache_dir, tmp_path, *args: str) -> subprocess.Comp
     ("--model.init_args.param_groups=[{name: a, prefixes: [net.audo_net]}]",
      r"model\.init_args\.param_groups: prefix 'net\.audo_net' matches no trainable parameter"),
 ], ids=["conflicting_size", "zero_lr", "unknown_prefix"])
-def test_msa_fit_with_bad_model_settings_prints_one_line(arg, message, synthetic_mosi, cache_dir, tmp_path):
-    proc = _msa_fit(synthetic_mosi, cache_dir, tmp_path, arg)
+def test_msa_fit_with_bad_model_settings_prints_one_line(arg, message, msa_fit):
+    proc = msa_fit(arg)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert last.startswith("msa: error:") and re.search(message, last + " "), last
 
 
-def test_msa_fit_logs_each_groups_lr_and_the_epoch_loss(synthetic_mosi, cache_dir, tmp_path):
-    proc = _msa_fit(synthetic_mosi, cache_dir, tmp_path, "--trainer.log_every_n_steps=1",
-                    "--model.init_args.param_groups=[{name: audio, prefixes: [net.audio_net], lr: 0.005}]")
+def test_msa_fit_logs_each_groups_lr_and_the_epoch_loss(msa_fit, tmp_path):
+    proc = msa_fit("--trainer.log_every_n_steps=1",
+                   "--model.init_args.param_groups=[{name: audio, prefixes: [net.audio_net], lr: 0.005}]")
     assert proc.returncode == 0, proc.stderr[-2000:]
     logs = list(tmp_path.rglob("metrics.csv"))
     assert logs, f"no metrics.csv under {tmp_path}"

@@ -197,18 +197,12 @@ def _msa(*args, cwd):
 
 
 def test_msa_report_command(tmp_path, seed_runs):
-    """The real command in a subprocess: a t-test, and a missing folder as one `msa: error:` line."""
+    """The real command in a subprocess: a t-test (a missing folder as one `msa: error:` line: below, in-process)."""
     a, b = seed_runs
     done = _msa(a, b, "--ttest", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     mae = next(line for line in done.stdout.splitlines() if line.startswith("| mae |"))
     assert f"| {1 - 5 / math.sqrt(27):.4g} | yes |" in mae  # p of the hand computation above
-
-    missing = _msa(a, tmp_path / "missing", "--ttest", cwd=tmp_path)
-    assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines() == [
-        f"msa: error: {tmp_path / 'missing'}: no such file or folder (give a folder written by `msa seeds`, or its "
-        "per_seed.csv)"], missing.stderr[-2000:]
 
 
 def _main(*args):
@@ -218,6 +212,17 @@ def _main(*args):
     with pytest.raises(SystemExit) as exit_:
         main(["report", *map(str, args)])
     return exit_.value.code
+
+
+def test_msa_report_names_a_missing_folder_in_one_line(tmp_path, seed_runs, capsys):
+    """Through the command's error boundary (``main``, in-process: the subprocess of the test above would only
+    add seconds of imports): exit status 2 and exactly one ``msa: error:`` line on stderr."""
+    a, _ = seed_runs
+    assert _main(a, tmp_path / "missing", "--ttest") == 2
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        f"msa: error: {tmp_path / 'missing'}: no such file or folder (give a folder written by `msa seeds`, or its "
+        "per_seed.csv)"], err[-2000:]
 
 
 def test_msa_report_fmlmsn_and_wrong_number_of_runs(pipeline_out, seed_runs, capsys):

@@ -2,8 +2,10 @@
 mid-epoch) or interrupted (Ctrl-C, mid-epoch) and resumed ends bit-identical to the uninterrupted run:
 weights and buffers (Self-MM's ULGM state included), the CSV log, the best score; in the same run folder.
 
-The runs are real ``msa fit`` subprocesses; the kill comes from :class:`SignalAt`, a callback the
-subprocess imports from this file (``--trainer.callbacks+=``) that signals its own process.
+The interrupted and the resumed runs are ``msa fit`` in processes of their own: one ``python -m msa_lightning.cli``
+subprocess, the others forked from a fork server that imported the suite once (:func:`fork_msa_fit`); the kill
+comes from :class:`SignalAt`, a callback the process imports from this file (``--trainer.callbacks+=``) that
+signals its own process. The uninterrupted reference runs are ``msa fit`` in the test process (``make_cli``).
 """
 from __future__ import annotations
 
@@ -55,6 +57,70 @@ def _msa_fit(args: list[str], extra_callback: dict | None = None, timeout: int =
 
         cmd.append("--trainer.callbacks+=" + json.dumps(extra_callback))
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _forked_msa_fit_main(args: list[str], out: str, err: str) -> None:
+    """The body of a forked ``msa fit`` process (see :func:`fork_msa_fit`): stdout and stderr into files, the
+    settings :func:`_msa_fit` gives its subprocesses, then the command's entry point."""
+    for path, fd in ((out, 1), (err, 2)):
+        file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(file, fd)
+        os.close(file)
+    os.environ.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+    torch.set_num_threads(1)
+    from msa_lightning.cli import main
+
+    main(["fit", *args])
+
+
+@pytest.fixture(scope="module")
+def fork_msa_fit(tmp_path_factory):
+    """``msa fit`` in a process of its own, forked from a fork server that imported the suite once: the same
+    process boundary as :func:`_msa_fit` (a real SIGKILL, a real Ctrl-C, the exit status, a resume from the
+    files alone) without the seconds of imports every new ``python -m msa_lightning.cli`` pays. The server
+    is a fresh interpreter, not this test process: a forked run inherits none of the test's state."""
+    import json
+    import multiprocessing
+    from multiprocessing import forkserver
+    from types import SimpleNamespace
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["msa_lightning.cli", "test_resume"])
+    logs = tmp_path_factory.mktemp("forked_logs")
+    count = iter(range(10 ** 6))
+
+    def run(args: list[str], extra_callback: dict | None = None, timeout: int = 300) -> SimpleNamespace:
+        if extra_callback is not None:
+            args = [*args, "--trainer.callbacks+=" + json.dumps(extra_callback)]
+        n = next(count)
+        out, err = logs / f"{n}.out", logs / f"{n}.err"
+        proc = context.Process(target=_forked_msa_fit_main, args=(args, str(out), str(err)))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise AssertionError(f"msa fit did not end in {timeout} s: {err.read_text()[-3000:]}")
+        return SimpleNamespace(returncode=proc.exitcode, stdout=out.read_text(), stderr=err.read_text())
+
+    yield run
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:  # the server holds the suite's imports (memory) until the worker ends otherwise
+        stop()
+
+
+def _fit_in_this_process(args: list[str]) -> None:
+    """``msa fit`` here, for the uninterrupted reference runs (no process boundary to test in them; each
+    ``msa`` process costs seconds of imports): one torch thread, as in the subprocesses, so that the float
+    results can be bit-identical to theirs."""
+    from msa_lightning.cli import make_cli
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        make_cli(["fit", *args])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _signal_at(**kwargs) -> dict:
@@ -113,8 +179,7 @@ def _assert_same_run(resumed: Path, reference: Path, compare_all_rows: bool = Tr
 @pytest.fixture(scope="module")
 def tfn_reference(synthetic_mosi, cache_dir, tmp_path_factory) -> tuple[Path, Path]:
     runs = tmp_path_factory.mktemp("reference")
-    proc = _msa_fit(_tfn_args(synthetic_mosi, cache_dir, runs))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _fit_in_this_process(_tfn_args(synthetic_mosi, cache_dir, runs))
     return _run_dir(runs), synthetic_mosi
 
 
@@ -131,9 +196,11 @@ def test_last_checkpoint_is_the_latest_epoch_when_the_score_stops_improving(synt
     assert [p.name for p in (run / "checkpoints").glob("best*.ckpt")] == ["best-00.ckpt"]
 
 
-def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(tfn_reference, cache_dir, tmp_path):
+def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(tfn_reference, cache_dir, tmp_path,
+                                                                          fork_msa_fit):
     """kill -9 right after epoch 0's checkpoints -> resume from last.ckpt -> Ctrl-C in the middle of epoch 1
-    -> resume from interrupted.ckpt -> the same weights, optimiser state, best score and log as one run."""
+    -> resume from interrupted.ckpt -> the same weights, optimiser state, best score and log as one run.
+    The killed run is the command line itself (``python -m msa_lightning.cli fit``), the others forked."""
     reference, data = tfn_reference
     args = _tfn_args(data, cache_dir, tmp_path)
     killed = _msa_fit(args, _signal_at(epoch=1))
@@ -142,7 +209,7 @@ def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(tfn_r
     last = run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 4
 
-    interrupted = _msa_fit(args + [f"--ckpt_path={last}"], _signal_at(step=6, sig="SIGINT"))
+    interrupted = fork_msa_fit(args + [f"--ckpt_path={last}"], _signal_at(step=6, sig="SIGINT"))
     assert f"msa: resuming {last} at epoch 1, step 4; logs -> {run}; checkpoints -> {run / 'checkpoints'}" \
         in interrupted.stdout
     assert interrupted.returncode == 130, interrupted.stderr[-3000:]
@@ -152,7 +219,7 @@ def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(tfn_r
     assert torch.load(ckpt, weights_only=False)["global_step"] == 7  # the running step finished, no more
     assert torch.load(last, weights_only=False)["global_step"] == 4  # last.ckpt stays the epoch's end
 
-    resumed = _msa_fit(args + [f"--ckpt_path={ckpt}"])
+    resumed = fork_msa_fit(args + [f"--ckpt_path={ckpt}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # every row but the epoch-mean training row of the interrupted epoch, which averages only the steps
     # after the resume (Lightning keeps no running epoch means in checkpoints)
@@ -161,23 +228,23 @@ def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(tfn_r
     assert without_epoch_1_mean(_rows(run)) == without_epoch_1_mean(_rows(reference))
 
 
-def test_ctrl_c_in_the_last_step_of_an_epoch_finishes_the_epoch(tfn_reference, cache_dir, tmp_path):
+def test_ctrl_c_in_the_last_step_of_an_epoch_finishes_the_epoch(tfn_reference, cache_dir, tmp_path, fork_msa_fit):
     """Ctrl-C during an epoch's last step: its validation and last.ckpt are written, then the run stops."""
     reference, data = tfn_reference
     args = _tfn_args(data, cache_dir, tmp_path)
-    interrupted = _msa_fit(args, _signal_at(step=7, sig="SIGINT"))
+    interrupted = fork_msa_fit(args, _signal_at(step=7, sig="SIGINT"))
     assert interrupted.returncode == 130, interrupted.stderr[-3000:]
     run = _run_dir(tmp_path)
     last = run / "checkpoints" / "last.ckpt"
     assert f"resume with --ckpt_path {last}" in interrupted.stderr
     assert torch.load(last, weights_only=False)["global_step"] == 8
     assert not (run / "checkpoints" / "interrupted.ckpt").exists()
-    resumed = _msa_fit(args + [f"--ckpt_path={last}"])
+    resumed = fork_msa_fit(args + [f"--ckpt_path={last}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_run(run, reference)
 
 
-def test_self_mm_ulgm_state_resumes_exactly_after_a_mid_epoch_kill(synthetic_mosi, cache_dir, tmp_path):
+def test_self_mm_ulgm_state_resumes_exactly_after_a_mid_epoch_kill(synthetic_mosi, cache_dir, tmp_path, fork_msa_fit):
     args = ["--model=SelfMMModule", "--model.text_model=tiny-bert", "--model.audio_hidden=8", "--model.vision_hidden=8",
             "--model.audio_out=8", "--model.vision_out=8", "--model.text_head_dim=8", "--model.audio_head_dim=8",
             "--model.vision_head_dim=8", "--model.fusion_dim=16", "--model.lr=3e-3",
@@ -185,14 +252,13 @@ def test_self_mm_ulgm_state_resumes_exactly_after_a_mid_epoch_kill(synthetic_mos
             "--data.batch_size=16", "--trainer.accelerator=cpu", f"--trainer.max_epochs={EPOCHS}",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             "--trainer.log_every_n_steps=1"]
-    reference = _msa_fit(args + [f"--trainer.logger.init_args.save_dir={tmp_path / 'ref'}"])
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    _fit_in_this_process(args + [f"--trainer.logger.init_args.save_dir={tmp_path / 'ref'}"])
     resumed_args = args + [f"--trainer.logger.init_args.save_dir={tmp_path / 'run'}"]
-    killed = _msa_fit(resumed_args, _signal_at(step=6))  # mid-epoch 1: resumes from the end of epoch 0
+    killed = fork_msa_fit(resumed_args, _signal_at(step=6))  # mid-epoch 1: resumes from the end of epoch 0
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run = _run_dir(tmp_path / "run")
     # the run folder instead of the file: `msa fit` resumes from its last.ckpt
-    resumed = _msa_fit(resumed_args + [f"--ckpt_path={run}"])
+    resumed = fork_msa_fit(resumed_args + [f"--ckpt_path={run}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = _final_state(run)["state_dict"]
     assert any("ulgm" in k and "centers" in k for k in final)  # the ULGM buffers are part of the comparison

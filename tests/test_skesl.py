@@ -454,12 +454,38 @@ def test_shipped_configs_parse(monkeypatch):
 
 
 def _msa(args, cwd):
+    """``msa <args>`` as a real subprocess (the store in ``cwd/cache``)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MSA_CACHE_DIR": str(cwd / "cache")}
     return subprocess.run([sys.executable, "-m", "msa_lightning.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
-def test_msa_fit_finetunes_from_a_pretraining_checkpoint(tmp_path, synthetic_mosi, pretrained_ckpt):
+@pytest.fixture
+def msa_here(monkeypatch, capsys):
+    """``msa <args>`` in this process, through the command's entry point (``main``: its exit status and its
+    one-line ``msa: error:`` boundary), in ``cwd`` with the store in ``cwd/cache`` as :func:`_msa` sets up:
+    the same result as the subprocess without its seconds of imports. (This file's real subprocess:
+    the ``msa predict`` of test_msa_fit_pretrains_on_a_corpus_on_disk.)"""
+    from types import SimpleNamespace
+
+    from msa_lightning import store
+    from msa_lightning.cli import main
+    from msa_lightning.data import cache
+
+    def run(args, cwd):
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(store, "DEFAULT_ROOT", cwd / "cache")
+        monkeypatch.setattr(cache, "DEFAULT_CACHE_DIR", cwd / "cache")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_.value.code or 0, stdout=out, stderr=err)
+
+    return run
+
+
+def test_msa_fit_finetunes_from_a_pretraining_checkpoint(tmp_path, synthetic_mosi, pretrained_ckpt, msa_here):
     """The shipped MOSI config, tiny: fine-tunes from the pretraining checkpoint; a checkpoint whose blocks
     do not fit is one clear error."""
     ckpt = pretrained_ckpt[0]
@@ -470,21 +496,21 @@ def test_msa_fit_finetunes_from_a_pretraining_checkpoint(tmp_path, synthetic_mos
             "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
             f"--trainer.default_root_dir={tmp_path / 'runs'}"]
     config = str(REPO / "configs" / "skesl" / "mosi_bert_base.yaml")
-    ok = _msa(["fit", "--config", config, f"--model.init_args.pretrained={ckpt}", *tiny], tmp_path)
+    ok = msa_here(["fit", "--config", config, f"--model.init_args.pretrained={ckpt}", *tiny], tmp_path)
     assert ok.returncode == 0, ok.stderr[-3000:]
     saved = list((tmp_path / "runs").rglob("*.ckpt"))
     assert saved, "no checkpoint written"
     state = torch.load(saved[0], map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["pretrained"] == str(ckpt) and state["hyper_parameters"]["audio_dim"] == 5
-    bad = _msa(["fit", "--config", config, f"--model.init_args.pretrained={ckpt}", *tiny,
-                "--model.init_args.num_blocks=3"], tmp_path)
+    bad = msa_here(["fit", "--config", config, f"--model.init_args.pretrained={ckpt}", *tiny,
+                    "--model.init_args.num_blocks=3"], tmp_path)
     assert bad.returncode == 2, bad.stderr[-3000:]
     message = bad.stderr.strip().splitlines()[-1]
     assert message.startswith("msa: error: model.init_args.pretrained:") and "num_blocks" in message, message
     assert "Traceback" not in bad.stderr
 
 
-def test_msa_fit_pretraining_names_an_empty_transcript(tmp_path, synthetic_mosi):
+def test_msa_fit_pretraining_names_an_empty_transcript(tmp_path, synthetic_mosi, msa_here):
     """The shipped pretraining config on a feature file with an empty transcript: one error naming the clip
     (a successful `msa fit` pretraining run: test_msa_fit_pretrains_on_a_corpus_on_disk)."""
     import pickle
@@ -496,7 +522,7 @@ def test_msa_fit_pretraining_names_an_empty_transcript(tmp_path, synthetic_mosi)
     data["valid"]["raw_text"][3] = "  "
     broken = tmp_path / "broken.pkl"
     broken.write_bytes(pickle.dumps(data))
-    bad = _msa(["fit", "--config", config, f"--data.init_args.path={broken}", *tiny], tmp_path)
+    bad = msa_here(["fit", "--config", config, f"--data.init_args.path={broken}", *tiny], tmp_path)
     assert bad.returncode == 2, bad.stderr[-3000:]
     message = bad.stderr.strip().splitlines()[-1]
     clip = str(data["valid"]["id"][3]).replace("$_$", "_")
@@ -657,7 +683,7 @@ def test_pretraining_on_a_corpus_on_disk(tmp_path):
     assert torch.isfinite(trainer.callback_metrics["val/loss"]) and losses.losses[-1] < losses.losses[0], losses.losses
 
 
-def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path):
+def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path, msa_here):
     """`msa fit` with the shipped pretraining config and the corpus DataModule on the command line; a corpus
     with too many unusable clips is one error with the counts."""
     root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=16, seed=4)
@@ -672,19 +698,20 @@ def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path):
             f"--trainer.default_root_dir={tmp_path / 'runs'}"]
     for clip in sorted((root / "openface").rglob("*.csv"))[:2]:
         clip.unlink()
-    bad = _msa(args, tmp_path)
+    bad = msa_here(args, tmp_path)
     assert bad.returncode == 2, bad.stderr[-3000:]
     message = bad.stderr.strip().splitlines()[-1]
     assert message.startswith("msa: error:") and "12.5% of the clips are unusable" in message, message
     assert "14 of 16 clips used; left out: missing_visual 2" in message and "Traceback" not in bad.stderr
-    ok = _msa([*args, "--data.init_args.max_bad_share=0.2"], tmp_path)
+    ok = msa_here([*args, "--data.init_args.max_bad_share=0.2"], tmp_path)
     assert ok.returncode == 0, ok.stderr[-3000:]
     metrics = "\n".join(p.read_text() for p in (tmp_path / "runs").rglob("metrics.csv"))
     assert "train/loss" in metrics and "val/loss" in metrics, metrics[:500]  # the masked words' L1, both splits
     last = next((tmp_path / "runs").rglob("last.ckpt"))
     state = torch.load(last, map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["audio_dim"] == 33 and state["hyper_parameters"]["vision_dim"] == 709
-    # a corpus has no test split: `msa predict` serves the held-out clips by default
+    # a corpus has no test split: `msa predict` serves the held-out clips by default (a real subprocess, which
+    # finds the clips' features where the fit above stored them)
     predict = [a for a in args if not a.startswith("--trainer.max_epochs")]
     predict[0] = "predict"
     pred = _msa([*predict, "--data.init_args.max_bad_share=0.2", f"--ckpt_path={last}"], tmp_path)

@@ -6,9 +6,6 @@ sampler (``bucket_by_length``, off by default because it changes the batches) ke
 epoch and its order a function of (seed, epoch)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,19 +184,28 @@ def test_bucket_by_length_is_off_by_default_and_orders_training_batches(syntheti
 
 
 @pytest.mark.slow
-def test_msa_fit_with_bucket_by_length(synthetic_mosi, cache_dir, tmp_path):
+def test_msa_fit_with_bucket_by_length(synthetic_mosi, cache_dir, tmp_path, monkeypatch, capsys):
     """As used: ``msa fit ... --data.init_args.bucket_by_length=true`` trains and its checkpoint records the
-    bucketed order; a value that is not a boolean is one error line naming the key."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MSA_DEBUG": ""}
+    bucketed order; a value that is not a boolean is one error line naming the key. The command runs in this
+    process, through its entry point (``main``: exit status, ``msa: error:`` boundary): a subprocess would only
+    add seconds of imports (real ``msa fit`` processes: tests/test_resume.py, tests/test_cli_runs.py)."""
+    from types import SimpleNamespace
+
+    from msa_lightning.cli import main
+
+    monkeypatch.delenv("MSA_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
 
     def fit(*args):
-        return subprocess.run([sys.executable, "-m", "msa_lightning.cli", "fit",
-                               "--config", str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
-                               f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.cache_dir={cache_dir}",
-                               "--data.init_args.num_workers=0", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-                               "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-                               f"--trainer.default_root_dir={tmp_path}", *args],
-                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", "--config", str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
+                  f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.cache_dir={cache_dir}",
+                  "--data.init_args.num_workers=0", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
+                  "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+                  f"--trainer.default_root_dir={tmp_path}", *args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=exit_.value.code or 0, stdout=out, stderr=err)
 
     proc = fit("--data.init_args.bucket_by_length=true")
     assert proc.returncode == 0, proc.stderr[-2000:]

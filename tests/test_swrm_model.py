@@ -255,7 +255,9 @@ DDP_SCRIPT = textwrap.dedent("""
     model = SWRMModule(text_model="tiny-bert", audio_hidden=8, vision_hidden=8, audio_out=8, vision_out=8,
                        text_head_dim=8, audio_head_dim=8, vision_head_dim=8, fusion_dim=16,
                        context_vision_hidden=4, context_audio_hidden=4, context_av_hidden=4, lr=3e-3)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+    # ddp_fork: both ranks are forked from this script (one interpreter start and one set of imports instead of
+    # two); `msa fit --trainer.strategy=ddp`'s launcher is tested in tests/test_training.py
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_fork", logger=False,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                         callbacks=[Save()])
     trainer.fit(model, datamodule=dm)

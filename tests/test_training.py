@@ -129,7 +129,7 @@ def parse_fit_args():
     """``make_cli(args)`` up to the end of parsing (``--print_config`` exits there), with the parser that
     ``make_cli`` builds made once for the module: building it is two thirds of such a call, and parsing
     leaves it as it was (jsonargparse drops its print request after printing)."""
-    import msa_lightning.cli as cli
+    import msa_lightning.lightning_cli as cli  # where make_cli finds the CLI class
 
     real = cli.MSACLI
 

@@ -65,3 +65,49 @@ def tok():
     from msa_lightning.nn.pretrained import load_tokenizer
 
     return load_tokenizer("tiny-bert")
+
+
+def msa_in_process(capsys, *args, cwd: Path | None = None, env: dict | None = None):
+    """``msa ARGS`` in this process, through the console script's entry point (its error boundary and exit
+    status), with what it printed, as a ``CompletedProcess``: several CLI runs without paying a Python start
+    each. ``cwd``/``env`` apply during the call and are restored afterwards (a run's ``PL_GLOBAL_SEED`` too).
+    An exception that the boundary lets through fails the test with its traceback."""
+    import subprocess
+
+    from msa_lightning.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    if env:
+        os.environ.update(env)
+    os.environ.pop("MSA_DEBUG", None)
+    if cwd is not None:
+        os.chdir(cwd)
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
+
+
+def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout: int = 300):
+    """Run ``notebooks/<name>`` top to bottom in ``workdir`` as a user would (nbclient, a python3 kernel), with the
+    notebook's ``MSA_NOTEBOOK_*`` settings, a headless plot backend, no hub and one thread (tiny ops: one thread
+    beats two on a shared 2-core machine); returns the executed notebook."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    env = {"MSA_NOTEBOOK_DIR": str(workdir), "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           **settings}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+        nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(workdir)}}).execute()
+    return nb

@@ -30,7 +30,7 @@ from msa_lightning.models.fmlmsn import (
 from msa_lightning.store import Store
 from msa_lightning.tools.export import export_outputs
 
-from conftest import REPO
+from conftest import REPO, execute_notebook
 
 DATA_KEY = {"file": "sims_bimodal", "text_model": "tiny-bert"}
 TINY = dict(thid=8, tout=8, ahid=8, vhid=8, tdim=8, adim=8, vdim=8, fdim=8, text_dim=32, lr=1e-2)
@@ -375,9 +375,6 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- the notebook and the pipeline
-NOTEBOOK = REPO / "notebooks" / "fmlmsn.ipynb"
-
-
 @pytest.fixture(scope="module")
 def notebook_run(tmp_path_factory):
     """notebooks/fmlmsn.ipynb executed top to bottom as a user runs it, on a tiny synthetic CH-SIMS file (5 %,
@@ -385,19 +382,9 @@ def notebook_run(tmp_path_factory):
     ``run_pipeline``, what `msa pipeline` calls: three stage fits with exports, the meta-learner on them, an
     `msa test` of each best checkpoint. The pipeline test below checks that run folder (one pipeline run for
     both, each stage a real `msa fit` / `msa test` subprocess)."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     workdir = tmp_path_factory.mktemp("fmlmsn_notebook")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MSA_NOTEBOOK_DIR", str(workdir))
-        patch.setenv("MSA_NOTEBOOK_SIZE", "0.05")
-        patch.setenv("MSA_NOTEBOOK_EPOCHS", "2")
-        patch.setenv("MPLBACKEND", "Agg")
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("OMP_NUM_THREADS", "1")  # tiny ops: one thread beats two on a shared 2-core machine
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": str(workdir)}}).execute()
+    nb = execute_notebook("fmlmsn.ipynb", workdir, {"MSA_NOTEBOOK_SIZE": "0.05", "MSA_NOTEBOOK_EPOCHS": "2"},
+                          timeout=600)
     return nb, workdir
 
 

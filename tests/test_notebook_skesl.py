@@ -2,26 +2,19 @@
 shipped config, the loss plot from the run's metrics.csv, and the table of masked words with their true
 (VADER x 3/4) and predicted intensities."""
 import re
-from pathlib import Path
 
 import pytest
+from conftest import execute_notebook
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "skesl.ipynb"
 EPOCHS = 2
 
 
 @pytest.mark.slow
 def test_skesl_notebook_executes(tmp_path, monkeypatch):
-    monkeypatch.setenv("MSA_NOTEBOOK_DIR", str(tmp_path))
-    monkeypatch.setenv("MSA_NOTEBOOK_CLIPS", "16")
-    monkeypatch.setenv("MSA_NOTEBOOK_EPOCHS", str(EPOCHS))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = execute_notebook("skesl.ipynb", tmp_path, {"MSA_NOTEBOOK_CLIPS": "16", "MSA_NOTEBOOK_EPOCHS": str(EPOCHS)})
 
     assert (tmp_path / "skesl_pretraining_loss.png").stat().st_size > 1000
     metrics = next((tmp_path / "runs").rglob("metrics.csv")).read_text()

@@ -1,14 +1,13 @@
 """notebooks/twostep.ipynb runs top to bottom on a tiny synthetic raw release (tiny extractors, 1 epoch)."""
 import math
-from pathlib import Path
 
 import pytest
+from conftest import execute_notebook
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
 pytest.importorskip("av")
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "twostep.ipynb"
 
 
 @pytest.mark.slow
@@ -16,15 +15,8 @@ def test_twostep_notebook_executes(tmp_path, monkeypatch):
     """Regimes (single, joint, two-step) and modality subsets (T, A+V, T+A+V) through `msa fit` / `msa test`
     with the shipped configs; a table of test metrics and a bar chart; one stored copy of the step-2
     extractor outputs shared by every step-2 run."""
-    monkeypatch.setenv("MSA_NOTEBOOK_DIR", str(tmp_path))
-    monkeypatch.setenv("MSA_NOTEBOOK_CLIPS", "12")
-    monkeypatch.setenv("MSA_NOTEBOOK_EPOCHS", "1")
-    monkeypatch.setenv("MSA_NOTEBOOK_FRAME_SIZE", "16")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny ops: one thread beats two on a shared 2-core machine
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = execute_notebook("twostep.ipynb", tmp_path, {"MSA_NOTEBOOK_CLIPS": "12", "MSA_NOTEBOOK_EPOCHS": "1",
+                                                      "MSA_NOTEBOOK_FRAME_SIZE": "16"}, timeout=600)
     assert (tmp_path / "twostep.png").stat().st_size > 1000
     tables = [o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "text/markdown" in o.get("data", {})]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import msa_in_process
 
 from msa_lightning.data import skesl_corpus as corpus
 from msa_lightning.data.skesl_masking import fallback_draws
@@ -48,18 +49,7 @@ def _in_process_env(tmp_path, monkeypatch):
 
 
 def msa_here(capsys, *args) -> subprocess.CompletedProcess:
-    """``msa ARGS`` in this process (the console script's entry point: its error boundary and exit status), with
-    what it printed; an exception that the boundary lets through fails the test with its traceback."""
-    from msa_lightning.cli import main
-
-    capsys.readouterr()
-    try:
-        main([*map(str, args)])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out, err)
+    return msa_in_process(capsys, *args)
 
 
 def build_args(root: Path, out: Path, *extra) -> list:

@@ -26,7 +26,7 @@ from msa_lightning.data.skesl_masking import mask_sentiment_words
 from msa_lightning.data.skesl_stream import SKESLStreamDataModule, read_manifest
 from msa_lightning.errors import DataError
 
-from conftest import REPO
+from conftest import REPO, msa_in_process
 
 TESTS = Path(__file__).resolve().parent
 WORDS = ["good", "great", "horrible", "bad", "home", "table", "we", "went", "the", "movie", "was", "today", "and"]
@@ -266,27 +266,9 @@ def _msa(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
 
 
 def _msa_here(args: list[str], cwd: Path, capsys) -> subprocess.CompletedProcess:
-    """``msa ARGS`` in this process (the console script's entry point: its error boundary and exit status) in
-    ``cwd`` with :func:`_msa`'s environment, both restored afterwards (a run's ``PL_GLOBAL_SEED`` too), and what
-    it printed; an exception that the boundary lets through fails the test with its traceback."""
-    from msa_lightning.cli import main
-
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    os.environ.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MSA_CACHE_DIR": str(cwd / "cache")})
-    os.environ.pop("MSA_DEBUG", None)
-    os.chdir(cwd)
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
-    finally:
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out, err)
+    """``msa ARGS`` in this process, in ``cwd`` with :func:`_msa`'s environment (conftest.msa_in_process)."""
+    return msa_in_process(capsys, *args, cwd=cwd, env={"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+                                                      "MSA_CACHE_DIR": str(cwd / "cache")})
 
 
 def test_msa_fit_names_missing_shards(shards, tmp_path, capsys):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import msa_in_process
 
 from msa_lightning.data.asr import read_transcripts
 from msa_lightning.data.transcribe import (
@@ -266,18 +267,7 @@ def test_msa_transcribe_command_writes_the_tsv_and_the_errors_file(whisper_dir, 
 
 
 def _msa_here(capsys, *args: str) -> subprocess.CompletedProcess:
-    """``msa ARGS`` in this process (the console script's entry point: its error boundary and exit status), with
-    what it printed; an exception that the boundary lets through fails the test with its traceback."""
-    from msa_lightning.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out, err)
+    return msa_in_process(capsys, *args)
 
 
 def test_msa_transcribe_missing_model_is_one_error_line(corpus, tmp_path, capsys):

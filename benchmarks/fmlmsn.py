@@ -56,7 +56,7 @@ def _timed(args: list[str], workdir: Path, log: Path) -> float:
 
 def _startup(workdir: Path) -> float:
     """Seconds a fresh process needs to import what an `msa fit` imports (torch, lightning, the suite)."""
-    code = "import lightning, transformers, msa_lightning.cli, msa_lightning.models.fmlmsn, msa_lightning.data.stage_features"
+    code = "import lightning, transformers, msa_lightning.cli, msa_lightning.papers.fmlmsn.module, msa_lightning.papers.fmlmsn.data"
     start = time.perf_counter()
     subprocess.check_call([sys.executable, "-c", code], cwd=workdir, env=_env(workdir))
     return time.perf_counter() - start

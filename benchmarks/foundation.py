@@ -63,7 +63,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 # ----------------------------------------------------------------------------- (a) models
 def _build_model(name: str, text_model: str):
-    from msa_lightning.models.baselines import BertLSTMModule, LFDNNModule, TFNModule, mlp
+    from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule, mlp
 
     note = ""
     if name == "lfdnn":

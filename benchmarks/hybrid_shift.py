@@ -62,7 +62,7 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
     import torch.nn.functional as F
 
     from msa_lightning.data.datamodule import MOSIDataModule
-    from msa_lightning.nn.hybrid_shift import HybridShiftNet, shifting_huber_loss
+    from msa_lightning.papers.hybrid_shift.net import HybridShiftNet, shifting_huber_loss
 
     try:
         if args.threads:

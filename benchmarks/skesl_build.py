@@ -3,7 +3,7 @@ and shard writing time and disk size per 1,000 clips.
 
 Run ``python benchmarks/skesl_build.py --help``. Prints Markdown tables; nothing is asserted.
 
-The pieces are those ``msa pretrain-data build`` runs (:mod:`msa_lightning.data.skesl_shards`), called in
+The pieces are those ``msa pretrain-data build`` runs (:mod:`msa_lightning.corpus.shards`), called in
 this process so each phase is timed alone:
 
 1. **Corpus**: ``make_synthetic_corpus`` with ``--clips`` clips of ``--seconds`` (default 4-12 s, about
@@ -45,8 +45,8 @@ def _load() -> str:
 
 
 def _tasks(root: Path, parts: Path, clips: list[str], per_part: int, features: dict) -> list:
-    from msa_lightning.data.asr import read_transcripts
-    from msa_lightning.data.skesl_shards import part_key
+    from msa_lightning.data.transcripts import read_transcripts
+    from msa_lightning.corpus.shards import part_key
 
     texts = read_transcripts(root / "transcripts.tsv")
     tasks = []
@@ -58,7 +58,7 @@ def _tasks(root: Path, parts: Path, clips: list[str], per_part: int, features: d
 
 
 def _extract(tasks: list, workers: int, parts: Path) -> float:
-    from msa_lightning.data.skesl_shards import _extract_parts
+    from msa_lightning.corpus.shards import _extract_parts
 
     shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True)
@@ -69,7 +69,7 @@ def _extract(tasks: list, workers: int, parts: Path) -> float:
 
 def _pool_startup(method: str, folder: Path) -> float:
     """Seconds from creating a pool of 2 to both workers having run an empty part, cold (a fresh process)."""
-    code = ("import sys, time; from msa_lightning.data.skesl_shards import _extract_parts\n"
+    code = ("import sys, time; from msa_lightning.corpus.shards import _extract_parts\n"
             "tasks = [(sys.argv[2] + f'/p{i}.npz', [], {}) for i in range(2)]\n"
             "start = time.perf_counter(); _extract_parts(tasks, 0, 0, 2, sys.argv[1])\n"
             "print(time.perf_counter() - start)")
@@ -113,8 +113,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None, help="kept when given; a temporary folder otherwise")
     args = p.parse_args()
 
-    from msa_lightning.data.skesl_corpus import make_synthetic_corpus
-    from msa_lightning.data.skesl_shards import _dir_bytes, _write_split
+    from msa_lightning.corpus.sources import make_synthetic_corpus
+    from msa_lightning.corpus.shards import _dir_bytes, _write_split
     import librosa
     import litdata
 

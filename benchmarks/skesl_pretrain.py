@@ -51,7 +51,7 @@ def make_batch(batch_size: int, seed: int = 0):
     import torch
 
     from msa_lightning.batch import MSABatch
-    from msa_lightning.data.skesl_masking import mask_sentiment_words
+    from msa_lightning.papers.skesl.masking import mask_sentiment_words
     from msa_lightning.nn.pretrained import load_tokenizer
 
     rng = np.random.default_rng(seed)
@@ -73,7 +73,7 @@ def make_batch(batch_size: int, seed: int = 0):
 def build_module(size: str, blocks: int, freeze_text: bool):
     """``SKESLPretrain`` with Table 9's optimiser settings; at ``base`` size its text model is a random
     bert-base-uncased-shaped BERT (the module's loader is pointed at it for the duration of the build)."""
-    from msa_lightning.models.skesl import SKESLPretrain
+    from msa_lightning.papers.skesl.module import SKESLPretrain
     from msa_lightning.nn import text_encoder as text_encoder_module
 
     common = dict(audio_dim=AUDIO[1], vision_dim=VISION[1], num_blocks=blocks, finetune_text=not freeze_text,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from msa_lightning.batch import MSABatch  # noqa: E402
 from msa_lightning.data.lexicon import load_lexicon  # noqa: E402
-from msa_lightning.data.sentiment_positions import (  # noqa: E402
+from msa_lightning.papers.swrm.positions import (  # noqa: E402
     candidate_tables,
     masked_copies,
     topk_batched,
@@ -86,7 +86,7 @@ def _to(x, device):
 
 
 def bench_train(size: str, batch_size: int, steps: int, warmup: int, device: torch.device, k: int) -> list[dict]:
-    from msa_lightning.models.swrm import SelfMMModule, SWRMModule
+    from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
 
     original = text_encoder_module.load_model
     if size == "base":

@@ -2,7 +2,7 @@
 the train step of each regime at base sizes.
 
 Run ``python benchmarks/twostep.py --help``. Prints Markdown tables (and ``--json`` writes them);
-nothing is asserted. Clips come from :func:`msa_lightning.data.raw_media.make_synthetic_raw` (mp4 files
+nothing is asserted. Clips come from :func:`msa_lightning.data.raw.make_synthetic_raw` (mp4 files
 written with PyAV: MPEG-4 video at ``--video-size``, AAC stereo audio, 0.5-1 s each).
 
 1. ``decode``: the first pass of :class:`RawMediaDataModule` (PyAV decode, 16 kHz mono audio, frames at
@@ -75,7 +75,7 @@ TINY = {"text_model": "tiny-bert", "audio_model": "tiny-hubert", "video_arch": "
 
 # ---------------------------------------------------------------------------------------------- 1. decode
 def bench_decode(release: Path, work: Path, args) -> dict:
-    from msa_lightning.data.raw_media import RawMediaDataModule
+    from msa_lightning.data.raw import RawMediaDataModule
 
     cache = work / "decode_cache"
     shutil.rmtree(cache, ignore_errors=True)
@@ -142,7 +142,7 @@ def _common(work: Path, args) -> dict:
 
 
 def feature_datamodule(release: Path, work: Path, names: dict, args):
-    from msa_lightning.data.raw_media import ExtractedFeaturesDataModule
+    from msa_lightning.data.raw import ExtractedFeaturesDataModule
 
     return ExtractedFeaturesDataModule(str(release), text_model=names["text_model"], audio_model=names["audio_model"],
                                        video_arch=names["video_arch"], extract_batch_size=args.batch_size,
@@ -152,8 +152,8 @@ def feature_datamodule(release: Path, work: Path, names: dict, args):
 def bench_step2(release: Path, work: Path, names: dict, args) -> tuple[dict, object]:
     import torch
 
-    from msa_lightning.data.raw_media import RawMediaDataModule
-    from msa_lightning.models.twostep import TwoStepMSA
+    from msa_lightning.data.raw import RawMediaDataModule
+    from msa_lightning.papers.twostep.module import TwoStepMSA
 
     common = _common(work, args)
     model_args = dict(regime="step2", fusion="mult", metric_family="simsv2", **names)
@@ -226,8 +226,8 @@ def isolated_regimes(args) -> list[dict]:
 def bench_regimes(release: Path, work: Path, names: dict, features, args) -> list[dict]:
     import torch
 
-    from msa_lightning.data.raw_media import RawMediaDataModule
-    from msa_lightning.models.twostep import TwoStepMSA
+    from msa_lightning.data.raw import RawMediaDataModule
+    from msa_lightning.papers.twostep.module import TwoStepMSA
 
     raw = RawMediaDataModule(str(release), dataset="simsv2", tokenizer=names["text_model"], size=args.frame_size,
                              batch_size=args.batch_size, cache_dir=str(work / "cache"))
@@ -282,7 +282,7 @@ def main() -> None:
 
     import torch
 
-    from msa_lightning.data.raw_media import make_synthetic_raw
+    from msa_lightning.data.raw import make_synthetic_raw
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="twostep_bench_"))
     args.workdir_path = work

@@ -215,7 +215,7 @@ def swrm_args(args: list[str], out: Path) -> list[str]:
     the same data, batches, optimiser groups and trainer, so the difference is the refinement."""
     spec = yaml.safe_load(Path(args[1]).read_text())
     gold = yaml.safe_load((REPO / "configs" / "swrm" / "mosi_gold.yaml").read_text())["model"]["init_args"]
-    spec["model"]["class_path"] = "msa_lightning.models.swrm.SWRMModule"
+    spec["model"]["class_path"] = "msa_lightning.papers.swrm.module.SWRMModule"
     for key in ("context_vision_hidden", "context_audio_hidden", "context_av_hidden", "use_position", "use_attention",
                 "multimodal"):
         spec["model"]["init_args"][key] = gold[key]
@@ -239,7 +239,7 @@ def bucketed_args(args: list[str], out: Path) -> list[str]:
 
 
 def run_suite(args: list[str], swrm: bool = False) -> dict:
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     cli = make_cli(args, run=False)
     if swrm:
@@ -259,7 +259,7 @@ def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
     ``last.ckpt`` with the optimiser state every epoch (exact resume), and Lightning's loops and hooks."""
     import lightning as L
 
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     cli = make_cli(args, run=False)
     model, dm = cli.model, cli.datamodule

@@ -6,7 +6,7 @@ import pytest
 
 from msa_lightning.errors import DataError
 
-from msa_lightning.data.asr import (
+from msa_lightning.data.transcripts import (
     TranscriptError,
     align_words,
     apply_transcripts,
@@ -120,7 +120,7 @@ def test_wer_command_on_files(tmp_path, capsys):
     assert "| toy | 2 | 0 | 16.67 |" in out
     with pytest.raises(DataError, match="missing.tsv"):  # the msa command prints it as one `msa: error:` line
         wer_main(["--gold", str(tmp_path / "missing.tsv"), str(tmp_path / "toy.tsv")])
-    from msa_lightning.tools.commands import run_extra  # `msa data wer --dir ...`
+    from msa_lightning.cli.commands import run_extra  # `msa data wer --dir ...`
 
     assert run_extra(["data", "wer", "--dir", str(tmp_path), "--strip-apostrophes"]) == 0
     assert "| toy | 2 | 0 | 16.67 |" in capsys.readouterr().out
@@ -165,7 +165,7 @@ def test_wer_agrees_with_jiwer(shared_dir):
 
 
 def _asr_module(synthetic_mosi, tmp_path, lines: list[str], **kw):
-    from msa_lightning.data.mosi_asr import MOSIASRDataModule
+    from msa_lightning.papers.swrm.data import MOSIASRDataModule
 
     (tmp_path / "asr.tsv").write_text("\n".join(lines) + "\n")
     return MOSIASRDataModule(str(synthetic_mosi), asr="toy", transcripts=str(tmp_path / "asr.tsv"), tokenizer="tiny-bert",

@@ -94,7 +94,7 @@ def cases(synthetic_mosi: Path, bad: dict[str, Path]) -> dict[str, tuple[list[st
         "unknown_hub_model": ([mosi, "--model=BertLSTMModule", "--model.init_args.text_model=no-such-org/no-such-bert"],
                               ("no-such-org/no-such-bert", "not available")),
         "missing_transcripts": ([mosi, "--model=SWRMModule", "--model.init_args.text_model=tiny-bert",
-                                 "--data=msa_lightning.data.mosi_asr.MOSIASRDataModule", "--data.tokenizer=tiny-bert",
+                                 "--data=msa_lightning.papers.swrm.data.MOSIASRDataModule", "--data.tokenizer=tiny-bert",
                                  "--data.asr=ibm", "--data.transcripts=/nonexistent/ibm.tsv", "--data.positions=false"],
                                 ("/nonexistent/ibm.tsv", "transcript")),
         "empty_split": ([f"--data.path={bad['empty_valid']}"], ("'valid'", "empty")),
@@ -202,7 +202,7 @@ def test_error_in_a_loader_worker_is_one_line(synthetic_mosi, cache_dir, tmp_pat
 def test_model_that_cannot_run_on_the_data_names_both(tmp_path, cache_dir, capsys):
     """A frame-feature model on raw clips: one error naming both classes and the fields the data lacks.
     (It used to blame a missing data_facts(); setting audio_dim as that advised ended in an AttributeError.)"""
-    from msa_lightning.data.raw_media import make_synthetic_raw
+    from msa_lightning.data.raw import make_synthetic_raw
 
     raw = make_synthetic_raw(tmp_path / "raw")
     args = fit_args(tmp_path, cache_dir, f"--data.path={raw}")

@@ -154,7 +154,7 @@ def test_switching_data_class_starts_from_its_defaults(synthetic_mosi, synthetic
     ``dataset: mosi`` of the config are not carried into the new class, and a notice says so."""
     config = tmp_path / "mosi.yaml"
     config.write_text(yaml.safe_dump({
-        "model": {"class_path": "msa_lightning.models.baselines.LFDNNModule"},
+        "model": {"class_path": "msa_lightning.papers.baselines.module.LFDNNModule"},
         "data": {"class_path": "msa_lightning.data.MOSIDataModule",
                  "init_args": {"path": str(synthetic_mosi), "tokenizer": "tiny-bert", "normalize": True,
                                "batch_size": 16}},
@@ -177,7 +177,7 @@ def seeds_config(tmp_path: Path, synthetic_mosi: Path, cache_dir: Path, fail_see
         trainer["callbacks"] = [{"class_path": "test_cli_runs.FailOnSeed", "init_args": {"seed": fail_seed}}]
     config = tmp_path / "lfdnn.yaml"
     config.write_text(yaml.safe_dump({
-        "model": {"class_path": "msa_lightning.models.baselines.LFDNNModule"},
+        "model": {"class_path": "msa_lightning.papers.baselines.module.LFDNNModule"},
         "data": {"class_path": "msa_lightning.data.MOSIDataModule",
                  "init_args": {"path": str(synthetic_mosi), "cache_dir": str(cache_dir), "batch_size": 16}},
         "trainer": trainer,
@@ -219,8 +219,8 @@ def test_failed_seed_keeps_the_finished_ones(synthetic_mosi, cache_dir, tmp_path
 def test_seeds_keep_earlier_results_and_refuse_another_config(synthetic_mosi, cache_dir, tmp_path):
     """A second `msa seeds` into the same --out keeps the seeds already there (a seed run again replaces its
     own row), refuses another config's tables, and --out naming a file is one error line."""
-    from msa_lightning.tools.results import write_seed_tables
-    from msa_lightning.tools.runs import RECORD, run_record
+    from msa_lightning.experiments.results import write_seed_tables
+    from msa_lightning.experiments.seeds import RECORD, run_record
 
     config = seeds_config(tmp_path, synthetic_mosi, cache_dir)
     out = tmp_path / "out"
@@ -252,8 +252,8 @@ def test_seeds_keep_earlier_results_and_refuse_another_config(synthetic_mosi, ca
 
 def test_seeds_force_moves_another_configs_tables_aside(tmp_path, capsys):
     from msa_lightning.errors import MSAError
-    from msa_lightning.tools.results import write_seed_tables
-    from msa_lightning.tools.runs import RECORD, earlier_results, run_record
+    from msa_lightning.experiments.results import write_seed_tables
+    from msa_lightning.experiments.seeds import RECORD, earlier_results, run_record
 
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("# comments do not count\nmodel: {init_args: {lr: 0.001}}\n")
@@ -278,7 +278,7 @@ def test_seeds_force_moves_another_configs_tables_aside(tmp_path, capsys):
                                       "loggers/wandb.yaml"])
 def test_trainer_and_logger_fragments_parse_with_a_model_config(fragment, capsys):
     """configs/trainer/* and configs/loggers/* are used together with a model config."""
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     base = Path(__file__).resolve().parents[1] / "configs"
     with pytest.raises(SystemExit) as exit_info:
@@ -296,7 +296,7 @@ def test_trainer_and_logger_fragments_parse_with_a_model_config(fragment, capsys
                                              ("hybrid_shift/mosei_bert.yaml", "mosei")])
 def test_config_data_class_resolves_its_dataset(config, dataset, capsys):
     """MOSEIDataModule from the command line must not inherit the base class's ``dataset: mosi``."""
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     with pytest.raises(SystemExit):
         make_cli(["fit", "--config", str(Path(__file__).resolve().parents[1] / "configs" / config), "--print_config"])
@@ -306,7 +306,7 @@ def test_config_data_class_resolves_its_dataset(config, dataset, capsys):
 def test_fill_data_facts_rules():
     from jsonargparse import Namespace
 
-    from msa_lightning.cli import fill_data_facts
+    from msa_lightning.experiments.lightning_cli import fill_data_facts
     from msa_lightning.errors import ConfigError
 
     facts = {"audio_dim": 74, "vision_dim": 35, "label_bound": 3.0, "metric_family": "mosi", "num_train_samples": 100}
@@ -323,11 +323,11 @@ def test_fill_data_facts_rules():
 
 def test_print_config_shows_the_class_switch_reset(tmp_path, capsys):
     """What --print_config shows after --data switches the class is what a run would use."""
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     config = tmp_path / "asr.yaml"
     config.write_text(yaml.safe_dump({
-        "model": {"class_path": "msa_lightning.models.baselines.TFNModule"},
+        "model": {"class_path": "msa_lightning.papers.baselines.module.TFNModule"},
         "data": {"class_path": "msa_lightning.data.MOSIDataModule",
                  "init_args": {"path": "somewhere/mosi.pkl", "tokenizer": "bert-base-uncased", "batch_size": 64}},
     }))

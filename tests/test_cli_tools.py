@@ -79,7 +79,7 @@ def test_help_and_data_inspect_start_without_heavy_libraries(synthetic_mosi):
 
 
 def test_overview_lists_every_command(capsys):
-    from msa_lightning.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS
+    from msa_lightning.cli.main import EXTRA_COMMANDS, LIGHTNING_COMMANDS
 
     with pytest.raises(SystemExit) as e:
         main([])  # no command: the overview, and the status of a usage error

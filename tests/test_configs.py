@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from msa_lightning.cli import make_cli
+from msa_lightning.experiments.lightning_cli import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -75,7 +75,7 @@ def fit_parser_only(monkeypatch):
     """``msa fit`` as the command runs it, but without building the parsers of the three subcommands it does not
     use (``validate``, ``test``, ``predict``: the same model/data/trainer arguments, three quarters of the time
     LightningCLI takes to start). Those subcommands are run in test_cli_runs, test_twostep, test_pipeline."""
-    from msa_lightning.cli import MSACLI
+    from msa_lightning.experiments.lightning_cli import MSACLI
 
     everything = MSACLI.subcommands()
     monkeypatch.setattr(MSACLI, "subcommands", staticmethod(lambda: {"fit": everything["fit"]}))
@@ -314,7 +314,7 @@ def test_sweep_command_parses_as_the_agent_runs_it(sweep_file, capsys, monkeypat
 # ---------------------------------------------------------------------------------------------- pipelines
 @pytest.mark.parametrize("pipeline_file", PIPELINES, ids=_id)
 def test_pipeline_files_are_valid(pipeline_file, capsys, monkeypatch):
-    from msa_lightning.tools.pipeline import load_pipeline, run_pipeline
+    from msa_lightning.experiments.pipeline import load_pipeline, run_pipeline
 
     monkeypatch.chdir(REPO)
     pipeline = load_pipeline(pipeline_file)

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.data.stage_features import StageFeaturesDataModule, TextFeaturesDataModule
+from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule, TextFeaturesDataModule
 from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.models.fmlmsn import (
+from msa_lightning.papers.fmlmsn.module import (
     FmlMSNMeta,
     FmlMSNStage,
     fix_length,
@@ -28,7 +28,7 @@ from msa_lightning.models.fmlmsn import (
     text_length_rule,
 )
 from msa_lightning.store import Store
-from msa_lightning.tools.export import export_outputs
+from msa_lightning.experiments.export import export_outputs
 
 from conftest import REPO, execute_notebook
 
@@ -98,7 +98,7 @@ def test_text_length_rule_and_fixed_length():
 
 
 def test_frame_mean_reads_only_valid_frames():
-    from msa_lightning.models.fmlmsn import masked_frame_mean
+    from msa_lightning.papers.fmlmsn.module import masked_frame_mean
 
     x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [99.0, 99.0]], [[5.0, 6.0], [-99.0, 7.0], [8.0, 9.0]]])
     pooled = masked_frame_mean(x, torch.tensor([2, 1]))
@@ -345,9 +345,9 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["msa"])
     import yaml
 
-    from msa_lightning.cli import MSACLI
+    from msa_lightning.experiments.lightning_cli import MSACLI
     from msa_lightning.data.datamodule import MSADataModule
-    from msa_lightning.models.base import MSARegressionModule
+    from msa_lightning.training.module import MSARegressionModule
 
     class ParseOnly(MSACLI):
         def instantiate_classes(self) -> None:  # the data files are not needed to check the configs

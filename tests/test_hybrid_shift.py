@@ -15,18 +15,18 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.cli import make_cli
+from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.data import MOSIDataModule
 from msa_lightning.data.reader import read_feature_file
 from msa_lightning.metrics import compute_msa_metrics
-from msa_lightning.models.hybrid_shift import HybridShiftModule
-from msa_lightning.nn.hybrid_shift import (
+from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
+from msa_lightning.papers.hybrid_shift.net import (
     AlignedRNN, HybridShiftNet, MaskedBimodalAdjustment, MultimodalShiftingGate, align_frames, shifting_huber_loss,
 )
 from msa_lightning.nn.pretrained import load_model
-from msa_lightning.nn.split_transformer import SplitTransformer
-from msa_lightning.tools.hybrid_shift_plots import main as plot_main
-from msa_lightning.tools.hybrid_shift_plots import tsne
+from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
+from msa_lightning.papers.hybrid_shift.plots import main as plot_main
+from msa_lightning.papers.hybrid_shift.plots import tsne
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_MODELS = ["tiny-bert", "tiny-xlnet"]

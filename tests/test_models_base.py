@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 from msa_lightning.batch import MSABatch
 from msa_lightning.data import MOSIDataModule, SIMSDataModule
 from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.models.baselines import BertLSTMModule, LFDNNModule, TFNModule
-from msa_lightning.models.hybrid_shift import HybridShiftModule
-from msa_lightning.models.output import MSAOutput
-from msa_lightning.models.swrm import SelfMMModule, SWRMModule
+from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
+from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
+from msa_lightning.output import MSAOutput
+from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
 from msa_lightning.nn import pretrained
 from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_model
 

@@ -52,7 +52,7 @@ def two_stages(synthetic_mosi, cache_dir, tmp_path_factory):
 def test_pipeline_runs_stages_in_order_with_substitutions_and_export(two_stages, synthetic_mosi, cache_dir):
     from msa_lightning.data.reader import read_feature_file
     from msa_lightning.store import Entry, content_hash
-    from msa_lightning.tools.pipeline import read_record
+    from msa_lightning.experiments.pipeline import read_record
 
     path, runs, proc = two_stages
     first, second = read_record(runs / "first"), read_record(runs / "second")
@@ -76,7 +76,7 @@ def test_pipeline_runs_stages_in_order_with_substitutions_and_export(two_stages,
 
 
 def test_rerun_skips_finished_stages_and_only_and_dry_run(two_stages, capsys):
-    from msa_lightning.tools.pipeline import read_record, run_pipeline
+    from msa_lightning.experiments.pipeline import read_record, run_pipeline
 
     path, runs, _ = two_stages
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*.ckpt")}
@@ -93,7 +93,7 @@ def test_rerun_skips_finished_stages_and_only_and_dry_run(two_stages, capsys):
 
 def test_changed_stage_command_reruns_it(two_stages, tmp_path):
     """A stage whose command line changed is not skipped (here: --only, with a changed learning rate)."""
-    from msa_lightning.tools.pipeline import read_record
+    from msa_lightning.experiments.pipeline import read_record
 
     path, runs, _ = two_stages
     spec = yaml.safe_load(path.read_text())
@@ -119,7 +119,7 @@ def test_changed_stage_command_reruns_it(two_stages, tmp_path):
     ([{"name": "a", "needs": ["zz"], "args": []}], "stage 'a' needs 'zz', but no stage has that name"),
 ], ids=["unknown-reference", "cycle", "missing-needs", "no-export", "unknown-need"])
 def test_pipeline_errors_name_the_problem(stages, message, tmp_path):
-    from msa_lightning.tools.pipeline import load_pipeline
+    from msa_lightning.experiments.pipeline import load_pipeline
 
     path = _write(tmp_path / "bad.yaml", {"name": "bad", "out": str(tmp_path / "runs"), "stages": stages})
     with pytest.raises(ConfigError) as info:
@@ -137,8 +137,8 @@ def test_pipeline_error_is_one_line_from_the_command(tmp_path):
 
 
 def test_export_is_keyed_by_checkpoint_content(two_stages, synthetic_mosi, cache_dir, tmp_path, capsys):
-    from msa_lightning.tools.export import export_command
-    from msa_lightning.tools.pipeline import read_record
+    from msa_lightning.experiments.export import export_command
+    from msa_lightning.experiments.pipeline import read_record
 
     first = read_record(two_stages[1] / "first")
     ckpt = tmp_path / "model.ckpt"
@@ -170,8 +170,8 @@ def test_export_command_line_errors(two_stages, tmp_path):
 def test_stage_test_runs_msa_test_of_the_best_checkpoint(synthetic_mosi, cache_dir, tmp_path):
     """`test: true` added to a finished stage runs only `msa test` of its best checkpoint, into the stage folder,
     where the report reads test metrics; a third run does nothing."""
-    from msa_lightning.tools.pipeline import read_record
-    from msa_lightning.tools.results import _stage_metrics
+    from msa_lightning.experiments.pipeline import read_record
+    from msa_lightning.experiments.results import _stage_metrics
 
     stage = {"name": "only", "args": _fit_args(synthetic_mosi, cache_dir, 1)}
     spec = {"name": "tested", "out": str(tmp_path / "runs"), "stages": [stage]}

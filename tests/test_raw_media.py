@@ -10,8 +10,8 @@ import torch
 
 av = pytest.importorskip("av")
 
-from msa_lightning.data import raw_media  # noqa: E402
-from msa_lightning.data.raw_media import RawMediaDataModule, decode_clip  # noqa: E402
+from msa_lightning.data import raw as raw_media  # noqa: E402
+from msa_lightning.data.raw import RawMediaDataModule, decode_clip  # noqa: E402
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
 
 
@@ -227,7 +227,7 @@ def _counting(dm) -> dict[str, int]:
 
 
 def _feature_dm(dataset, cache, **kwargs):
-    from msa_lightning.data.raw_media import ExtractedFeaturesDataModule
+    from msa_lightning.data.raw import ExtractedFeaturesDataModule
 
     return ExtractedFeaturesDataModule(str(dataset), text_model="tiny-bert", audio_model="tiny-hubert",
                                        video_arch="tiny-swin3d", dataset="simsv2", batch_size=2, text_max_length=12,
@@ -319,7 +319,7 @@ def test_a_feature_model_trains_on_step2_batches(dataset, tmp_path):
     on them with the data sizes the DataModule reports."""
     import lightning as L
 
-    from msa_lightning.models.baselines import TFNModule
+    from msa_lightning.papers.baselines.module import TFNModule
 
     dm = _feature_dm(dataset, tmp_path / "cache")
     facts = dm.data_facts()

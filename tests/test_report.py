@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from msa_lightning.errors import MSAError
-from msa_lightning.tools.results import fmlmsn_results, fmlmsn_table, paired_ttest, ttest_table, write_seed_tables
+from msa_lightning.experiments.results import fmlmsn_results, fmlmsn_table, paired_ttest, ttest_table, write_seed_tables
 
 # ---------------------------------------------------------------------------------------------- t-test
 A = {1111: {"mae": 0.40, "acc2": 0.80}, 1112: {"mae": 0.42, "acc2": 0.78}, 1113: {"mae": 0.39, "acc2": 0.81}}
@@ -254,7 +254,7 @@ def test_msa_report_on_tables_it_cannot_read(tmp_path, seed_runs):
 
 
 def test_report_reads_every_row_and_names_bad_ones(tmp_path, seed_runs):
-    from msa_lightning.tools.results import report
+    from msa_lightning.experiments.results import report
 
     table = report([seed_runs[0], seed_runs[1] / "summary.csv"])
     assert "model_a (a, n=3)" in table and "model_b (b, n=4)" in table

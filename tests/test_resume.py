@@ -113,7 +113,7 @@ def _fit_in_this_process(args: list[str]) -> None:
     """``msa fit`` here, for the uninterrupted reference runs (no process boundary to test in them; each
     ``msa`` process costs seconds of imports): one torch thread, as in the subprocesses, so that the float
     results can be bit-identical to theirs."""
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -186,7 +186,7 @@ def tfn_reference(synthetic_mosi, cache_dir, tmp_path_factory) -> tuple[Path, Pa
 # ---------------------------------------------------------------------------------------------- tests
 def test_last_checkpoint_is_the_latest_epoch_when_the_score_stops_improving(synthetic_mosi, cache_dir, tmp_path):
     """Lightning 2.x ties save_last to top-k saves: without MSACheckpoint, last.ckpt stays at epoch 0 here."""
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     make_cli(["fit", *_tfn_args(synthetic_mosi, cache_dir, tmp_path), "--trainer.max_epochs=3",
               "--trainer.callbacks+=test_resume.WorseningScore", "--checkpoint.monitor=val/worsening"])

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.data.skesl_masking import (
+from msa_lightning.papers.skesl.masking import (
     SKESLMaskedDataModule,
     load_intensity_lexicon,
     mask_sentiment_words,
@@ -188,7 +188,7 @@ def test_masked_datamodule_serves_unlabeled_batches(synthetic_mosi, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- the network
-from msa_lightning.models.skesl import (  # noqa: E402
+from msa_lightning.papers.skesl.module import (  # noqa: E402
     NonverbalInjectionBlock,
     SKESLEncoder,
     SKESLModule,
@@ -418,8 +418,8 @@ def test_shipped_configs_parse(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["msa"])
     import yaml
 
-    from msa_lightning.cli import MSACLI
-    from msa_lightning.models.base import MSARegressionModule
+    from msa_lightning.experiments.lightning_cli import MSACLI
+    from msa_lightning.training.module import MSARegressionModule
 
     class ParseOnly(MSACLI):
         def instantiate_classes(self) -> None:  # the data files are not needed to check the configs
@@ -531,7 +531,7 @@ def test_msa_fit_pretraining_names_an_empty_transcript(tmp_path, synthetic_mosi,
 
 
 # ------------------------------------------------------------------------------------- corpus readers
-from msa_lightning.data import skesl_corpus as corpus  # noqa: E402
+from msa_lightning.corpus import sources as corpus  # noqa: E402
 
 
 def test_openface_columns_follow_the_2x_layout():
@@ -688,7 +688,7 @@ def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path, msa_here):
     with too many unusable clips is one error with the counts."""
     root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=16, seed=4)
     args = ["fit", "--config", str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml"),
-            "--data=msa_lightning.data.skesl_corpus.SKESLCorpusDataModule",
+            "--data=msa_lightning.corpus.sources.SKESLCorpusDataModule",
             f"--data.init_args.transcripts={root / 'transcripts.tsv'}", f"--data.init_args.audio={root / 'audio'}",
             f"--data.init_args.visual={root / 'openface'}", "--data.init_args.f0=zcr",
             "--data.init_args.valid_share=0.25", "--data.init_args.tokenizer=tiny-bert",

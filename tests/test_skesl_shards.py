@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from conftest import msa_in_process
 
-from msa_lightning.data import skesl_corpus as corpus
-from msa_lightning.data.skesl_masking import fallback_draws
-from msa_lightning.data.skesl_shards import chunk_bytes, extract_part, part_items, part_key
+from msa_lightning.corpus import sources as corpus
+from msa_lightning.papers.skesl.masking import fallback_draws
+from msa_lightning.corpus.shards import chunk_bytes, extract_part, part_items, part_key
 from msa_lightning.errors import ConfigError
 
 MSA = [sys.executable, "-m", "msa_lightning.cli"]

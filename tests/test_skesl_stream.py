@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from msa_lightning.data.skesl_masking import mask_sentiment_words
-from msa_lightning.data.skesl_stream import SKESLStreamDataModule, read_manifest
+from msa_lightning.papers.skesl.masking import mask_sentiment_words
+from msa_lightning.corpus.stream import SKESLStreamDataModule, read_manifest
 from msa_lightning.errors import DataError
 
 from conftest import REPO, msa_in_process
@@ -176,7 +176,7 @@ def test_epoch_shares_are_contiguous_chunk_runs_cut_by_rank_then_worker():
     """Chunks in a (seed, epoch) order, their items cut into contiguous shares (sizes by rank, then worker,
     differing by at most one), each chunk's piece permuted by (seed, epoch, chunk); without shuffle the shards'
     order; the rank's clips alternate between its workers' shares."""
-    from msa_lightning.data.skesl_stream import epoch_shares, interleave
+    from msa_lightning.corpus.stream import epoch_shares, interleave
 
     sizes = [4, 4, 4, 4, 4, 3]
     chunk_of = np.repeat(np.arange(len(sizes)), sizes)
@@ -223,8 +223,8 @@ def test_only_litdata_s_public_api_is_used():
 
     import litdata
 
-    for module in ("skesl_stream.py", "skesl_shards.py"):
-        tree = ast.parse((REPO / "msa_lightning" / "data" / module).read_text())
+    for module in ("stream.py", "shards.py"):
+        tree = ast.parse((REPO / "msa_lightning" / "corpus" / module).read_text())
         used = []
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "litdata":
@@ -411,7 +411,7 @@ def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tm
 def test_shipped_pretraining_configs_step_on_shards(config, shards, tmp_path):
     """The shipped streaming configs (test_configs builds them; here they train, with their 2 loader workers):
     2 steps on tiny shards, the model's audio/vision sizes filled from the manifest."""
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     cli = make_cli([*_pretrain_args(shards, tmp_path, config, workers=2), "--trainer.max_epochs=1",
                     "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.devices=1",
@@ -493,7 +493,7 @@ def test_two_process_ddp_killed_mid_epoch_resumes_with_each_rank_s_remaining_cli
 def test_a_loader_rebuilt_every_epoch_continues_the_epoch_orders(shards, tmp_path):
     """``reload_dataloaders_every_n_epochs=1`` builds a new training loader each epoch: the orders are those of
     one loader kept for the whole run (a new order each epoch, not epoch 1's again)."""
-    from msa_lightning.models.skesl import SKESLPretrain
+    from msa_lightning.papers.skesl.module import SKESLPretrain
 
     class Seen(L.Callback):
         def __init__(self):
@@ -521,7 +521,7 @@ def test_a_loader_rebuilt_every_epoch_continues_the_epoch_orders(shards, tmp_pat
 def test_predict_serves_the_held_out_clips_in_shard_order(shards, tmp_path):
     """``Trainer.predict`` (``msa predict``) on the streamed shards: every held-out clip once, in shard order (the
     loader is not a DataLoader, so Lightning does not try to re-create it with an index-tracking sampler)."""
-    from msa_lightning.models.skesl import SKESLPretrain
+    from msa_lightning.papers.skesl.module import SKESLPretrain
 
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)

@@ -16,11 +16,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from msa_lightning.batch import MSABatch
 from msa_lightning.data.dataset import text_width
 from msa_lightning.data.datamodule import MOSIDataModule
-from msa_lightning.data.mosi_asr import MOSIASRDataModule
+from msa_lightning.papers.swrm.data import MOSIASRDataModule
 from msa_lightning.data.sampling import EpochBatchSampler
 from msa_lightning.errors import DataError
 from msa_lightning.nn.rnn import SequenceEncoder
-from msa_lightning.models.swrm import SelfMMModule, SWRMModule
+from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
 from test_swrm_model import CONTEXT, SMALL, mosi_asr  # noqa: F401  (the synthetic MOSI-ASR fixture)
 
 REPO = Path(__file__).resolve().parents[1]

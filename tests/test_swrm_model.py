@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.data.asr import TranscriptError
-from msa_lightning.data.mosi_asr import MOSIASRDataModule
+from msa_lightning.data.transcripts import TranscriptError
+from msa_lightning.papers.swrm.data import MOSIASRDataModule
 from msa_lightning.data.reader import read_feature_file
 from msa_lightning.errors import DataError
-from msa_lightning.models.swrm import SelfMMModule, SWRMModule, pseudo_align
+from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule, pseudo_align
 from msa_lightning.nn import pretrained
 from msa_lightning.nn.pretrained import load_tokenizer
 
@@ -242,8 +242,8 @@ def test_self_mm_fits_on_mosi_asr_without_positions(mosi_asr, tmp_path):
 
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch, lightning as L
-    from msa_lightning.data.mosi_asr import MOSIASRDataModule
-    from msa_lightning.models.swrm import SWRMModule
+    from msa_lightning.papers.swrm.data import MOSIASRDataModule
+    from msa_lightning.papers.swrm.module import SWRMModule
 
     class Save(L.Callback):
         def on_train_end(self, trainer, pl_module):

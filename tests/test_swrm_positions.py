@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from msa_lightning.data.lexicon import load_lexicon
-from msa_lightning.data.sentiment_positions import (
+from msa_lightning.papers.swrm.positions import (
     candidate_tables,
     compute_sentiment_positions,
     masked_copies,

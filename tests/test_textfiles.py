@@ -73,7 +73,7 @@ def test_transcript_files_through_msa(synthetic_mosi, tmp_path):
 def test_pretrain_corpus_transcripts_through_msa(tmp_path):
     """`msa pretrain-data build` on a transcript file saved with a BOM and CRLF keeps every clip (no id
     '\\ufeffid...'); a Latin-1 byte is one error line naming the file and line, and nothing is built."""
-    from msa_lightning.data import skesl_corpus as corpus
+    from msa_lightning.corpus import sources as corpus
     from test_skesl_shards import FAST, build_args, msa, one_line_error, read_split
 
     root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=4, seed=4, sample_rate=16000)

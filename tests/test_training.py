@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from msa_lightning.cli import make_cli
+from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.data import MOSIDataModule, SIMSDataModule
 from msa_lightning.data.reader import read_feature_file
 from msa_lightning.metrics import compute_msa_metrics
-from msa_lightning.models.baselines import BertLSTMModule, LFDNNModule, TFNModule
+from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
 from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def parse_fit_args():
     """``make_cli(args)`` up to the end of parsing (``--print_config`` exits there), with the parser that
     ``make_cli`` builds made once for the module: building it is two thirds of such a call, and parsing
     leaves it as it was (jsonargparse drops its print request after printing)."""
-    import msa_lightning.lightning_cli as cli  # where make_cli finds the CLI class
+    import msa_lightning.experiments.lightning_cli as cli  # where make_cli finds the CLI class
 
     real = cli.MSACLI
 
@@ -214,11 +214,11 @@ def test_ddp_fit_on_two_cpu_processes(synthetic_mosi, cache_dir, tmp_path):
 
 
 def test_multi_seed_tables(synthetic_mosi, cache_dir, tmp_path):
-    from msa_lightning.tools.runs import run_seeds
+    from msa_lightning.experiments.seeds import run_seeds
 
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({
-        "model": {"class_path": "msa_lightning.models.baselines.LFDNNModule"},
+        "model": {"class_path": "msa_lightning.papers.baselines.module.LFDNNModule"},
         "data": {"class_path": "msa_lightning.data.MOSIDataModule",
                  "init_args": {"path": str(synthetic_mosi), "cache_dir": str(cache_dir), "batch_size": 16}},
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
@@ -254,7 +254,7 @@ def test_missing_pretrained_model_gives_clear_message(monkeypatch):
 
 
 def test_quickstart_runs(tmp_path, capsys):
-    from msa_lightning.tools.runs import quickstart
+    from msa_lightning.experiments.seeds import quickstart
 
     metrics = quickstart(tmp_path, epochs=2, size_factor=0.1)
     out = capsys.readouterr().out

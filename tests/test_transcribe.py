@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import msa_in_process
 
-from msa_lightning.data.asr import read_transcripts
-from msa_lightning.data.transcribe import (
+from msa_lightning.data.transcripts import read_transcripts
+from msa_lightning.corpus.transcribe import (
     clean_text,
     errors_path,
     language_path,
@@ -52,7 +52,7 @@ def corpus(tmp_path_factory) -> Path:
     Whisper windows), a .wav that is not audio and an AAC .m4a."""
     import soundfile
 
-    from msa_lightning.data.skesl_corpus import make_synthetic_corpus
+    from msa_lightning.corpus.sources import make_synthetic_corpus
 
     root = make_synthetic_corpus(tmp_path_factory.mktemp("corpus"), clips=4)
     long = root / "audio" / "id10009" / "long"
@@ -90,7 +90,7 @@ def _lines(path: Path) -> list[str]:
 
 
 def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpus, tmp_path, capsys):
-    from msa_lightning.data.skesl_corpus import collect_clips
+    from msa_lightning.corpus.sources import collect_clips
 
     out = tmp_path / "asr.tsv"
     tally = _run(whisper_dir, corpus, out)
@@ -218,7 +218,7 @@ def test_a_second_run_on_the_same_file_is_refused(whisper_dir, corpus, tmp_path)
 
 
 def test_bad_folder_and_malformed_transcript_file_are_errors(whisper_dir, corpus, tmp_path):
-    from msa_lightning.data.asr import TranscriptError
+    from msa_lightning.data.transcripts import TranscriptError
     from msa_lightning.errors import ConfigError
 
     with pytest.raises(DataError, match="folder not found"):

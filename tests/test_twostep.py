@@ -16,9 +16,9 @@ pytest.importorskip("av")
 from test_raw_media import ROWS, _dm, _feature_dm, make_dataset  # noqa: E402
 from test_reader import assert_one_line_error  # noqa: E402
 
-from msa_lightning.data.raw_media import RawMediaDataModule  # noqa: E402
+from msa_lightning.data.raw import RawMediaDataModule  # noqa: E402
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
-from msa_lightning.models.twostep import TwoStepMSA  # noqa: E402
+from msa_lightning.papers.twostep.module import TwoStepMSA  # noqa: E402
 
 TINY = dict(text_model="tiny-bert", audio_model="tiny-hubert", video_arch="tiny-swin3d", head_hidden=8,
             tfn_dim=4, mult_dim=8, mult_heads=2, mult_layers=1)
@@ -264,7 +264,7 @@ def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, capfd,
     its stages run in-process (``run_pipeline``, what `msa pipeline` calls; see ``stages_in_process``)."""
     import yaml
 
-    from msa_lightning.tools.pipeline import run_pipeline
+    from msa_lightning.experiments.pipeline import run_pipeline
 
     path, cache = raw
     store = f"--data.init_args.cache_dir={cache}"  # the stages' store (the saved config keeps it for `msa test`)
@@ -327,7 +327,7 @@ def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
     """The paper's configs as shipped, with tiny pretrained stand-ins and the tiny raw release."""
     import yaml
 
-    from msa_lightning.cli import make_cli
+    from msa_lightning.experiments.lightning_cli import make_cli
 
     path = raw[0] if not config.startswith("mosi") else _mosi_release(tmp_path / "mosi_raw")
     file = Path(__file__).resolve().parents[1] / "configs" / "twostep" / config
@@ -348,7 +348,7 @@ def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
 def test_the_data_must_come_from_the_models_extractors(raw, tmp_path):
     """BERT in the model reads the data's token ids; step 2 reads what the data's extractors stored; the
     step-2 DataModule's tokenizer follows its text_model. Any mismatch is one ConfigError naming both keys."""
-    from msa_lightning.data.raw_media import ExtractedFeaturesDataModule
+    from msa_lightning.data.raw import ExtractedFeaturesDataModule
 
     with pytest.raises(ConfigError, match=r"data.init_args.tokenizer='bert-base-uncased' differs from "
                                           r"data.init_args.text_model='tiny-bert'"):
@@ -370,7 +370,7 @@ def test_the_data_must_come_from_the_models_extractors(raw, tmp_path):
 
 def test_step1_checkpoints_accept_a_run_folder(tmp_path):
     """A step-1 run folder stands for its best checkpoint (resolved as `msa test`/`msa export` do)."""
-    from msa_lightning.data.raw_media import load_encoder_weights
+    from msa_lightning.data.raw import load_encoder_weights
     from msa_lightning.nn.audio_encoder import AudioEncoder
 
     torch.manual_seed(3)
@@ -439,7 +439,7 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     ``stages_in_process``)."""
     import yaml
 
-    from msa_lightning.tools.pipeline import run_pipeline
+    from msa_lightning.experiments.pipeline import run_pipeline
 
     shipped = Path(__file__).resolve().parents[1] / "configs" / "twostep" / "simsv2_handcrafted_twostep_pipeline.yaml"
     pipeline = yaml.safe_load(shipped.read_text())

@@ -1,0 +1,554 @@
+"""``msa pretrain-data``: SKESL's unlabeled video corpus as streaming shards (issue 8, section 1).
+
+``msa pretrain-data build`` joins ASR transcripts (``id<TAB>text``), audio files (or ready ``[T, 33]``
+``.npy``) and OpenFace 2.x CSVs (or ready ``[T, 709]`` ``.npy``) by clip id (the path under each folder
+without suffix; VoxCeleb: ``idNNNNN/<youtube id>/<clip>``), extracts the features of Qian et al. (Findings of
+ACL 2023), Section 4.2, in worker processes, and writes ``litdata`` shards that ``StreamingDataset`` reads
+under multi-node DDP::
+
+    OUT/manifest.json   settings, input fingerprints, counts, every left-out clip by id and reason, summary
+    OUT/train/, OUT/valid/   litdata chunks + index.json; items {"id", "text", "audio" [Ta, 33], "vision" [Tv, 709]}
+    OUT/parts/          the extracted features, part by part, while the build runs (kept with --keep-parts)
+
+How a build goes:
+
+1. **Join** (:func:`~msa_lightning.corpus.sources.join_sources`): a clip missing from one source or with an
+   empty transcript is left out and recorded, by id and reason.
+2. **Features, part by part**: the complete clips, in an order given by a hash of each id (so a shard chunk
+   mixes speakers; sorted VoxCeleb ids would group them), are cut into parts of ``--clips-per-part``
+   clips, extracted by ``--workers`` processes (``--start-method``: ``forkserver`` by default, ``spawn`` works
+   too: a task is a module-level function of picklable arguments). Each part's features are extracted (:func:`~msa_lightning.corpus.sources.extract_clip`; a clip
+   whose files fail is left out with its :class:`~msa_lightning.corpus.sources.ClipError` reason) and
+   written atomically as ``OUT/parts/part-NNNNNN-<key>.npz``. The key hashes the feature settings and each
+   clip's id, text and files (name, size, modification time), so a re-run -- after a crash, a kill, or a
+   build stopped by too many bad clips -- reuses every finished part and extracts only the others.
+3. **Check**: the build fails (one ``msa: error:`` line) only when the share of left-out clips exceeds
+   ``--max-bad-share``; the manifest (``"finished": false``) still lists them.
+4. **Shards**: clips go to ``valid`` when a hash of their id falls below ``--valid-share`` (the same rule as
+   :class:`~msa_lightning.corpus.sources.SKESLCorpusDataModule`, so the split does not move when clips are
+   added); each split is written to a temporary folder and renamed into place, then the manifest says
+   ``"finished": true``.
+
+Items are cut to at most ``audio_frames`` / ``vision_frames`` frames but not padded: the reader
+(:mod:`msa_lightning.corpus.stream`) pads, makes the masks, and masks the sentiment word per clip id,
+so the shards do not depend on a tokenizer. OpenFace frames with ``success == 0`` are zero rows.
+
+Settings and where they come from: the 33-d audio features (log F0 + 20 MFCC + 12 CQT chroma) and the
+709-d OpenFace features are the paper's Section 4.2; ``--f0 pyin`` is the paper's log F0, ``--f0 zcr`` the
+zero-crossing rate the authors' released scripts put there; ``--sample-rate 22050``, ``--hop-length 512``,
+``--audio-frames 400`` and ``--vision-frames 55`` are the authors' released feature scripts (the paper gives
+no lengths). ``--valid-share`` and ``--max-bad-share`` are the suite's (the paper has no pretraining validation
+split and does not say how unusable clips were handled).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from msa_lightning.corpus.sources import (
+    AUDIO_DIM, AUDIO_SUFFIXES, VISION_DIM, VISUAL_SUFFIXES, ClipError, CorpusReport, _listing_fingerprint,
+    add_bad_clips, bad_share_error, extract_clip, fallback_draws, index_files, join_sources, make_synthetic_corpus,
+)
+from msa_lightning.errors import ConfigError, DataError, MSAError
+from msa_lightning.store import atomic_write, canonical_json, content_hash
+
+FORMAT = "msa-skesl-shards/1"
+PART_FORMAT = 1  # bump when a part file's arrays change: every old part stops matching
+MANIFEST = "manifest.json"
+SPLITS = ("train", "valid")
+VALID_SALT = "valid"  # the valid split is fallback_draws(ids, "valid") < valid_share, as SKESLCorpusDataModule
+
+START_METHODS = tuple(m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods())
+DEFAULT_START = START_METHODS[0]
+
+#: settings that shape the shards: a finished OUT built with other values is not overwritten without --force
+SETTING_NAMES = ("audio_frames", "vision_frames", "sample_rate", "hop_length", "f0", "valid_share", "chunk_bytes")
+
+
+# ---------------------------------------------------------------------------------------------- parts
+def _file_stamp(path: Path) -> list:
+    stat = path.stat()
+    return [path.name, stat.st_size, stat.st_mtime_ns]
+
+
+def part_key(clips: list[tuple[str, str, str, str]], features: dict) -> str:
+    """The content key of one part: the feature settings and each clip's id, text and files (name, size,
+    modification time; not their bytes, which would mean reading a million media files twice)."""
+    rows = [[clip, text, _file_stamp(Path(a)), _file_stamp(Path(v))] for clip, text, a, v in clips]
+    text = canonical_json({"format": PART_FORMAT, "features": features, "clips": rows})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def extract_part(path: str, clips: list[tuple[str, str, str, str]], features: dict) -> tuple[int, int]:
+    """Extract the features of ``clips`` (``(id, text, audio file, visual file)``), cut them to the frame limits,
+    and write them atomically to ``path`` (an ``.npz``): ``ids``, ``texts``, ``audio`` / ``vision`` (every clip's
+    frames concatenated) with ``audio_lengths`` / ``vision_lengths``, and the left-out clips as ``bad_ids``,
+    ``bad_reasons``, ``bad_details``. Returns ``(used, left out)``. Runs in a worker process (spawn-safe: a
+    plain function of picklable arguments)."""
+    ids, texts, audio, vision, bad = [], [], [], [], []
+    for clip, text, audio_path, visual_path in clips:
+        try:
+            c = extract_clip(clip, text, audio_path, visual_path, features["sample_rate"], features["hop_length"],
+                             features["f0"])
+        except ClipError as err:
+            bad.append((clip, err.reason, str(err)))
+            continue
+        except Exception as err:  # a decoder or librosa failure on one odd file must not stop a million-clip build
+            bad.append((clip, "extraction_failed", f"{audio_path}, {visual_path}: {type(err).__name__}: {err}"[:500]))
+            continue
+        ids.append(clip)
+        texts.append(text)
+        audio.append(c.audio[: features["audio_frames"]])
+        vision.append(c.vision[: features["vision_frames"]])
+    arrays = {
+        "ids": np.array(ids, dtype=str), "texts": np.array(texts, dtype=str),
+        "audio": np.concatenate(audio) if audio else np.zeros((0, AUDIO_DIM), np.float32),
+        "audio_lengths": np.array([len(a) for a in audio], dtype=np.int64),
+        "vision": np.concatenate(vision) if vision else np.zeros((0, VISION_DIM), np.float32),
+        "vision_lengths": np.array([len(v) for v in vision], dtype=np.int64),
+        "bad_ids": np.array([b[0] for b in bad], dtype=str), "bad_reasons": np.array([b[1] for b in bad], dtype=str),
+        "bad_details": np.array([b[2] for b in bad], dtype=str),
+    }
+    try:
+        atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
+    except OSError as err:
+        raise DataError(f"{path}: cannot write the part ({err})") from None
+    return len(ids), len(bad)
+
+
+def part_items(path: str | Path, split: str | None = None, valid_share: float = 0.02):
+    """The items of one part file (all, or those of ``split``): ``{"id", "text", "audio", "vision"}``."""
+    with np.load(path, allow_pickle=False) as part:
+        ids, texts = part["ids"].tolist(), part["texts"].tolist()
+        if not ids:
+            return
+        a_end, v_end = np.cumsum(part["audio_lengths"]), np.cumsum(part["vision_lengths"])
+        a_start, v_start = a_end - part["audio_lengths"], v_end - part["vision_lengths"]
+        audio, vision = part["audio"], part["vision"]
+    held_out = fallback_draws(ids, VALID_SALT) < valid_share
+    for i, clip in enumerate(ids):
+        if split is not None and held_out[i] != (split == "valid"):
+            continue
+        yield {"id": clip, "text": texts[i],
+               "audio": np.ascontiguousarray(audio[a_start[i]:a_end[i]]),
+               "vision": np.ascontiguousarray(vision[v_start[i]:v_end[i]])}
+
+
+class SplitItems:
+    """``litdata.optimize``'s ``fn``: part number -> the items of one split in that part (a generator)."""
+
+    def __init__(self, parts: list[str], split: str, valid_share: float) -> None:
+        self.parts, self.split, self.valid_share = parts, split, valid_share
+
+    def __call__(self, index: int):
+        yield from part_items(self.parts[index], self.split, self.valid_share)
+
+
+# ---------------------------------------------------------------------------------------------- the build
+def _settings(args) -> dict:
+    return {name: getattr(args, name) for name in SETTING_NAMES}
+
+
+def _check_args(args) -> None:
+    for name in ("audio_frames", "vision_frames", "sample_rate", "hop_length", "clips_per_part", "workers"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: expected a positive number, found {getattr(args, name)}")
+    if args.shard_workers < 0:
+        raise ConfigError(f"--shard-workers: expected 0 (one writer process) or more, found {args.shard_workers}")
+    if not 0 < args.valid_share < 1:
+        raise ConfigError(f"--valid-share: expected a share in (0, 1), found {args.valid_share:g}")
+    if not 0 <= args.max_bad_share <= 1:
+        raise ConfigError(f"--max-bad-share: expected a share in [0, 1], found {args.max_bad_share:g}")
+    chunk_bytes(args.chunk_bytes)
+    _probe_audio_settings(args.sample_rate, args.hop_length, args.f0)
+
+
+def _probe_audio_settings(sample_rate: int, hop_length: int, f0: str) -> None:
+    """Features of one second of a generated tone, so settings librosa cannot work with (a constant-Q chroma above
+    the Nyquist frequency of a low rate, a hop the CQT cannot decimate) are one error, not a million bad clips."""
+    from msa_lightning.corpus.sources import audio_features
+
+    t = np.arange(sample_rate) / sample_rate
+    try:
+        audio_features(0.3 * np.sin(2 * np.pi * 200 * t), sample_rate, hop_length, f0)
+    except Exception as err:  # librosa's ParameterError and friends
+        raise ConfigError(f"--sample-rate {sample_rate} --hop-length {hop_length} --f0 {f0}: the audio features "
+                          f"cannot be computed at these settings ({type(err).__name__}: {err})") from None
+
+
+#: ``--chunk-bytes`` units, decimal as litdata's own spelling (``64MB`` = 64,000,000 bytes)
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+               "t": 10**12, "tb": 10**12}
+
+
+def chunk_bytes(value: str) -> int:
+    """``--chunk-bytes`` in bytes: a plain number or litdata's spelling (``64MB``, ``500kB``; decimal units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", str(value).lower())
+    n = int(float(match[1]) * _BYTE_UNITS[match[2]]) if match and match[2] in _BYTE_UNITS else 0
+    if n <= 0:
+        raise ConfigError(f"--chunk-bytes: expected a size such as 64MB, 500kB or 1000000, found {value!r}")
+    return n
+
+
+def read_manifest(out: str | Path) -> dict | None:
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: not a SKESL shard manifest (expected format {FORMAT!r})")
+    return manifest
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        tmp.chmod(0o644)  # readable by every rank and user, like the shards (a temporary file starts private)
+
+    atomic_write(out / MANIFEST, write)
+
+
+def _check_out(out: Path, old: dict | None, settings: dict, inputs: dict, force: bool) -> None:
+    """An existing OUT is ours and its finished shards were built with the same settings and input folders, or
+    --force is given (an unfinished build's parts are keyed by their settings, so nothing can mix)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    if old is None:
+        if out.is_dir() and any(p.name not in (*SPLITS, "parts") and not p.name.startswith(".")
+                                for p in out.iterdir()):
+            raise ConfigError(f"--out {out}: the folder holds other files and no {MANIFEST}; "
+                              "give a new or empty folder")
+        return
+    changed = [f"{k} {old['settings'].get(k)!r} -> {v!r}" for k, v in settings.items() if old["settings"].get(k) != v]
+    before = {k: old.get("inputs", {}).get(k, {}).get("path") for k in inputs}
+    changed += [f"--{k} {before[k]} -> {v['path']}" for k, v in inputs.items() if before[k] != v["path"]]
+    if changed and not force and old.get("finished"):
+        raise ConfigError(f"--out {out}: holds shards built from other inputs or settings ({'; '.join(changed)}); "
+                          "give another --out, or --force to rebuild it")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: int, workers: int,
+                   start_method: str = DEFAULT_START) -> None:
+    """Run :func:`extract_part` on every task, in ``workers`` processes (in this one for 1), with a progress bar
+    in clips per second. ``forkserver`` (the default where it exists) imports this module once in a server process
+    and forks the workers from it; ``spawn`` imports it in every worker (each start-up re-imports the ``msa``
+    command: torch, Lightning, the suite); ``fork`` starts at once but copies this process as it is."""
+    from tqdm import tqdm
+
+    if not tasks:
+        return
+    bar = tqdm(total=total, initial=done_clips, unit="clip", desc="features", file=sys.stderr, mininterval=1.0,
+               smoothing=0.1)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                extract_part(*task)
+                bar.update(len(task[1]))
+            return
+        context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            context.set_forkserver_preload([__name__])
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context)
+        try:
+            futures = {pool.submit(extract_part, *task): len(task[1]) for task in tasks}
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                bar.update(futures[future])
+        except concurrent.futures.process.BrokenProcessPool as err:
+            raise MSAError(f"a feature worker process died ({err}); finished parts are kept: run the same command "
+                           "again to go on from them") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+
+
+def _write_split(folder: Path, parts: list[str], split: str, valid_share: float, size: str,
+                 shard_workers: int, cache: Path, start_method: str = DEFAULT_START) -> None:
+    """One split's litdata shards in ``folder``, written in the parts' order by ``litdata.optimize`` (litdata's
+    public writer): for ``shard_workers`` 0 by one writer process forked from this one (it starts at once: a
+    forkserver or spawned process would import the ``msa`` command first, seconds to tens of seconds, for a job that
+    is I/O-bound), else by that many processes started by ``start_method`` (worth it when the parts are on slow
+    storage). The build runs no thread of its own by then (tqdm's monitor sleeps), so forking it is safe."""
+    import litdata
+
+    workers = max(shard_workers, 1)
+    if shard_workers == 0 and "fork" in multiprocessing.get_all_start_methods():
+        start_method = "fork"
+    elif start_method == "forkserver":  # the writers fork from a server that has imported this module (SplitItems)
+        multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
+    # optimize's workers stage files under a temporary cache: keep it inside OUT, not in a /tmp shared by builds
+    saved = {k: os.environ.get(k) for k in ("DATA_OPTIMIZER_CACHE_FOLDER", "DATA_OPTIMIZER_DATA_CACHE_FOLDER")}
+    os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = str(cache / "chunks")
+    os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = str(cache / "data")
+    try:
+        litdata.optimize(fn=SplitItems(parts, split, valid_share), inputs=list(range(len(parts))),
+                         output_dir=str(folder), chunk_bytes=chunk_bytes(size), num_workers=workers,
+                         reorder_files=False, keep_data_ordered=True, start_method=start_method, verbose=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def _index_count(folder: Path) -> int:
+    index = json.loads((folder / "index.json").read_text())
+    return sum(chunk["chunk_size"] for chunk in index["chunks"])
+
+
+def build(args) -> int:
+    """``msa pretrain-data build``: see the module docstring."""
+    from msa_lightning.data.transcripts import read_transcripts
+
+    _check_args(args)
+    logging.getLogger("litdata").setLevel(logging.WARNING)  # its INFO lines are about its download cache
+    out = Path(args.out).expanduser()
+    settings = _settings(args)
+    features = {k: settings[k] for k in ("audio_frames", "vision_frames", "sample_rate", "hop_length", "f0")}
+    tsv = Path(args.transcripts).expanduser()
+    texts = read_transcripts(tsv)  # a malformed file fails here, naming the line, before any media is read
+    audio, visual = index_files(args.audio, AUDIO_SUFFIXES), index_files(args.visual, VISUAL_SUFFIXES)
+    inputs = {"transcripts": {"path": str(tsv.resolve()), "sha256": content_hash(tsv), "clips": len(texts)},
+              "audio": {"path": str(Path(args.audio).expanduser().resolve()), "files": len(audio),
+                        "fingerprint": _listing_fingerprint(audio)},
+              "visual": {"path": str(Path(args.visual).expanduser().resolve()), "files": len(visual),
+                         "fingerprint": _listing_fingerprint(visual)}}
+    fingerprint = hashlib.sha256(canonical_json({"format": FORMAT, "settings": settings, "inputs": inputs}).encode()
+                                 ).hexdigest()
+    old = read_manifest(out)
+    _check_out(out, old, settings, inputs, args.force)
+    if (old and not args.force and old.get("finished") and old.get("fingerprint") == fingerprint
+            and all((out / s / "index.json").is_file() for s in SPLITS)):
+        total, left_out = old["counts"]["clips"], old["counts"]["left_out"]
+        if total and left_out / total > args.max_bad_share:
+            raise DataError(f"{out}: the shards are up to date but {left_out / total:.1%} of the clips are unusable, "
+                            f"more than --max-bad-share={args.max_bad_share:g} ({old['summary']})")
+        print(f"{out}: up to date (same inputs and settings; {old['summary']}); nothing rebuilt")
+        return 0
+    if old and old.get("finished") and old.get("fingerprint") != fingerprint and not args.force:
+        print(f"{out}: the inputs changed since the last build: building again (unchanged parts are reused)")
+
+    manifest = {"format": FORMAT, "finished": False, "audio_dim": AUDIO_DIM, "vision_dim": VISION_DIM, **settings,
+                "settings": settings, "inputs": inputs, "fingerprint": fingerprint}
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:  # shards of another build must not sit beside an unfinished manifest
+        shutil.rmtree(out / split, ignore_errors=True)
+    _write_manifest(out, manifest)
+
+    # 1. join; 2. features part by part (finished parts reused)
+    complete, bad = join_sources(texts, audio, visual)
+    report = CorpusReport(total=len(complete) + len(bad), bad=dict(bad))
+    print(f"corpus: {report.total} clip ids; {len(complete)} in all three sources with a transcript, "
+          f"{len(bad)} left out at the join")
+    parts_dir = out / "parts"
+    parts_dir.mkdir(exist_ok=True)
+    for stale in parts_dir.glob("*.tmp*"):  # a part half-written by a killed build (finished parts are renamed)
+        stale.unlink()
+    # parts (and so shard chunks) in an order drawn from a hash of each id, not sorted ids: sorted VoxCeleb ids
+    # put one speaker's clips side by side, and a streamed chunk would then be one speaker
+    complete = [complete[i] for i in np.argsort(fallback_draws(complete, "order"), kind="stable")]
+    k = args.clips_per_part
+    parts, tasks, reused = [], [], 0
+    for number, start in enumerate(range(0, len(complete), k)):
+        chunk = [(c, texts[c], str(audio[c]), str(visual[c])) for c in complete[start:start + k]]
+        path = parts_dir / f"part-{number:06d}-{part_key(chunk, features)[:16]}.npz"
+        parts.append(str(path))
+        if path.is_file():
+            reused += 1
+        else:
+            tasks.append((str(path), chunk, features))
+    done_clips = len(complete) - sum(len(t[1]) for t in tasks)
+    started = time.perf_counter()
+    _extract_parts(tasks, len(complete), done_clips, args.workers, args.start_method)
+    seconds = time.perf_counter() - started
+    extracted = len(complete) - done_clips
+    rate = f", {extracted / seconds:.1f} clips/s" if extracted and seconds > 0 else ""
+    print(f"features: {len(parts)} parts of up to {k} clips: {reused} reused from an earlier run, {len(tasks)} "
+          f"extracted ({extracted} clips, {args.workers} worker{'s' if args.workers > 1 else ''}{rate})")
+
+    # 3. the report and the threshold
+    good_ids: list[str] = []
+    for path in parts:
+        with np.load(path, allow_pickle=False) as part:
+            good_ids += part["ids"].tolist()
+            for clip, reason, detail in zip(part["bad_ids"].tolist(), part["bad_reasons"].tolist(),
+                                            part["bad_details"].tolist()):
+                report.bad[clip] = (reason, detail)
+    report.good = good_ids
+    report.bad = dict(sorted(report.bad.items()))
+    held_out = fallback_draws(good_ids, VALID_SALT) < args.valid_share
+    expected = {"train": int((~held_out).sum()), "valid": int(held_out.sum())}
+    by_reason: dict[str, list[str]] = {}
+    for clip, (reason, _) in report.bad.items():
+        by_reason.setdefault(reason, []).append(clip)
+    manifest.update({
+        "counts": {"clips": report.total, "used": len(good_ids), "left_out": len(report.bad), **report.counts()},
+        "bad": by_reason, "bad_details": {clip: detail for clip, (_, detail) in report.bad.items()},
+        "summary": report.summary(), "max_bad_share": args.max_bad_share,
+    })
+    if report.bad_share > args.max_bad_share:
+        _write_manifest(out, manifest)
+        raise bad_share_error(tsv, report, args.max_bad_share, "--max-bad-share",
+                              f"; every clip by id and reason: {out / MANIFEST}; finished parts are kept")
+    for split, n in expected.items():
+        if n == 0:
+            _write_manifest(out, manifest)
+            raise ConfigError(f"--valid-share {args.valid_share:g}: split {split!r} would be empty ({len(good_ids)} "
+                              f"usable clips); give a {'larger' if split == 'valid' else 'smaller'} share")
+
+    # 4. shards, each split written beside its place and renamed into it
+    import litdata
+
+    started = time.perf_counter()
+    for split in SPLITS:
+        tmp = out / f".{split}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_split(tmp, parts, split, args.valid_share, args.chunk_bytes, args.shard_workers, out / ".litdata-cache",
+                     args.start_method)
+        found = _index_count(tmp)
+        if found != expected[split]:
+            raise MSAError(f"{tmp}: litdata wrote {found} items for split {split!r}, expected {expected[split]}")
+        os.replace(tmp, out / split)
+    sizes = {split: _dir_bytes(out / split) for split in SPLITS}
+    manifest.update({"finished": True, "splits": expected, "bytes": sizes, "litdata": litdata.__version__,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "summary": f"{report.summary()} (train {expected['train']}, valid {expected['valid']})"})
+    _write_manifest(out, manifest)
+    print(f"shards: train {expected['train']} clips ({_mb(sizes['train'])}), valid {expected['valid']} clips "
+          f"({_mb(sizes['valid'])}) in {out}, written in {time.perf_counter() - started:.1f} s")
+    if not args.keep_parts:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    else:  # parts of earlier inputs or settings can never be reused by this OUT's next build
+        keep = {Path(p).name for p in parts}
+        for stale in parts_dir.glob("part-*.npz"):
+            if stale.name not in keep:
+                stale.unlink()
+    print(manifest["summary"])
+    print(f"manifest: {out / MANIFEST}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- synth, inspect
+def synth(args) -> int:
+    """``msa pretrain-data synth``: a synthetic corpus in the on-disk layout, and the build command to run next."""
+    if args.clips < 2:
+        raise ConfigError(f"--clips: expected at least 2, found {args.clips}")
+    out = Path(args.out).expanduser()
+    if (out / "transcripts.tsv").exists() and not args.force:
+        raise ConfigError(f"{out}: holds a corpus already (transcripts.tsv); give another folder or --force")
+    make_synthetic_corpus(out, clips=args.clips, seed=args.seed, sample_rate=args.sample_rate)
+    bad = add_bad_clips(out, args.sample_rate) if args.with_bad else {}
+    print(f"{out}: {args.clips} synthetic clips (transcripts.tsv, audio/*.wav, openface/*.csv)"
+          + (f" and {len(bad)} unusable ones, one of each kind: {', '.join(sorted(bad.values()))}" if bad else ""))
+    share = 0.2 if args.clips < 250 else 0.02  # a tiny corpus needs a larger share to get a valid split at all
+    bad_share = f" --max-bad-share {min(1.0, round(len(bad) / (args.clips + len(bad)) + 0.05, 2)):g}" if bad else ""
+    print("next:\n  msa pretrain-data build --transcripts {0}/transcripts.tsv --audio {0}/audio --visual {0}/openface "
+          "--out {0}_shards --valid-share {1:g}{2}".format(out, share, bad_share))
+    return 0
+
+
+def inspect(args) -> int:
+    """``msa pretrain-data inspect``: the manifest's summary, counts, left-out clips by reason, sizes on disk."""
+    out = Path(args.out).expanduser()
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise DataError(f"{out}: no {MANIFEST} (not a folder written by `msa pretrain-data build`)")
+    s = manifest["settings"]
+    state = "finished" if manifest.get("finished") else "NOT finished (the build stopped; run it again to go on)"
+    lines = [f"# {out}: {manifest['format']}, {state}",
+             f"settings: audio {s['audio_frames']} frames x {manifest['audio_dim']} (f0 {s['f0']}, "
+             f"{s['sample_rate']} Hz, hop {s['hop_length']}), vision {s['vision_frames']} frames x "
+             f"{manifest['vision_dim']}, valid share "
+             f"{s['valid_share']:g}, chunks {s['chunk_bytes']}"]
+    for name, source in manifest["inputs"].items():
+        count = source.get("clips", source.get("files"))
+        lines.append(f"input {name}: {source['path']} ({count} {'lines' if 'clips' in source else 'files'})")
+    if "summary" in manifest:
+        lines.append(f"summary: {manifest['summary']}")
+    for reason, ids in sorted(manifest.get("bad", {}).items()):
+        shown = ", ".join(ids[:args.show]) + (f", ... and {len(ids) - args.show} more" if len(ids) > args.show else "")
+        lines.append(f"  {reason} {len(ids)}: {shown}")
+    for split in SPLITS:
+        folder = out / split
+        if (folder / "index.json").is_file():
+            chunks = len(json.loads((folder / "index.json").read_text())["chunks"])
+            lines.append(f"{split}: {_index_count(folder)} clips, {chunks} chunk file{'s' * (chunks != 1)}, "
+                         f"{_mb(_dir_bytes(folder))} on disk")
+    if (out / "parts").is_dir():
+        parts = list((out / "parts").glob("part-*.npz"))
+        lines.append(f"parts: {len(parts)} files, {_mb(sum(p.stat().st_size for p in parts))}")
+    print("\n".join(lines))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def add_parser(sub) -> None:
+    p = sub.add_parser("pretrain-data", help="SKESL pretraining shards from an unlabeled video corpus",
+                       description="Build, inspect or synthesise SKESL's unlabeled pretraining corpus as litdata "
+                                   "shards (Qian et al., Findings of ACL 2023, Section 4.2).")
+    actions = p.add_subparsers(dest="action", required=True)
+    b = actions.add_parser("build", help="join transcripts, audio and OpenFace outputs by clip id; write shards")
+    b.add_argument("--transcripts", required=True, help="id<TAB>text file (VoxCeleb ids: idNNNNN/<video>/<clip>)")
+    b.add_argument("--audio", required=True, help="folder of audio files (wav/flac/m4a/...) or [T, 33] .npy")
+    b.add_argument("--visual", required=True, help="folder of OpenFace 2.x CSVs or [T, 709] .npy")
+    b.add_argument("--out", required=True, help="output folder (manifest.json, train/, valid/)")
+    b.add_argument("--workers", type=int, default=1, help="feature extraction processes (default 1)")
+    b.add_argument("--audio-frames", type=int, default=400, help="cut audio to this many frames (authors: 400)")
+    b.add_argument("--vision-frames", type=int, default=55, help="cut vision to this many frames (authors: 55)")
+    b.add_argument("--sample-rate", type=int, default=22050, help="audio resampled to this rate (authors: 22050)")
+    b.add_argument("--hop-length", type=int, default=512, help="samples between audio frames (authors: 512)")
+    b.add_argument("--f0", choices=("pyin", "zcr"), default="pyin",
+                   help="pitch column: pyin = log F0 (paper 4.2, default), zcr = zero-crossing rate (released code)")
+    b.add_argument("--valid-share", type=float, default=0.02, help="share of clips held out, by id hash (0.02)")
+    b.add_argument("--max-bad-share", type=float, default=0.05,
+                   help="fail when more than this share of clips is unusable (0.05)")
+    b.add_argument("--clips-per-part", type=int, default=100, help="clips per resumable unit of work (100)")
+    b.add_argument("--chunk-bytes", default="64MB", help="litdata chunk size (64MB)")
+    b.add_argument("--shard-workers", type=int, default=0,
+                   help="0: one writer process forked from the build (default); N: litdata.optimize with N workers "
+                        "started by --start-method")
+    b.add_argument("--start-method", choices=START_METHODS, default=DEFAULT_START,
+                   help=f"how worker processes start ({DEFAULT_START}; spawn re-imports the suite in each worker)")
+    b.add_argument("--keep-parts", action="store_true", help="keep OUT/parts after a finished build")
+    b.add_argument("--force", action="store_true",
+                   help="rebuild even an up-to-date OUT, or one whose shards came from other inputs or settings")
+    s = actions.add_parser("synth", help="write a synthetic corpus in the on-disk layout")
+    s.add_argument("out")
+    s.add_argument("--clips", type=int, default=12)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sample-rate", type=int, default=22050)
+    s.add_argument("--with-bad", action="store_true", help="add one unusable clip of each kind")
+    s.add_argument("--force", action="store_true", help="write into a folder that holds a corpus already")
+    i = actions.add_parser("inspect", help="a built OUT's summary: counts, left-out clips by reason, sizes")
+    i.add_argument("out")
+    i.add_argument("--show", type=int, default=10, help="ids shown per reason (10)")
+
+
+def main(args: argparse.Namespace) -> int:
+    return {"build": build, "synth": synth, "inspect": inspect}[args.action](args)

@@ -1,0 +1,354 @@
+"""Result tables: per-seed metrics -> mean/std, written as CSV and Markdown."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from msa_lightning.errors import MSAError
+
+#: column order of tables (whatever else a run logged comes after, alphabetically)
+PREFERRED = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc2", "f1", "acc2_weak", "acc3", "acc5",
+             "acc7", "mae", "corr", "loss")
+
+
+def _order(names) -> list[str]:
+    names = set(names)
+    return [n for n in PREFERRED if n in names] + sorted(names - set(PREFERRED))
+
+
+def strip_prefix(metrics: dict, prefix: str = "test/") -> dict[str, float]:
+    return {k[len(prefix):] if k.startswith(prefix) else k: float(v) for k, v in metrics.items()}
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """``{metric: (mean, sample std)}`` over runs (std 0 for a single run; NaNs skipped)."""
+    out = {}
+    for name in _order({k for r in rows for k in r}):
+        vals = [r[name] for r in rows if name in r and not math.isnan(r[name])]
+        if not vals:
+            out[name] = (math.nan, math.nan)
+            continue
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+        out[name] = (mean, std)
+    return out
+
+
+def markdown_table(rows: dict[str, dict[str, float]] | dict[str, dict[str, tuple[float, float]]]) -> str:
+    """Rows keyed by run name; cells are floats or (mean, std) pairs."""
+    cols = _order({k for r in rows.values() for k in r})
+
+    def cell(v) -> str:
+        if isinstance(v, tuple):
+            return f"{v[0]:.4f} ± {v[1]:.4f}"
+        return "" if v is None else f"{v:.4f}"
+
+    lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(r.get(c)) for c in cols) + " |" for name, r in rows.items()]
+    return "\n".join(lines)
+
+
+def write_seed_tables(per_seed: dict[int, dict[str, float]], out_dir: str | Path, name: str = "run") -> dict:
+    """Write ``per_seed.csv``, ``summary.csv`` and ``summary.md`` (each atomically: ``msa seeds`` rewrites
+    them after every seed, and a reader or a crash never sees half a table); returns the summary."""
+    from msa_lightning.store import atomic_write
+
+    out_dir = Path(out_dir)
+    summary = summarise(list(per_seed.values()))
+    cols = list(summary)
+
+    def per_seed_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["seed", *cols])
+            for seed, r in per_seed.items():
+                w.writerow([seed, *(r.get(c, "") for c in cols)])
+
+    def summary_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["run", "n_seeds", *(f"{c}_{s}" for c in cols for s in ("mean", "std"))])
+            w.writerow([name, len(per_seed), *(x for c in cols for x in summary[c])])
+
+    md = markdown_table({f"{name} (seed {s})": r for s, r in per_seed.items()})
+    md += "\n\n" + markdown_table({f"{name} (mean ± std, n={len(per_seed)})": summary})
+    atomic_write(out_dir / "per_seed.csv", per_seed_csv)
+    atomic_write(out_dir / "summary.csv", summary_csv)
+    atomic_write(out_dir / "summary.md", lambda tmp: tmp.write_text(md + "\n", encoding="utf-8"))
+    return summary
+
+
+def _summary_rows(path: Path) -> list[tuple[str, int, dict[str, tuple[float, float]]]]:
+    """``(run name, n_seeds, {metric: (mean, std)})`` of each row of a ``summary.csv`` as
+    :func:`write_seed_tables` writes it; anything else is one :class:`MSAError` naming the file and line."""
+    from msa_lightning.textfiles import open_text
+
+    expected = "a summary.csv written by `msa seeds`: header run, n_seeds, <metric>_mean, <metric>_std, ..."
+    rows = list(csv.reader(open_text(path, "summary file")))
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise MSAError(f"{path}: empty; expected {expected}")
+    header = [h.strip() for h in rows[0]]
+    if header[:2] != ["run", "n_seeds"]:
+        raise MSAError(f"{path}, line 1: columns {header[:6]}{' ...' if len(header) > 6 else ''}; expected {expected} "
+                       "(another tool's CSV?)")
+    metrics = [h[: -len("_mean")] for h in header[2:] if h.endswith("_mean")]
+    odd = [h for h in header[2:] if not (h.endswith("_mean") and h[:-5] in metrics or
+                                         h.endswith("_std") and h[:-4] in metrics)]
+    odd += [f"{m}_std" for m in metrics if f"{m}_std" not in header]
+    if odd:
+        raise MSAError(f"{path}, line 1: unknown or unpaired columns {odd[:6]}; expected {expected}")
+    out = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise MSAError(f"{path}, line {line}: {len(row)} values under {len(header)} columns")
+        values = dict(zip(header, row))
+        try:
+            n_seeds = int(values["n_seeds"])
+            numbers = {k: float(v) if v.strip() else math.nan for k, v in values.items() if k not in ("run", "n_seeds")}
+        except ValueError as error:
+            raise MSAError(f"{path}, line {line}: not a number ({error})") from None
+        out.append((values["run"], n_seeds, {m: (numbers[f"{m}_mean"], numbers[f"{m}_std"]) for m in metrics}))
+    if not out:
+        raise MSAError(f"{path}: a header and no results (no seed has finished: rerun `msa seeds` or wait for it)")
+    return out
+
+
+def read_summary_csv(path: str | Path) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The run name and ``{metric: (mean, std)}`` of a ``summary.csv`` (its first row)."""
+    name, _, summary = _summary_rows(Path(path))[0]
+    return name, summary
+
+
+def report(paths: list[str | Path]) -> str:
+    """Markdown comparison of several ``summary.csv`` files (or folders holding one)."""
+    rows = {}
+    for p in paths:
+        p = Path(p)
+        file = p / "summary.csv" if p.is_dir() else p
+        if not file.is_file():
+            raise MSAError(f"{p}: no summary.csv there (give a folder written by `msa seeds`, or its summary.csv)")
+        for name, n_seeds, summary in _summary_rows(file):
+            rows[f"{name} ({p.parent.name if p.is_file() else p.name}, n={n_seeds})"] = summary
+    return markdown_table(rows)
+
+
+# ---------------------------------------------------------------------------------------------- paired t-test
+def read_per_seed_csv(folder: str | Path) -> dict[int, dict[str, float]]:
+    """``{seed: {metric: value}}`` from a ``per_seed.csv`` (as :func:`write_seed_tables` writes it), or the
+    folder holding one; empty cells are left out."""
+    path = Path(folder)
+    file = path / "per_seed.csv" if path.is_dir() else path
+    if not path.exists():
+        raise MSAError(f"{path}: no such file or folder (give a folder written by `msa seeds`, or its per_seed.csv)")
+    if not file.is_file():
+        raise MSAError(f"{path}: no per_seed.csv there (give a folder written by `msa seeds`, or its per_seed.csv)")
+    from msa_lightning.textfiles import open_text
+
+    rows = list(csv.DictReader(open_text(file, "per-seed table")))
+    if not rows or "seed" not in rows[0]:
+        raise MSAError(f"{file}: expected a header starting with 'seed' and one row per seed, found "
+                       + (f"columns {list(rows[0])}" if rows else "no rows"))
+    out = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            seed = int(row.pop("seed"))
+            out[seed] = {k: float(v) for k, v in row.items() if k and v not in ("", None)}
+        except ValueError as error:
+            raise MSAError(f"{file}, line {line}: not a number ({error})") from None
+    return out
+
+
+def paired_ttest(a: str | Path, b: str | Path) -> dict:
+    """Paired t-test (``scipy.stats.ttest_rel``, two-sided) of every metric both runs logged, over the seeds
+    both ran, paired by seed number. Returns ``{"seeds": [...], "metrics": {name: {mean_a, mean_b,
+    mean_diff, t, p}}}`` with ``mean_diff`` = mean of (a - b)."""
+    from scipy.stats import ttest_rel
+
+    runs_a, runs_b = read_per_seed_csv(a), read_per_seed_csv(b)
+    seeds = sorted(set(runs_a) & set(runs_b))
+    if len(seeds) < 2:
+        raise MSAError(f"paired t-test: {a} (seeds {', '.join(map(str, sorted(runs_a))) or 'none'}) and {b} (seeds "
+                       f"{', '.join(map(str, sorted(runs_b))) or 'none'}) share {len(seeds)} seed(s); "
+                       "it needs at least 2 seeds run in both")
+    metrics = {}
+    shared = set.intersection(*(set(runs_a[s]) & set(runs_b[s]) for s in seeds))
+    for name in _order(shared):
+        x = [runs_a[s][name] for s in seeds]
+        y = [runs_b[s][name] for s in seeds]
+        if any(math.isnan(v) for v in x + y):
+            continue  # an undefined metric (e.g. corr of a constant prediction) has nothing to compare
+        result = ttest_rel(x, y)
+        metrics[name] = {"mean_a": sum(x) / len(x), "mean_b": sum(y) / len(y),
+                         "mean_diff": sum(u - v for u, v in zip(x, y)) / len(x),
+                         "t": float(result.statistic), "p": float(result.pvalue)}
+    return {"seeds": seeds, "metrics": metrics}
+
+
+def ttest_table(a: str | Path, b: str | Path, alpha: float = 0.05) -> str:
+    """Markdown of :func:`paired_ttest`: per metric the two means, the mean difference (A - B), t and p."""
+    result = paired_ttest(a, b)
+    lines = [f"Paired t-test over {len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}), "
+             f"A = {a}, B = {b}; two-sided, df = {len(result['seeds']) - 1}", "",
+             f"| metric | mean A | mean B | mean A - B | t | p | p < {alpha:g} |", "|---" * 7 + "|"]
+    for name, m in result["metrics"].items():
+        lines.append(f"| {name} | {m['mean_a']:.4f} | {m['mean_b']:.4f} | {m['mean_diff']:+.4f} | {m['t']:.3f} | "
+                     f"{m['p']:.4g} | {'yes' if m['p'] < alpha else 'no'} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- FmlMSN tables
+#: column order of Tables 7-8 (Acc-2, Acc-3, Acc-5, F1, MAE, Corr); other families' names fit in
+TABLE_ORDER = ("acc2", "acc2_has0", "acc2_non0", "acc2_weak", "acc3", "acc5", "acc7", "f1", "f1_has0", "f1_non0",
+               "mae", "corr")
+_NOT_IN_TABLE = ("loss", "mae_vs_M", "eq8_")
+
+
+def _metrics_files(folder: Path) -> list[tuple[Path, dict]]:
+    """``(metrics.csv, its config.yaml)`` of every logger folder below a run folder, newest first."""
+    import yaml
+
+    found = []
+    for file in folder.rglob("metrics.csv"):
+        config = file.with_name("config.yaml")
+        try:
+            cfg = yaml.safe_load(config.read_text()) if config.is_file() else {}
+        except yaml.YAMLError:
+            cfg = {}
+        found.append((file, cfg or {}))
+    return sorted(found, key=lambda fc: fc[0].stat().st_mtime_ns, reverse=True)
+
+
+def _rows(file: Path, prefix: str) -> list[dict[str, str]]:
+    with open(file, newline="") as f:
+        return [r for r in csv.DictReader(f) if any(k.startswith(prefix) and v for k, v in r.items())]
+
+
+def _strip(row: dict[str, str], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: float(v) for k, v in row.items() if k.startswith(prefix) and v not in ("", None)}
+
+
+def _checkpoint_epoch(path: str) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+
+
+def _stage_metrics(folder: Path, record: dict, split: str) -> dict[str, float] | None:
+    """The metrics of a pipeline stage's best checkpoint on ``split``: ``test`` from an ``msa test`` of
+    that checkpoint logged in the stage folder (newer than the checkpoint); ``valid`` from the fit's
+    validation at the checkpoint's epoch. None when the stage folder has no such record."""
+    best = Path(record.get("best_ckpt", ""))
+    if not best.is_file():
+        return None
+    files = _metrics_files(folder)
+    if split == "test":
+        for file, cfg in files:
+            tested = cfg.get("ckpt_path")
+            if tested and Path(tested).resolve() == best.resolve() and file.stat().st_mtime_ns >= best.stat().st_mtime_ns:
+                rows = _rows(file, "test/")
+                if rows:
+                    return _strip(rows[-1], "test/")
+        return None
+    epoch = _checkpoint_epoch(str(best))
+    for file, cfg in files:
+        rows = [r for r in _rows(file, "val/") if r.get("epoch") not in (None, "") and int(r["epoch"]) == epoch]
+        if rows and not _rows(file, "test/"):
+            return _strip(rows[-1], "val/")
+    return None
+
+
+def _columns(rows: list[dict[str, float]]) -> list[str]:
+    # T_mae etc. belong to the unimodal task rows
+    names = {k for r in rows for k in r if not k.startswith(_NOT_IN_TABLE) and not (k[1:2] == "_" and k[0].isupper())}
+    return [n for n in TABLE_ORDER if n in names] + sorted(names - set(TABLE_ORDER))
+
+
+def fmlmsn_results(folder: str | Path, split: str = "auto") -> dict:
+    """The rows of the paper's Tables 7-8 from an ``msa pipeline`` output folder of FmlMSN.
+
+    For each stage folder (``stage.json``) of an :class:`~msa_lightning.papers.fmlmsn.module.FmlMSNStage`: its two
+    unimodal tasks and its bimodal task (each on the label it learns), then M of the
+    :class:`~msa_lightning.papers.fmlmsn.module.FmlMSNMeta` folder, all of the best checkpoints. ``split``:
+    ``test`` (needs an ``msa test`` of each best checkpoint logged in its stage folder), ``valid`` (the
+    fit's validation at the best epoch), or ``auto`` (test when every stage has it, else valid).
+    Returns ``{"split", "rows": [(group, task, metrics)], "columns", "eq8", "label_source"}``.
+    """
+    import yaml
+
+    from msa_lightning.experiments.pipeline import read_record
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MSAError(f"{folder}: no such folder (give the `out` folder of an FmlMSN `msa pipeline` run)")
+    stages, meta = {}, None
+    for record_file in sorted(folder.glob("*/stage.json")):
+        sub = record_file.parent
+        record = read_record(sub)
+        if record is None or record.get("status") != "finished":
+            continue
+        found = sorted(sub.rglob("hparams.yaml"), key=lambda p: p.stat().st_mtime_ns)
+        hparams = (yaml.safe_load(found[-1].read_text()) if found else None) or {}
+        if hparams.get("pair") in ("AV", "AT", "VT"):
+            stages[hparams["pair"]] = (sub, record, hparams)
+        elif "stages" in hparams and "retrain_threshold" in hparams:
+            meta = (sub, record, hparams)
+    if not stages and meta is None:
+        raise MSAError(f"{folder}: no finished FmlMSN stage or meta-learner there (expected <stage>/stage.json "
+                       "written by `msa pipeline` with a FmlMSNStage or FmlMSNMeta run)")
+    parts = [(p, *stages[p]) for p in ("AV", "AT", "VT") if p in stages]
+    if meta is not None:
+        parts.append(("M", *meta))
+    if split not in ("auto", "test", "valid"):
+        raise MSAError(f"split {split!r}: expected auto, test or valid")
+    chosen = split
+    if split == "auto":
+        chosen = "test" if all(_stage_metrics(sub, rec, "test") is not None for _, sub, rec, _ in parts) else "valid"
+    rows = []
+    for name, sub, record, hparams in parts:
+        metrics = _stage_metrics(sub, record, chosen)
+        if metrics is None:
+            how = (f"test its best checkpoint into the stage folder: msa test <the stage's fit arguments> "
+                   f"--ckpt_path={record.get('best_ckpt')} --trainer.default_root_dir={sub}") if chosen == "test" \
+                else "its fit logged no validation at the best checkpoint's epoch"
+            raise MSAError(f"{sub}: no {chosen} metrics of the best checkpoint ({how})")
+        if name == "M":
+            rows.append(("M", "A+V+T", metrics))
+            continue
+        alpha, beta = name
+        for task in (alpha, beta):
+            rows.append((name, task, {k[2:]: v for k, v in metrics.items() if k.startswith(f"{task}_")}))
+        rows.append((name, f"{alpha}+{beta}", metrics))
+    eq8 = None
+    if meta is not None:
+        found = sorted(meta[0].rglob("eq8.json"), key=lambda p: p.stat().st_mtime_ns)
+        eq8 = json.loads(found[-1].read_text()) if found else None
+    sources = {h.get("label_source") for _, _, _, h in parts if "pair" in h}
+    return {"split": chosen, "rows": rows, "columns": _columns([m for _, _, m in rows]), "eq8": eq8,
+            "label_source": sources.pop() if len(sources) == 1 else ("mixed" if sources else None), "folder": folder}
+
+
+def fmlmsn_table(folder: str | Path, split: str = "auto") -> str:
+    """Markdown in the layout of Tables 7-8 (stage group, task, metrics), then the Eq. 8 decision."""
+    res = fmlmsn_results(folder, split)
+    labels = {"fine": "each task on its own label (Table 7)",
+              "multimodal": "every task on M (FmlMSN-m, Table 8)"}.get(res["label_source"], "")
+    lines = [f"FmlMSN results, {res['split']} split of the best checkpoints: {res['folder']}"
+             + (f"; {labels}" if labels else ""), "",
+             "| stage | task | " + " | ".join(res["columns"]) + " |", "|---" * (len(res["columns"]) + 2) + "|"]
+    previous = None
+    for group, task, metrics in res["rows"]:
+        shown = group if group != previous else ""
+        if shown and group != "M":
+            shown = ", ".join(group)
+        previous = group
+        lines.append(f"| {shown} | {task} | " + " | ".join(
+            f"{metrics[c]:.4f}" if c in metrics else "" for c in res["columns"]) + " |")
+    if res["eq8"]:
+        e = res["eq8"]
+        lines += ["", f"Eq. 8: p = {e['p']:.3f} (mean 2-class accuracy over {e['draws']} draws of {e['total']} "
+                      f"validation samples, epoch {e['epoch']}), threshold {e['threshold']:g} -> {e['decision']}"]
+    return "\n".join(lines)

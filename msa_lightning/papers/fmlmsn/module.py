@@ -1,0 +1,513 @@
+"""FmlMSN: fine-grained modal label-based multi-stage network (Peng et al., ESWA 2023).
+
+The model is trained in two steps (the paper's Algorithm 1):
+
+1. Three *stage* learners, one per modality pair gamma = (alpha, beta) in {AV, AT, VT}
+   (:class:`FmlMSNStage`). Each encodes its two modalities (Section 4.1), fuses them by the
+   flattened outer product R_gamma = R_alpha (x) R_beta (Eq. 3), and learns three regression
+   tasks at once with hard parameter sharing: SI_alpha(R_alpha), SI_beta(R_beta) (Eq. 4) and
+   SI_gamma(R_gamma) (Eq. 5), with the weighted L1 objective of Eq. 6.
+2. The *meta-learner* SI_M (:class:`FmlMSNMeta`) reads the saved activations of the second
+   layer of each stage's SI_gamma (H_AV, H_AT, H_VT), concatenated (Eq. 7), and learns the
+   multimodal label M with L1. Running only this step on saved features is the paper's FmlMSN-L.
+
+Whether saved stage features are still good enough to reuse is decided by Eq. 8
+(:func:`retrain_criterion`): the meta-learner's mean 2-class accuracy over ``draws`` random
+draws of ``total`` validation samples; below ``threshold`` (0.74 in Section 5.5) the stages
+should be retrained.
+
+Labels (``label_source``): ``fine`` trains each task on its own label (unimodal T/A/V and
+bimodal AV/AT/VT labels, the file keys ``regression_labels_T`` ... ``regression_labels_VT``);
+``multimodal`` trains every task on M (the paper's FmlMSN-m, the only choice on MOSI/MOSEI,
+whose public files have no finer labels).
+
+Validation metric of a stage: its bimodal prediction against the label its bimodal task is
+trained on (AV/AT/VT under ``fine``, M under ``multimodal``). A stage's job is the bimodal
+task; Section 5.4 notes that each stage reaches its best epoch on its own schedule, which only
+makes sense when each stage is selected on its own task. Its MAE against M is logged as
+``val/mae_vs_M``; the unimodal tasks get the full metric set under ``val/<task>_`` (``val/A_mae``,
+``test/T_acc2``, ...), so a stage's test metrics give the rows of the paper's Tables 7-8.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from msa_lightning.batch import MSABatch
+from msa_lightning.errors import ConfigError, DataError
+from msa_lightning.metrics import MSAMetrics
+from msa_lightning.metrics.msa import compute_msa_metrics
+from msa_lightning.training.module import MSARegressionModule
+from msa_lightning.output import MSAOutput
+from msa_lightning.nn.masking import lengths_to_mask, masked_mean
+
+log = logging.getLogger(__name__)
+
+PAIRS = {"AV": ("A", "V"), "AT": ("A", "T"), "VT": ("V", "T")}
+LABEL_FILE_KEY = {"M": "regression_labels", **{k: f"regression_labels_{k}" for k in ("T", "A", "V", "AV", "AT", "VT")}}
+
+
+# ---------------------------------------------------------------------------------------- Eqs. 1-2
+def text_length_rule(lengths: Sequence[int] | np.ndarray | torch.Tensor, lam: float = 3.0) -> int:
+    """The fixed text length L of Eqs. 1-2: the mean training length plus ``lam`` population
+    standard deviations (1/N, as Eq. 2 writes it), rounded up to a whole token.
+
+    The paper does not say how the real-valued L is made an integer; rounding up keeps at
+    least the stated share of sentences uncut.
+    """
+    x = np.asarray(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths, dtype=np.float64)
+    if x.size == 0:
+        raise DataError("text_length_rule: no training lengths to compute L from (empty training split)")
+    return max(1, int(math.ceil(x.mean() + lam * x.std() - 1e-9)))
+
+
+def fix_length(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Cut or zero-pad token features ``[B, T, D]`` *at the end* to ``length`` (Section 4.1).
+
+    Positions past a sentence's real tokens (``mask`` 0) become zeros, as the paper pads with 0;
+    sentences longer than ``length`` keep their first ``length`` vectors.
+    """
+    tokens = tokens * mask[..., None].to(tokens.dtype)
+    if tokens.shape[1] >= length:
+        return tokens[:, :length]
+    return F.pad(tokens, (0, 0, 0, length - tokens.shape[1]))
+
+
+def outer_fusion(r_alpha: torch.Tensor, r_beta: torch.Tensor) -> torch.Tensor:
+    """R_gamma = R_alpha (x) R_beta (Eq. 3), flattened: ``[B, da] x [B, db] -> [B, da * db]``,
+    element ``i * db + j`` is ``r_alpha[:, i] * r_beta[:, j]``."""
+    return torch.einsum("bi,bj->bij", r_alpha, r_beta).flatten(1)
+
+
+def masked_frame_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid frames of ``x [B, T, D]`` (``lengths [B]``); 0 for a sample without frames."""
+    return masked_mean(x, lengths_to_mask(lengths, x.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------- Section 4.1
+class TextSubnet(nn.Module):
+    """Token features -> fixed length L -> LSTM; the final hidden state, mapped to ``tout``.
+
+    Section 4.1 calls the LSTM's final hidden state the text vector (size d_t1 = tout), while
+    Table 3 sets the LSTM width (``thid``) and ``tout`` separately; a linear map thid -> tout
+    reconciles the two (on CH-SIMS thid = tout = 128). The LSTM runs over all L steps, padding
+    included, as the paper feeds the zero-padded matrix t_i to it.
+    """
+
+    def __init__(self, in_dim: int, thid: int, tout: int, dropout: float) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(in_dim, thid, batch_first=True)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(thid, tout)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.rnn(tokens)
+        return self.out(self.drop(h[-1]))
+
+
+class FrameSubnet(nn.Module):
+    """Audio or vision: mean over valid frames, then three fully connected ReLU layers of ``hid``
+    units (Section 4.1.2). Dropout (``adrp``/``vdrp``) acts on the pooled input."""
+
+    def __init__(self, in_dim: int, hid: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.Sequential(nn.Linear(in_dim, hid), nn.ReLU(), nn.Linear(hid, hid), nn.ReLU(),
+                                    nn.Linear(hid, hid), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.drop(masked_frame_mean(x, lengths)))
+
+
+class SIPredictor(nn.Module):
+    """A sentiment-intensity predictor: three layers (``hidden``, ``hidden``, 1), ReLU between.
+
+    ``forward`` returns the prediction ``[B]`` and the activations of the second layer
+    ``[B, hidden]`` (H_gamma of Section 4.3 for a bimodal predictor).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.hidden = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(self.drop(x))
+        return self.out(h).squeeze(-1), h
+
+
+# ---------------------------------------------------------------------------------------- networks
+class FmlMSNStageNet(nn.Module):
+    """One stage learner (Fig. 4): the encoders of its two modalities, SI_alpha, SI_beta, SI_gamma.
+
+    Text arrives as BERT token features (``batch.text_feats`` ``[B, L, text_dim]``): the feature
+    file's ``text`` array, or one computed once by a frozen BERT and stored
+    (:class:`~msa_lightning.papers.fmlmsn.data.TextFeaturesDataModule`).
+    """
+
+    def __init__(self, pair: str, audio_dim: int, vision_dim: int, text_dim: int = 768, text_len: int = 39,
+                 thid: int = 128, tout: int = 128, ahid: int = 16, vhid: int = 128, tdrp: float = 0.0,
+                 adrp: float = 0.0, vdrp: float = 0.0, tdim: int = 64, adim: int = 16, vdim: int = 64,
+                 fdim: int = 64, fdrp: float = 0.0) -> None:
+        super().__init__()
+        if pair not in PAIRS:
+            raise ConfigError(f"model.init_args.pair: expected one of {sorted(PAIRS)}, found {pair!r}")
+        self.pair, (self.alpha, self.beta) = pair, PAIRS[pair]
+        self.text_len = int(text_len)  # L; the module keeps it in its hparams, so checkpoints rebuild it
+        widths = {"T": tout, "A": ahid, "V": vhid}
+        si_hidden = {"T": tdim, "A": adim, "V": vdim}
+        if "T" in pair:
+            self.text = TextSubnet(text_dim, thid, tout, tdrp)
+        if "A" in pair:
+            self.audio = FrameSubnet(audio_dim, ahid, adrp)
+        if "V" in pair:
+            self.vision = FrameSubnet(vision_dim, vhid, vdrp)
+        self.si_alpha = SIPredictor(widths[self.alpha], si_hidden[self.alpha])
+        self.si_beta = SIPredictor(widths[self.beta], si_hidden[self.beta])
+        self.si_gamma = SIPredictor(widths[self.alpha] * widths[self.beta], fdim, fdrp)
+
+    def token_features(self, batch: MSABatch) -> torch.Tensor:
+        if batch.text_feats is None:
+            raise DataError(
+                "FmlMSN reads BERT token features (the feature file's 'text' array), which this file does not "
+                "have; use data.class_path msa_lightning.papers.fmlmsn.data.TextFeaturesDataModule with "
+                "data.init_args.text_model set to a BERT name or folder to compute them once")
+        return batch.text_feats
+
+    def unimodal(self, batch: MSABatch, modality: str) -> torch.Tensor:
+        if modality == "T":
+            tokens = fix_length(self.token_features(batch), batch.text_mask, self.text_len)
+            return self.text(tokens)
+        if modality == "A":
+            return self.audio(batch.audio, batch.audio_lengths)
+        return self.vision(batch.vision, batch.vision_lengths)
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        """Eqs. 3-5. ``M`` is the stage's main (bimodal) prediction y_gamma, ``unimodal`` holds
+        y_alpha and y_beta, ``features["H"]`` is H_gamma (exported as ``features.H``)."""
+        r_alpha, r_beta = self.unimodal(batch, self.alpha), self.unimodal(batch, self.beta)
+        y_alpha, _ = self.si_alpha(r_alpha)
+        y_beta, _ = self.si_beta(r_beta)
+        y_gamma, h_gamma = self.si_gamma(outer_fusion(r_alpha, r_beta))
+        return MSAOutput(M=y_gamma, unimodal={self.alpha: y_alpha, self.beta: y_beta}, features={"H": h_gamma})
+
+
+class FmlMSNMetaNet(nn.Module):
+    """SI_M over the concatenation F(H_AV, H_AT, H_VT) (Eq. 7): three layers of ``fdim`` units.
+    Reads ``batch.extras["H_<stage>"]`` for each name in ``stages``, in that order."""
+
+    def __init__(self, stages: Sequence[str], stage_fdim: int = 64, fdim: int = 64, fdrp: float = 0.0) -> None:
+        super().__init__()
+        self.stages = list(stages)
+        self.si_m = SIPredictor(len(self.stages) * stage_fdim, fdim, fdrp)
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        fused = torch.cat([batch.extras[f"H_{name}"].float() for name in self.stages], dim=-1)
+        y, h = self.si_m(fused)
+        return MSAOutput(M=y, features={"H": h})
+
+
+# ---------------------------------------------------------------------------------------- Eq. 8
+def binary_accuracy(pred: torch.Tensor, true: torch.Tensor, family: str) -> torch.Tensor:
+    """The family's 2-class accuracy: ``acc2`` (CH-SIMS bins [-1, 0], (0, 1]) or ``acc2_has0``
+    (MOSI/MOSEI: negative vs non-negative)."""
+    key = "acc2_has0" if family == "mosi" else "acc2"
+    return compute_msa_metrics(pred, true, family)[key]
+
+
+def retrain_criterion(pred: torch.Tensor, true: torch.Tensor, family: str = "sims", total: int = 10,
+                      draws: int = 5, seed: int = 0) -> float:
+    """p of Eq. 8: the mean 2-class accuracy TP/Total over ``draws`` independent draws of ``total``
+    distinct validation samples (seeded, so the same predictions give the same p)."""
+    n = int(pred.numel())
+    if n == 0:
+        raise DataError("Eq. 8 retrain criterion: the validation split is empty")
+    rng = np.random.default_rng(seed)
+    accs = []
+    for _ in range(draws):  # a handful of draws of a handful of samples, not a forward pass
+        idx = torch.from_numpy(rng.choice(n, size=min(total, n), replace=False))
+        accs.append(float(binary_accuracy(pred[idx], true[idx], family)))
+    return float(np.mean(accs))
+
+
+class RetrainCriterion(Metric):
+    """Collects validation predictions and labels (DDP-synchronised) and computes p of Eq. 8."""
+
+    full_state_update = False
+
+    def __init__(self, family: str, total: int, draws: int, seed: int) -> None:
+        super().__init__()
+        self.family, self.total, self.draws, self.seed = family, total, draws, seed
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.preds.append(preds.detach().reshape(-1).float())
+        self.target.append(target.detach().reshape(-1).float())
+
+    def compute(self) -> torch.Tensor:
+        preds, target = dim_zero_cat(self.preds).cpu(), dim_zero_cat(self.target).cpu()
+        return torch.tensor(retrain_criterion(preds, target, self.family, self.total, self.draws, self.seed))
+
+
+# ---------------------------------------------------------------------------------------- modules
+def _train_text_lengths(datamodule) -> np.ndarray:
+    """Real-token count of every training sentence (the L_i of Eqs. 1-2), from the text mask."""
+    dataset = getattr(datamodule, "datasets", {}).get("train")
+    text = getattr(dataset, "text", None)  # [N, 3, L] ids/mask/segments
+    if text is None:
+        raise ConfigError("FmlMSNStage: cannot read the training text lengths from the datamodule to "
+                          "compute L (Eqs. 1-2); set model.init_args.text_len")
+    return np.asarray(text[:, 1]).sum(axis=1)
+
+
+def _score(module: MSARegressionModule, batch: MSABatch, outputs: MSAOutput, metrics, prefix: str,
+           target: str, extra: dict | None = None) -> None:
+    """Log the loss and its parts as epoch means and score ``outputs.M`` against ``labels[target]``."""
+    loss, parts = module.compute_loss(outputs, batch)
+    for name, value in {"loss": loss, **parts, **(extra or {})}.items():
+        module._mean(f"{prefix}/{name}").update(value.detach(), len(batch))
+    metrics.update(outputs.M.detach(), batch.labels[target])
+
+
+class FmlMSNStage(MSARegressionModule):
+    """One stage learner of FmlMSN (Section 4.2, Eqs. 3-6); see the module docstring.
+
+    Args:
+        pair: ``AV``, ``AT`` or ``VT`` (alpha, beta = A,V / A,T / V,T).
+        label_source: ``fine`` (unimodal and bimodal labels of the file) or ``multimodal``
+            (M for every task: FmlMSN-m).
+        audio_dim, vision_dim: frame feature sizes (None: from the data).
+        text_dim: size of the BERT token features (768 for BERT-base; checked against the data).
+        text_len: the fixed text length L; None computes it from the training lengths by
+            Eqs. 1-2 with ``text_len_lambda`` (the paper's lambda, 3) at setup.
+        thid, tout, ahid, vhid, tdrp, adrp, vdrp, tdim, adim, vdim, fdim, fdrp: Table 3.
+        w_alpha, w_beta, w_gamma: task weights of Eq. 6 (1 in the paper); 0 drops a task from
+            the loss (ablation: ``w_alpha=w_beta=0`` trains the bimodal task alone).
+    """
+
+    def __init__(self, pair: Literal["AV", "AT", "VT"] = "AV", label_source: Literal["fine", "multimodal"] = "fine",
+                 audio_dim: int | None = None, vision_dim: int | None = None, text_dim: int = 768,
+                 text_len: int | None = None, text_len_lambda: float = 3.0,
+                 thid: int = 128, tout: int = 128, ahid: int = 16, vhid: int = 128, tdrp: float = 0.0,
+                 adrp: float = 0.0, vdrp: float = 0.0, tdim: int = 64, adim: int = 16, vdim: int = 64,
+                 fdim: int = 64, fdrp: float = 0.0, w_alpha: float = 1.0, w_beta: float = 1.0,
+                 w_gamma: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        if pair not in PAIRS:
+            raise ConfigError(f"model.init_args.pair: expected one of {sorted(PAIRS)}, found {pair!r}")
+        if label_source not in ("fine", "multimodal"):
+            raise ConfigError(f"model.init_args.label_source: expected 'fine' or 'multimodal', found {label_source!r}")
+        for name, weight in (("w_alpha", w_alpha), ("w_beta", w_beta), ("w_gamma", w_gamma)):
+            if not weight >= 0:
+                raise ConfigError(f"model.init_args.{name}: expected a weight >= 0, found {weight!r}")
+        self.pair, (self.alpha, self.beta) = pair, PAIRS[pair]
+        self.task_metrics = nn.ModuleDict()
+        if self.val_metrics is not None:
+            self._build_task_metrics(self.metric_family)
+        self.init_net()
+
+    def _build_metrics(self, family: str) -> None:
+        super()._build_metrics(family)
+        if hasattr(self, "task_metrics"):  # not yet during the base __init__
+            self._build_task_metrics(family)
+
+    def _build_task_metrics(self, family: str) -> None:
+        """The unimodal tasks' metrics (the A/V/T rows of Tables 7-8): ``val/A_mae``, ``test/T_acc2``, ..."""
+        for prefix in ("val", "test"):
+            for task in (self.alpha, self.beta):
+                self.task_metrics[f"{prefix}_{task}"] = MSAMetrics(family, prefix=f"{prefix}/{task}_")
+
+    @property
+    def net_requires(self) -> tuple[str, ...]:
+        return tuple(name for name, m in (("audio_dim", "A"), ("vision_dim", "V")) if m in self.hparams.pair)
+
+    def build_net(self) -> FmlMSNStageNet:
+        hp = self.hparams
+        return FmlMSNStageNet(hp.pair, hp.audio_dim or 0, hp.vision_dim or 0, hp.text_dim, hp.text_len or 1,
+                              hp.thid, hp.tout, hp.ahid, hp.vhid, hp.tdrp,
+                              hp.adrp, hp.vdrp, hp.tdim, hp.adim, hp.vdim, hp.fdim, hp.fdrp)
+
+    @property
+    def required_inputs(self) -> set[str]:
+        fields = set()
+        if "T" in self.pair:
+            fields |= {"text_mask", "text_feats"}
+        if "A" in self.pair:
+            fields |= {"audio", "audio_lengths"}
+        if "V" in self.pair:
+            fields |= {"vision", "vision_lengths"}
+        return fields
+
+    def task_labels(self) -> dict[str, str]:
+        """Which label key each task learns: ``{alpha: ..., beta: ..., gamma: ...}``."""
+        if self.hparams.label_source == "multimodal":
+            return {self.alpha: "M", self.beta: "M", self.pair: "M"}
+        return {self.alpha: self.alpha, self.beta: self.beta, self.pair: self.pair}
+
+    def check_labels(self, available, where: str = "the feature file") -> None:
+        """One DataError naming every label the configured tasks need and ``where`` lacks."""
+        missing = [k for k in dict.fromkeys(self.task_labels().values()) if k not in available]
+        if missing:
+            keys = ", ".join(LABEL_FILE_KEY[k] for k in missing)
+            raise DataError(
+                f"FmlMSNStage pair {self.pair} with model.init_args.label_source={self.hparams.label_source!r} needs "
+                f"the labels {', '.join(missing)} (keys {keys}), which {where} does not have (it has "
+                f"{', '.join(sorted(available)) or 'no labels'}); add them (see configs/fmlmsn/README.md) or set "
+                "model.init_args.label_source=multimodal")
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        dm = self._datamodule()
+        splits = getattr(dm, "splits", None) or {}
+        where = f"{getattr(dm, 'feature_file', 'the feature file')} (split 'train')"
+        if "train" in splits and stage in ("fit", "validate", "test"):
+            self.check_labels(splits["train"].labels, where)
+        text = splits["train"].text if "train" in splits else None
+        if "T" in self.pair and text is not None and text.shape[2] != self.hparams.text_dim:
+            raise ConfigError(f"model.init_args.text_dim={self.hparams.text_dim}, but the text features of {where} "
+                              f"have size {text.shape[2]}")
+        if "T" in self.pair and self.hparams.text_len is None and dm is not None:  # also for test/predict
+            length = text_length_rule(_train_text_lengths(dm), self.hparams.text_len_lambda)
+            self.net.text_len = length
+            self.hparams.text_len = length  # a checkpoint rebuilds the network with the same L
+            log.info("FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g)", self.pair, length,
+                     self.hparams.text_len_lambda)
+
+    def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
+        """Eq. 6: w_alpha L1(alpha) + w_beta L1(beta) + w_gamma L1(gamma), each on the label
+        :meth:`task_labels` names. The parts are logged as ``loss_<task>``."""
+        self.check_labels(batch.labels, "this batch")
+        preds = {**outputs.unimodal, self.pair: outputs.M}
+        parts = {f"loss_{task}": F.l1_loss(preds[task], batch.labels[key]) for task, key in self.task_labels().items()}
+        hp = self.hparams
+        loss = (hp.w_alpha * parts[f"loss_{self.alpha}"] + hp.w_beta * parts[f"loss_{self.beta}"]
+                + hp.w_gamma * parts[f"loss_{self.pair}"])
+        return loss, parts
+
+    def _eval_step(self, batch: MSABatch, metrics, prefix: str) -> None:
+        """Scores the bimodal prediction against the label its task learns (see the module
+        docstring); its MAE against M is logged as ``mae_vs_M``."""
+        outputs = self(batch)
+        if not batch.labels:
+            return
+        extra = {"mae_vs_M": F.l1_loss(outputs.M, batch.labels["M"])} if "M" in batch.labels else {}
+        labels = self.task_labels()
+        _score(self, batch, outputs, metrics, prefix, labels[self.pair], extra)
+        for task in (self.alpha, self.beta):
+            self.task_metrics[f"{prefix}_{task}"].update(outputs.unimodal[task].detach(), batch.labels[labels[task]])
+
+    def _end_eval_epoch(self, metrics, prefix: str) -> None:
+        super()._end_eval_epoch(metrics, prefix)
+        for task in (self.alpha, self.beta):
+            task_metrics = self.task_metrics[f"{prefix}_{task}"]
+            if task_metrics.update_called:
+                self.log_dict(task_metrics.compute(), sync_dist=True)
+            task_metrics.reset()
+
+
+class FmlMSNMeta(MSARegressionModule):
+    """The meta-learner SI_M of FmlMSN (Section 4.3, Eq. 7) on saved stage features, with the
+    retrain criterion of Eq. 8.
+
+    Reads ``batch.extras["H_<stage>"]`` (put there by
+    :class:`~msa_lightning.papers.fmlmsn.data.StageFeaturesDataModule`) for every name in
+    ``stages``, concatenates them (F of Eq. 7) and predicts M with L1.
+
+    Args:
+        stages: the stage features to fuse, in order (leaving one out is an ablation).
+        stage_fdim: the width of each H (the stages' ``fdim``).
+        fdim, fdrp: Table 3 (SI_M has ``fdim`` hidden units).
+        retrain_threshold, retrain_total, retrain_draws, retrain_seed: Eq. 8 (0.74, 10 samples,
+            5 draws in Section 5.5; the seed is ours). Each validation logs ``val/eq8_p`` and
+            ``val/eq8_retrain`` (1 = the stages should be retrained); the end of fit logs the
+            decision and writes it to ``eq8.json`` in the run folder.
+    """
+
+    def __init__(self, stages: list[str] = ["AV", "AT", "VT"], stage_fdim: int = 64, fdim: int = 64,
+                 fdrp: float = 0.0, retrain_threshold: float = 0.74, retrain_total: int = 10,
+                 retrain_draws: int = 5, retrain_seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        if not stages:
+            raise ConfigError("model.init_args.stages: expected at least one stage name, found []")
+        if retrain_total < 1 or retrain_draws < 1:
+            raise ConfigError(f"model.init_args.retrain_total and retrain_draws must be >= 1, found "
+                              f"{retrain_total} and {retrain_draws}")
+        self.eq8: RetrainCriterion | None = None
+        self.eq8_result: dict | None = None
+        self.init_net()
+
+    @property
+    def net_requires(self) -> tuple[str, ...]:
+        return ()
+
+    def build_net(self) -> FmlMSNMetaNet:
+        hp = self.hparams
+        return FmlMSNMetaNet(hp.stages, hp.stage_fdim, hp.fdim, hp.fdrp)
+
+    @property
+    def required_inputs(self) -> set[str]:
+        return set()  # only the stage features (batch.extras) and the labels
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        widths = getattr(self._datamodule(), "feature_widths", None)
+        if widths is not None:
+            for name in self.hparams.stages:
+                if name not in widths:
+                    raise ConfigError(f"model.init_args.stages names {name!r}, but data.init_args.stages has "
+                                      f"only {sorted(widths)}")
+                if widths[name] != self.hparams.stage_fdim:
+                    raise ConfigError(f"model.init_args.stage_fdim={self.hparams.stage_fdim}, but the exported "
+                                      f"features H_{name} have {widths[name]} columns")
+        if self.eq8 is None:
+            hp = self.hparams
+            self.eq8 = RetrainCriterion(self.metric_family, hp.retrain_total, hp.retrain_draws,
+                                        hp.retrain_seed).to(self.device)
+
+    def _eval_step(self, batch: MSABatch, metrics, prefix: str) -> None:
+        outputs = self(batch)
+        if "M" not in batch.labels:
+            return
+        _score(self, batch, outputs, metrics, prefix, "M")
+        if prefix == "val":
+            self.eq8.update(outputs.M, batch.labels["M"])
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if not self.eq8.update_called:
+            return
+        p = float(self.eq8.compute())
+        self.eq8.reset()
+        hp = self.hparams
+        retrain = p < hp.retrain_threshold
+        self.log_dict({"val/eq8_p": p, "val/eq8_retrain": float(retrain)})
+        self.eq8_result = {"p": p, "threshold": hp.retrain_threshold, "total": hp.retrain_total,
+                           "draws": hp.retrain_draws, "seed": hp.retrain_seed, "epoch": int(self.current_epoch),
+                           "decision": "retrain the stages" if retrain else "reuse the stages"}
+
+    def on_fit_end(self) -> None:
+        if self.eq8_result is None or not self.trainer.is_global_zero:
+            return
+        r = self.eq8_result
+        log.warning("FmlMSN Eq. 8: p = %.3f (mean 2-class accuracy over %d draws of %d validation samples, "
+                    "epoch %d), threshold %.2f -> %s", r["p"], r["draws"], r["total"], r["epoch"],
+                    r["threshold"], r["decision"])
+        # only into a run folder: without a logger, log_dir would be the working directory
+        folder = self.trainer.log_dir if self.trainer.logger is not None else None
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "eq8.json").write_text(json.dumps(r, indent=1))

@@ -1,0 +1,332 @@
+"""SKESL: sentiment knowledge enhanced self-supervised learning (Qian et al., Findings of ACL 2023).
+
+Pretraining (:class:`SKESLPretrain`) on unlabeled clips whose most sentiment-laden word was masked
+(:mod:`msa_lightning.papers.skesl.masking`, Section 3.2), then fine-tuning (:class:`SKESLModule`) on
+labeled MOSI/MOSEI, starting from the pretrained encoder and blocks (Section 3.6).
+
+The network (Section 3, Figure 2):
+
+* BERT encodes the corrupted sentence: ``X^T = BERT(S')`` (Eq. 1);
+* ``L`` non-verbal injection blocks (:class:`NonverbalInjectionBlock`, Eqs. 2-7) refine the text
+  sequence with the *original* audio and visual features ``X_0^A``, ``X_0^V`` (low-level frames,
+  re-read by every block);
+* pretraining: a two-layer network (hidden 256) predicts the masked word's intensity from the last
+  block's output at the masked position (Eq. 8), with the L1 loss against the lexicon score (Eq. 9).
+  A word can span several pieces and the chosen word is masked wherever it occurs: the prediction
+  reads the mean of the outputs at all masked pieces (one piece: that piece, as in the authors' code);
+* fine-tuning: an output layer of the same shape on ``X_L`` mean-pooled over the real tokens
+  (padding excluded; the authors' released code averages over every position, padding included).
+
+Where the authors' released code differs from the paper, the paper is the default:
+
+* ``share_blocks``: the released code builds one block and applies it ``L`` times (shared weights);
+  the paper's blocks each have their own weights (default ``False``);
+* the released block projects queries/keys/values to 256 and back, and feeds ``X_{l-1}`` (not its
+  layer norm) into Eq. 6 and a single linear layer as the FFN; here Eqs. 2-7 are implemented as
+  written (``d_T``-sized projections, ``LN(X_{l-1})`` in Eq. 6, a two-layer FFN with ReLU as in the
+  vanilla Transformer the paper cites for Eq. 7).
+
+Ablations (Table 8): *w/o SKESL* is :class:`SKESLModule` without ``pretrained`` (BERT as released,
+new blocks); *w/o AV* is ``use_nonverbal: false`` (BERT and the output layer only, no blocks, no
+audio or visual input).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msa_lightning.batch import MSABatch
+from msa_lightning.errors import ConfigError, DataError
+from msa_lightning.training.module import MSARegressionModule
+from msa_lightning.output import MSAOutput
+from msa_lightning.nn.masking import lengths_to_mask, masked_mean
+from msa_lightning.nn.text_encoder import TextEncoder
+
+#: batch extras written by :class:`~msa_lightning.papers.skesl.masking.SKESLMaskedDataModule`
+TARGET_KEY, LABEL_KEY = "skesl_target", "skesl_label"
+TEXT_INPUTS = frozenset({"text_ids", "text_mask", "text_segment"})
+NONVERBAL_INPUTS = frozenset({"audio", "audio_lengths", "vision", "vision_lengths"})
+#: hparams that shape the pretrained encoder and blocks (they must agree between the two stages)
+#: (the text model is not compared by name: a hub name and a local copy are the same model; shapes decide)
+ARCH_ARGS = ("use_nonverbal", "num_blocks", "share_blocks", "ffn_dim", "audio_dim", "vision_dim")
+
+
+class CrossModalAttention(nn.Module):
+    """Eqs. 2-5 for one non-verbal modality m: ``Q = LN(X_{l-1}) W_Q``, ``K = LN(X_0^m) W_K``,
+    ``V = LN(X_0^m) W_V``, ``Y^m = softmax(Q K^T / sqrt(d_T)) V``, padded frames masked out.
+
+    The text's layer norm is applied by the caller (one ``LN(X_{l-1})`` per block, shared with Eq. 6).
+    A clip without any valid frame of m gets ``Y^m = 0``.
+    """
+
+    def __init__(self, text_dim: int, modality_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(modality_dim)  # LN(X_0^m)
+        self.query = nn.Linear(text_dim, text_dim, bias=False)  # W_Q^m in R^{d_T x d_T}
+        self.key = nn.Linear(modality_dim, text_dim, bias=False)  # W_K^m in R^{d_m x d_T}
+        self.value = nn.Linear(modality_dim, text_dim, bias=False)  # W_V^m in R^{d_m x d_T}
+        self.dropout = dropout
+
+    def forward(self, text_normed: torch.Tensor, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = lengths_to_mask(lengths, frames.shape[1])  # [B, T_m]
+        has_frames = valid.any(dim=1)
+        allowed = (valid | ~has_frames[:, None])[:, None, :]  # a frameless clip attends to its zeros, then is zeroed
+        x = self.norm(frames)
+        y = F.scaled_dot_product_attention(
+            self.query(text_normed), self.key(x), self.value(x), attn_mask=allowed,
+            dropout_p=self.dropout if self.training else 0.0, scale=1.0 / math.sqrt(text_normed.shape[-1]))
+        return y * has_frames[:, None, None].to(y.dtype)
+
+
+class NonverbalInjectionBlock(nn.Module):
+    """One block of Section 3.4: ``Y_l = Y^A + LN(X_{l-1}) + Y^V`` (Eq. 6) and
+    ``X_l = FFN(LN(Y_l)) + Y_l`` (Eq. 7), with ``Y^m`` from :class:`CrossModalAttention`."""
+
+    def __init__(self, text_dim: int, audio_dim: int, vision_dim: int, ffn_dim: int | None = None,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        ffn_dim = ffn_dim or 4 * text_dim
+        self.text_norm = nn.LayerNorm(text_dim)  # LN(X_{l-1}) of Eqs. 2 and 6
+        self.audio = CrossModalAttention(text_dim, audio_dim, dropout)
+        self.vision = CrossModalAttention(text_dim, vision_dim, dropout)
+        self.ffn_norm = nn.LayerNorm(text_dim)  # LN(Y_l) of Eq. 7
+        self.ffn = nn.Sequential(nn.Linear(text_dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_dim, text_dim), nn.Dropout(dropout))
+
+    def forward(self, text: torch.Tensor, audio: torch.Tensor, audio_lengths: torch.Tensor, vision: torch.Tensor,
+                vision_lengths: torch.Tensor) -> torch.Tensor:
+        normed = self.text_norm(text)
+        y = self.audio(normed, audio, audio_lengths) + normed + self.vision(normed, vision, vision_lengths)
+        return self.ffn(self.ffn_norm(y)) + y
+
+
+def intensity_head(in_dim: int, hidden: int = 256, dropout: float = 0.1) -> nn.Sequential:
+    """The two-layer fully connected network of Eq. 8 (hidden size 256 in Table 9)."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+class SKESLEncoder(nn.Module):
+    """BERT (Eq. 1) followed by ``num_blocks`` non-verbal injection blocks: ``X_L [B, N, d_T]``.
+
+    Args:
+        text_model: BERT name or path (``bert-base-uncased``/``bert-large-uncased`` in Tables 6-7;
+            ``tiny-bert`` for tests).
+        audio_dim, vision_dim: ``d_A``, ``d_V`` (33 and 709 with the paper's features).
+        num_blocks: ``L`` (4).
+        share_blocks: one block applied ``L`` times (the authors' released code) instead of ``L``
+            blocks with their own weights (the paper).
+        ffn_dim: hidden size of the FFN of Eq. 7 (default ``4 d_T``).
+        dropout: attention and FFN dropout inside the blocks.
+        use_nonverbal: False = no blocks and no audio/visual input (Table 8, w/o AV).
+        finetune_text: train BERT (the paper: "pre-trained in an end-to-end way"); False freezes it
+            (the authors' released pretraining script does).
+    """
+
+    def __init__(self, text_model: str, audio_dim: int | None, vision_dim: int | None, num_blocks: int = 4,
+                 share_blocks: bool = False, ffn_dim: int | None = None, dropout: float = 0.1,
+                 use_nonverbal: bool = True, finetune_text: bool = True) -> None:
+        super().__init__()
+        self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
+        if getattr(self.text_encoder.model, "pooler", None) is not None:
+            self.text_encoder.model.pooler = None  # unused (token states are read): DDP needs every weight used
+        self.use_nonverbal = use_nonverbal
+        d = self.text_encoder.hidden_size
+        self.out_dim = d
+        if not use_nonverbal:
+            self.blocks = nn.ModuleList()
+        elif share_blocks:
+            block = NonverbalInjectionBlock(d, audio_dim, vision_dim, ffn_dim, dropout)
+            self.blocks = nn.ModuleList([block] * num_blocks)  # the same module (and weights) L times
+        else:
+            self.blocks = nn.ModuleList(NonverbalInjectionBlock(d, audio_dim, vision_dim, ffn_dim, dropout)
+                                        for _ in range(num_blocks))
+
+    def forward(self, batch: MSABatch) -> torch.Tensor:
+        x = self.text_encoder(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state
+        for block in self.blocks:  # keys and values always from the original frames X_0^m
+            x = block(x, batch.audio, batch.audio_lengths, batch.vision, batch.vision_lengths)
+        return x
+
+
+class SKESLPretrainNet(nn.Module):
+    """Encoder + the sentiment intensity predictor of Eq. 8 at the masked pieces.
+
+    ``M`` is the predicted intensity of the masked word ``[B]``; ``features["masked"]`` the pooled
+    output at the masked pieces ``[B, d_T]``."""
+
+    def __init__(self, encoder: SKESLEncoder, head_hidden: int = 256, head_dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = intensity_head(encoder.out_dim, head_hidden, head_dropout)
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        target = batch.extras.get(TARGET_KEY)
+        if target is None:
+            raise DataError(f"SKESLPretrain needs batch.extras[{TARGET_KEY!r}] (the masked pieces) from sentiment "
+                            f"word masking: use msa_lightning.papers.skesl.masking.SKESLMaskedDataModule")
+        x = self.encoder(batch)
+        pooled = masked_mean(x, target.bool())
+        return MSAOutput(M=self.head(pooled).squeeze(-1), features={"masked": pooled})
+
+
+class SKESLNet(nn.Module):
+    """Encoder + the fine-tuning output layer on ``X_L`` mean-pooled over the real tokens."""
+
+    def __init__(self, encoder: SKESLEncoder, head_hidden: int = 256, head_dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = intensity_head(encoder.out_dim, head_hidden, head_dropout)
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        x = self.encoder(batch)
+        pooled = masked_mean(x, batch.text_mask.bool())
+        return MSAOutput(M=self.head(pooled).squeeze(-1), features={"pooled": pooled})
+
+
+class _SKESLBase(MSARegressionModule):
+    encoder_prefix = "net.encoder.text_encoder"
+
+    @property
+    def net_requires(self) -> tuple[str, ...]:
+        return ("audio_dim", "vision_dim") if self.hparams.use_nonverbal else ()
+
+    @property
+    def required_inputs(self) -> set[str]:
+        return set(TEXT_INPUTS | (NONVERBAL_INPUTS if self.hparams.use_nonverbal else set()))
+
+    def build_encoder(self) -> SKESLEncoder:
+        hp = self.hparams
+        if hp.num_blocks < 1 and hp.use_nonverbal:
+            raise ConfigError(f"model.init_args.num_blocks must be >= 1 (or use_nonverbal: false), got {hp.num_blocks}")
+        return SKESLEncoder(hp.text_model, hp.audio_dim, hp.vision_dim, hp.num_blocks, hp.share_blocks, hp.ffn_dim,
+                            hp.dropout, hp.use_nonverbal, hp.finetune_text)
+
+
+class SKESLPretrain(_SKESLBase):
+    """SKESL pretraining: predict the masked word's sentiment intensity (Eqs. 8-9, L1 loss).
+
+    Reads unlabeled batches: ``batch.labels`` may be empty; the targets come from the masking, in
+    ``batch.extras["skesl_target"]`` (masked pieces) and ``batch.extras["skesl_label"]`` (scaled
+    intensity), as :class:`~msa_lightning.papers.skesl.masking.SKESLMaskedDataModule` serves them.
+    Validation logs the same L1 loss (``val/loss``) on the held-out clips.
+
+    Args:
+        text_model, audio_dim, vision_dim, num_blocks, share_blocks, ffn_dim, dropout, use_nonverbal,
+        finetune_text: see :class:`SKESLEncoder` (``audio_dim``/``vision_dim`` ``None``: from the data).
+        head_hidden: hidden size of the intensity predictor (256, Table 9).
+        head_dropout: its dropout.
+        Remaining args: :class:`~msa_lightning.training.module.MSARegressionModule` (Table 9: Adam,
+        ``encoder_lr`` 5e-6 for BERT, ``lr`` 1e-4 for the rest).
+    """
+
+    def __init__(self, text_model: str = "bert-base-uncased", audio_dim: int | None = None,
+                 vision_dim: int | None = None, num_blocks: int = 4, share_blocks: bool = False,
+                 ffn_dim: int | None = None, dropout: float = 0.1, use_nonverbal: bool = True,
+                 finetune_text: bool = True, head_hidden: int = 256, head_dropout: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.init_net()
+
+    def build_net(self) -> SKESLPretrainNet:
+        return SKESLPretrainNet(self.build_encoder(), self.hparams.head_hidden, self.hparams.head_dropout)
+
+    def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
+        label = batch.extras.get(LABEL_KEY)
+        if label is None:
+            raise DataError(f"SKESLPretrain needs batch.extras[{LABEL_KEY!r}] (the masked words' intensities): "
+                            f"use msa_lightning.papers.skesl.masking.SKESLMaskedDataModule")
+        return F.l1_loss(outputs.M, label.to(outputs.M.dtype)), {}
+
+    def _eval_step(self, batch: MSABatch, metrics, prefix: str) -> None:
+        """The pretraining loss on held-out clips (there are no sentiment labels to score)."""
+        loss, _ = self.compute_loss(self(batch), batch)
+        self._mean(f"{prefix}/loss").update(loss.detach(), len(batch))
+
+    def predict_step(self, batch: MSABatch, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """``{"ids", "score"}`` (predicted intensity of the masked word) and ``"label"`` (its lexicon score)."""
+        outputs = self(batch)
+        result = {"ids": list(batch.ids), "score": outputs.M.detach().float().cpu()}
+        if LABEL_KEY in batch.extras:
+            result["label"] = batch.extras[LABEL_KEY].detach().float().cpu()
+        return result
+
+
+class SKESLModule(_SKESLBase):
+    """SKESL fine-tuning on labeled data (Section 3.6): the pretrained encoder and blocks, and an
+    output layer (two layers, hidden 256) on ``X_L`` mean-pooled over the real tokens; L1 on ``M``.
+
+    Args:
+        pretrained: a :class:`SKESLPretrain` checkpoint (``.ckpt``) whose encoder (BERT and blocks)
+            initialises this one; ``None`` = BERT as released and new blocks (Table 8, w/o SKESL).
+            The intensity predictor of pretraining is not carried over. Its architecture arguments
+            (``num_blocks``, ``share_blocks``, ``ffn_dim``, ``use_nonverbal``, and
+            ``audio_dim``/``vision_dim``: the fine-tuning features must have the pretraining sizes)
+            must match this module's; any mismatch of names or shapes is one ConfigError. The file
+            is read whenever the network is built, so keep it, or pass ``pretrained=None`` to
+            ``load_from_checkpoint`` of a fine-tuned model.
+        Other args: as :class:`SKESLPretrain`.
+    """
+
+    def __init__(self, text_model: str = "bert-base-uncased", audio_dim: int | None = None,
+                 vision_dim: int | None = None, pretrained: str | None = None, num_blocks: int = 4,
+                 share_blocks: bool = False, ffn_dim: int | None = None, dropout: float = 0.1,
+                 use_nonverbal: bool = True, finetune_text: bool = True, head_hidden: int = 256,
+                 head_dropout: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.init_net()
+
+    def build_net(self) -> SKESLNet:
+        encoder = self.build_encoder()
+        if self.hparams.pretrained:
+            load_pretrained_encoder(encoder, self.hparams.pretrained, dict(self.hparams))
+        return SKESLNet(encoder, self.hparams.head_hidden, self.hparams.head_dropout)
+
+
+def load_pretrained_encoder(encoder: SKESLEncoder, checkpoint: str | Path, hparams: dict | None = None) -> None:
+    """Copy the encoder (BERT and blocks) of a :class:`SKESLPretrain` checkpoint into ``encoder``.
+
+    Raises:
+        ConfigError: the file is missing or not a SKESL pretraining checkpoint, an architecture
+            argument differs (with ``hparams``), or parameter names/shapes do not match, naming each.
+    """
+    key = "model.init_args.pretrained"
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: pretraining checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # not a torch file: many error types
+        raise ConfigError(f"{key}: {path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    prefix = "net.encoder."
+    if not state or not any(k.startswith(prefix) for k in state):
+        raise ConfigError(f"{key}: {path} holds no SKESL encoder (no '{prefix}*' weights; expected a "
+                          f"checkpoint written while training SKESLPretrain)")
+    theirs = ckpt.get("hyper_parameters", {})
+    if hparams is not None:
+        names = ARCH_ARGS if hparams.get("use_nonverbal", True) else ("use_nonverbal",)
+        differ = [f"model.init_args.{name}: checkpoint {theirs[name]!r}, here {hparams.get(name)!r}"
+                  for name in names if name in theirs and theirs[name] != hparams.get(name)]
+        if differ:
+            raise ConfigError(f"{key}: {path} was pretrained with other architecture arguments ({'; '.join(differ)})")
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    ours = encoder.state_dict()
+    missing = sorted(set(ours) - set(weights))
+    unexpected = sorted(set(weights) - set(ours))
+    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)}, here {tuple(ours[k].shape)}"
+              for k in sorted(set(ours) & set(weights)) if weights[k].shape != ours[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es) ({'; '.join(shapes[:3])})")
+        if missing:
+            parts.append(f"{len(missing)} weight(s) missing from the checkpoint ({', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected weight(s) ({', '.join(unexpected[:3])})")
+        raise ConfigError(f"{key}: {path} does not fit this encoder: {'; '.join(parts)}")
+    encoder.load_state_dict(weights)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,23 @@ def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout
         nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(workdir)}}).execute()
     return nb
+
+
+def run_msa(*args: str, cache: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """The installed ``msa`` script, as a user runs it (offline hub; ``cache`` as MSA_CACHE_DIR)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if cache is not None:
+        env["MSA_CACHE_DIR"] = str(cache)
+    return subprocess.run([str(Path(sys.executable).parent / "msa"), *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300, **kwargs)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """``msa`` ended with status 2 and one ``msa: error:`` line holding every needle, and no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("msa: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

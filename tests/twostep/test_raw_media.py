@@ -391,7 +391,7 @@ def test_label_file_with_a_bom_and_a_byte_that_is_not_utf8(dataset, tmp_path):
 def test_msa_fit_refuses_bad_label_files(dataset, tmp_path):
     """The real `msa fit` on a raw release: a NaN label, a test clip also listed for training and a Latin-1
     byte are one `msa: error:` line each, before any clip is decoded."""
-    from test_reader import assert_one_line_error, run_msa
+    from conftest import assert_one_line_error, run_msa
 
     args = ["fit", "--model=TwoStepMSA", "--model.init_args.text_model=tiny-bert",
             "--model.init_args.audio_model=tiny-hubert", "--model.init_args.video_arch=tiny-swin3d",

@@ -28,7 +28,7 @@ from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
 from msa_lightning.papers.hybrid_shift.plots import main as plot_main
 from msa_lightning.papers.hybrid_shift.plots import tsne
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEXT_MODELS = ["tiny-bert", "tiny-xlnet"]
 LENGTHS = (10, 7, 4, 9)
 

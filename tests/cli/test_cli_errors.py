@@ -16,6 +16,7 @@ import pytest
 
 import torch
 
+from conftest import assert_one_line_error
 from msa_lightning.data import MOSIDataModule
 from msa_lightning.errors import ConfigError, DataError
 
@@ -56,16 +57,6 @@ def fit_args(tmp_path: Path, cache_dir: Path, *extra: str) -> list[str]:
             "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={tmp_path / 'runs'}", *extra]
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("msa: error:")]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +162,7 @@ def test_no_litlogger_tip_or_pytree_deprecation(synthetic_mosi, cache_dir, tmp_p
 
 def test_expected_error_under_two_process_ddp(synthetic_mosi, cache_dir, tmp_path):
     """Both ranks fail: rank 0 reports once and stops rank 1; no traceback, no process left behind."""
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     proc = run_msa(*fit_args(tmp_path, cache_dir, f"--data.path={synthetic_mosi}", "--trainer.strategy=ddp",
                              "--trainer.devices=2", "--trainer.accelerator=cpu",
                              "--trainer.callbacks+=test_cli_errors.RaiseOnTrainStart"),
@@ -191,7 +182,7 @@ def test_expected_error_under_two_process_ddp(synthetic_mosi, cache_dir, tmp_pat
 def test_error_in_a_loader_worker_is_one_line(synthetic_mosi, cache_dir, tmp_path):
     """torch re-raises a worker's error with the worker's traceback inside the message: the user sees
     the original message and which worker, on one line."""
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     args = fit_args(tmp_path, cache_dir, f"--data.path={synthetic_mosi}")
     args[2] = "--data=test_cli_errors.WorkerFailsData"
     proc = run_msa(*args, cwd=tmp_path, env=env)

@@ -29,7 +29,7 @@ from msa_lightning.corpus.transcribe import (
 )
 from msa_lightning.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOOD = ["id10000/yt0000/00001", "id10000/yt0001/00001", "id10001/yt0000/00002", "id10002/yt0000/00003",
         "id10009/long/00001", "id10009/long/00003"]
 BROKEN = "id10009/long/00002"

@@ -260,7 +260,7 @@ def test_missing_unfinished_or_inconsistent_shards_are_one_clear_error(shards, t
 def _msa(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
            "MSA_CACHE_DIR": str(cwd / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "msa_lightning.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -23,7 +23,7 @@ from msa_lightning.nn.rnn import SequenceEncoder
 from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
 from test_swrm_model import CONTEXT, SMALL, mosi_asr  # noqa: F401  (the synthetic MOSI-ASR fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_text_width_keeps_attended_columns_and_stored_positions():

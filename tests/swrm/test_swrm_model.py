@@ -24,7 +24,7 @@ from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule, pseudo_al
 from msa_lightning.nn import pretrained
 from msa_lightning.nn.pretrained import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(text_model="tiny-bert", audio_dim=5, vision_dim=20, audio_hidden=8, vision_hidden=8, audio_out=8, vision_out=8, text_head_dim=8,
              audio_head_dim=8, vision_head_dim=8, fusion_dim=16)
 CONTEXT = dict(context_vision_hidden=4, context_audio_hidden=6, context_av_hidden=8)

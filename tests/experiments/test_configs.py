@@ -21,7 +21,7 @@ import yaml
 
 from msa_lightning.experiments.lightning_cli import make_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 

@@ -55,7 +55,7 @@ def test_transcript_files_through_msa(synthetic_mosi, tmp_path):
     """`msa data wer` reads a gold file with a BOM and CRLF (its first id is not '\\ufeffa'); `msa fit` with an ASR
     transcript file holding a Latin-1 byte is one error line naming the file and line."""
     from test_asr import fit_swrm_ibm
-    from test_reader import assert_one_line_error, run_msa
+    from conftest import assert_one_line_error, run_msa
 
     (tmp_path / "asr").mkdir()
     (tmp_path / "asr" / "gold.tsv").write_bytes(b"\xef\xbb\xbfa\tI WAS REALLY UPSET\r\nb\tGOOD MOVIE\r\n")

@@ -49,7 +49,7 @@ class WorseningScore(L.Callback):
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _msa_fit(args: list[str], extra_callback: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     cmd = [sys.executable, "-m", "msa_lightning.cli", "fit", *args]
     if extra_callback is not None:

@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("av")
 
 from test_raw_media import ROWS, _dm, _feature_dm, make_dataset  # noqa: E402
-from test_reader import assert_one_line_error  # noqa: E402
+from conftest import assert_one_line_error  # noqa: E402
 
 from msa_lightning.data.raw import RawMediaDataModule  # noqa: E402
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
@@ -330,7 +330,7 @@ def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
     from msa_lightning.experiments.lightning_cli import make_cli
 
     path = raw[0] if not config.startswith("mosi") else _mosi_release(tmp_path / "mosi_raw")
-    file = Path(__file__).resolve().parents[1] / "configs" / "twostep" / config
+    file = Path(__file__).resolve().parents[2] / "configs" / "twostep" / config
     cli = make_cli(["fit", "--config", str(file), *extra, f"--data.init_args.path={path}",
                     "--data.init_args.tokenizer=tiny-bert", "--data.init_args.size=16", "--data.init_args.batch_size=2",
                     f"--data.init_args.cache_dir={raw[1]}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
@@ -441,7 +441,7 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
 
     from msa_lightning.experiments.pipeline import run_pipeline
 
-    shipped = Path(__file__).resolve().parents[1] / "configs" / "twostep" / "simsv2_handcrafted_twostep_pipeline.yaml"
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "twostep" / "simsv2_handcrafted_twostep_pipeline.yaml"
     pipeline = yaml.safe_load(shipped.read_text())
     pipeline["out"] = str(tmp_path / "runs")
     pipeline["stages"] = [s for s in pipeline["stages"] if s["name"] in ("step1_T", "step2_mult")]
@@ -484,7 +484,7 @@ def test_msa_fit_handcrafted_bad_settings_are_one_line_errors(config, override, 
                                                                  capsys):
     """`msa fit` with a shipped hand-crafted config and a wrong value: one line naming the key."""
     (tmp_path / "empty_run").mkdir()
-    file = Path(__file__).resolve().parents[1] / "configs" / "twostep" / config
+    file = Path(__file__).resolve().parents[2] / "configs" / "twostep" / config
     result = msa_in_process("fit", "--config", file, override.replace("EMPTY", str(tmp_path / "empty_run")),
                             "--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
                             f"--data.init_args.path={simsv2_file}", f"--data.init_args.cache_dir={tmp_path / 'cache'}",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import assert_one_line_error, run_msa
 from msa_lightning.data import cache as cache_mod
 from msa_lightning.data.cache import ensure_cache, load_cached
 from msa_lightning.data.reader import FeatureFileError, normalise_id, read_feature_file
@@ -419,26 +420,6 @@ def test_split_overlaps_are_found(tmp_path, small_mosi, caplog):
 
 
 # --------------------------------------------------------------------------- the real `msa data` command
-def run_msa(*args: str, cache: Path | None = None):
-    import subprocess
-    import sys
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if cache is not None:
-        env["MSA_CACHE_DIR"] = str(cache)
-    return subprocess.run([str(Path(sys.executable).parent / "msa"), *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=300)
-
-
-def assert_one_line_error(result, *parts: str) -> None:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("msa: error:")]
-    assert len(errors) == 1, result.stderr
-    for part in parts:
-        assert part in errors[0], (part, errors[0])
-
-
 def test_msa_data_inspect_reports_bad_files_and_leaks(tmp_path, small_mosi):
     def wider(d):
         d["valid"]["audio"] = np.concatenate([d["valid"]["audio"]] * 2, axis=2)

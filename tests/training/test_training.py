@@ -19,7 +19,7 @@ from msa_lightning.metrics import compute_msa_metrics
 from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
 from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _trainer(tmp_path, epochs: int, **kwargs) -> L.Trainer:

@@ -30,7 +30,7 @@ from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
 from msa_lightning.nn import pretrained
 from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N = 10  # samples of the hand-made dataset
 
 

@@ -565,7 +565,7 @@ def _msa_fit(tmp_path, synthetic_mosi, monkeypatch, capsys, *overrides: str):
 
 def test_msa_fit_with_a_tokenizer_that_cannot_load(tmp_path, synthetic_mosi, monkeypatch, capsys):
     """(``data.init_args.batch_size=0`` through ``msa fit`` is one of tests/test_cli_errors.py's cases.)"""
-    from test_reader import assert_one_line_error
+    from conftest import assert_one_line_error
 
     result = _msa_fit(tmp_path, synthetic_mosi, monkeypatch, capsys, "--data.init_args.tokenizer=no-such-dir/tokenizer")
     assert_one_line_error(result, "data.init_args.tokenizer='no-such-dir/tokenizer'", "cannot be loaded")

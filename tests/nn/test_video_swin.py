@@ -18,7 +18,7 @@ from msa_lightning.nn.video_swin import (
     shifted_window_mask,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from msa_lightning.data.reader import read_feature_file
 
 MSA = str(Path(sys.executable).with_name("msa"))
 TESTS = Path(__file__).resolve().parent
-CONFIGS = TESTS.parent / "configs"
+CONFIGS = TESTS.parents[1] / "configs"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+       "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
 ENV.pop("MSA_DEBUG", None)
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -240,7 +240,7 @@ def test_seeds_keep_earlier_results_and_refuse_another_config(synthetic_mosi, ca
     before = {name: (out / name).read_bytes() for name in ("per_seed.csv", "summary.csv", RECORD)}
     refused = run_msa("seeds", "--config", config, "--seeds", 1112, "--out", out, "--", "--trainer.max_epochs=2",
                       cwd=tmp_path)
-    from test_cli_errors import assert_one_line_error
+    from conftest import assert_one_line_error
 
     assert_one_line_error(refused, f"--out {out}: per_seed.csv holds seeds 1111, 4242 of another config",
                           "overrides (none) -> --trainer.max_epochs=2", "--force")
@@ -280,7 +280,7 @@ def test_trainer_and_logger_fragments_parse_with_a_model_config(fragment, capsys
     """configs/trainer/* and configs/loggers/* are used together with a model config."""
     from msa_lightning.experiments.lightning_cli import make_cli
 
-    base = Path(__file__).resolve().parents[1] / "configs"
+    base = Path(__file__).resolve().parents[2] / "configs"
     with pytest.raises(SystemExit) as exit_info:
         make_cli(["fit", "--config", str(base / "baselines" / "tfn_mosi.yaml"), "--config", str(base / fragment),
                   "--print_config"])
@@ -299,7 +299,7 @@ def test_config_data_class_resolves_its_dataset(config, dataset, capsys):
     from msa_lightning.experiments.lightning_cli import make_cli
 
     with pytest.raises(SystemExit):
-        make_cli(["fit", "--config", str(Path(__file__).resolve().parents[1] / "configs" / config), "--print_config"])
+        make_cli(["fit", "--config", str(Path(__file__).resolve().parents[2] / "configs" / config), "--print_config"])
     assert yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]["dataset"] == dataset
 
 

@@ -209,7 +209,7 @@ def test_shipped_asr_configs_bound_the_missing_share():
 def fit_swrm_ibm(feature_file, transcripts, tmp_path):
     """``msa fit`` of the shipped SWRM IBM config on ``transcripts``, with tiny encoders (a subprocess)."""
     from conftest import REPO
-    from test_reader import run_msa
+    from conftest import run_msa
 
     return run_msa("fit", "--config", REPO / "configs" / "swrm" / "mosi_ibm.yaml",
                    f"--data.init_args.path={feature_file}", f"--data.init_args.transcripts={transcripts}",
@@ -222,7 +222,7 @@ def fit_swrm_ibm(feature_file, transcripts, tmp_path):
 def test_msa_fit_with_a_transcript_file_matching_no_id(synthetic_mosi, tmp_path):
     """The shipped IBM config (``missing: gold``) still refuses a transcript file of another dataset."""
     from conftest import REPO
-    from test_reader import assert_one_line_error, run_msa
+    from conftest import assert_one_line_error, run_msa
 
     bad = tmp_path / "other.tsv"
     bad.write_text("other_1\tHELLO\nother_2\tWORLD\n")

@@ -63,7 +63,8 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 # ----------------------------------------------------------------------------- (a) models
 def _build_model(name: str, text_model: str):
-    from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule, mlp
+    from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
+    from msa_lightning.papers.baselines.net import mlp
 
     note = ""
     if name == "lfdnn":
@@ -166,7 +167,7 @@ def _open(mode: str, path: Path, dataset: str, cache_dir: Path):
 def _epoch(splits, batch_size: int, num_workers: int, shard: tuple[int, int] | None = None):
     """Iterate the train split once; returns (seconds to the first batch, total seconds, samples)."""
     import numpy as np
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader
 
     from msa_lightning.data.dataset import MSADataset, collate_batch
 

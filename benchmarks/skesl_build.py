@@ -113,7 +113,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None, help="kept when given; a temporary folder otherwise")
     args = p.parse_args()
 
-    from msa_lightning.corpus.sources import make_synthetic_corpus
+    from msa_lightning.media.synthetic import make_synthetic_corpus
     from msa_lightning.corpus.shards import _dir_bytes, _write_split
     import librosa
     import litdata

@@ -54,7 +54,7 @@ def write_shards(out: Path, clips: int, audio_frames: int, vision_frames: int) -
 
 
 def _datamodule(shards: Path, batch_size: int, workers: int, world: int = 1, rank: int = 0):
-    from msa_lightning.corpus.stream import SKESLStreamDataModule
+    from msa_lightning.papers.skesl.data import SKESLStreamDataModule
 
     dm = SKESLStreamDataModule(str(shards), tokenizer="tiny-bert", batch_size=batch_size, num_workers=workers,
                                shuffle_seed=0)

@@ -2,7 +2,7 @@
 the train step of each regime at base sizes.
 
 Run ``python benchmarks/twostep.py --help``. Prints Markdown tables (and ``--json`` writes them);
-nothing is asserted. Clips come from :func:`msa_lightning.data.raw.make_synthetic_raw` (mp4 files
+nothing is asserted. Clips come from :func:`msa_lightning.media.synthetic.make_synthetic_raw` (mp4 files
 written with PyAV: MPEG-4 video at ``--video-size``, AAC stereo audio, 0.5-1 s each).
 
 1. ``decode``: the first pass of :class:`RawMediaDataModule` (PyAV decode, 16 kHz mono audio, frames at
@@ -142,7 +142,7 @@ def _common(work: Path, args) -> dict:
 
 
 def feature_datamodule(release: Path, work: Path, names: dict, args):
-    from msa_lightning.data.raw import ExtractedFeaturesDataModule
+    from msa_lightning.papers.twostep.data import ExtractedFeaturesDataModule
 
     return ExtractedFeaturesDataModule(str(release), text_model=names["text_model"], audio_model=names["audio_model"],
                                        video_arch=names["video_arch"], extract_batch_size=args.batch_size,
@@ -180,7 +180,6 @@ def bench_step2(release: Path, work: Path, names: dict, args) -> tuple[dict, obj
 
 # ---------------------------------------------------------------------------------------------- 3. regimes
 def _step_fn(model, batch, device: str):
-    import torch
 
     model.to(device).train()
     batch = batch.to(device)
@@ -282,7 +281,7 @@ def main() -> None:
 
     import torch
 
-    from msa_lightning.data.raw import make_synthetic_raw
+    from msa_lightning.media.synthetic import make_synthetic_raw
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="twostep_bench_"))
     args.workdir_path = work

@@ -19,3 +19,11 @@ class DataError(MSAError, ValueError):
 
 class ConfigError(MSAError, ValueError):
     """A configuration value that is invalid or conflicts with another one or with the data."""
+
+
+class ClipError(DataError):
+    """One clip cannot be used; ``reason`` is a short code a corpus manifest records with its id."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -42,7 +42,7 @@ FORMAT_VERSIONS: dict[str, int] = {
     "stage_features": 1,  # activations of an earlier stage of a multi-stage experiment
     "skesl_masked": 1,  # SKESL sentiment word masking of a list of texts: ids, target, label, from_lexicon, word
     "skesl_corpus": 1,  # SKESL unlabeled corpus: fixed-length audio/vision frames, lengths, ids, texts; bad clips in meta
-    "raw_media": 1,  # one decoded clip: "frames" [T, H, W, 3] uint8, "audio" [S] float32 (data/raw_media.py)
+    "raw_media": 1,  # one decoded clip: "frames" [T, H, W, 3] uint8, "audio" [S] float32 (media/decode.py, data/raw.py)
 }
 
 META_FILE = "meta.json"

@@ -168,7 +168,8 @@ def run_extra(argv: list[str]) -> int:
         overrides = [o for o in args.overrides if o != "--"]
         run_seeds(args.config, args.seeds, args.out, overrides, args.name, args.force)
     elif args.command == "report":
-        from msa_lightning.experiments.results import fmlmsn_table, report, ttest_table
+        from msa_lightning.experiments.results import report, ttest_table
+        from msa_lightning.papers.fmlmsn.report import fmlmsn_table
 
         if args.ttest:
             if len(args.runs) != 2:

@@ -22,16 +22,10 @@ are also reachable here).
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
-import logging
 import os
 import re
 import sys
 import time
-import warnings
-import weakref
-from typing import Iterator
 
 from msa_lightning.errors import MSAError
 from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers

@@ -18,14 +18,14 @@ How a build goes:
    mixes speakers; sorted VoxCeleb ids would group them), are cut into parts of ``--clips-per-part``
    clips, extracted by ``--workers`` processes (``--start-method``: ``forkserver`` by default, ``spawn`` works
    too: a task is a module-level function of picklable arguments). Each part's features are extracted (:func:`~msa_lightning.corpus.sources.extract_clip`; a clip
-   whose files fail is left out with its :class:`~msa_lightning.corpus.sources.ClipError` reason) and
+   whose files fail is left out with its :class:`~msa_lightning.errors.ClipError` reason) and
    written atomically as ``OUT/parts/part-NNNNNN-<key>.npz``. The key hashes the feature settings and each
    clip's id, text and files (name, size, modification time), so a re-run -- after a crash, a kill, or a
    build stopped by too many bad clips -- reuses every finished part and extracts only the others.
 3. **Check**: the build fails (one ``msa: error:`` line) only when the share of left-out clips exceeds
    ``--max-bad-share``; the manifest (``"finished": false``) still lists them.
 4. **Shards**: clips go to ``valid`` when a hash of their id falls below ``--valid-share`` (the same rule as
-   :class:`~msa_lightning.corpus.sources.SKESLCorpusDataModule`, so the split does not move when clips are
+   :class:`~msa_lightning.papers.skesl.data.SKESLCorpusDataModule`, so the split does not move when clips are
    added); each split is written to a temporary folder and renamed into place, then the manifest says
    ``"finished": true``.
 
@@ -57,18 +57,17 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_lightning.corpus.sources import (
-    AUDIO_DIM, AUDIO_SUFFIXES, VISION_DIM, VISUAL_SUFFIXES, ClipError, CorpusReport, _listing_fingerprint,
-    add_bad_clips, bad_share_error, extract_clip, fallback_draws, index_files, join_sources, make_synthetic_corpus,
-)
-from msa_lightning.errors import ConfigError, DataError, MSAError
+from msa_lightning.corpus.sources import (AUDIO_SUFFIXES, VISUAL_SUFFIXES, CorpusReport, bad_share_error, extract_clip,
+                                          index_files, join_sources, listing_fingerprint)
+from msa_lightning.corpus.format import (FORMAT, MANIFEST, PART_FORMAT, SHARD_SPLITS, VALID_SALT, read_build_manifest,
+                                         write_manifest)
+from msa_lightning.data.sampling import id_draws
+from msa_lightning.errors import ClipError, ConfigError, DataError, MSAError
+from msa_lightning.media.acoustic import AUDIO_DIM
+from msa_lightning.media.openface import VISION_DIM
+from msa_lightning.media.synthetic import add_bad_clips, make_synthetic_corpus
 from msa_lightning.store import atomic_write, canonical_json, content_hash
 
-FORMAT = "msa-skesl-shards/1"
-PART_FORMAT = 1  # bump when a part file's arrays change: every old part stops matching
-MANIFEST = "manifest.json"
-SPLITS = ("train", "valid")
-VALID_SALT = "valid"  # the valid split is fallback_draws(ids, "valid") < valid_share, as SKESLCorpusDataModule
 
 START_METHODS = tuple(m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods())
 DEFAULT_START = START_METHODS[0]
@@ -137,7 +136,7 @@ def part_items(path: str | Path, split: str | None = None, valid_share: float = 
         a_end, v_end = np.cumsum(part["audio_lengths"]), np.cumsum(part["vision_lengths"])
         a_start, v_start = a_end - part["audio_lengths"], v_end - part["vision_lengths"]
         audio, vision = part["audio"], part["vision"]
-    held_out = fallback_draws(ids, VALID_SALT) < valid_share
+    held_out = id_draws(ids, VALID_SALT) < valid_share
     for i, clip in enumerate(ids):
         if split is not None and held_out[i] != (split == "valid"):
             continue
@@ -178,7 +177,7 @@ def _check_args(args) -> None:
 def _probe_audio_settings(sample_rate: int, hop_length: int, f0: str) -> None:
     """Features of one second of a generated tone, so settings librosa cannot work with (a constant-Q chroma above
     the Nyquist frequency of a low rate, a hop the CQT cannot decimate) are one error, not a million bad clips."""
-    from msa_lightning.corpus.sources import audio_features
+    from msa_lightning.media.acoustic import audio_features
 
     t = np.arange(sample_rate) / sample_rate
     try:
@@ -202,34 +201,13 @@ def chunk_bytes(value: str) -> int:
     return n
 
 
-def read_manifest(out: str | Path) -> dict | None:
-    path = Path(out) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: unreadable manifest ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"{path}: not a SKESL shard manifest (expected format {FORMAT!r})")
-    return manifest
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        tmp.chmod(0o644)  # readable by every rank and user, like the shards (a temporary file starts private)
-
-    atomic_write(out / MANIFEST, write)
-
-
 def _check_out(out: Path, old: dict | None, settings: dict, inputs: dict, force: bool) -> None:
     """An existing OUT is ours and its finished shards were built with the same settings and input folders, or
     --force is given (an unfinished build's parts are keyed by their settings, so nothing can mix)."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder")
     if old is None:
-        if out.is_dir() and any(p.name not in (*SPLITS, "parts") and not p.name.startswith(".")
+        if out.is_dir() and any(p.name not in (*SHARD_SPLITS, "parts") and not p.name.startswith(".")
                                 for p in out.iterdir()):
             raise ConfigError(f"--out {out}: the folder holds other files and no {MANIFEST}; "
                               "give a new or empty folder")
@@ -336,15 +314,15 @@ def build(args) -> int:
     audio, visual = index_files(args.audio, AUDIO_SUFFIXES), index_files(args.visual, VISUAL_SUFFIXES)
     inputs = {"transcripts": {"path": str(tsv.resolve()), "sha256": content_hash(tsv), "clips": len(texts)},
               "audio": {"path": str(Path(args.audio).expanduser().resolve()), "files": len(audio),
-                        "fingerprint": _listing_fingerprint(audio)},
+                        "fingerprint": listing_fingerprint(audio)},
               "visual": {"path": str(Path(args.visual).expanduser().resolve()), "files": len(visual),
-                         "fingerprint": _listing_fingerprint(visual)}}
+                         "fingerprint": listing_fingerprint(visual)}}
     fingerprint = hashlib.sha256(canonical_json({"format": FORMAT, "settings": settings, "inputs": inputs}).encode()
                                  ).hexdigest()
-    old = read_manifest(out)
+    old = read_build_manifest(out)
     _check_out(out, old, settings, inputs, args.force)
     if (old and not args.force and old.get("finished") and old.get("fingerprint") == fingerprint
-            and all((out / s / "index.json").is_file() for s in SPLITS)):
+            and all((out / s / "index.json").is_file() for s in SHARD_SPLITS)):
         total, left_out = old["counts"]["clips"], old["counts"]["left_out"]
         if total and left_out / total > args.max_bad_share:
             raise DataError(f"{out}: the shards are up to date but {left_out / total:.1%} of the clips are unusable, "
@@ -357,9 +335,9 @@ def build(args) -> int:
     manifest = {"format": FORMAT, "finished": False, "audio_dim": AUDIO_DIM, "vision_dim": VISION_DIM, **settings,
                 "settings": settings, "inputs": inputs, "fingerprint": fingerprint}
     out.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:  # shards of another build must not sit beside an unfinished manifest
+    for split in SHARD_SPLITS:  # shards of another build must not sit beside an unfinished manifest
         shutil.rmtree(out / split, ignore_errors=True)
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
 
     # 1. join; 2. features part by part (finished parts reused)
     complete, bad = join_sources(texts, audio, visual)
@@ -372,7 +350,7 @@ def build(args) -> int:
         stale.unlink()
     # parts (and so shard chunks) in an order drawn from a hash of each id, not sorted ids: sorted VoxCeleb ids
     # put one speaker's clips side by side, and a streamed chunk would then be one speaker
-    complete = [complete[i] for i in np.argsort(fallback_draws(complete, "order"), kind="stable")]
+    complete = [complete[i] for i in np.argsort(id_draws(complete, "order"), kind="stable")]
     k = args.clips_per_part
     parts, tasks, reused = [], [], 0
     for number, start in enumerate(range(0, len(complete), k)):
@@ -402,7 +380,7 @@ def build(args) -> int:
                 report.bad[clip] = (reason, detail)
     report.good = good_ids
     report.bad = dict(sorted(report.bad.items()))
-    held_out = fallback_draws(good_ids, VALID_SALT) < args.valid_share
+    held_out = id_draws(good_ids, VALID_SALT) < args.valid_share
     expected = {"train": int((~held_out).sum()), "valid": int(held_out.sum())}
     by_reason: dict[str, list[str]] = {}
     for clip, (reason, _) in report.bad.items():
@@ -413,12 +391,12 @@ def build(args) -> int:
         "summary": report.summary(), "max_bad_share": args.max_bad_share,
     })
     if report.bad_share > args.max_bad_share:
-        _write_manifest(out, manifest)
+        write_manifest(out, manifest)
         raise bad_share_error(tsv, report, args.max_bad_share, "--max-bad-share",
                               f"; every clip by id and reason: {out / MANIFEST}; finished parts are kept")
     for split, n in expected.items():
         if n == 0:
-            _write_manifest(out, manifest)
+            write_manifest(out, manifest)
             raise ConfigError(f"--valid-share {args.valid_share:g}: split {split!r} would be empty ({len(good_ids)} "
                               f"usable clips); give a {'larger' if split == 'valid' else 'smaller'} share")
 
@@ -426,7 +404,7 @@ def build(args) -> int:
     import litdata
 
     started = time.perf_counter()
-    for split in SPLITS:
+    for split in SHARD_SPLITS:
         tmp = out / f".{split}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         _write_split(tmp, parts, split, args.valid_share, args.chunk_bytes, args.shard_workers, out / ".litdata-cache",
@@ -435,11 +413,11 @@ def build(args) -> int:
         if found != expected[split]:
             raise MSAError(f"{tmp}: litdata wrote {found} items for split {split!r}, expected {expected[split]}")
         os.replace(tmp, out / split)
-    sizes = {split: _dir_bytes(out / split) for split in SPLITS}
+    sizes = {split: _dir_bytes(out / split) for split in SHARD_SPLITS}
     manifest.update({"finished": True, "splits": expected, "bytes": sizes, "litdata": litdata.__version__,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                      "summary": f"{report.summary()} (train {expected['train']}, valid {expected['valid']})"})
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
     print(f"shards: train {expected['train']} clips ({_mb(sizes['train'])}), valid {expected['valid']} clips "
           f"({_mb(sizes['valid'])}) in {out}, written in {time.perf_counter() - started:.1f} s")
     if not args.keep_parts:
@@ -476,7 +454,7 @@ def synth(args) -> int:
 def inspect(args) -> int:
     """``msa pretrain-data inspect``: the manifest's summary, counts, left-out clips by reason, sizes on disk."""
     out = Path(args.out).expanduser()
-    manifest = read_manifest(out)
+    manifest = read_build_manifest(out)
     if manifest is None:
         raise DataError(f"{out}: no {MANIFEST} (not a folder written by `msa pretrain-data build`)")
     s = manifest["settings"]
@@ -494,7 +472,7 @@ def inspect(args) -> int:
     for reason, ids in sorted(manifest.get("bad", {}).items()):
         shown = ", ".join(ids[:args.show]) + (f", ... and {len(ids) - args.show} more" if len(ids) > args.show else "")
         lines.append(f"  {reason} {len(ids)}: {shown}")
-    for split in SPLITS:
+    for split in SHARD_SPLITS:
         folder = out / split
         if (folder / "index.json").is_file():
             chunks = len(json.loads((folder / "index.json").read_text())["chunks"])

@@ -4,7 +4,7 @@
 outputs, ``OUT/train`` and ``OUT/valid``, whose items are ``{"id", "text", "audio" [Ta, 33], "vision"
 [Tv, 709]}`` cut to the manifest's ``audio_frames``/``vision_frames``. :class:`SKESLStreamDataModule`
 reads them and serves exactly the batches
-:class:`~msa_lightning.papers.skesl.masking.SKESLMaskedDataModule` serves (masked transcript ids, frames
+:class:`~msa_lightning.papers.skesl.data.SKESLMaskedDataModule` serves (masked transcript ids, frames
 padded to the manifest's lengths with their lengths, empty ``labels``, ``extras["skesl_target"]`` and
 ``extras["skesl_label"]``), so ``SKESLPretrain`` reads either.
 
@@ -62,83 +62,26 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import lightning as L
 import numpy as np
-import torch
 from litdata import StreamingDataset
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from msa_lightning.batch import INPUT_FIELDS, MSABatch
-from msa_lightning.data.datamodule import TEXT_ID_FIELDS, attached_world, pins_memory, resolve_inputs
+from msa_lightning.batch import MSABatch
+from msa_lightning.corpus.format import chunk_sizes
 from msa_lightning.data.sampling import batch_sizes, count_batches
-from msa_lightning.papers.skesl.masking import LABEL_BOUND, _fast_tokenizer, load_intensity_lexicon, mask_sentiment_words
-from msa_lightning.errors import ConfigError, DataError
+from msa_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 #: per-item decoding where this litdata has ``batch_decode`` (else it decodes a window of items around each read)
 _PER_ITEM_DECODE = {"batch_decode": 0} if "batch_decode" in inspect.signature(StreamingDataset).parameters else {}
-FORMAT = "msa-skesl-shards/1"
-SPLITS = ("train", "valid")
-#: manifest keys the reader needs
-_REQUIRED = ("audio_dim", "vision_dim", "audio_frames", "vision_frames", "splits")
-
-
-def _build_hint(path: Path) -> str:
-    return f"build them with `msa pretrain-data build ... --out {path}` (see configs/skesl/README.md)"
-
-
-def read_manifest(path: str | Path) -> dict:
-    """The validated manifest of the shards folder ``path`` (one DataError naming the folder otherwise)."""
-    root = Path(path).expanduser()
-    file = root / MANIFEST
-    if not file.is_file():
-        what = "does not exist" if not root.exists() else f"has no {MANIFEST}"
-        raise DataError(f"{root}: no SKESL pretraining shards here (the folder {what}); {_build_hint(root)}")
-    try:
-        manifest = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{file}: unreadable manifest ({err}); {_build_hint(root)}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise DataError(f"{file}: expected format {FORMAT!r}, found {found!r}")
-    if manifest.get("finished") is not True:
-        raise DataError(f"{root}: the shard build did not finish (manifest.json has finished: "
-                        f"{json.dumps(manifest.get('finished'))}); run `msa pretrain-data build ... --out {root}` "
-                        f"again to complete it (finished work is kept)")
-    missing = [k for k in _REQUIRED if k not in manifest]
-    if missing:
-        raise DataError(f"{file}: missing {missing} (written by `msa pretrain-data build`)")
-    for split in SPLITS:
-        index = root / split / "index.json"
-        if not index.is_file():
-            raise DataError(f"{root / split}: no litdata index.json; {_build_hint(root)}")
-        count = sum(chunk_sizes(root / split))
-        expected = manifest["splits"].get(split)
-        if expected != count:
-            raise DataError(f"{root / split}: the shards hold {count} clips but manifest.json says {expected} "
-                            f"(shards and manifest are from different builds); {_build_hint(root)}")
-    return manifest
 
 
 # ---------------------------------------------------------------------------------------------- sharding
-def chunk_sizes(folder: str | Path) -> list[int]:
-    """Clips per chunk of the litdata shards in ``folder``, in the order of their ``index.json`` (the order of the
-    global item indices ``StreamingDataset`` serves by ``dataset[i]``)."""
-    index = Path(folder) / "index.json"
-    try:
-        return [int(c["chunk_size"]) for c in json.loads(index.read_text())["chunks"]]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{index}: unreadable litdata index ({type(err).__name__}: {err})") from None
-
-
 def rank_shares(total: int, world_size: int) -> list[int]:
     """Clips per rank: ``total // world_size``, one more for the first ``total % world_size`` ranks."""
     base, extra = divmod(total, world_size)
@@ -361,163 +304,3 @@ class SKESLStreamLoader:
         self._skip = self._taken = taken
 
 
-# ---------------------------------------------------------------------------------------------- data module
-class SKESLStreamDataModule(L.LightningDataModule):
-    """SKESL pretraining data from the shards ``msa pretrain-data build`` writes (module docstring).
-
-    Args:
-        path: the build's ``--out`` folder (``manifest.json``, ``train/``, ``valid/``), on a shared
-            filesystem or copied to the same path on every node.
-        tokenizer: the model's tokenizer (name or path; a fast tokenizer with a mask token).
-        text_max_length: tokens per transcript (the authors' pretraining used 39).
-        lexicon: ``vader`` or a VADER-format file.
-        mask_seed: seed of the random-word fallback (drawn per clip id).
-        batch_size: training clips per batch (per rank); ``eval_batch_size`` for validation.
-        num_workers: loader worker processes per rank (they read and pad clips; batches are masked in
-            the main process).
-        shuffle: draw the chunk order and the order inside each chunk anew every epoch from
-            ``(shuffle_seed, epoch)``; False keeps the shards' order.
-        shuffle_seed: None = the global seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else 0.
-        trim_text: cut each batch's trailing token padding (exact, as the feature-file DataModules do).
-        inputs: batch fields to load (None: what the model declares in ``required_inputs``).
-    """
-
-    token_extras = ("skesl_target",)
-
-    def __init__(self, path: str, tokenizer: str = "bert-base-uncased", text_max_length: int = 39,
-                 lexicon: str = "vader", mask_seed: int = 0, batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int = 0, shuffle: bool = True, shuffle_seed: int | None = None, trim_text: bool = True,
-                 inputs: list[str] | None = None) -> None:
-        super().__init__()
-        for key, value, low in (("batch_size", batch_size, 2), ("eval_batch_size", eval_batch_size, 1),
-                                ("num_workers", num_workers, 0), ("text_max_length", text_max_length, 3)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ConfigError(f"data.init_args.{key}: expected an integer >= {low}, found {value!r}"
-                                  + (" (a training batch of one clip is not formed)" if key == "batch_size" else ""))
-        if inputs is not None and set(inputs) - set(INPUT_FIELDS):
-            raise ConfigError(f"data.init_args.inputs: unknown fields {sorted(set(inputs) - set(INPUT_FIELDS))}")
-        self.path = Path(path).expanduser()
-        self.tokenizer_name, self.text_max_length = tokenizer, text_max_length
-        self.lexicon, self.mask_seed = lexicon, int(mask_seed)
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.shuffle, self.shuffle_seed = num_workers, bool(shuffle), shuffle_seed
-        self.trim_text = bool(trim_text)
-        self.inputs = set(inputs) if inputs is not None else None
-        self._manifest: dict | None = None
-        self._tokenizer = None
-
-    # ------------------------------------------------------------------ facts
-    @property
-    def manifest(self) -> dict:
-        if self._manifest is None:
-            self._manifest = read_manifest(self.path)
-        return self._manifest
-
-    @property
-    def feature_file(self) -> Path:  # how messages name the data (the CLI's data facts, errors)
-        return self.path
-
-    metric_family = "mosi"
-
-    def data_facts(self) -> dict:
-        """Feature sizes from the manifest; the masked words' intensities are bounded by 3 (Section 4.3)."""
-        m = self.manifest
-        return {"audio_dim": int(m["audio_dim"]), "vision_dim": int(m["vision_dim"]), "label_bound": LABEL_BOUND,
-                "metric_family": self.metric_family, "num_train_samples": int(m["splits"]["train"])}
-
-    def num_train_samples(self) -> int:
-        return int(self.manifest["splits"]["train"])
-
-    def train_labels(self, key: str = "M") -> np.ndarray:
-        raise DataError(f"{self.path}: {type(self).__name__} serves unlabeled clips (no labels {key!r})")
-
-    @property
-    def train_seed(self) -> int:
-        if self.shuffle_seed is not None:
-            return int(self.shuffle_seed)
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-    # ------------------------------------------------------------------ setup
-    def prepare_data(self) -> None:
-        read_manifest(self.path)
-
-    def setup(self, stage: str | None = None) -> None:
-        self.manifest  # noqa: B018  (validates before any loader is built)
-        self._loaded_inputs = resolve_inputs(self, self.inputs)
-
-    def _fields(self) -> set[str] | None:
-        return getattr(self, "_loaded_inputs", None)
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = _fast_tokenizer(self.tokenizer_name)
-            load_intensity_lexicon(self.lexicon)  # a bad lexicon fails before the first batch
-        return self._tokenizer
-
-    # ------------------------------------------------------------------ batches
-    def collate(self, clips: Sequence[dict], split: str = "train") -> MSABatch:
-        """Clips (padded by the loader workers) -> one masked batch, as SKESLMaskedDataModule's."""
-        fields = self._fields()
-        ids = [c["id"] for c in clips]
-        texts = [c["text"] for c in clips]
-        masked = mask_sentiment_words(texts, self.tokenizer, self.text_max_length, self.lexicon, ids, self.mask_seed,
-                                      where=f"{self.path / split}")
-        text = torch.from_numpy(masked.ids)
-        target = torch.from_numpy(masked.target)
-        if self.trim_text:  # the longest text of the batch decides the width (exact: padding is never attended)
-            width = int(text[:, 1].sum(1).max())
-            text, target = text[..., :width], target[:, :width]
-        batch = MSABatch(index=torch.tensor([c["row"] for c in clips], dtype=torch.long), ids=ids, raw_text=texts,
-                         labels={}, extras={"skesl_target": target,
-                                            "skesl_label": torch.from_numpy(masked.label)})
-        if fields is None or set(TEXT_ID_FIELDS) & fields:
-            batch.text_ids, batch.text_mask, batch.text_segment = text[:, 0], text[:, 1], text[:, 2]
-        for key in ("audio", "vision"):
-            if fields is None or key in fields or f"{key}_lengths" in fields:
-                setattr(batch, key, torch.from_numpy(np.stack([c[key] for c in clips])))
-                setattr(batch, f"{key}_lengths", torch.tensor([c[f"{key}_length"] for c in clips], dtype=torch.long))
-        return batch
-
-    # ------------------------------------------------------------------ loaders
-    def _world(self) -> tuple[int, int]:
-        return attached_world(self)
-
-    def _pin_memory(self) -> bool:
-        return pins_memory(self)
-
-    def _loader(self, split: str, train: bool) -> SKESLStreamLoader:
-        m = self.manifest
-        world, rank = self._world()
-        total = int(m["splits"][split])
-        if train and total < world:
-            raise DataError(f"{self.path / split}: {total} clips, fewer than the {world} DDP processes")
-        if total == 0:
-            raise DataError(f"{self.path / split}: the split has no clips (build the shards with a valid share > 0 "
-                            f"to validate)")
-        clips = ShardClips(str(self.path / split), m["audio_frames"], m["vision_frames"], m["audio_dim"],
-                           m["vision_dim"])
-        size = self.batch_size if train else self.eval_batch_size
-        loader = SKESLStreamLoader(clips, size, lambda group: self.collate(group, split), equal_batches=train,
-                                   num_workers=self.num_workers, pin_memory=self._pin_memory(),
-                                   shuffle=self.shuffle and train, seed=self.train_seed, world_size=world, rank=rank)
-        if train:
-            # the loader counts its epochs from here (it draws epoch e's order at its e-th iteration): a loader
-            # built anew for a later epoch (reload_dataloaders_every_n_epochs) continues the count
-            loader.current_epoch = int(getattr(getattr(self, "trainer", None), "current_epoch", 0) or 0)
-        if train and rank == 0:
-            shares = loader.shares()
-            log.info("%s: %d training clips over %d rank(s) (%s per rank), %d batches of up to %d per rank and "
-                     "epoch; none dropped or repeated", self.path / split, total, world,
-                     "/".join(map(str, sorted(set(shares)))), len(loader), size)
-        return loader
-
-    def train_dataloader(self) -> SKESLStreamLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> SKESLStreamLoader:
-        return self._loader("valid", train=False)
-
-    def predict_dataloader(self) -> SKESLStreamLoader:
-        """The held-out clips in shard order (``msa predict``: predicted and lexicon intensity per clip)."""
-        return self._loader("valid", train=False)

@@ -11,7 +11,7 @@ format of :mod:`msa_lightning.data.transcripts`: one ``id<TAB>text`` line per cl
   ``id10001/1zcIwhmdeo4/00001.wav`` is ``id10001/1zcIwhmdeo4/00001``, the id the corpus joiner looks for.
   ``--ids FILE`` restricts the run to the ids listed (one per line; a TSV's first column works too).
 * **Audio** is decoded to the model's sample rate (16 kHz for Whisper), mono, in a few threads, one batch
-  ahead of the model (:func:`~msa_lightning.corpus.sources.load_audio`: librosa for wav/flac/ogg/mp3,
+  ahead of the model (:func:`~msa_lightning.media.decode.load_audio`: librosa for wav/flac/ogg/mp3,
   PyAV's FFmpeg for m4a, which is what VoxCeleb2 ships, and as a fallback).
 * **Long clips**: Whisper sees 30-second windows. A longer clip is cut into the fewest equal windows of at
   most 30 s, all transcribed in the same ``generate`` call, and their texts are joined with a space; a word
@@ -55,7 +55,9 @@ import numpy as np
 
 from msa_lightning.data.transcripts import read_transcripts
 from msa_lightning.data.reader import normalise_id
-from msa_lightning.corpus.sources import AUDIO_SUFFIXES, ClipError, index_files, load_audio
+from msa_lightning.corpus.sources import AUDIO_SUFFIXES, index_files
+from msa_lightning.errors import ClipError
+from msa_lightning.media.decode import load_audio
 from msa_lightning.errors import ConfigError, DataError, MSAError
 from msa_lightning.textfiles import read_text_lines
 

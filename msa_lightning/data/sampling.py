@@ -27,6 +27,9 @@ loader workers read ahead of the loop).
 """
 from __future__ import annotations
 
+import hashlib
+from typing import Sequence
+
 import math
 from typing import Iterator
 
@@ -182,3 +185,12 @@ class ResumableDataLoader(DataLoader):
         sampler.set_epoch(epoch)
         sampler.resume_skip = (epoch, taken) if taken else None
         self._epoch, self._taken = epoch, taken
+
+
+def id_draws(ids: Sequence[str], seed: int) -> np.ndarray:
+    """One uniform number in [0, 1) per clip, from ``(seed, clip id)`` alone."""
+    out = np.empty(len(ids), dtype=np.float64)
+    for i, clip in enumerate(ids):  # one hash per clip: the draw must not depend on the order of the clips
+        digest = hashlib.blake2b(f"{seed}\x00{clip}".encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "little") / 2.0 ** 64
+    return out

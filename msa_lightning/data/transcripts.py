@@ -35,7 +35,6 @@ reproduces the paper's Table 3 exactly on the real files (SpeechBrain 37.54, IBM
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import re

@@ -26,15 +26,12 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-import msa_lightning.data.datamodule  # noqa: F401  (the data base class is LightningDataModule: raw media too;
-import msa_lightning.papers.swrm.data  # noqa: F401  these imports let short class names resolve)
-import msa_lightning.data.raw  # noqa: F401
 from msa_lightning.checkpoints import (LIGHTNING_NAMES, check_checkpoint_class, checkpoint_class, read_checkpoint,
                                        resolve_checkpoint, short_name)
 from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers, wandb_never_prompts
 from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.errors import ConfigError
-from msa_lightning.papers import registry  # noqa: F401  (imports every model so names resolve)
+from msa_lightning.papers import registry  # noqa: F401  (every model and DataModule: short class names resolve)
 from msa_lightning.training.module import MSARegressionModule
 from msa_lightning.training.callbacks import ExactResume, MSACheckpoint, continue_in_run_folder
 

@@ -193,7 +193,7 @@ def test_error_in_a_loader_worker_is_one_line(synthetic_mosi, cache_dir, tmp_pat
 def test_model_that_cannot_run_on_the_data_names_both(tmp_path, cache_dir, capsys):
     """A frame-feature model on raw clips: one error naming both classes and the fields the data lacks.
     (It used to blame a missing data_facts(); setting audio_dim as that advised ended in an AttributeError.)"""
-    from msa_lightning.data.raw import make_synthetic_raw
+    from msa_lightning.media.synthetic import make_synthetic_raw
 
     raw = make_synthetic_raw(tmp_path / "raw")
     args = fit_args(tmp_path, cache_dir, f"--data.path={raw}")

@@ -21,9 +21,11 @@ import pytest
 from conftest import msa_in_process
 
 from msa_lightning.corpus import sources as corpus
-from msa_lightning.papers.skesl.masking import fallback_draws
+from msa_lightning.papers.skesl.masking import id_draws
 from msa_lightning.corpus.shards import chunk_bytes, extract_part, part_items, part_key
 from msa_lightning.errors import ConfigError
+from msa_lightning.media.openface import read_openface_csv
+from msa_lightning.media.synthetic import BAD_KINDS, make_synthetic_corpus
 
 MSA = [sys.executable, "-m", "msa_lightning.cli"]
 FAST = ["--f0", "zcr", "--sample-rate", "16000", "--valid-share", "0.3"]
@@ -81,7 +83,7 @@ def corpus_ids(root: Path) -> list[str]:
 def test_part_file_round_trip_and_key(tmp_path):
     """A part holds each clip's features cut to the limits (not padded), and the failures by id and reason; its key
     follows the clip's files."""
-    root = corpus.make_synthetic_corpus(tmp_path / "c", clips=3, seed=3, sample_rate=16000)
+    root = make_synthetic_corpus(tmp_path / "c", clips=3, seed=3, sample_rate=16000)
     texts = dict(line.split("\t") for line in (root / "transcripts.tsv").read_text().splitlines())
     clips = [(c, t, str(root / "audio" / f"{c}.wav"), str(root / "openface" / f"{c}.csv")) for c, t in texts.items()]
     (root / "audio" / f"{clips[2][0]}.wav").write_bytes(b"not audio")
@@ -95,7 +97,7 @@ def test_part_file_round_trip_and_key(tmp_path):
         assert item["text"] == text and item["audio"].dtype == np.float32
         np.testing.assert_array_equal(item["audio"], direct.audio[:12])  # cut to audio_frames
         np.testing.assert_array_equal(item["vision"], direct.vision)  # shorter than vision_frames: not padded
-        success = corpus.read_openface_csv(visual)[1]
+        success = read_openface_csv(visual)[1]
         assert not success.all() and (item["vision"][~success] == 0).all()  # failed face frames are zero rows
     with np.load(tmp_path / "part.npz") as part:
         assert part["bad_ids"].tolist() == [clips[2][0]] and part["bad_reasons"].tolist() == ["unreadable_audio"]
@@ -119,7 +121,7 @@ def test_chunk_bytes_reads_litdata_s_spelling():
 def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, capsys):
     """The real command with 2 feature workers (the default start method) writes the shards and the manifest; the
     same build again is "up to date" (nothing rewritten), other settings need --force (in this process)."""
-    root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=8, seed=5, sample_rate=16000)
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=8, seed=5, sample_rate=16000)
     out = tmp_path / "shards"
     run = msa(tmp_path, *build_args(root, out, *FAST, "--workers", "2", "--clips-per-part", "3", "--audio-frames",
                                     "30", "--vision-frames", "20", "--chunk-bytes", "200kB"))
@@ -138,10 +140,10 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, caps
     ids = corpus_ids(root)
     assert not set(train) & set(valid) and sorted([*train, *valid]) == ids  # disjoint and complete
     assert manifest["splits"] == {"train": len(train), "valid": len(valid)} and valid and train
-    assert sorted(valid) == [c for c, d in zip(ids, fallback_draws(ids, "valid")) if d < 0.3]  # the id-hash rule
+    assert sorted(valid) == [c for c, d in zip(ids, id_draws(ids, "valid")) if d < 0.3]  # the id-hash rule
     # written in the order of a hash of each id, not sorted (a chunk of sorted VoxCeleb ids is one speaker)
     order = [c for c in ids if c in train]
-    assert list(train) == sorted(order, key=lambda c: fallback_draws([c], "order")[0]) and list(train) != order
+    assert list(train) == sorted(order, key=lambda c: id_draws([c], "order")[0]) and list(train) != order
     assert len(json.loads((out / "train" / "index.json").read_text())["chunks"]) > 1  # --chunk-bytes reached litdata
     texts = dict(line.split("\t") for line in (root / "transcripts.tsv").read_text().splitlines())
     for clip, item in {**train, **valid}.items():
@@ -190,9 +192,9 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path, c
            "empty_transcript 1, missing_audio 1, missing_transcript 1, missing_visual 1, no_face 1, " \
            "unreadable_audio 1, wrong_columns 1" in line, line
     manifest = json.loads((out / "manifest.json").read_text())
-    expected = {reason: [f"id19999/bad_{reason}/00001"] for reason in corpus.BAD_KINDS}
+    expected = {reason: [f"id19999/bad_{reason}/00001"] for reason in BAD_KINDS}
     assert manifest["finished"] is False and manifest["bad"] == expected
-    assert manifest["counts"] == {"clips": 13, "used": 6, "left_out": 7, **{r: 1 for r in corpus.BAD_KINDS}}
+    assert manifest["counts"] == {"clips": 13, "used": 6, "left_out": 7, **{r: 1 for r in BAD_KINDS}}
     assert "success is 0 in all 5 frames" in manifest["bad_details"]["id19999/bad_no_face/00001"]
     assert not (out / "train").exists()
     parts = sorted((out / "parts").glob("part-*.npz"))
@@ -220,7 +222,7 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path, c
 def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path, capsys):
     """A build killed (-9) after its first parts goes on from them (the re-run in this process); pyin's log F0 of
     the synthetic tones is right."""
-    root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=5, seed=7, sample_rate=16000)
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=5, seed=7, sample_rate=16000)
     out = tmp_path / "shards"
     args = build_args(root, out, "--f0", "pyin", "--sample-rate", "16000", "--valid-share", "0.3",
                       "--clips-per-part", "1")
@@ -250,7 +252,7 @@ def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_build_input_errors_are_one_line(tmp_path, capsys):
-    root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=2, seed=1, sample_rate=16000)
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=2, seed=1, sample_rate=16000)
     (root / "transcripts.tsv").write_text("id10000/yt0000/00001 no tab here\n")
     line = one_line_error(msa_here(capsys, *build_args(root, tmp_path / "out", *FAST)))
     assert "transcripts.tsv:1: expected `id<TAB>text`" in line, line

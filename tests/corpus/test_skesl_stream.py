@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from msa_lightning.papers.skesl.masking import mask_sentiment_words
-from msa_lightning.corpus.stream import SKESLStreamDataModule, read_manifest
+from msa_lightning.papers.skesl.data import SKESLStreamDataModule
+from msa_lightning.corpus.format import read_manifest
 from msa_lightning.errors import DataError
 
 from conftest import REPO, msa_in_process

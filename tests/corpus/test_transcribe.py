@@ -52,7 +52,7 @@ def corpus(tmp_path_factory) -> Path:
     Whisper windows), a .wav that is not audio and an AAC .m4a."""
     import soundfile
 
-    from msa_lightning.corpus.sources import make_synthetic_corpus
+    from msa_lightning.media.synthetic import make_synthetic_corpus
 
     root = make_synthetic_corpus(tmp_path_factory.mktemp("corpus"), clips=4)
     long = root / "audio" / "id10009" / "long"

@@ -8,6 +8,7 @@ import pytest
 
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.textfiles import iter_text_lines, open_text, read_text, read_text_lines
+from msa_lightning.media.synthetic import make_synthetic_corpus
 
 
 def test_bom_and_crlf_are_read_away(tmp_path):
@@ -73,10 +74,9 @@ def test_transcript_files_through_msa(synthetic_mosi, tmp_path):
 def test_pretrain_corpus_transcripts_through_msa(tmp_path):
     """`msa pretrain-data build` on a transcript file saved with a BOM and CRLF keeps every clip (no id
     '\\ufeffid...'); a Latin-1 byte is one error line naming the file and line, and nothing is built."""
-    from msa_lightning.corpus import sources as corpus
     from test_skesl_shards import FAST, build_args, msa, one_line_error, read_split
 
-    root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=4, seed=4, sample_rate=16000)
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=4, seed=4, sample_rate=16000)
     tsv = root / "transcripts.tsv"
     lines = tsv.read_text(encoding="utf-8").splitlines()
     tsv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8") + b"\r\n")

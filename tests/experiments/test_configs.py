@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import re
 from pathlib import Path
 
 import pytest

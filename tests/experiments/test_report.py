@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from msa_lightning.errors import MSAError
-from msa_lightning.experiments.results import fmlmsn_results, fmlmsn_table, paired_ttest, ttest_table, write_seed_tables
+from msa_lightning.experiments.results import paired_ttest, ttest_table, write_seed_tables
+from msa_lightning.papers.fmlmsn.report import fmlmsn_results, fmlmsn_table
 
 # ---------------------------------------------------------------------------------------------- t-test
 A = {1111: {"mae": 0.40, "acc2": 0.80}, 1112: {"mae": 0.42, "acc2": 0.78}, 1113: {"mae": 0.39, "acc2": 0.81}}

@@ -19,14 +19,9 @@ import torch
 from msa_lightning.batch import MSABatch
 from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule, TextFeaturesDataModule
 from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.papers.fmlmsn.module import (
-    FmlMSNMeta,
-    FmlMSNStage,
-    fix_length,
-    outer_fusion,
-    retrain_criterion,
-    text_length_rule,
-)
+from msa_lightning.papers.fmlmsn.module import FmlMSNMeta, FmlMSNStage, retrain_criterion
+from msa_lightning.papers.fmlmsn.net import fix_length
+from msa_lightning.papers.fmlmsn.net import outer_fusion, text_length_rule
 from msa_lightning.store import Store
 from msa_lightning.experiments.export import export_outputs
 
@@ -98,7 +93,7 @@ def test_text_length_rule_and_fixed_length():
 
 
 def test_frame_mean_reads_only_valid_frames():
-    from msa_lightning.papers.fmlmsn.module import masked_frame_mean
+    from msa_lightning.papers.fmlmsn.net import masked_frame_mean
 
     x = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [99.0, 99.0]], [[5.0, 6.0], [-99.0, 7.0], [8.0, 9.0]]])
     pooled = masked_frame_mean(x, torch.tensor([2, 1]))

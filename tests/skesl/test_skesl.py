@@ -16,17 +16,17 @@ import pytest
 import torch
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.papers.skesl.masking import (
-    SKESLMaskedDataModule,
-    load_intensity_lexicon,
-    mask_sentiment_words,
-    masked_text_cached,
-    split_words,
-)
+from msa_lightning.papers.skesl.data import SKESLMaskedDataModule
+from msa_lightning.papers.skesl.masking import load_intensity_lexicon, mask_sentiment_words, masked_text_cached, split_words
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.nn.pretrained import load_tokenizer
 
 from conftest import REPO
+from msa_lightning.errors import ClipError
+from msa_lightning.media.acoustic import audio_features
+from msa_lightning.media.openface import openface_columns, read_openface_csv, write_openface_csv
+from msa_lightning.media.synthetic import make_synthetic_corpus
+from msa_lightning.papers.skesl.data import SKESLCorpusDataModule
 
 
 @pytest.fixture(scope="module")
@@ -188,13 +188,8 @@ def test_masked_datamodule_serves_unlabeled_batches(synthetic_mosi, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- the network
-from msa_lightning.papers.skesl.module import (  # noqa: E402
-    NonverbalInjectionBlock,
-    SKESLEncoder,
-    SKESLModule,
-    SKESLPretrain,
-    load_pretrained_encoder,
-)
+from msa_lightning.papers.skesl.net import NonverbalInjectionBlock, SKESLEncoder  # noqa: E402
+from msa_lightning.papers.skesl.module import SKESLModule, SKESLPretrain
 
 TINY = dict(text_model="tiny-bert", num_blocks=3, ffn_dim=16, head_hidden=8, dropout=0.0, head_dropout=0.0)
 
@@ -535,7 +530,7 @@ from msa_lightning.corpus import sources as corpus  # noqa: E402
 
 
 def test_openface_columns_follow_the_2x_layout():
-    cols = corpus.openface_columns()
+    cols = openface_columns()
     assert len(cols) == 714 and cols[:5] == ["frame", "face_id", "timestamp", "confidence", "success"]
     groups = {"gaze_": 8, "eye_lmk_x_": 56, "eye_lmk_y_": 56, "eye_lmk_X_": 56, "eye_lmk_Y_": 56, "eye_lmk_Z_": 56,
               "pose_": 6, "x_": 68, "y_": 68, "X_": 68, "Y_": 68, "Z_": 68, "p_": 40}
@@ -549,9 +544,9 @@ def test_openface_csv_both_spellings_and_failed_frames_zeroed(tmp_path, spaced):
     rng = np.random.default_rng(0)
     feats = np.round(rng.normal(size=(6, 709)), 3)
     success = np.array([1, 1, 0, 1, 0, 1], dtype=bool)
-    path = corpus.write_openface_csv(tmp_path / "clip.csv", feats, success, spaced=spaced)
+    path = write_openface_csv(tmp_path / "clip.csv", feats, success, spaced=spaced)
     assert (", " in path.read_text().splitlines()[1]) == spaced
-    got, ok = corpus.read_openface_csv(path)
+    got, ok = read_openface_csv(path)
     np.testing.assert_array_equal(ok, success)
     np.testing.assert_allclose(got[success], feats[success], rtol=0, atol=1e-6)
     assert got.shape == (6, 709) and not got[~success].any()  # kept in place (time stamps), zeroed
@@ -560,7 +555,7 @@ def test_openface_csv_both_spellings_and_failed_frames_zeroed(tmp_path, spaced):
 
 def test_openface_csv_bad_clips_say_why(tmp_path):
     feats = np.zeros((3, 709))
-    good = corpus.write_openface_csv(tmp_path / "good.csv", feats)
+    good = write_openface_csv(tmp_path / "good.csv", feats)
     lines = good.read_text().splitlines()
     drop_last = "\n".join(",".join(line.split(",")[:-1]) for line in lines)
     cases = {
@@ -572,12 +567,12 @@ def test_openface_csv_bad_clips_say_why(tmp_path):
     }
     for name, (text, reason, words) in cases.items():
         (tmp_path / name).write_text(text)
-        with pytest.raises(corpus.ClipError, match=words) as err:
-            corpus.read_openface_csv(tmp_path / name)
+        with pytest.raises(ClipError, match=words) as err:
+            read_openface_csv(tmp_path / name)
         assert err.value.reason == reason and isinstance(err.value, DataError), name
-    corpus.write_openface_csv(tmp_path / "noface.csv", feats, success=np.zeros(3, dtype=bool))
-    with pytest.raises(corpus.ClipError, match=r"success is 0 in all 3 frames") as err:
-        corpus.read_openface_csv(tmp_path / "noface.csv")
+    write_openface_csv(tmp_path / "noface.csv", feats, success=np.zeros(3, dtype=bool))
+    with pytest.raises(ClipError, match=r"success is 0 in all 3 frames") as err:
+        read_openface_csv(tmp_path / "noface.csv")
     assert err.value.reason == "no_face"
 
 
@@ -594,31 +589,31 @@ def test_audio_features_of_a_tone_of_known_pitch(tmp_path):
 
     sr, pitch = 22050, 220.0
     tone = (0.5 * np.sin(2 * np.pi * pitch * np.arange(sr) / sr)).astype(np.float32)  # one second of A3
-    paper = corpus.audio_features(tone, sr, hop_length=512, f0="pyin")
-    released = corpus.audio_features(tone, sr, hop_length=512, f0="zcr")
+    paper = audio_features(tone, sr, hop_length=512, f0="pyin")
+    released = audio_features(tone, sr, hop_length=512, f0="zcr")
     assert paper.shape == released.shape == (1 + sr // 512, 33)
     assert np.exp(np.median(paper[:, 0])) == pytest.approx(pitch, rel=0.02)  # log F0 of the voiced frames
     assert np.median(released[:, 0]) == pytest.approx(2 * pitch / sr, rel=0.05)  # two zero crossings a period
     np.testing.assert_array_equal(paper[:, 1:], released[:, 1:])  # MFCC (20) and chroma (12) do not depend on f0
     assert paper[:, 21:].mean(0).argmax() == 9  # chroma bin of A (C = 0)
-    silence = corpus.audio_features(np.zeros(sr // 2, dtype=np.float32), sr)
+    silence = audio_features(np.zeros(sr // 2, dtype=np.float32), sr)
     assert (silence[:, 0] == 0).all()  # unvoiced: log F0 set to 0
     soundfile.write(tmp_path / "tone.wav", tone, sr, subtype="FLOAT")  # lossless: the same samples come back
     np.testing.assert_allclose(corpus.read_audio_features(tmp_path / "tone.wav", f0="zcr"), released, atol=1e-4)
     np.save(tmp_path / "ready.npy", released)
     np.testing.assert_array_equal(corpus.read_audio_features(tmp_path / "ready.npy"), released)
     np.save(tmp_path / "wrong.npy", released[:, :20])
-    with pytest.raises(corpus.ClipError, match=r"expected finite audio features \[T, 33\], found \(44, 20\)") as err:
+    with pytest.raises(ClipError, match=r"expected finite audio features \[T, 33\], found \(44, 20\)") as err:
         corpus.read_audio_features(tmp_path / "wrong.npy")
     assert err.value.reason == "bad_features"
     (tmp_path / "broken.wav").write_bytes(b"RIFF not really a wave file")
-    with pytest.raises(corpus.ClipError, match="unreadable audio") as err:
+    with pytest.raises(ClipError, match="unreadable audio") as err:
         corpus.read_audio_features(tmp_path / "broken.wav")
     assert err.value.reason == "unreadable_audio"
 
 
 def test_corpus_build_reports_each_kind_of_bad_clip_by_id(tmp_path):
-    root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=9, seed=1)
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=9, seed=1)
     tsv = root / "transcripts.tsv"
     lines = tsv.read_text().splitlines()
     ids = [line.split("\t")[0] for line in lines]
@@ -630,9 +625,9 @@ def test_corpus_build_reports_each_kind_of_bad_clip_by_id(tmp_path):
     (root / "audio" / f"{ids[3]}.wav").write_bytes(b"RIFF broken")
     face = root / "openface" / f"{ids[4]}.csv"
     face.write_text("\n".join(",".join(r.split(",")[:-1]) for r in face.read_text().splitlines()))
-    corpus.write_openface_csv(root / "openface" / f"{ids[5]}.csv", np.zeros((4, 709)), np.zeros(4, dtype=bool))
+    write_openface_csv(root / "openface" / f"{ids[5]}.csv", np.zeros((4, 709)), np.zeros(4, dtype=bool))
     extra = "id19999/ytXXXX/00001"  # audio and face, but no transcript
-    corpus.write_openface_csv(root / "openface" / f"{extra}.csv", np.zeros((4, 709)))
+    write_openface_csv(root / "openface" / f"{extra}.csv", np.zeros((4, 709)))
     np.save((root / "audio" / ids[6]).with_suffix(".npy"), np.ones((30, 33), dtype=np.float32))  # ready features win
     clips, report = corpus.collect_clips(tsv, root / "audio", root / "openface", f0="zcr", max_bad_share=1.0)
     expected = {ids[0]: "missing_audio", ids[1]: "missing_visual", ids[2]: "empty_transcript",
@@ -646,7 +641,7 @@ def test_corpus_build_reports_each_kind_of_bad_clip_by_id(tmp_path):
     assert (clips[0].audio == 1).all() and clips[0].audio.shape == (30, 33)  # ids[6]: the .npy, not the wav
     with pytest.raises(DataError, match=r"70.0% of the clips are unusable, more than max_bad_share=0.5 \(3 of 10"):
         corpus.collect_clips(tsv, root / "audio", root / "openface", f0="zcr", max_bad_share=0.5)
-    fresh = corpus.make_synthetic_corpus(tmp_path / "fresh", clips=9, seed=1)  # transcripts mix sentiment and neutral
+    fresh = make_synthetic_corpus(tmp_path / "fresh", clips=9, seed=1)  # transcripts mix sentiment and neutral
     texts = [line.split("\t")[1] for line in (fresh / "transcripts.tsv").read_text().splitlines()]
     masked = mask_sentiment_words(texts, load_tokenizer("tiny-bert"), 16)
     assert masked.from_lexicon.any() and not masked.from_lexicon.all()
@@ -654,12 +649,12 @@ def test_corpus_build_reports_each_kind_of_bad_clip_by_id(tmp_path):
 
 def test_pretraining_on_a_corpus_on_disk(tmp_path):
     """Synthetic corpus -> features in the store (bad clips in its meta) -> masked batches -> SKESLPretrain."""
-    root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=24, seed=2)
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=24, seed=2)
     (root / "openface" / "id10000" / "yt0000" / "00001.csv").unlink()
     kwargs = dict(transcripts=str(root / "transcripts.tsv"), audio=str(root / "audio"), visual=str(root / "openface"),
                   audio_frames=40, vision_frames=20, f0="zcr", max_bad_share=0.1, valid_share=0.25,
                   tokenizer="tiny-bert", text_max_length=16, batch_size=8, cache_dir=str(tmp_path / "cache"))
-    dm = corpus.SKESLCorpusDataModule(**kwargs)
+    dm = SKESLCorpusDataModule(**kwargs)
     dm.prepare_data()
     dm.setup()
     assert dm.report["bad"] == {"id10000/yt0000/00001": ["missing_visual", "no visual file for this id"]}
@@ -671,14 +666,14 @@ def test_pretraining_on_a_corpus_on_disk(tmp_path):
     from msa_lightning.store import Store
 
     assert len(list(Store(tmp_path / "cache").entries("skesl_corpus"))) == 1
-    corpus.SKESLCorpusDataModule(**kwargs).prepare_data()  # unchanged inputs: the entry is reused
+    SKESLCorpusDataModule(**kwargs).prepare_data()  # unchanged inputs: the entry is reused
     assert len(list(Store(tmp_path / "cache").entries("skesl_corpus"))) == 1
 
     L.seed_everything(0)
     module = SKESLPretrain(lr=3e-3, encoder_lr=1e-3, **{**TINY, "num_blocks": 1})
     losses = _EpochLosses()
     trainer = _trainer(tmp_path, 3, callbacks=[losses])
-    trainer.fit(module, corpus.SKESLCorpusDataModule(**kwargs))
+    trainer.fit(module, SKESLCorpusDataModule(**kwargs))
     assert module.hparams.audio_dim == 33 and module.hparams.vision_dim == 709
     assert torch.isfinite(trainer.callback_metrics["val/loss"]) and losses.losses[-1] < losses.losses[0], losses.losses
 
@@ -686,9 +681,9 @@ def test_pretraining_on_a_corpus_on_disk(tmp_path):
 def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path, msa_here):
     """`msa fit` with the shipped pretraining config and the corpus DataModule on the command line; a corpus
     with too many unusable clips is one error with the counts."""
-    root = corpus.make_synthetic_corpus(tmp_path / "corpus", clips=16, seed=4)
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=16, seed=4)
     args = ["fit", "--config", str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml"),
-            "--data=msa_lightning.corpus.sources.SKESLCorpusDataModule",
+            "--data=msa_lightning.papers.skesl.data.SKESLCorpusDataModule",
             f"--data.init_args.transcripts={root / 'transcripts.tsv'}", f"--data.init_args.audio={root / 'audio'}",
             f"--data.init_args.visual={root / 'openface'}", "--data.init_args.f0=zcr",
             "--data.init_args.valid_share=0.25", "--data.init_args.tokenizer=tiny-bert",

@@ -221,8 +221,7 @@ def fit_swrm_ibm(feature_file, transcripts, tmp_path):
 
 def test_msa_fit_with_a_transcript_file_matching_no_id(synthetic_mosi, tmp_path):
     """The shipped IBM config (``missing: gold``) still refuses a transcript file of another dataset."""
-    from conftest import REPO
-    from conftest import assert_one_line_error, run_msa
+    from conftest import assert_one_line_error
 
     bad = tmp_path / "other.tsv"
     bad.write_text("other_1\tHELLO\nother_2\tWORLD\n")

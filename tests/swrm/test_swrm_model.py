@@ -20,7 +20,8 @@ from msa_lightning.data.transcripts import TranscriptError
 from msa_lightning.papers.swrm.data import MOSIASRDataModule
 from msa_lightning.data.reader import read_feature_file
 from msa_lightning.errors import DataError
-from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule, pseudo_align
+from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
+from msa_lightning.papers.swrm.net import pseudo_align
 from msa_lightning.nn import pretrained
 from msa_lightning.nn.pretrained import load_tokenizer
 

@@ -11,17 +11,20 @@ import torch
 av = pytest.importorskip("av")
 
 from msa_lightning.data import raw as raw_media  # noqa: E402
-from msa_lightning.data.raw import RawMediaDataModule, decode_clip  # noqa: E402
+from msa_lightning.data.raw import RawMediaDataModule
+from msa_lightning.media.decode import decode_clip  # noqa: E402
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
+from msa_lightning.media.decode import load_crop
+from msa_lightning.media.synthetic import SYNTHETIC_ROWS, make_synthetic_raw, write_synthetic_clip
 
 
 # the tiny release the tests write (moved into the package for notebooks and benchmarks)
-write_clip = raw_media.write_synthetic_clip
-ROWS = raw_media.SYNTHETIC_ROWS
+write_clip = write_synthetic_clip
+ROWS = SYNTHETIC_ROWS
 
 
 def make_dataset(root: Path, unimodal: bool = True) -> Path:
-    return raw_media.make_synthetic_raw(root, unimodal=unimodal)
+    return make_synthetic_raw(root, unimodal=unimodal)
 
 
 @pytest.fixture()
@@ -51,7 +54,7 @@ def test_decode_samples_frames_at_10_fps_and_resamples_audio(tmp_path):
 
 def test_batches_from_raw_clips_decoded_once(dataset, tmp_path, monkeypatch):
     calls = []
-    real = raw_media.decode_clip
+    real = decode_clip
     monkeypatch.setattr(raw_media, "decode_clip", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     dm = _dm(dataset, tmp_path / "cache")
     dm.setup("fit")
@@ -126,7 +129,7 @@ def test_bad_settings_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="data.init_args.on_error"):
         RawMediaDataModule(str(tmp_path), on_error="ignore")
     with pytest.raises(ConfigError, match="data.init_args.crop='no_such_module:crop'"):
-        raw_media.load_crop("no_such_module:crop")
+        load_crop("no_such_module:crop")
     with pytest.raises(DataError, match="label.csv: label file not found"):
         RawMediaDataModule(str(tmp_path), tokenizer="tiny-bert", cache_dir=str(tmp_path / "c")).setup("fit")
 
@@ -227,7 +230,7 @@ def _counting(dm) -> dict[str, int]:
 
 
 def _feature_dm(dataset, cache, **kwargs):
-    from msa_lightning.data.raw import ExtractedFeaturesDataModule
+    from msa_lightning.papers.twostep.data import ExtractedFeaturesDataModule
 
     return ExtractedFeaturesDataModule(str(dataset), text_model="tiny-bert", audio_model="tiny-hubert",
                                        video_arch="tiny-swin3d", dataset="simsv2", batch_size=2, text_max_length=12,

@@ -348,7 +348,7 @@ def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
 def test_the_data_must_come_from_the_models_extractors(raw, tmp_path):
     """BERT in the model reads the data's token ids; step 2 reads what the data's extractors stored; the
     step-2 DataModule's tokenizer follows its text_model. Any mismatch is one ConfigError naming both keys."""
-    from msa_lightning.data.raw import ExtractedFeaturesDataModule
+    from msa_lightning.papers.twostep.data import ExtractedFeaturesDataModule
 
     with pytest.raises(ConfigError, match=r"data.init_args.tokenizer='bert-base-uncased' differs from "
                                           r"data.init_args.text_model='tiny-bert'"):
@@ -370,7 +370,7 @@ def test_the_data_must_come_from_the_models_extractors(raw, tmp_path):
 
 def test_step1_checkpoints_accept_a_run_folder(tmp_path):
     """A step-1 run folder stands for its best checkpoint (resolved as `msa test`/`msa export` do)."""
-    from msa_lightning.data.raw import load_encoder_weights
+    from msa_lightning.papers.twostep.data import load_encoder_weights
     from msa_lightning.nn.audio_encoder import AudioEncoder
 
     torch.manual_seed(3)

@@ -24,9 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from msa_lightning.batch import MODALITIES, MSABatch
-from msa_lightning.training.module import MSARegressionModule, labels_of
 from msa_lightning.output import MSAOutput
-from msa_lightning.papers.hybrid_shift.net import SYMBOL, HybridShiftNet, shifting_huber_loss
+from msa_lightning.papers.hybrid_shift.net import (
+    SYMBOL,
+    HybridShiftNet,
+    shifting_huber_loss,
+)
+from msa_lightning.training.module import MSARegressionModule, labels_of
 
 
 class HybridShiftModule(MSARegressionModule):

@@ -224,7 +224,11 @@ def plot_hybrid_shift(module, datamodule, out_dir: str | Path, split: str = "tes
 def _load_tokenizer(name: str | None):
     if not name:
         return None
-    from msa_lightning.nn.pretrained import TINY_MODELS, PretrainedNotAvailable, load_tokenizer
+    from msa_lightning.nn.pretrained import (
+        TINY_MODELS,
+        PretrainedNotAvailable,
+        load_tokenizer,
+    )
 
     if name in TINY_MODELS:  # the stored ids are BERT-uncased ids, not the tiny vocabulary
         return None

@@ -142,7 +142,6 @@ class SplitTransformer(nn.Module):
         emb = model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         return emb, SplitContext(attention_mask, {"mask": encoder_attention_mask(model, emb, attention_mask)})
 
-        return emb, SplitContext(attention_mask, {"mask": mask})
 
     # ------------------------------------------------------------------ XLNet
     def _xlnet_embed(self, input_ids, attention_mask, token_type_ids):

@@ -39,8 +39,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from msa_lightning.data.datamodule import MSADataModule
-from msa_lightning.data.reader import SplitArrays
+from msa_lightning.data.sampling import id_draws
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.store import Store, local_fingerprint
 from msa_lightning.textfiles import iter_text_lines
@@ -160,15 +159,6 @@ def split_words(text: str) -> tuple[list[str], list[bool]]:
     return words, maskable
 
 
-def fallback_draws(ids: Sequence[str], seed: int) -> np.ndarray:
-    """One uniform number in [0, 1) per clip, from ``(seed, clip id)`` alone."""
-    out = np.empty(len(ids), dtype=np.float64)
-    for i, clip in enumerate(ids):  # one hash per clip: the draw must not depend on the order of the clips
-        digest = hashlib.blake2b(f"{seed}\x00{clip}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "little") / 2.0 ** 64
-    return out
-
-
 def _fast_tokenizer(tokenizer):
     if isinstance(tokenizer, str):
         from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_tokenizer
@@ -250,7 +240,7 @@ def mask_sentiment_words(texts: Sequence[str], tokenizer, max_length: int = 50,
     # the random fallback: the k-th present maskable word (or any present word if none is maskable)
     pool = maskable & present
     pool = np.where(pool.any(axis=1, keepdims=True), pool, present)
-    draws = fallback_draws(ids, seed)
+    draws = id_draws(ids, seed)
     k = np.minimum((draws * pool.sum(axis=1)).astype(np.int64), pool.sum(axis=1) - 1)
     random_pick = (np.cumsum(pool, axis=1) > k[:, None]).argmax(axis=1)
     chosen = np.where(from_lexicon, best, random_pick)
@@ -297,52 +287,3 @@ def masked_text_cached(texts: Sequence[str], tokenizer: str, max_length: int, le
 # ---------------------------------------------------------------------------------------------------- data module
 
 
-class SKESLMaskedDataModule(MSADataModule):
-    """A feature file read as an **unlabeled** pretraining set for ``SKESLPretrain``.
-
-    Each split's ``raw_text`` is masked (:func:`mask_sentiment_words`, cached in the store) and
-    tokenised with ``tokenizer``; batches carry the masked ids in ``text_ids``, an empty ``labels``
-    dict (the file's sentiment labels are not read), and in ``batch.extras``
-
-    * ``skesl_target`` ``[B, L]`` bool: the masked pieces,
-    * ``skesl_label`` ``[B]`` float: the masked word's scaled intensity (0.0 for the random fallback).
-
-    Any feature file of the suite works (MOSI-, MOSEI- or CH-SIMS-shaped; its splits are kept, so
-    validation reports the pretraining loss on held-out clips). The masked words themselves are in
-    :attr:`masked` (``masked[split].word``).
-
-    Args:
-        tokenizer: the model's tokenizer (name or path; it must be a fast tokenizer with a mask token).
-        text_max_length: tokens per transcript (the authors' pretraining used 39).
-        lexicon: ``vader`` or a VADER-format file (:func:`load_intensity_lexicon`).
-        mask_seed: seed of the random fallback (drawn per clip id).
-        Remaining keyword arguments: :class:`~msa_lightning.data.MSADataModule`.
-    """
-
-    token_extras = ("skesl_target",)  # one flag per token: cut with the text's padding (trim_text)
-
-    def __init__(self, path: str, tokenizer: str = "bert-base-uncased", text_max_length: int = 50,
-                 lexicon: str = "vader", mask_seed: int = 0, **kwargs) -> None:
-        super().__init__(path, tokenizer=tokenizer, text_max_length=text_max_length, **kwargs)
-        self.lexicon, self.mask_seed = lexicon, int(mask_seed)
-        self.masked: dict[str, MaskedText] = {}
-
-    def transform_split(self, split: str, arrays: SplitArrays) -> SplitArrays:
-        return dataclasses.replace(arrays, labels={})  # unlabeled: the pretraining labels come from masking
-
-    def train_labels(self, key: str = "M") -> np.ndarray:
-        raise DataError(f"{self.feature_file}: {type(self).__name__} serves unlabeled data (no labels {key!r})")
-
-    def _masked(self, split: str, arrays: SplitArrays) -> MaskedText:
-        if split not in self.masked:
-            self.masked[split] = masked_text_cached(
-                arrays.raw_text, self.tokenizer_name, self.text_max_length, self.lexicon, arrays.ids, self.mask_seed,
-                self.cache_dir, where=f"{self.feature_file} split {split!r}")
-        return self.masked[split]
-
-    def _text_ids(self, split: str, arrays: SplitArrays) -> np.ndarray:
-        return self._masked(split, arrays).ids
-
-    def split_extras(self, split: str, arrays: SplitArrays) -> dict[str, np.ndarray]:
-        masked = self._masked(split, arrays)
-        return {"skesl_target": masked.target, "skesl_label": masked.label}

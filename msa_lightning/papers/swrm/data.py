@@ -20,12 +20,19 @@ from typing import Literal
 
 import numpy as np
 
-from msa_lightning.data.transcripts import MISSING_POLICIES, apply_transcripts, read_transcripts
 from msa_lightning.data.datamodule import MOSIDataModule
 from msa_lightning.data.reader import SplitArrays
-from msa_lightning.papers.swrm.positions import SentimentPositions, compute_sentiment_positions
 from msa_lightning.data.specs import SPLITS
+from msa_lightning.data.transcripts import (
+    MISSING_POLICIES,
+    apply_transcripts,
+    read_transcripts,
+)
 from msa_lightning.errors import ConfigError
+from msa_lightning.papers.swrm.positions import (
+    SentimentPositions,
+    compute_sentiment_positions,
+)
 
 log = logging.getLogger(__name__)
 

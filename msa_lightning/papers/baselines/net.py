@@ -1,0 +1,127 @@
+"""The baselines' networks (LF-DNN, TFN, BERT-LSTM): plain nn.Modules returning MSAOutput; their LightningModules are in module.py."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from msa_lightning.batch import MSABatch
+from msa_lightning.errors import DataError
+from msa_lightning.nn.fusion import tensor_fusion
+from msa_lightning.nn.masking import lengths_to_mask, masked_mean
+from msa_lightning.nn.pretrained import BERT_VOCAB_SIZE
+from msa_lightning.nn.rnn import SequenceEncoder
+from msa_lightning.nn.text_encoder import TextEncoder
+from msa_lightning.output import MSAOutput
+
+
+class TextFeaturizer(nn.Module):
+    """One text vector per utterance: ``bag``, ``features`` or a pretrained encoder (see module doc)."""
+
+    def __init__(self, text_encoder: str = "bag", dim: int = 128, finetune: bool = True) -> None:
+        super().__init__()
+        self.kind = text_encoder if text_encoder in ("bag", "features") else "pretrained"
+        if self.kind == "bag":
+            self.embedding = nn.Embedding(BERT_VOCAB_SIZE, dim, padding_idx=0)
+            self.out_dim = dim
+        elif self.kind == "features":
+            self.out_dim = 768
+        else:
+            self.encoder = TextEncoder(text_encoder, finetune=finetune)
+            self.out_dim = self.encoder.hidden_size
+
+    def forward(self, batch: MSABatch) -> torch.Tensor:
+        if self.kind == "bag":
+            return masked_mean(self.embedding(batch.text_ids), batch.text_mask.bool())
+        if self.kind == "features":
+            if batch.text_feats is None:
+                raise DataError("text_encoder='features' needs the feature file's 'text' array, which is absent")
+            return masked_mean(batch.text_feats, batch.text_mask.bool())
+        out = self.encoder(batch.text_ids, batch.text_mask, batch.text_segment)
+        return out.last_hidden_state[:, 0]
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float, layers: int = 2) -> nn.Sequential:
+    dims = [in_dim] + [hidden] * (layers - 1)
+    blocks: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+    blocks.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*blocks)
+
+
+class _FrameMean(nn.Module):
+    """Mean of the valid frames of a modality, batch-normalised (LF-DNN/TFN's audio/video input)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.norm(masked_mean(x, lengths_to_mask(lengths, x.shape[1])))
+
+
+class LFDNN(nn.Module):
+    """Late-fusion DNN: one MLP per modality over pooled features, concatenated, then an MLP head."""
+
+    def __init__(self, audio_dim: int, vision_dim: int, text_encoder: str = "bag", hidden: int = 64,
+                 post_fusion_dim: int = 64, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.text = TextFeaturizer(text_encoder, hidden)
+        self.audio_pool, self.vision_pool = _FrameMean(audio_dim), _FrameMean(vision_dim)
+        self.text_net = mlp(self.text.out_dim, hidden, hidden, dropout)
+        self.audio_net = mlp(audio_dim, hidden, hidden, dropout)
+        self.vision_net = mlp(vision_dim, hidden, hidden, dropout)
+        self.head = mlp(3 * hidden, post_fusion_dim, 1, dropout)
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        h = torch.cat([
+            self.text_net(self.text(batch)),
+            self.audio_net(self.audio_pool(batch.audio, batch.audio_lengths)),
+            self.vision_net(self.vision_pool(batch.vision, batch.vision_lengths)),
+        ], dim=-1)
+        return MSAOutput(M=self.head(h).squeeze(-1), features={"fusion": h})
+
+
+class TFN(nn.Module):
+    """Tensor Fusion Network (Zadeh et al., EMNLP 2017): unimodal subnetworks, the outer product of
+    ``[h_t; 1] x [h_a; 1] x [h_v; 1]`` (Eq. 3), then a post-fusion MLP."""
+
+    def __init__(self, audio_dim: int, vision_dim: int, text_encoder: str = "bag", text_hidden: int = 32,
+                 audio_hidden: int = 8, vision_hidden: int = 8, post_fusion_dim: int = 64,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.text = TextFeaturizer(text_encoder, text_hidden)
+        self.text_net = mlp(self.text.out_dim, text_hidden, text_hidden, dropout)
+        self.audio_pool, self.vision_pool = _FrameMean(audio_dim), _FrameMean(vision_dim)
+        self.audio_net = mlp(audio_dim, audio_hidden, audio_hidden, dropout)
+        self.vision_net = mlp(vision_dim, vision_hidden, vision_hidden, dropout)
+        fused = (text_hidden + 1) * (audio_hidden + 1) * (vision_hidden + 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), mlp(fused, post_fusion_dim, 1, dropout, layers=3))
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        z = tensor_fusion(
+            self.text_net(self.text(batch)),
+            self.audio_net(self.audio_pool(batch.audio, batch.audio_lengths)),
+            self.vision_net(self.vision_pool(batch.vision, batch.vision_lengths)),
+        )
+        return MSAOutput(M=self.head(z).squeeze(-1), features={"fusion": z})
+
+
+class BertLSTM(nn.Module):
+    """BERT ``[CLS]`` for text, LSTMs (packed by length) for audio and vision, late fusion by MLP."""
+
+    def __init__(self, audio_dim: int, vision_dim: int, text_model: str = "bert-base-uncased",
+                 finetune_text: bool = True, audio_hidden: int = 16, vision_hidden: int = 32,
+                 fusion_dim: int = 128, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
+        self.audio_rnn = SequenceEncoder(audio_dim, audio_hidden, "sLSTM")
+        self.vision_rnn = SequenceEncoder(vision_dim, vision_hidden, "sLSTM")
+        self.head = mlp(self.text_encoder.hidden_size + audio_hidden + vision_hidden, fusion_dim, 1, dropout)
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        text = self.text_encoder(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state[:, 0]
+        _, audio = self.audio_rnn(batch.audio, batch.audio_lengths)
+        _, vision = self.vision_rnn(batch.vision, batch.vision_lengths)
+        h = torch.cat([text, audio, vision], dim=-1)
+        return MSAOutput(M=self.head(h).squeeze(-1), features={"fusion": h})

@@ -16,12 +16,13 @@ from msa_lightning.experiments.seeds import PAPER_SEEDS
 #: subcommands whose LightningCLI overrides follow a `--`
 OVERRIDE_COMMANDS = ("export", "seeds")
 
-# Subcommands that live in their own module: `add_parser(sub)` declares the arguments, `main(args)` runs.
+# Subcommands with a module of their own in this package: `add_parser(sub)` declares the arguments,
+# `main(args)` runs the library function.
 PLUGIN_COMMANDS = {
-    "export": "msa_lightning.experiments.export",
-    "pipeline": "msa_lightning.experiments.pipeline",
-    "transcribe": "msa_lightning.corpus.transcribe",
-    "pretrain-data": "msa_lightning.corpus.shards",
+    "export": "msa_lightning.cli.export",
+    "pipeline": "msa_lightning.cli.pipeline",
+    "transcribe": "msa_lightning.cli.transcribe",
+    "pretrain-data": "msa_lightning.cli.pretrain_data",
 }
 
 
@@ -138,7 +139,7 @@ def _split_at_double_dash(argv: list[str]) -> tuple[list[str], list[str] | None]
 def run_extra(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if list(argv[:2]) == ["data", "wer"]:  # REMAINDER would reject its leading --options: wer_main parses them
-        from msa_lightning.data.transcripts import wer_main
+        from msa_lightning.cli.wer import wer_main
 
         return wer_main(list(argv[2:]))
     argv, after = _split_at_double_dash(list(argv))
@@ -159,7 +160,7 @@ def run_extra(argv: list[str]) -> int:
         elif args.action == "inspect":
             print(inspect_file(args.file, args.dataset))
         elif args.action == "wer":
-            from msa_lightning.data.transcripts import wer_main
+            from msa_lightning.cli.wer import wer_main
 
             return wer_main(args.rest)
     elif args.command == "seeds":
@@ -186,7 +187,7 @@ def run_extra(argv: list[str]) -> int:
     elif args.command in PLUGIN_COMMANDS:
         return importlib.import_module(PLUGIN_COMMANDS[args.command]).main(args)
     elif args.command == "plot":
-        from msa_lightning.papers.hybrid_shift.plots import main as plot_main
+        from msa_lightning.cli.plot import main as plot_main
 
         return plot_main(args.rest)
     return 0

@@ -19,7 +19,6 @@ one of the config's model class (a config without a model takes the checkpoint's
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -164,29 +163,3 @@ def export_command(checkpoint: str, cli_args: Sequence[str] | None = None, outpu
     print(f"msa: {'exported' if built else 'export up to date'}: {', '.join(outputs)} of {ckpt} ({rows} rows) "
           f"-> {entry.path}", flush=True)
     return entry
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write model outputs per split into the store (from a checkpoint)")
-    p.add_argument("checkpoint", help="a .ckpt file, or a run folder (its best checkpoint; RUN/last for the last)")
-    p.add_argument("--config", action="append", default=[],
-                   help="config file(s) (default: the run's saved config.yaml)")
-    p.add_argument("--outputs", nargs="+", default=["M"], help="names from MSAOutput.flat(), e.g. M features.M")
-    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    p.add_argument("--store", help="store root (default: the data's cache_dir, else $MSA_CACHE_DIR)")
-    p.add_argument("overrides", nargs="*", default=[], help="CLI overrides such as --data.init_args.path=... (after --)")
-
-
-def main(args: argparse.Namespace) -> int:
-    overrides = [o for o in args.overrides if o != "--"]
-    cli_args = [a for c in args.config for a in ("--config", c)]
-    export_command(args.checkpoint, cli_args, args.outputs, args.splits, args.store, overrides)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from msa_lightning.cli.parsing import MSAParser
-
-    parser = MSAParser(prog="msa")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    sys.exit(main(parser.parse_args()))

@@ -37,7 +37,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -359,14 +358,3 @@ def _without_ckpt_path(args: list[str]) -> list[str]:
     return out
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("pipeline", help="run the stages of a pipeline file (each an ordinary `msa fit`)")
-    p.add_argument("file", help="pipeline YAML (name, out, stages: [{name, args, needs, export, test}])")
-    p.add_argument("--only", metavar="NAME", help="run this stage only (its needs must have finished)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved commands, run nothing")
-    p.add_argument("--force", action="store_true", help="re-run stages even when they are up to date")
-
-
-def main(args: Any) -> int:
-    run_pipeline(args.file, only=args.only, dry_run=args.dry_run, force=args.force)
-    return 0

@@ -25,7 +25,7 @@ from msa_lightning.papers.hybrid_shift.net import (
 )
 from msa_lightning.nn.pretrained import load_model
 from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
-from msa_lightning.papers.hybrid_shift.plots import main as plot_main
+from msa_lightning.cli.plot import main as plot_main
 from msa_lightning.papers.hybrid_shift.plots import tsne
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from msa_lightning.data.transcripts import (
     normalise_words,
     read_transcripts,
     sentiment_substitutions,
-    wer_main,
 )
+from msa_lightning.cli.wer import wer_main
 from msa_lightning.data.lexicon import load_lexicon
 
 

@@ -16,6 +16,7 @@ nothing is asserted.
     their PSS is reported: with pickles every rank holds a copy, with the cache they share the
     page cache of one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,9 +121,19 @@ def _model_worker(name: str, args: argparse.Namespace, queue) -> None:
 
         r = measure_steps(step, args.warmup, args.steps, device)
         median, mem, exact = r["median_s"], r["mem"], r["exact"]
-        queue.put({"model": name, "params": params, "samples_s": args.batch_size / median,
-                   "step_ms": 1000 * median, "min_ms": 1000 * r["min_s"], "mem": mem, "exact": exact, "note": note,
-                   "seq": f"{tuple(batches[0].audio.shape[1:2])[0]}/{tuple(batches[0].vision.shape[1:2])[0]}"})
+        queue.put(
+            {
+                "model": name,
+                "params": params,
+                "samples_s": args.batch_size / median,
+                "step_ms": 1000 * median,
+                "min_ms": 1000 * r["min_s"],
+                "mem": mem,
+                "exact": exact,
+                "note": note,
+                "seq": f"{tuple(batches[0].audio.shape[1:2])[0]}/{tuple(batches[0].vision.shape[1:2])[0]}",
+            }
+        )
     except Exception as err:  # report, do not hang the parent
         queue.put({"model": name, "error": f"{type(err).__name__}: {err}"})
 
@@ -143,13 +154,21 @@ def bench_models(args: argparse.Namespace, ctx) -> str:
             rows.append([label, "-", "-", "-", "-", res["error"]])
             continue
         mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS delta"
-        rows.append([label, f"{res['params'] / 1e6:.2f} M", f"{res['step_ms']:.1f} ({res['min_ms']:.1f})",
-                     f"{res['samples_s']:,.0f}",
-                     mib(res["mem"]) + ("" if res["exact"] else " (ru_maxrss)"),
-                     "; ".join(x for x in (res["note"], f"frames in batch (A/V): {res['seq']}", mem_kind) if x)])
+        rows.append(
+            [
+                label,
+                f"{res['params'] / 1e6:.2f} M",
+                f"{res['step_ms']:.1f} ({res['min_ms']:.1f})",
+                f"{res['samples_s']:,.0f}",
+                mib(res["mem"]) + ("" if res["exact"] else " (ru_maxrss)"),
+                "; ".join(x for x in (res["note"], f"frames in batch (A/V): {res['seq']}", mem_kind) if x),
+            ]
+        )
     header = ["model", "params", "ms/step median (min)", "samples/s (median)", "memory (MiB)", "notes"]
-    return (f"### Train step, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
-            f"device {args.device}\n\n" + table(header, rows))
+    return (
+        f"### Train step, batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
+        f"device {args.device}\n\n" + table(header, rows)
+    )
 
 
 # ----------------------------------------------------------------------------- (b) data
@@ -203,8 +222,18 @@ class _Shard:
         return self.__getitems__([i])
 
 
-def _data_worker(mode: str, path: str, dataset: str, cache_dir: str, batch_size: int, num_workers: int,
-                 queue, shard=None, barrier=None, repeats: int = 1) -> None:
+def _data_worker(
+    mode: str,
+    path: str,
+    dataset: str,
+    cache_dir: str,
+    batch_size: int,
+    num_workers: int,
+    queue,
+    shard=None,
+    barrier=None,
+    repeats: int = 1,
+) -> None:
     try:
         import torch  # (imported before the baseline so it is not counted)
 
@@ -250,9 +279,21 @@ def _data_rows(label: str, path: Path, dataset: str, args, ctx) -> tuple[list, l
     size = path.stat().st_size
     for mode in ("pickle", "mmap"):
         queue = ctx.Queue()
-        proc = ctx.Process(target=_data_worker, args=(mode, str(path), dataset, str(args.workdir / "cache"),
-                                                      args.batch_size, args.num_workers, queue, None, None,
-                                                      args.repeats))
+        proc = ctx.Process(
+            target=_data_worker,
+            args=(
+                mode,
+                str(path),
+                dataset,
+                str(args.workdir / "cache"),
+                args.batch_size,
+                args.num_workers,
+                queue,
+                None,
+                None,
+                args.repeats,
+            ),
+        )
         proc.start()
         r = queue.get()
         proc.join()
@@ -260,19 +301,41 @@ def _data_rows(label: str, path: Path, dataset: str, args, ctx) -> tuple[list, l
         if "error" in r:
             single.append([label, name] + ["-"] * 5 + [r["error"]])
             continue
-        single.append([label, name, f"{r['open']:.2f}", f"{r['first']:.2f}", f"{r['epoch']:.2f}",
-                       f"{r['n'] / (r['open'] + r['epoch']):,.0f}", f"{r['n'] / r['epoch']:,.0f}",
-                       f"{mib(r.get('Anonymous'))} / {mib(r['rss'])}"])
+        single.append(
+            [
+                label,
+                name,
+                f"{r['open']:.2f}",
+                f"{r['first']:.2f}",
+                f"{r['epoch']:.2f}",
+                f"{r['n'] / (r['open'] + r['epoch']):,.0f}",
+                f"{r['n'] / r['epoch']:,.0f}",
+                f"{mib(r.get('Anonymous'))} / {mib(r['rss'])}",
+            ]
+        )
     for mode in ("pickle", "mmap"):
         queue, barrier = ctx.Queue(), ctx.Barrier(args.ranks)
-        procs = [ctx.Process(target=_data_worker, args=(mode, str(path), dataset, str(args.workdir / "cache"),
-                                                        args.batch_size, 0, queue, (r, args.ranks), barrier))
-                 for r in range(args.ranks)]
+        procs = [
+            ctx.Process(
+                target=_data_worker,
+                args=(
+                    mode,
+                    str(path),
+                    dataset,
+                    str(args.workdir / "cache"),
+                    args.batch_size,
+                    0,
+                    queue,
+                    (r, args.ranks),
+                    barrier,
+                ),
+            )
+            for r in range(args.ranks)
+        ]
         t0 = time.perf_counter()
         for p in procs:
             p.start()
         results = [queue.get() for _ in procs]
-        wall = time.perf_counter() - t0
         for p in procs:
             p.join()
         errors = [r["error"] for r in results if "error" in r]
@@ -280,9 +343,17 @@ def _data_rows(label: str, path: Path, dataset: str, args, ctx) -> tuple[list, l
         if errors:
             multi.append([label, name] + ["-"] * 4 + [errors[0]])
             continue
-        multi.append([label, name, str(args.ranks), f"{max(r['first'] for r in results):.2f}",
-                      mib(sum(r.get("Anonymous", 0) for r in results)), mib(sum(r.get("Pss", 0) for r in results)),
-                      mib(sum(r["rss"] for r in results))])
+        multi.append(
+            [
+                label,
+                name,
+                str(args.ranks),
+                f"{max(r['first'] for r in results):.2f}",
+                mib(sum(r.get("Anonymous", 0) for r in results)),
+                mib(sum(r.get("Pss", 0) for r in results)),
+                mib(sum(r["rss"] for r in results)),
+            ]
+        )
     print(f"[{label}] file {mib(size)} MiB, one-off cache conversion {t_convert:.2f} s", file=sys.stderr)
     return single, multi, (size, t_convert)
 
@@ -303,26 +374,54 @@ def bench_data(args: argparse.Namespace, ctx) -> str:
         single += s
         multi += m
         files.append([label, mib(size), f"{convert:.2f}"])
-    out = ["### Feature files\n", table(["data", "pickle size (MiB)", "one-off cache conversion (s)"], files),
-           f"\n### One process, open + one epoch over train (batch {args.batch_size}, num_workers "
-           f"{args.num_workers}; median of {args.repeats})\n",
-           table(["data", "read through", "open (s)", "first batch (s)", "epoch after open (s)",
-                  "samples/s incl. open", "samples/s iteration", "memory growth: anonymous / RSS (MiB)"], single),
-           f"\n### {args.ranks} processes at once (DDP-like ranks, each reads its 1/{args.ranks} shard)\n",
-           table(["data", "read through", "ranks", "max time to first batch (s)", "sum anonymous (MiB)",
-                  "sum PSS (MiB)", "sum RSS growth (MiB)"], multi)]
+    out = [
+        "### Feature files\n",
+        table(["data", "pickle size (MiB)", "one-off cache conversion (s)"], files),
+        f"\n### One process, open + one epoch over train (batch {args.batch_size}, num_workers "
+        f"{args.num_workers}; median of {args.repeats})\n",
+        table(
+            [
+                "data",
+                "read through",
+                "open (s)",
+                "first batch (s)",
+                "epoch after open (s)",
+                "samples/s incl. open",
+                "samples/s iteration",
+                "memory growth: anonymous / RSS (MiB)",
+            ],
+            single,
+        ),
+        f"\n### {args.ranks} processes at once (DDP-like ranks, each reads its 1/{args.ranks} shard)\n",
+        table(
+            [
+                "data",
+                "read through",
+                "ranks",
+                "max time to first batch (s)",
+                "sum anonymous (MiB)",
+                "sum PSS (MiB)",
+                "sum RSS growth (MiB)",
+            ],
+            multi,
+        ),
+    ]
     return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--what", choices=["all", "models", "data"], default="all", help="which benchmark to run")
     p.add_argument("--models", nargs="+", default=["lfdnn", "tfn", "bertlstm"], choices=["lfdnn", "tfn", "bertlstm"])
-    p.add_argument("--text-model", default="tiny-bert",
-                   help="BERT+LSTM text encoder: tiny-bert or bert-base-uncased (random BERT-base weights "
-                        "if the hub is unreachable; set HF_HUB_OFFLINE=1 to skip the retries)")
+    p.add_argument(
+        "--text-model",
+        default="tiny-bert",
+        help="BERT+LSTM text encoder: tiny-bert or bert-base-uncased (random BERT-base weights "
+        "if the hub is unreachable; set HF_HUB_OFFLINE=1 to skip the retries)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
     p.add_argument("--steps", type=int, default=10, help="timed train steps")
@@ -351,9 +450,11 @@ def main(argv: list[str] | None = None) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     ctx = mp.get_context("spawn")  # fresh processes: memory figures are not inherited
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "none"
-    print(f"## msa_lightning foundation benchmark\n\nmachine: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}, "
-          f"load average at start: {_load()} (other processes on the machine slow every figure)\n")
+    print(
+        f"## msa_lightning foundation benchmark\n\nmachine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}, "
+        f"load average at start: {_load()} (other processes on the machine slow every figure)\n"
+    )
     try:
         if args.what in ("all", "models"):
             print(bench_models(args, ctx) + "\n", flush=True)

@@ -17,6 +17,7 @@ hybrid-modal attention shows as the difference. Each run is a fresh process, so 
 own: CPU = peak RSS during the steps minus RSS before them (``VmHWM`` reset through
 ``/proc/self/clear_refs``); CUDA = ``torch.cuda.max_memory_allocated`` over the steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,12 +69,23 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
             torch.set_num_threads(args.threads)
         torch.manual_seed(0)
         device = torch.device(args.device)
-        dm = MOSIDataModule(str(args.data), aligned=True, batch_size=args.batch_size,
-                            cache_dir=str(args.workdir / "cache"))
+        dm = MOSIDataModule(
+            str(args.data), aligned=True, batch_size=args.batch_size, cache_dir=str(args.workdir / "cache")
+        )
         dm.setup()
         batches = [b for b in dm.train_dataloader() if len(b) == args.batch_size][:2]
-        net = HybridShiftNet(audio_dim=5, vision_dim=20, text_model=build_backbone(kind, args.size),
-                             insert_layer=2, pool="first", **VARIANTS[variant]).to(device).train()
+        net = (
+            HybridShiftNet(
+                audio_dim=5,
+                vision_dim=20,
+                text_model=build_backbone(kind, args.size),
+                insert_layer=2,
+                pool="first",
+                **VARIANTS[variant],
+            )
+            .to(device)
+            .train()
+        )
         batches = [b.to(device) for b in batches]
         optimizer = torch.optim.AdamW(net.parameters(), lr=2e-5, weight_decay=0.01)
         use_huber = variant == "full"
@@ -93,8 +105,16 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
 
         r = measure_steps(step, args.warmup, args.steps, device)
         median = r["median_s"]
-        queue.put({"params": sum(p.numel() for p in net.parameters()), "ms": 1000 * median, "min_ms": 1000 * r["min_s"],
-                   "samples_s": args.batch_size / median, "mem": r["mem"], "exact": r["exact"]})
+        queue.put(
+            {
+                "params": sum(p.numel() for p in net.parameters()),
+                "ms": 1000 * median,
+                "min_ms": 1000 * r["min_s"],
+                "samples_s": args.batch_size / median,
+                "mem": r["mem"],
+                "exact": r["exact"],
+            }
+        )
     except Exception as err:  # report, do not hang the parent
         queue.put({"error": f"{type(err).__name__}: {err}"})
 
@@ -134,16 +154,30 @@ def main(argv: list[str] | None = None) -> None:
                 if "error" in res:
                     rows.append([label, variant, "-", "-", "-", "-", res["error"]])
                     continue
-                rows.append([label, variant, f"{res['params'] / 1e6:.2f} M", f"{res['ms']:.1f} ({res['min_ms']:.1f})",
-                             f"{res['samples_s']:,.1f}",
-                             f"{res['mem'] / 2**20:,.1f}" + ("" if res["exact"] else " (ru_maxrss)"), ""])
+                rows.append(
+                    [
+                        label,
+                        variant,
+                        f"{res['params'] / 1e6:.2f} M",
+                        f"{res['ms']:.1f} ({res['min_ms']:.1f})",
+                        f"{res['samples_s']:,.1f}",
+                        f"{res['mem'] / 2**20:,.1f}" + ("" if res["exact"] else " (ru_maxrss)"),
+                        "",
+                    ]
+                )
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
-    print(f"### HybridShift train step: batch {args.batch_size}, text length 50 (MOSI aligned), "
-          f"{args.warmup} warm-up + {args.steps} timed steps, device {args.device}"
-          f"{' bf16' if args.bf16 else ''}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads\n")
-    print(table(["backbone", "variant", "params", "ms/step median (min)", "samples/s", f"memory MiB ({mem_kind})",
-                 "error"], rows))
+    print(
+        f"### HybridShift train step: batch {args.batch_size}, text length 50 (MOSI aligned), "
+        f"{args.warmup} warm-up + {args.steps} timed steps, device {args.device}"
+        f"{' bf16' if args.bf16 else ''}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
+    print(
+        table(
+            ["backbone", "variant", "params", "ms/step median (min)", "samples/s", f"memory MiB ({mem_kind})", "error"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared by the benchmark scripts: timing of training steps and memory readings (Linux /proc,
 with a resource fallback; CUDA allocator statistics on GPUs)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""SKESL shard build benchmark (issue 8, section 3): feature extraction clips/s with 1 and 2 worker processes,
+"""SKESL shard build benchmark: feature extraction clips/s with 1 and 2 worker processes,
 and shard writing time and disk size per 1,000 clips.
 
 Run ``python benchmarks/skesl_build.py --help``. Prints Markdown tables; nothing is asserted.
@@ -19,6 +19,7 @@ this process so each phase is timed alone:
    this process (``--shard-workers 0``, the default) and with ``litdata.optimize`` and 1 / 2 workers. Measured
    at 1,000 clips directly, not scaled.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,16 @@ def _load() -> str:
 
 
 def _tasks(root: Path, parts: Path, clips: list[str], per_part: int, features: dict) -> list:
-    from msa_lightning.data.transcripts import read_transcripts
     from msa_lightning.corpus.shards import part_key
+    from msa_lightning.data.transcripts import read_transcripts
 
     texts = read_transcripts(root / "transcripts.tsv")
     tasks = []
     for n, start in enumerate(range(0, len(clips), per_part)):
-        chunk = [(c, texts[c], str(root / "audio" / f"{c}.wav"), str(root / "openface" / f"{c}.csv"))
-                 for c in clips[start:start + per_part]]
+        chunk = [
+            (c, texts[c], str(root / "audio" / f"{c}.wav"), str(root / "openface" / f"{c}.csv"))
+            for c in clips[start : start + per_part]
+        ]
         tasks.append((str(parts / f"part-{n:06d}-{part_key(chunk, features)[:16]}.npz"), chunk, features))
     return tasks
 
@@ -69,10 +72,12 @@ def _extract(tasks: list, workers: int, parts: Path) -> float:
 
 def _pool_startup(method: str, folder: Path) -> float:
     """Seconds from creating a pool of 2 to both workers having run an empty part, cold (a fresh process)."""
-    code = ("import sys, time; from msa_lightning.corpus.shards import _extract_parts\n"
-            "tasks = [(sys.argv[2] + f'/p{i}.npz', [], {}) for i in range(2)]\n"
-            "start = time.perf_counter(); _extract_parts(tasks, 0, 0, 2, sys.argv[1])\n"
-            "print(time.perf_counter() - start)")
+    code = (
+        "import sys, time; from msa_lightning.corpus.shards import _extract_parts\n"
+        "tasks = [(sys.argv[2] + f'/p{i}.npz', [], {}) for i in range(2)]\n"
+        "start = time.perf_counter(); _extract_parts(tasks, 0, 0, 2, sys.argv[1])\n"
+        "print(time.perf_counter() - start)"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     run = subprocess.run([sys.executable, "-c", code, method, str(folder)], capture_output=True, text=True, cwd=REPO)
     return float(run.stdout.strip().splitlines()[-1])
@@ -113,10 +118,11 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None, help="kept when given; a temporary folder otherwise")
     args = p.parse_args()
 
-    from msa_lightning.media.synthetic import make_synthetic_corpus
-    from msa_lightning.corpus.shards import _dir_bytes, _write_split
     import librosa
     import litdata
+
+    from msa_lightning.corpus.shards import _dir_bytes, _write_split
+    from msa_lightning.media.synthetic import make_synthetic_corpus
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="skesl_build_"))
     root = workdir / "corpus"
@@ -126,9 +132,11 @@ def main() -> None:
     audio_seconds = sum(librosa.get_duration(path=str(root / "audio" / f"{c}.wav")) for c in clips)
     features = {"audio_frames": 400, "vision_frames": 55, "sample_rate": 22050, "hop_length": 512, "f0": "zcr"}
 
-    print(f"# SKESL shard build: {len(clips)} synthetic clips, {audio_seconds / len(clips):.1f} s of audio each on "
-          f"average; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, litdata "
-          f"{litdata.__version__}, librosa {librosa.__version__}\n")
+    print(
+        f"# SKESL shard build: {len(clips)} synthetic clips, {audio_seconds / len(clips):.1f} s of audio each on "
+        f"average; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, litdata "
+        f"{litdata.__version__}, librosa {librosa.__version__}\n"
+    )
     print("| extraction | workers | clips | wall s | clips/s | audio s / s | s per 1,000 clips | `uptime` load |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     parts = workdir / "parts"
@@ -147,13 +155,17 @@ def main() -> None:
     took = _extract(_tasks(root, parts, pyin, args.clips_per_part, {**features, "f0": "pyin"}), 1, parts)
     rows.append(("pyin", 1, len(pyin), took, pyin_seconds, load))
     for f0, workers, n, took, secs, load in rows:
-        print(f"| f0 {f0} | {workers} | {n} | {took:.1f} | {n / took:.2f} | {secs / took:.1f} | "
-              f"{1000 * took / n:.0f} | {load} |")
+        print(
+            f"| f0 {f0} | {workers} | {n} | {took:.1f} | {n / took:.2f} | {secs / took:.1f} | "
+            f"{1000 * took / n:.0f} | {load} |"
+        )
     print()
     for method in ("spawn", "forkserver"):
         load = _load()
-        print(f"Pool of 2 workers, start-up alone (two empty parts, in a fresh process that has imported the suite), "
-              f"{method}: {_pool_startup(method, workdir / 'startup'):.1f} s (load {load}).")
+        print(
+            f"Pool of 2 workers, start-up alone (two empty parts, in a fresh process that has imported the suite), "
+            f"{method}: {_pool_startup(method, workdir / 'startup'):.1f} s (load {load})."
+        )
     print()
 
     thousand = _replicate([kept / p.name for p in zcr_parts], 1000, workdir / "parts_1000")
@@ -173,8 +185,10 @@ def main() -> None:
         size = sum(_dir_bytes(out / s) for s in ("train", "valid"))
         how = "litdata writer, this process" if shard_workers == 0 else f"litdata.optimize, {shard_workers} worker(s)"
         print(f"| {how} | {took:.1f} | {size / 1e6:.1f} MB | {size / 1000 / 1e3:.0f} kB | {load} |")
-    print(f"\nItems: audio {a:.0f} x 33 and vision {v:.0f} x 709 float32 frames on average (cut at 400 / 55); "
-          f"raw arrays {(a * 33 + v * 709) * 4 / 1e3:.0f} kB per clip.")
+    print(
+        f"\nItems: audio {a:.0f} x 33 and vision {v:.0f} x 709 float32 frames on average (cut at 400 / 55); "
+        f"raw arrays {(a * 33 + v * 709) * 4 / 1e3:.0f} kB per clip."
+    )
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -1,4 +1,4 @@
-"""SKESL streaming loader throughput against the model step (issue 8, section 3): does the reader outrun the model?
+"""SKESL streaming loader throughput against the model step: does the reader outrun the model?
 
 Writes paper-shaped shards once (litdata ``optimize``; clips of ~12 words, audio [<=400, 33], vision [<=55, 709],
 the builder's item format), then measures, on training batches of ``--batch-size``:
@@ -12,6 +12,7 @@ the builder's item format), then measures, on training batches of ``--batch-size
 
     python benchmarks/skesl_loader.py --clips 512 --workers 0 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,36 +29,59 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import measure_steps  # noqa: E402
 
-WORDS = ("good great horrible bad sad love hate the a movie was we went home today and then it really just "
-         "story actor think so this i table").split()
+WORDS = (
+    "good great horrible bad sad love hate the a movie was we went home today and then it really just "
+    "story actor think so this i table"
+).split()
 
 
 def _clip(args) -> dict:
     i, audio_frames, vision_frames = args
     rng = np.random.default_rng(i)
-    return {"id": f"id1{i % 97:04d}/yt{i:06d}/00001", "text": " ".join(rng.choice(WORDS, size=8 + i % 9)),
-            "audio": rng.normal(size=(int(rng.integers(audio_frames // 2, audio_frames + 1)), 33)).astype(np.float32),
-            "vision": rng.normal(size=(int(rng.integers(vision_frames // 2, vision_frames + 1)), 709)).astype(
-                np.float32)}
+    return {
+        "id": f"id1{i % 97:04d}/yt{i:06d}/00001",
+        "text": " ".join(rng.choice(WORDS, size=8 + i % 9)),
+        "audio": rng.normal(size=(int(rng.integers(audio_frames // 2, audio_frames + 1)), 33)).astype(np.float32),
+        "vision": rng.normal(size=(int(rng.integers(vision_frames // 2, vision_frames + 1)), 709)).astype(np.float32),
+    }
 
 
 def write_shards(out: Path, clips: int, audio_frames: int, vision_frames: int) -> Path:
     from litdata import optimize
 
     for split, rows in (("train", range(clips)), ("valid", range(10**6, 10**6 + 8))):
-        optimize(fn=_clip, inputs=[(i, audio_frames, vision_frames) for i in rows], output_dir=str(out / split),
-                 chunk_bytes="64MB", num_workers=1, verbose=False, mode="overwrite", start_method="fork")
-    (out / "manifest.json").write_text(json.dumps({
-        "format": "msa-skesl-shards/1", "finished": True, "audio_dim": 33, "vision_dim": 709,
-        "audio_frames": audio_frames, "vision_frames": vision_frames, "splits": {"train": clips, "valid": 8}}))
+        optimize(
+            fn=_clip,
+            inputs=[(i, audio_frames, vision_frames) for i in rows],
+            output_dir=str(out / split),
+            chunk_bytes="64MB",
+            num_workers=1,
+            verbose=False,
+            mode="overwrite",
+            start_method="fork",
+        )
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "msa-skesl-shards/1",
+                "finished": True,
+                "audio_dim": 33,
+                "vision_dim": 709,
+                "audio_frames": audio_frames,
+                "vision_frames": vision_frames,
+                "splits": {"train": clips, "valid": 8},
+            }
+        )
+    )
     return out
 
 
 def _datamodule(shards: Path, batch_size: int, workers: int, world: int = 1, rank: int = 0):
     from msa_lightning.papers.skesl.data import SKESLStreamDataModule
 
-    dm = SKESLStreamDataModule(str(shards), tokenizer="tiny-bert", batch_size=batch_size, num_workers=workers,
-                               shuffle_seed=0)
+    dm = SKESLStreamDataModule(
+        str(shards), tokenizer="tiny-bert", batch_size=batch_size, num_workers=workers, shuffle_seed=0
+    )
     dm.trainer = SimpleNamespace(world_size=world, global_rank=rank, lightning_module=None, strategy=None)
     dm.setup("fit")
     return dm
@@ -96,8 +120,9 @@ def two_ranks(shards: Path, batch_size: int, workers: int, tmp: Path) -> tuple[i
 
     out = tmp / f"ranks_w{workers}"
     out.mkdir()
-    mp.spawn(_rank, args=(2, str(tmp / f"init_w{workers}"), str(shards), batch_size, workers, str(out)), nprocs=2,
-             join=True)
+    mp.spawn(
+        _rank, args=(2, str(tmp / f"init_w{workers}"), str(shards), batch_size, workers, str(out)), nprocs=2, join=True
+    )
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     return sum(r["clips"] for r in results), max(r["seconds"] for r in results)
 
@@ -148,8 +173,11 @@ def main() -> None:
         start = time.perf_counter()
         shards = write_shards(tmp / "shards", args.clips, args.audio_frames, args.vision_frames)
         size = sum(p.stat().st_size for p in (shards / "train").iterdir())
-        print(f"shards: {args.clips} clips, {size / 2**20:.1f} MiB, written in {time.perf_counter() - start:.1f} s; "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"shards: {args.clips} clips, {size / 2**20:.1f} MiB, written in {time.perf_counter() - start:.1f} s; "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         rows = []
         for workers in args.workers:
             clips, seconds = loader_epoch(shards, args.batch_size, workers)
@@ -160,7 +188,7 @@ def main() -> None:
             print(rows[-1], flush=True)
         median = model_step(shards, args.batch_size, args.steps, args.warmup)
         rows.append(("model step, tiny SKESLPretrain", "-", args.batch_size / median, os.getloadavg()[0]))
-    print(f"\n| what | loader workers per rank | samples/s | `uptime` load (1 min) |\n|---|---:|---:|---:|")
+    print("\n| what | loader workers per rank | samples/s | `uptime` load (1 min) |\n|---|---:|---:|---:|")
     for what, workers, rate, load in rows:
         print(f"| {what} | {workers} | {rate:,.0f} | {load:.1f} |")
 

@@ -22,8 +22,10 @@ Sizes (``--size``):
 Each size runs in a fresh process, so peak memory is its own: CPU = peak RSS during the steps minus RSS before
 them (``VmHWM`` reset through ``/proc/self/clear_refs``); CUDA = ``torch.cuda.max_memory_allocated`` over the
 steps. ``process CPU s/step`` is the process's CPU time (all threads, warm-up steps included) per step: on a
-shared CPU it moves less with other processes' load than the wall-clock figure. On a GPU: ``--device cuda --bf16`` (bf16 autocast; weights and Adam state stay float32).
+shared CPU it moves less with other processes' load than the wall-clock figure. On a GPU: ``--device cuda --bf16`` (bf16
+autocast; weights and Adam state stay float32).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +37,32 @@ import time
 from measure import measure_steps
 
 TEXT_LENGTH, AUDIO, VISION = 39, (400, 33), (55, 709)
-_WORDS = ("i", "think", "the", "movie", "was", "really", "just", "so", "it", "actor", "story", "and", "this",
-          "good", "bad", "great", "awful", "love", "hate", "boring", "happy", "sad", "best", "worst")
+_WORDS = (
+    "i",
+    "think",
+    "the",
+    "movie",
+    "was",
+    "really",
+    "just",
+    "so",
+    "it",
+    "actor",
+    "story",
+    "and",
+    "this",
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "love",
+    "hate",
+    "boring",
+    "happy",
+    "sad",
+    "best",
+    "worst",
+)
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -51,8 +77,8 @@ def make_batch(batch_size: int, seed: int = 0):
     import torch
 
     from msa_lightning.batch import MSABatch
-    from msa_lightning.papers.skesl.masking import mask_sentiment_words
     from msa_lightning.nn.pretrained import load_tokenizer
+    from msa_lightning.papers.skesl.masking import mask_sentiment_words
 
     rng = np.random.default_rng(seed)
     texts = [" ".join(rng.choice(_WORDS, size=int(rng.integers(5, 30)))) for _ in range(batch_size)]
@@ -60,12 +86,16 @@ def make_batch(batch_size: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.from_numpy(masked.ids)
     return MSABatch(
-        text_ids=ids[:, 0], text_mask=ids[:, 1], text_segment=ids[:, 2],
+        text_ids=ids[:, 0],
+        text_mask=ids[:, 1],
+        text_segment=ids[:, 2],
         audio=torch.randn(batch_size, *AUDIO, generator=g),
         audio_lengths=torch.randint(200, AUDIO[0] + 1, (batch_size,), generator=g),
         vision=torch.randn(batch_size, *VISION, generator=g),
         vision_lengths=torch.randint(30, VISION[0] + 1, (batch_size,), generator=g),
-        labels={}, index=torch.arange(batch_size), ids=[f"clip{i}" for i in range(batch_size)],
+        labels={},
+        index=torch.arange(batch_size),
+        ids=[f"clip{i}" for i in range(batch_size)],
         extras={"skesl_target": torch.from_numpy(masked.target), "skesl_label": torch.from_numpy(masked.label)},
     )
 
@@ -73,11 +103,18 @@ def make_batch(batch_size: int, seed: int = 0):
 def build_module(size: str, blocks: int, freeze_text: bool):
     """``SKESLPretrain`` with Table 9's optimiser settings; at ``base`` size its text model is a random
     bert-base-uncased-shaped BERT (the module's loader is pointed at it for the duration of the build)."""
-    from msa_lightning.papers.skesl.module import SKESLPretrain
     from msa_lightning.nn import text_encoder as text_encoder_module
+    from msa_lightning.papers.skesl.module import SKESLPretrain
 
-    common = dict(audio_dim=AUDIO[1], vision_dim=VISION[1], num_blocks=blocks, finetune_text=not freeze_text,
-                  optimizer="adam", encoder_lr=5e-6, lr=1e-4)
+    common = dict(
+        audio_dim=AUDIO[1],
+        vision_dim=VISION[1],
+        num_blocks=blocks,
+        finetune_text=not freeze_text,
+        optimizer="adam",
+        encoder_lr=5e-6,
+        lr=1e-4,
+    )
     if size == "tiny":
         return SKESLPretrain(text_model="tiny-bert", ffn_dim=64, head_hidden=16, **common)
     from transformers import BertConfig, BertModel
@@ -113,10 +150,18 @@ def _worker(size: str, args: argparse.Namespace, queue) -> None:
         cpu0 = time.process_time()
         r = measure_steps(step, args.warmup, args.steps, device)
         cpu_s = (time.process_time() - cpu0) / (args.warmup + args.steps)  # all threads: robust to a shared CPU
-        queue.put({"params": sum(p.numel() for p in model.parameters()),
-                   "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   "ms": 1000 * r["median_s"], "min_ms": 1000 * r["min_s"], "samples_s": args.batch_size / r["median_s"],
-                   "mem": r["mem"], "exact": r["exact"], "cpu_s": cpu_s})
+        queue.put(
+            {
+                "params": sum(p.numel() for p in model.parameters()),
+                "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "ms": 1000 * r["median_s"],
+                "min_ms": 1000 * r["min_s"],
+                "samples_s": args.batch_size / r["median_s"],
+                "mem": r["mem"],
+                "exact": r["exact"],
+                "cpu_s": cpu_s,
+            }
+        )
     except Exception as err:  # report, do not hang the parent
         queue.put({"error": f"{type(err).__name__}: {err}"})
 
@@ -147,18 +192,44 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([size, "-", "-", "-", "-", "-", res["error"]])
             continue
         mem = f"{res['mem'] / 2**20:,.0f}" + ("" if res["exact"] else " (ru_maxrss)")
-        rows.append([size, f"{res['params'] / 1e6:.1f} M ({res['trainable'] / 1e6:.1f} M trained)",
-                     f"{res['ms']:,.0f} ({res['min_ms']:,.0f})", f"{res['cpu_s']:,.2f}", f"{res['samples_s']:,.1f}", mem, ""])
+        rows.append(
+            [
+                size,
+                f"{res['params'] / 1e6:.1f} M ({res['trainable'] / 1e6:.1f} M trained)",
+                f"{res['ms']:,.0f} ({res['min_ms']:,.0f})",
+                f"{res['cpu_s']:,.2f}",
+                f"{res['samples_s']:,.1f}",
+                mem,
+                "",
+            ]
+        )
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else \
-        f"{platform.processor() or platform.machine()}, {args.threads or torch.get_num_threads()} threads"
-    print(f"### SKESL pretraining step: batch {args.batch_size}, L = {args.blocks}, text {TEXT_LENGTH} tokens, "
-          f"audio {AUDIO[1]}-d x {AUDIO[0]}, vision {VISION[1]}-d x {VISION[0]}, {args.warmup} warm-up + "
-          f"{args.steps} timed steps, {args.device}{' bf16' if args.bf16 else ''}"
-          f"{', BERT frozen' if args.freeze_text else ''}; torch {torch.__version__}, {device}; "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print(table(["size", "params", "ms/step median (min)", "process CPU s/step", "samples/s",
-                 f"memory MiB ({mem_kind})", "error"], rows))
+    device = (
+        torch.cuda.get_device_name(0)
+        if args.device.startswith("cuda")
+        else f"{platform.processor() or platform.machine()}, {args.threads or torch.get_num_threads()} threads"
+    )
+    print(
+        f"### SKESL pretraining step: batch {args.batch_size}, L = {args.blocks}, text {TEXT_LENGTH} tokens, "
+        f"audio {AUDIO[1]}-d x {AUDIO[0]}, vision {VISION[1]}-d x {VISION[0]}, {args.warmup} warm-up + "
+        f"{args.steps} timed steps, {args.device}{' bf16' if args.bf16 else ''}"
+        f"{', BERT frozen' if args.freeze_text else ''}; torch {torch.__version__}, {device}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+    )
+    print(
+        table(
+            [
+                "size",
+                "params",
+                "ms/step median (min)",
+                "process CPU s/step",
+                "samples/s",
+                f"memory MiB ({mem_kind})",
+                "error",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Each command runs in a fresh process ``--repeats`` times (after one untimed run 
 page cache); the table shows the median and the minimum, and which heavy libraries the command
 imported (``-X importtime`` of one more run: lightning, transformers, litdata, librosa, av).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,15 @@ def timed(command: list[str], repeats: int, env: dict) -> list[float]:
 def heavy_imports(command: list[str], env: dict) -> list[str]:
     """The top-level HEAVY packages the command imports (from ``-X importtime``'s report on stderr)."""
     if Path(command[0]).name == "msa":  # the console script: run its entry point under the same interpreter
-        command = [sys.executable, "-c", "import sys; from msa_lightning.cli import main; sys.argv[0] = 'msa'; main()",
-                   *command[1:]]
-    proc = subprocess.run([sys.executable, "-X", "importtime", *command[1:]], env=env, capture_output=True, text=True,
-                          check=False)
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from msa_lightning.cli import main; sys.argv[0] = 'msa'; main()",
+            *command[1:],
+        ]
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *command[1:]], env=env, capture_output=True, text=True, check=False
+    )
     found = set()
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -79,8 +85,10 @@ def main() -> None:
     for label, command in commands.items():
         times = timed(command, args.repeats, env)
         heavy = [] if label.startswith("python") else heavy_imports(command, env)
-        print(f"| `{label}` | {statistics.median(times):.2f} | {min(times):.2f} | {', '.join(heavy) or 'none'} |",
-              flush=True)
+        print(
+            f"| `{label}` | {statistics.median(times):.2f} | {min(times):.2f} | {', '.join(heavy) or 'none'} |",
+            flush=True,
+        )
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -15,6 +15,7 @@ Run ``python benchmarks/swrm.py --help``. Prints Markdown tables; nothing is ass
     (:func:`topk_one_position_per_pass`), same masked LM, same copies, results compared.
     The word-piece vocabulary is the tiny tokenizer's in both sizes (no network for BERT's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from msa_lightning.batch import MSABatch  # noqa: E402
 from msa_lightning.data.lexicon import load_lexicon  # noqa: E402
+from msa_lightning.nn import text_encoder as text_encoder_module  # noqa: E402
+from msa_lightning.nn.pretrained import load_model, load_tokenizer  # noqa: E402
 from msa_lightning.papers.swrm.positions import (  # noqa: E402
     candidate_tables,
     masked_copies,
@@ -38,8 +41,6 @@ from msa_lightning.papers.swrm.positions import (  # noqa: E402
     topk_one_position_per_pass,
     word_spans,
 )
-from msa_lightning.nn import text_encoder as text_encoder_module  # noqa: E402
-from msa_lightning.nn.pretrained import load_model, load_tokenizer  # noqa: E402
 
 
 def _bert_base(masked_lm: bool = False):
@@ -66,13 +67,20 @@ def make_batch(batch_size: int, k: int, device: torch.device, seed: int = 0) -> 
     a_len = torch.randint(100, 376, (batch_size,), generator=g)
     v_len = torch.randint(100, 501, (batch_size,), generator=g)
     batch = MSABatch(
-        text_ids=ids, text_mask=mask, text_segment=torch.zeros_like(ids),
-        audio=torch.randn(batch_size, 375, 5, generator=g), audio_lengths=a_len,
-        vision=torch.randn(batch_size, 500, 20, generator=g), vision_lengths=v_len,
-        labels={"M": torch.empty(batch_size).uniform_(-3, 3, generator=g)}, index=torch.arange(batch_size),
-        extras={"swrm_position": torch.randint(1, 6, (batch_size,), generator=g),
-                "swrm_gate": (torch.rand(batch_size, generator=g) < 0.6).float(),
-                "swrm_candidates": torch.randint(30, vocab, (batch_size, k), generator=g)},
+        text_ids=ids,
+        text_mask=mask,
+        text_segment=torch.zeros_like(ids),
+        audio=torch.randn(batch_size, 375, 5, generator=g),
+        audio_lengths=a_len,
+        vision=torch.randn(batch_size, 500, 20, generator=g),
+        vision_lengths=v_len,
+        labels={"M": torch.empty(batch_size).uniform_(-3, 3, generator=g)},
+        index=torch.arange(batch_size),
+        extras={
+            "swrm_position": torch.randint(1, 6, (batch_size,), generator=g),
+            "swrm_gate": (torch.rand(batch_size, generator=g) < 0.6).float(),
+            "swrm_candidates": torch.randint(30, vocab, (batch_size, k), generator=g),
+        },
     )
     return MSABatch(**{f: _to(getattr(batch, f), device) for f in batch.__dataclass_fields__})
 
@@ -105,7 +113,9 @@ def bench_train(size: str, batch_size: int, steps: int, warmup: int, device: tor
                 out = model(batch)
                 w = model.ulgm.weights(batch.index)
                 y = model.ulgm.labels(batch.index)
-                loss = (out.M - y["M"]).abs().mean() + sum((w[s] * (out.unimodal[s] - y[s]).abs()).mean() for s in "TAV")
+                loss = (out.M - y["M"]).abs().mean() + sum(
+                    (w[s] * (out.unimodal[s] - y[s]).abs()).mean() for s in "TAV"
+                )
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -120,8 +130,16 @@ def bench_train(size: str, batch_size: int, steps: int, warmup: int, device: tor
             _sync(device)
             elapsed = time.perf_counter() - t0
             params = sum(p.numel() for p in model.parameters())
-            rows.append({"model": cls.__name__, "size": size, "batch": batch_size,
-                         "s/step": elapsed / steps, "samples/s": batch_size * steps / elapsed, "params": params})
+            rows.append(
+                {
+                    "model": cls.__name__,
+                    "size": size,
+                    "batch": batch_size,
+                    "s/step": elapsed / steps,
+                    "samples/s": batch_size * steps / elapsed,
+                    "params": params,
+                }
+            )
     finally:
         text_encoder_module.load_model = original
     return rows
@@ -131,14 +149,18 @@ def bench_train(size: str, batch_size: int, steps: int, warmup: int, device: tor
 def transcripts(limit: int) -> tuple[list[str], str]:
     shared = REPO.parent / "shared" / "data" / "mosi" / "asr" / "speechbrain.tsv"
     if shared.is_file():
-        texts = [line.split("\t", 1)[1].strip() for line in shared.read_text(encoding="utf-8").splitlines() if "\t" in line]
+        texts = [
+            line.split("\t", 1)[1].strip() for line in shared.read_text(encoding="utf-8").splitlines() if "\t" in line
+        ]
         return texts[:limit], f"MOSI SpeechBrain transcripts ({shared.name})"
     rng = np.random.default_rng(0)
     words = "i was really upset about it the movie so good bad great plot actor think just like".split()
     return [" ".join(rng.choice(words, size=rng.integers(4, 20))) for _ in range(limit)], "synthetic sentences"
 
 
-def bench_positions(size: str, n_batched: int, n_naive: int, batch_size: int, k: int, device: torch.device) -> list[dict]:
+def bench_positions(
+    size: str, n_batched: int, n_naive: int, batch_size: int, k: int, device: torch.device
+) -> list[dict]:
     tok = load_tokenizer("tiny-bert")
     mlm = (_bert_base(masked_lm=True) if size == "base" else load_model("tiny-bert", masked_lm=True)).to(device).eval()
     allowed, _ = candidate_tables(tok, load_lexicon())
@@ -149,16 +171,28 @@ def bench_positions(size: str, n_batched: int, n_naive: int, batch_size: int, k:
     results = {}
     for mode, n in (("batched", n_batched), ("one position per pass", n_naive)):
         copies = [c for per in copies_per_text[:n] for c in per]
-        fn = (lambda c: topk_batched(mlm, c, k, allowed, tok.pad_token_id, batch_size, device, progress=False)) \
-            if mode == "batched" else (lambda c: topk_one_position_per_pass(mlm, c, k, allowed, device))
+        fn = (
+            (lambda c: topk_batched(mlm, c, k, allowed, tok.pad_token_id, batch_size, device, progress=False))
+            if mode == "batched"
+            else (lambda c: topk_one_position_per_pass(mlm, c, k, allowed, device))
+        )
         fn(copies[: min(len(copies), 64)])  # warm-up
         _sync(device)
         t0 = time.perf_counter()
         results[mode] = fn(copies)
         _sync(device)
         elapsed = time.perf_counter() - t0
-        rows.append({"mlm": size, "mode": mode, "utterances": n, "masked copies": len(copies),
-                     "seconds": elapsed, "utterances/s": n / elapsed, "copies/s": len(copies) / elapsed})
+        rows.append(
+            {
+                "mlm": size,
+                "mode": mode,
+                "utterances": n,
+                "masked copies": len(copies),
+                "seconds": elapsed,
+                "utterances/s": n / elapsed,
+                "copies/s": len(copies) / elapsed,
+            }
+        )
     n = min(n_batched, n_naive)
     m = sum(len(per) for per in copies_per_text[:n])
     same = np.mean(results["batched"][:m] == results["one position per pass"][:m])
@@ -201,7 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# SWRM benchmarks on {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     if "train" in args.what:
-        rows = [r for size in args.size for r in bench_train(size, args.batch_size, args.steps, args.warmup, device, args.k)]
+        rows = [
+            r for size in args.size for r in bench_train(size, args.batch_size, args.steps, args.warmup, device, args.k)
+        ]
         for size in args.size:
             sub = [r for r in rows if r["size"] == size]
             sub[0]["step time vs Self-MM"] = "1.00x"
@@ -209,8 +245,11 @@ def main(argv: list[str] | None = None) -> None:
         print("\n## training steps (forward + loss + backward + Adam + ULGM update)\n")
         print(table(rows))
     if "positions" in args.what:
-        rows = [r for size in args.size for r in bench_positions(size, args.utterances, args.naive_utterances,
-                                                                 args.mlm_batch, args.k, device)]
+        rows = [
+            r
+            for size in args.size
+            for r in bench_positions(size, args.utterances, args.naive_utterances, args.mlm_batch, args.k, device)
+        ]
         print("\n## sentiment position precompute\n")
         print(table(rows))
 

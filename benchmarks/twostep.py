@@ -23,6 +23,7 @@ loads them like downloaded ones; no hub is reachable here): the sizes and costs 
 not their outputs. ``--extractors tiny``: tiny-bert / tiny-hubert / tiny-swin3d (quick smoke run).
 ``--device cuda`` runs sections 2 and 3 on a GPU (peak memory from the CUDA allocator then).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,14 @@ def bench_decode(release: Path, work: Path, args) -> dict:
 
     cache = work / "decode_cache"
     shutil.rmtree(cache, ignore_errors=True)
-    make = lambda: RawMediaDataModule(str(release), tokenizer="tiny-bert", size=args.frame_size,  # noqa: E731
-                                      batch_size=args.batch_size, cache_dir=str(cache),
-                                      decode_workers=args.decode_workers)
+    make = lambda: RawMediaDataModule(
+        str(release),
+        tokenizer="tiny-bert",
+        size=args.frame_size,  # noqa: E731
+        batch_size=args.batch_size,
+        cache_dir=str(cache),
+        decode_workers=args.decode_workers,
+    )
     load = _load()
     start = time.perf_counter()
     first = make()
@@ -95,9 +101,14 @@ def bench_decode(release: Path, work: Path, args) -> dict:
     start = time.perf_counter()
     n_batch = sum(len(b) for b in again.train_dataloader())
     t_batches = time.perf_counter() - start
-    return {"clips": args.clips, "first_pass_clips_per_s": args.clips / t_first,
-            "from_store_clips_per_s": args.clips / t_store, "train_batches_clips_per_s": n_batch / t_batches,
-            "decode_workers": args.decode_workers, "load_at_start": load}
+    return {
+        "clips": args.clips,
+        "first_pass_clips_per_s": args.clips / t_first,
+        "from_store_clips_per_s": args.clips / t_store,
+        "train_batches_clips_per_s": n_batch / t_batches,
+        "decode_workers": args.decode_workers,
+        "load_at_start": load,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- 2. step 2
@@ -130,9 +141,18 @@ def _fit_epochs(model, dm, epochs: int, device: str) -> list[float]:
     import lightning as L
 
     timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator="gpu" if device == "cuda" else "cpu", devices=1, callbacks=[timer.as_callback()])
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        callbacks=[timer.as_callback()],
+    )
     trainer.fit(model, datamodule=dm)
     return timer.times
 
@@ -144,9 +164,15 @@ def _common(work: Path, args) -> dict:
 def feature_datamodule(release: Path, work: Path, names: dict, args):
     from msa_lightning.papers.twostep.data import ExtractedFeaturesDataModule
 
-    return ExtractedFeaturesDataModule(str(release), text_model=names["text_model"], audio_model=names["audio_model"],
-                                       video_arch=names["video_arch"], extract_batch_size=args.batch_size,
-                                       extract_device=args.device, **_common(work, args))
+    return ExtractedFeaturesDataModule(
+        str(release),
+        text_model=names["text_model"],
+        audio_model=names["audio_model"],
+        video_arch=names["video_arch"],
+        extract_batch_size=args.batch_size,
+        extract_device=args.device,
+        **_common(work, args),
+    )
 
 
 def bench_step2(release: Path, work: Path, names: dict, args) -> tuple[dict, object]:
@@ -165,17 +191,23 @@ def bench_step2(release: Path, work: Path, names: dict, args) -> tuple[dict, obj
     t_extract = time.perf_counter() - start
     facts = features.data_facts()
     torch.manual_seed(0)
-    cached = TwoStepMSA(text_dim=facts["text_dim"], audio_dim=facts["audio_dim"], vision_dim=facts["vision_dim"],
-                        **model_args)
+    cached = TwoStepMSA(
+        text_dim=facts["text_dim"], audio_dim=facts["audio_dim"], vision_dim=facts["vision_dim"], **model_args
+    )
     t_cached = _fit_epochs(cached, features, args.epochs, args.device)
     raw = RawMediaDataModule(str(release), tokenizer=names["text_model"], **common)
     torch.manual_seed(0)
     in_loop = TwoStepMSA(step2_inputs="raw", **model_args)
     t_raw = _fit_epochs(in_loop, raw, args.epochs, args.device)
     train = len(features.splits["train"]["ids"])
-    return {"train_clips": train, "extract_once_s": t_extract, "epoch_cached_s": statistics.median(t_cached),
-            "epoch_extractors_in_loop_s": statistics.median(t_raw), "epochs": args.epochs,
-            "load_at_start": load}, features
+    return {
+        "train_clips": train,
+        "extract_once_s": t_extract,
+        "epoch_cached_s": statistics.median(t_cached),
+        "epoch_extractors_in_loop_s": statistics.median(t_raw),
+        "epochs": args.epochs,
+        "load_at_start": load,
+    }, features
 
 
 # ---------------------------------------------------------------------------------------------- 3. regimes
@@ -197,13 +229,23 @@ def _step_fn(model, batch, device: str):
 
 
 def _cases(facts: dict) -> list[tuple[str, dict]]:
-    return [("single", {"regime": "single"}), ("joint", {"regime": "joint"}),
-            ("step1 T", {"regime": "step1", "step1_modality": "T"}),
-            ("step1 A", {"regime": "step1", "step1_modality": "A"}),
-            ("step1 V", {"regime": "step1", "step1_modality": "V"}),
-            ("step2 (stored outputs)", {"regime": "step2", "text_dim": facts.get("text_dim"),
-                                        "audio_dim": facts.get("audio_dim"), "vision_dim": facts.get("vision_dim")}),
-            ("step2 (extractors in the loop)", {"regime": "step2", "step2_inputs": "raw"})]
+    return [
+        ("single", {"regime": "single"}),
+        ("joint", {"regime": "joint"}),
+        ("step1 T", {"regime": "step1", "step1_modality": "T"}),
+        ("step1 A", {"regime": "step1", "step1_modality": "A"}),
+        ("step1 V", {"regime": "step1", "step1_modality": "V"}),
+        (
+            "step2 (stored outputs)",
+            {
+                "regime": "step2",
+                "text_dim": facts.get("text_dim"),
+                "audio_dim": facts.get("audio_dim"),
+                "vision_dim": facts.get("vision_dim"),
+            },
+        ),
+        ("step2 (extractors in the loop)", {"regime": "step2", "step2_inputs": "raw"}),
+    ]
 
 
 def isolated_regimes(args) -> list[dict]:
@@ -215,8 +257,20 @@ def isolated_regimes(args) -> list[dict]:
     argv = [a for a in sys.argv[1:]]
     for i in range(len(_cases({}))):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
-            command = [sys.executable, __file__, *argv, "--sections", "regimes", "--case", str(i),
-                       "--workdir", str(args.workdir_path), "--json", out.name, "--no-isolate"]
+            command = [
+                sys.executable,
+                __file__,
+                *argv,
+                "--sections",
+                "regimes",
+                "--case",
+                str(i),
+                "--workdir",
+                str(args.workdir_path),
+                "--json",
+                out.name,
+                "--no-isolate",
+            ]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rows += json.loads(Path(out.name).read_text())["regimes"]
     return rows
@@ -228,8 +282,14 @@ def bench_regimes(release: Path, work: Path, names: dict, features, args) -> lis
     from msa_lightning.data.raw import RawMediaDataModule
     from msa_lightning.papers.twostep.module import TwoStepMSA
 
-    raw = RawMediaDataModule(str(release), dataset="simsv2", tokenizer=names["text_model"], size=args.frame_size,
-                             batch_size=args.batch_size, cache_dir=str(work / "cache"))
+    raw = RawMediaDataModule(
+        str(release),
+        dataset="simsv2",
+        tokenizer=names["text_model"],
+        size=args.frame_size,
+        batch_size=args.batch_size,
+        cache_dir=str(work / "cache"),
+    )
     raw.setup("fit")
     raw_batch = next(iter(raw.val_dataloader()))
     feature_batch = next(iter(features.val_dataloader()))
@@ -246,9 +306,18 @@ def bench_regimes(release: Path, work: Path, names: dict, features, args) -> lis
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             load = _load()
             result = measure_steps(_step_fn(model, batch, args.device), args.warmup, args.steps, args.device)
-            rows.append({"regime": name, "fusion": fusion, "trainable_params": trainable,
-                         "step_s": result["median_s"], "clips_per_s": len(batch) / result["median_s"],
-                         "peak_mem_mib": result["mem"] / 2**20, "mem_exact": result["exact"], "load_at_start": load})
+            rows.append(
+                {
+                    "regime": name,
+                    "fusion": fusion,
+                    "trainable_params": trainable,
+                    "step_s": result["median_s"],
+                    "clips_per_s": len(batch) / result["median_s"],
+                    "peak_mem_mib": result["mem"] / 2**20,
+                    "mem_exact": result["exact"],
+                    "load_at_start": load,
+                }
+            )
             del model
             if args.device == "cuda":
                 torch.cuda.empty_cache()
@@ -269,12 +338,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--fusions", nargs="+", default=["mult"], choices=["sf", "tfn", "mult"])
-    parser.add_argument("--sections", nargs="+", default=["decode", "step2", "regimes"],
-                        choices=["decode", "step2", "regimes"])
+    parser.add_argument(
+        "--sections", nargs="+", default=["decode", "step2", "regimes"], choices=["decode", "step2", "regimes"]
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--no-isolate", dest="isolate", action="store_false",
-                        help="run the regime cases in this process (default on a CPU: one process each)")
+    parser.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="run the regime cases in this process (default on a CPU: one process each)",
+    )
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)  # one regime case (the isolated runs)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -290,16 +364,20 @@ def main() -> None:
         make_synthetic_raw(release, clips=args.clips, seed=0, width=args.video_size[0], height=args.video_size[1])
     names = base_extractors(work / "models") if args.extractors == "base" else TINY
     device = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {args.device} ({device}), {torch.get_num_threads()} threads, "
-          f"extractors {args.extractors}, {args.clips} clips of {args.video_size[0]}x{args.video_size[1]} video, "
-          f"frames {args.frame_size}x{args.frame_size}, batch {args.batch_size}\n")
+    print(
+        f"torch {torch.__version__}, {args.device} ({device}), {torch.get_num_threads()} threads, "
+        f"extractors {args.extractors}, {args.clips} clips of {args.video_size[0]}x{args.video_size[1]} video, "
+        f"frames {args.frame_size}x{args.frame_size}, batch {args.batch_size}\n"
+    )
     results: dict = {"settings": vars(args)}
     if "decode" in args.sections:
         d = bench_decode(release, work, args)
         results["decode"] = d
         print("| decode | clips/s | load (1/5/15 min) at start |\n|---|---:|---|")
-        print(f"| first pass (PyAV, {d['decode_workers']} workers) | {d['first_pass_clips_per_s']:.1f} | "
-              f"{d['load_at_start']} |")
+        print(
+            f"| first pass (PyAV, {d['decode_workers']} workers) | {d['first_pass_clips_per_s']:.1f} | "
+            f"{d['load_at_start']} |"
+        )
         print(f"| from the store (second DataModule) | {d['from_store_clips_per_s']:.1f} | |")
         print(f"| training batches from the store | {d['train_batches_clips_per_s']:.1f} | |\n")
     features = None
@@ -307,8 +385,10 @@ def main() -> None:
         s, features = bench_step2(release, work, names, args)
         results["step2"] = s
         print(f"| step 2 (MulT, {s['train_clips']} training clips) | seconds | load at start |\n|---|---:|---|")
-        print(f"| extract once into the store (3 frozen extractors, all splits) | {s['extract_once_s']:.2f} | "
-              f"{s['load_at_start']} |")
+        print(
+            f"| extract once into the store (3 frozen extractors, all splits) | {s['extract_once_s']:.2f} | "
+            f"{s['load_at_start']} |"
+        )
         print(f"| epoch on stored outputs (median of {s['epochs']}) | {s['epoch_cached_s']:.3f} | |")
         print(f"| epoch with the extractors in the loop (step2_inputs=raw) | {s['epoch_extractors_in_loop_s']:.3f} | |")
         print(f"| ratio | {s['epoch_extractors_in_loop_s'] / s['epoch_cached_s']:.0f}x | |\n")
@@ -321,12 +401,16 @@ def main() -> None:
                 features.setup("fit")
             rows = bench_regimes(release, work, names, features, args)
         results["regimes"] = rows
-        print(f"| regime | fusion | trainable params | s / step (median of {args.steps}) | clips/s | "
-              f"peak memory MiB | load at start |\n|---|---|---:|---:|---:|---:|---|")
+        print(
+            f"| regime | fusion | trainable params | s / step (median of {args.steps}) | clips/s | "
+            f"peak memory MiB | load at start |\n|---|---|---:|---:|---:|---:|---|"
+        )
         for r in rows:
             mem = f"{r['peak_mem_mib']:.0f}" + ("" if r["mem_exact"] else " (growth of the process peak)")
-            print(f"| {r['regime']} | {r['fusion']} | {r['trainable_params'] / 1e6:.1f} M | {r['step_s']:.3f} | "
-                  f"{r['clips_per_s']:.2f} | {mem} | {r['load_at_start']} |")
+            print(
+                f"| {r['regime']} | {r['fusion']} | {r['trainable_params'] / 1e6:.1f} M | {r['step_s']:.3f} | "
+                f"{r['clips_per_s']:.2f} | {mem} | {r['load_at_start']} |"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
 

@@ -1,4 +1,4 @@
-"""Self-MM side by side with the reference toolkit (MMSA 2.2.1), and Lightning's own overhead (issue 11).
+"""Self-MM side by side with the reference toolkit (MMSA 2.2.1), and Lightning's own overhead.
 
 One run, one process, one after the other on the same MOSI-shaped feature file, the same BERT-architecture
 encoder folder, the same seed and the same number of epochs:
@@ -42,6 +42,7 @@ On a machine without CUDA, MMSA's unconditional ``torch.cuda.set_device`` is rep
 process only. MMSA trains until early stopping; here its ``early_stop`` is set so that it stops after
 exactly ``--epochs`` epochs and, like the suite, tests the epoch with the lowest validation loss.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,8 @@ def save_bert_base_shaped(out: Path) -> Path:
     transcripts' words, so that a transcript has about as many tokens as bert-base-uncased's WordPiece gives
     it (one per word and punctuation mark; WordPiece splits a few rare words more), not the tiny tokenizer's
     ~2.7 pieces per word that fill every batch to 50 tokens."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
     from tokenizers.pre_tokenizers import BertPreTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     from msa_lightning.data.synthetic import make_synthetic
 
@@ -129,15 +130,23 @@ def make_file(out: Path, encoder: Path, size_factor: float, seed: int) -> tuple[
     if sentences:
         rng = np.random.default_rng(seed)
         for split in data.values():
-            split["raw_text"] = np.asarray([sentences[i] for i in rng.integers(0, len(sentences), len(split["raw_text"]))],
-                                           dtype=object)
+            split["raw_text"] = np.asarray(
+                [sentences[i] for i in rng.integers(0, len(sentences), len(split["raw_text"]))], dtype=object
+            )
         source = f"real MOSI sentences from {LABELS_CSV}"
     tok = AutoTokenizer.from_pretrained(str(encoder))
     for split in data.values():
-        enc = tok([str(t).lower() for t in split["raw_text"]], max_length=50, padding="max_length", truncation=True,
-                  return_token_type_ids=True, return_tensors="np")
-        split["text_bert"] = np.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]],
-                                      axis=1).astype(np.float32)
+        enc = tok(
+            [str(t).lower() for t in split["raw_text"]],
+            max_length=50,
+            padding="max_length",
+            truncation=True,
+            return_token_type_ids=True,
+            return_tensors="np",
+        )
+        split["text_bert"] = np.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], axis=1).astype(
+            np.float32
+        )
     final = out / "mosi_unaligned.pkl"
     with open(final, "wb") as f:
         pickle.dump(data, f, protocol=4)
@@ -159,8 +168,11 @@ def swrm_datamodule(config: dict, k: int = 50):
             rng = np.random.default_rng(len(split))
             lengths = np.asarray(arrays.text_bert[:, 1].sum(1), dtype=np.int64)  # [CLS] words [SEP]
             position = 1 + (rng.random(len(lengths)) * np.maximum(lengths - 2, 1)).astype(np.int64)
-            return {"swrm_position": position, "swrm_gate": (rng.random(len(lengths)) < 0.5).astype(np.float32),
-                    "swrm_candidates": rng.integers(1000, 2000, (len(lengths), k)).astype(np.int64)}
+            return {
+                "swrm_position": position,
+                "swrm_gate": (rng.random(len(lengths)) < 0.5).astype(np.float32),
+                "swrm_candidates": rng.integers(1000, 2000, (len(lengths), k)).astype(np.int64),
+            }
 
     return SWRMBenchData(**config["init_args"])
 
@@ -194,16 +206,31 @@ class EpochTimer:
 def suite_args(file: Path, encoder: Path, epochs: int, seed: int, out: Path) -> list[str]:
     """``msa fit`` arguments: the Self-MM config's model/optimiser/trainer values, a MOSIDataModule on ``file``."""
     spec = yaml.safe_load(SUITE_CONFIG.read_text())
-    data = {"class_path": "msa_lightning.data.datamodule.MOSIDataModule",
-            "init_args": {"path": str(file), "batch_size": spec["data"]["init_args"]["batch_size"],
-                          "eval_batch_size": spec["data"]["init_args"]["eval_batch_size"], "num_workers": 0,
-                          "cache_dir": str(out / "cache")}}
+    data = {
+        "class_path": "msa_lightning.data.datamodule.MOSIDataModule",
+        "init_args": {
+            "path": str(file),
+            "batch_size": spec["data"]["init_args"]["batch_size"],
+            "eval_batch_size": spec["data"]["init_args"]["eval_batch_size"],
+            "num_workers": 0,
+            "cache_dir": str(out / "cache"),
+        },
+    }
     spec["data"] = data
     spec["model"]["init_args"]["text_model"] = str(encoder)
     spec["seed_everything"] = seed
-    spec["trainer"].update({"max_epochs": epochs, "accelerator": "cpu", "devices": 1, "logger": False,
-                            "enable_progress_bar": False, "enable_model_summary": False,
-                            "num_sanity_val_steps": 0, "default_root_dir": str(out / "suite")})
+    spec["trainer"].update(
+        {
+            "max_epochs": epochs,
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+            "default_root_dir": str(out / "suite"),
+        }
+    )
     spec["checkpoint"]["dirpath"] = str(out / "suite" / "checkpoints")
     config = out / "suite_selfmm.yaml"
     config.write_text(yaml.safe_dump(spec))
@@ -216,8 +243,14 @@ def swrm_args(args: list[str], out: Path) -> list[str]:
     spec = yaml.safe_load(Path(args[1]).read_text())
     gold = yaml.safe_load((REPO / "configs" / "swrm" / "mosi_gold.yaml").read_text())["model"]["init_args"]
     spec["model"]["class_path"] = "msa_lightning.papers.swrm.module.SWRMModule"
-    for key in ("context_vision_hidden", "context_audio_hidden", "context_av_hidden", "use_position", "use_attention",
-                "multimodal"):
+    for key in (
+        "context_vision_hidden",
+        "context_audio_hidden",
+        "context_av_hidden",
+        "use_position",
+        "use_attention",
+        "multimodal",
+    ):
         spec["model"]["init_args"][key] = gold[key]
     spec["trainer"]["default_root_dir"] = str(out / "suite_swrm")
     spec["checkpoint"]["dirpath"] = str(out / "suite_swrm" / "checkpoints")
@@ -248,8 +281,11 @@ def run_suite(args: list[str], swrm: bool = False) -> dict:
     cli.trainer.callbacks.append(timer.callback)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     test = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)[0]
-    return {"epoch_seconds": timer.seconds, "cpu_seconds": timer.cpu_seconds,
-            "test": {k: float(v) for k, v in test.items()}}
+    return {
+        "epoch_seconds": timer.seconds,
+        "cpu_seconds": timer.cpu_seconds,
+        "test": {k: float(v) for k, v in test.items()},
+    }
 
 
 def run_bare(args: list[str], epochs: int, accumulate: int) -> dict:
@@ -339,11 +375,20 @@ def run_mmsa(file: Path, encoder: Path, epochs: int, seed: int, out: Path) -> di
 
     trainer_class.do_train, trainer_class.do_test = timed_train, capped_test
     hidden = json.loads((encoder / "config.json").read_text())["hidden_size"]
-    config = {"featurePath": str(file), "pretrained": str(encoder), "text_out": hidden, "early_stop": 10 ** 6}
+    config = {"featurePath": str(file), "pretrained": str(encoder), "text_out": hidden, "early_stop": 10**6}
     try:
-        MMSA.MMSA_run("self_mm", "mosi", config=config, seeds=[seed], gpu_ids=[], num_workers=0, verbose_level=0,
-                      model_save_dir=out / "mmsa" / "models", res_save_dir=out / "mmsa" / "results",
-                      log_dir=out / "mmsa" / "logs")
+        MMSA.MMSA_run(
+            "self_mm",
+            "mosi",
+            config=config,
+            seeds=[seed],
+            gpu_ids=[],
+            num_workers=0,
+            verbose_level=0,
+            model_save_dir=out / "mmsa" / "models",
+            res_save_dir=out / "mmsa" / "results",
+            log_dir=out / "mmsa" / "logs",
+        )
     finally:
         trainer_class.do_train, trainer_class.do_test = do_train, do_test
     wall, cpu = np.diff(np.asarray(stamps), axis=0).T
@@ -358,19 +403,30 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/bench_vs_reference")
-    parser.add_argument("--encoder", default=None,
-                        help="a local BERT folder, or bert-base-shaped (BERT-base architecture, random weights, a "
-                             "whole-word vocabulary of the transcripts); default: tiny-bert saved to --out")
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="a local BERT folder, or bert-base-shaped (BERT-base architecture, random weights, a "
+        "whole-word vocabulary of the transcripts); default: tiny-bert saved to --out",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--size-factor", type=float, default=0.25, help="fraction of MOSI's split sizes")
     parser.add_argument("--seed", type=int, default=1111)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads for every run (default: torch's own choice)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="run the set this many times, interleaved (A, B, A, B): medians are reported")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads for every run (default: torch's own choice)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run the set this many times, interleaved (A, B, A, B): medians are reported",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["mmsa", "suite", "bare", "swrm"])
-    parser.add_argument("--bucketed", action="store_true",
-                        help="also run the suite with bucket_by_length (off by default: it changes the batches)")
+    parser.add_argument(
+        "--bucketed",
+        action="store_true",
+        help="also run the suite with bucket_by_length (off by default: it changes the batches)",
+    )
     opts = parser.parse_args()
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -379,8 +435,11 @@ def main() -> None:
     encoder = save_encoder(out, opts.encoder)
     file, text = make_file(out, encoder, opts.size_factor, opts.seed)
     accumulate = int(yaml.safe_load(SUITE_CONFIG.read_text())["trainer"].get("accumulate_grad_batches", 1))
-    print(f"file {file} ({text}); encoder {encoder}; {opts.epochs} epochs, seed {opts.seed}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"file {file} ({text}); encoder {encoder}; {opts.epochs} epochs, seed {opts.seed}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     args = suite_args(file, encoder, opts.epochs, opts.seed, out)
     runs = {}
     if "mmsa" not in opts.skip:
@@ -407,15 +466,20 @@ def main() -> None:
             results[name]["cpu_seconds"].append(r["cpu_seconds"])
             results[name]["load"].append(f"{before} -> {load_average()}")
             results[name].setdefault("test", r.get("test"))
-            print(f"[{repeat + 1}/{opts.repeats}] {name}: {', '.join(f'{x:.2f}' for x in r['epoch_seconds'])} s/epoch, "
-                  f"CPU {', '.join(f'{x:.2f}' for x in r['cpu_seconds'])} s (load {results[name]['load'][-1]})", flush=True)
+            print(
+                f"[{repeat + 1}/{opts.repeats}] {name}: {', '.join(f'{x:.2f}' for x in r['epoch_seconds'])} s/epoch, "
+                f"CPU {', '.join(f'{x:.2f}' for x in r['cpu_seconds'])} s (load {results[name]['load'][-1]})",
+                flush=True,
+            )
     median, cpu = {}, {}
     for clock, table, key in (("wall", median, "epoch_seconds"), ("CPU", cpu, "cpu_seconds")):
         print(f"\n{clock} seconds per epoch (training + validation), median over every epoch of every repeat:")
         for name, r in results.items():
             table[name] = float(np.median([s for rep in r[key] for s in rep]))
-            print(f"  {name:8s} {table[name]:7.2f}  (per repeat: "
-                  f"{'; '.join(', '.join(f'{s:.2f}' for s in rep) for rep in r[key])})")
+            print(
+                f"  {name:8s} {table[name]:7.2f}  (per repeat: "
+                f"{'; '.join(', '.join(f'{s:.2f}' for s in rep) for rep in r[key])})"
+            )
         if "mmsa" in table and "suite" in table:
             print(f"  MMSA / suite (Self-MM): {table['mmsa'] / table['suite']:.2f}x (above 1: the suite is faster)")
         if "bare" in table and "suite" in table:
@@ -424,8 +488,11 @@ def main() -> None:
             refine = table["swrm"] - table["suite"]
             print(f"  SWRM refinement cost (suite SWRM - suite Self-MM): {refine:.2f} s/epoch")
             if "mmsa" in table:
-                print(f"  SWRM: (MMSA Self-MM + refinement) / suite SWRM: {(table['mmsa'] + refine) / table['swrm']:.2f}x "
-                      "(the authors' fork not run: their refinement is taken to cost what the suite's does)")
+                print(
+                    "  SWRM: (MMSA Self-MM + refinement) / suite SWRM: "
+                    f"{(table['mmsa'] + refine) / table['swrm']:.2f}x "
+                    "(the authors' fork not run: their refinement is taken to cost what the suite's does)"
+                )
         if "bucketed" in table and "mmsa" in table:
             print(f"  MMSA / suite with bucket_by_length: {table['mmsa'] / table['bucketed']:.2f}x (other batches)")
     for name in ("mmsa", "suite", "swrm", "bucketed"):

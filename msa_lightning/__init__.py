@@ -1,4 +1,5 @@
 """msa_lightning: PyTorch Lightning experiment suite for multimodal sentiment analysis."""
+
 from msa_lightning import deprecated as _deprecated
 
 __version__ = "0.2.0"

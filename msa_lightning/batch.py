@@ -35,6 +35,7 @@ extras         dict of tensors         per-sample arrays a model variant adds (f
                                        SWRM's detected sentiment position and candidates)
 ============== ======================= ==================================================
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
@@ -47,8 +48,20 @@ LABEL_KEYS = ("M", "T", "A", "V", "AV", "AT", "VT")
 
 
 #: the input fields a DataModule can load (``MSADataModule(inputs=...)``, ``required_inputs`` of models)
-INPUT_FIELDS = ("text_ids", "text_mask", "text_segment", "text_feats", "audio", "audio_lengths", "vision",
-                "vision_lengths", "waveform", "waveform_mask", "frames", "frame_mask")
+INPUT_FIELDS = (
+    "text_ids",
+    "text_mask",
+    "text_segment",
+    "text_feats",
+    "audio",
+    "audio_lengths",
+    "vision",
+    "vision_lengths",
+    "waveform",
+    "waveform_mask",
+    "frames",
+    "frame_mask",
+)
 
 
 @dataclass

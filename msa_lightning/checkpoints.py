@@ -12,6 +12,7 @@ and the model class it was saved from.
 
 Nothing here imports Lightning (torch only when a checkpoint is read).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,10 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> str:
         if str(path) in LIGHTNING_NAMES or str(path).startswith("registry:"):
             return str(path)  # Lightning's own names
         where = path.parent if path.parent.is_dir() else None
-        raise ConfigError(f"ckpt_path={str(path)!r}: no such file or run folder"
-                          + (f" ({where} {_listing(where)[3:]})" if where else ""))
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: no such file or run folder"
+            + (f" ({where} {_listing(where)[3:]})" if where else "")
+        )
     folder = _checkpoint_folder(path)
     if which == "last":
         last = folder / "last.ckpt"
@@ -47,8 +50,10 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> str:
         raise ConfigError(f"ckpt_path={str(path)!r}: no last.ckpt in {folder} ({_listing(folder)})")
     best = _best_checkpoint(folder)
     if best is None:
-        raise ConfigError(f"ckpt_path={str(path)!r}: no best checkpoint (best*.ckpt) in {folder} ({_listing(folder)}); "
-                          f"pass a file or {path}/last")
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: no best checkpoint (best*.ckpt) in {folder} ({_listing(folder)}); "
+            f"pass a file or {path}/last"
+        )
     return str(best)
 
 
@@ -69,8 +74,11 @@ def _checkpoint_folder(run: Path) -> Path:
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
-        raise ConfigError(f"ckpt_path={str(run)!r} holds several runs with checkpoints: "
-                          + ", ".join(str(p.parent) for p in found) + "; pass one of them")
+        raise ConfigError(
+            f"ckpt_path={str(run)!r} holds several runs with checkpoints: "
+            + ", ".join(str(p.parent) for p in found)
+            + "; pass one of them"
+        )
     raise ConfigError(f"ckpt_path={str(run)!r}: no checkpoints found ({_listing(run)})")
 
 
@@ -115,18 +123,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(path)!r}: no such checkpoint file")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one has no central directory
-        raise ConfigError(f"ckpt_path={str(path)!r}: not a readable checkpoint ({path.stat().st_size:,} bytes, "
-                          f"not a complete PyTorch archive: truncated by an interrupted copy or save, or another kind "
-                          f"of file)")
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: not a readable checkpoint ({path.stat().st_size:,} bytes, "
+            f"not a complete PyTorch archive: truncated by an interrupted copy or save, or another kind "
+            f"of file)"
+        )
     try:
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"ckpt_path={str(path)!r}: the checkpoint holds objects the tensors-only loader refuses "
-                          f"({first})") from None
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: the checkpoint holds objects the tensors-only loader refuses ({first})"
+        ) from None
     except Exception as err:  # noqa: BLE001 - a damaged archive fails in many ways
         detail = " ".join(str(err).split())[:300] or type(err).__name__
-        raise ConfigError(f"ckpt_path={str(path)!r}: not a readable checkpoint ({type(err).__name__}: {detail})") from None
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: not a readable checkpoint ({type(err).__name__}: {detail})"
+        ) from None
     if not isinstance(state, dict):
         raise ConfigError(f"ckpt_path={str(path)!r}: not a Lightning checkpoint (it holds a {type(state).__name__})")
     return state
@@ -166,14 +179,21 @@ def same_class(a: str, b: str) -> bool:
     return a == b or short_name(a) == short_name(b)
 
 
-def check_checkpoint_class(path: str | os.PathLike, model_class: str, state: dict | None = None,
-                           what: str = "the config's model", switch: str = "--model={}") -> str | None:
+def check_checkpoint_class(
+    path: str | os.PathLike,
+    model_class: str,
+    state: dict | None = None,
+    what: str = "the config's model",
+    switch: str = "--model={}",
+) -> str | None:
     """ConfigError naming both classes when the checkpoint was saved from another model class than
     ``model_class``; returns the checkpoint's class (None when it does not record one). ``switch`` is how
     the message says to choose the checkpoint's class instead."""
     found = checkpoint_class(path, state)
     if found is not None and not same_class(found, model_class):
-        raise ConfigError(f"ckpt_path={str(path)!r} is a checkpoint of {short_name(found)}, but {what} is "
-                          f"{short_name(model_class)}: pass a checkpoint of {short_name(model_class)}, or "
-                          f"{switch.format(short_name(found))} (or leave the model out to use the checkpoint's class)")
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} is a checkpoint of {short_name(found)}, but {what} is "
+            f"{short_name(model_class)}: pass a checkpoint of {short_name(model_class)}, or "
+            f"{switch.format(short_name(found))} (or leave the model out to use the checkpoint's class)"
+        )
     return found

@@ -9,6 +9,7 @@ msa_lightning.papers.swrm.module.SWRMModule``. Checkpoints that record an old cl
 
 Standard library only: ``import msa_lightning`` installs the finder.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -44,19 +45,34 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "msa_lightning.data.sentiment_positions": ("msa_lightning.papers.swrm.positions",),
     "msa_lightning.data.mosi_asr": ("msa_lightning.papers.swrm.data",),
     "msa_lightning.data.asr": ("msa_lightning.data.transcripts",),
-    "msa_lightning.data.skesl_masking": ("msa_lightning.papers.skesl.masking", "msa_lightning.papers.skesl.data",
-                                         "msa_lightning.data.sampling"),
-    "msa_lightning.data.skesl_corpus": ("msa_lightning.corpus.sources", "msa_lightning.media.openface",
-                                        "msa_lightning.media.acoustic", "msa_lightning.media.decode",
-                                        "msa_lightning.media.synthetic", "msa_lightning.papers.skesl.data",
-                                        "msa_lightning.errors"),
+    "msa_lightning.data.skesl_masking": (
+        "msa_lightning.papers.skesl.masking",
+        "msa_lightning.papers.skesl.data",
+        "msa_lightning.data.sampling",
+    ),
+    "msa_lightning.data.skesl_corpus": (
+        "msa_lightning.corpus.sources",
+        "msa_lightning.media.openface",
+        "msa_lightning.media.acoustic",
+        "msa_lightning.media.decode",
+        "msa_lightning.media.synthetic",
+        "msa_lightning.papers.skesl.data",
+        "msa_lightning.errors",
+    ),
     "msa_lightning.data.skesl_shards": ("msa_lightning.corpus.shards", "msa_lightning.corpus.format"),
-    "msa_lightning.data.skesl_stream": ("msa_lightning.corpus.stream", "msa_lightning.corpus.format",
-                                        "msa_lightning.papers.skesl.data"),
+    "msa_lightning.data.skesl_stream": (
+        "msa_lightning.corpus.stream",
+        "msa_lightning.corpus.format",
+        "msa_lightning.papers.skesl.data",
+    ),
     "msa_lightning.data.transcribe": ("msa_lightning.corpus.transcribe",),
     "msa_lightning.data.stage_features": ("msa_lightning.papers.fmlmsn.data",),
-    "msa_lightning.data.raw_media": ("msa_lightning.data.raw", "msa_lightning.media.decode",
-                                     "msa_lightning.media.synthetic", "msa_lightning.papers.twostep.data"),
+    "msa_lightning.data.raw_media": (
+        "msa_lightning.data.raw",
+        "msa_lightning.media.decode",
+        "msa_lightning.media.synthetic",
+        "msa_lightning.papers.twostep.data",
+    ),
     "msa_lightning.tools.callbacks": ("msa_lightning.training.callbacks",),
     "msa_lightning.tools.predictions": ("msa_lightning.training.predictions",),
     "msa_lightning.tools.hybrid_shift_plots": ("msa_lightning.papers.hybrid_shift.plots",),
@@ -70,8 +86,11 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
 
 
 def warn_moved(old: str, new: str, stacklevel: int = 3) -> None:
-    warnings.warn(f"{old} moved to {new} in msa_lightning 0.2; the old name works until {REMOVED_IN}",
-                  MSADeprecationWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"{old} moved to {new} in msa_lightning 0.2; the old name works until {REMOVED_IN}",
+        MSADeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _lookup(old: str, targets: tuple[str, ...], name: str):
@@ -89,12 +108,14 @@ def _lookup(old: str, targets: tuple[str, ...], name: str):
 
 def moved_names(module: str, homes: dict[str, str]) -> Callable[[str], object]:
     """A module ``__getattr__`` for names that moved out of ``module``: each warns once and is found in its home."""
+
     def __getattr__(name: str):
         home = homes.get(name)
         if home is None:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
         warn_moved(f"{module}.{name}", f"{home}.{name}")
         return getattr(importlib.import_module(home), name)
+
     return __getattr__
 
 

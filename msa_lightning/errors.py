@@ -6,6 +6,7 @@ message as one or two lines and exits with status 2, without a traceback (``--de
 ``MSA_DEBUG=1`` shows it). Messages name what is wrong and where (file, split, key, config key),
 what was expected and what was found.
 """
+
 from __future__ import annotations
 
 

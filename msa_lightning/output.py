@@ -5,6 +5,7 @@
 themselves be dotted to group related maps (``extras.shift.text``, ``extras.p_att.audio``):
 :meth:`MSAOutput.group` reads such a group back as a dict.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,10 +16,10 @@ from torch import Tensor
 @dataclass
 class MSAOutput:
     """Args:
-        M: the multimodal sentiment prediction ``[B]``.
-        unimodal: predictions of unimodal heads ``{"T"|"A"|"V": [B]}`` (Self-MM, SWRM).
-        features: representations worth exporting or analysing (fusion vectors, ULGM features, streams).
-        extras: anything else a paper's loss or analysis reads (attention maps, gates, masks).
+    M: the multimodal sentiment prediction ``[B]``.
+    unimodal: predictions of unimodal heads ``{"T"|"A"|"V": [B]}`` (Self-MM, SWRM).
+    features: representations worth exporting or analysing (fusion vectors, ULGM features, streams).
+    extras: anything else a paper's loss or analysis reads (attention maps, gates, masks).
     """
 
     M: Tensor
@@ -36,4 +37,4 @@ class MSAOutput:
     def group(self, name: str) -> dict[str, Tensor]:
         """The extras named ``<name>.<key>`` as ``{key: tensor}`` (e.g. ``group("shift")``)."""
         prefix = name + "."
-        return {k[len(prefix):]: v for k, v in self.extras.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.extras.items() if k.startswith(prefix)}

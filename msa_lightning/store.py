@@ -15,6 +15,7 @@ after a crash) only ever see complete entries; when two processes build the same
 the first rename wins and the other's copy is discarded. Arrays are read memory-mapped, so every
 rank and worker shares the operating system's page cache of one copy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,7 @@ FORMAT_VERSIONS: dict[str, int] = {
     "frozen_features": 1,  # outputs of a frozen extractor
     "stage_features": 1,  # activations of an earlier stage of a multi-stage experiment
     "skesl_masked": 1,  # SKESL sentiment word masking of a list of texts: ids, target, label, from_lexicon, word
-    "skesl_corpus": 1,  # SKESL unlabeled corpus: fixed-length audio/vision frames, lengths, ids, texts; bad clips in meta
+    "skesl_corpus": 1,  # SKESL corpus: fixed-length audio/vision frames, lengths, ids, texts; bad clips in meta
     "raw_media": 1,  # one decoded clip: "frames" [T, H, W, 3] uint8, "audio" [S] float32 (media/decode.py, data/raw.py)
 }
 
@@ -166,8 +167,10 @@ class Store:
 
     def key(self, kind: str, inputs: Mapping) -> str:
         if kind not in FORMAT_VERSIONS:
-            raise ValueError(f"unknown store kind {kind!r}; known kinds: {sorted(FORMAT_VERSIONS)} "
-                             "(add yours to msa_lightning.store.FORMAT_VERSIONS)")
+            raise ValueError(
+                f"unknown store kind {kind!r}; known kinds: {sorted(FORMAT_VERSIONS)} "
+                "(add yours to msa_lightning.store.FORMAT_VERSIONS)"
+            )
         text = canonical_json({"kind": kind, "version": FORMAT_VERSIONS[kind], "inputs": dict(inputs)})
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -198,9 +201,15 @@ class Store:
                 file.parent.mkdir(parents=True, exist_ok=True)
                 np.save(file, arr, allow_pickle=False)
                 shapes[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
-            record = {**dict(meta or {}), "kind": kind, "format_version": FORMAT_VERSIONS[kind],
-                      "key": self.key(kind, inputs), "inputs": json.loads(canonical_json(dict(inputs))),
-                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "arrays": shapes}
+            record = {
+                **dict(meta or {}),
+                "kind": kind,
+                "format_version": FORMAT_VERSIONS[kind],
+                "key": self.key(kind, inputs),
+                "inputs": json.loads(canonical_json(dict(inputs))),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "arrays": shapes,
+            }
             (tmp / META_FILE).write_text(canonical_json(record))
             try:
                 os.rename(tmp, folder)
@@ -215,8 +224,9 @@ class Store:
             raise
         return Entry(folder)
 
-    def get_or_build(self, kind: str, inputs: Mapping,
-                     build: Callable[[], tuple[Mapping[str, np.ndarray], Mapping]]) -> Entry:
+    def get_or_build(
+        self, kind: str, inputs: Mapping, build: Callable[[], tuple[Mapping[str, np.ndarray], Mapping]]
+    ) -> Entry:
         """The entry for ``(kind, inputs)``; ``build()`` -> ``(arrays, meta)`` runs only when it is absent."""
         entry = self.get(kind, inputs)
         if entry is None:

@@ -11,6 +11,7 @@ never becomes part of the first id.
 * :func:`read_text_lines` — the lines as a list;
 * :func:`open_text` — a text stream for ``csv`` and ``yaml`` readers.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,10 @@ BOM = b"\xef\xbb\xbf"
 def _not_utf8(path: Path, what: str, line: int, raw: bytes, start: int, error: type[MSAError]) -> MSAError:
     """``path, line N: the transcript file is not UTF-8 (byte 0xe9 at column 7) ...``"""
     column = len(raw[:start].decode("utf-8", errors="replace")) + 1
-    return error(f"{path}, line {line}: the {what} is not UTF-8 (byte 0x{raw[start]:02x} at column {column}); "
-                 f"save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+    return error(
+        f"{path}, line {line}: the {what} is not UTF-8 (byte 0x{raw[start]:02x} at column {column}); "
+        f"save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+    )
 
 
 def _read_bytes(path: Path, what: str, error: type[MSAError]) -> bytes:
@@ -47,20 +50,20 @@ def read_text(path: str | Path, what: str = "file", error: type[MSAError] = Data
     path = Path(path)
     raw = _read_bytes(path, what, error)
     if raw.startswith(BOM):
-        raw = raw[len(BOM):]
+        raw = raw[len(BOM) :]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line_start = raw.rfind(b"\n", 0, err.start) + 1
         line_end = raw.find(b"\n", err.start)
-        line = raw[line_start: len(raw) if line_end < 0 else line_end]
-        raise _not_utf8(path, what, raw.count(b"\n", 0, err.start) + 1, line, err.start - line_start,
-                        error) from None
+        line = raw[line_start : len(raw) if line_end < 0 else line_end]
+        raise _not_utf8(path, what, raw.count(b"\n", 0, err.start) + 1, line, err.start - line_start, error) from None
     return text.replace("\r\n", "\n")
 
 
-def iter_text_lines(path: str | Path, what: str = "file", error: type[MSAError] = DataError
-                    ) -> Iterator[tuple[int, str]]:
+def iter_text_lines(
+    path: str | Path, what: str = "file", error: type[MSAError] = DataError
+) -> Iterator[tuple[int, str]]:
     """``(number, line)`` of every line (from 1, without its line end), read as :func:`read_text` reads."""
     path = Path(path)
     try:
@@ -72,7 +75,7 @@ def iter_text_lines(path: str | Path, what: str = "file", error: type[MSAError] 
     with handle:
         for number, raw in enumerate(handle, 1):
             if number == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM):]
+                raw = raw[len(BOM) :]
             raw = raw.rstrip(b"\n").removesuffix(b"\r")
             try:
                 yield number, raw.decode("utf-8")

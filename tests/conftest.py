@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic feature files (through the real generator and reader)."""
+
 from __future__ import annotations
 
 import os
@@ -104,14 +105,20 @@ def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout
     beats two on a shared 2-core machine); returns the executed notebook."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    env = {"MSA_NOTEBOOK_DIR": str(workdir), "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           **settings}
+    env = {
+        "MSA_NOTEBOOK_DIR": str(workdir),
+        "MPLBACKEND": "Agg",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        **settings,
+    }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
         nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-        nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(workdir)}}).execute()
+        nbclient.NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+        ).execute()
     return nb
 
 
@@ -120,8 +127,14 @@ def run_msa(*args: str, cache: Path | None = None, **kwargs) -> subprocess.Compl
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if cache is not None:
         env["MSA_CACHE_DIR"] = str(cache)
-    return subprocess.run([str(Path(sys.executable).parent / "msa"), *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=300, **kwargs)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "msa"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        **kwargs,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -4,6 +4,7 @@ no layer importing one above it. The order is README's "Layout" section:
 contracts (errors, batch, output, store, textfiles, checkpoints, deprecated) < metrics < nn < media < data
 < corpus < training < papers < experiments < a paper's report < cli
 """
+
 from __future__ import annotations
 
 import ast
@@ -40,8 +41,9 @@ def imported_modules(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module for a in node.names
+            ]
         for name in names:
             while name and name not in MODULES:
                 name = name.rpartition(".")[0]
@@ -85,8 +87,12 @@ def test_no_import_circles():
 
 
 def test_no_layer_imports_one_above_it():
-    upward = [f"{m} ({layer(m)}) imports {d} ({layer(d)})" for m, deps in GRAPH.items() for d in deps
-              if LAYERS.index(layer(d)) > LAYERS.index(layer(m)) and m != "msa_lightning"]
+    upward = [
+        f"{m} ({layer(m)}) imports {d} ({layer(d)})"
+        for m, deps in GRAPH.items()
+        for d in deps
+        if LAYERS.index(layer(d)) > LAYERS.index(layer(m)) and m != "msa_lightning"
+    ]
     assert not upward, "\n".join(sorted(upward))
 
 

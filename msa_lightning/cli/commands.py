@@ -1,4 +1,5 @@
 """The ``msa`` subcommands that are not LightningCLI's (``data``, ``seeds``, ``report``, ``quickstart``, ``plot``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from msa_lightning.cli.parsing import MSAParser
 from msa_lightning.data.specs import DATASETS
 from msa_lightning.errors import MSAError
-from msa_lightning.cli.parsing import MSAParser
 from msa_lightning.experiments.seeds import PAPER_SEEDS
 
 #: subcommands whose LightningCLI overrides follow a `--`
@@ -50,16 +51,26 @@ def inspect_file(path: str, dataset: str | None = None, bins: int = 7) -> str:
             lines.append(f"  {key:16s} shape {tuple(arr.shape)} dtype {arr.dtype}")
         for key in ("audio", "vision"):
             ln = getattr(s, f"{key}_lengths")
-            lines.append(f"  {key} lengths: min {ln.min()}, mean {ln.mean():.1f}, max {ln.max()} (padded to {getattr(s, key).shape[1]})")
+            lines.append(
+                f"  {key} lengths: min {ln.min()}, mean {ln.mean():.1f}, max {ln.max()} "
+                f"(padded to {getattr(s, key).shape[1]})"
+            )
         if s.text_bert is not None:
             tl = s.text_bert[:, 1].sum(1)
-            lines.append(f"  text tokens: min {tl.min()}, mean {tl.mean():.1f}, max {tl.max()} (padded to {s.text_bert.shape[2]})")
-        lines.append("  non-finite values replaced by 0: " + (", ".join(f"{k}={v}" for k, v in s.nonfinite.items()) or "none"))
+            lines.append(
+                f"  text tokens: min {tl.min()}, mean {tl.mean():.1f}, max {tl.max()} (padded to "
+                f"{s.text_bert.shape[2]})"
+            )
+        lines.append(
+            "  non-finite values replaced by 0: " + (", ".join(f"{k}={v}" for k, v in s.nonfinite.items()) or "none")
+        )
         for key, y in s.labels.items():
-            lo, hi = (spec.label_range if spec else (float(y.min()), float(y.max())))
+            lo, hi = spec.label_range if spec else (float(y.min()), float(y.max()))
             hist, edges = np.histogram(y, bins=bins, range=(lo, hi) if hi > lo else None)
-            lines.append(f"  labels {key}: mean {y.mean():+.3f}, zeros {int((y == 0).sum())}, "
-                         f"neg {int((y < 0).sum())}, pos {int((y > 0).sum())}")
+            lines.append(
+                f"  labels {key}: mean {y.mean():+.3f}, zeros {int((y == 0).sum())}, "
+                f"neg {int((y < 0).sum())}, pos {int((y > 0).sum())}"
+            )
             width = max(hist.max(), 1)
             for count, a, b in zip(hist, edges[:-1], edges[1:]):
                 lines.append(f"    [{a:+.2f}, {b:+.2f}) {count:6d} " + "#" * int(round(40 * count / width)))
@@ -92,24 +103,47 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
     seeds = sub.add_parser("seeds", help="fit + test a config over several seeds; mean/std tables")
     seeds.add_argument("--config", action="append", required=True, help="config file (repeatable)")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=list(PAPER_SEEDS),
-                       help=f"seeds (default: the papers' {' '.join(map(str, PAPER_SEEDS))})")
-    seeds.add_argument("--out", required=True,
-                       help="output folder: seed<N>/ (logs, checkpoints), per_seed.csv, summary.csv, summary.md")
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(PAPER_SEEDS),
+        help=f"seeds (default: the papers' {' '.join(map(str, PAPER_SEEDS))})",
+    )
+    seeds.add_argument(
+        "--out",
+        required=True,
+        help="output folder: seed<N>/ (logs, checkpoints), per_seed.csv, summary.csv, summary.md",
+    )
     seeds.add_argument("--name")
-    seeds.add_argument("--force", action="store_true",
-                       help="per_seed.csv in --out holds another config's seeds: move those tables aside, start afresh")
-    seeds.add_argument("overrides", nargs="*", default=[], help="LightningCLI overrides, e.g. --trainer.max_epochs=3 (after --)")
+    seeds.add_argument(
+        "--force",
+        action="store_true",
+        help="per_seed.csv in --out holds another config's seeds: move those tables aside, start afresh",
+    )
+    seeds.add_argument(
+        "overrides", nargs="*", default=[], help="LightningCLI overrides, e.g. --trainer.max_epochs=3 (after --)"
+    )
 
     rep = sub.add_parser("report", help="compare multi-seed runs; paired t-test; FmlMSN tables (Tables 7-8)")
     rep.add_argument("runs", nargs="+", help="folders written by `msa seeds` (or their summary.csv)")
-    rep.add_argument("--ttest", action="store_true",
-                     help="paired t-test over the seeds two folders share (their per_seed.csv): A B --ttest")
-    rep.add_argument("--fmlmsn", action="store_true",
-                     help="per-stage unimodal/bimodal task metrics and M of FmlMSN `msa pipeline` output folders")
-    rep.add_argument("--split", choices=["auto", "valid", "test"], default="auto",
-                     help="with --fmlmsn: test (an `msa test` of each best checkpoint logged in its stage folder), "
-                          "valid (the fit's validation at the best epoch), auto: test when every stage has it")
+    rep.add_argument(
+        "--ttest",
+        action="store_true",
+        help="paired t-test over the seeds two folders share (their per_seed.csv): A B --ttest",
+    )
+    rep.add_argument(
+        "--fmlmsn",
+        action="store_true",
+        help="per-stage unimodal/bimodal task metrics and M of FmlMSN `msa pipeline` output folders",
+    )
+    rep.add_argument(
+        "--split",
+        choices=["auto", "valid", "test"],
+        default="auto",
+        help="with --fmlmsn: test (an `msa test` of each best checkpoint logged in its stage folder), "
+        "valid (the fit's validation at the best epoch), auto: test when every stage has it",
+    )
 
     q = sub.add_parser("quickstart", help="synthetic MOSI -> fit -> test -> metric table")
     q.add_argument("--out", default="runs/quickstart")
@@ -133,7 +167,7 @@ def _split_at_double_dash(argv: list[str]) -> tuple[list[str], list[str] | None]
     if "--" not in argv or not argv or argv[0] not in OVERRIDE_COMMANDS:
         return argv, None
     i = argv.index("--")
-    return argv[:i], argv[i + 1:]
+    return argv[:i], argv[i + 1 :]
 
 
 def run_extra(argv: list[str]) -> int:
@@ -174,7 +208,9 @@ def run_extra(argv: list[str]) -> int:
 
         if args.ttest:
             if len(args.runs) != 2:
-                raise MSAError(f"report --ttest compares two result folders, got {len(args.runs)}: {' '.join(args.runs)}")
+                raise MSAError(
+                    f"report --ttest compares two result folders, got {len(args.runs)}: {' '.join(args.runs)}"
+                )
             print(ttest_table(*args.runs))
         elif args.fmlmsn:
             print("\n\n".join(fmlmsn_table(run, args.split) for run in args.runs))

@@ -1,19 +1,24 @@
 """`msa export CHECKPOINT --outputs M ... [-- overrides]`: the command over msa_lightning.experiments.export."""
+
 from __future__ import annotations
 
 import argparse
+
 from msa_lightning.experiments.export import SPLITS, export_command
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write model outputs per split into the store (from a checkpoint)")
     p.add_argument("checkpoint", help="a .ckpt file, or a run folder (its best checkpoint; RUN/last for the last)")
-    p.add_argument("--config", action="append", default=[],
-                   help="config file(s) (default: the run's saved config.yaml)")
+    p.add_argument(
+        "--config", action="append", default=[], help="config file(s) (default: the run's saved config.yaml)"
+    )
     p.add_argument("--outputs", nargs="+", default=["M"], help="names from MSAOutput.flat(), e.g. M features.M")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     p.add_argument("--store", help="store root (default: the data's cache_dir, else $MSA_CACHE_DIR)")
-    p.add_argument("overrides", nargs="*", default=[], help="CLI overrides such as --data.init_args.path=... (after --)")
+    p.add_argument(
+        "overrides", nargs="*", default=[], help="CLI overrides such as --data.init_args.path=... (after --)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ DataModules are imported only for the LightningCLI subcommands, from
 :mod:`msa_lightning.experiments.lightning_cli` (whose names, ``make_cli``, ``MSACLI``, ``fill_data_facts``, ...,
 are also reachable here).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,7 +60,6 @@ suite commands:
 Errors in the input end as one `msa: error:` line and exit status 2; add --debug (or set
 MSA_DEBUG=1) for the traceback.
 """
-
 
 
 def _launched_child_rank() -> int:

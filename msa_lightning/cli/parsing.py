@@ -5,6 +5,7 @@ A bad command line ends as the rest of ``msa`` does: one ``msa: error: <message>
 the options are listed (``(`msa data inspect --help` lists the options)``), exit status 2. The usage
 is printed by ``--help`` only. Subparsers made with ``add_subparsers`` are of the same class.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,8 +1,10 @@
 """`msa pipeline PIPELINE.yaml`: the command over msa_lightning.experiments.pipeline."""
+
 from __future__ import annotations
 
-from msa_lightning.experiments.pipeline import run_pipeline
 from typing import Any
+
+from msa_lightning.experiments.pipeline import run_pipeline
 
 
 def add_parser(sub) -> None:

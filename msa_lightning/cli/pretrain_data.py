@@ -1,15 +1,20 @@
 """`msa pretrain-data {synth,build,inspect}`: the command over msa_lightning.corpus.shards."""
+
 from __future__ import annotations
 
 import argparse
+
 from msa_lightning.corpus.shards import DEFAULT_START, START_METHODS, build, inspect, synth
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 def add_parser(sub) -> None:
-    p = sub.add_parser("pretrain-data", help="SKESL pretraining shards from an unlabeled video corpus",
-                       description="Build, inspect or synthesise SKESL's unlabeled pretraining corpus as litdata "
-                                   "shards (Qian et al., Findings of ACL 2023, Section 4.2).")
+    p = sub.add_parser(
+        "pretrain-data",
+        help="SKESL pretraining shards from an unlabeled video corpus",
+        description="Build, inspect or synthesise SKESL's unlabeled pretraining corpus as litdata "
+        "shards (Qian et al., Findings of ACL 2023, Section 4.2).",
+    )
     actions = p.add_subparsers(dest="action", required=True)
     b = actions.add_parser("build", help="join transcripts, audio and OpenFace outputs by clip id; write shards")
     b.add_argument("--transcripts", required=True, help="id<TAB>text file (VoxCeleb ids: idNNNNN/<video>/<clip>)")
@@ -21,21 +26,37 @@ def add_parser(sub) -> None:
     b.add_argument("--vision-frames", type=int, default=55, help="cut vision to this many frames (authors: 55)")
     b.add_argument("--sample-rate", type=int, default=22050, help="audio resampled to this rate (authors: 22050)")
     b.add_argument("--hop-length", type=int, default=512, help="samples between audio frames (authors: 512)")
-    b.add_argument("--f0", choices=("pyin", "zcr"), default="pyin",
-                   help="pitch column: pyin = log F0 (paper 4.2, default), zcr = zero-crossing rate (released code)")
+    b.add_argument(
+        "--f0",
+        choices=("pyin", "zcr"),
+        default="pyin",
+        help="pitch column: pyin = log F0 (paper 4.2, default), zcr = zero-crossing rate (released code)",
+    )
     b.add_argument("--valid-share", type=float, default=0.02, help="share of clips held out, by id hash (0.02)")
-    b.add_argument("--max-bad-share", type=float, default=0.05,
-                   help="fail when more than this share of clips is unusable (0.05)")
+    b.add_argument(
+        "--max-bad-share", type=float, default=0.05, help="fail when more than this share of clips is unusable (0.05)"
+    )
     b.add_argument("--clips-per-part", type=int, default=100, help="clips per resumable unit of work (100)")
     b.add_argument("--chunk-bytes", default="64MB", help="litdata chunk size (64MB)")
-    b.add_argument("--shard-workers", type=int, default=0,
-                   help="0: one writer process forked from the build (default); N: litdata.optimize with N workers "
-                        "started by --start-method")
-    b.add_argument("--start-method", choices=START_METHODS, default=DEFAULT_START,
-                   help=f"how worker processes start ({DEFAULT_START}; spawn re-imports the suite in each worker)")
+    b.add_argument(
+        "--shard-workers",
+        type=int,
+        default=0,
+        help="0: one writer process forked from the build (default); N: litdata.optimize with N workers "
+        "started by --start-method",
+    )
+    b.add_argument(
+        "--start-method",
+        choices=START_METHODS,
+        default=DEFAULT_START,
+        help=f"how worker processes start ({DEFAULT_START}; spawn re-imports the suite in each worker)",
+    )
     b.add_argument("--keep-parts", action="store_true", help="keep OUT/parts after a finished build")
-    b.add_argument("--force", action="store_true",
-                   help="rebuild even an up-to-date OUT, or one whose shards came from other inputs or settings")
+    b.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even an up-to-date OUT, or one whose shards came from other inputs or settings",
+    )
     s = actions.add_parser("synth", help="write a synthetic corpus in the on-disk layout")
     s.add_argument("out")
     s.add_argument("--clips", type=int, default=12)

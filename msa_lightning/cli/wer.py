@@ -1,11 +1,21 @@
 """`msa data wer`: word error rates of ASR transcripts against the gold ones (msa_lightning.data.transcripts)."""
+
 from __future__ import annotations
 
-from msa_lightning.data.lexicon import DEFAULT_LEXICON, load_lexicon
-from msa_lightning.data.transcripts import ASR_SOURCES, TranscriptError, compare_transcripts, format_reports, read_labels_csv, read_text_source, read_transcripts
-from msa_lightning.errors import DataError
 from pathlib import Path
 from typing import Sequence
+
+from msa_lightning.data.lexicon import DEFAULT_LEXICON, load_lexicon
+from msa_lightning.data.transcripts import (
+    ASR_SOURCES,
+    TranscriptError,
+    compare_transcripts,
+    format_reports,
+    read_labels_csv,
+    read_text_source,
+    read_transcripts,
+)
+from msa_lightning.errors import DataError
 
 
 def _parse_source(item: str) -> tuple[str, Path]:
@@ -22,19 +32,29 @@ def wer_main(argv: Sequence[str] | None = None) -> int:
     p = MSAParser(
         prog="msa data wer",
         description="Corpus WER of ASR transcripts against gold, and the share of utterances where a gold "
-                    "sentiment word is substituted (SWRM, Wu et al. 2022).")
-    p.add_argument("sources", nargs="*", help="transcript files `id<TAB>text`, optionally NAME=PATH "
-                                              "(default: every *.tsv in --dir except the gold file)")
+        "sentiment word is substituted (SWRM, Wu et al. 2022).",
+    )
+    p.add_argument(
+        "sources",
+        nargs="*",
+        help="transcript files `id<TAB>text`, optionally NAME=PATH "
+        "(default: every *.tsv in --dir except the gold file)",
+    )
     p.add_argument("--dir", help="folder with transcript files (e.g. .../mosi/asr)")
-    p.add_argument("--gold", help="gold transcripts: a .tsv, or a labels.csv with video_id/clip_id/text "
-                                  "(default: DIR/gold.tsv)")
+    p.add_argument(
+        "--gold", help="gold transcripts: a .tsv, or a labels.csv with video_id/clip_id/text (default: DIR/gold.tsv)"
+    )
     p.add_argument("--labels", help="labels.csv with a `mode` column, to restrict to --split")
     p.add_argument("--split", choices=["train", "valid", "test"], help="only the utterances of this split")
-    p.add_argument("--lexicon", default=DEFAULT_LEXICON,
-                   help="'vader' or word-list/MPQA files, comma-separated (default: vader)")
+    p.add_argument(
+        "--lexicon", default=DEFAULT_LEXICON, help="'vader' or word-list/MPQA files, comma-separated (default: vader)"
+    )
     p.add_argument("--min-valence", type=float, default=0.0, help="VADER: keep words with |valence| above this")
-    p.add_argument("--strip-apostrophes", action="store_true",
-                   help="remove apostrophes before comparing (DON'T = DONT); default keeps them, as the paper")
+    p.add_argument(
+        "--strip-apostrophes",
+        action="store_true",
+        help="remove apostrophes before comparing (DON'T = DONT); default keeps them, as the paper",
+    )
     argv = list(argv or [])
     args = p.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
 
@@ -57,8 +77,10 @@ def wer_main(argv: Sequence[str] | None = None) -> int:
             keep = read_labels_csv(args.labels or gold_path, args.split)
             gold = {k: v for k, v in gold.items() if k in keep}
         lexicon = load_lexicon(args.lexicon, args.min_valence)
-        reports = [compare_transcripts(gold, read_transcripts(path), lexicon, name, args.strip_apostrophes)
-                   for name, path in sources]
+        reports = [
+            compare_transcripts(gold, read_transcripts(path), lexicon, name, args.strip_apostrophes)
+            for name, path in sources
+        ]
     except TranscriptError:
         raise  # the msa command prints it as one `msa: error:` line
     except (FileNotFoundError, ValueError) as err:  # a lexicon file that is missing or empty

@@ -5,6 +5,7 @@ A shards folder holds ``manifest.json`` (:data:`FORMAT`, the build settings, per
 ``finished``) and one litdata folder per split of :data:`SHARD_SPLITS` (``index.json`` + chunks).
 A clip goes to ``valid`` when ``id_draws([clip], VALID_SALT) < valid_share``.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,11 @@ def read_manifest(path: str | Path) -> dict:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise DataError(f"{file}: expected format {FORMAT!r}, found {found!r}")
     if manifest.get("finished") is not True:
-        raise DataError(f"{root}: the shard build did not finish (manifest.json has finished: "
-                        f"{json.dumps(manifest.get('finished'))}); run `msa pretrain-data build ... --out {root}` "
-                        f"again to complete it (finished work is kept)")
+        raise DataError(
+            f"{root}: the shard build did not finish (manifest.json has finished: "
+            f"{json.dumps(manifest.get('finished'))}); run `msa pretrain-data build ... --out {root}` "
+            f"again to complete it (finished work is kept)"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise DataError(f"{file}: missing {missing} (written by `msa pretrain-data build`)")
@@ -55,8 +58,10 @@ def read_manifest(path: str | Path) -> dict:
         count = sum(chunk_sizes(root / split))
         expected = manifest["splits"].get(split)
         if expected != count:
-            raise DataError(f"{root / split}: the shards hold {count} clips but manifest.json says {expected} "
-                            f"(shards and manifest are from different builds); {_build_hint(root)}")
+            raise DataError(
+                f"{root / split}: the shards hold {count} clips but manifest.json says {expected} "
+                f"(shards and manifest are from different builds); {_build_hint(root)}"
+            )
     return manifest
 
 

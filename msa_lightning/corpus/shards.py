@@ -1,4 +1,4 @@
-"""``msa pretrain-data``: SKESL's unlabeled video corpus as streaming shards (issue 8, section 1).
+"""``msa pretrain-data``: SKESL's unlabeled video corpus as streaming shards.
 
 ``msa pretrain-data build`` joins ASR transcripts (``id<TAB>text``), audio files (or ready ``[T, 33]``
 ``.npy``) and OpenFace 2.x CSVs (or ready ``[T, 709]`` ``.npy``) by clip id (the path under each folder
@@ -17,7 +17,8 @@ How a build goes:
 2. **Features, part by part**: the complete clips, in an order given by a hash of each id (so a shard chunk
    mixes speakers; sorted VoxCeleb ids would group them), are cut into parts of ``--clips-per-part``
    clips, extracted by ``--workers`` processes (``--start-method``: ``forkserver`` by default, ``spawn`` works
-   too: a task is a module-level function of picklable arguments). Each part's features are extracted (:func:`~msa_lightning.corpus.sources.extract_clip`; a clip
+   too: a task is a module-level function of picklable arguments). Each part's features are extracted
+   (:func:`~msa_lightning.corpus.sources.extract_clip`; a clip
    whose files fail is left out with its :class:`~msa_lightning.errors.ClipError` reason) and
    written atomically as ``OUT/parts/part-NNNNNN-<key>.npz``. The key hashes the feature settings and each
    clip's id, text and files (name, size, modification time), so a re-run -- after a crash, a kill, or a
@@ -40,6 +41,7 @@ zero-crossing rate the authors' released scripts put there; ``--sample-rate 2205
 no lengths). ``--valid-share`` and ``--max-bad-share`` are the suite's (the paper has no pretraining validation
 split and does not say how unusable clips were handled).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -56,17 +58,31 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_lightning.corpus.sources import (AUDIO_SUFFIXES, VISUAL_SUFFIXES, CorpusReport, bad_share_error, extract_clip,
-                                          index_files, join_sources, listing_fingerprint)
-from msa_lightning.corpus.format import (FORMAT, MANIFEST, PART_FORMAT, SHARD_SPLITS, VALID_SALT, read_build_manifest,
-                                         write_manifest)
+from msa_lightning.corpus.format import (
+    FORMAT,
+    MANIFEST,
+    PART_FORMAT,
+    SHARD_SPLITS,
+    VALID_SALT,
+    read_build_manifest,
+    write_manifest,
+)
+from msa_lightning.corpus.sources import (
+    AUDIO_SUFFIXES,
+    VISUAL_SUFFIXES,
+    CorpusReport,
+    bad_share_error,
+    extract_clip,
+    index_files,
+    join_sources,
+    listing_fingerprint,
+)
 from msa_lightning.data.sampling import id_draws
 from msa_lightning.errors import ClipError, ConfigError, DataError, MSAError
 from msa_lightning.media.acoustic import AUDIO_DIM
 from msa_lightning.media.openface import VISION_DIM
 from msa_lightning.media.synthetic import add_bad_clips, make_synthetic_corpus
 from msa_lightning.store import atomic_write, canonical_json, content_hash
-
 
 START_METHODS = tuple(m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods())
 DEFAULT_START = START_METHODS[0]
@@ -98,8 +114,9 @@ def extract_part(path: str, clips: list[tuple[str, str, str, str]], features: di
     ids, texts, audio, vision, bad = [], [], [], [], []
     for clip, text, audio_path, visual_path in clips:
         try:
-            c = extract_clip(clip, text, audio_path, visual_path, features["sample_rate"], features["hop_length"],
-                             features["f0"])
+            c = extract_clip(
+                clip, text, audio_path, visual_path, features["sample_rate"], features["hop_length"], features["f0"]
+            )
         except ClipError as err:
             bad.append((clip, err.reason, str(err)))
             continue
@@ -111,12 +128,14 @@ def extract_part(path: str, clips: list[tuple[str, str, str, str]], features: di
         audio.append(c.audio[: features["audio_frames"]])
         vision.append(c.vision[: features["vision_frames"]])
     arrays = {
-        "ids": np.array(ids, dtype=str), "texts": np.array(texts, dtype=str),
+        "ids": np.array(ids, dtype=str),
+        "texts": np.array(texts, dtype=str),
         "audio": np.concatenate(audio) if audio else np.zeros((0, AUDIO_DIM), np.float32),
         "audio_lengths": np.array([len(a) for a in audio], dtype=np.int64),
         "vision": np.concatenate(vision) if vision else np.zeros((0, VISION_DIM), np.float32),
         "vision_lengths": np.array([len(v) for v in vision], dtype=np.int64),
-        "bad_ids": np.array([b[0] for b in bad], dtype=str), "bad_reasons": np.array([b[1] for b in bad], dtype=str),
+        "bad_ids": np.array([b[0] for b in bad], dtype=str),
+        "bad_reasons": np.array([b[1] for b in bad], dtype=str),
         "bad_details": np.array([b[2] for b in bad], dtype=str),
     }
     try:
@@ -139,9 +158,12 @@ def part_items(path: str | Path, split: str | None = None, valid_share: float = 
     for i, clip in enumerate(ids):
         if split is not None and held_out[i] != (split == "valid"):
             continue
-        yield {"id": clip, "text": texts[i],
-               "audio": np.ascontiguousarray(audio[a_start[i]:a_end[i]]),
-               "vision": np.ascontiguousarray(vision[v_start[i]:v_end[i]])}
+        yield {
+            "id": clip,
+            "text": texts[i],
+            "audio": np.ascontiguousarray(audio[a_start[i] : a_end[i]]),
+            "vision": np.ascontiguousarray(vision[v_start[i] : v_end[i]]),
+        }
 
 
 class SplitItems:
@@ -182,13 +204,25 @@ def _probe_audio_settings(sample_rate: int, hop_length: int, f0: str) -> None:
     try:
         audio_features(0.3 * np.sin(2 * np.pi * 200 * t), sample_rate, hop_length, f0)
     except Exception as err:  # librosa's ParameterError and friends
-        raise ConfigError(f"--sample-rate {sample_rate} --hop-length {hop_length} --f0 {f0}: the audio features "
-                          f"cannot be computed at these settings ({type(err).__name__}: {err})") from None
+        raise ConfigError(
+            f"--sample-rate {sample_rate} --hop-length {hop_length} --f0 {f0}: the audio features "
+            f"cannot be computed at these settings ({type(err).__name__}: {err})"
+        ) from None
 
 
 #: ``--chunk-bytes`` units, decimal as litdata's own spelling (``64MB`` = 64,000,000 bytes)
-_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-               "t": 10**12, "tb": 10**12}
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+}
 
 
 def chunk_bytes(value: str) -> int:
@@ -206,17 +240,21 @@ def _check_out(out: Path, old: dict | None, settings: dict, inputs: dict, force:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder")
     if old is None:
-        if out.is_dir() and any(p.name not in (*SHARD_SPLITS, "parts") and not p.name.startswith(".")
-                                for p in out.iterdir()):
-            raise ConfigError(f"--out {out}: the folder holds other files and no {MANIFEST}; "
-                              "give a new or empty folder")
+        if out.is_dir() and any(
+            p.name not in (*SHARD_SPLITS, "parts") and not p.name.startswith(".") for p in out.iterdir()
+        ):
+            raise ConfigError(
+                f"--out {out}: the folder holds other files and no {MANIFEST}; give a new or empty folder"
+            )
         return
     changed = [f"{k} {old['settings'].get(k)!r} -> {v!r}" for k, v in settings.items() if old["settings"].get(k) != v]
     before = {k: old.get("inputs", {}).get(k, {}).get("path") for k in inputs}
     changed += [f"--{k} {before[k]} -> {v['path']}" for k, v in inputs.items() if before[k] != v["path"]]
     if changed and not force and old.get("finished"):
-        raise ConfigError(f"--out {out}: holds shards built from other inputs or settings ({'; '.join(changed)}); "
-                          "give another --out, or --force to rebuild it")
+        raise ConfigError(
+            f"--out {out}: holds shards built from other inputs or settings ({'; '.join(changed)}); "
+            "give another --out, or --force to rebuild it"
+        )
 
 
 def _dir_bytes(path: Path) -> int:
@@ -227,8 +265,9 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: int, workers: int,
-                   start_method: str = DEFAULT_START) -> None:
+def _extract_parts(
+    tasks: list[tuple[str, list, dict]], total: int, done_clips: int, workers: int, start_method: str = DEFAULT_START
+) -> None:
     """Run :func:`extract_part` on every task, in ``workers`` processes (in this one for 1), with a progress bar
     in clips per second. ``forkserver`` (the default where it exists) imports this module once in a server process
     and forks the workers from it; ``spawn`` imports it in every worker (each start-up re-imports the ``msa``
@@ -237,8 +276,9 @@ def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: 
 
     if not tasks:
         return
-    bar = tqdm(total=total, initial=done_clips, unit="clip", desc="features", file=sys.stderr, mininterval=1.0,
-               smoothing=0.1)
+    bar = tqdm(
+        total=total, initial=done_clips, unit="clip", desc="features", file=sys.stderr, mininterval=1.0, smoothing=0.1
+    )
     try:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
@@ -255,16 +295,26 @@ def _extract_parts(tasks: list[tuple[str, list, dict]], total: int, done_clips: 
                 future.result()
                 bar.update(futures[future])
         except concurrent.futures.process.BrokenProcessPool as err:
-            raise MSAError(f"a feature worker process died ({err}); finished parts are kept: run the same command "
-                           "again to go on from them") from None
+            raise MSAError(
+                f"a feature worker process died ({err}); finished parts are kept: run the same command "
+                "again to go on from them"
+            ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
 
 
-def _write_split(folder: Path, parts: list[str], split: str, valid_share: float, size: str,
-                 shard_workers: int, cache: Path, start_method: str = DEFAULT_START) -> None:
+def _write_split(
+    folder: Path,
+    parts: list[str],
+    split: str,
+    valid_share: float,
+    size: str,
+    shard_workers: int,
+    cache: Path,
+    start_method: str = DEFAULT_START,
+) -> None:
     """One split's litdata shards in ``folder``, written in the parts' order by ``litdata.optimize`` (litdata's
     public writer): for ``shard_workers`` 0 by one writer process forked from this one (it starts at once: a
     forkserver or spawned process would import the ``msa`` command first, seconds to tens of seconds, for a job that
@@ -282,9 +332,17 @@ def _write_split(folder: Path, parts: list[str], split: str, valid_share: float,
     os.environ["DATA_OPTIMIZER_CACHE_FOLDER"] = str(cache / "chunks")
     os.environ["DATA_OPTIMIZER_DATA_CACHE_FOLDER"] = str(cache / "data")
     try:
-        litdata.optimize(fn=SplitItems(parts, split, valid_share), inputs=list(range(len(parts))),
-                         output_dir=str(folder), chunk_bytes=chunk_bytes(size), num_workers=workers,
-                         reorder_files=False, keep_data_ordered=True, start_method=start_method, verbose=False)
+        litdata.optimize(
+            fn=SplitItems(parts, split, valid_share),
+            inputs=list(range(len(parts))),
+            output_dir=str(folder),
+            chunk_bytes=chunk_bytes(size),
+            num_workers=workers,
+            reorder_files=False,
+            keep_data_ordered=True,
+            start_method=start_method,
+            verbose=False,
+        )
     finally:
         for k, v in saved.items():
             if v is None:
@@ -311,28 +369,52 @@ def build(args) -> int:
     tsv = Path(args.transcripts).expanduser()
     texts = read_transcripts(tsv)  # a malformed file fails here, naming the line, before any media is read
     audio, visual = index_files(args.audio, AUDIO_SUFFIXES), index_files(args.visual, VISUAL_SUFFIXES)
-    inputs = {"transcripts": {"path": str(tsv.resolve()), "sha256": content_hash(tsv), "clips": len(texts)},
-              "audio": {"path": str(Path(args.audio).expanduser().resolve()), "files": len(audio),
-                        "fingerprint": listing_fingerprint(audio)},
-              "visual": {"path": str(Path(args.visual).expanduser().resolve()), "files": len(visual),
-                         "fingerprint": listing_fingerprint(visual)}}
-    fingerprint = hashlib.sha256(canonical_json({"format": FORMAT, "settings": settings, "inputs": inputs}).encode()
-                                 ).hexdigest()
+    inputs = {
+        "transcripts": {"path": str(tsv.resolve()), "sha256": content_hash(tsv), "clips": len(texts)},
+        "audio": {
+            "path": str(Path(args.audio).expanduser().resolve()),
+            "files": len(audio),
+            "fingerprint": listing_fingerprint(audio),
+        },
+        "visual": {
+            "path": str(Path(args.visual).expanduser().resolve()),
+            "files": len(visual),
+            "fingerprint": listing_fingerprint(visual),
+        },
+    }
+    fingerprint = hashlib.sha256(
+        canonical_json({"format": FORMAT, "settings": settings, "inputs": inputs}).encode()
+    ).hexdigest()
     old = read_build_manifest(out)
     _check_out(out, old, settings, inputs, args.force)
-    if (old and not args.force and old.get("finished") and old.get("fingerprint") == fingerprint
-            and all((out / s / "index.json").is_file() for s in SHARD_SPLITS)):
+    if (
+        old
+        and not args.force
+        and old.get("finished")
+        and old.get("fingerprint") == fingerprint
+        and all((out / s / "index.json").is_file() for s in SHARD_SPLITS)
+    ):
         total, left_out = old["counts"]["clips"], old["counts"]["left_out"]
         if total and left_out / total > args.max_bad_share:
-            raise DataError(f"{out}: the shards are up to date but {left_out / total:.1%} of the clips are unusable, "
-                            f"more than --max-bad-share={args.max_bad_share:g} ({old['summary']})")
+            raise DataError(
+                f"{out}: the shards are up to date but {left_out / total:.1%} of the clips are unusable, "
+                f"more than --max-bad-share={args.max_bad_share:g} ({old['summary']})"
+            )
         print(f"{out}: up to date (same inputs and settings; {old['summary']}); nothing rebuilt")
         return 0
     if old and old.get("finished") and old.get("fingerprint") != fingerprint and not args.force:
         print(f"{out}: the inputs changed since the last build: building again (unchanged parts are reused)")
 
-    manifest = {"format": FORMAT, "finished": False, "audio_dim": AUDIO_DIM, "vision_dim": VISION_DIM, **settings,
-                "settings": settings, "inputs": inputs, "fingerprint": fingerprint}
+    manifest = {
+        "format": FORMAT,
+        "finished": False,
+        "audio_dim": AUDIO_DIM,
+        "vision_dim": VISION_DIM,
+        **settings,
+        "settings": settings,
+        "inputs": inputs,
+        "fingerprint": fingerprint,
+    }
     out.mkdir(parents=True, exist_ok=True)
     for split in SHARD_SPLITS:  # shards of another build must not sit beside an unfinished manifest
         shutil.rmtree(out / split, ignore_errors=True)
@@ -341,8 +423,10 @@ def build(args) -> int:
     # 1. join; 2. features part by part (finished parts reused)
     complete, bad = join_sources(texts, audio, visual)
     report = CorpusReport(total=len(complete) + len(bad), bad=dict(bad))
-    print(f"corpus: {report.total} clip ids; {len(complete)} in all three sources with a transcript, "
-          f"{len(bad)} left out at the join")
+    print(
+        f"corpus: {report.total} clip ids; {len(complete)} in all three sources with a transcript, "
+        f"{len(bad)} left out at the join"
+    )
     parts_dir = out / "parts"
     parts_dir.mkdir(exist_ok=True)
     for stale in parts_dir.glob("*.tmp*"):  # a part half-written by a killed build (finished parts are renamed)
@@ -353,7 +437,7 @@ def build(args) -> int:
     k = args.clips_per_part
     parts, tasks, reused = [], [], 0
     for number, start in enumerate(range(0, len(complete), k)):
-        chunk = [(c, texts[c], str(audio[c]), str(visual[c])) for c in complete[start:start + k]]
+        chunk = [(c, texts[c], str(audio[c]), str(visual[c])) for c in complete[start : start + k]]
         path = parts_dir / f"part-{number:06d}-{part_key(chunk, features)[:16]}.npz"
         parts.append(str(path))
         if path.is_file():
@@ -366,16 +450,19 @@ def build(args) -> int:
     seconds = time.perf_counter() - started
     extracted = len(complete) - done_clips
     rate = f", {extracted / seconds:.1f} clips/s" if extracted and seconds > 0 else ""
-    print(f"features: {len(parts)} parts of up to {k} clips: {reused} reused from an earlier run, {len(tasks)} "
-          f"extracted ({extracted} clips, {args.workers} worker{'s' if args.workers > 1 else ''}{rate})")
+    print(
+        f"features: {len(parts)} parts of up to {k} clips: {reused} reused from an earlier run, {len(tasks)} "
+        f"extracted ({extracted} clips, {args.workers} worker{'s' if args.workers > 1 else ''}{rate})"
+    )
 
     # 3. the report and the threshold
     good_ids: list[str] = []
     for path in parts:
         with np.load(path, allow_pickle=False) as part:
             good_ids += part["ids"].tolist()
-            for clip, reason, detail in zip(part["bad_ids"].tolist(), part["bad_reasons"].tolist(),
-                                            part["bad_details"].tolist()):
+            for clip, reason, detail in zip(
+                part["bad_ids"].tolist(), part["bad_reasons"].tolist(), part["bad_details"].tolist()
+            ):
                 report.bad[clip] = (reason, detail)
     report.good = good_ids
     report.bad = dict(sorted(report.bad.items()))
@@ -384,20 +471,31 @@ def build(args) -> int:
     by_reason: dict[str, list[str]] = {}
     for clip, (reason, _) in report.bad.items():
         by_reason.setdefault(reason, []).append(clip)
-    manifest.update({
-        "counts": {"clips": report.total, "used": len(good_ids), "left_out": len(report.bad), **report.counts()},
-        "bad": by_reason, "bad_details": {clip: detail for clip, (_, detail) in report.bad.items()},
-        "summary": report.summary(), "max_bad_share": args.max_bad_share,
-    })
+    manifest.update(
+        {
+            "counts": {"clips": report.total, "used": len(good_ids), "left_out": len(report.bad), **report.counts()},
+            "bad": by_reason,
+            "bad_details": {clip: detail for clip, (_, detail) in report.bad.items()},
+            "summary": report.summary(),
+            "max_bad_share": args.max_bad_share,
+        }
+    )
     if report.bad_share > args.max_bad_share:
         write_manifest(out, manifest)
-        raise bad_share_error(tsv, report, args.max_bad_share, "--max-bad-share",
-                              f"; every clip by id and reason: {out / MANIFEST}; finished parts are kept")
+        raise bad_share_error(
+            tsv,
+            report,
+            args.max_bad_share,
+            "--max-bad-share",
+            f"; every clip by id and reason: {out / MANIFEST}; finished parts are kept",
+        )
     for split, n in expected.items():
         if n == 0:
             write_manifest(out, manifest)
-            raise ConfigError(f"--valid-share {args.valid_share:g}: split {split!r} would be empty ({len(good_ids)} "
-                              f"usable clips); give a {'larger' if split == 'valid' else 'smaller'} share")
+            raise ConfigError(
+                f"--valid-share {args.valid_share:g}: split {split!r} would be empty ({len(good_ids)} "
+                f"usable clips); give a {'larger' if split == 'valid' else 'smaller'} share"
+            )
 
     # 4. shards, each split written beside its place and renamed into it
     import litdata
@@ -406,19 +504,36 @@ def build(args) -> int:
     for split in SHARD_SPLITS:
         tmp = out / f".{split}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        _write_split(tmp, parts, split, args.valid_share, args.chunk_bytes, args.shard_workers, out / ".litdata-cache",
-                     args.start_method)
+        _write_split(
+            tmp,
+            parts,
+            split,
+            args.valid_share,
+            args.chunk_bytes,
+            args.shard_workers,
+            out / ".litdata-cache",
+            args.start_method,
+        )
         found = _index_count(tmp)
         if found != expected[split]:
             raise MSAError(f"{tmp}: litdata wrote {found} items for split {split!r}, expected {expected[split]}")
         os.replace(tmp, out / split)
     sizes = {split: _dir_bytes(out / split) for split in SHARD_SPLITS}
-    manifest.update({"finished": True, "splits": expected, "bytes": sizes, "litdata": litdata.__version__,
-                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     "summary": f"{report.summary()} (train {expected['train']}, valid {expected['valid']})"})
+    manifest.update(
+        {
+            "finished": True,
+            "splits": expected,
+            "bytes": sizes,
+            "litdata": litdata.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "summary": f"{report.summary()} (train {expected['train']}, valid {expected['valid']})",
+        }
+    )
     write_manifest(out, manifest)
-    print(f"shards: train {expected['train']} clips ({_mb(sizes['train'])}), valid {expected['valid']} clips "
-          f"({_mb(sizes['valid'])}) in {out}, written in {time.perf_counter() - started:.1f} s")
+    print(
+        f"shards: train {expected['train']} clips ({_mb(sizes['train'])}), valid {expected['valid']} clips "
+        f"({_mb(sizes['valid'])}) in {out}, written in {time.perf_counter() - started:.1f} s"
+    )
     if not args.keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)
     else:  # parts of earlier inputs or settings can never be reused by this OUT's next build
@@ -441,12 +556,16 @@ def synth(args) -> int:
         raise ConfigError(f"{out}: holds a corpus already (transcripts.tsv); give another folder or --force")
     make_synthetic_corpus(out, clips=args.clips, seed=args.seed, sample_rate=args.sample_rate)
     bad = add_bad_clips(out, args.sample_rate) if args.with_bad else {}
-    print(f"{out}: {args.clips} synthetic clips (transcripts.tsv, audio/*.wav, openface/*.csv)"
-          + (f" and {len(bad)} unusable ones, one of each kind: {', '.join(sorted(bad.values()))}" if bad else ""))
+    print(
+        f"{out}: {args.clips} synthetic clips (transcripts.tsv, audio/*.wav, openface/*.csv)"
+        + (f" and {len(bad)} unusable ones, one of each kind: {', '.join(sorted(bad.values()))}" if bad else "")
+    )
     share = 0.2 if args.clips < 250 else 0.02  # a tiny corpus needs a larger share to get a valid split at all
     bad_share = f" --max-bad-share {min(1.0, round(len(bad) / (args.clips + len(bad)) + 0.05, 2)):g}" if bad else ""
-    print("next:\n  msa pretrain-data build --transcripts {0}/transcripts.tsv --audio {0}/audio --visual {0}/openface "
-          "--out {0}_shards --valid-share {1:g}{2}".format(out, share, bad_share))
+    print(
+        "next:\n  msa pretrain-data build --transcripts {0}/transcripts.tsv --audio {0}/audio --visual {0}/openface "
+        "--out {0}_shards --valid-share {1:g}{2}".format(out, share, bad_share)
+    )
     return 0
 
 
@@ -458,29 +577,31 @@ def inspect(args) -> int:
         raise DataError(f"{out}: no {MANIFEST} (not a folder written by `msa pretrain-data build`)")
     s = manifest["settings"]
     state = "finished" if manifest.get("finished") else "NOT finished (the build stopped; run it again to go on)"
-    lines = [f"# {out}: {manifest['format']}, {state}",
-             f"settings: audio {s['audio_frames']} frames x {manifest['audio_dim']} (f0 {s['f0']}, "
-             f"{s['sample_rate']} Hz, hop {s['hop_length']}), vision {s['vision_frames']} frames x "
-             f"{manifest['vision_dim']}, valid share "
-             f"{s['valid_share']:g}, chunks {s['chunk_bytes']}"]
+    lines = [
+        f"# {out}: {manifest['format']}, {state}",
+        f"settings: audio {s['audio_frames']} frames x {manifest['audio_dim']} (f0 {s['f0']}, "
+        f"{s['sample_rate']} Hz, hop {s['hop_length']}), vision {s['vision_frames']} frames x "
+        f"{manifest['vision_dim']}, valid share "
+        f"{s['valid_share']:g}, chunks {s['chunk_bytes']}",
+    ]
     for name, source in manifest["inputs"].items():
         count = source.get("clips", source.get("files"))
         lines.append(f"input {name}: {source['path']} ({count} {'lines' if 'clips' in source else 'files'})")
     if "summary" in manifest:
         lines.append(f"summary: {manifest['summary']}")
     for reason, ids in sorted(manifest.get("bad", {}).items()):
-        shown = ", ".join(ids[:args.show]) + (f", ... and {len(ids) - args.show} more" if len(ids) > args.show else "")
+        shown = ", ".join(ids[: args.show]) + (f", ... and {len(ids) - args.show} more" if len(ids) > args.show else "")
         lines.append(f"  {reason} {len(ids)}: {shown}")
     for split in SHARD_SPLITS:
         folder = out / split
         if (folder / "index.json").is_file():
             chunks = len(json.loads((folder / "index.json").read_text())["chunks"])
-            lines.append(f"{split}: {_index_count(folder)} clips, {chunks} chunk file{'s' * (chunks != 1)}, "
-                         f"{_mb(_dir_bytes(folder))} on disk")
+            lines.append(
+                f"{split}: {_index_count(folder)} clips, {chunks} chunk file{'s' * (chunks != 1)}, "
+                f"{_mb(_dir_bytes(folder))} on disk"
+            )
     if (out / "parts").is_dir():
         parts = list((out / "parts").glob("part-*.npz"))
         lines.append(f"parts: {len(parts)} files, {_mb(sum(p.stat().st_size for p in parts))}")
     print("\n".join(lines))
     return 0
-
-

@@ -18,10 +18,10 @@ Every failure that concerns one clip raises :class:`ClipError` (a DataError) wit
 (``unreadable_audio``, ``unreadable_csv``, ``wrong_columns``, ``no_face``, ``bad_features``), so a corpus
 build can record the clip by id and reason and go on.
 """
+
 from __future__ import annotations
 
 import hashlib
-
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,6 @@ from msa_lightning.errors import ClipError, DataError
 from msa_lightning.media.acoustic import AUDIO_DIM, audio_features
 from msa_lightning.media.decode import load_audio
 from msa_lightning.media.openface import _COLUMNS, META_COLUMNS, VISION_DIM, read_openface_csv
-
 
 assert len(_COLUMNS) == len(META_COLUMNS) + VISION_DIM
 
@@ -57,8 +56,9 @@ def _ready_features(path: Path, dim: int, what: str, unreadable: str) -> np.ndar
     return x.astype(np.float32)
 
 
-def read_audio_features(path: str | Path, sample_rate: int = 22050, hop_length: int = 512,
-                        f0: Literal["pyin", "zcr"] = "pyin") -> np.ndarray:
+def read_audio_features(
+    path: str | Path, sample_rate: int = 22050, hop_length: int = 512, f0: Literal["pyin", "zcr"] = "pyin"
+) -> np.ndarray:
     """``[T, 33]`` features of an audio file, or of a ready ``.npy`` array of that shape."""
     path = Path(path)
     if path.suffix == ".npy":
@@ -125,15 +125,17 @@ class CorpusReport:
         return f"{len(self.good)} of {self.total} clips used; left out: {reasons}"
 
 
-def join_sources(texts: dict[str, str], audio: dict[str, Path], visual: dict[str, Path]
-                 ) -> tuple[list[str], dict[str, tuple[str, str]]]:
+def join_sources(
+    texts: dict[str, str], audio: dict[str, Path], visual: dict[str, Path]
+) -> tuple[list[str], dict[str, tuple[str, str]]]:
     """Join the three sources by clip id: the ids with a transcript, an audio and a visual file (sorted), and
     the others by id as ``(reason, detail)``: ``missing_transcript`` / ``missing_audio`` / ``missing_visual``
     (the first source lacking, in that order) or ``empty_transcript``."""
     complete, bad = [], {}
     for clip in sorted(set(texts) | set(audio) | set(visual)):
-        missing = [name for name, source in (("transcript", texts), ("audio", audio), ("visual", visual))
-                   if clip not in source]
+        missing = [
+            name for name, source in (("transcript", texts), ("audio", audio), ("visual", visual)) if clip not in source
+        ]
         if missing:
             bad[clip] = (f"missing_{missing[0]}", f"no {' and no '.join(missing)} file for this id")
         elif not texts[clip].strip():
@@ -143,26 +145,43 @@ def join_sources(texts: dict[str, str], audio: dict[str, Path], visual: dict[str
     return complete, bad
 
 
-def extract_clip(clip: str, text: str, audio_path: str | Path, visual_path: str | Path, sample_rate: int = 22050,
-                 hop_length: int = 512, f0: Literal["pyin", "zcr"] = "pyin") -> Clip:
+def extract_clip(
+    clip: str,
+    text: str,
+    audio_path: str | Path,
+    visual_path: str | Path,
+    sample_rate: int = 22050,
+    hop_length: int = 512,
+    f0: Literal["pyin", "zcr"] = "pyin",
+) -> Clip:
     """One clip's features (:func:`read_audio_features`, :func:`read_visual_features`); a :class:`ClipError`
     (with its ``reason``) when a file cannot be used. A plain function of its arguments, so a worker process can
     run it."""
-    return Clip(clip, text, read_audio_features(audio_path, sample_rate, hop_length, f0),
-                read_visual_features(visual_path))
+    return Clip(
+        clip, text, read_audio_features(audio_path, sample_rate, hop_length, f0), read_visual_features(visual_path)
+    )
 
 
-def bad_share_error(where: str | Path, report: CorpusReport, max_bad_share: float, setting: str = "max_bad_share",
-                    hint: str = "") -> DataError:
+def bad_share_error(
+    where: str | Path, report: CorpusReport, max_bad_share: float, setting: str = "max_bad_share", hint: str = ""
+) -> DataError:
     """The one-line error of a corpus with too many unusable clips: the share, the summary and a few examples."""
     shown = "; ".join(f"{k}: {r}" for k, (r, _) in list(report.bad.items())[:5])
-    return DataError(f"{where}: {report.bad_share:.1%} of the clips are unusable, more than {setting}="
-                     f"{max_bad_share:g} ({report.summary()}; e.g. {shown}){hint}")
+    return DataError(
+        f"{where}: {report.bad_share:.1%} of the clips are unusable, more than {setting}="
+        f"{max_bad_share:g} ({report.summary()}; e.g. {shown}){hint}"
+    )
 
 
-def collect_clips(transcripts: str | Path, audio_root: str | Path, visual_root: str | Path,
-                  sample_rate: int = 22050, hop_length: int = 512, f0: Literal["pyin", "zcr"] = "pyin",
-                  max_bad_share: float = 0.05) -> tuple[list[Clip], CorpusReport]:
+def collect_clips(
+    transcripts: str | Path,
+    audio_root: str | Path,
+    visual_root: str | Path,
+    sample_rate: int = 22050,
+    hop_length: int = 512,
+    f0: Literal["pyin", "zcr"] = "pyin",
+    max_bad_share: float = 0.05,
+) -> tuple[list[Clip], CorpusReport]:
     """Join transcripts (``id<TAB>text``), audio and OpenFace outputs by clip id and extract features.
 
     A clip missing from one source (``missing_transcript``, ``missing_audio``, ``missing_visual``), with an

@@ -1,4 +1,4 @@
-"""SKESL pretraining batches streamed from litdata shards (issue 8, section 3: VoxCeleb scale, multi-node DDP).
+"""SKESL pretraining batches streamed from litdata shards (VoxCeleb scale, multi-node DDP).
 
 ``msa pretrain-data build ... --out OUT`` writes ``OUT/manifest.json`` and two litdata ``optimize``
 outputs, ``OUT/train`` and ``OUT/valid``, whose items are ``{"id", "text", "audio" [Ta, 33], "vision"
@@ -58,6 +58,7 @@ number of ranks, loader workers, batch size, seed and shards; anything else is o
 checkpoint from the end of an epoch resumes with any of them changed). The state keeps the keys the
 earlier litdata-based loader wrote (``current_epoch``, ``msa``), so its checkpoints resume too.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -88,8 +89,9 @@ def rank_shares(total: int, world_size: int) -> list[int]:
     return [base + (r < extra) for r in range(world_size)]
 
 
-def epoch_shares(sizes: Sequence[int], seed: int, epoch: int, shuffle: bool, world_size: int,
-                 num_workers: int) -> list[np.ndarray]:
+def epoch_shares(
+    sizes: Sequence[int], seed: int, epoch: int, shuffle: bool, world_size: int, num_workers: int
+) -> list[np.ndarray]:
     """The rows (global item indices) of every (rank, loader worker) share of ``epoch``, rank-major (module
     docstring): chunks in an order drawn from ``(seed, epoch)``, the sequence of their items cut into contiguous
     shares of :func:`rank_shares` sizes per rank and then per worker, the rows of each piece of a chunk permuted
@@ -134,8 +136,7 @@ class ShardClips(Dataset):
     public ``StreamingDataset(...)[i]``, opened once per process), padded to the manifest's frame counts where it
     is read (in the loader worker), with its lengths and its row."""
 
-    def __init__(self, input_dir: str, audio_frames: int, vision_frames: int, audio_dim: int,
-                 vision_dim: int) -> None:
+    def __init__(self, input_dir: str, audio_frames: int, vision_frames: int, audio_dim: int, vision_dim: int) -> None:
         self.input_dir = str(input_dir)
         self.sizes = chunk_sizes(input_dir)
         self.frames = {"audio": int(audio_frames), "vision": int(vision_frames)}
@@ -166,8 +167,10 @@ class ShardClips(Dataset):
             x = np.asarray(item[key], dtype=np.float32)
             limit, dim = self.frames[key], self.dims[key]
             if x.ndim != 2 or x.shape[1] != dim or x.shape[0] > limit:
-                raise DataError(f"{self.input_dir}: clip {out['id']!r} has {key} of shape {tuple(x.shape)}; "
-                                f"the manifest promises [at most {limit}, {dim}]")
+                raise DataError(
+                    f"{self.input_dir}: clip {out['id']!r} has {key} of shape {tuple(x.shape)}; "
+                    f"the manifest promises [at most {limit}, {dim}]"
+                )
             padded = np.zeros((limit, dim), dtype=np.float32)
             padded[: len(x)] = x
             out[key], out[f"{key}_length"] = padded, len(x)
@@ -210,17 +213,28 @@ class SKESLStreamLoader:
         world_size, rank: the DDP ranks (1 and 0 without DDP).
     """
 
-    def __init__(self, clips: ShardClips, batch_size: int, collate, equal_batches: bool = True,
-                 num_workers: int = 0, pin_memory: bool = False, shuffle: bool = False, seed: int = 0,
-                 world_size: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self,
+        clips: ShardClips,
+        batch_size: int,
+        collate,
+        equal_batches: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        shuffle: bool = False,
+        seed: int = 0,
+        world_size: int = 1,
+        rank: int = 0,
+    ) -> None:
         self.clips, self.clips_per_batch, self.collate = clips, int(batch_size), collate
         self.equal_batches = equal_batches
         self.num_workers, self.pin_batches = int(num_workers), pin_memory
         self.shuffle, self.seed = bool(shuffle), int(seed)
         self.world_size, self.rank = int(world_size), int(rank)
         self._rows = _Rows()
-        self._loader = DataLoader(clips, batch_size=None, sampler=self._rows, num_workers=self.num_workers,
-                                  collate_fn=_as_is)
+        self._loader = DataLoader(
+            clips, batch_size=None, sampler=self._rows, num_workers=self.num_workers, collate_fn=_as_is
+        )
         self.current_epoch = 0  # the epoch of the last iteration (the next one draws the order of epoch + 1)
         self._restoring = False  # the next iteration continues current_epoch (after a mid-epoch resume)
         self._taken = 0  # batches of the current epoch handed to the training loop
@@ -247,7 +261,7 @@ class SKESLStreamLoader:
         """This rank's clips of ``epoch`` in the order they are served."""
         workers = max(self.num_workers, 1)
         shares = epoch_shares(self.clips.sizes, self.seed, epoch, self.shuffle, self.world_size, workers)
-        return interleave(shares[self.rank * workers:(self.rank + 1) * workers])
+        return interleave(shares[self.rank * workers : (self.rank + 1) * workers])
 
     def __len__(self) -> int:
         return len(self.plan())
@@ -259,14 +273,16 @@ class SKESLStreamLoader:
         self._restoring = False
         plan = self.plan()
         skip, self._skip = self._skip, 0
-        self._rows.rows = self.rows(self.current_epoch)[sum(plan[:skip]):]
+        self._rows.rows = self.rows(self.current_epoch)[sum(plan[:skip]) :]
         clips = iter(self._loader)
         self._taken = skip
         for number, size in enumerate(plan[skip:], start=skip + 1):
             group = list(itertools.islice(clips, size))
             if len(group) < size:
-                raise RuntimeError(f"the shard loader ran out of clips after {len(group)} of a batch of {size} "
-                                   f"(plan {plan}); this is a bug")
+                raise RuntimeError(
+                    f"the shard loader ran out of clips after {len(group)} of a batch of {size} "
+                    f"(plan {plan}); this is a bug"
+                )
             if number == len(plan):
                 # finish the DataLoader's iteration (its workers stop): Lightning takes no batch beyond the length
                 for clip in clips:
@@ -277,30 +293,41 @@ class SKESLStreamLoader:
 
     # ------------------------------------------------------------------ resume
     def _settings(self) -> dict[str, Any]:
-        return {"world_size": self.world_size, "num_workers": self.num_workers, "batch_size": self.clips_per_batch,
-                "clips": self.dataset_total(), "seed": self.seed, "shuffle": self.shuffle}
+        return {
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "batch_size": self.clips_per_batch,
+            "clips": self.dataset_total(),
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"current_epoch": self.current_epoch,
-                "msa": {"batches": self._taken, "epoch_batches": len(self), **self._settings()}}
+        return {
+            "current_epoch": self.current_epoch,
+            "msa": {"batches": self._taken, "epoch_batches": len(self), **self._settings()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         ours = state.get("msa")
         if ours is None:
-            raise DataError("the checkpoint's training loader state was not written by SKESLStreamLoader "
-                            "(another DataModule?); resume with the data it was trained on")
+            raise DataError(
+                "the checkpoint's training loader state was not written by SKESLStreamLoader "
+                "(another DataModule?); resume with the data it was trained on"
+            )
         taken = int(ours["batches"])
         if taken >= int(ours.get("epoch_batches", taken)):
             taken = 0  # the epoch was complete: the next one starts from its first batch, whatever the settings
-        differ = [f"{k}: checkpoint {ours.get(k)!r}, now {v!r}" for k, v in self._settings().items()
-                  if ours.get(k) != v]
+        differ = [
+            f"{k}: checkpoint {ours.get(k)!r}, now {v!r}" for k, v in self._settings().items() if ours.get(k) != v
+        ]
         if differ and taken:
-            raise DataError(f"{self.clips.input_dir}: a mid-epoch resume of the streamed shards needs the "
-                            f"same setting as when the checkpoint was written ({'; '.join(differ)}); or resume "
-                            f"from a checkpoint written at the end of an epoch (last.ckpt)")
+            raise DataError(
+                f"{self.clips.input_dir}: a mid-epoch resume of the streamed shards needs the "
+                f"same setting as when the checkpoint was written ({'; '.join(differ)}); or resume "
+                f"from a checkpoint written at the end of an epoch (last.ckpt)"
+            )
         # the state is rank 0's; each rank recomputes its own clips from the batch count (last batches differ)
         self.current_epoch = int(state["current_epoch"])
         self._restoring = taken > 0  # else the next iteration starts the next epoch afresh
         self._skip = self._taken = taken
-
-

@@ -1,4 +1,4 @@
-"""``msa transcribe``: ASR transcripts of an audio corpus with a Hugging Face speech-to-text model (issue 8).
+"""``msa transcribe``: ASR transcripts of an audio corpus with a Hugging Face speech-to-text model.
 
 VoxCeleb ships without transcripts; SKESL (Qian et al., Findings of ACL 2023, Section 4.3) ran a cloud ASR
 service over it. This command runs a Whisper-architecture model (``transformers``: ``openai/whisper-*``,
@@ -36,6 +36,7 @@ format of :mod:`msa_lightning.data.transcripts`: one ``id<TAB>text`` line per cl
   emit them) become spaces, runs of spaces one, and the text is stripped. An empty text is written as
   such (``id<TAB>``) and counted: the corpus builder records it as an empty transcript.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,12 +53,11 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_lightning.data.transcripts import read_transcripts
-from msa_lightning.data.reader import normalise_id
 from msa_lightning.corpus.sources import AUDIO_SUFFIXES, index_files
-from msa_lightning.errors import ClipError
+from msa_lightning.data.reader import normalise_id
+from msa_lightning.data.transcripts import read_transcripts
+from msa_lightning.errors import ClipError, ConfigError, DataError, MSAError
 from msa_lightning.media.decode import load_audio
-from msa_lightning.errors import ConfigError, DataError, MSAError
 from msa_lightning.textfiles import read_text_lines
 
 #: audio files the command reads (the corpus' ready ``.npy`` features are not audio)
@@ -155,14 +155,19 @@ class Tally:
         failed = sum(self.failed.values())
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items()))
         limit = f"--max-new-tokens {max_new_tokens}" if max_new_tokens else "the model's limit"
-        lines = [f"transcribed {self.transcribed} clips into {out} ({rate:.2f} clips/s); {self.skipped} skipped as "
-                 f"already there; {failed} failed" + (f" ({reasons}): see {errors_path(out)}" if failed else ""),
-                 f"{self.empty} empty transcripts; {self.at_limit} windows stopped at the token limit ({limit}); "
-                 f"{self.long_clips} clips longer than {window_s:g} s, cut into windows of at most {window_s:g} s"]
+        lines = [
+            f"transcribed {self.transcribed} clips into {out} ({rate:.2f} clips/s); {self.skipped} skipped as "
+            f"already there; {failed} failed" + (f" ({reasons}): see {errors_path(out)}" if failed else ""),
+            f"{self.empty} empty transcripts; {self.at_limit} windows stopped at the token limit ({limit}); "
+            f"{self.long_clips} clips longer than {window_s:g} s, cut into windows of at most {window_s:g} s",
+        ]
         if self.languages:
             shown = ", ".join(f"{code} {n}" for code, n in self.languages.most_common(8))
-            lines.append(f"detected languages: {shown}" + (", ..." if len(self.languages) > 8 else "")
-                         + f" (per clip: {language_path(out)})")
+            lines.append(
+                f"detected languages: {shown}"
+                + (", ..." if len(self.languages) > 8 else "")
+                + f" (per clip: {language_path(out)})"
+            )
         return "\n".join(lines)
 
 
@@ -170,8 +175,15 @@ class Transcriber:
     """A Whisper-architecture model and its processor on one device and dtype: ``__call__(waves)`` gives each
     wave's text and whether its decoding stopped at the token limit (no end token)."""
 
-    def __init__(self, name: str, device: str, dtype: str, language: str | None, max_new_tokens: int | None,
-                 detect_language: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        dtype: str,
+        language: str | None,
+        max_new_tokens: int | None,
+        detect_language: bool = False,
+    ) -> None:
         import torch
 
         from msa_lightning.nn.pretrained import load_speech_recognizer
@@ -181,8 +193,10 @@ class Transcriber:
         self.model, self.processor = load_speech_recognizer(name)
         kind = self.model.config.model_type
         if kind != "whisper":
-            raise ConfigError(f"--model {name}: a {kind!r} model; msa transcribe runs Whisper-architecture models "
-                              "(openai/whisper-*, distil-whisper/*, their fine-tunes)")
+            raise ConfigError(
+                f"--model {name}: a {kind!r} model; msa transcribe runs Whisper-architecture models "
+                "(openai/whisper-*, distil-whisper/*, their fine-tunes)"
+            )
         self.device, self.torch_dtype = torch.device(device), getattr(torch, dtype)
         self.model.to(device=self.device, dtype=self.torch_dtype)
         extractor = self.processor.feature_extractor
@@ -191,8 +205,10 @@ class Transcriber:
         if max_new_tokens:
             most = self.model.config.max_target_positions - 4  # the decoder's positions minus Whisper's prompt
             if max_new_tokens > most:
-                raise ConfigError(f"--max-new-tokens {max_new_tokens}: {name} decodes at most {most} tokens per window "
-                                  f"({self.model.config.max_target_positions} positions less a 4-token prompt)")
+                raise ConfigError(
+                    f"--max-new-tokens {max_new_tokens}: {name} decodes at most {most} tokens per window "
+                    f"({self.model.config.max_target_positions} positions less a 4-token prompt)"
+                )
             self.generate_kwargs["max_new_tokens"] = max_new_tokens
         if language:
             if getattr(self.model.generation_config, "is_multilingual", True):
@@ -201,25 +217,32 @@ class Transcriber:
                 known = getattr(self.model.generation_config, "lang_to_id", {})
                 code = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
                 if f"<|{code}|>" not in known:
-                    raise ConfigError(f"--language {language}: not a language of {name} (codes such as en, de, zh "
-                                      "or names such as english; 'auto' to detect it per clip)")
+                    raise ConfigError(
+                        f"--language {language}: not a language of {name} (codes such as en, de, zh "
+                        "or names such as english; 'auto' to detect it per clip)"
+                    )
                 self.generate_kwargs.update(language=language, task="transcribe")
             elif language.lower() not in ("en", "english"):
-                raise ConfigError(f"--language {language}: {name} is an English-only model (use --language en, or "
-                                  "a multilingual Whisper such as openai/whisper-small)")
+                raise ConfigError(
+                    f"--language {language}: {name} is an English-only model (use --language en, or "
+                    "a multilingual Whisper such as openai/whisper-small)"
+                )
         self.lang_codes, self.lang_ids = [], None
         if detect_language:
             lang_to_id = getattr(self.model.generation_config, "lang_to_id", None)
             if not lang_to_id or not getattr(self.model.generation_config, "is_multilingual", True):
-                raise ConfigError(f"--detect-language: {name} has no language tokens (an English-only model); use a "
-                                  "multilingual Whisper such as openai/whisper-small")
+                raise ConfigError(
+                    f"--detect-language: {name} has no language tokens (an English-only model); use a "
+                    "multilingual Whisper such as openai/whisper-small"
+                )
             self.lang_codes = [token.strip("<|>") for token in lang_to_id]
             self.lang_ids = torch.tensor(list(lang_to_id.values()), device=self.device)
         eos = self.model.generation_config.eos_token_id
         self.eos = torch.tensor(sorted(set(eos if isinstance(eos, (list, tuple)) else [eos])), device=self.device)
 
-    def __call__(self, waves: list[np.ndarray], detect_rows: list[int] = ()
-                 ) -> tuple[list[str], list[bool], list[tuple[str, float]]]:
+    def __call__(
+        self, waves: list[np.ndarray], detect_rows: list[int] = ()
+    ) -> tuple[list[str], list[bool], list[tuple[str, float]]]:
         """Texts and token-limit flags of ``waves``; with ``detect_language``, the most likely language and its
         probability for the waves at ``detect_rows`` (Whisper's language tokens after ``<|startoftranscript|>``)."""
         import torch
@@ -232,8 +255,10 @@ class Transcriber:
                 tokens = self.model.generate(features, **self.generate_kwargs)
                 languages = self._languages(features[list(detect_rows)]) if self.lang_ids is not None else []
         except torch.cuda.OutOfMemoryError:
-            raise MSAError(f"out of GPU memory transcribing {len(waves)} windows at once: lower --batch-size "
-                           "(finished batches are saved; the re-run goes on from there)") from None
+            raise MSAError(
+                f"out of GPU memory transcribing {len(waves)} windows at once: lower --batch-size "
+                "(finished batches are saved; the re-run goes on from there)"
+            ) from None
         if not isinstance(tokens, torch.Tensor):  # a dict output holds them under "sequences"
             tokens = tokens["sequences"]
         texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
@@ -262,8 +287,10 @@ def _exclusive(out: Path):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise DataError(f"{out}: another msa transcribe is writing this file (it holds {out}.lock); wait for it, "
-                        "or give each run its own --out (e.g. one per --ids list) and concatenate them") from None
+        raise DataError(
+            f"{out}: another msa transcribe is writing this file (it holds {out}.lock); wait for it, "
+            "or give each run its own --out (e.g. one per --ids list) and concatenate them"
+        ) from None
     try:
         yield
     finally:
@@ -290,10 +317,20 @@ def _decoded_batches(batches: list[list[tuple[str, Path]]], sample_rate: int, wo
             yield pending[0], [f.result() for f in pending[1]]
 
 
-def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int = 16, language: str | None = "en",
-               device: str | None = None, dtype: str = "float32", max_new_tokens: int | None = None,
-               ids: str | Path | None = None, workers: int = 4, progress: bool = True,
-               detect_language: bool = False) -> Tally:
+def transcribe(
+    model: str,
+    audio: str | Path,
+    out: str | Path,
+    batch_size: int = 16,
+    language: str | None = "en",
+    device: str | None = None,
+    dtype: str = "float32",
+    max_new_tokens: int | None = None,
+    ids: str | Path | None = None,
+    workers: int = 4,
+    progress: bool = True,
+    detect_language: bool = False,
+) -> Tally:
     """Transcribe the clips under ``audio`` that ``out`` does not hold yet (see the module docstring)."""
     import torch
     from tqdm import tqdm
@@ -333,15 +370,24 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
             known = _first_column(language_path(out))
         todo = [(clip, path) for clip, path in files.items() if normalise_id(clip) not in done]
         tally.skipped = len(files) - len(todo)
-        print(f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
-              f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do", flush=True)
+        print(
+            f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
+            f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do",
+            flush=True,
+        )
         lacking = sum(normalise_id(c) in done and c not in known for c in files) if detect_language else 0
         if lacking:
-            print(f"note: {lacking} clips already in {out} have no line in {language_path(out)} (transcribed "
-                  "without --detect-language); delete their transcript lines to have them redone", flush=True)
+            print(
+                f"note: {lacking} clips already in {out} have no line in {language_path(out)} (transcribed "
+                "without --detect-language); delete their transcript lines to have them redone",
+                flush=True,
+            )
         if partial is not None:
-            print(f"{out}: its last line was incomplete (a run stopped while writing): removed, that clip is redone "
-                  f"({partial[:200]!r})", flush=True)
+            print(
+                f"{out}: its last line was incomplete (a run stopped while writing): removed, that clip is redone "
+                f"({partial[:200]!r})",
+                flush=True,
+            )
 
         if not todo and not missing:
             errors_path(out).unlink(missing_ok=True)  # every clip is in the TSV: earlier failures are gone
@@ -349,10 +395,15 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
             return tally
         window_s = asr.window / asr.sample_rate
         start = time.perf_counter()
-        with open(out, "a", encoding="utf-8", newline="\n") as sink, \
-                open(errors_path(out), "w", encoding="utf-8", newline="\n") as errors, \
-                (open(language_path(out), "a", encoding="utf-8", newline="\n") if detect_language
-                 else contextlib.nullcontext()) as language_sink:
+        with (
+            open(out, "a", encoding="utf-8", newline="\n") as sink,
+            open(errors_path(out), "w", encoding="utf-8", newline="\n") as errors,
+            (
+                open(language_path(out), "a", encoding="utf-8", newline="\n")
+                if detect_language
+                else contextlib.nullcontext()
+            ) as language_sink,
+        ):
 
             def fail(clip: str, reason: str, detail: str) -> None:
                 tally.failed[reason] += 1
@@ -360,9 +411,10 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
 
             for clip in missing:
                 fail(clip, "missing_audio", f"listed in {ids} but no audio file for it under {audio}")
-            batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-            bar = tqdm(total=len(todo), unit="clip", desc="transcribe", mininterval=1.0, disable=not progress,
-                       file=sys.stderr)
+            batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+            bar = tqdm(
+                total=len(todo), unit="clip", desc="transcribe", mininterval=1.0, disable=not progress, file=sys.stderr
+            )
             for batch, decoded in _decoded_batches(batches, asr.sample_rate, workers):
                 lines, language_lines = _batch_lines(asr, batch, decoded, fail, tally)
                 if language_sink is not None:  # before the transcripts: a clip in the TSV has its language line
@@ -380,8 +432,9 @@ def transcribe(model: str, audio: str | Path, out: str | Path, batch_size: int =
         return tally
 
 
-def _batch_lines(asr: Transcriber, batch: list[tuple[str, Path]], decoded: list, fail, tally: Tally
-                 ) -> tuple[list[str], list[str]]:
+def _batch_lines(
+    asr: Transcriber, batch: list[tuple[str, Path]], decoded: list, fail, tally: Tally
+) -> tuple[list[str], list[str]]:
     """The TSV lines of a batch's usable clips, all their 30 s windows in one ``generate`` call, and (with
     language detection) their ``id<TAB>language<TAB>probability`` lines, from each clip's first window; a clip
     that cannot be used goes to ``fail(clip, reason, detail)``."""

@@ -3,20 +3,31 @@
 The names below are imported on first use (``from msa_lightning.data import MOSIDataModule`` imports
 Lightning then), so tools that only read feature files (``msa data inspect``) stay light.
 """
+
 from __future__ import annotations
 
 import importlib
 
 #: public name -> the submodule that defines it
 _EXPORTS = {
-    "ensure_cache": "cache", "load_cached": "cache",
-    "MOSEIDataModule": "datamodule", "MOSIDataModule": "datamodule", "MSADataModule": "datamodule",
-    "SIMSDataModule": "datamodule", "tokenize_cached": "datamodule",
+    "ensure_cache": "cache",
+    "load_cached": "cache",
+    "MOSEIDataModule": "datamodule",
+    "MOSIDataModule": "datamodule",
+    "MSADataModule": "datamodule",
+    "SIMSDataModule": "datamodule",
+    "tokenize_cached": "datamodule",
     "MOSIASRDataModule": "mosi_asr",
-    "FeatureFileError": "reader", "SplitArrays": "reader", "normalise_id": "reader", "read_feature_file": "reader",
+    "FeatureFileError": "reader",
+    "SplitArrays": "reader",
+    "normalise_id": "reader",
+    "read_feature_file": "reader",
     "split_overlaps": "reader",
-    "EpochBatchSampler": "sampling", "ResumableDataLoader": "sampling",
-    "DATASETS": "specs", "DatasetSpec": "specs", "get_spec": "specs",
+    "EpochBatchSampler": "sampling",
+    "ResumableDataLoader": "sampling",
+    "DATASETS": "specs",
+    "DatasetSpec": "specs",
+    "get_spec": "specs",
     "make_synthetic": "synthetic",
 }
 

@@ -12,6 +12,7 @@ validated again (and fails with the reader's error if its labels do not fit CH-S
 Arrays are named ``{split}/{array}``; the meta record holds each split's ids, raw text, non-finite
 counts and label keys.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,12 @@ def ensure_cache(path: str | Path, spec: DatasetSpec | None = None, cache_dir: s
         arrays, meta = {}, {"source": str(Path(path).resolve()), "splits": {}}
         for split, s in splits.items():
             arrays.update({f"{split}/{name}": arr for name, arr in s.arrays().items()})
-            meta["splits"][split] = {"ids": s.ids, "raw_text": s.raw_text, "nonfinite": s.nonfinite,
-                                     "labels": sorted(s.labels)}
+            meta["splits"][split] = {
+                "ids": s.ids,
+                "raw_text": s.raw_text,
+                "nonfinite": s.nonfinite,
+                "labels": sorted(s.labels),
+            }
         log.info("validated %s%s into the cache", path, f" as {spec.name}" if spec else "")
         return arrays, meta
 
@@ -68,8 +73,15 @@ def load_cached(folder: str | Path, mmap: bool = True) -> dict[str, SplitArrays]
             return arrays.get(f"{split}/{name}")
 
         out[split] = SplitArrays(
-            ids=m["ids"], raw_text=m["raw_text"], text_bert=arr("text_bert"), audio=arr("audio"),
-            vision=arr("vision"), audio_lengths=arr("audio_lengths"), vision_lengths=arr("vision_lengths"),
-            labels={k: arr(f"labels_{k}") for k in m["labels"]}, text=arr("text"), nonfinite=m["nonfinite"],
+            ids=m["ids"],
+            raw_text=m["raw_text"],
+            text_bert=arr("text_bert"),
+            audio=arr("audio"),
+            vision=arr("vision"),
+            audio_lengths=arr("audio_lengths"),
+            vision_lengths=arr("vision_lengths"),
+            labels={k: arr(f"labels_{k}") for k in m["labels"]},
+            text=arr("text"),
+            nonfinite=m["nonfinite"],
         )
     return out

@@ -10,6 +10,7 @@ Subclasses change what a split contains through two hooks:
 * :meth:`MSADataModule.split_extras` returns per-sample arrays ``[N, ...]`` that arrive in
   ``batch.extras`` (e.g. precomputed positions).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,8 @@ import os
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from msa_lightning.batch import INPUT_FIELDS, MODALITIES
@@ -49,20 +50,29 @@ def resolve_inputs(datamodule: L.LightningDataModule, inputs: set[str] | None) -
     if inputs is None:
         return required
     if required is not None and not required <= inputs:
-        raise ConfigError(f"data.init_args.inputs: the model reads {sorted(required - inputs)} too "
-                          f"(model required_inputs {sorted(required)}, data.init_args.inputs {sorted(inputs)})")
+        raise ConfigError(
+            f"data.init_args.inputs: the model reads {sorted(required - inputs)} too "
+            f"(model required_inputs {sorted(required)}, data.init_args.inputs {sorted(inputs)})"
+        )
     return inputs
 
 
 #: where the batch fields come from, for the hint of :func:`check_inputs`
 _SOURCES = (
-    ({"waveform", "waveform_mask", "frames", "frame_mask"},
-     "raw waveforms and frames come from RawMediaDataModule (raw clips)"),
-    ({"audio", "audio_lengths", "vision", "vision_lengths"},
-     "acoustic/visual feature frames come from a feature-file DataModule (MOSIDataModule, MOSEIDataModule, "
-     "SIMSDataModule, ...) or from ExtractedFeaturesDataModule (raw clips through frozen extractors)"),
-    ({"text_feats"}, "text_feats come from a feature file with a 'text' array, TextFeaturesDataModule or "
-                     "ExtractedFeaturesDataModule"),
+    (
+        {"waveform", "waveform_mask", "frames", "frame_mask"},
+        "raw waveforms and frames come from RawMediaDataModule (raw clips)",
+    ),
+    (
+        {"audio", "audio_lengths", "vision", "vision_lengths"},
+        "acoustic/visual feature frames come from a feature-file DataModule (MOSIDataModule, MOSEIDataModule, "
+        "SIMSDataModule, ...) or from ExtractedFeaturesDataModule (raw clips through frozen extractors)",
+    ),
+    (
+        {"text_feats"},
+        "text_feats come from a feature file with a 'text' array, TextFeaturesDataModule or "
+        "ExtractedFeaturesDataModule",
+    ),
 )
 
 
@@ -86,9 +96,10 @@ def check_inputs(model, datamodule) -> None:
         return
     model_name, data_name = type(model).__name__, type(datamodule).__name__
     hints = [hint for fields, hint in _SOURCES if fields & missing]
-    raise ConfigError(f"{model_name} cannot run on {data_name}: the model reads {sorted(missing)}, which "
-                      f"{data_name} does not provide (it provides {sorted(provided)})"
-                      + (f"; {'; '.join(hints)}" if hints else ""))
+    raise ConfigError(
+        f"{model_name} cannot run on {data_name}: the model reads {sorted(missing)}, which "
+        f"{data_name} does not provide (it provides {sorted(provided)})" + (f"; {'; '.join(hints)}" if hints else "")
+    )
 
 
 def attached_world(datamodule) -> tuple[int, int]:
@@ -107,63 +118,85 @@ def pins_memory(datamodule) -> bool:
 
 class MSADataModule(L.LightningDataModule):
     """Args:
-        path: a feature pickle, or a folder holding the dataset's standard file names
-            (``unaligned_50.pkl``/``aligned_50.pkl``; ``unaligned_39.pkl`` for CH-SIMS).
-        dataset: ``mosi``, ``mosei``, ``sims`` or ``simsv2`` (shapes, label range, metric family).
-        aligned: with a folder ``path``, pick the word-aligned file instead of the unaligned one.
-        batch_size: training batch size; ``eval_batch_size`` for validation/test/predict
-            (defaults to ``batch_size``). A training batch never holds a single sample (a trailing
-            one joins the previous batch).
-        num_workers: DataLoader worker processes (they share the memory-mapped cache).
-        modalities: the subset of ``text``, ``audio``, ``vision`` to load; a left-out modality
-            arrives as one zero frame per sample.
-        normalize: standardise each acoustic/visual feature with mean/std fitted on train.
-        tokenizer: re-tokenise ``raw_text`` with this Hugging Face tokenizer (name or path) instead
-            of using the stored BERT ids, e.g. for XLNet; results are cached on disk.
-        text_max_length: token length when re-tokenising.
-        use_cache: read through the memory-mapped cache (recommended); False unpickles directly.
-        cache_dir: where caches go (default ``$MSA_CACHE_DIR`` or ``~/.cache/msa_lightning``).
-        inputs: the batch fields to load (see :data:`msa_lightning.batch.INPUT_FIELDS`); None = the
-            fields the model declares (``required_inputs``) when a trainer with such a model is
-            attached at ``setup``, else everything the file has. Fields not loaded arrive as None.
-        predict_split: the split ``predict_dataloader`` serves (``train``, ``valid`` or ``test``).
-        shuffle_seed: seed of the training order (which depends only on this seed and the epoch);
-            None = the global seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else 0.
-        trim_text: cut each batch's trailing token padding (every column no sample attends to), so
-            the text encoder runs on the batch's longest text instead of ``text_max_length``; exact
-            (same outputs). Not done for word-aligned files or when ``text_feats`` is loaded.
-        bucket_by_length: training batches of clips of similar length (acoustic + visual frames), so the
-            recurrent encoders run over less padding (:class:`~msa_lightning.data.sampling.EpochBatchSampler`).
-            Off by default: it changes which clips share a batch, and so the numbers.
+    path: a feature pickle, or a folder holding the dataset's standard file names
+        (``unaligned_50.pkl``/``aligned_50.pkl``; ``unaligned_39.pkl`` for CH-SIMS).
+    dataset: ``mosi``, ``mosei``, ``sims`` or ``simsv2`` (shapes, label range, metric family).
+    aligned: with a folder ``path``, pick the word-aligned file instead of the unaligned one.
+    batch_size: training batch size; ``eval_batch_size`` for validation/test/predict
+        (defaults to ``batch_size``). A training batch never holds a single sample (a trailing
+        one joins the previous batch).
+    num_workers: DataLoader worker processes (they share the memory-mapped cache).
+    modalities: the subset of ``text``, ``audio``, ``vision`` to load; a left-out modality
+        arrives as one zero frame per sample.
+    normalize: standardise each acoustic/visual feature with mean/std fitted on train.
+    tokenizer: re-tokenise ``raw_text`` with this Hugging Face tokenizer (name or path) instead
+        of using the stored BERT ids, e.g. for XLNet; results are cached on disk.
+    text_max_length: token length when re-tokenising.
+    use_cache: read through the memory-mapped cache (recommended); False unpickles directly.
+    cache_dir: where caches go (default ``$MSA_CACHE_DIR`` or ``~/.cache/msa_lightning``).
+    inputs: the batch fields to load (see :data:`msa_lightning.batch.INPUT_FIELDS`); None = the
+        fields the model declares (``required_inputs``) when a trainer with such a model is
+        attached at ``setup``, else everything the file has. Fields not loaded arrive as None.
+    predict_split: the split ``predict_dataloader`` serves (``train``, ``valid`` or ``test``).
+    shuffle_seed: seed of the training order (which depends only on this seed and the epoch);
+        None = the global seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else 0.
+    trim_text: cut each batch's trailing token padding (every column no sample attends to), so
+        the text encoder runs on the batch's longest text instead of ``text_max_length``; exact
+        (same outputs). Not done for word-aligned files or when ``text_feats`` is loaded.
+    bucket_by_length: training batches of clips of similar length (acoustic + visual frames), so the
+        recurrent encoders run over less padding (:class:`~msa_lightning.data.sampling.EpochBatchSampler`).
+        Off by default: it changes which clips share a batch, and so the numbers.
     """
 
     #: ``split_extras`` entries with one value per token column (``[N, L, ...]``): cut with the text
     token_extras: tuple[str, ...] = ()
 
-    def __init__(self, path: str, dataset: str = "mosi", aligned: bool = False, batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int = 0,
-                 modalities: list[str] = list(MODALITIES), normalize: bool = False,
-                 tokenizer: str | None = None, text_max_length: int = 50, use_cache: bool = True,
-                 cache_dir: str | None = None, inputs: list[str] | None = None, predict_split: str = "test",
-                 shuffle_seed: int | None = None, trim_text: bool = True, bucket_by_length: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        dataset: str = "mosi",
+        aligned: bool = False,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        modalities: list[str] = list(MODALITIES),
+        normalize: bool = False,
+        tokenizer: str | None = None,
+        text_max_length: int = 50,
+        use_cache: bool = True,
+        cache_dir: str | None = None,
+        inputs: list[str] | None = None,
+        predict_split: str = "test",
+        shuffle_seed: int | None = None,
+        trim_text: bool = True,
+        bucket_by_length: bool = False,
+    ) -> None:
         super().__init__()
         try:
             self.spec = get_spec(dataset)
         except ValueError as err:
             raise ConfigError(f"data.init_args.dataset: {err}") from None
-        for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                ("num_workers", num_workers, 0), ("text_max_length", text_max_length, 1)):
+        for key, value, low in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("text_max_length", text_max_length, 1),
+        ):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ConfigError(f"data.init_args.{key}: expected an integer >= {low}, found {value!r}")
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
-            raise ConfigError(f"data.init_args.modalities: unknown modalities {sorted(unknown)}; "
-                              f"expected a subset of {list(MODALITIES)}")
+            raise ConfigError(
+                f"data.init_args.modalities: unknown modalities {sorted(unknown)}; "
+                f"expected a subset of {list(MODALITIES)}"
+            )
         if predict_split not in SPLITS:
             raise ConfigError(f"data.init_args.predict_split: expected one of {list(SPLITS)}, found {predict_split!r}")
         if inputs is not None and set(inputs) - set(INPUT_FIELDS):
-            raise ConfigError(f"data.init_args.inputs: unknown fields {sorted(set(inputs) - set(INPUT_FIELDS))}; "
-                              f"expected a subset of {list(INPUT_FIELDS)}")
+            raise ConfigError(
+                f"data.init_args.inputs: unknown fields {sorted(set(inputs) - set(INPUT_FIELDS))}; "
+                f"expected a subset of {list(INPUT_FIELDS)}"
+            )
         self.path, self.aligned = path, aligned
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.modalities, self.normalize = num_workers, tuple(modalities), normalize
@@ -203,8 +236,9 @@ class MSADataModule(L.LightningDataModule):
         if p.is_dir():
             p = p / (ALIGNED_FILE if self.aligned else self.spec.unaligned_file)
         if not p.is_file():
-            raise FeatureFileError(f"{p}: feature file not found (data.init_args.path={self.path!r}, "
-                                   f"dataset={self.spec.name!r})")
+            raise FeatureFileError(
+                f"{p}: feature file not found (data.init_args.path={self.path!r}, dataset={self.spec.name!r})"
+            )
         return p
 
     def num_train_samples(self) -> int:
@@ -216,8 +250,9 @@ class MSADataModule(L.LightningDataModule):
         self._load()
         labels = self.splits["train"].labels
         if key not in labels:
-            raise DataError(f"{self.feature_file}: split 'train' has no labels {key!r} "
-                            f"(it has {sorted(labels) or 'no labels'})")
+            raise DataError(
+                f"{self.feature_file}: split 'train' has no labels {key!r} (it has {sorted(labels) or 'no labels'})"
+            )
         return np.asarray(labels[key], dtype=np.float32)
 
     def data_facts(self) -> dict:
@@ -225,9 +260,13 @@ class MSADataModule(L.LightningDataModule):
         (of the range the file was validated against), the metric family and the training size."""
         self._load()
         train = self.splits["train"]
-        return {"audio_dim": int(train.audio.shape[2]), "vision_dim": int(train.vision.shape[2]),
-                "label_bound": float(self.spec.label_bound), "metric_family": self.spec.family,
-                "num_train_samples": len(train)}
+        return {
+            "audio_dim": int(train.audio.shape[2]),
+            "vision_dim": int(train.vision.shape[2]),
+            "label_bound": float(self.spec.label_bound),
+            "metric_family": self.spec.family,
+            "num_train_samples": len(train),
+        }
 
     # ------------------------------------------------------------------ hooks
     def transform_split(self, split: str, arrays: SplitArrays) -> SplitArrays:
@@ -252,8 +291,10 @@ class MSADataModule(L.LightningDataModule):
         for split in SPLITS:
             arrays = self.transform_split(split, raw[split])
             if len(arrays) == 0:
-                raise DataError(f"{self.feature_file}: split {split!r} has 0 samples; "
-                                "every split (train, valid, test) needs at least one")
+                raise DataError(
+                    f"{self.feature_file}: split {split!r} has 0 samples; "
+                    "every split (train, valid, test) needs at least one"
+                )
             for key, count in arrays.nonfinite.items():
                 log.warning("%s/%s: %d non-finite values in %r were replaced by 0", self.spec.name, split, count, key)
             splits[split] = arrays
@@ -271,31 +312,42 @@ class MSADataModule(L.LightningDataModule):
         if inputs is not None:
             provided = self.provided_inputs
             if missing := inputs - provided:
-                raise DataError(f"{self.feature_file}: the model reads {sorted(missing)}, which "
-                                f"{type(self).__name__} cannot give from this file (it gives {sorted(provided)})")
+                raise DataError(
+                    f"{self.feature_file}: the model reads {sorted(missing)}, which "
+                    f"{type(self).__name__} cannot give from this file (it gives {sorted(provided)})"
+                )
         if self.normalize and self.normalizer is None:
             self.normalizer = FeatureNormalizer.fit(self.splits["train"])
         self._loaded_inputs = inputs
         wants_text = inputs is None or bool(set(TEXT_ID_FIELDS) & inputs)
         for split, arrays in self.splits.items():
             self.datasets[split] = MSADataset(
-                arrays, self._text_ids(split, arrays) if wants_text else None, self.modalities, self.normalizer,
-                self.split_extras(split, arrays), trim=not self.aligned_file, inputs=inputs,
-                trim_text=self.trim_text and not self.aligned_file, token_extras=self.token_extras,
+                arrays,
+                self._text_ids(split, arrays) if wants_text else None,
+                self.modalities,
+                self.normalizer,
+                self.split_extras(split, arrays),
+                trim=not self.aligned_file,
+                inputs=inputs,
+                trim_text=self.trim_text and not self.aligned_file,
+                token_extras=self.token_extras,
             )
 
     @property
     def aligned_file(self) -> bool:
         """Word-aligned files: all modalities share the text length (no trimming of frames)."""
         train = self.splits["train"]
-        return bool((train.audio_lengths == train.audio.shape[1]).all()
-                    and train.audio.shape[1] == train.vision.shape[1])
+        return bool(
+            (train.audio_lengths == train.audio.shape[1]).all() and train.audio.shape[1] == train.vision.shape[1]
+        )
 
     def _text_ids(self, split: str, arrays: SplitArrays) -> np.ndarray:
         if self.tokenizer_name is None:
             if arrays.text_bert is None:
-                raise FeatureFileError(f"{self.feature_file}: split {split!r} has no 'text_bert'; "
-                                       "set data.init_args.tokenizer to re-tokenise 'raw_text'")
+                raise FeatureFileError(
+                    f"{self.feature_file}: split {split!r} has no 'text_bert'; "
+                    "set data.init_args.tokenizer to re-tokenise 'raw_text'"
+                )
             return arrays.text_bert
         return tokenize_cached(arrays.raw_text, self.tokenizer_name, self.text_max_length, self.cache_dir)
 
@@ -321,17 +373,31 @@ class MSADataModule(L.LightningDataModule):
         dataset = self._check_ready("train")
         world, rank = self._world()
         if len(dataset) < world:
-            raise DataError(f"{self.feature_file}: split 'train' has {len(dataset)} samples, fewer than the "
-                            f"{world} DDP processes")
+            raise DataError(
+                f"{self.feature_file}: split 'train' has {len(dataset)} samples, fewer than the {world} DDP processes"
+            )
         lengths = None
         if self.bucket_by_length:
             train = self.splits["train"]
             lengths = np.asarray(train.audio_lengths, dtype=np.int64) + np.asarray(train.vision_lengths, dtype=np.int64)
-        sampler = EpochBatchSampler(len(dataset), self.batch_size, seed=self.train_seed, shuffle=True,
-                                    num_replicas=world, rank=rank, lengths=lengths)
-        return ResumableDataLoader(dataset, sampler=sampler, rows_per_batch=self.batch_size, num_workers=self.num_workers,
-                                   collate_fn=collate_batch, persistent_workers=self.num_workers > 0,
-                                   pin_memory=self._pin_memory())
+        sampler = EpochBatchSampler(
+            len(dataset),
+            self.batch_size,
+            seed=self.train_seed,
+            shuffle=True,
+            num_replicas=world,
+            rank=rank,
+            lengths=lengths,
+        )
+        return ResumableDataLoader(
+            dataset,
+            sampler=sampler,
+            rows_per_batch=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_batch,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset, sampler = self._check_ready(split), None
@@ -340,9 +406,16 @@ class MSADataModule(L.LightningDataModule):
             # Lightning's default DistributedSampler repeats samples so that ranks get equal shares,
             # which would count them twice in validation/test metrics: split them without repeats.
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate_batch,
-                          persistent_workers=self.num_workers > 0, pin_memory=self._pin_memory())
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_batch,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("valid")
@@ -354,14 +427,20 @@ class MSADataModule(L.LightningDataModule):
         return self._eval_loader(self.predict_split)
 
 
-def tokenize_cached(texts: list[str], tokenizer: str, max_length: int, cache_dir: str | Path | None = None) -> np.ndarray:
+def tokenize_cached(
+    texts: list[str], tokenizer: str, max_length: int, cache_dir: str | Path | None = None
+) -> np.ndarray:
     """``[N, 3, max_length]`` ids/mask/segments of ``texts`` (store kind ``tokens``, keyed by the
     tokenizer, the length and the texts). A tokenizer that cannot be loaded is a ConfigError naming
     ``data.init_args.tokenizer``."""
     store = Store(cache_dir if cache_dir is not None else feature_cache.DEFAULT_CACHE_DIR)
     texts = list(texts)
-    inputs = {"tokenizer": tokenizer, "max_length": int(max_length),
-              "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(), "count": len(texts)}
+    inputs = {
+        "tokenizer": tokenizer,
+        "max_length": int(max_length),
+        "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
+        "count": len(texts),
+    }
     if (files := local_fingerprint(tokenizer, store.root)) is not None:  # a local tokenizer: its files decide
         inputs["tokenizer_files"] = files
 
@@ -372,8 +451,14 @@ def tokenize_cached(texts: list[str], tokenizer: str, max_length: int, cache_dir
             tok = load_tokenizer(tokenizer)
         except PretrainedNotAvailable as err:
             raise ConfigError(f"data.init_args.tokenizer={tokenizer!r} cannot be loaded: {err}") from None
-        enc = tok(texts, max_length=max_length, padding="max_length", truncation=True,
-                  return_token_type_ids=True, return_tensors="np")
+        enc = tok(
+            texts,
+            max_length=max_length,
+            padding="max_length",
+            truncation=True,
+            return_token_type_ids=True,
+            return_tensors="np",
+        )
         ids = np.stack([enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]], axis=1).astype(np.int64)
         return {"ids": ids}, {}
 

@@ -4,6 +4,7 @@ Batches are gathered with one fancy-indexing read per array (``__getitems__``, w
 ``DataLoader`` calls with a whole batch of indices), not sample by sample: from a memory-mapped
 cache this is one contiguous-ish read per array and no Python loop over samples.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,12 +33,12 @@ class FeatureNormalizer:
             total = np.zeros(seq.shape[2]), np.zeros(seq.shape[2]), 0
             s, ss, count = total
             for start in range(0, len(seq), chunk):  # chunked: the split may be memory-mapped
-                x = np.asarray(seq[start:start + chunk], dtype=np.float64)
-                valid = np.arange(x.shape[1])[None, :] < lengths[start:start + chunk, None]
+                x = np.asarray(seq[start : start + chunk], dtype=np.float64)
+                valid = np.arange(x.shape[1])[None, :] < lengths[start : start + chunk, None]
                 frames = x[valid]
-                s, ss, count = s + frames.sum(0), ss + (frames ** 2).sum(0), count + len(frames)
+                s, ss, count = s + frames.sum(0), ss + (frames**2).sum(0), count + len(frames)
             mean = s / max(count, 1)
-            std = np.sqrt(np.maximum(ss / max(count, 1) - mean ** 2, 0.0))
+            std = np.sqrt(np.maximum(ss / max(count, 1) - mean**2, 0.0))
             stats[key] = (mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32))
         return cls(stats)
 
@@ -63,10 +64,18 @@ class MSADataset(Dataset):
     ``text_feats``, whose length pairs with the mask.
     """
 
-    def __init__(self, arrays: SplitArrays, text: np.ndarray | None, modalities: tuple[str, ...] = MODALITIES,
-                 normalizer: FeatureNormalizer | None = None, extras: dict[str, np.ndarray] | None = None,
-                 trim: bool = True, inputs: set[str] | None = None, trim_text: bool = False,
-                 token_extras: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        arrays: SplitArrays,
+        text: np.ndarray | None,
+        modalities: tuple[str, ...] = MODALITIES,
+        normalizer: FeatureNormalizer | None = None,
+        extras: dict[str, np.ndarray] | None = None,
+        trim: bool = True,
+        inputs: set[str] | None = None,
+        trim_text: bool = False,
+        token_extras: tuple[str, ...] = (),
+    ) -> None:
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; expected a subset of {MODALITIES}")
@@ -144,11 +153,15 @@ class MSADataset(Dataset):
             text_ids=None if text is None else field("text_ids", text[:, 0]),
             text_mask=None if text is None else field("text_mask", text[:, 1]),
             text_segment=None if text is None else field("text_segment", text[:, 2]),
-            audio=field("audio", audio), audio_lengths=field("audio_lengths", audio_len),
-            vision=field("vision", vision), vision_lengths=field("vision_lengths", vision_len),
+            audio=field("audio", audio),
+            audio_lengths=field("audio_lengths", audio_len),
+            vision=field("vision", vision),
+            vision_lengths=field("vision_lengths", vision_len),
             labels={k: torch.from_numpy(np.asarray(v[idx], dtype=np.float32)) for k, v in self.arrays.labels.items()},
-            index=torch.from_numpy(idx), ids=[self.arrays.ids[i] for i in idx],
-            raw_text=[self.arrays.raw_text[i] for i in idx], text_feats=text_feats,
+            index=torch.from_numpy(idx),
+            ids=[self.arrays.ids[i] for i in idx],
+            raw_text=[self.arrays.raw_text[i] for i in idx],
+            text_feats=text_feats,
             extras={k: torch.from_numpy(v) for k, v in extras.items()},
         )
 

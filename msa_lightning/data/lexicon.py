@@ -18,6 +18,7 @@ config or command line, one string separated by commas.
 Words are lower-cased; a word written with an apostrophe is also entered without it (``don't`` ->
 ``dont``), because the MOSI transcripts are written without apostrophes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,9 @@ def vader_words(min_valence: float = 0.0) -> set[str]:
     try:
         import vaderSentiment.vaderSentiment as vader
     except ImportError:  # pragma: no cover - the package is a dependency
-        raise ImportError("the default lexicon needs the `vaderSentiment` package; "
-                          "install it or pass a word-list file as the lexicon") from None
+        raise ImportError(
+            "the default lexicon needs the `vaderSentiment` package; install it or pass a word-list file as the lexicon"
+        ) from None
     path = Path(os.path.dirname(vader.__file__)) / "vader_lexicon.txt"
     words = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -103,7 +105,9 @@ def read_word_list(path: str | Path) -> set[str]:
     return found
 
 
-def load_lexicon(spec: str | Path | Iterable[str | Path] = DEFAULT_LEXICON, min_valence: float = 0.0) -> SentimentLexicon:
+def load_lexicon(
+    spec: str | Path | Iterable[str | Path] = DEFAULT_LEXICON, min_valence: float = 0.0
+) -> SentimentLexicon:
     """A lexicon from ``"vader"``, word-list/MPQA files, or a comma-separated mix of them.
 
     ``min_valence`` only applies to VADER: keep words with ``|valence| > min_valence``.

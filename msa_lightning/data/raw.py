@@ -31,6 +31,7 @@ number, a clip listed twice or under two modes) is always an error naming the li
 Decoding lives in :mod:`msa_lightning.media.decode`; step 2 of TwoStepMSA (features of frozen extractors)
 in :mod:`msa_lightning.papers.twostep.data`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,8 +67,16 @@ RAW_FIELDS = ("waveform", "waveform_mask", "frames", "frame_mask")
 
 
 def _build_clip(path: Path, settings: dict, folder: Path | None) -> tuple[dict[str, np.ndarray], dict]:
-    frames, audio = decode_clip(path, settings["sample_rate"], settings["fps"], settings["size"],
-                                settings["max_seconds"], load_crop(settings["crop"]), folder, settings["frames_fps"])
+    frames, audio = decode_clip(
+        path,
+        settings["sample_rate"],
+        settings["fps"],
+        settings["size"],
+        settings["max_seconds"],
+        load_crop(settings["crop"]),
+        folder,
+        settings["frames_fps"],
+    )
     return {"frames": frames, "audio": audio}, {"file": str(path)}
 
 
@@ -90,8 +99,10 @@ def read_labels(csv_path: Path) -> list[dict]:
     reader = csv.DictReader(open_text(csv_path, "label file"))
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise DataError(f"{csv_path}: missing columns {missing} (expected at least {list(REQUIRED_COLUMNS)}, "
-                        f"found {reader.fieldnames})")
+        raise DataError(
+            f"{csv_path}: missing columns {missing} (expected at least {list(REQUIRED_COLUMNS)}, "
+            f"found {reader.fieldnames})"
+        )
     columns = [c for c in LABEL_COLUMNS if c in reader.fieldnames]
     first: dict[tuple[str, str], tuple[int, str]] = {}
     rows = []
@@ -109,14 +120,24 @@ def read_labels(csv_path: Path) -> list[dict]:
             except (TypeError, ValueError):
                 label = None
             if label is None or not math.isfinite(label):
-                raise DataError(f"{where} (split {row['mode']!r}): column {column!r}: expected a finite number, "
-                                f"found {'nothing (a short row)' if value is None else repr(value)}")
+                raise DataError(
+                    f"{where} (split {row['mode']!r}): column {column!r}: expected a finite number, "
+                    f"found {'nothing (a short row)' if value is None else repr(value)}"
+                )
         if (video, clip) in first:
             line, mode = first[(video, clip)]
-            leak = "" if mode == row["mode"] else (
-                f" (under mode {mode!r} there and {row['mode']!r} here: "
-                + ("an evaluation clip would also be trained on)" if "train" in (mode, row["mode"])
-                   else "one clip would be evaluated in two splits)"))
+            leak = (
+                ""
+                if mode == row["mode"]
+                else (
+                    f" (under mode {mode!r} there and {row['mode']!r} here: "
+                    + (
+                        "an evaluation clip would also be trained on)"
+                        if "train" in (mode, row["mode"])
+                        else "one clip would be evaluated in two splits)"
+                    )
+                )
+            )
             raise DataError(f"{where} is listed again (first on line {line}){leak}; list each clip once")
         first[(video, clip)] = (number, row["mode"])
     return rows
@@ -125,8 +146,15 @@ def read_labels(csv_path: Path) -> list[dict]:
 class RawClipDataset(Dataset):
     """One split of decoded clips; ``__getitems__`` builds a padded :class:`MSABatch`."""
 
-    def __init__(self, entries: list[Entry], ids: list[str], raw_text: list[str], labels: dict[str, np.ndarray],
-                 text: np.ndarray | None, inputs: set[str] | None) -> None:
+    def __init__(
+        self,
+        entries: list[Entry],
+        ids: list[str],
+        raw_text: list[str],
+        labels: dict[str, np.ndarray],
+        text: np.ndarray | None,
+        inputs: set[str] | None,
+    ) -> None:
         self.entries, self.ids, self.raw_text, self.labels = entries, ids, raw_text, labels
         self.text, self.inputs = text, inputs
 
@@ -171,10 +199,13 @@ class RawClipDataset(Dataset):
             text_ids=field("text_ids", None if text is None else text[:, 0]),
             text_mask=field("text_mask", None if text is None else text[:, 1]),
             text_segment=field("text_segment", None if text is None else text[:, 2]),
-            waveform=field("waveform", waveform), waveform_mask=field("waveform_mask", waveform_mask),
-            frames=field("frames", frames), frame_mask=field("frame_mask", frame_mask),
+            waveform=field("waveform", waveform),
+            waveform_mask=field("waveform_mask", waveform_mask),
+            frames=field("frames", frames),
+            frame_mask=field("frame_mask", frame_mask),
             labels={k: torch.from_numpy(v[idx].astype(np.float32)) for k, v in self.labels.items()},
-            ids=[self.ids[i] for i in idx], raw_text=[self.raw_text[i] for i in idx],
+            ids=[self.ids[i] for i in idx],
+            raw_text=[self.raw_text[i] for i in idx],
         )
 
 
@@ -205,15 +236,32 @@ class RawMediaDataModule(L.LightningDataModule):
     """
 
     #: the batch fields it serves (a model that reads others cannot run on it: ``check_inputs``)
-    provided_inputs = frozenset({"text_ids", "text_mask", "text_segment", "waveform", "waveform_mask", "frames",
-                                 "frame_mask"})
+    provided_inputs = frozenset(
+        {"text_ids", "text_mask", "text_segment", "waveform", "waveform_mask", "frames", "frame_mask"}
+    )
 
-    def __init__(self, path: str, dataset: str = "simsv2", batch_size: int = 8, eval_batch_size: int | None = None,
-                 num_workers: int = 0, tokenizer: str = "bert-base-chinese", text_max_length: int = 50,
-                 sample_rate: int = 16_000, fps: float = 10.0, size: int = 128, max_seconds: float | None = None,
-                 crop: str | None = None, frames_dir: str | None = None, frames_fps: float = 25.0,
-                 on_error: str = "raise", decode_workers: int = 0, cache_dir: str | None = None,
-                 inputs: list[str] | None = None, shuffle_seed: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        dataset: str = "simsv2",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        tokenizer: str = "bert-base-chinese",
+        text_max_length: int = 50,
+        sample_rate: int = 16_000,
+        fps: float = 10.0,
+        size: int = 128,
+        max_seconds: float | None = None,
+        crop: str | None = None,
+        frames_dir: str | None = None,
+        frames_fps: float = 25.0,
+        on_error: str = "raise",
+        decode_workers: int = 0,
+        cache_dir: str | None = None,
+        inputs: list[str] | None = None,
+        shuffle_seed: int | None = None,
+    ) -> None:
         super().__init__()
         try:
             self.spec = get_spec(dataset)
@@ -221,9 +269,14 @@ class RawMediaDataModule(L.LightningDataModule):
             raise ConfigError(f"data.init_args.dataset: {err}") from None
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"data.init_args.on_error: expected 'raise' or 'skip', found {on_error!r}")
-        for key, value, low in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
-                                ("sample_rate", sample_rate, 1), ("size", size, 1), ("num_workers", num_workers, 0),
-                                ("decode_workers", decode_workers, 0)):
+        for key, value, low in (
+            ("batch_size", batch_size, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("sample_rate", sample_rate, 1),
+            ("size", size, 1),
+            ("num_workers", num_workers, 0),
+            ("decode_workers", decode_workers, 0),
+        ):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise ConfigError(f"data.init_args.{key}: expected an integer >= {low}, found {value!r}")
         if not fps > 0:
@@ -236,9 +289,15 @@ class RawMediaDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.shuffle_seed = num_workers, shuffle_seed
         self.tokenizer_name, self.text_max_length = tokenizer, text_max_length
-        self.decode_settings = {"sample_rate": sample_rate, "fps": float(fps), "size": size,
-                                "max_seconds": max_seconds, "crop": crop, "frames_dir": frames_dir,
-                                "frames_fps": float(frames_fps)}
+        self.decode_settings = {
+            "sample_rate": sample_rate,
+            "fps": float(fps),
+            "size": size,
+            "max_seconds": max_seconds,
+            "crop": crop,
+            "frames_dir": frames_dir,
+            "frames_fps": float(frames_fps),
+        }
         self.on_error, self.decode_workers = on_error, decode_workers
         self.store = Store(cache_dir if cache_dir is not None else DEFAULT_ROOT)
         self.inputs = set(inputs) if inputs is not None else None
@@ -304,8 +363,11 @@ class RawMediaDataModule(L.LightningDataModule):
         rows = read_labels(self.label_file)
         self.skipped = {}
         labelled = set()
-        failed = (self._decode_in_parallel([(r["video_id"].strip(), r["clip_id"].strip()) for r in rows])
-                  if self.decode_workers > 0 else {})
+        failed = (
+            self._decode_in_parallel([(r["video_id"].strip(), r["clip_id"].strip()) for r in rows])
+            if self.decode_workers > 0
+            else {}
+        )
         per_split: dict[str, dict] = {s: {"entries": [], "ids": [], "raw_text": [], "labels": []} for s in SPLITS}
         label_keys = [key for col, key in LABEL_COLUMNS.items() if col in rows[0]] if rows else ["M"]
         for row in rows:
@@ -334,17 +396,25 @@ class RawMediaDataModule(L.LightningDataModule):
                 name = f"{file.parent.name}_{file.stem}"
                 self._bad(name, f"clip {name}: file without a label row in {self.label_file} ({file})")
         if self.skipped:
-            log.warning("%s: %d clips skipped: %s", self.path, len(self.skipped),
-                        "; ".join(f"{k} ({v})" for k, v in self.skipped.items()))
+            log.warning(
+                "%s: %d clips skipped: %s",
+                self.path,
+                len(self.skipped),
+                "; ".join(f"{k} ({v})" for k, v in self.skipped.items()),
+            )
         for split, part in per_split.items():
             if not part["entries"]:
-                raise DataError(f"{self.label_file}: split {split!r} has no usable clips"
-                                + (f" ({len(self.skipped)} skipped)" if self.skipped else ""))
+                raise DataError(
+                    f"{self.label_file}: split {split!r} has no usable clips"
+                    + (f" ({len(self.skipped)} skipped)" if self.skipped else "")
+                )
             labels = np.asarray(part["labels"], dtype=np.float32).reshape(len(part["ids"]), len(label_keys))
             low, high = self.spec.label_range
             if (labels < low - 1e-6).any() or (labels > high + 1e-6).any():
-                raise DataError(f"{self.label_file}: split {split!r} has labels outside {list(self.spec.label_range)} "
-                                f"of dataset {self.spec.name!r}")
+                raise DataError(
+                    f"{self.label_file}: split {split!r} has labels outside {list(self.spec.label_range)} "
+                    f"of dataset {self.spec.name!r}"
+                )
             part["labels"] = {key: labels[:, i] for i, key in enumerate(label_keys)}
             self.splits[split] = part
 
@@ -360,18 +430,26 @@ class RawMediaDataModule(L.LightningDataModule):
         self._load()
         labels = self.splits["train"]["labels"]
         if key not in labels:
-            raise DataError(f"{self.label_file}: split 'train' has no labels {key!r} (it has {sorted(labels)}; "
-                            f"unimodal labels come from the columns label_T, label_A, label_V)")
+            raise DataError(
+                f"{self.label_file}: split 'train' has no labels {key!r} (it has {sorted(labels)}; "
+                f"unimodal labels come from the columns label_T, label_A, label_V)"
+            )
         return labels[key]
 
     def data_facts(self) -> dict:
         """Raw media has no feature sizes (``audio_dim``/``vision_dim`` are None); the decoding settings
         are facts too."""
         self._load()
-        return {"audio_dim": None, "vision_dim": None, "label_bound": float(self.spec.label_bound),
-                "metric_family": self.spec.family, "num_train_samples": self.num_train_samples(),
-                "sample_rate": self.decode_settings["sample_rate"], "fps": self.decode_settings["fps"],
-                "frame_size": self.decode_settings["size"]}
+        return {
+            "audio_dim": None,
+            "vision_dim": None,
+            "label_bound": float(self.spec.label_bound),
+            "metric_family": self.spec.family,
+            "num_train_samples": self.num_train_samples(),
+            "sample_rate": self.decode_settings["sample_rate"],
+            "fps": self.decode_settings["fps"],
+            "frame_size": self.decode_settings["size"],
+        }
 
     # ------------------------------------------------------------------ datasets and loaders
     def _resolve_inputs(self) -> set[str] | None:
@@ -384,10 +462,14 @@ class RawMediaDataModule(L.LightningDataModule):
         inputs = self._resolve_inputs()
         wants_text = inputs is None or bool(set(TEXT_ID_FIELDS) & inputs)
         for split, part in self.splits.items():
-            text = (tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)
-                    if wants_text else None)
-            self.datasets[split] = RawClipDataset(part["entries"], part["ids"], part["raw_text"], part["labels"],
-                                                  text, inputs)
+            text = (
+                tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)
+                if wants_text
+                else None
+            )
+            self.datasets[split] = RawClipDataset(
+                part["entries"], part["ids"], part["raw_text"], part["labels"], text, inputs
+            )
 
     @property
     def train_seed(self) -> int:
@@ -405,11 +487,17 @@ class RawMediaDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
         world, rank = self._world()
-        sampler = EpochBatchSampler(len(dataset), self.batch_size, seed=self.train_seed, shuffle=True,
-                                    num_replicas=world, rank=rank)
-        return ResumableDataLoader(dataset, sampler=sampler, rows_per_batch=self.batch_size,
-                                   num_workers=self.num_workers, collate_fn=_collate,
-                                   persistent_workers=self.num_workers > 0)
+        sampler = EpochBatchSampler(
+            len(dataset), self.batch_size, seed=self.train_seed, shuffle=True, num_replicas=world, rank=rank
+        )
+        return ResumableDataLoader(
+            dataset,
+            sampler=sampler,
+            rows_per_batch=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
@@ -417,8 +505,15 @@ class RawMediaDataModule(L.LightningDataModule):
         sampler = None
         if world > 1:  # no repeated samples in evaluation metrics
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=_collate, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("valid")
@@ -436,5 +531,3 @@ class RawMediaDataModule(L.LightningDataModule):
 
 # ---------------------------------------------------------------------------------------------------
 # A tiny synthetic raw release (tests, notebooks, benchmarks): mp4 files written with PyAV
-
-

@@ -7,6 +7,7 @@ sentence naming the file, split, key, what was expected and what was found. Non-
 values (``-inf`` and NaN occur in the real MOSEI acoustic features) are replaced by 0 and counted;
 the counts are logged and stored with the cache, never dropped silently.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_lightning.errors import DataError
-
 from msa_lightning.batch import LABEL_KEYS
 from msa_lightning.data.specs import SPLITS, DatasetSpec
+from msa_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,12 @@ class SplitArrays:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array by its cache name (``labels_M`` etc. for labels)."""
-        out = {"audio": self.audio, "vision": self.vision, "audio_lengths": self.audio_lengths,
-               "vision_lengths": self.vision_lengths}
+        out = {
+            "audio": self.audio,
+            "vision": self.vision,
+            "audio_lengths": self.audio_lengths,
+            "vision_lengths": self.vision_lengths,
+        }
         if self.text_bert is not None:
             out["text_bert"] = self.text_bert
         if self.text is not None:
@@ -114,7 +118,9 @@ def read_feature_file(path: str | Path, spec: DatasetSpec | None = None) -> dict
         if split not in data:
             raise FeatureFileError(f"{path}: missing split {split!r} (found splits {sorted(map(str, data))})")
         if not isinstance(data[split], dict):
-            raise FeatureFileError(f"{path}: split {split!r}: expected a dict of arrays, found {type(data[split]).__name__}")
+            raise FeatureFileError(
+                f"{path}: split {split!r}: expected a dict of arrays, found {type(data[split]).__name__}"
+            )
         out[split] = _read_split(check, split, data[split], spec)
         if len(out[split]) == 0:
             raise check.fail(split, "id", "at least one sample", "0 samples (an empty split)")
@@ -130,11 +136,19 @@ def _check_feature_sizes(check: _Checker, splits: dict[str, SplitArrays]) -> Non
         for split in SPLITS[1:]:
             other = getattr(splits[split], key)
             if (arr is None) != (other is None):
-                raise check.fail(split, key, f"the key present in every split as in {first!r}",
-                                 f"present in {first!r}: {arr is not None}, in {split!r}: {other is not None}")
+                raise check.fail(
+                    split,
+                    key,
+                    f"the key present in every split as in {first!r}",
+                    f"present in {first!r}: {arr is not None}, in {split!r}: {other is not None}",
+                )
             if arr is not None and other.shape[2] != arr.shape[2]:
-                raise check.fail(split, key, f"feature size {arr.shape[2]} (as in split {first!r})",
-                                 f"{other.shape[2]} (shape {tuple(other.shape)})")
+                raise check.fail(
+                    split,
+                    key,
+                    f"feature size {arr.shape[2]} (as in split {first!r})",
+                    f"{other.shape[2]} (shape {tuple(other.shape)})",
+                )
 
 
 def split_overlaps(splits: dict[str, SplitArrays]) -> dict[str, list[str]]:
@@ -154,8 +168,15 @@ def warn_overlaps(splits: dict[str, SplitArrays], where: str) -> dict[str, list[
     overlaps = split_overlaps(splits)
     for pair, shared in overlaps.items():
         a, b = pair.split("/")
-        log.warning("LEAK in %s: %d utterance ids appear in both %r and %r (e.g. %s); evaluation on %r "
-                    "is not held out", where, len(shared), a, b, ", ".join(shared[:5]), b)
+        log.warning(
+            "LEAK in %s: %d utterance ids appear in both %r and %r (e.g. %s); evaluation on %r is not held out",
+            where,
+            len(shared),
+            a,
+            b,
+            ", ".join(shared[:5]),
+            b,
+        )
     return overlaps
 
 
@@ -189,8 +210,9 @@ def _read_split(check: _Checker, split: str, d: dict, spec: DatasetSpec | None) 
         if count:
             nonfinite[key] = count
             arr[bad] = 0.0
-            log.warning("%s: split %r, key %r: replaced %d non-finite values (NaN/inf) by 0",
-                        check.path, split, key, count)
+            log.warning(
+                "%s: split %r, key %r: replaced %d non-finite values (NaN/inf) by 0", check.path, split, key, count
+            )
         return arr
 
     audio, vision = features("audio"), features("vision")
@@ -232,17 +254,34 @@ def _read_split(check: _Checker, split: str, d: dict, spec: DatasetSpec | None) 
         finite = np.isfinite(arr)
         if not finite.all():
             i = int(np.argmin(finite))
-            raise check.fail(split, key, "finite labels", f"{float(arr[i])} at id {ids[i]!r} "
-                             f"({int((~finite).sum())} NaN/inf labels in all)")
+            raise check.fail(
+                split,
+                key,
+                "finite labels",
+                f"{float(arr[i])} at id {ids[i]!r} ({int((~finite).sum())} NaN/inf labels in all)",
+            )
         if spec is not None:
             lo, hi = spec.label_range
             outside = (arr < lo - 1e-6) | (arr > hi + 1e-6)
             if outside.any():
                 i = int(np.argmax(outside))
-                raise check.fail(split, key, f"labels in [{lo:g}, {hi:g}] for {spec.name}",
-                                 f"{float(arr[i]):g} at id {ids[i]!r} ({int(outside.sum())} outside)")
+                raise check.fail(
+                    split,
+                    key,
+                    f"labels in [{lo:g}, {hi:g}] for {spec.name}",
+                    f"{float(arr[i]):g} at id {ids[i]!r} ({int(outside.sum())} outside)",
+                )
         labels[name] = arr.astype(np.float32)
 
-    return SplitArrays(ids=ids, raw_text=raw_text, text_bert=text_bert, audio=audio, vision=vision,
-                       audio_lengths=audio_lengths, vision_lengths=vision_lengths, labels=labels,
-                       text=text, nonfinite=nonfinite)
+    return SplitArrays(
+        ids=ids,
+        raw_text=raw_text,
+        text_bert=text_bert,
+        audio=audio,
+        vision=vision,
+        audio_lengths=audio_lengths,
+        vision_lengths=vision_lengths,
+        labels=labels,
+        text=text,
+        nonfinite=nonfinite,
+    )

@@ -25,13 +25,12 @@ and the number of batches the loop has taken from it, so a mid-epoch checkpoint 
 next batch. Counting happens where the training loop takes batches (not in the sampler, which
 loader workers read ahead of the loop).
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
-
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
@@ -75,8 +74,17 @@ class EpochBatchSampler(DistributedSampler):
         pool_batches: batches per sorting pool (larger: less padding, batches less random).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 num_replicas: int = 1, rank: int = 0, lengths=None, pool_batches: int = 50) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        lengths=None,
+        pool_batches: int = 50,
+    ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if lengths is not None and len(lengths) != num_samples:
@@ -108,15 +116,19 @@ class EpochBatchSampler(DistributedSampler):
             return order
         block = self.batch_size * self.num_replicas  # one batch of every rank (ranks take rows round-robin)
         pool = block * self.pool_batches
-        order = np.concatenate([chunk[np.argsort(self.lengths[chunk], kind="stable")]
-                                for chunk in np.split(order, range(pool, self.size, pool))])
+        order = np.concatenate(
+            [
+                chunk[np.argsort(self.lengths[chunk], kind="stable")]
+                for chunk in np.split(order, range(pool, self.size, pool))
+            ]
+        )
         full = self.size // block
         blocks = order[: full * block].reshape(full, block)[rng.permutation(full)]
-        return np.concatenate([blocks.reshape(-1), order[full * block:]])
+        return np.concatenate([blocks.reshape(-1), order[full * block :]])
 
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This rank's batches of ``epoch``."""
-        shard = self.order(epoch)[self.rank::self.num_replicas]
+        shard = self.order(epoch)[self.rank :: self.num_replicas]
         bounds = np.cumsum([0, *batch_sizes(len(shard), self.batch_size, len(self))])
         return [shard[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -163,8 +175,14 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict:
         sampler: EpochBatchSampler = self.sampler
-        state = {"epoch": self._epoch, "batches": self._taken, "seed": sampler.seed, "num_samples": sampler.size,
-                 "batch_size": sampler.batch_size, "shuffle": sampler.shuffle}
+        state = {
+            "epoch": self._epoch,
+            "batches": self._taken,
+            "seed": sampler.seed,
+            "num_samples": sampler.size,
+            "batch_size": sampler.batch_size,
+            "shuffle": sampler.shuffle,
+        }
         if sampler.lengths is not None:  # only then: the states of unbucketed runs stay as they were
             state["bucketed"] = True
         return state
@@ -173,12 +191,19 @@ class ResumableDataLoader(DataLoader):
         sampler: EpochBatchSampler = self.sampler
         state = {"bucketed": False, **state}
         for key in ("num_samples", "batch_size", "seed", "shuffle", "bucketed"):
-            ours = {"num_samples": sampler.size, "batch_size": sampler.batch_size, "seed": sampler.seed,
-                    "shuffle": sampler.shuffle, "bucketed": sampler.lengths is not None}[key]
+            ours = {
+                "num_samples": sampler.size,
+                "batch_size": sampler.batch_size,
+                "seed": sampler.seed,
+                "shuffle": sampler.shuffle,
+                "bucketed": sampler.lengths is not None,
+            }[key]
             if state.get(key, ours) != ours:
-                raise DataError(f"the checkpoint's training loader state does not fit this run: {key} "
-                                f"expected {state[key]!r} (as when it was saved), found {ours!r}; a mid-epoch "
-                                "resume needs the same data, batch_size, shuffle seed and bucket_by_length")
+                raise DataError(
+                    f"the checkpoint's training loader state does not fit this run: {key} "
+                    f"expected {state[key]!r} (as when it was saved), found {ours!r}; a mid-epoch "
+                    "resume needs the same data, batch_size, shuffle seed and bucket_by_length"
+                )
         epoch, taken = int(state["epoch"]), int(state["batches"])
         if taken >= len(sampler):  # the epoch was complete: the next one starts from its first batch
             epoch, taken = epoch + 1, 0
@@ -192,5 +217,5 @@ def id_draws(ids: Sequence[str], seed: int) -> np.ndarray:
     out = np.empty(len(ids), dtype=np.float64)
     for i, clip in enumerate(ids):  # one hash per clip: the draw must not depend on the order of the clips
         digest = hashlib.blake2b(f"{seed}\x00{clip}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "little") / 2.0 ** 64
+        out[i] = int.from_bytes(digest, "little") / 2.0**64
     return out

@@ -3,6 +3,7 @@
 These are the shapes of the feature files the reference toolkit (MMSA) distributes; the
 synthetic generator reproduces them and the validator checks labels against ``label_range``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,12 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {
     "mosi": DatasetSpec("mosi", "mosi", (-3.0, 3.0), 50, 5, 375, 20, 500, (1284, 229, 686), "unaligned_50.pkl"),
     "mosei": DatasetSpec("mosei", "mosi", (-3.0, 3.0), 50, 74, 500, 35, 500, (16326, 1871, 4659), "unaligned_50.pkl"),
-    "sims": DatasetSpec("sims", "sims", (-1.0, 1.0), 39, 33, 400, 709, 55, (1368, 456, 457), "unaligned_39.pkl", ("T", "A", "V")),
-    "simsv2": DatasetSpec("simsv2", "simsv2", (-1.0, 1.0), 50, 25, 925, 177, 232, (2722, 647, 1034), "unaligned_50.pkl", ("T", "A", "V")),
+    "sims": DatasetSpec(
+        "sims", "sims", (-1.0, 1.0), 39, 33, 400, 709, 55, (1368, 456, 457), "unaligned_39.pkl", ("T", "A", "V")
+    ),
+    "simsv2": DatasetSpec(
+        "simsv2", "simsv2", (-1.0, 1.0), 50, 25, 925, 177, 232, (2722, 647, 1034), "unaligned_50.pkl", ("T", "A", "V")
+    ),
 }
 ALIGNED_FILE = "aligned_50.pkl"
 

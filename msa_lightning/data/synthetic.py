@@ -12,6 +12,7 @@ best. The signal is planted the way real features carry it:
 
 Labels are rounded to multiples of 0.2 (MOSI-like) so exact zeros occur, as in the real data.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -24,8 +25,22 @@ from msa_lightning.data.specs import SPLITS, get_spec
 # BERT-uncased ids of a few words, so that a real BERT also sees meaningful tokens.
 _POSITIVE = {"good": 2204, "great": 2307, "love": 2293, "funny": 6057, "awesome": 12476, "best": 2190}
 _NEGATIVE = {"bad": 2919, "awful": 9643, "hate": 5223, "boring": 11771, "worst": 5409, "sad": 6517}
-_NEUTRAL = {"the": 1996, "movie": 3185, "was": 2001, "it": 2009, "i": 1045, "think": 2228, "and": 1998,
-            "story": 2466, "a": 1037, "really": 2428, "this": 2023, "actor": 3364, "just": 2074, "so": 2061}
+_NEUTRAL = {
+    "the": 1996,
+    "movie": 3185,
+    "was": 2001,
+    "it": 2009,
+    "i": 1045,
+    "think": 2228,
+    "and": 1998,
+    "story": 2466,
+    "a": 1037,
+    "really": 2428,
+    "this": 2023,
+    "actor": 3364,
+    "just": 2074,
+    "so": 2061,
+}
 CLS, SEP = 101, 102
 
 
@@ -57,9 +72,14 @@ def _frames(rng: np.random.Generator, z: np.ndarray, length: int, dim: int, leng
     return x
 
 
-def make_synthetic(dataset: str = "mosi", out: str | Path = "data/synthetic/mosi_unaligned.pkl",
-                   size_factor: float = 0.1, aligned: bool = False, seed: int = 0,
-                   bimodal_labels: bool = False) -> Path:
+def make_synthetic(
+    dataset: str = "mosi",
+    out: str | Path = "data/synthetic/mosi_unaligned.pkl",
+    size_factor: float = 0.1,
+    aligned: bool = False,
+    seed: int = 0,
+    bimodal_labels: bool = False,
+) -> Path:
     """Write a synthetic feature file for ``dataset`` and return its path.
 
     Args:
@@ -100,10 +120,14 @@ def make_synthetic(dataset: str = "mosi", out: str | Path = "data/synthetic/mosi
             split_data["vision_lengths"] = v_len.tolist()
         if spec.unimodal_labels:
             for key, zi in zip("TAV", z):
-                split_data[f"regression_labels_{key}"] = np.clip(np.round(zi / step) * step, -bound, bound).astype(np.float32)
+                split_data[f"regression_labels_{key}"] = np.clip(np.round(zi / step) * step, -bound, bound).astype(
+                    np.float32
+                )
         if bimodal_labels:
             for key, (i, j) in {"AV": (1, 2), "AT": (1, 0), "VT": (2, 0)}.items():
-                split_data[f"regression_labels_{key}"] = np.clip(np.round((z[i] + z[j]) / 2 / step) * step, -bound, bound).astype(np.float32)
+                split_data[f"regression_labels_{key}"] = np.clip(
+                    np.round((z[i] + z[j]) / 2 / step) * step, -bound, bound
+                ).astype(np.float32)
         data[split] = split_data
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

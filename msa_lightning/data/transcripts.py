@@ -33,6 +33,7 @@ reproduces the paper's Table 3 exactly on the real files (SpeechBrain 37.54, IBM
 
 ``msa data wer`` runs :func:`wer_main`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -82,8 +83,9 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
         key = normalise_id(raw_id.strip())
         text = text.strip()
         if key in out and out[key] != text:
-            raise TranscriptError(f"{path}:{number}: id {key!r} appears again (first on line "
-                                  f"{first_line[key]}) with a different text")
+            raise TranscriptError(
+                f"{path}:{number}: id {key!r} appears again (first on line {first_line[key]}) with a different text"
+            )
         out.setdefault(key, text)
         first_line.setdefault(key, number)
     return out
@@ -105,9 +107,14 @@ def read_text_source(path: str | Path) -> dict[str, str]:
     return read_labels_csv(path) if str(path).lower().endswith(".csv") else read_transcripts(path)
 
 
-def apply_transcripts(ids: Sequence[str], transcripts: dict[str, str], fallback: Sequence[str] | None = None,
-                      missing: MissingPolicy = "error", where: str = "transcripts",
-                      max_missing_share: float = 1.0) -> tuple[list[str], list[str]]:
+def apply_transcripts(
+    ids: Sequence[str],
+    transcripts: dict[str, str],
+    fallback: Sequence[str] | None = None,
+    missing: MissingPolicy = "error",
+    where: str = "transcripts",
+    max_missing_share: float = 1.0,
+) -> tuple[list[str], list[str]]:
     """Texts for ``ids`` (in their order) from ``transcripts``; returns ``(texts, missing_ids)``.
 
     Ids absent from ``transcripts`` follow ``missing`` (see the module docstring); ``fallback``
@@ -120,23 +127,35 @@ def apply_transcripts(ids: Sequence[str], transcripts: dict[str, str], fallback:
     absent = [k for k in keys if k not in transcripts]
     if keys and len(absent) == len(keys):
         example = next(iter(transcripts), None)
-        raise TranscriptError(f"{where}: the transcript file matches none of the {len(keys)} utterance ids "
-                              f"(feature file ids look like {keys[0]!r}, transcript ids like {example!r}); "
-                              "is it the transcript file of this dataset?")
+        raise TranscriptError(
+            f"{where}: the transcript file matches none of the {len(keys)} utterance ids "
+            f"(feature file ids look like {keys[0]!r}, transcript ids like {example!r}); "
+            "is it the transcript file of this dataset?"
+        )
     if absent:
         shown = ", ".join(absent[:20]) + (f", ... ({len(absent)} in all)" if len(absent) > 20 else "")
         if missing == "error":
-            raise TranscriptError(f"{where}: no transcript for {len(absent)} of {len(keys)} utterances: {shown}. "
-                                  "Set missing='gold' to keep the feature file's text for them, or "
-                                  "missing='empty' to use an empty transcript.")
+            raise TranscriptError(
+                f"{where}: no transcript for {len(absent)} of {len(keys)} utterances: {shown}. "
+                "Set missing='gold' to keep the feature file's text for them, or "
+                "missing='empty' to use an empty transcript."
+            )
         if missing == "gold" and fallback is None:
             raise ValueError("missing='gold' needs the gold texts (fallback)")
         share = len(absent) / len(keys)
         if share > max_missing_share:
-            raise TranscriptError(f"{where}: no transcript for {len(absent)} of {len(keys)} utterances "
-                                  f"({100 * share:.1f}%, more than max_missing_share={max_missing_share:g}): {shown}")
-        log.warning("%s: no transcript for %d of %d utterances (%s); using the %s text for them",
-                    where, len(absent), len(keys), shown, "gold" if missing == "gold" else "empty")
+            raise TranscriptError(
+                f"{where}: no transcript for {len(absent)} of {len(keys)} utterances "
+                f"({100 * share:.1f}%, more than max_missing_share={max_missing_share:g}): {shown}"
+            )
+        log.warning(
+            "%s: no transcript for %d of %d utterances (%s); using the %s text for them",
+            where,
+            len(absent),
+            len(keys),
+            shown,
+            "gold" if missing == "gold" else "empty",
+        )
     texts = []
     for i, k in enumerate(keys):
         if k in transcripts:
@@ -234,8 +253,13 @@ class SourceReport:
         return self.sentiment_substituted / max(self.utterances, 1)
 
 
-def compare_transcripts(gold: dict[str, str], hyp: dict[str, str], lexicon: SentimentLexicon, name: str = "asr",
-                        strip_apostrophes: bool = False) -> SourceReport:
+def compare_transcripts(
+    gold: dict[str, str],
+    hyp: dict[str, str],
+    lexicon: SentimentLexicon,
+    name: str = "asr",
+    strip_apostrophes: bool = False,
+) -> SourceReport:
     """WER and sentiment-word substitutions of ``hyp`` against ``gold`` (both ``{id: text}``)."""
     common = [i for i in gold if i in hyp]
     missing = [i for i in gold if i not in hyp]
@@ -254,25 +278,44 @@ def compare_transcripts(gold: dict[str, str], hyp: dict[str, str], lexicon: Sent
             substituted += 1
         elif any(op == "D" and r in lexicon for op, r, _ in ops):
             deleted += 1
-    return SourceReport(name, len(common), missing, ref_words, counts["S"], counts["D"], counts["I"],
-                        with_sentiment, substituted, deleted)
+    return SourceReport(
+        name,
+        len(common),
+        missing,
+        ref_words,
+        counts["S"],
+        counts["D"],
+        counts["I"],
+        with_sentiment,
+        substituted,
+        deleted,
+    )
 
 
 def format_reports(reports: Sequence[SourceReport], lexicon: SentimentLexicon) -> str:
     """A Markdown table (WER and sentiment shares in percent) plus notes on missing ids."""
-    lines = [f"lexicon: {lexicon.name} ({len(lexicon)} words)", "",
-             "| source | utterances | missing | WER % | paper WER % | S | D | I | sent. subst. % | sent. deleted % |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"lexicon: {lexicon.name} ({len(lexicon)} words)",
+        "",
+        "| source | utterances | missing | WER % | paper WER % | S | D | I | sent. subst. % | sent. deleted % |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in reports:
         paper = PAPER_WER.get(r.name.lower())
         lines.append(
             f"| {r.name} | {r.utterances} | {len(r.missing)} | {100 * r.wer:.2f} | "
             f"{'' if paper is None else f'{paper:.2f}'} | {r.substitutions} | {r.deletions} | {r.insertions} | "
-            f"{100 * r.substitution_share:.1f} | {100 * r.sentiment_deleted / max(r.utterances, 1):.1f} |")
+            f"{100 * r.substitution_share:.1f} | {100 * r.sentiment_deleted / max(r.utterances, 1):.1f} |"
+        )
     for r in reports:
         if r.missing:
-            lines.append(f"\n{r.name}: no transcript for {', '.join(r.missing[:10])}"
-                         + (f" (+{len(r.missing) - 10} more)" if len(r.missing) > 10 else "") + " (not compared)")
-    lines.append("\nsent. subst. %: utterances where a gold sentiment word is aligned to a different ASR word;"
-                 "\nsent. deleted %: utterances where one is deleted (and none substituted).")
+            lines.append(
+                f"\n{r.name}: no transcript for {', '.join(r.missing[:10])}"
+                + (f" (+{len(r.missing) - 10} more)" if len(r.missing) > 10 else "")
+                + " (not compared)"
+            )
+    lines.append(
+        "\nsent. subst. %: utterances where a gold sentiment word is aligned to a different ASR word;"
+        "\nsent. deleted %: utterances where one is deleted (and none substituted)."
+    )
     return "\n".join(lines)

@@ -17,6 +17,7 @@ its ``checkpoints/`` folder, wherever the run folder is now) or from ``--config`
 after ``--`` apply to either, so every setting a fit accepts applies here too. The checkpoint must be
 one of the config's model class (a config without a model takes the checkpoint's).
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,8 +27,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from msa_lightning.checkpoints import (check_checkpoint_class, checkpoint_class, read_checkpoint, resolve_checkpoint,
-                                       run_config, short_name)
+from msa_lightning.checkpoints import (
+    check_checkpoint_class,
+    checkpoint_class,
+    read_checkpoint,
+    resolve_checkpoint,
+    run_config,
+    short_name,
+)
 from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.errors import ConfigError
 from msa_lightning.store import Entry, Store
@@ -35,8 +42,17 @@ from msa_lightning.store import Entry, Store
 SPLITS = ("train", "valid", "test")
 
 #: DataModule arguments that change how rows are batched or loaded, not what they hold
-LOADER_ONLY = {"batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers", "cache_dir",
-               "predict_split", "shuffle_seed", "prefetch_factor"}
+LOADER_ONLY = {
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "cache_dir",
+    "predict_split",
+    "shuffle_seed",
+    "prefetch_factor",
+}
 
 
 def data_settings(data_config: Mapping[str, Any], store: Store, datamodule=None) -> dict:
@@ -58,9 +74,15 @@ def data_settings(data_config: Mapping[str, Any], store: Store, datamodule=None)
     return settings
 
 
-def export_outputs(model: torch.nn.Module, datamodule, checkpoint: str | Path, outputs: Sequence[str],
-                   splits: Sequence[str] = SPLITS, store: Store | None = None,
-                   data_key: Mapping | None = None) -> tuple[Entry, bool]:
+def export_outputs(
+    model: torch.nn.Module,
+    datamodule,
+    checkpoint: str | Path,
+    outputs: Sequence[str],
+    splits: Sequence[str] = SPLITS,
+    store: Store | None = None,
+    data_key: Mapping | None = None,
+) -> tuple[Entry, bool]:
     """Run ``type(model)`` loaded from ``checkpoint`` (eval mode) over ``splits`` of ``datamodule``; store
     the named ``MSAOutput.flat()`` outputs. Returns ``(entry, built)``; ``built`` is False when an entry
     for the same checkpoint content, data, outputs and splits already existed."""
@@ -69,16 +91,24 @@ def export_outputs(model: torch.nn.Module, datamodule, checkpoint: str | Path, o
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ConfigError(f"export splits: expected names among {list(SPLITS)}, found {unknown}")
-    inputs = {"checkpoint": store.content_hash(checkpoint), "data": dict(data_key or {}),
-              "outputs": list(outputs), "splits": list(splits)}
+    inputs = {
+        "checkpoint": store.content_hash(checkpoint),
+        "data": dict(data_key or {}),
+        "outputs": list(outputs),
+        "splits": list(splits),
+    }
     entry = store.get("export", inputs)
     if entry is not None:
         return entry, False
 
     # the checkpoint's own hyper-parameters (data-shaped ones filled when it was trained) and weights
-    check_checkpoint_class(checkpoint, f"{type(model).__module__}.{type(model).__qualname__}",
-                           read_checkpoint(checkpoint), what="the model of the export's config",
-                           switch="`-- --model={}`")
+    check_checkpoint_class(
+        checkpoint,
+        f"{type(model).__module__}.{type(model).__qualname__}",
+        read_checkpoint(checkpoint),
+        what="the model of the export's config",
+        switch="`-- --model={}`",
+    )
     try:
         model = type(model).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
     except RuntimeError as error:
@@ -105,8 +135,10 @@ def export_outputs(model: torch.nn.Module, datamodule, checkpoint: str | Path, o
                 flat = model(batch.to(model.device)).flat()
                 missing = [name for name in outputs if name not in flat]
                 if missing:
-                    raise ConfigError(f"export: {type(model).__name__} has no output {missing[0]!r}; "
-                                      f"its outputs: {', '.join(sorted(flat))}")
+                    raise ConfigError(
+                        f"export: {type(model).__name__} has no output {missing[0]!r}; "
+                        f"its outputs: {', '.join(sorted(flat))}"
+                    )
                 for name in outputs:
                     parts[name].append(flat[name].detach().float().cpu().numpy())
                 ids[split].extend(str(i) for i in batch.ids)
@@ -116,15 +148,21 @@ def export_outputs(model: torch.nn.Module, datamodule, checkpoint: str | Path, o
     return store.put("export", inputs, arrays, meta), True
 
 
-def export_command(checkpoint: str, cli_args: Sequence[str] | None = None, outputs: Sequence[str] = ("M",),
-                   splits: Sequence[str] = SPLITS, store_root: str | None = None,
-                   overrides: Sequence[str] = ()) -> Entry:
+def export_command(
+    checkpoint: str,
+    cli_args: Sequence[str] | None = None,
+    outputs: Sequence[str] = ("M",),
+    splits: Sequence[str] = SPLITS,
+    store_root: str | None = None,
+    overrides: Sequence[str] = (),
+) -> Entry:
     """Resolve the checkpoint (a file, or a run folder -> its best checkpoint), build model and data
     through the CLI, export, and say where the arrays are.
 
     Model and data come from ``cli_args`` (config files and overrides as for ``msa fit``: the whole
     command line) or, without them, from the run's saved ``config.yaml`` (found next to the checkpoint,
-    wherever the run folder now is); ``overrides`` (``--data.init_args.path=...``) apply on top of either. A config without a
+    wherever the run folder now is); ``overrides`` (``--data.init_args.path=...``) apply on top of either. A config
+    without a
     model takes the checkpoint's class (one note says so); another model class is an error naming both."""
     from msa_lightning.experiments.lightning_cli import make_cli, model_given
 
@@ -147,19 +185,28 @@ def export_command(checkpoint: str, cli_args: Sequence[str] | None = None, outpu
     if not model_given(cli_args):
         found = checkpoint_class(ckpt, state)
         if found is None:
-            raise ConfigError(f"export: the config gives no model and {ckpt} does not record its class; "
-                              f"pass --config with a model section")
-        print(f"msa: note: no model in the config; using the checkpoint's class {short_name(found)} "
-              f"(--model={found})", file=sys.stderr, flush=True)
+            raise ConfigError(
+                f"export: the config gives no model and {ckpt} does not record its class; "
+                f"pass --config with a model section"
+            )
+        print(
+            f"msa: note: no model in the config; using the checkpoint's class {short_name(found)} (--model={found})",
+            file=sys.stderr,
+            flush=True,
+        )
         cli_args.append(f"--model={found}")
     # model and data only (the trainer is built but never run; no logger folder)
     cli = make_cli([*cli_args, "--trainer.logger=false"], run=False)
     data_config = cli.config.get("data")
     data_config = data_config.as_dict() if hasattr(data_config, "as_dict") else dict(data_config)
     store = Store(store_root if store_root else getattr(cli.datamodule, "cache_dir", None))
-    entry, built = export_outputs(cli.model, cli.datamodule, ckpt, outputs, splits, store,
-                                  data_settings(data_config, store, cli.datamodule))
+    entry, built = export_outputs(
+        cli.model, cli.datamodule, ckpt, outputs, splits, store, data_settings(data_config, store, cli.datamodule)
+    )
     rows = ", ".join(f"{s} {len(entry.meta['ids'][s])}" for s in splits)
-    print(f"msa: {'exported' if built else 'export up to date'}: {', '.join(outputs)} of {ckpt} ({rows} rows) "
-          f"-> {entry.path}", flush=True)
+    print(
+        f"msa: {'exported' if built else 'export up to date'}: {', '.join(outputs)} of {ckpt} ({rows} rows) "
+        f"-> {entry.path}",
+        flush=True,
+    )
     return entry

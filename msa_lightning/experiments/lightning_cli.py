@@ -11,6 +11,7 @@
   (:func:`~msa_lightning.data.datamodule.check_inputs`) before the trainer runs;
 * parse errors are one ``msa: error:`` line naming the config key (:class:`MSAArgumentParser`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -26,20 +27,27 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from msa_lightning.checkpoints import (LIGHTNING_NAMES, check_checkpoint_class, checkpoint_class, read_checkpoint,
-                                       resolve_checkpoint, short_name)
-from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers, wandb_never_prompts
+from msa_lightning.checkpoints import (
+    LIGHTNING_NAMES,
+    check_checkpoint_class,
+    checkpoint_class,
+    read_checkpoint,
+    resolve_checkpoint,
+    short_name,
+)
 from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.errors import ConfigError
+from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers, wandb_never_prompts
 from msa_lightning.papers import registry  # noqa: F401  (every model and DataModule: short class names resolve)
-from msa_lightning.training.module import MSARegressionModule
 from msa_lightning.training.callbacks import ExactResume, MSACheckpoint, continue_in_run_folder
+from msa_lightning.training.module import MSARegressionModule
 
 #: the description of ``msa fit --help`` (and the other LightningCLI subcommands)
 DESCRIPTION = (
     "msa_lightning: multimodal sentiment analysis. The training subcommands are below (`msa fit --help`); "
     "the suite's own: msa data {synth,convert,inspect,wer}, msa seeds, msa report, msa quickstart, msa plot, "
-    "msa export, msa pipeline, msa transcribe, msa pretrain-data {synth,build,inspect} (each with --help). Errors in the input end as one `msa: error:` line; add "
+    "msa export, msa pipeline, msa transcribe, msa pretrain-data {synth,build,inspect} (each with --help). Errors "
+    "in the input end as one `msa: error:` line; add "
     "--debug (or set MSA_DEBUG=1) for the traceback."
 )
 
@@ -82,8 +90,14 @@ def condense_parse_error(message: str) -> str:
         return _short_types(message)
     if problem is None:  # a plain Union (``int | None``, a class name): the reasons, without the NoneType branch
         given = re.search(r"^\s*Given value: (.*)$", message, re.M)
-        reasons = [line.strip()[2:] for line in lines if line.strip().startswith("- ")
-                   and "NoneType" not in line and "Union subtypes" not in line and "not accessible" not in line]
+        reasons = [
+            line.strip()[2:]
+            for line in lines
+            if line.strip().startswith("- ")
+            and "NoneType" not in line
+            and "Union subtypes" not in line
+            and "not accessible" not in line
+        ]
         if any("dot import path" in r for r in reasons) and given:
             reasons = [f"no class named {given.group(1)!r} (a class name such as TFNModule, or a full import path)"]
         elif given:
@@ -92,7 +106,7 @@ def condense_parse_error(message: str) -> str:
     class_name = re.search(r"class_path '([^']+)'", lines[problem]).group(1).rsplit(".", 1)[-1]
     indent = len(lines[problem]) - len(lines[problem].lstrip())
     keys, text = [outer.group(1)], []
-    for line in lines[problem + 1:]:
+    for line in lines[problem + 1 :]:
         if len(line) - len(line.lstrip()) <= indent:
             break
         inner = re.match(r'Parser key "([^"]+)":', line.strip())
@@ -112,18 +126,29 @@ class MSACLI(LightningCLI):
         # last.ckpt at every epoch end; RNG state, run folder and Ctrl-C for exact resumes (tools/callbacks.py)
         parser.add_lightning_class_args(MSACheckpoint, "checkpoint")
         parser.add_lightning_class_args(ExactResume, "resume")
-        parser.set_defaults({
-            "checkpoint.monitor": "val/mae", "checkpoint.mode": "min", "checkpoint.save_last": True,
-            "checkpoint.filename": "best-{epoch:02d}", "checkpoint.auto_insert_metric_name": False,
-            "trainer.logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                               "init_args": {"save_dir": DEFAULT_RUNS_DIR, "name": "msa"}},
-        })
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/mae",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch:02d}",
+                "checkpoint.auto_insert_metric_name": False,
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": DEFAULT_RUNS_DIR, "name": "msa"},
+                },
+            }
+        )
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":
-            parser.add_argument("--predictions", type=Optional[str], default=None,
-                                help="CSV file for the predictions (default: predictions_<split>.csv in the run folder)")
+            parser.add_argument(
+                "--predictions",
+                type=Optional[str],
+                default=None,
+                help="CSV file for the predictions (default: predictions_<split>.csv in the run folder)",
+            )
         return parser
 
     # ---------------------------------------------------------------- parsing
@@ -212,8 +237,10 @@ def fill_data_facts(cfg, facts: dict, where: str = "the data") -> None:
         elif key == "num_train_samples":
             continue  # not an error (ULGM resizes its memories to the data; a checkpoint tested on other data)
         elif not _same(given, fact):
-            raise ConfigError(f"model.init_args.{key}={given!r} but {where} has {DATA_FACTS[key]} {fact!r} "
-                              f"(leave model.init_args.{key} unset to follow the data)")
+            raise ConfigError(
+                f"model.init_args.{key}={given!r} but {where} has {DATA_FACTS[key]} {fact!r} "
+                f"(leave model.init_args.{key} unset to follow the data)"
+            )
 
 
 def _same(a, b) -> bool:
@@ -259,7 +286,7 @@ def _reset_on_class_switch(cfg, argv: list[str]) -> None:
         for a in argv:
             for prefix in (f"--{key}.init_args.", f"--{key}."):
                 if a.startswith(prefix):
-                    given.add(a[len(prefix):].split("=")[0].split(".")[0])
+                    given.add(a[len(prefix) :].split("=")[0].split(".")[0])
         defaults = _class_defaults(spec["class_path"])
         init_args = spec["init_args"]
         dropped = {k: v for k, v in init_args.items() if k not in given and k in defaults and defaults[k] != v}
@@ -268,8 +295,11 @@ def _reset_on_class_switch(cfg, argv: list[str]) -> None:
         if dropped and os.environ.get("LOCAL_RANK", "0") == "0":
             name = spec["class_path"].rsplit(".", 1)[-1]
             values = ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items()))
-            print(f"msa: note: --{key} switched the class from {before.rsplit('.', 1)[-1]} to {name}, which starts "
-                  f"from its own defaults; not taken from the config: {values}", file=sys.stderr)
+            print(
+                f"msa: note: --{key} switched the class from {before.rsplit('.', 1)[-1]} to {name}, which starts "
+                f"from its own defaults; not taken from the config: {values}",
+                file=sys.stderr,
+            )
 
 
 def _config_documents(argv: list[str]) -> list[dict]:
@@ -337,11 +367,17 @@ def model_from_checkpoint(argv: list[str]) -> list[str] | None:
         return None  # one of Lightning's names ("best", "last", ...)
     found = checkpoint_class(path)
     if found is None:
-        raise ConfigError(f"no model given (--model or a config's model section), and ckpt_path={path!r} does not "
-                          f"record its model class: pass --model")
+        raise ConfigError(
+            f"no model given (--model or a config's model section), and ckpt_path={path!r} does not "
+            f"record its model class: pass --model"
+        )
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        print(f"msa: note: no model given; using the checkpoint's class {short_name(found)} (--model={found}, "
-              f"from {path})", file=sys.stderr, flush=True)
+        print(
+            f"msa: note: no model given; using the checkpoint's class {short_name(found)} (--model={found}, "
+            f"from {path})",
+            file=sys.stderr,
+            flush=True,
+        )
     return [*argv, f"--model={found}"]
 
 
@@ -386,12 +422,30 @@ def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> MSACL
     """
     wandb_never_prompts()
     quiet_known_noise()
-    cli_kwargs = dict(seed_everything_default=1111, run=run, save_config_kwargs={"overwrite": True},
-                      parser_class=MSAArgumentParser, parser_kwargs={"description": DESCRIPTION},
-                      auto_configure_optimizers=False, **kwargs)
+    cli_kwargs = dict(
+        seed_everything_default=1111,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+        parser_class=MSAArgumentParser,
+        parser_kwargs={"description": DESCRIPTION},
+        auto_configure_optimizers=False,
+        **kwargs,
+    )
     if args is None:  # from the command line: LightningCLI reads sys.argv, DDP re-runs it unchanged
-        return MSACLI(MSARegressionModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                      args=None, **cli_kwargs)
+        return MSACLI(
+            MSARegressionModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=None,
+            **cli_kwargs,
+        )
     with process_command(list(args)):
-        return MSACLI(MSARegressionModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                      args=list(args), **cli_kwargs)
+        return MSACLI(
+            MSARegressionModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=list(args),
+            **cli_kwargs,
+        )

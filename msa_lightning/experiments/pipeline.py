@@ -25,6 +25,7 @@ finished is skipped; one that was interrupted with the same command resumes from
 checkpoint, logged into the stage folder (where ``msa report`` reads test metrics); a finished stage
 whose test has not run yet runs only the test.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
             raise ConfigError(f"{where}: stage name {name!r}: use letters, digits, '_', '-', '.'")
         bad = set(raw) - {"name", "args", "needs", "export", "test"}
         if bad:
-            raise ConfigError(f"{where}: stage {name!r}: unknown keys {sorted(bad)}; "
-                              "expected name, args, needs, export, test")
+            raise ConfigError(
+                f"{where}: stage {name!r}: unknown keys {sorted(bad)}; expected name, args, needs, export, test"
+            )
         if not isinstance(raw.get("test", False), bool):
             raise ConfigError(f"{where}: stage {name!r}: 'test' must be true or false, found {raw['test']!r}")
         args, needs = raw.get("args", []), raw.get("needs", [])
@@ -124,29 +126,41 @@ def load_pipeline(path: str | Path) -> Pipeline:
     for stage in stages:
         for need in stage.needs:
             if need not in names:
-                raise ConfigError(f"{where}: stage {stage.name!r} needs {need!r}, but no stage has that name "
-                                  f"(stages: {', '.join(names)})")
+                raise ConfigError(
+                    f"{where}: stage {stage.name!r} needs {need!r}, but no stage has that name "
+                    f"(stages: {', '.join(names)})"
+                )
         for arg in stage.args:
             for ref in REFERENCE.findall(arg):
                 target, _, what = ref.partition(".")
                 if target not in names:
-                    raise ConfigError(f"{where}: stage {stage.name!r} refers to ${{{ref}}}, but no stage is named "
-                                      f"{target!r} (stages: {', '.join(names)})")
+                    raise ConfigError(
+                        f"{where}: stage {stage.name!r} refers to ${{{ref}}}, but no stage is named "
+                        f"{target!r} (stages: {', '.join(names)})"
+                    )
                 if what not in FIELDS:
-                    raise ConfigError(f"{where}: stage {stage.name!r} refers to ${{{ref}}}; a stage offers "
-                                      + ", ".join(f"${{{target}.{f}}}" for f in FIELDS))
+                    raise ConfigError(
+                        f"{where}: stage {stage.name!r} refers to ${{{ref}}}; a stage offers "
+                        + ", ".join(f"${{{target}.{f}}}" for f in FIELDS)
+                    )
                 if target not in stage.needs:
-                    raise ConfigError(f"{where}: stage {stage.name!r} refers to ${{{ref}}} but does not list "
-                                      f"{target!r} in its needs (add `needs: [{target}]`)")
+                    raise ConfigError(
+                        f"{where}: stage {stage.name!r} refers to ${{{ref}}} but does not list "
+                        f"{target!r} in its needs (add `needs: [{target}]`)"
+                    )
                 if what == "export" and stages[names.index(target)].export is None:
-                    raise ConfigError(f"{where}: stage {stage.name!r} refers to ${{{ref}}}, but stage {target!r} "
-                                      "has no 'export' section")
+                    raise ConfigError(
+                        f"{where}: stage {stage.name!r} refers to ${{{ref}}}, but stage {target!r} "
+                        "has no 'export' section"
+                    )
     if spec.get("out") is not None and not isinstance(spec["out"], str):
         raise ConfigError(f"{where}: 'out' must be a folder path, found {spec['out']!r}")
     out = Path(spec.get("out") or Path("runs") / str(spec.get("name") or path.stem))
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"{where}: out {str(out)!r} is an existing file, not a folder (the stages write "
-                          "their runs into <out>/<stage>/); give a folder")
+        raise ConfigError(
+            f"{where}: out {str(out)!r} is an existing file, not a folder (the stages write "
+            "their runs into <out>/<stage>/); give a folder"
+        )
     pipeline = Pipeline(str(spec.get("name") or path.stem), out, stages, path)
     pipeline.stages = _in_dependency_order(pipeline, where)
     return pipeline
@@ -161,7 +175,7 @@ def _in_dependency_order(pipeline: Pipeline, where: str) -> list[Stage]:
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
-            cycle = path[path.index(name):] + [name]
+            cycle = path[path.index(name) :] + [name]
             raise ConfigError(f"{where}: the needs form a cycle: {' -> '.join(cycle)}")
         state[name] = "visiting"
         for need in pipeline.stage(name).needs:
@@ -240,8 +254,10 @@ def _substitute(pipeline: Pipeline, stage: Stage, dry_run: bool) -> list[str]:
         if record is None or record.get("status") != "finished":
             if dry_run:
                 return f"<{what} of stage {target}>"
-            raise StageFailed(f"pipeline {pipeline.source}: stage {stage.name!r} needs stage {target!r}, "
-                              f"which has not finished (run `msa pipeline {pipeline.source} --only {target}` first)")
+            raise StageFailed(
+                f"pipeline {pipeline.source}: stage {stage.name!r} needs stage {target!r}, "
+                f"which has not finished (run `msa pipeline {pipeline.source} --only {target}` first)"
+            )
         return str(record[what])
 
     return [REFERENCE.sub(value, arg) for arg in stage.args]
@@ -281,8 +297,11 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     inputs = {"files": _file_inputs(command, pipeline.out), "export": stage.export}
     previous = read_record(folder)
     same = previous is not None and previous.get("command") == command and previous.get("inputs") == inputs
-    outputs_exist = previous is not None and Path(previous.get("best_ckpt", "")).is_file() and (
-        not stage.export or Path(previous.get("export", "")).is_dir())
+    outputs_exist = (
+        previous is not None
+        and Path(previous.get("best_ckpt", "")).is_file()
+        and (not stage.export or Path(previous.get("export", "")).is_dir())
+    )
     if same and previous.get("status") == "finished" and not force and outputs_exist:
         if stage.test and previous.get("tested") != previous["best_ckpt"]:
             return _test_stage(pipeline, stage, command, previous)
@@ -290,23 +309,36 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
         return previous
     resume = []
     # an unfinished fit of the same command: continue from its newest checkpoint (Ctrl-C or last epoch)
-    candidates = [p for p in (folder / "checkpoints" / "interrupted.ckpt", folder / "checkpoints" / "last.ckpt")
-                  if p.is_file()]
+    candidates = [
+        p for p in (folder / "checkpoints" / "interrupted.ckpt", folder / "checkpoints" / "last.ckpt") if p.is_file()
+    ]
     if same and not force and candidates:
         newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
         resume = [f"--ckpt_path={newest}"]
-        print(f"msa: pipeline {pipeline.name}: stage {stage.name}: resuming its unfinished fit from {newest}", flush=True)
+        print(
+            f"msa: pipeline {pipeline.name}: stage {stage.name}: resuming its unfinished fit from {newest}", flush=True
+        )
     elif (folder / "checkpoints").is_dir():
         shutil.rmtree(folder / "checkpoints")  # checkpoints of another command line: never mix them
-    record = {"stage": stage.name, "command": command, "inputs": inputs, "status": "running",
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dir": str(folder)}
+    record = {
+        "stage": stage.name,
+        "command": command,
+        "inputs": inputs,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dir": str(folder),
+    }
     _write_record(folder, record)
-    print(f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in command + resume)}",
-          flush=True)
+    print(
+        f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in command + resume)}",
+        flush=True,
+    )
     code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *command, *resume])
     if code != 0:
-        raise StageFailed(f"pipeline {pipeline.name}: stage {stage.name!r} failed (msa fit exited with {code}; "
-                          "its output is above); finished stages are skipped when you run the pipeline again")
+        raise StageFailed(
+            f"pipeline {pipeline.name}: stage {stage.name!r} failed (msa fit exited with {code}; "
+            "its output is above); finished stages are skipped when you run the pipeline again"
+        )
     from msa_lightning.checkpoints import resolve_checkpoint
 
     ckpt_dir = folder / "checkpoints"
@@ -320,8 +352,12 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
 
         # the stage's own command line (without `fit`, the folder settings and a checkpoint to resume)
         args = _without_ckpt_path(command[1:-2])
-        entry = export_command(record["best_ckpt"], cli_args=args, outputs=stage.export["outputs"],
-                               splits=stage.export.get("splits") or list(SPLITS))
+        entry = export_command(
+            record["best_ckpt"],
+            cli_args=args,
+            outputs=stage.export["outputs"],
+            splits=stage.export.get("splits") or list(SPLITS),
+        )
         record["export"] = str(entry.path)
     record["status"] = "finished"
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -334,13 +370,21 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
 def _test_stage(pipeline: Pipeline, stage: Stage, command: list[str], record: dict) -> dict:
     """``msa test`` of the stage's best checkpoint with the stage's own arguments, logged in its folder."""
     folder = pipeline.folder(stage.name)
-    test = ["test", *_without_ckpt_path(command[1:-2]), f"--ckpt_path={record['best_ckpt']}",
-            f"--trainer.default_root_dir={folder}"]
-    print(f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in test)}", flush=True)
+    test = [
+        "test",
+        *_without_ckpt_path(command[1:-2]),
+        f"--ckpt_path={record['best_ckpt']}",
+        f"--trainer.default_root_dir={folder}",
+    ]
+    print(
+        f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in test)}", flush=True
+    )
     code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *test])
     if code != 0:
-        raise StageFailed(f"pipeline {pipeline.name}: stage {stage.name!r}: msa test of {record['best_ckpt']} failed "
-                          f"(exited with {code}; its output is above)")
+        raise StageFailed(
+            f"pipeline {pipeline.name}: stage {stage.name!r}: msa test of {record['best_ckpt']} failed "
+            f"(exited with {code}; its output is above)"
+        )
     record["tested"] = record["best_ckpt"]
     _write_record(folder, record)
     return record
@@ -356,5 +400,3 @@ def _without_ckpt_path(args: list[str]) -> list[str]:
         elif not arg.startswith("--ckpt_path="):
             out.append(arg)
     return out
-
-

@@ -7,6 +7,7 @@
 
 Standard library only: the ``msa`` entry point imports it before it knows whether Lightning is needed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,9 @@ def quiet_known_noise() -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropMessages) for f in rank_zero.filters):
         rank_zero.addFilter(_DropMessages("litlogger"))
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     # runs started from Python pass `args` and set sys.argv to the same command for DDP (process_command)
     warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
 

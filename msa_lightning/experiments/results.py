@@ -1,4 +1,5 @@
 """Result tables: per-seed metrics -> mean/std, written as CSV and Markdown."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,21 @@ from pathlib import Path
 from msa_lightning.errors import MSAError
 
 #: column order of tables (whatever else a run logged comes after, alphabetically)
-PREFERRED = ("acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc2", "f1", "acc2_weak", "acc3", "acc5",
-             "acc7", "mae", "corr", "loss")
+PREFERRED = (
+    "acc2_has0",
+    "f1_has0",
+    "acc2_non0",
+    "f1_non0",
+    "acc2",
+    "f1",
+    "acc2_weak",
+    "acc3",
+    "acc5",
+    "acc7",
+    "mae",
+    "corr",
+    "loss",
+)
 
 
 def _order(names) -> list[str]:
@@ -18,7 +32,7 @@ def _order(names) -> list[str]:
 
 
 def strip_prefix(metrics: dict, prefix: str = "test/") -> dict[str, float]:
-    return {k[len(prefix):] if k.startswith(prefix) else k: float(v) for k, v in metrics.items()}
+    return {k[len(prefix) :] if k.startswith(prefix) else k: float(v) for k, v in metrics.items()}
 
 
 def summarise(rows: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
@@ -90,11 +104,16 @@ def _summary_rows(path: Path) -> list[tuple[str, int, dict[str, tuple[float, flo
         raise MSAError(f"{path}: empty; expected {expected}")
     header = [h.strip() for h in rows[0]]
     if header[:2] != ["run", "n_seeds"]:
-        raise MSAError(f"{path}, line 1: columns {header[:6]}{' ...' if len(header) > 6 else ''}; expected {expected} "
-                       "(another tool's CSV?)")
+        raise MSAError(
+            f"{path}, line 1: columns {header[:6]}{' ...' if len(header) > 6 else ''}; expected {expected} "
+            "(another tool's CSV?)"
+        )
     metrics = [h[: -len("_mean")] for h in header[2:] if h.endswith("_mean")]
-    odd = [h for h in header[2:] if not (h.endswith("_mean") and h[:-5] in metrics or
-                                         h.endswith("_std") and h[:-4] in metrics)]
+    odd = [
+        h
+        for h in header[2:]
+        if not (h.endswith("_mean") and h[:-5] in metrics or h.endswith("_std") and h[:-4] in metrics)
+    ]
     odd += [f"{m}_std" for m in metrics if f"{m}_std" not in header]
     if odd:
         raise MSAError(f"{path}, line 1: unknown or unpaired columns {odd[:6]}; expected {expected}")
@@ -149,8 +168,10 @@ def read_per_seed_csv(folder: str | Path) -> dict[int, dict[str, float]]:
 
     rows = list(csv.DictReader(open_text(file, "per-seed table")))
     if not rows or "seed" not in rows[0]:
-        raise MSAError(f"{file}: expected a header starting with 'seed' and one row per seed, found "
-                       + (f"columns {list(rows[0])}" if rows else "no rows"))
+        raise MSAError(
+            f"{file}: expected a header starting with 'seed' and one row per seed, found "
+            + (f"columns {list(rows[0])}" if rows else "no rows")
+        )
     out = {}
     for line, row in enumerate(rows, start=2):
         try:
@@ -170,9 +191,11 @@ def paired_ttest(a: str | Path, b: str | Path) -> dict:
     runs_a, runs_b = read_per_seed_csv(a), read_per_seed_csv(b)
     seeds = sorted(set(runs_a) & set(runs_b))
     if len(seeds) < 2:
-        raise MSAError(f"paired t-test: {a} (seeds {', '.join(map(str, sorted(runs_a))) or 'none'}) and {b} (seeds "
-                       f"{', '.join(map(str, sorted(runs_b))) or 'none'}) share {len(seeds)} seed(s); "
-                       "it needs at least 2 seeds run in both")
+        raise MSAError(
+            f"paired t-test: {a} (seeds {', '.join(map(str, sorted(runs_a))) or 'none'}) and {b} (seeds "
+            f"{', '.join(map(str, sorted(runs_b))) or 'none'}) share {len(seeds)} seed(s); "
+            "it needs at least 2 seeds run in both"
+        )
     metrics = {}
     shared = set.intersection(*(set(runs_a[s]) & set(runs_b[s]) for s in seeds))
     for name in _order(shared):
@@ -181,21 +204,31 @@ def paired_ttest(a: str | Path, b: str | Path) -> dict:
         if any(math.isnan(v) for v in x + y):
             continue  # an undefined metric (e.g. corr of a constant prediction) has nothing to compare
         result = ttest_rel(x, y)
-        metrics[name] = {"mean_a": sum(x) / len(x), "mean_b": sum(y) / len(y),
-                         "mean_diff": sum(u - v for u, v in zip(x, y)) / len(x),
-                         "t": float(result.statistic), "p": float(result.pvalue)}
+        metrics[name] = {
+            "mean_a": sum(x) / len(x),
+            "mean_b": sum(y) / len(y),
+            "mean_diff": sum(u - v for u, v in zip(x, y)) / len(x),
+            "t": float(result.statistic),
+            "p": float(result.pvalue),
+        }
     return {"seeds": seeds, "metrics": metrics}
 
 
 def ttest_table(a: str | Path, b: str | Path, alpha: float = 0.05) -> str:
     """Markdown of :func:`paired_ttest`: per metric the two means, the mean difference (A - B), t and p."""
     result = paired_ttest(a, b)
-    lines = [f"Paired t-test over {len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}), "
-             f"A = {a}, B = {b}; two-sided, df = {len(result['seeds']) - 1}", "",
-             f"| metric | mean A | mean B | mean A - B | t | p | p < {alpha:g} |", "|---" * 7 + "|"]
+    lines = [
+        f"Paired t-test over {len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}), "
+        f"A = {a}, B = {b}; two-sided, df = {len(result['seeds']) - 1}",
+        "",
+        f"| metric | mean A | mean B | mean A - B | t | p | p < {alpha:g} |",
+        "|---" * 7 + "|",
+    ]
     for name, m in result["metrics"].items():
-        lines.append(f"| {name} | {m['mean_a']:.4f} | {m['mean_b']:.4f} | {m['mean_diff']:+.4f} | {m['t']:.3f} | "
-                     f"{m['p']:.4g} | {'yes' if m['p'] < alpha else 'no'} |")
+        lines.append(
+            f"| {name} | {m['mean_a']:.4f} | {m['mean_b']:.4f} | {m['mean_diff']:+.4f} | {m['t']:.3f} | "
+            f"{m['p']:.4g} | {'yes' if m['p'] < alpha else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -220,7 +253,7 @@ def _rows(file: Path, prefix: str) -> list[dict[str, str]]:
 
 
 def _strip(row: dict[str, str], prefix: str) -> dict[str, float]:
-    return {k[len(prefix):]: float(v) for k, v in row.items() if k.startswith(prefix) and v not in ("", None)}
+    return {k[len(prefix) :]: float(v) for k, v in row.items() if k.startswith(prefix) and v not in ("", None)}
 
 
 def _checkpoint_epoch(path: str) -> int:
@@ -240,16 +273,18 @@ def _stage_metrics(folder: Path, record: dict, split: str) -> dict[str, float] |
     if split == "test":
         for file, cfg in files:
             tested = cfg.get("ckpt_path")
-            if tested and Path(tested).resolve() == best.resolve() and file.stat().st_mtime_ns >= best.stat().st_mtime_ns:
+            if (
+                tested
+                and Path(tested).resolve() == best.resolve()
+                and file.stat().st_mtime_ns >= best.stat().st_mtime_ns
+            ):
                 rows = _rows(file, "test/")
                 if rows:
                     return _strip(rows[-1], "test/")
         return None
     epoch = _checkpoint_epoch(str(best))
-    for file, cfg in files:
+    for file, _config in files:
         rows = [r for r in _rows(file, "val/") if r.get("epoch") not in (None, "") and int(r["epoch"]) == epoch]
         if rows and not _rows(file, "test/"):
             return _strip(rows[-1], "val/")
     return None
-
-

@@ -1,4 +1,5 @@
 """Programmatic fit + test runs: multi-seed experiments and the synthetic quickstart."""
+
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,6 @@ import traceback
 from pathlib import Path
 
 from msa_lightning.errors import MSAError
-
 from msa_lightning.experiments.results import markdown_table, strip_prefix, write_seed_tables
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ def fit_and_test(args: list[str], out_dir: str | Path, trainer_out: list | None 
     from msa_lightning.experiments.lightning_cli import make_cli
 
     out_dir = Path(out_dir)
-    cli = make_cli(args + [f"--trainer.default_root_dir={out_dir}", f"--checkpoint.dirpath={out_dir / 'checkpoints'}"],
-                   run=False)
+    cli = make_cli(
+        args + [f"--trainer.default_root_dir={out_dir}", f"--checkpoint.dirpath={out_dir / 'checkpoints'}"], run=False
+    )
     if trainer_out is not None:
         trainer_out.append(cli.trainer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -40,11 +41,23 @@ def fit_and_test(args: list[str], out_dir: str | Path, trainer_out: list | None 
     return strip_prefix(results[0])
 
 
-def seeds_command(configs: list[str], seeds: list[int], out_dir: str | Path, overrides: list[str] = (),
-                  name: str | None = None, force: bool = False) -> list[str]:
+def seeds_command(
+    configs: list[str],
+    seeds: list[int],
+    out_dir: str | Path,
+    overrides: list[str] = (),
+    name: str | None = None,
+    force: bool = False,
+) -> list[str]:
     """The ``msa seeds`` arguments that re-create this run (what DDP ranks 1..N-1 execute)."""
-    argv = ["seeds", *(a for c in configs for a in ("--config", str(c))), "--seeds", *map(str, seeds),
-            "--out", str(out_dir)]
+    argv = [
+        "seeds",
+        *(a for c in configs for a in ("--config", str(c))),
+        "--seeds",
+        *map(str, seeds),
+        "--out",
+        str(out_dir),
+    ]
     if name:
         argv += ["--name", name]
     if force:
@@ -60,8 +73,9 @@ TABLES = ("per_seed.csv", "summary.csv", "summary.md", RECORD)
 
 def _is_first_process() -> bool:
     """Rank 0 of a job (before Lightning has set up the ranks: from the launchers' variables)."""
-    return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK",
-                                                              "GROUP_RANK"))
+    return all(
+        os.environ.get(k, "0") in ("", "0") for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+    )
 
 
 def run_record(configs: list[str], overrides: list[str], name: str) -> dict:
@@ -86,8 +100,11 @@ def run_record(configs: list[str], overrides: list[str], name: str) -> dict:
 
 def _differences(old, new, key: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new), key=str)
-                for d in _differences(old.get(k, "<unset>"), new.get(k, "<unset>"), f"{key}.{k}" if key else str(k))]
+        return [
+            d
+            for k in sorted(set(old) | set(new), key=str)
+            for d in _differences(old.get(k, "<unset>"), new.get(k, "<unset>"), f"{key}.{k}" if key else str(k))
+        ]
     return [] if old == new else [f"{key or 'value'}: {old!r} -> {new!r}"]
 
 
@@ -100,8 +117,9 @@ def record_differences(old: dict, new: dict) -> list[str]:
     for i, (x, y) in enumerate(zip(a, b), 1):
         found += [f"config {i} ({Path(y['path']).name}) {d}" for d in _differences(x.get("yaml"), y["yaml"])]
     if list(old.get("overrides") or []) != list(new["overrides"]):
-        found.append(f"overrides {' '.join(old.get('overrides') or []) or '(none)'} -> "
-                     f"{' '.join(new['overrides']) or '(none)'}")
+        found.append(
+            f"overrides {' '.join(old.get('overrides') or []) or '(none)'} -> {' '.join(new['overrides']) or '(none)'}"
+        )
     return found
 
 
@@ -118,8 +136,10 @@ def earlier_results(out_dir: Path, record: dict, seeds: list[int], force: bool) 
     from msa_lightning.experiments.results import read_per_seed_csv
 
     if out_dir.exists() and not out_dir.is_dir():
-        raise MSAError(f"--out {out_dir}: an existing file, not a folder (msa seeds writes seed<N>/, per_seed.csv, "
-                       "summary.csv and summary.md into it); give a folder")
+        raise MSAError(
+            f"--out {out_dir}: an existing file, not a folder (msa seeds writes seed<N>/, per_seed.csv, "
+            "summary.csv and summary.md into it); give a folder"
+        )
     table = out_dir / "per_seed.csv"
     if not table.exists():
         return {}
@@ -131,17 +151,22 @@ def earlier_results(out_dir: Path, record: dict, seeds: list[int], force: bool) 
     except FileNotFoundError:
         old = None
     except (OSError, ValueError) as error:
-        raise MSAError(f"{out_dir / RECORD}: unreadable record of the run that wrote {table} ({error}); "
-                       "remove it or give another --out") from None
+        raise MSAError(
+            f"{out_dir / RECORD}: unreadable record of the run that wrote {table} ({error}); "
+            "remove it or give another --out"
+        ) from None
     differences = record_differences(old, record) if old is not None else []
     listed = ", ".join(map(str, sorted(earlier)))
     if differences:
         if not force:
-            shown = "; ".join(differences[:5]) + (f"; ... ({len(differences)} differences)" if len(differences) > 5
-                                                   else "")
-            raise MSAError(f"--out {out_dir}: per_seed.csv holds seeds {listed} of another config ({shown}); "
-                           "results of two configs are never averaged: give another --out, or --force to move "
-                           "those tables aside and start afresh")
+            shown = "; ".join(differences[:5]) + (
+                f"; ... ({len(differences)} differences)" if len(differences) > 5 else ""
+            )
+            raise MSAError(
+                f"--out {out_dir}: per_seed.csv holds seeds {listed} of another config ({shown}); "
+                "results of two configs are never averaged: give another --out, or --force to move "
+                "those tables aside and start afresh"
+            )
         if _is_first_process():
             aside = out_dir / time.strftime("replaced-%Y%m%d-%H%M%S")
             aside.mkdir(parents=True, exist_ok=True)
@@ -152,11 +177,18 @@ def earlier_results(out_dir: Path, record: dict, seeds: list[int], force: bool) 
         return {}
     if _is_first_process():
         again = sorted(set(earlier) & set(seeds))
-        print(f"msa: seeds: keeping the earlier results of seeds {listed} in {table}"
-              + ("" if old is not None else " (no record of their config: written before msa seeds kept one)")
-              + ("" if not again else f"; seed {again[0]} is run again and replaces its row" if len(again) == 1
-                 else f"; seeds {', '.join(map(str, again))} are run again and replace their rows"),
-              flush=True)
+        print(
+            f"msa: seeds: keeping the earlier results of seeds {listed} in {table}"
+            + ("" if old is not None else " (no record of their config: written before msa seeds kept one)")
+            + (
+                ""
+                if not again
+                else f"; seed {again[0]} is run again and replaces its row"
+                if len(again) == 1
+                else f"; seeds {', '.join(map(str, again))} are run again and replace their rows"
+            ),
+            flush=True,
+        )
     return earlier
 
 
@@ -165,8 +197,14 @@ def _one_line(error: BaseException) -> str:
     return text if isinstance(error, MSAError) else f"{type(error).__name__}: {text}"
 
 
-def run_seeds(configs: list[str], seeds: list[int] = PAPER_SEEDS, out_dir: str | Path = "runs/seeds",
-              overrides: list[str] = (), name: str | None = None, force: bool = False) -> dict:
+def run_seeds(
+    configs: list[str],
+    seeds: list[int] = PAPER_SEEDS,
+    out_dir: str | Path = "runs/seeds",
+    overrides: list[str] = (),
+    name: str | None = None,
+    force: bool = False,
+) -> dict:
     """Run ``configs`` once per seed; per-seed and mean/std tables under ``out_dir`` (rank 0 writes them).
 
     Each seed's logs and checkpoints go to ``out_dir/seed<N>``. The tables are rewritten as each seed
@@ -195,8 +233,9 @@ def run_seeds(configs: list[str], seeds: list[int] = PAPER_SEEDS, out_dir: str |
 
         from msa_lightning.store import atomic_write
 
-        atomic_write(out_dir / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n",
-                                                                   encoding="utf-8"))
+        atomic_write(
+            out_dir / RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        )
     per_seed: dict[int, dict[str, float]] = {}
     failed: dict[int, str] = {}
     rank_zero = True
@@ -234,43 +273,70 @@ def run_seeds(configs: list[str], seeds: list[int] = PAPER_SEEDS, out_dir: str |
     if rank_zero and tables():
         print((out_dir / "summary.md").read_text(encoding="utf-8"))
     if failed:
-        done = f"results of seeds {', '.join(map(str, tables()))} are in {out_dir / 'per_seed.csv'}" if tables() \
+        done = (
+            f"results of seeds {', '.join(map(str, tables()))} are in {out_dir / 'per_seed.csv'}"
+            if tables()
             else "no seed finished"
+        )
         older = [s for s in failed if s in kept]
         if older:
             done += f"; the earlier results of seeds {', '.join(map(str, older))} are kept"
         skipped = [s for s in seeds if s not in per_seed and s not in failed]
-        raise SeedsFailed("; ".join(f"seed {s} failed: {r}" for s, r in failed.items())
-                          + (f"; not run: {', '.join(map(str, skipped))}" if skipped else "") + f" ({done})")
+        raise SeedsFailed(
+            "; ".join(f"seed {s} failed: {r}" for s, r in failed.items())
+            + (f"; not run: {', '.join(map(str, skipped))}" if skipped else "")
+            + f" ({done})"
+        )
     return summary
 
 
-def quickstart(out_dir: str | Path = "runs/quickstart", epochs: int = 6, size_factor: float = 0.5,
-               model: str = "TFNModule", seed: int = 1111) -> dict[str, float]:
+def quickstart(
+    out_dir: str | Path = "runs/quickstart",
+    epochs: int = 6,
+    size_factor: float = 0.5,
+    model: str = "TFNModule",
+    seed: int = 1111,
+) -> dict[str, float]:
     """Synthetic MOSI-shaped data -> fit -> test -> metric table (next to the mean predictor's)."""
     import numpy as np
+    import torch
 
     from msa_lightning.data.reader import read_feature_file
     from msa_lightning.data.synthetic import make_synthetic
     from msa_lightning.metrics import compute_msa_metrics
 
-    import torch
-
     out_dir = Path(out_dir)
     data = make_synthetic("mosi", out_dir / "data" / "mosi_synthetic_unaligned.pkl", size_factor=size_factor, seed=0)
     print(f"synthetic MOSI-shaped feature file: {data}")
-    metrics = fit_and_test([
-        f"--model={model}", "--model.lr=2e-3", "--model.weight_decay=1e-4",
-        "--data=MOSIDataModule", f"--data.path={data}", "--data.batch_size=32", "--data.normalize=true",
-        f"--data.cache_dir={out_dir / 'cache'}", f"--trainer.max_epochs={epochs}", "--trainer.accelerator=cpu",
-        "--trainer.devices=1", "--trainer.log_every_n_steps=10", f"--seed_everything={seed}",
-        f"--trainer.logger.init_args.save_dir={out_dir / 'logs'}",
-    ], out_dir / "run")
+    metrics = fit_and_test(
+        [
+            f"--model={model}",
+            "--model.lr=2e-3",
+            "--model.weight_decay=1e-4",
+            "--data=MOSIDataModule",
+            f"--data.path={data}",
+            "--data.batch_size=32",
+            "--data.normalize=true",
+            f"--data.cache_dir={out_dir / 'cache'}",
+            f"--trainer.max_epochs={epochs}",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.log_every_n_steps=10",
+            f"--seed_everything={seed}",
+            f"--trainer.logger.init_args.save_dir={out_dir / 'logs'}",
+        ],
+        out_dir / "run",
+    )
     splits = read_feature_file(data)
     labels = torch.from_numpy(splits["test"].labels["M"])
     train_mean = float(np.mean(splits["train"].labels["M"]))
-    baseline = {k: float(v) for k, v in compute_msa_metrics(torch.full_like(labels, train_mean), labels, "mosi").items()}
+    baseline = {
+        k: float(v) for k, v in compute_msa_metrics(torch.full_like(labels, train_mean), labels, "mosi").items()
+    }
     baseline = {k: v for k, v in baseline.items() if not math.isnan(v)}
-    print("\nTest metrics on synthetic MOSI (acc2_has0: neg vs non-neg, all samples; acc2_non0: neg vs pos, zeros excluded)\n")
+    print(
+        "\nTest metrics on synthetic MOSI (acc2_has0: neg vs non-neg, all samples; acc2_non0: neg vs pos, zeros "
+        "excluded)\n"
+    )
     print(markdown_table({model: metrics, "mean predictor": baseline}))
     return metrics

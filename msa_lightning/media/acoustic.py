@@ -4,6 +4,7 @@ A pitch column (``f0="pyin"``: log F0 from probabilistic YIN, 0 on unvoiced fram
 zero-crossing rate the SKESL authors' released scripts and the CH-SIMS files put there), 20 MFCCs (HTK mel
 scale, as the released scripts) and 12 constant-Q chroma bins (:func:`audio_features`).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -13,13 +14,18 @@ import numpy as np
 
 from msa_lightning.errors import ClipError
 
-
 AUDIO_DIM = 33
 
 
-def audio_features(y: np.ndarray, sample_rate: int = 22050, hop_length: int = 512,
-                   f0: Literal["pyin", "zcr"] = "pyin", f0_min: float = 60.0, f0_max: float = 600.0,
-                   htk_mel: bool = True) -> np.ndarray:
+def audio_features(
+    y: np.ndarray,
+    sample_rate: int = 22050,
+    hop_length: int = 512,
+    f0: Literal["pyin", "zcr"] = "pyin",
+    f0_min: float = 60.0,
+    f0_max: float = 600.0,
+    htk_mel: bool = True,
+) -> np.ndarray:
     """Frame-level features ``[T, 33]`` float32: pitch (1), MFCC (20), constant-Q chroma (12).
 
     Args:
@@ -50,5 +56,3 @@ def audio_features(y: np.ndarray, sample_rate: int = 22050, hop_length: int = 51
     if not np.isfinite(out).all():
         raise ClipError("non-finite audio features", "bad_features")
     return out
-
-

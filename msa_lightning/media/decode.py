@@ -7,6 +7,7 @@
 
 Problems are one :class:`~msa_lightning.errors.DataError` naming the file.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -29,8 +30,10 @@ def load_crop(name: str | None) -> Callable[[np.ndarray], np.ndarray] | None:
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"data.init_args.crop={name!r} cannot be imported ({type(err).__name__}: {err}); "
-                          "expected 'package.module:function'") from None
+        raise ConfigError(
+            f"data.init_args.crop={name!r} cannot be imported ({type(err).__name__}: {err}); "
+            "expected 'package.module:function'"
+        ) from None
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:
@@ -48,9 +51,16 @@ def frame_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def decode_clip(path: str | Path, sample_rate: int = 16_000, fps: float = 10.0, size: int = 128,
-                max_seconds: float | None = None, crop: Callable[[np.ndarray], np.ndarray] | None = None,
-                frames_folder: str | Path | None = None, frames_fps: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+def decode_clip(
+    path: str | Path,
+    sample_rate: int = 16_000,
+    fps: float = 10.0,
+    size: int = 128,
+    max_seconds: float | None = None,
+    crop: Callable[[np.ndarray], np.ndarray] | None = None,
+    frames_folder: str | Path | None = None,
+    frames_fps: float = 25.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode one clip: ``frames [T, size, size, 3] uint8`` at ``fps`` and ``audio [S] float32``, mono
     at ``sample_rate``; frames from ``frames_folder`` (images at ``frames_fps``) instead of the video
     stream when given. Raises :class:`DataError` naming the file for anything unreadable or empty."""
@@ -125,8 +135,9 @@ def _decode_frames(container, fps: float, size: int, max_seconds: float | None, 
     return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
-def _read_frame_folder(folder: Path, source_fps: float, fps: float, size: int, max_seconds: float | None,
-                       crop) -> np.ndarray:
+def _read_frame_folder(
+    folder: Path, source_fps: float, fps: float, size: int, max_seconds: float | None, crop
+) -> np.ndarray:
     """Images ``i`` shown at ``i / source_fps``, sampled and held at ``fps`` like a video stream."""
     import av
 
@@ -142,8 +153,11 @@ def _read_frame_folder(folder: Path, source_fps: float, fps: float, size: int, m
                 frame = next(container.decode(video=0))
         except Exception as err:  # a truncated or foreign image
             raise DataError(f"{images[i]}: cannot read the frame image ({type(err).__name__}: {err})") from None
-        decoded[i] = (frame.to_ndarray(format="rgb24", width=size, height=size) if crop is None
-                      else _resize(crop(frame.to_ndarray(format="rgb24")), size))
+        decoded[i] = (
+            frame.to_ndarray(format="rgb24", width=size, height=size)
+            if crop is None
+            else _resize(crop(frame.to_ndarray(format="rgb24")), size)
+        )
     return np.stack([decoded[i] for i in chosen]) if count else np.zeros((0, size, size, 3), np.uint8)
 
 
@@ -187,8 +201,9 @@ def _decode_with_librosa(path: Path, sample_rate: int) -> np.ndarray:
             warnings.filterwarnings("ignore", message=".*audioread", category=FutureWarning)
             y, _ = librosa.load(str(path), sr=sample_rate, mono=True)
     except Exception as err:  # soundfile/audioread/decoder errors come in many types
-        raise ClipError(f"{path}: unreadable audio ({type(err).__name__}: {_first_line(err)})",
-                        "unreadable_audio") from None
+        raise ClipError(
+            f"{path}: unreadable audio ({type(err).__name__}: {_first_line(err)})", "unreadable_audio"
+        ) from None
     return y
 
 
@@ -205,5 +220,6 @@ def _decode_with_pyav(path: Path, sample_rate: int) -> np.ndarray:
     except ClipError:
         raise
     except Exception as err:  # FFmpeg reports corrupt input with many error types
-        raise ClipError(f"{path}: unreadable audio (PyAV {type(err).__name__}: {_first_line(err)})",
-                        "unreadable_audio") from None
+        raise ClipError(
+            f"{path}: unreadable audio (PyAV {type(err).__name__}: {_first_line(err)})", "unreadable_audio"
+        ) from None

@@ -4,15 +4,15 @@ success``) then 709 features: gaze 8, eye landmarks 2-D 112 and 3-D 168, head po
 OpenFace builds write a space after every comma; both spellings are read. Frames where OpenFace reports
 ``success == 0`` (no face tracked) are zeroed, not dropped, so frame ``i`` keeps its time stamp; a clip
 with no tracked face at all is a :class:`~msa_lightning.errors.ClipError` (``no_face``)."""
+
 from __future__ import annotations
 
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from msa_lightning.errors import ClipError
-
 
 META_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success")
 
@@ -23,8 +23,26 @@ VISION_DIM = 709
 _AU_INTENSITY = ("01", "02", "04", "05", "06", "07", "09", "10", "12", "14", "15", "17", "20", "23", "25", "26", "45")
 
 
-_AU_PRESENCE = ("01", "02", "04", "05", "06", "07", "09", "10", "12", "14", "15", "17", "20", "23", "25", "26", "28",
-                "45")
+_AU_PRESENCE = (
+    "01",
+    "02",
+    "04",
+    "05",
+    "06",
+    "07",
+    "09",
+    "10",
+    "12",
+    "14",
+    "15",
+    "17",
+    "20",
+    "23",
+    "25",
+    "26",
+    "28",
+    "45",
+)
 
 
 def openface_columns() -> list[str]:
@@ -67,8 +85,11 @@ def read_openface_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         else:
             i = next(i for i, (a, b) in enumerate(zip(header, _COLUMNS)) if a != b)
             found = f"column {i + 1} named {header[i]!r} where OpenFace writes {_COLUMNS[i]!r}"
-        raise ClipError(f"{path}: not an OpenFace 2.x CSV: expected {len(_COLUMNS)} columns (5 metadata + "
-                        f"{VISION_DIM} features), found {found}", "wrong_columns")
+        raise ClipError(
+            f"{path}: not an OpenFace 2.x CSV: expected {len(_COLUMNS)} columns (5 metadata + "
+            f"{VISION_DIM} features), found {found}",
+            "wrong_columns",
+        )
     if rows.size and rows.shape[1] != len(_COLUMNS):
         raise ClipError(f"{path}: rows have {rows.shape[1]} values, the header {len(_COLUMNS)}", "unreadable_csv")
     if rows.size == 0:
@@ -76,15 +97,16 @@ def read_openface_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     success = rows[:, META_COLUMNS.index("success")] > 0.5
     if not success.any():
         raise ClipError(f"{path}: no frame with a tracked face (success is 0 in all {len(rows)} frames)", "no_face")
-    features = rows[:, len(META_COLUMNS):].astype(np.float32)
+    features = rows[:, len(META_COLUMNS) :].astype(np.float32)
     features[~success] = 0.0
     if not np.isfinite(features).all():
         raise ClipError(f"{path}: non-finite feature values", "bad_features")
     return features, success
 
 
-def write_openface_csv(path: str | Path, features: np.ndarray, success: np.ndarray | None = None,
-                       spaced: bool = False, fps: float = 25.0) -> Path:
+def write_openface_csv(
+    path: str | Path, features: np.ndarray, success: np.ndarray | None = None, spaced: bool = False, fps: float = 25.0
+) -> Path:
     """An OpenFace-2.x-format CSV of ``features [T, 709]`` (for synthetic corpora and tests);
     ``spaced`` writes a space after every comma, as some OpenFace builds do."""
     features = np.asarray(features, dtype=np.float64)

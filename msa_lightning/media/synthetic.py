@@ -1,6 +1,7 @@
 """Synthetic media for demos and tests: tiny clips (a tone and moving colours) written with PyAV, a raw
 dataset in the CH-SIMS layout (``label.csv`` + ``Raw/<video>/<clip>.mp4``) whose labels follow words,
 pitch and brightness, and an unlabeled SKESL-style corpus (transcripts, audio, OpenFace CSVs)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,6 @@ import numpy as np
 
 from msa_lightning.errors import ConfigError
 from msa_lightning.media.openface import VISION_DIM, write_openface_csv
-
 
 #: the default rows of :func:`make_synthetic_raw`:
 #: video_id, clip_id, text, label, label_T, label_A, label_V, mode, seconds
@@ -26,9 +26,17 @@ SYNTHETIC_ROWS = (
 )
 
 
-def write_synthetic_clip(path: str | Path, seconds: float = 1.0, fps: int = 25, tone: float = 440.0,
-                         audio: bool = True, rate: int = 44_100, base: int = 0, width: int = 32,
-                         height: int = 24) -> Path:
+def write_synthetic_clip(
+    path: str | Path,
+    seconds: float = 1.0,
+    fps: int = 25,
+    tone: float = 440.0,
+    audio: bool = True,
+    rate: int = 44_100,
+    base: int = 0,
+    width: int = 32,
+    height: int = 24,
+) -> Path:
     """An mp4 (MPEG-4 video, AAC stereo audio) whose frame ``i`` is a grey image of brightness
     ``min(base + 10 i, 255)`` (so a sampled frame can be read back) and whose audio is a sine ``tone``;
     ``audio=False`` leaves the audio stream out."""
@@ -53,8 +61,9 @@ def write_synthetic_clip(path: str | Path, seconds: float = 1.0, fps: int = 25, 
         if audio:
             wave = (0.5 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
             for start in range(0, len(wave), 1024):
-                frame = av.AudioFrame.from_ndarray(np.stack([wave[start:start + 1024]] * 2), format="fltp",
-                                                   layout="stereo")
+                frame = av.AudioFrame.from_ndarray(
+                    np.stack([wave[start : start + 1024]] * 2), format="fltp", layout="stereo"
+                )
                 frame.sample_rate, frame.pts, frame.time_base = rate, start, fractions.Fraction(1, rate)
                 for packet in sound.encode(frame):
                     out.mux(packet)
@@ -69,8 +78,15 @@ _POSITIVE = ("great", "lovely", "funny", "good", "nice", "brilliant")
 _NEGATIVE = ("boring", "awful", "bad", "terrible", "dull", "sad")
 
 
-def make_synthetic_raw(root: str | Path, clips: int | None = None, unimodal: bool = True, seed: int = 0,
-                       splits: tuple[float, float] = (0.6, 0.2), width: int = 32, height: int = 24) -> Path:
+def make_synthetic_raw(
+    root: str | Path,
+    clips: int | None = None,
+    unimodal: bool = True,
+    seed: int = 0,
+    splits: tuple[float, float] = (0.6, 0.2),
+    width: int = 32,
+    height: int = 24,
+) -> Path:
     """Write a tiny raw release (``label.csv`` + ``Raw/<video_id>/<clip_id>.mp4``) under ``root``.
 
     ``clips=None`` writes :data:`SYNTHETIC_ROWS`. ``clips=n`` draws ``n`` clips whose unimodal labels
@@ -96,10 +112,21 @@ def make_synthetic_raw(root: str | Path, clips: int | None = None, unimodal: boo
             t, a, v = (np.round(rng.uniform(-1, 1, 3), 1) + 0.0).tolist()
             words = rng.choice(_POSITIVE if t >= 0 else _NEGATIVE, size=1 + int(abs(t) * 3))
             mode = "train" if i < n_train else "valid" if i < n_train + n_valid else "test"
-            rows.append((f"vid{i // 4:03d}", str(i % 4 + 1), "the movie was " + " ".join(words),
-                         round((t + a + v) / 3, 2), t, a, v, mode, float(np.round(rng.uniform(0.5, 1.0), 2))))
-            tones.append(300.0 + 250.0 * a)      # 50 .. 550 Hz
-            bases.append(int(100 + 90 * v))      # brightness 10 .. 190 at the first frame
+            rows.append(
+                (
+                    f"vid{i // 4:03d}",
+                    str(i % 4 + 1),
+                    "the movie was " + " ".join(words),
+                    round((t + a + v) / 3, 2),
+                    t,
+                    a,
+                    v,
+                    mode,
+                    float(np.round(rng.uniform(0.5, 1.0), 2)),
+                )
+            )
+            tones.append(300.0 + 250.0 * a)  # 50 .. 550 Hz
+            bases.append(int(100 + 90 * v))  # brightness 10 .. 190 at the first frame
     header = ["video_id", "clip_id", "text", "label"] + (["label_T", "label_A", "label_V"] if unimodal else [])
     with open(root / "label.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -107,8 +134,9 @@ def make_synthetic_raw(root: str | Path, clips: int | None = None, unimodal: boo
         for (video, clip, text, m, t, a, v, mode, seconds), tone, base in zip(rows, tones, bases):
             sentiment = "Positive" if m > 0 else "Negative" if m < 0 else "Neutral"
             writer.writerow([video, clip, text, m] + ([t, a, v] if unimodal else []) + [sentiment, mode])
-            write_synthetic_clip(root / "Raw" / video / f"{clip}.mp4", seconds=seconds, tone=tone, base=base,
-                                 width=width, height=height)
+            write_synthetic_clip(
+                root / "Raw" / video / f"{clip}.mp4", seconds=seconds, tone=tone, base=base, width=width, height=height
+            )
     return root
 
 
@@ -119,11 +147,32 @@ _CORPUS_POSITIVE = ("good", "great", "love", "awesome", "happy", "best")
 _CORPUS_NEGATIVE = ("bad", "awful", "hate", "boring", "sad", "worst")
 
 
-_CORPUS_NEUTRAL = ("the", "movie", "was", "it", "i", "think", "and", "story", "a", "really", "this", "actor", "just", "so")
+_CORPUS_NEUTRAL = (
+    "the",
+    "movie",
+    "was",
+    "it",
+    "i",
+    "think",
+    "and",
+    "story",
+    "a",
+    "really",
+    "this",
+    "actor",
+    "just",
+    "so",
+)
 
 
-def make_synthetic_corpus(out: str | Path, clips: int = 12, seed: int = 0, sample_rate: int = 22050,
-                          neutral_share: float = 0.25, seconds: tuple[float, float] = (0.5, 1.2)) -> Path:
+def make_synthetic_corpus(
+    out: str | Path,
+    clips: int = 12,
+    seed: int = 0,
+    sample_rate: int = 22050,
+    neutral_share: float = 0.25,
+    seconds: tuple[float, float] = (0.5, 1.2),
+) -> Path:
     """A small unlabeled corpus in the on-disk layout :func:`collect_clips` reads (VoxCeleb-style ids):
     ``transcripts.tsv``, ``audio/<id>.wav`` (a tone whose pitch and loudness follow the clip's hidden
     sentiment, plus noise) and ``openface/<id>.csv`` (OpenFace-format frames shifted along a fixed direction
@@ -160,8 +209,15 @@ def make_synthetic_corpus(out: str | Path, clips: int = 12, seed: int = 0, sampl
 
 
 #: the kinds of unusable clip :func:`add_bad_clips` plants, one each (the reasons a build reports)
-BAD_KINDS = ("missing_transcript", "missing_audio", "missing_visual", "empty_transcript", "unreadable_audio",
-             "wrong_columns", "no_face")
+BAD_KINDS = (
+    "missing_transcript",
+    "missing_audio",
+    "missing_visual",
+    "empty_transcript",
+    "unreadable_audio",
+    "wrong_columns",
+    "no_face",
+)
 
 
 def add_bad_clips(root: str | Path, sample_rate: int = 22050) -> dict[str, str]:

@@ -1,4 +1,5 @@
 """Epoch means of per-batch values (losses) over samples, exact under DDP with uneven shards."""
+
 from __future__ import annotations
 
 import torch

@@ -27,6 +27,7 @@ Edge cases give what NumPy/scikit-learn give: Pearson is NaN when either side is
 is a single sample; every metric is NaN on an empty split (or, for ``*_non0``, when all labels are 0).
 Weighted F1 is 1.0 when labels and predictions hold a single, identical class.
 """
+
 from __future__ import annotations
 
 import torch
@@ -102,8 +103,10 @@ def sims_metrics(pred: Tensor, true: Tensor, weak: bool = False) -> dict[str, Te
     # -0.7 or +-0.4 into the neighbouring bin (or out of the weak range).
     pred, true = pred.float().clamp(-1, 1), true.float().clamp(-1, 1)
     nan = torch.tensor(float("nan"), dtype=torch.float64)
-    out = {"mae": nan if true.numel() == 0 else (pred.double() - true.double()).abs().mean(),
-           "corr": pearson(pred.double(), true.double())}
+    out = {
+        "mae": nan if true.numel() == 0 else (pred.double() - true.double()).abs().mean(),
+        "corr": pearson(pred.double(), true.double()),
+    }
     for k, edges in SIMS_BINS.items():
         out[f"acc{k}"] = _accuracy(_bins(pred, edges), _bins(true, edges))
     out["f1"] = weighted_f1(_bins(pred, SIMS_BINS[2]), _bins(true, SIMS_BINS[2]))

@@ -18,6 +18,7 @@ normalisation (HuBERT large) get it. Either way padding content is zero, and poo
 SpecAugment-style masking and layer drop are regularisers of fine-tuning: they are switched off
 whenever the extractor is frozen (and in eval mode, as always).
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,10 +36,19 @@ TINY_AUDIO_MODELS = ("tiny-hubert",)
 def tiny_hubert_config(hidden_size: int = 32, num_layers: int = 2) -> HubertConfig:
     """A small HuBERT: three convolutions with a total stride of 20 samples, 2 transformer layers."""
     return HubertConfig(
-        hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=2,
-        intermediate_size=2 * hidden_size, conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="group",
-        mask_time_prob=0.05, mask_time_length=2, layerdrop=0.1,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm="group",
+        mask_time_prob=0.05,
+        mask_time_length=2,
+        layerdrop=0.1,
     )
 
 
@@ -67,9 +77,14 @@ class AudioEncoder(nn.Module):
     frame_mask [B, F] bool, pooled [B, D])`` from the last layer; ``pooled`` averages valid frames.
     """
 
-    def __init__(self, pretrained: str = "facebook/hubert-base-ls960", finetune: bool = True,
-                 freeze_feature_encoder: bool = False, pass_attention_mask: bool | None = None,
-                 **tiny_kwargs) -> None:
+    def __init__(
+        self,
+        pretrained: str = "facebook/hubert-base-ls960",
+        finetune: bool = True,
+        freeze_feature_encoder: bool = False,
+        pass_attention_mask: bool | None = None,
+        **tiny_kwargs,
+    ) -> None:
         super().__init__()
         if pretrained in TINY_AUDIO_MODELS:
             self.model = HubertModel(tiny_hubert_config(**tiny_kwargs))
@@ -81,8 +96,11 @@ class AudioEncoder(nn.Module):
                 f"the HuBERT / wav2vec 2.0 family (model.init_args.audio_model)"
             )
         config = self.model.config
-        self.pass_attention_mask = (getattr(config, "feat_extract_norm", "group") == "layer"
-                                    if pass_attention_mask is None else pass_attention_mask)
+        self.pass_attention_mask = (
+            getattr(config, "feat_extract_norm", "group") == "layer"
+            if pass_attention_mask is None
+            else pass_attention_mask
+        )
         if not finetune:
             # the model reads these at every forward: off for good, even if someone calls .train()
             config.apply_spec_augment = False
@@ -105,12 +123,15 @@ class AudioEncoder(nn.Module):
             lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
         if getattr(config, "add_adapter", False):
             for _ in range(config.num_adapter_layers):
-                lengths = torch.div(lengths + 2 - config.adapter_kernel_size, config.adapter_stride,
-                                    rounding_mode="floor") + 1
+                lengths = (
+                    torch.div(lengths + 2 - config.adapter_kernel_size, config.adapter_stride, rounding_mode="floor")
+                    + 1
+                )
         return lengths
 
-    def forward(self, waveform: torch.Tensor, waveform_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, waveform: torch.Tensor, waveform_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if waveform_mask is None:
             waveform_mask = torch.ones_like(waveform, dtype=torch.bool)
         waveform_mask = waveform_mask.bool()

@@ -1,4 +1,5 @@
 """Fusion operators shared across models."""
+
 from __future__ import annotations
 
 import torch

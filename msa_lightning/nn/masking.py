@@ -2,6 +2,7 @@
 
 Conventions: a mask is ``[B, T]`` bool (or 0/1), True on valid positions; sequences are ``[B, T, D]``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ Padding: padded frames are zeroed before the convolution, are never attention ke
 read out, so their content cannot change any output. As in the reference code, a cross-modal block's
 attention dropout is that of its *source* modality and a memory block's that of its target.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,12 +76,22 @@ class MulTTransformer(nn.Module):
     """A stack of :class:`MulTLayer` with input scaling, optional positions, embedding dropout and a
     final LayerNorm. ``forward(x [B, T, D], x_mask, context [B, S, D] | None, context_mask)``."""
 
-    def __init__(self, dim: int, num_heads: int, layers: int, attn_dropout: float = 0.0, relu_dropout: float = 0.0,
-                 res_dropout: float = 0.0, embed_dropout: float = 0.0, positional_embedding: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        layers: int,
+        attn_dropout: float = 0.0,
+        relu_dropout: float = 0.0,
+        res_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        positional_embedding: bool = True,
+    ) -> None:
         super().__init__()
         self.dim, self.embed_dropout, self.positional_embedding = dim, embed_dropout, positional_embedding
-        self.layers = nn.ModuleList(MulTLayer(dim, num_heads, attn_dropout, relu_dropout, res_dropout)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            MulTLayer(dim, num_heads, attn_dropout, relu_dropout, res_dropout) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,8 +100,13 @@ class MulTTransformer(nn.Module):
             x = x + sinusoidal_positions(x.shape[1], self.dim, x.device, x.dtype)
         return F.dropout(x, self.embed_dropout, self.training)
 
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self._embed(x)
         if context is None:
             keys, key_mask = None, x_mask
@@ -127,12 +143,23 @@ class MulT(nn.Module):
     transformers' outputs ``[B, T_m, 2 dim]``).
     """
 
-    def __init__(self, input_dims: tuple[int, int, int] | list[int], dim: int = 30, num_heads: int = 5,
-                 layers: int = 5, mem_layers: int | None = None,
-                 kernel_sizes: tuple[int, int, int] | list[int] = (1, 1, 1),
-                 attn_dropout: tuple[float, float, float] | list[float] = (0.1, 0.0, 0.0), relu_dropout: float = 0.1,
-                 res_dropout: float = 0.1, embed_dropout: float = 0.25, text_dropout: float = 0.0,
-                 out_dropout: float = 0.0, positional_embedding: bool = True, modalities: str = "lav") -> None:
+    def __init__(
+        self,
+        input_dims: tuple[int, int, int] | list[int],
+        dim: int = 30,
+        num_heads: int = 5,
+        layers: int = 5,
+        mem_layers: int | None = None,
+        kernel_sizes: tuple[int, int, int] | list[int] = (1, 1, 1),
+        attn_dropout: tuple[float, float, float] | list[float] = (0.1, 0.0, 0.0),
+        relu_dropout: float = 0.1,
+        res_dropout: float = 0.1,
+        embed_dropout: float = 0.25,
+        text_dropout: float = 0.0,
+        out_dropout: float = 0.0,
+        positional_embedding: bool = True,
+        modalities: str = "lav",
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"MulT width {dim} is not divisible by num_heads {num_heads}")
@@ -142,15 +169,33 @@ class MulT(nn.Module):
         width = (len(self.modalities) - 1) * dim  # a target's cross-modal outputs, concatenated
         self.dim, self.text_dropout, self.out_dropout = dim, text_dropout, out_dropout
         self.kernel_sizes = dict(zip(MODALITIES, kernel_sizes))
-        self.proj = nn.ModuleDict({m: nn.Conv1d(d, dim, kernel_size=k, padding=0, bias=False)
-                                   for m, d, k in zip(MODALITIES, input_dims, kernel_sizes) if m in self.modalities})
+        self.proj = nn.ModuleDict(
+            {
+                m: nn.Conv1d(d, dim, kernel_size=k, padding=0, bias=False)
+                for m, d, k in zip(MODALITIES, input_dims, kernel_sizes)
+                if m in self.modalities
+            }
+        )
         dropout = dict(zip(MODALITIES, attn_dropout))
-        common = dict(relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout,
-                      positional_embedding=positional_embedding)
-        self.cross = nn.ModuleDict({f"{t}_with_{s}": MulTTransformer(dim, num_heads, layers, dropout[s], **common)
-                                    for t, s in CROSS_PAIRS if t in self.modalities and s in self.modalities})
-        self.memory = nn.ModuleDict({m: MulTTransformer(width, num_heads, mem_layers or max(layers, 3), dropout[m],
-                                                        **common) for m in self.modalities})
+        common = dict(
+            relu_dropout=relu_dropout,
+            res_dropout=res_dropout,
+            embed_dropout=embed_dropout,
+            positional_embedding=positional_embedding,
+        )
+        self.cross = nn.ModuleDict(
+            {
+                f"{t}_with_{s}": MulTTransformer(dim, num_heads, layers, dropout[s], **common)
+                for t, s in CROSS_PAIRS
+                if t in self.modalities and s in self.modalities
+            }
+        )
+        self.memory = nn.ModuleDict(
+            {
+                m: MulTTransformer(width, num_heads, mem_layers or max(layers, 3), dropout[m], **common)
+                for m in self.modalities
+            }
+        )
         self.out_dim = len(self.modalities) * width
         self.proj1 = nn.Linear(self.out_dim, self.out_dim)
         self.proj2 = nn.Linear(self.out_dim, self.out_dim)
@@ -166,9 +211,15 @@ class MulT(nn.Module):
         lengths = (mask.sum(1) - (k - 1)).clamp(min=1)
         return self.proj[m](x).transpose(1, 2), lengths_to_mask(lengths, x.shape[-1] - k + 1)
 
-    def forward(self, text: torch.Tensor | None, audio: torch.Tensor | None, vision: torch.Tensor | None,
-                text_mask: torch.Tensor | None = None, audio_mask: torch.Tensor | None = None,
-                vision_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        text: torch.Tensor | None,
+        audio: torch.Tensor | None,
+        vision: torch.Tensor | None,
+        text_mask: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        vision_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         inputs = {"l": (text, text_mask), "a": (audio, audio_mask), "v": (vision, vision_mask)}
         seq, mask = {}, {}
         for m, (x, x_mask) in inputs.items():
@@ -194,11 +245,25 @@ class MulT(nn.Module):
         with their lengths, and text as ``text`` (e.g. a text encoder's last hidden state) or the
         file's precomputed ``text_feats``, masked by ``text_mask``."""
         text = batch.text_feats if text is None else text
-        missing = [name for name, v in (("text features", text), ("text_mask", batch.text_mask), ("audio", batch.audio),
-                                        ("audio_lengths", batch.audio_lengths), ("vision", batch.vision),
-                                        ("vision_lengths", batch.vision_lengths)) if v is None]
+        missing = [
+            name
+            for name, v in (
+                ("text features", text),
+                ("text_mask", batch.text_mask),
+                ("audio", batch.audio),
+                ("audio_lengths", batch.audio_lengths),
+                ("vision", batch.vision),
+                ("vision_lengths", batch.vision_lengths),
+            )
+            if v is None
+        ]
         if missing:
             raise DataError(f"MulT needs {', '.join(missing)} in the batch, which the DataModule did not load")
-        return self(text, batch.audio, batch.vision, batch.text_mask.bool(),
-                    lengths_to_mask(batch.audio_lengths, batch.audio.shape[1]),
-                    lengths_to_mask(batch.vision_lengths, batch.vision.shape[1]))
+        return self(
+            text,
+            batch.audio,
+            batch.vision,
+            batch.text_mask.bool(),
+            lengths_to_mask(batch.audio_lengths, batch.audio.shape[1]),
+            lengths_to_mask(batch.vision_lengths, batch.vision.shape[1]),
+        )

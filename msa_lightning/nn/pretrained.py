@@ -10,6 +10,7 @@ Special names ``tiny-bert`` and ``tiny-xlnet`` build small randomly initialised 
 (no files at all): they are what the tests, the synthetic quickstart and the benchmarks use;
 ``tiny-whisper`` does the same for speech recognition (:func:`load_speech_recognizer`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from torch import nn
-
-from msa_lightning.errors import MSAError
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -33,6 +32,8 @@ from transformers import (
     PreTrainedModel,
     XLNetConfig,
 )
+
+from msa_lightning.errors import MSAError
 
 
 class PretrainedNotAvailable(MSAError, RuntimeError):
@@ -50,13 +51,21 @@ TINY_SPEECH_MODELS = ("tiny-whisper",)
 def tiny_config(name: str, hidden_size: int = 32, num_layers: int = 2) -> PretrainedConfig:
     if name == "tiny-bert":
         return BertConfig(
-            vocab_size=BERT_VOCAB_SIZE, hidden_size=hidden_size, num_hidden_layers=num_layers,
-            num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=512,
+            vocab_size=BERT_VOCAB_SIZE,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden_size,
+            max_position_embeddings=512,
         )
     if name == "tiny-xlnet":
         return XLNetConfig(
-            vocab_size=BERT_VOCAB_SIZE, d_model=hidden_size, n_layer=num_layers, n_head=2,
-            d_inner=2 * hidden_size, pad_token_id=0,
+            vocab_size=BERT_VOCAB_SIZE,
+            d_model=hidden_size,
+            n_layer=num_layers,
+            n_head=2,
+            d_inner=2 * hidden_size,
+            pad_token_id=0,
         )
     raise ValueError(f"unknown tiny model {name!r}; expected one of {TINY_MODELS}")
 
@@ -66,13 +75,16 @@ def _missing_message(what: str, name: str, reason: str, tiny: tuple[str, ...] = 
     return (
         f"pretrained {what} {name!r} is not available: it is not a local directory, not in the "
         f"Hugging Face cache ({cache}), and {reason}. "
-        f"On a machine with network run `hf download {name}` (older huggingface_hub: `huggingface-cli download {name}`), then copy the cache, "
+        f"On a machine with network run `hf download {name}` (older huggingface_hub: `huggingface-cli download "
+        f"{name}`), then copy the cache, "
         f"or pass a local directory; for tests use one of {tiny}."
     )
 
 
 def _offline() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,17 +120,20 @@ def _from_pretrained(loader, what: str, name: str, tiny: tuple[str, ...] = TINY_
     except (OSError, ValueError):
         pass
     if _offline():
-        raise PretrainedNotAvailable(_missing_message(what, name, "offline mode is on (HF_HUB_OFFLINE)",
-                                                      tiny)) from None
+        raise PretrainedNotAvailable(
+            _missing_message(what, name, "offline mode is on (HF_HUB_OFFLINE)", tiny)
+        ) from None
     if not hub_reachable():
-        raise PretrainedNotAvailable(_missing_message(what, name, "the hub cannot be reached (no network)",
-                                                      tiny)) from None
+        raise PretrainedNotAvailable(
+            _missing_message(what, name, "the hub cannot be reached (no network)", tiny)
+        ) from None
     try:
         return loader(name, **kwargs)
     except Exception as err:  # not found, gated, connection lost: errors come in many types
         detail = str(err).splitlines()[0][:200] if str(err) else ""
-        raise PretrainedNotAvailable(_missing_message(what, name, f"the hub did not provide it ({type(err).__name__}: "
-                                                      f"{detail})", tiny)) from None
+        raise PretrainedNotAvailable(
+            _missing_message(what, name, f"the hub did not provide it ({type(err).__name__}: {detail})", tiny)
+        ) from None
 
 
 def load_model(name: str, masked_lm: bool = False, **kwargs) -> PreTrainedModel:
@@ -188,34 +203,55 @@ def _tiny_whisper_tokenizer():
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     tokenizer = WhisperTokenizer(vocab=vocab, merges=merges)  # adds <|endoftext|> (unk, bos and eos)
-    specials = (["<|startoftranscript|>"] + [f"<|{code}|>" for code in LANGUAGES]
-                + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
-                   "<|notimestamps|>"])
+    specials = (
+        ["<|startoftranscript|>"]
+        + [f"<|{code}|>" for code in LANGUAGES]
+        + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": specials})
     return tokenizer
 
 
 def tiny_whisper(seed: int = 0):
     """``(model, processor)``: a randomly initialised two-layer Whisper (d_model 32, 80 mel bins, 30 s
-    windows) with the tokenizer of :func:`_tiny_whisper_tokenizer` and a generation config that has what
-    ``generate(language=..., task=...)`` needs (language and task token ids, ``<|notimestamps|>``). Its
-    special tokens other than ``<|endoftext|>`` are suppressed so random weights emit text. Output is junk
-(bytes, control characters among them), different from clip to clip:
-    it is for tests and throughput measurements; ``save_pretrained`` both to make a local model folder."""
+        windows) with the tokenizer of :func:`_tiny_whisper_tokenizer` and a generation config that has what
+        ``generate(language=..., task=...)`` needs (language and task token ids, ``<|notimestamps|>``). Its
+        special tokens other than ``<|endoftext|>`` are suppressed so random weights emit text. Output is junk
+    (bytes, control characters among them), different from clip to clip:
+        it is for tests and throughput measurements; ``save_pretrained`` both to make a local model folder."""
     import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     tokenizer = _tiny_whisper_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     config = WhisperConfig(
-        vocab_size=len(tokenizer), num_mel_bins=80, d_model=32, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=448, pad_token_id=end, bos_token_id=end,
-        eos_token_id=end, decoder_start_token_id=start, begin_suppress_tokens=None, suppress_tokens=None,
-        init_std=0.2)  # BERT-like 0.02 makes every clip's output the same repeated token
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=448,
+        pad_token_id=end,
+        bos_token_id=end,
+        eos_token_id=end,
+        decoder_start_token_id=start,
+        begin_suppress_tokens=None,
+        suppress_tokens=None,
+        init_std=0.2,
+    )  # BERT-like 0.02 makes every clip's output the same repeated token
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -223,11 +259,18 @@ def tiny_whisper(seed: int = 0):
     finally:
         torch.random.set_rng_state(generator_state)
     generation = GenerationConfig(  # not derived from the model config: such a config is not saved as is
-        bos_token_id=end, eos_token_id=end, pad_token_id=end, decoder_start_token_id=start, max_length=448,
-        is_multilingual=True, no_timestamps_token_id=ids["<|notimestamps|>"],
+        bos_token_id=end,
+        eos_token_id=end,
+        pad_token_id=end,
+        decoder_start_token_id=start,
+        max_length=448,
+        is_multilingual=True,
+        no_timestamps_token_id=ids["<|notimestamps|>"],
         lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
-        suppress_tokens=sorted(i for token, i in ids.items() if i != end), begin_suppress_tokens=[end])
+        suppress_tokens=sorted(i for token, i in ids.items() if i != end),
+        begin_suppress_tokens=[end],
+    )
     model.generation_config = generation
     return model, WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer)
 
@@ -246,6 +289,8 @@ def load_speech_recognizer(name: str):
         model = _from_pretrained(AutoModelForSpeechSeq2Seq.from_pretrained, "speech-recognition model", name, tiny)
     except (OSError, ValueError, KeyError) as err:  # a local folder that holds something else
         detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise MSAError(f"{name}: not a speech-recognition model folder (a processor and a model saved with "
-                       f"save_pretrained, e.g. a downloaded openai/whisper-small): {detail}") from None
+        raise MSAError(
+            f"{name}: not a speech-recognition model folder (a processor and a model saved with "
+            f"save_pretrained, e.g. a downloaded openai/whisper-small): {detail}"
+        ) from None
     return model.eval(), processor

@@ -1,4 +1,5 @@
 """Recurrent sequence encoders over padded, variable-length feature sequences."""
+
 from __future__ import annotations
 
 import torch
@@ -29,15 +30,28 @@ class SequenceEncoder(nn.Module):
     ``summary`` is the last valid state (both directions concatenated for bidirectional RNNs).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, variant: str = "sLSTM", num_layers: int = 1,
-                 dropout: float = 0.0, out_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        variant: str = "sLSTM",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        out_dim: int | None = None,
+    ) -> None:
         super().__init__()
         if variant not in RNN_VARIANTS:
             raise ValueError(f"unknown RNN variant {variant!r}; expected one of {RNN_VARIANTS}")
         self.bidirectional = variant.startswith("b")
         cell = nn.LSTM if variant.endswith("LSTM") else nn.GRU
-        self.rnn = cell(in_dim, hidden_dim, num_layers=num_layers, batch_first=True,
-                        bidirectional=self.bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = cell(
+            in_dim,
+            hidden_dim,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=self.bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.state_dim = hidden_dim * (2 if self.bidirectional else 1)
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(self.state_dim, out_dim) if out_dim else nn.Identity()

@@ -1,4 +1,5 @@
 """A BERT-style text encoder wrapper shared by the paper modules."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,13 @@ class TextEncoder(nn.Module):
         tiny_kwargs: ``hidden_size``/``num_layers`` for the tiny models.
     """
 
-    def __init__(self, pretrained: str = "bert-base-uncased", finetune: bool = True,
-                 output_hidden_states: bool = False, **tiny_kwargs) -> None:
+    def __init__(
+        self,
+        pretrained: str = "bert-base-uncased",
+        finetune: bool = True,
+        output_hidden_states: bool = False,
+        **tiny_kwargs,
+    ) -> None:
         super().__init__()
         self.model = load_model(pretrained, **tiny_kwargs)
         self.output_hidden_states = output_hidden_states
@@ -35,11 +41,19 @@ class TextEncoder(nn.Module):
         """Input word embeddings ``[B, L, H]`` (before position/segment embeddings)."""
         return self.model.get_input_embeddings()(input_ids)
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None):
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ):
         """Returns the model output: ``last_hidden_state`` ``[B, L, H]`` (and ``hidden_states``)."""
         return self.model(
             input_ids=None if inputs_embeds is not None else input_ids,
-            attention_mask=attention_mask, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds,
-            output_hidden_states=self.output_hidden_states, return_dict=True,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=self.output_hidden_states,
+            return_dict=True,
         )

@@ -26,6 +26,7 @@ and every rank applies the same update to the gathered batch, so all ranks hold 
 **Checkpoints.** All state is in buffers, so it is saved with the model and a resumed run
 continues with the same labels; loading a checkpoint resizes the buffers to the stored ``N``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,17 +53,23 @@ def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 class ULGM(nn.Module):
     """Args:
-        feature_dims: feature size per key, the fusion key included, e.g.
-            ``{"M": 128, "T": 32, "A": 16, "V": 32}``.
-        num_samples: training-set size ``N`` (0 = sized later by :meth:`init_labels` or a checkpoint).
-        bound: ``H``, the label clamp (3 on MOSI/MOSEI, 1 on CH-SIMS); ``None`` until the data says
-            (the LightningModule sets it in ``setup``; :meth:`update` needs it).
-        fusion_key: the key of the fusion features and of the multimodal label.
-        eps: the small constant of the distance ratios.
+    feature_dims: feature size per key, the fusion key included, e.g.
+        ``{"M": 128, "T": 32, "A": 16, "V": 32}``.
+    num_samples: training-set size ``N`` (0 = sized later by :meth:`init_labels` or a checkpoint).
+    bound: ``H``, the label clamp (3 on MOSI/MOSEI, 1 on CH-SIMS); ``None`` until the data says
+        (the LightningModule sets it in ``setup``; :meth:`update` needs it).
+    fusion_key: the key of the fusion features and of the multimodal label.
+    eps: the small constant of the distance ratios.
     """
 
-    def __init__(self, feature_dims: dict[str, int], num_samples: int = 0, bound: float | None = 3.0,
-                 fusion_key: str = "M", eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        feature_dims: dict[str, int],
+        num_samples: int = 0,
+        bound: float | None = 3.0,
+        fusion_key: str = "M",
+        eps: float = 1e-8,
+    ) -> None:
         super().__init__()
         if fusion_key not in feature_dims:
             raise ValueError(f"feature_dims {sorted(feature_dims)} must include the fusion key {fusion_key!r}")
@@ -126,8 +133,10 @@ class ULGM(nn.Module):
 
     def _check(self, index: torch.Tensor) -> None:
         if not self._ready:
-            raise RuntimeError("ULGM state is not initialised: call init_labels(train labels) first "
-                               "(the LightningModule does this in setup('fit') from the datamodule)")
+            raise RuntimeError(
+                "ULGM state is not initialised: call init_labels(train labels) first "
+                "(the LightningModule does this in setup('fit') from the datamodule)"
+            )
         # the range check reads the index on the host: done where that is free (CPU); on an accelerator the
         # state was sized from the same training split as the index in setup, so it cannot fail there
         if index.device.type == "cpu" and index.numel() and int(index.max()) >= self.num_samples:
@@ -154,8 +163,11 @@ class ULGM(nn.Module):
         if missing:
             raise KeyError(f"ULGM.update needs features for {sorted(missing)}")
         dims = [self.feature(k).shape[1] for k in self.keys]
-        packed = torch.cat([index.to(torch.float64)[:, None]]
-                           + [features[k].detach().to(torch.float64).reshape(len(index), -1) for k in self.keys], dim=1)
+        packed = torch.cat(
+            [index.to(torch.float64)[:, None]]
+            + [features[k].detach().to(torch.float64).reshape(len(index), -1) for k in self.keys],
+            dim=1,
+        )
         if sync:
             packed = all_gather_rows(packed)
         index = packed[:, 0].round().long()
@@ -191,13 +203,15 @@ class ULGM(nn.Module):
             centers.copy_(torch.where(counts > 0, means, centers))
 
     # ------------------------------------------------------------------ checkpoints
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         # a checkpoint knows N; a freshly built module may not: take the stored shapes
         for name, buf in list(self._buffers.items()):
             stored = state_dict.get(prefix + name)
             if buf is not None and stored is not None and stored.shape != buf.shape:
                 self._buffers[name] = torch.zeros(stored.shape, dtype=buf.dtype, device=buf.device)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         self._ready = bool(self.initialized)  # once per load, not per step

@@ -43,6 +43,7 @@ keep their names.) The official checkpoints expect frames normalised with mean
 (123.675, 116.28, 103.53) / std (58.395, 57.12, 57.375) on the 0-255 scale, which equals torchvision's
 (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) on the 0-1 scale.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,14 +63,38 @@ from msa_lightning.nn.masking import masked_mean
 
 #: Architectures by name: torchvision's ``swin3d_t/s/b`` and a tiny one for tests and benchmarks.
 CONFIGS: dict[str, dict] = {
-    "swin3d_t": dict(patch_size=(2, 4, 4), embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-                     window_size=(8, 7, 7), stochastic_depth_prob=0.1),
-    "swin3d_s": dict(patch_size=(2, 4, 4), embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
-                     window_size=(8, 7, 7), stochastic_depth_prob=0.1),
-    "swin3d_b": dict(patch_size=(2, 4, 4), embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                     window_size=(8, 7, 7), stochastic_depth_prob=0.1),
-    "tiny-swin3d": dict(patch_size=(2, 4, 4), embed_dim=16, depths=(2, 1, 2, 1), num_heads=(1, 2, 2, 4),
-                        window_size=(2, 3, 3), stochastic_depth_prob=0.0),
+    "swin3d_t": dict(
+        patch_size=(2, 4, 4),
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size=(8, 7, 7),
+        stochastic_depth_prob=0.1,
+    ),
+    "swin3d_s": dict(
+        patch_size=(2, 4, 4),
+        embed_dim=96,
+        depths=(2, 2, 18, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size=(8, 7, 7),
+        stochastic_depth_prob=0.1,
+    ),
+    "swin3d_b": dict(
+        patch_size=(2, 4, 4),
+        embed_dim=128,
+        depths=(2, 2, 18, 2),
+        num_heads=(4, 8, 16, 32),
+        window_size=(8, 7, 7),
+        stochastic_depth_prob=0.1,
+    ),
+    "tiny-swin3d": dict(
+        patch_size=(2, 4, 4),
+        embed_dim=16,
+        depths=(2, 1, 2, 1),
+        num_heads=(1, 2, 2, 4),
+        window_size=(2, 3, 3),
+        stochastic_depth_prob=0.0,
+    ),
 }
 
 #: Frame normalisation of the Kinetics-400 checkpoints (0-1 scale).
@@ -109,8 +134,9 @@ def shifted_window_mask(padded: Sequence[int], window: Sequence[int], shift: Seq
     """``[num_windows, L, L]``: 0 between tokens of the same shifted region, -100 between others."""
     rt, rh, rw = (_region_ids(padded[i], window[i], shift[i], device) for i in range(3))
     label = rt[:, None, None] * 9 + rh[None, :, None] * 3 + rw[None, None, :]
-    label = rearrange(label, "(nt wt) (nh wh) (nw ww) -> (nt nh nw) (wt wh ww)",
-                      wt=window[0], wh=window[1], ww=window[2])
+    label = rearrange(
+        label, "(nt wt) (nh wh) (nw ww) -> (nt nh nw) (wt wh ww)", wt=window[0], wh=window[1], ww=window[2]
+    )
     different = label[:, None, :] != label[:, :, None]
     return different.float() * _SHIFT_MASK_VALUE
 
@@ -118,8 +144,15 @@ def shifted_window_mask(padded: Sequence[int], window: Sequence[int], shift: Seq
 class WindowAttention3d(nn.Module):
     """Multi-head self-attention inside (shifted) 3D windows with a learned relative position bias."""
 
-    def __init__(self, dim: int, window_size: Sequence[int], shift_size: Sequence[int], num_heads: int,
-                 attention_dropout: float = 0.0, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        window_size: Sequence[int],
+        shift_size: Sequence[int],
+        num_heads: int,
+        attention_dropout: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -157,11 +190,12 @@ class WindowAttention3d(nn.Module):
         shifted = any(shift)
         if shifted:
             x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
-        windows = rearrange(x, "b (nt wt) (nh wh) (nw ww) d -> (b nt nh nw) (wt wh ww) d",
-                            wt=window[0], wh=window[1], ww=window[2])
+        windows = rearrange(
+            x, "b (nt wt) (nh wh) (nw ww) d -> (b nt nh nw) (wt wh ww) d", wt=window[0], wh=window[1], ww=window[2]
+        )
         n, length = windows.shape[:2]
         q, k, v = rearrange(self.qkv(windows), "n l (three h e) -> three n h l e", three=3, h=self.num_heads)
-        attn = (q * (d // self.num_heads) ** -0.5) @ k.transpose(-2, -1)          # [n, heads, L, L]
+        attn = (q * (d // self.num_heads) ** -0.5) @ k.transpose(-2, -1)  # [n, heads, L, L]
         attn = attn + self.relative_position_bias(window)
         attn = attn.view(b, n // b, self.num_heads, length, length)
         if shifted:
@@ -171,15 +205,24 @@ class WindowAttention3d(nn.Module):
             valid = F.pad(time_mask.long(), (0, pad[0]), value=1).bool()
             valid = torch.roll(valid, shifts=-shift[0], dims=1)
             valid = valid[:, :, None, None].expand(b, padded[0], padded[1], padded[2])
-            valid = rearrange(valid, "b (nt wt) (nh wh) (nw ww) -> b (nt nh nw) (wt wh ww)",
-                              wt=window[0], wh=window[1], ww=window[2])
+            valid = rearrange(
+                valid, "b (nt wt) (nh wh) (nw ww) -> b (nt nh nw) (wt wh ww)", wt=window[0], wh=window[1], ww=window[2]
+            )
             attn = attn.masked_fill(~valid[:, :, None, None, :], torch.finfo(attn.dtype).min)
         attn = F.dropout(attn.softmax(-1), self.attention_dropout, self.training)
         attn = attn.view(n, self.num_heads, length, length)
         out = rearrange(attn @ v, "n h l e -> n l (h e)")
         out = F.dropout(self.proj(out), self.dropout, self.training)
-        out = rearrange(out, "(b nt nh nw) (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) d", b=b,
-                        nt=padded[0] // window[0], nh=padded[1] // window[1], wt=window[0], wh=window[1], ww=window[2])
+        out = rearrange(
+            out,
+            "(b nt nh nw) (wt wh ww) d -> b (nt wt) (nh wh) (nw ww) d",
+            b=b,
+            nt=padded[0] // window[0],
+            nh=padded[1] // window[1],
+            wt=window[0],
+            wh=window[1],
+            ww=window[2],
+        )
         if shifted:
             out = torch.roll(out, shifts=tuple(shift), dims=(1, 2, 3))
         return out[:, :t, :h, :w].contiguous()
@@ -188,17 +231,26 @@ class WindowAttention3d(nn.Module):
 class SwinBlock3d(nn.Module):
     """Pre-norm residual block: (shifted) window attention, then a GELU MLP (ratio 4)."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: Sequence[int], shift_size: Sequence[int],
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, attention_dropout: float = 0.0,
-                 stochastic_depth_prob: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        shift_size: Sequence[int],
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        stochastic_depth_prob: float = 0.0,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.attn = WindowAttention3d(dim, window_size, shift_size, num_heads, attention_dropout, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         hidden = int(dim * mlp_ratio)
         # indices 0 and 3 carry weights, as in torchvision's MLP (Linear, GELU, Dropout, Linear, Dropout)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
         self.stochastic_depth_prob = stochastic_depth_prob
 
     def forward(self, x: torch.Tensor, time_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -261,11 +313,21 @@ class SwinTransformer3d(nn.Module):
     ``gradient_checkpointing`` trades compute for memory when fine-tuning.
     """
 
-    def __init__(self, patch_size: Sequence[int] = (2, 4, 4), embed_dim: int = 96,
-                 depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24),
-                 window_size: Sequence[int] = (8, 7, 7), mlp_ratio: float = 4.0, num_classes: int = 400,
-                 in_channels: int = 3, dropout: float = 0.0, attention_dropout: float = 0.0,
-                 stochastic_depth_prob: float = 0.1, gradient_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        patch_size: Sequence[int] = (2, 4, 4),
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: Sequence[int] = (8, 7, 7),
+        mlp_ratio: float = 4.0,
+        num_classes: int = 400,
+        in_channels: int = 3,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        stochastic_depth_prob: float = 0.1,
+        gradient_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} differ in length")
@@ -275,7 +337,7 @@ class SwinTransformer3d(nn.Module):
         total, block_id = sum(depths), 0
         layers: list[nn.Module] = []
         for stage, (depth, heads) in enumerate(zip(depths, num_heads)):
-            dim = embed_dim * 2 ** stage
+            dim = embed_dim * 2**stage
             blocks = []
             for i in range(depth):
                 # stochastic depth grows linearly with the block's position in the whole network
@@ -296,8 +358,9 @@ class SwinTransformer3d(nn.Module):
         """``[B, T]`` frame mask -> ``[B, T']`` token mask: a token is valid when its first frame is."""
         return frame_mask.bool()[:, :: self.patch_size[0]]
 
-    def forward_features(self, video: torch.Tensor, frame_mask: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward_features(
+        self, video: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``video [B, C, T, H, W]`` -> final-norm tokens ``[B, T', H', W', D]`` and the token mask
         ``[B, T']`` (None without ``frame_mask``)."""
         time_mask = None
@@ -339,8 +402,9 @@ def official_to_torchvision(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
-def load_swin_state_dict(model: SwinTransformer3d, state_dict: Mapping[str, torch.Tensor],
-                         source: str = "state dict") -> None:
+def load_swin_state_dict(
+    model: SwinTransformer3d, state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+) -> None:
     """Load torchvision- or official-layout weights strictly (renaming official keys). A headless model
     ignores ``head.*``; a missing ``relative_position_index`` (a fixed buffer) keeps the model's own."""
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
@@ -354,8 +418,11 @@ def load_swin_state_dict(model: SwinTransformer3d, state_dict: Mapping[str, torc
             sd[key] = own[key]
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
-    wrong = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(sd[k].shape)}"
-             for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    wrong = [
+        f"{k}: expected {tuple(own[k].shape)}, found {tuple(sd[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
         raise MSAError(
             f"Video Swin weights in {source} do not fit the architecture: "
@@ -375,19 +442,30 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict:
     try:
         proj = sd["patch_embed.proj.weight"]
         stages = sorted({int(m.group(1)) for k in sd if (m := re.match(r"features\.(\d+)\.\d+\.norm1\.weight$", k))})
-        depths = [len({k.split(".")[2] for k in sd if k.startswith(f"features.{i}.") and k.endswith(".norm1.weight")})
-                  for i in stages]
+        depths = [
+            len({k.split(".")[2] for k in sd if k.startswith(f"features.{i}.") and k.endswith(".norm1.weight")})
+            for i in stages
+        ]
         heads = [sd[f"features.{i}.0.attn.relative_position_bias_table"].shape[1] for i in stages]
         rows = sd["features.0.0.attn.relative_position_bias_table"].shape[0]
     except KeyError as err:
         raise MSAError(f"not a Video Swin state dict: no {err}") from None
     vol = sd.get("features.0.0.attn.relative_position_index", torch.empty(392, 392)).shape[0]
-    windows = [(t, s, s) for t in range(1, 33) for s in range(1, 33)
-               if t * s * s == vol and (2 * t - 1) * (2 * s - 1) ** 2 == rows]
+    windows = [
+        (t, s, s)
+        for t in range(1, 33)
+        for s in range(1, 33)
+        if t * s * s == vol and (2 * t - 1) * (2 * s - 1) ** 2 == rows
+    ]
     if len(windows) != 1:
         raise MSAError(f"cannot tell the window size of this Video Swin state dict ({rows} bias rows, {vol} positions)")
-    config = dict(patch_size=tuple(proj.shape[2:]), embed_dim=proj.shape[0], depths=tuple(depths),
-                  num_heads=tuple(heads), window_size=windows[0])
+    config = dict(
+        patch_size=tuple(proj.shape[2:]),
+        embed_dim=proj.shape[0],
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_size=windows[0],
+    )
     if "head.weight" in sd:
         config["num_classes"] = sd["head.weight"].shape[0]
     return config
@@ -428,8 +506,9 @@ def _read_checkpoint(checkpoint: str | Path) -> dict:
         raise MSAError(f"cannot read Video Swin checkpoint {str(path)!r}: {type(err).__name__}: {err}") from None
 
 
-def build_video_swin(name: str = "swin3d_t", checkpoint: str | Path | None = None, num_classes: int = 0,
-                     **overrides) -> SwinTransformer3d:
+def build_video_swin(
+    name: str = "swin3d_t", checkpoint: str | Path | None = None, num_classes: int = 0, **overrides
+) -> SwinTransformer3d:
     """A Video Swin by architecture name (:data:`CONFIGS`), with weights from ``checkpoint`` (a
     torchvision or official ``.pth`` file) when given. ``tiny-swin3d`` is random and in-process;
     ``auto`` reads the architecture from the checkpoint (:func:`config_from_state_dict`)."""
@@ -463,8 +542,13 @@ class VideoSwinEncoder(nn.Module):
     Frames are scaled to [0, 1] and normalised with the Kinetics statistics the checkpoints expect.
     """
 
-    def __init__(self, arch: str = "swin3d_t", checkpoint: str | None = None, finetune: bool = True,
-                 gradient_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        arch: str = "swin3d_t",
+        checkpoint: str | None = None,
+        finetune: bool = True,
+        gradient_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         self.model = build_video_swin(arch, checkpoint, num_classes=0, gradient_checkpointing=gradient_checkpointing)
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)
@@ -478,8 +562,9 @@ class VideoSwinEncoder(nn.Module):
     def hidden_size(self) -> int:
         return self.model.num_features
 
-    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         video = rearrange(frames, "b t c h w -> b c t h w").float() / 255.0
         video = (video - self.mean) / self.std
         tokens, time_mask = self.model.forward_features(video, frame_mask)

@@ -18,6 +18,7 @@ generator). A checkpoint taken at an epoch end is followed, in the uninterrupted
 one epoch is followed directly by the next step: its states are restored in the first
 ``on_train_batch_start`` after the resume.
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,8 +53,12 @@ class MSACheckpoint(ModelCheckpoint):
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
     def _end_of_epoch_save(self, trainer: L.Trainer) -> None:
-        if (not self.save_last or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
-                or trainer.fast_dev_run):
+        if (
+            not self.save_last
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+        ):
             return
         if self._last_saved_at_step == trainer.global_step:  # the parent class saved it already
             return
@@ -92,15 +97,20 @@ class MSACheckpoint(ModelCheckpoint):
 
 def _after_last_batch(trainer: L.Trainer) -> bool:
     loop = trainer.fit_loop.epoch_loop
-    return bool(loop.batch_progress.is_last_batch) or loop.batch_progress.current.completed >= trainer.num_training_batches
+    return (
+        bool(loop.batch_progress.is_last_batch) or loop.batch_progress.current.completed >= trainer.num_training_batches
+    )
 
 
 def collect_rng_states() -> dict[str, Any]:
     """Every generator's state as tensors and plain values (loadable with ``torch.load(weights_only=True)``,
     which Lightning uses to resume)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    states = {"python": random.getstate(), "torch": torch.get_rng_state(),
-              "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}
+    states = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -182,8 +192,11 @@ class ExactResume(L.Callback):
             ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
             if ckpt_dir:
                 where.append(f"checkpoints -> {ckpt_dir}")
-            print(f"msa: resuming {trainer.ckpt_path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                  + "; ".join(where), flush=True)
+            print(
+                f"msa: resuming {trainer.ckpt_path} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                + "; ".join(where),
+                flush=True,
+            )
         row = (self._resumed_from or {}).get("epoch_end_row")
         if row:  # logged by the checkpointed run after the checkpoint was written: log it again
             for logger in trainer.loggers:
@@ -192,7 +205,9 @@ class ExactResume(L.Callback):
         if self.save_on_interrupt and threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._pending_rng is not None:
             set_rng_states(self._pending_rng)
             self._pending_rng = None
@@ -203,16 +218,21 @@ class ExactResume(L.Callback):
             self._restore_handler()
             raise KeyboardInterrupt
         self._interrupt_requested = True
-        print("\nmsa: Ctrl-C: saving a resumable checkpoint after this training step "
-              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            "\nmsa: Ctrl-C: saving a resumable checkpoint after this training step "
+            "(press Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _restore_handler(self) -> None:
         if self._previous_handler is not None:
             signal.signal(signal.SIGINT, self._previous_handler)
             self._previous_handler = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         requested = self._interrupt_requested
         if trainer.world_size > 1:  # every rank must save (a collective) and stop at the same step
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
@@ -251,8 +271,12 @@ class ExactResume(L.Callback):
         for logger in trainer.loggers:
             logger.save()
         if trainer.is_global_zero:
-            print(f"msa: interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                  f"resume with --ckpt_path {path}", file=sys.stderr, flush=True)
+            print(
+                f"msa: interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                f"resume with --ckpt_path {path}",
+                file=sys.stderr,
+                flush=True,
+            )
         raise SystemExit(130)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -281,7 +305,10 @@ def _pending_epoch_row(trainer: L.Trainer) -> dict | None:
     if step is None:
         metrics.setdefault("epoch", trainer.current_epoch)
         step = trainer.fit_loop.epoch_loop._batches_that_stepped - 1
-    return {"metrics": {k: v if isinstance(v, (int, float)) else float(v) for k, v in metrics.items()}, "step": int(step)}
+    return {
+        "metrics": {k: v if isinstance(v, (int, float)) else float(v) for k, v in metrics.items()},
+        "step": int(step),
+    }
 
 
 def _global_rank() -> int:
@@ -292,8 +319,11 @@ def _global_rank() -> int:
 
 def _logger_record(logger, is_global_zero: bool) -> dict | None:
     """Where a logger writes, and for a CSV log how many rows were on disk when the checkpoint was saved."""
-    record = {"class": type(logger).__name__, "version": _plain(getattr(logger, "version", None)),
-              "log_dir": getattr(logger, "log_dir", None)}
+    record = {
+        "class": type(logger).__name__,
+        "version": _plain(getattr(logger, "version", None)),
+        "log_dir": getattr(logger, "log_dir", None),
+    }
     if isinstance(logger, CSVLogger) and is_global_zero:
         logger.save()  # flush: rows logged so far belong to the checkpointed state
         path = Path(logger.experiment.metrics_file_path)
@@ -376,8 +406,11 @@ def continue_in_run_folder(config) -> None:
         if init_args is None or saved["class"] != cls or cls not in ("CSVLogger", "TensorBoardLogger"):
             continue
         version = saved["version"] if init_args.get("version") is None else init_args.get("version")
-        folder = os.path.join(str(init_args.get("save_dir") or "."), str(init_args.get("name") or ""),
-                              version if isinstance(version, str) else f"version_{version}")
+        folder = os.path.join(
+            str(init_args.get("save_dir") or "."),
+            str(init_args.get("name") or ""),
+            version if isinstance(version, str) else f"version_{version}",
+        )
         if not saved.get("log_dir") or os.path.abspath(folder) != os.path.abspath(saved["log_dir"]):
             continue  # this run logs elsewhere (another save_dir, name or version): a new log
         init_args["version"] = version

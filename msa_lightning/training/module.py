@@ -24,6 +24,7 @@ A subclass implements
   ``required_inputs`` (batch fields its network reads) and ``encoder_prefix`` (its text encoder);
 * optionally ``compute_loss(outputs, batch) -> (loss, {name: value})`` (default: L1 on ``M``).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,9 @@ from msa_lightning.output import MSAOutput
 #: arguments whose value follows from the data file (``data_facts()``); ``None`` = take it from there
 DATA_ARGS = ("audio_dim", "vision_dim", "label_bound", "num_train_samples")
 #: the fields a frame-feature model reads by default
-FRAME_INPUTS = frozenset({"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision", "vision_lengths"})
+FRAME_INPUTS = frozenset(
+    {"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision", "vision_lengths"}
+)
 GROUP_KEYS = {"name", "prefixes", "lr", "weight_decay"}
 SCHEDULES = ("none", "linear", "cosine", "constant", "cosine_annealing")
 STEP_SCHEDULES = ("linear", "cosine", "constant")  # stepped every optimiser step (the learning rate moves per step)
@@ -95,12 +98,19 @@ class MSARegressionModule(L.LightningModule):
     #: dotted path of the pretrained text encoder inside this module (``None``: no encoder)
     encoder_prefix: str | None = None
 
-    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.0, encoder_lr: float | None = None,
-                 encoder_weight_decay: float = 0.0, param_groups: list[dict] | None = None,
-                 optimizer: Literal["adam", "adamw"] = "adam",
-                 scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
-                 warmup_ratio: float = 0.0, annealing_epochs: int = 20,
-                 metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto") -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        encoder_lr: float | None = None,
+        encoder_weight_decay: float = 0.0,
+        param_groups: list[dict] | None = None,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
+        warmup_ratio: float = 0.0,
+        annealing_epochs: int = 20,
+        metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
+    ) -> None:
         super().__init__()
         check_optim_args(lr, weight_decay, warmup_ratio)
         if encoder_lr is not None or encoder_weight_decay:
@@ -147,8 +157,10 @@ class MSARegressionModule(L.LightningModule):
     def forward(self, batch: MSABatch) -> MSAOutput:
         if self.net is None:
             missing = [_key(k) for k in self.net_requires if self.hparams.get(k) is None]
-            raise ConfigError(f"{type(self).__name__}'s network is built from the data at setup: set {missing} "
-                              f"to use it before (or attach it to a trainer with a datamodule)")
+            raise ConfigError(
+                f"{type(self).__name__}'s network is built from the data at setup: set {missing} "
+                f"to use it before (or attach it to a trainer with a datamodule)"
+            )
         return self.net(batch)
 
     def train(self, mode: bool = True):
@@ -176,17 +188,23 @@ class MSARegressionModule(L.LightningModule):
             if have is None:
                 self.hparams[name] = found  # checkpoints then hold the value the network was built with
             elif name != "num_train_samples" and float(have) != float(found):  # ULGM resizes to the data itself
-                raise ConfigError(f"{_key(name)}={have} does not match the data: {source} has {name}={found} "
-                                  f"(leave {_key(name)} unset to take it from the data)")
+                raise ConfigError(
+                    f"{_key(name)}={have} does not match the data: {source} has {name}={found} "
+                    f"(leave {_key(name)} unset to take it from the data)"
+                )
         family = facts.get("metric_family") or getattr(datamodule, "metric_family", None)
         if self.metric_family == "auto":
             if family is None:
-                raise ConfigError(f"{_key('metric_family')}='auto' needs a datamodule that knows its metric family; "
-                                  f"set it to mosi, sims or simsv2")
+                raise ConfigError(
+                    f"{_key('metric_family')}='auto' needs a datamodule that knows its metric family; "
+                    f"set it to mosi, sims or simsv2"
+                )
             self._build_metrics(family)
         elif family is not None and family != self.metric_family:
-            raise ConfigError(f"{_key('metric_family')}={self.metric_family} does not match the data: "
-                              f"{source} has metric_family={family} (leave it 'auto' to take it from the data)")
+            raise ConfigError(
+                f"{_key('metric_family')}={self.metric_family} does not match the data: "
+                f"{source} has metric_family={family} (leave it 'auto' to take it from the data)"
+            )
 
     def setup(self, stage: str) -> None:
         datamodule = self._datamodule()
@@ -197,8 +215,10 @@ class MSARegressionModule(L.LightningModule):
         if self.net is None:
             missing = [_key(k) for k in self.net_requires if self.hparams.get(k) is None]
             if missing:
-                raise ConfigError(f"{', '.join(missing)} not set and the datamodule does not give "
-                                  f"{'them' if len(missing) > 1 else 'it'} (no data_facts()): set {missing[0]}")
+                raise ConfigError(
+                    f"{', '.join(missing)} not set and the datamodule does not give "
+                    f"{'them' if len(missing) > 1 else 'it'} (no data_facts()): set {missing[0]}"
+                )
             self.net = self.build_net()
 
     def _build_metrics(self, family: str) -> None:
@@ -298,25 +318,35 @@ class MSARegressionModule(L.LightningModule):
         taken = any(s["name"] == "encoder" or prefix in s["prefixes"] for s in specs)
         if taken:
             if self.encoder_lr_arg is not None:
-                raise ConfigError(f"{_key('encoder_lr')} and a {_key('param_groups')} entry both set the text "
-                                  f"encoder's learning rate ({prefix}): keep one")
+                raise ConfigError(
+                    f"{_key('encoder_lr')} and a {_key('param_groups')} entry both set the text "
+                    f"encoder's learning rate ({prefix}): keep one"
+                )
             return specs
-        return specs + [{"name": "encoder", "prefixes": [prefix], "lr": self.encoder_lr,
-                         "weight_decay": self.encoder_weight_decay}]
+        return specs + [
+            {"name": "encoder", "prefixes": [prefix], "lr": self.encoder_lr, "weight_decay": self.encoder_weight_decay}
+        ]
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups: ``default`` (``lr``/``weight_decay``), then one per named group; each split
         into a decayed part (``name``) and an undecayed part (``name/no_decay``: biases, norm weights)."""
-        specs = [{"name": "default", "prefixes": [], "lr": self.lr, "weight_decay": self.weight_decay},
-                 *self.group_specs_with_encoder()]
-        owners = {f"{mod_name}.{p_name}" if mod_name else p_name: module
-                  for mod_name, module in self.named_modules() for p_name, _ in module.named_parameters(recurse=False)}
+        specs = [
+            {"name": "default", "prefixes": [], "lr": self.lr, "weight_decay": self.weight_decay},
+            *self.group_specs_with_encoder(),
+        ]
+        owners = {
+            f"{mod_name}.{p_name}" if mod_name else p_name: module
+            for mod_name, module in self.named_modules()
+            for p_name, _ in module.named_parameters(recurse=False)
+        }
         by_prefix = {}
         for index, spec in enumerate(specs):
             for prefix in spec["prefixes"]:
                 if prefix in by_prefix:
-                    raise ConfigError(f"{_key('param_groups')}: prefix {prefix!r} is in two groups "
-                                      f"({specs[by_prefix[prefix]]['name']!r} and {spec['name']!r})")
+                    raise ConfigError(
+                        f"{_key('param_groups')}: prefix {prefix!r} is in two groups "
+                        f"({specs[by_prefix[prefix]]['name']!r} and {spec['name']!r})"
+                    )
                 by_prefix[prefix] = index
         members: dict[tuple[int, bool], list[nn.Parameter]] = {}
         used = set()
@@ -330,15 +360,23 @@ class MSARegressionModule(L.LightningModule):
             members.setdefault((index, _no_decay(name, owners[name])), []).append(param)
         unused = [p for p in by_prefix if p not in used]
         if unused:
-            raise ConfigError(f"{_key('param_groups')}: prefix {unused[0]!r} matches no trainable parameter "
-                              f"(names look like {next(n for n, _ in self.named_parameters())!r})")
+            raise ConfigError(
+                f"{_key('param_groups')}: prefix {unused[0]!r} matches no trainable parameter "
+                f"(names look like {next(n for n, _ in self.named_parameters())!r})"
+            )
         groups = []
         for index, spec in enumerate(specs):
             for no_decay in (False, True):
                 params = members.get((index, no_decay))
                 if params:
-                    groups.append({"params": params, "lr": spec["lr"], "name": spec["name"] + ("/no_decay" * no_decay),
-                                   "weight_decay": 0.0 if no_decay else spec["weight_decay"]})
+                    groups.append(
+                        {
+                            "params": params,
+                            "lr": spec["lr"],
+                            "name": spec["name"] + ("/no_decay" * no_decay),
+                            "weight_decay": 0.0 if no_decay else spec["weight_decay"],
+                        }
+                    )
         return groups
 
     def _log_learning_rates(self, size: int, on_step: bool) -> None:
@@ -365,8 +403,10 @@ class MSARegressionModule(L.LightningModule):
         if self.scheduler_name == "constant":
             scheduler = transformers.get_constant_schedule_with_warmup(optimizer, warmup)
         else:
-            make = {"linear": transformers.get_linear_schedule_with_warmup,
-                    "cosine": transformers.get_cosine_schedule_with_warmup}[self.scheduler_name]
+            make = {
+                "linear": transformers.get_linear_schedule_with_warmup,
+                "cosine": transformers.get_cosine_schedule_with_warmup,
+            }[self.scheduler_name]
             scheduler = make(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -375,8 +415,10 @@ def labels_of(batch: MSABatch, key: str = "M") -> torch.Tensor:
     """The labels ``key`` of a batch a loss needs; unlabeled data gets a clear error instead of a KeyError."""
     labels = batch.labels.get(key)
     if labels is None:
-        raise DataError(f"this batch has no labels {key!r} (it has {sorted(batch.labels) or 'none'}): training "
-                        f"needs labeled data; unlabeled data can only be evaluated or predicted")
+        raise DataError(
+            f"this batch has no labels {key!r} (it has {sorted(batch.labels) or 'none'}): training "
+            f"needs labeled data; unlabeled data can only be evaluated or predicted"
+        )
     return labels
 
 
@@ -404,10 +446,16 @@ def _check_group_specs(groups: list[dict] | None, lr: float, weight_decay: float
         if isinstance(prefixes, str):
             prefixes = [prefixes]
         if not prefixes or not all(isinstance(p, str) and p for p in prefixes):
-            raise ConfigError(f"{_key(where + '.prefixes')} must be a non-empty list of module names "
-                              f"(e.g. [net.audio_rnn]), got {prefixes!r}")
-        spec = {"name": name, "prefixes": list(prefixes), "lr": group.get("lr", lr),
-                "weight_decay": group.get("weight_decay", weight_decay)}
+            raise ConfigError(
+                f"{_key(where + '.prefixes')} must be a non-empty list of module names "
+                f"(e.g. [net.audio_rnn]), got {prefixes!r}"
+            )
+        spec = {
+            "name": name,
+            "prefixes": list(prefixes),
+            "lr": group.get("lr", lr),
+            "weight_decay": group.get("weight_decay", weight_decay),
+        }
         check_optim_args(spec["lr"], spec["weight_decay"], 0.0, where + ".")
         names.add(name)
         specs.append(spec)

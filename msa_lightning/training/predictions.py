@@ -1,4 +1,5 @@
 """``msa predict`` output: one CSV row per utterance (``id``, ``score`` and ``label`` when the data has one)."""
+
 from __future__ import annotations
 
 import csv
@@ -63,7 +64,9 @@ def predict_and_write(trainer, path: str | None, ckpt_path: str | None, **predic
             writer = csv.writer(f)
             writer.writerow(["id", "score", *(["label"] if has_label else [])])
             for _, uid, score, label in rows:
-                writer.writerow([uid, f"{score:.6g}", *(["" if label is None else f"{label:.6g}"] if has_label else [])])
+                writer.writerow(
+                    [uid, f"{score:.6g}", *(["" if label is None else f"{label:.6g}"] if has_label else [])]
+                )
 
     atomic_write(out, write)
     print(f"wrote {len(rows)} predictions ({split} split) to {out}")

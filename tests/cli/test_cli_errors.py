@@ -2,6 +2,7 @@
 
 Each case runs the console script in a subprocess, as a user would; ``--debug`` brings the traceback back.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-
 import torch
-
 from conftest import assert_one_line_error
+
 from msa_lightning.data import MOSIDataModule
 from msa_lightning.errors import ConfigError, DataError
 
@@ -48,15 +48,25 @@ class WorkerFailsData(MOSIDataModule):
 
 
 def run_msa(*args: str, cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([MSA, *map(str, args)], cwd=cwd, env=env or ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [MSA, *map(str, args)], cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def fit_args(tmp_path: Path, cache_dir: Path, *extra: str) -> list[str]:
-    return ["fit", "--model=TFNModule", "--data=MOSIDataModule", f"--data.cache_dir={cache_dir}",
-            "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}", *extra]
+    return [
+        "fit",
+        "--model=TFNModule",
+        "--data=MOSIDataModule",
+        f"--data.cache_dir={cache_dir}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -78,24 +88,49 @@ def cases(synthetic_mosi: Path, bad: dict[str, Path]) -> dict[str, tuple[list[st
         "missing_file": (["--data.path=/nonexistent/mosi.pkl"], ("/nonexistent/mosi.pkl", "not found")),
         "corrupt_file": ([f"--data.path={bad['corrupt']}"], (str(bad["corrupt"]), "pickle")),
         "wrong_dataset": ([mosi, "--data=SIMSDataModule"], (str(synthetic_mosi), "sims", "regression_labels")),
-        "audio_dim_conflict": ([mosi, "--model.init_args.audio_dim=74"],
-                               ("model.init_args.audio_dim=74", "audio features of size 5")),
-        "missing_local_model": ([mosi, "--model=BertLSTMModule", "--model.init_args.text_model=/nonexistent"],
-                                ("'/nonexistent'", "not available")),
-        "unknown_hub_model": ([mosi, "--model=BertLSTMModule", "--model.init_args.text_model=no-such-org/no-such-bert"],
-                              ("no-such-org/no-such-bert", "not available")),
-        "missing_transcripts": ([mosi, "--model=SWRMModule", "--model.init_args.text_model=tiny-bert",
-                                 "--data=msa_lightning.papers.swrm.data.MOSIASRDataModule", "--data.tokenizer=tiny-bert",
-                                 "--data.asr=ibm", "--data.transcripts=/nonexistent/ibm.tsv", "--data.positions=false"],
-                                ("/nonexistent/ibm.tsv", "transcript")),
+        "audio_dim_conflict": (
+            [mosi, "--model.init_args.audio_dim=74"],
+            ("model.init_args.audio_dim=74", "audio features of size 5"),
+        ),
+        "missing_local_model": (
+            [mosi, "--model=BertLSTMModule", "--model.init_args.text_model=/nonexistent"],
+            ("'/nonexistent'", "not available"),
+        ),
+        "unknown_hub_model": (
+            [mosi, "--model=BertLSTMModule", "--model.init_args.text_model=no-such-org/no-such-bert"],
+            ("no-such-org/no-such-bert", "not available"),
+        ),
+        "missing_transcripts": (
+            [
+                mosi,
+                "--model=SWRMModule",
+                "--model.init_args.text_model=tiny-bert",
+                "--data=msa_lightning.papers.swrm.data.MOSIASRDataModule",
+                "--data.tokenizer=tiny-bert",
+                "--data.asr=ibm",
+                "--data.transcripts=/nonexistent/ibm.tsv",
+                "--data.positions=false",
+            ],
+            ("/nonexistent/ibm.tsv", "transcript"),
+        ),
         "empty_split": ([f"--data.path={bad['empty_valid']}"], ("'valid'", "empty")),
         "negative_lr": ([mosi, "--model.lr=-0.001"], ("lr", "-0.001")),
         "zero_batch_size": ([mosi, "--data.batch_size=0"], ("data.init_args.batch_size", "0")),
     }
 
 
-CASES = ["missing_file", "corrupt_file", "wrong_dataset", "audio_dim_conflict", "missing_local_model",
-         "unknown_hub_model", "missing_transcripts", "empty_split", "negative_lr", "zero_batch_size"]
+CASES = [
+    "missing_file",
+    "corrupt_file",
+    "wrong_dataset",
+    "audio_dim_conflict",
+    "missing_local_model",
+    "unknown_hub_model",
+    "missing_transcripts",
+    "empty_split",
+    "negative_lr",
+    "zero_batch_size",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -162,11 +197,26 @@ def test_no_litlogger_tip_or_pytree_deprecation(synthetic_mosi, cache_dir, tmp_p
 
 def test_expected_error_under_two_process_ddp(synthetic_mosi, cache_dir, tmp_path):
     """Both ranks fail: rank 0 reports once and stops rank 1; no traceback, no process left behind."""
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = run_msa(*fit_args(tmp_path, cache_dir, f"--data.path={synthetic_mosi}", "--trainer.strategy=ddp",
-                             "--trainer.devices=2", "--trainer.accelerator=cpu",
-                             "--trainer.callbacks+=test_cli_errors.RaiseOnTrainStart"),
-                   cwd=tmp_path, env=env, timeout=300)
+    env = {
+        **ENV,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = run_msa(
+        *fit_args(
+            tmp_path,
+            cache_dir,
+            f"--data.path={synthetic_mosi}",
+            "--trainer.strategy=ddp",
+            "--trainer.devices=2",
+            "--trainer.accelerator=cpu",
+            "--trainer.callbacks+=test_cli_errors.RaiseOnTrainStart",
+        ),
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert_one_line_error(proc, "planted setting error seen by rank 0")
     time.sleep(1)
     leftovers = []
@@ -182,7 +232,12 @@ def test_expected_error_under_two_process_ddp(synthetic_mosi, cache_dir, tmp_pat
 def test_error_in_a_loader_worker_is_one_line(synthetic_mosi, cache_dir, tmp_path):
     """torch re-raises a worker's error with the worker's traceback inside the message: the user sees
     the original message and which worker, on one line."""
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **ENV,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     args = fit_args(tmp_path, cache_dir, f"--data.path={synthetic_mosi}")
     args[2] = "--data=test_cli_errors.WorkerFailsData"
     proc = run_msa(*args, cwd=tmp_path, env=env)
@@ -198,8 +253,11 @@ def test_model_that_cannot_run_on_the_data_names_both(tmp_path, cache_dir, capsy
     raw = make_synthetic_raw(tmp_path / "raw")
     args = fit_args(tmp_path, cache_dir, f"--data.path={raw}")
     args[2] = "--data=RawMediaDataModule"
-    needles = ("TFNModule cannot run on RawMediaDataModule", "['audio', 'audio_lengths', 'vision', 'vision_lengths']",
-               "feature-file DataModule")
+    needles = (
+        "TFNModule cannot run on RawMediaDataModule",
+        "['audio', 'audio_lengths', 'vision', 'vision_lengths']",
+        "feature-file DataModule",
+    )
     assert_one_line_error(run_msa(*args, cwd=tmp_path), *needles)
     code, err = in_process([*args, "--model.init_args.audio_dim=5", "--model.init_args.vision_dim=20"], capsys)
     lines = [line for line in err.splitlines() if line.startswith("msa: error:")]
@@ -238,4 +296,7 @@ def test_suite_subcommand_parse_errors_are_one_line(tmp_path, capsys):
     for argv, prog, message in (SUITE_PARSE_ERRORS[1], SUITE_PARSE_ERRORS[10]):  # the console script too
         proc = run_msa(*argv, cwd=tmp_path)
         assert_one_line_error(proc, message)
-        assert "usage:" not in proc.stderr and proc.stderr.strip().splitlines()[-1] == f"(`{prog} --help` lists the options)"
+        assert (
+            "usage:" not in proc.stderr
+            and proc.stderr.strip().splitlines()[-1] == f"(`{prog} --help` lists the options)"
+        )

@@ -1,4 +1,5 @@
 """The `msa` subcommands outside LightningCLI, and DDP-safe evaluation loaders."""
+
 from __future__ import annotations
 
 import pickle
@@ -72,8 +73,9 @@ def test_help_and_data_inspect_start_without_heavy_libraries(synthetic_mosi):
     """`msa --help` (the suite's overview) and `msa data inspect FILE` import none of Lightning,
     transformers, litdata, librosa or PyAV (a fresh process each)."""
     for args in (["--help"], ["data", "inspect", str(synthetic_mosi)]):
-        proc = subprocess.run([sys.executable, "-c", _REPORT_IMPORTS, *args], capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", _REPORT_IMPORTS, *args], capture_output=True, text=True, timeout=120
+        )
         assert proc.stderr.strip().splitlines()[-1] == "EXIT 0 HEAVY []", (args, proc.stderr[-2000:])
         assert ("msa fit" in proc.stdout) if args == ["--help"] else ("## train: 64 samples" in proc.stdout)
 

@@ -1,4 +1,4 @@
-"""``msa pretrain-data`` (synth, build, inspect): SKESL's unlabeled corpus as litdata shards (issue 8, section 1).
+"""``msa pretrain-data`` (synth, build, inspect): SKESL's unlabeled corpus as litdata shards.
 
 Each command runs once in a subprocess, as a user runs it (``build`` with 2 feature workers, ``synth``, ``inspect``,
 and the ``build`` killed with -9); the other calls go through the same entry point in this process
@@ -6,6 +6,7 @@ and the ``build`` killed with -9); the other calls go through the same entry poi
 the suite that each subprocess costs. The shards are read back with ``litdata.StreamingDataset``. Corpora are tiny
 (at most a dozen clips of about a second, 16 kHz) and use ``--f0 zcr`` except one pyin run.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,26 +22,32 @@ import pytest
 from conftest import msa_in_process
 
 from msa_lightning.corpus import sources as corpus
-from msa_lightning.papers.skesl.masking import id_draws
 from msa_lightning.corpus.shards import chunk_bytes, extract_part, part_items, part_key
 from msa_lightning.errors import ConfigError
 from msa_lightning.media.openface import read_openface_csv
 from msa_lightning.media.synthetic import BAD_KINDS, make_synthetic_corpus
+from msa_lightning.papers.skesl.masking import id_draws
 
 MSA = [sys.executable, "-m", "msa_lightning.cli"]
 FAST = ["--f0", "zcr", "--sample-rate", "16000", "--valid-share", "0.3"]
 
 
 def _env(tmp_path: Path) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
-           "MSA_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+        "MSA_CACHE_DIR": str(tmp_path / "cache"),
+    }
     env.pop("MSA_DEBUG", None)
     return env
 
 
 def msa(tmp_path: Path, *args, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([*MSA, *map(str, args)], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*MSA, *map(str, args)], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +62,19 @@ def msa_here(capsys, *args) -> subprocess.CompletedProcess:
 
 
 def build_args(root: Path, out: Path, *extra) -> list:
-    return ["pretrain-data", "build", "--transcripts", root / "transcripts.tsv", "--audio", root / "audio",
-            "--visual", root / "openface", "--out", out, *extra]
+    return [
+        "pretrain-data",
+        "build",
+        "--transcripts",
+        root / "transcripts.tsv",
+        "--audio",
+        root / "audio",
+        "--visual",
+        root / "openface",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -123,15 +141,38 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, caps
     same build again is "up to date" (nothing rewritten), other settings need --force (in this process)."""
     root = make_synthetic_corpus(tmp_path / "corpus", clips=8, seed=5, sample_rate=16000)
     out = tmp_path / "shards"
-    run = msa(tmp_path, *build_args(root, out, *FAST, "--workers", "2", "--clips-per-part", "3", "--audio-frames",
-                                    "30", "--vision-frames", "20", "--chunk-bytes", "200kB"))
+    run = msa(
+        tmp_path,
+        *build_args(
+            root,
+            out,
+            *FAST,
+            "--workers",
+            "2",
+            "--clips-per-part",
+            "3",
+            "--audio-frames",
+            "30",
+            "--vision-frames",
+            "20",
+            "--chunk-bytes",
+            "200kB",
+        ),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "features: 3 parts of up to 3 clips: 0 reused from an earlier run, 3 extracted (8 clips, 2 workers" \
-        in run.stdout, run.stdout
+    assert (
+        "features: 3 parts of up to 3 clips: 0 reused from an earlier run, 3 extracted (8 clips, 2 workers"
+        in run.stdout
+    ), run.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "msa-skesl-shards/1" and manifest["finished"] is True
-    assert (manifest["audio_dim"], manifest["vision_dim"], manifest["audio_frames"], manifest["vision_frames"],
-            manifest["f0"]) == (33, 709, 30, 20, "zcr")
+    assert (
+        manifest["audio_dim"],
+        manifest["vision_dim"],
+        manifest["audio_frames"],
+        manifest["vision_frames"],
+        manifest["f0"],
+    ) == (33, 709, 30, 20, "zcr")
     assert manifest["counts"]["clips"] == 8 and manifest["counts"]["used"] == 8 and manifest["bad"] == {}
     assert manifest["inputs"]["transcripts"]["path"] == str((root / "transcripts.tsv").resolve())
     assert not (out / "parts").exists()  # the parts are gone once the shards are written
@@ -151,25 +192,47 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, caps
         assert item["audio"].dtype == np.float32 and item["audio"].shape[1] == 33 and 0 < len(item["audio"]) <= 30
         assert item["vision"].dtype == np.float32 and item["vision"].shape[1] == 709 and 0 < len(item["vision"]) <= 20
     clip = ids[0]
-    direct = corpus.extract_clip(clip, texts[clip], root / "audio" / f"{clip}.wav", root / "openface" / f"{clip}.csv",
-                                 16000, 512, "zcr")
+    direct = corpus.extract_clip(
+        clip, texts[clip], root / "audio" / f"{clip}.wav", root / "openface" / f"{clip}.csv", 16000, 512, "zcr"
+    )
     item = {**train, **valid}[clip]
     np.testing.assert_allclose(item["audio"], direct.audio[:30], rtol=1e-5, atol=1e-4)  # FFTs: thread-dependent
     np.testing.assert_array_equal(item["vision"], direct.vision[:20])
 
     chunk = next((out / "train").glob("*.bin"))
     stamp = chunk.stat().st_mtime_ns
-    again = msa_here(capsys, *build_args(root, out, *FAST, "--workers", "2", "--clips-per-part", "3",
-                                         "--audio-frames", "30", "--vision-frames", "20", "--chunk-bytes", "200kB"))
+    again = msa_here(
+        capsys,
+        *build_args(
+            root,
+            out,
+            *FAST,
+            "--workers",
+            "2",
+            "--clips-per-part",
+            "3",
+            "--audio-frames",
+            "30",
+            "--vision-frames",
+            "20",
+            "--chunk-bytes",
+            "200kB",
+        ),
+    )
     assert again.returncode == 0 and "up to date" in again.stdout and "features:" not in again.stdout, again.stdout
     assert chunk.stat().st_mtime_ns == stamp
 
-    other = msa_here(capsys, *build_args(root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20",
-                                         "--chunk-bytes", "200kB"))
+    other = msa_here(
+        capsys, *build_args(root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20", "--chunk-bytes", "200kB")
+    )
     line = one_line_error(other)
     assert "holds shards built from other inputs or settings (audio_frames 30 -> 12)" in line and "--force" in line
-    forced = msa_here(capsys, *build_args(root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20",
-                                          "--chunk-bytes", "200kB", "--force"))
+    forced = msa_here(
+        capsys,
+        *build_args(
+            root, out, *FAST, "--audio-frames", "12", "--vision-frames", "20", "--chunk-bytes", "200kB", "--force"
+        ),
+    )
     assert forced.returncode == 0, forced.stderr[-3000:]
     rebuilt = {**read_split(out / "train"), **read_split(out / "valid")}
     assert sorted(rebuilt) == ids and max(len(i["audio"]) for i in rebuilt.values()) == 12
@@ -181,16 +244,19 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path, c
     manifest lists every clip by reason; a re-run reuses the finished parts (one deleted part is redone). `synth`
     and `inspect` in subprocesses, the builds in this process."""
     root, out = tmp_path / "corpus", tmp_path / "shards"
-    made = msa(tmp_path, "pretrain-data", "synth", root, "--clips", "6", "--seed", "2", "--sample-rate", "16000",
-               "--with-bad")
+    made = msa(
+        tmp_path, "pretrain-data", "synth", root, "--clips", "6", "--seed", "2", "--sample-rate", "16000", "--with-bad"
+    )
     assert made.returncode == 0, made.stderr[-3000:]
     assert "msa pretrain-data build --transcripts" in made.stdout and "one of each kind" in made.stdout
 
     failed = msa_here(capsys, *build_args(root, out, *FAST, "--clips-per-part", "2"))
     line = one_line_error(failed)
-    assert "53.8% of the clips are unusable, more than --max-bad-share=0.05 (6 of 13 clips used; left out: " \
-           "empty_transcript 1, missing_audio 1, missing_transcript 1, missing_visual 1, no_face 1, " \
-           "unreadable_audio 1, wrong_columns 1" in line, line
+    assert (
+        "53.8% of the clips are unusable, more than --max-bad-share=0.05 (6 of 13 clips used; left out: "
+        "empty_transcript 1, missing_audio 1, missing_transcript 1, missing_visual 1, no_face 1, "
+        "unreadable_audio 1, wrong_columns 1" in line
+    ), line
     manifest = json.loads((out / "manifest.json").read_text())
     expected = {reason: [f"id19999/bad_{reason}/00001"] for reason in BAD_KINDS}
     assert manifest["finished"] is False and manifest["bad"] == expected
@@ -201,8 +267,12 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path, c
     assert len(parts) == 5  # 6 good + 3 unreadable-file clips (the join's 4 never reach a part), 2 per part
     parts[-1].unlink()  # as if the build had been killed before its last part
 
-    resumed = msa_here(capsys, *build_args(root, out, *FAST, "--clips-per-part", "2", "--max-bad-share", "0.6",
-                                           "--keep-parts", "--valid-share", "0.4"))  # unfinished: other settings ok
+    resumed = msa_here(
+        capsys,
+        *build_args(
+            root, out, *FAST, "--clips-per-part", "2", "--max-bad-share", "0.6", "--keep-parts", "--valid-share", "0.4"
+        ),
+    )  # unfinished: other settings ok
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "5 parts of up to 2 clips: 4 reused from an earlier run, 1 extracted" in resumed.stdout, resumed.stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -224,10 +294,18 @@ def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path, capsys)
     the synthetic tones is right."""
     root = make_synthetic_corpus(tmp_path / "corpus", clips=5, seed=7, sample_rate=16000)
     out = tmp_path / "shards"
-    args = build_args(root, out, "--f0", "pyin", "--sample-rate", "16000", "--valid-share", "0.3",
-                      "--clips-per-part", "1")
-    proc = subprocess.Popen([*MSA, *map(str, args)], cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = build_args(
+        root, out, "--f0", "pyin", "--sample-rate", "16000", "--valid-share", "0.3", "--clips-per-part", "1"
+    )
+    proc = subprocess.Popen(
+        [*MSA, *map(str, args)],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
     def finished_parts() -> list[Path]:  # a part is written to a temporary name, then renamed
         return [p for p in (out / "parts").glob("part-*.npz") if ".tmp" not in p.name]
 

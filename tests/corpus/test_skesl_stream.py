@@ -1,4 +1,4 @@
-"""SKESL pretraining from streaming shards (issue 8, section 3): the reader's batches, disjoint and complete
+"""SKESL pretraining from streaming shards: the reader's batches, disjoint and complete
 shares per DDP rank, mid-epoch resume, the shipped configs through ``msa fit``, one clear error for missing or
 unfinished shards.
 
@@ -8,6 +8,7 @@ on write them with :class:`RecordIds` (imported by ``msa fit`` from this file). 
 where the test is about processes (2 gloo ranks, kill -9); elsewhere it runs in this process through the same
 entry point (:func:`_msa_here`), which saves the seconds of importing the suite that every process start costs.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,42 +22,63 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, msa_in_process
 
-from msa_lightning.papers.skesl.masking import mask_sentiment_words
-from msa_lightning.papers.skesl.data import SKESLStreamDataModule
 from msa_lightning.corpus.format import read_manifest
 from msa_lightning.errors import DataError
-
-from conftest import REPO, msa_in_process
+from msa_lightning.papers.skesl.data import SKESLStreamDataModule
+from msa_lightning.papers.skesl.masking import mask_sentiment_words
 
 TESTS = Path(__file__).resolve().parent
 WORDS = ["good", "great", "horrible", "bad", "home", "table", "we", "went", "the", "movie", "was", "today", "and"]
 N_TRAIN, N_VALID = 23, 6
 AUDIO_FRAMES, VISION_FRAMES = 12, 6
-TINY_MODEL = ["--model.init_args.text_model=tiny-bert", "--model.init_args.num_blocks=1",
-              "--model.init_args.ffn_dim=16", "--model.init_args.head_hidden=8"]
+TINY_MODEL = [
+    "--model.init_args.text_model=tiny-bert",
+    "--model.init_args.num_blocks=1",
+    "--model.init_args.ffn_dim=16",
+    "--model.init_args.head_hidden=8",
+]
 
 
 # ---------------------------------------------------------------------------------------------- shards
 def _clip(i: int) -> dict:
     """One clip in the builder's item format (frames already cut to at most the manifest's lengths)."""
     rng = np.random.default_rng(i)
-    return {"id": f"id1{i % 7:04d}/yt{i:05d}/00001", "text": " ".join(rng.choice(WORDS, size=3 + i % 5)),
-            "audio": rng.normal(size=(4 + i % 9, 33)).astype(np.float32),
-            "vision": rng.normal(size=(2 + i % 5, 709)).astype(np.float32)}
+    return {
+        "id": f"id1{i % 7:04d}/yt{i:05d}/00001",
+        "text": " ".join(rng.choice(WORDS, size=3 + i % 5)),
+        "audio": rng.normal(size=(4 + i % 9, 33)).astype(np.float32),
+        "vision": rng.normal(size=(2 + i % 5, 709)).astype(np.float32),
+    }
 
 
-def write_shards(out: Path, n_train: int = N_TRAIN, n_valid: int = N_VALID, chunk_size: int = 4,
-                 finished: bool = True) -> Path:
+def write_shards(
+    out: Path, n_train: int = N_TRAIN, n_valid: int = N_VALID, chunk_size: int = 4, finished: bool = True
+) -> Path:
     """``OUT/train``, ``OUT/valid`` (litdata ``optimize``, several chunks) and ``OUT/manifest.json``."""
     from litdata import optimize
 
     for split, rows in (("train", range(n_train)), ("valid", range(1000, 1000 + n_valid))):
-        optimize(fn=_clip, inputs=list(rows), output_dir=str(out / split), chunk_size=chunk_size, num_workers=1,
-                 verbose=False, mode="overwrite", start_method="fork")
-    manifest = {"format": "msa-skesl-shards/1", "finished": finished, "audio_dim": 33, "vision_dim": 709,
-                "audio_frames": AUDIO_FRAMES, "vision_frames": VISION_FRAMES,
-                "splits": {"train": n_train, "valid": n_valid}}
+        optimize(
+            fn=_clip,
+            inputs=list(rows),
+            output_dir=str(out / split),
+            chunk_size=chunk_size,
+            num_workers=1,
+            verbose=False,
+            mode="overwrite",
+            start_method="fork",
+        )
+    manifest = {
+        "format": "msa-skesl-shards/1",
+        "finished": finished,
+        "audio_dim": 33,
+        "vision_dim": 709,
+        "audio_frames": AUDIO_FRAMES,
+        "vision_frames": VISION_FRAMES,
+        "splits": {"train": n_train, "valid": n_valid},
+    }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 
@@ -83,8 +105,13 @@ def test_batches_are_what_the_masked_datamodule_serves(shards, tok):
     """Masked transcript ids (mask_sentiment_words per clip id and mask_seed), padded frames with lengths,
     empty labels, the masking targets in extras; the same masked words in every epoch."""
     dm = _dm(shards, mask_seed=3, batch_size=5)
-    assert dm.data_facts() == {"audio_dim": 33, "vision_dim": 709, "label_bound": 3.0, "metric_family": "mosi",
-                               "num_train_samples": N_TRAIN}
+    assert dm.data_facts() == {
+        "audio_dim": 33,
+        "vision_dim": 709,
+        "label_bound": 3.0,
+        "metric_family": "mosi",
+        "num_train_samples": N_TRAIN,
+    }
     loader = dm.train_dataloader()
     epoch1 = list(loader)
     clips = {c["id"]: c for c in map(_clip, range(N_TRAIN))}
@@ -103,7 +130,7 @@ def test_batches_are_what_the_masked_datamodule_serves(shards, tok):
             a, v = clips[clip_id]["audio"], clips[clip_id]["vision"]
             assert batch.audio_lengths[row] == len(a) and batch.vision_lengths[row] == len(v)
             np.testing.assert_array_equal(batch.audio[row, : len(a)].numpy(), a)
-            assert not batch.audio[row, len(a):].any() and not batch.vision[row, len(v):].any()
+            assert not batch.audio[row, len(a) :].any() and not batch.vision[row, len(v) :].any()
             np.testing.assert_array_equal(batch.vision[row, : len(v)].numpy(), v)
     assert sorted(i for b in epoch1 for i in b.ids) == TRAIN_IDS
     epoch2 = list(loader)
@@ -131,8 +158,12 @@ def test_ranks_read_disjoint_shares_covering_every_clip_once(shards, workers):
                 seen += [i for b in batches for i in b]
             assert sorted(seen) == TRAIN_IDS, (world, epoch)
             assert len(counts) == 1, (world, counts)  # DDP steps in lockstep
-        valid = [i for rank in range(world) for b in _dm(shards, world, rank, num_workers=workers).val_dataloader()
-                 for i in b.ids]
+        valid = [
+            i
+            for rank in range(world)
+            for b in _dm(shards, world, rank, num_workers=workers).val_dataloader()
+            for i in b.ids
+        ]
         assert sorted(valid) == sorted(_clip(i)["id"] for i in range(1000, 1000 + N_VALID)), world
 
 
@@ -198,11 +229,31 @@ def test_epoch_shares_are_contiguous_chunk_runs_cut_by_rank_then_worker():
 # rank 0's loader state after 2 batches of epoch 2 (2 ranks, batch 3, seed 5, the `shards` fixture), as the
 # litdata-based loader of earlier versions wrote it into checkpoints ("dataset" trimmed: litdata's own keys)
 LITDATA_ERA_STATE = {
-    "dataset": {"num_samples_yielded": 6, "num_workers": 1, "batch_size": 1, "current_epoch": 2, "seed": 5,
-                "drop_last": False, "world_size": 2, "shuffle": True, "sample_in_epoch": 12},
-    "current_epoch": 2, "num_samples_yielded": 6, "latest_worker_idx": 0,
-    "msa": {"batches": 2, "epoch_batches": 4, "world_size": 2, "num_workers": 0, "batch_size": 3, "clips": 23,
-            "seed": 5, "shuffle": True}}
+    "dataset": {
+        "num_samples_yielded": 6,
+        "num_workers": 1,
+        "batch_size": 1,
+        "current_epoch": 2,
+        "seed": 5,
+        "drop_last": False,
+        "world_size": 2,
+        "shuffle": True,
+        "sample_in_epoch": 12,
+    },
+    "current_epoch": 2,
+    "num_samples_yielded": 6,
+    "latest_worker_idx": 0,
+    "msa": {
+        "batches": 2,
+        "epoch_batches": 4,
+        "world_size": 2,
+        "num_workers": 0,
+        "batch_size": 3,
+        "clips": 23,
+        "seed": 5,
+        "shuffle": True,
+    },
+}
 
 
 def test_a_checkpoint_of_the_litdata_based_loader_resumes(shards):
@@ -244,8 +295,9 @@ def test_missing_unfinished_or_inconsistent_shards_are_one_clear_error(shards, t
         read_manifest(tmp_path / "absent")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
-    (unfinished / "manifest.json").write_text(json.dumps({**json.loads((shards / "manifest.json").read_text()),
-                                                          "finished": False}))
+    (unfinished / "manifest.json").write_text(
+        json.dumps({**json.loads((shards / "manifest.json").read_text()), "finished": False})
+    )
     with pytest.raises(DataError, match=r"the shard build did not finish \(manifest.json has finished: false\)"):
         read_manifest(unfinished)
     wrong = tmp_path / "wrong"
@@ -259,17 +311,32 @@ def test_missing_unfinished_or_inconsistent_shards_are_one_clear_error(shards, t
 
 
 def _msa(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
-           "MSA_CACHE_DIR": str(cwd / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+        "MSA_CACHE_DIR": str(cwd / "cache"),
+        "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "msa_lightning.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _msa_here(args: list[str], cwd: Path, capsys) -> subprocess.CompletedProcess:
     """``msa ARGS`` in this process, in ``cwd`` with :func:`_msa`'s environment (conftest.msa_in_process)."""
-    return msa_in_process(capsys, *args, cwd=cwd, env={"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-                                                      "MSA_CACHE_DIR": str(cwd / "cache")})
+    return msa_in_process(
+        capsys,
+        *args,
+        cwd=cwd,
+        env={"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MSA_CACHE_DIR": str(cwd / "cache")},
+    )
 
 
 def test_msa_fit_names_missing_shards(shards, tmp_path, capsys):
@@ -277,8 +344,12 @@ def test_msa_fit_names_missing_shards(shards, tmp_path, capsys):
     (unfinished or inconsistent shards: test_missing_unfinished_or_inconsistent_shards_are_one_clear_error).
     In this process, from ``tmp_path`` (the config's relative path is not there)."""
     config = str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml")
-    tiny = ["--data.init_args.tokenizer=tiny-bert", *TINY_MODEL, "--trainer.max_epochs=1",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    tiny = [
+        "--data.init_args.tokenizer=tiny-bert",
+        *TINY_MODEL,
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
     missing = _msa_here(["fit", "--config", config, *tiny], tmp_path, capsys)  # its data/skesl/shards is not there
     assert missing.returncode == 2, missing.stderr[-3000:]
     message = missing.stderr.strip().splitlines()[-1]
@@ -323,14 +394,24 @@ def _callback(cls: str, **init_args) -> str:
     return "--trainer.callbacks+=" + json.dumps({"class_path": f"test_skesl_stream.{cls}", "init_args": init_args})
 
 
-def _pretrain_args(shards: Path, tmp_path: Path, config: str = "pretrain_bert_base.yaml",
-                   workers: int = 0) -> list[str]:
-    return ["fit", "--config", str(REPO / "configs" / "skesl" / config), f"--data.init_args.path={shards}",
-            "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=4",
-            f"--data.init_args.num_workers={workers}",
-            *TINY_MODEL, "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+def _pretrain_args(
+    shards: Path, tmp_path: Path, config: str = "pretrain_bert_base.yaml", workers: int = 0
+) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "skesl" / config),
+        f"--data.init_args.path={shards}",
+        "--data.init_args.tokenizer=tiny-bert",
+        "--data.init_args.batch_size=4",
+        f"--data.init_args.num_workers={workers}",
+        *TINY_MODEL,
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -342,19 +423,34 @@ def ddp_run(shards, tmp_path_factory) -> dict:
     tmp_path = tmp_path_factory.mktemp("ddp")
     ids = tmp_path / "ids"
     ckpts = tmp_path / "every2"
-    every = "--trainer.callbacks+=" + json.dumps({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                                  "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2,
-                                                                "save_top_k": -1, "filename": "{step}"}})
-    args = [*_pretrain_args(shards, tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2",
-            "--trainer.max_epochs=3", every, _callback("RecordIds", folder=str(ids))]
+    every = "--trainer.callbacks+=" + json.dumps(
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2, "save_top_k": -1, "filename": "{step}"},
+        }
+    )
+    args = [
+        *_pretrain_args(shards, tmp_path),
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_epochs=3",
+        every,
+        _callback("RecordIds", folder=str(ids)),
+    ]
     killed = _msa([*args, _callback("KillAt", step=4)], tmp_path)  # 3 steps an epoch: step 4 = 2nd of epoch 1
     before = [_records(ids, rank) for rank in (0, 1)]
     ckpt = ckpts / "step=4.ckpt"
     for rank in (0, 1):
         (ids / f"ids_rank{rank}.jsonl").unlink(missing_ok=True)
     resumed = _msa([*args, f"--ckpt_path={ckpt}"], tmp_path) if ckpt.is_file() else None
-    return {"killed": killed, "resumed": resumed, "ckpts": ckpts, "ckpt": ckpt, "before": before,
-            "after": [_records(ids, rank) for rank in (0, 1)]}
+    return {
+        "killed": killed,
+        "resumed": resumed,
+        "ckpts": ckpts,
+        "ckpt": ckpt,
+        "before": before,
+        "after": [_records(ids, rank) for rank in (0, 1)],
+    }
 
 
 def _epoch_ids(records: list[dict], epoch: int) -> list[str]:
@@ -374,8 +470,10 @@ def test_two_process_ddp_epochs_cover_every_clip_exactly_once(ddp_run):
         assert steps[0] == steps[1] and len(steps[0]) == 3, steps  # 12 and 11 clips at batch 4: 3 steps each
         assert not set(per_rank[0]) & set(per_rank[1])
         assert sorted(per_rank[0] + per_rank[1]) == TRAIN_IDS, epoch
-    orders = [[_epoch_ids(ddp_run["before"][rank], epoch) + _epoch_ids(ddp_run["after"][rank], epoch)
-               for rank in (0, 1)] for epoch in range(3)]
+    orders = [
+        [_epoch_ids(ddp_run["before"][rank], epoch) + _epoch_ids(ddp_run["after"][rank], epoch) for rank in (0, 1)]
+        for epoch in range(3)
+    ]
     assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]  # each epoch its own order
 
 
@@ -385,9 +483,12 @@ def test_killed_mid_epoch_resumes_with_exactly_the_clips_not_yet_seen(shards, tm
     trains on exactly the clips of that epoch the checkpoint had not seen, then on a full epoch."""
     ids = tmp_path / "ids"
     ckpts = tmp_path / "every2"
-    every = "--trainer.callbacks+=" + json.dumps({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                                  "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2,
-                                                                "save_top_k": -1, "filename": "{step}"}})
+    every = "--trainer.callbacks+=" + json.dumps(
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(ckpts), "every_n_train_steps": 2, "save_top_k": -1, "filename": "{step}"},
+        }
+    )
     args = [*_pretrain_args(shards, tmp_path), "--trainer.max_epochs=3", every, _callback("RecordIds", folder=str(ids))]
     killed = _msa([*args, _callback("KillAt", step=10)], tmp_path)  # 6 steps an epoch: step 10 = 5th of epoch 1
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -414,9 +515,16 @@ def test_shipped_pretraining_configs_step_on_shards(config, shards, tmp_path):
     2 steps on tiny shards, the model's audio/vision sizes filled from the manifest."""
     from msa_lightning.experiments.lightning_cli import make_cli
 
-    cli = make_cli([*_pretrain_args(shards, tmp_path, config, workers=2), "--trainer.max_epochs=1",
-                    "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.devices=1",
-                    f"--checkpoint.dirpath={tmp_path / 'ckpt'}"])
+    cli = make_cli(
+        [
+            *_pretrain_args(shards, tmp_path, config, workers=2),
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.devices=1",
+            f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
+        ]
+    )
     assert type(cli.datamodule).__name__ == "SKESLStreamDataModule" and cli.trainer.global_step == 2
     assert (cli.model.hparams.audio_dim, cli.model.hparams.vision_dim) == (33, 709)
     assert cli.datamodule.text_max_length == 39 and cli.model.hparams.encoder_lr == 5e-6
@@ -435,16 +543,43 @@ def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path, 
     from msa_lightning.data.specs import get_spec
 
     corpus, out = tmp_path / "corpus", tmp_path / "shards"
-    for args in (["pretrain-data", "synth", str(corpus), "--clips", "24", "--seed", "1"],
-                 ["pretrain-data", "build", "--transcripts", str(corpus / "transcripts.tsv"), "--audio",
-                  str(corpus / "audio"), "--visual", str(corpus / "openface"), "--out", str(out), "--f0", "zcr",
-                  "--valid-share", "0.25", "--audio-frames", "40", "--vision-frames", "20"]):
+    for args in (
+        ["pretrain-data", "synth", str(corpus), "--clips", "24", "--seed", "1"],
+        [
+            "pretrain-data",
+            "build",
+            "--transcripts",
+            str(corpus / "transcripts.tsv"),
+            "--audio",
+            str(corpus / "audio"),
+            "--visual",
+            str(corpus / "openface"),
+            "--out",
+            str(out),
+            "--f0",
+            "zcr",
+            "--valid-share",
+            "0.25",
+            "--audio-frames",
+            "40",
+            "--vision-frames",
+            "20",
+        ],
+    ):
         proc = _msa_here(args, tmp_path, capsys)
         assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = read_manifest(out)
     assert manifest["splits"]["train"] + manifest["splits"]["valid"] == 24
-    pretrain = _msa_here([*_pretrain_args(out, tmp_path), "--trainer.max_epochs=4", "--model.init_args.lr=3e-3",
-                          "--model.init_args.encoder_lr=1e-3"], tmp_path, capsys)
+    pretrain = _msa_here(
+        [
+            *_pretrain_args(out, tmp_path),
+            "--trainer.max_epochs=4",
+            "--model.init_args.lr=3e-3",
+            "--model.init_args.encoder_lr=1e-3",
+        ],
+        tmp_path,
+        capsys,
+    )
     assert pretrain.returncode == 0, pretrain.stderr[-3000:]
     run = next((tmp_path / "runs").rglob("last.ckpt")).parents[1]
     with open(run / "metrics.csv", newline="") as f:
@@ -457,13 +592,26 @@ def test_end_to_end_synthetic_corpus_to_shards_to_pretraining_to_mosi(tmp_path, 
         patch.setattr(synthetic_module, "get_spec", lambda name: spec)
         mosi = synthetic_module.make_synthetic("mosi", tmp_path / "mosi33.pkl", size_factor=0.03, seed=2)
     ckpt = run / "checkpoints" / "last.ckpt"
-    finetune = _msa_here(["fit", "--config", str(REPO / "configs" / "skesl" / "mosi_bert_base.yaml"),
-                          f"--model.init_args.pretrained={ckpt}", f"--data.init_args.path={mosi}",
-                          "--data.init_args.tokenizer=tiny-bert", "--data.init_args.batch_size=16",
-                          "--data.init_args.num_workers=0", *TINY_MODEL, "--trainer.max_epochs=1",
-                          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-                          "--trainer.enable_progress_bar=false",
-                          f"--trainer.default_root_dir={tmp_path / 'mosi_runs'}"], tmp_path, capsys)
+    finetune = _msa_here(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "skesl" / "mosi_bert_base.yaml"),
+            f"--model.init_args.pretrained={ckpt}",
+            f"--data.init_args.path={mosi}",
+            "--data.init_args.tokenizer=tiny-bert",
+            "--data.init_args.batch_size=16",
+            "--data.init_args.num_workers=0",
+            *TINY_MODEL,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path / 'mosi_runs'}",
+        ],
+        tmp_path,
+        capsys,
+    )
     assert finetune.returncode == 0, finetune.stderr[-3000:]
     state = torch.load(next((tmp_path / "mosi_runs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["pretrained"] == str(ckpt)
@@ -507,12 +655,23 @@ def test_a_loader_rebuilt_every_epoch_continues_the_epoch_orders(shards, tmp_pat
     for reload in (0, 1):
         L.seed_everything(0, verbose=False)
         seen = Seen()
-        trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            reload_dataloaders_every_n_epochs=reload, callbacks=[seen], default_root_dir=tmp_path)
+        trainer = L.Trainer(
+            max_epochs=3,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            reload_dataloaders_every_n_epochs=reload,
+            callbacks=[seen],
+            default_root_dir=tmp_path,
+        )
         model = SKESLPretrain(text_model="tiny-bert", num_blocks=1, ffn_dim=16, head_hidden=8)
-        trainer.fit(model, SKESLStreamDataModule(str(shards), tokenizer="tiny-bert", text_max_length=12, batch_size=4,
-                                                 shuffle_seed=5))
+        trainer.fit(
+            model,
+            SKESLStreamDataModule(str(shards), tokenizer="tiny-bert", text_max_length=12, batch_size=4, shuffle_seed=5),
+        )
         runs.append(seen.ids)
     assert runs[0] == runs[1]
     epochs = [[ids for e, ids in runs[1] if e == epoch] for epoch in range(3)]
@@ -524,9 +683,16 @@ def test_predict_serves_the_held_out_clips_in_shard_order(shards, tmp_path):
     loader is not a DataLoader, so Lightning does not try to re-create it with an index-tracking sampler)."""
     from msa_lightning.papers.skesl.module import SKESLPretrain
 
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     model = SKESLPretrain(text_model="tiny-bert", num_blocks=1, ffn_dim=16, head_hidden=8)
-    out = trainer.predict(model, datamodule=SKESLStreamDataModule(str(shards), tokenizer="tiny-bert",
-                                                                  text_max_length=12, eval_batch_size=4))
+    out = trainer.predict(
+        model,
+        datamodule=SKESLStreamDataModule(str(shards), tokenizer="tiny-bert", text_max_length=12, eval_batch_size=4),
+    )
     assert [i for batch in out for i in batch["ids"]] == [_clip(i)["id"] for i in range(1000, 1000 + N_VALID)]

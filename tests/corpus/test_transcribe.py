@@ -6,6 +6,7 @@ tests check the file's structure, ids, resume and error reporting, not words. ``
 subprocess, as a user runs it; the other commands go through the same entry point in this process
 (:func:`_msa_here`), without the seconds of importing the suite that a process start costs.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,6 @@ import numpy as np
 import pytest
 from conftest import msa_in_process
 
-from msa_lightning.data.transcripts import read_transcripts
 from msa_lightning.corpus.transcribe import (
     clean_text,
     errors_path,
@@ -27,11 +27,18 @@ from msa_lightning.corpus.transcribe import (
     transcribe,
     windows,
 )
+from msa_lightning.data.transcripts import read_transcripts
 from msa_lightning.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
-GOOD = ["id10000/yt0000/00001", "id10000/yt0001/00001", "id10001/yt0000/00002", "id10002/yt0000/00003",
-        "id10009/long/00001", "id10009/long/00003"]
+GOOD = [
+    "id10000/yt0000/00001",
+    "id10000/yt0001/00001",
+    "id10001/yt0000/00002",
+    "id10002/yt0000/00003",
+    "id10009/long/00001",
+    "id10009/long/00003",
+]
 BROKEN = "id10009/long/00002"
 
 
@@ -72,7 +79,7 @@ def _write_m4a(path: Path, seconds: float = 2.0, rate: int = 16000) -> None:
         stream = container.add_stream("aac", rate=rate)
         stream.layout = "mono"
         for i in range(0, len(y), 1024):
-            frame = av.AudioFrame.from_ndarray(y[None, i:i + 1024], format="flt", layout="mono")
+            frame = av.AudioFrame.from_ndarray(y[None, i : i + 1024], format="flt", layout="mono")
             frame.sample_rate = rate
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -112,7 +119,10 @@ def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpu
     clips, report = collect_clips(out, corpus / "audio", corpus / "openface", f0="zcr", max_bad_share=0.5)
     assert [c.id for c in clips] == GOOD[:4]
     assert {clip: reason for clip, (reason, _) in report.bad.items()} == {
-        "id10009/long/00001": "missing_visual", BROKEN: "missing_transcript", "id10009/long/00003": "missing_visual"}
+        "id10009/long/00001": "missing_visual",
+        BROKEN: "missing_transcript",
+        "id10009/long/00003": "missing_visual",
+    }
 
 
 def test_rerun_skips_done_and_redoes_deleted_and_truncated_lines(whisper_dir, corpus, tmp_path, capsys):
@@ -250,15 +260,33 @@ def test_clean_text_windows_and_line_repair(tmp_path):
 
 def _msa(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", "transcribe", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "msa_lightning.cli", "transcribe", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
 def test_msa_transcribe_command_writes_the_tsv_and_the_errors_file(whisper_dir, corpus, tmp_path):
     out = tmp_path / "vox" / "asr.tsv"
-    common = ["--model", str(whisper_dir), "--audio", str(corpus / "audio"), "--out", str(out),
-              "--batch-size", "4", "--max-new-tokens", "4", "--device", "cpu"]
+    common = [
+        "--model",
+        str(whisper_dir),
+        "--audio",
+        str(corpus / "audio"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--device",
+        "cpu",
+    ]
     run = _msa(*common)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "transcribed 6 clips" in run.stdout and f"1 failed (unreadable_audio 1): see {out}.errors.tsv" in run.stdout
@@ -272,8 +300,16 @@ def _msa_here(capsys, *args: str) -> subprocess.CompletedProcess:
 
 def test_msa_transcribe_missing_model_is_one_error_line(corpus, tmp_path, capsys):
     """A hub name that no cache holds (offline, as every test): one error line (in this process)."""
-    run = _msa_here(capsys, "transcribe", "--model", "openai/whisper-no-such-size", "--audio", str(corpus / "audio"),
-                    "--out", str(tmp_path / "asr.tsv"))
+    run = _msa_here(
+        capsys,
+        "transcribe",
+        "--model",
+        "openai/whisper-no-such-size",
+        "--audio",
+        str(corpus / "audio"),
+        "--out",
+        str(tmp_path / "asr.tsv"),
+    )
     assert run.returncode == 2
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("msa: error:"), run.stderr
@@ -289,11 +325,29 @@ def test_msa_pretrain_data_build_accepts_the_transcripts(whisper_dir, corpus, tm
     _run(whisper_dir, corpus, out)
     shards = tmp_path / "shards"
     monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path / "cache"))
-    run = _msa_here(capsys, "pretrain-data", "build", "--transcripts", str(out), "--audio", str(corpus / "audio"),
-                    "--visual", str(corpus / "openface"), "--out", str(shards), "--f0", "zcr", "--max-bad-share", "0.5",
-                    "--valid-share", "0.5")
+    run = _msa_here(
+        capsys,
+        "pretrain-data",
+        "build",
+        "--transcripts",
+        str(out),
+        "--audio",
+        str(corpus / "audio"),
+        "--visual",
+        str(corpus / "openface"),
+        "--out",
+        str(shards),
+        "--f0",
+        "zcr",
+        "--max-bad-share",
+        "0.5",
+        "--valid-share",
+        "0.5",
+    )
     assert run.returncode == 0, run.stdout[-1000:] + run.stderr[-2000:]
     manifest = json.loads((shards / "manifest.json").read_text(encoding="utf-8"))
     assert sum(manifest["splits"].values()) == 4  # the four clips with transcript, audio and OpenFace output
-    assert manifest["bad"] == {"missing_visual": ["id10009/long/00001", "id10009/long/00003"],
-                               "missing_transcript": [BROKEN]}
+    assert manifest["bad"] == {
+        "missing_visual": ["id10009/long/00001", "id10009/long/00003"],
+        "missing_transcript": [BROKEN],
+    }

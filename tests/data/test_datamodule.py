@@ -1,5 +1,6 @@
 """DataModules over synthetic files: batches, options, re-tokenisation, folders, errors, workers,
 and a guard that the synthetic generator plants a learnable signal in every modality."""
+
 from __future__ import annotations
 
 import shutil
@@ -129,8 +130,14 @@ def test_retokenisation(synthetic_mosi, tmp_path, monkeypatch):
     from msa_lightning.nn import pretrained
 
     cache_dir = tmp_path / "cache"
-    dm = MOSIDataModule(str(synthetic_mosi), batch_size=4, tokenizer="tiny-bert", text_max_length=24,
-                        cache_dir=str(cache_dir), trim_text=False)  # full width: compared with the tokenizer
+    dm = MOSIDataModule(
+        str(synthetic_mosi),
+        batch_size=4,
+        tokenizer="tiny-bert",
+        text_max_length=24,
+        cache_dir=str(cache_dir),
+        trim_text=False,
+    )  # full width: compared with the tokenizer
     dm.setup()
     b = dm.datasets["valid"].__getitems__([0, 1, 2, 3])
     assert b.text_ids.shape == (4, 24)
@@ -145,8 +152,14 @@ def test_retokenisation(synthetic_mosi, tmp_path, monkeypatch):
         raise AssertionError("the second setup must read the token cache")
 
     monkeypatch.setattr(pretrained, "load_tokenizer", no_tokenizer)
-    again = MOSIDataModule(str(synthetic_mosi), batch_size=4, tokenizer="tiny-bert", text_max_length=24,
-                           cache_dir=str(cache_dir), trim_text=False)
+    again = MOSIDataModule(
+        str(synthetic_mosi),
+        batch_size=4,
+        tokenizer="tiny-bert",
+        text_max_length=24,
+        cache_dir=str(cache_dir),
+        trim_text=False,
+    )
     again.setup()
     assert again.datasets["valid"].__getitems__([0, 1, 2, 3]).text_ids.tolist() == b.text_ids.tolist()
 
@@ -197,8 +210,9 @@ def test_use_cache_false_matches_cache(synthetic_mosi, cache_dir):
 
 
 def test_two_workers_over_the_memory_map(synthetic_mosi, cache_dir):
-    dm = MOSIDataModule(str(synthetic_mosi), batch_size=4, eval_batch_size=8, num_workers=2, cache_dir=str(cache_dir),
-                        trim_text=False)  # batches of one width, to compare with the whole split
+    dm = MOSIDataModule(
+        str(synthetic_mosi), batch_size=4, eval_batch_size=8, num_workers=2, cache_dir=str(cache_dir), trim_text=False
+    )  # batches of one width, to compare with the whole split
     dm.setup()
     assert isinstance(dm.datasets["test"].arrays.audio, np.memmap)
     loader = dm.test_dataloader()
@@ -220,8 +234,13 @@ def _frame_means(arrays, key: str) -> np.ndarray:
 
 
 def _word_score(arrays) -> np.ndarray:
-    return np.array([[sum(w in _POSITIVE for w in t.lower().split()) - sum(w in _NEGATIVE for w in t.lower().split())]
-                     for t in arrays.raw_text], dtype=np.float64)
+    return np.array(
+        [
+            [sum(w in _POSITIVE for w in t.lower().split()) - sum(w in _NEGATIVE for w in t.lower().split())]
+            for t in arrays.raw_text
+        ],
+        dtype=np.float64,
+    )
 
 
 def _ridge_corr(x_train, y_train, x_test, y_test, lam: float = 10.0) -> float:
@@ -231,8 +250,11 @@ def _ridge_corr(x_train, y_train, x_test, y_test, lam: float = 10.0) -> float:
     return float(np.corrcoef(np.c_[x_test, np.ones(len(x_test))] @ w, y_test)[0, 1])
 
 
-FEATURES = {"text": _word_score, "audio": lambda s: _frame_means(s, "audio"),
-            "vision": lambda s: _frame_means(s, "vision")}
+FEATURES = {
+    "text": _word_score,
+    "audio": lambda s: _frame_means(s, "audio"),
+    "vision": lambda s: _frame_means(s, "vision"),
+}
 
 
 def test_synthetic_mosi_has_signal_per_modality(tmp_path):
@@ -379,8 +401,9 @@ class _Recorder:
 
             def training_step(self, batch, batch_idx):
                 self.seen.append((self.current_epoch, batch.index.tolist()))
-                self.fields.append({f for f in ("text_ids", "audio", "vision", "text_feats")
-                                    if getattr(batch, f) is not None})
+                self.fields.append(
+                    {f for f in ("text_ids", "audio", "vision", "text_feats") if getattr(batch, f) is not None}
+                )
                 x = batch.audio.sum(1) / batch.audio_lengths[:, None]
                 return ((self.net(x).squeeze(-1) - batch.labels["M"]) ** 2).mean()
 
@@ -393,9 +416,17 @@ class _Recorder:
 def _trainer(tmp_path, **kw):
     import lightning as L
 
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=str(tmp_path), num_sanity_val_steps=0,
-                     limit_val_batches=0, **kw)
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("step, workers", [(8, 0), (7, 0), (8, 2)])  # after batch 1 of epoch 1; end of epoch 0
@@ -403,8 +434,9 @@ def test_lightning_checkpoint_resumes_at_the_next_batch(synthetic_mosi, cache_di
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     def dm():
-        return MOSIDataModule(str(synthetic_mosi), batch_size=9, cache_dir=str(cache_dir), shuffle_seed=2,
-                              num_workers=workers)
+        return MOSIDataModule(
+            str(synthetic_mosi), batch_size=9, cache_dir=str(cache_dir), shuffle_seed=2, num_workers=workers
+        )
 
     whole = _Recorder.make()
     _trainer(tmp_path / "a", max_epochs=3, enable_checkpointing=False).fit(whole, dm())
@@ -415,8 +447,16 @@ def test_lightning_checkpoint_resumes_at_the_next_batch(synthetic_mosi, cache_di
     _trainer(tmp_path / "b", max_steps=step, callbacks=[ckpt]).fit(first, dm())
     file = tmp_path / "ck" / f"step={step}.ckpt"
     state = torch.load(file, weights_only=False)["loops"]["fit_loop"]["state_dict"]
-    assert state["combined_loader"] == [{"epoch": step // 7 - (step % 7 == 0), "batches": step % 7 or 7, "seed": 2,
-                                         "num_samples": 64, "batch_size": 9, "shuffle": True}]
+    assert state["combined_loader"] == [
+        {
+            "epoch": step // 7 - (step % 7 == 0),
+            "batches": step % 7 or 7,
+            "seed": 2,
+            "num_samples": 64,
+            "batch_size": 9,
+            "shuffle": True,
+        }
+    ]
     second = _Recorder.make()
     _trainer(tmp_path / "c", max_epochs=3).fit(second, dm(), ckpt_path=str(file))
     assert first.seen + second.seen == whole.seen
@@ -433,8 +473,9 @@ def test_lightning_keeps_the_sampler_under_ddp(synthetic_mosi, cache_dir, tmp_pa
 
 def test_only_the_model_inputs_are_loaded(synthetic_mosi, cache_dir, tmp_path):
     model = _Recorder.make(required={"audio", "audio_lengths"})
-    _trainer(tmp_path, max_epochs=1).fit(model, MOSIDataModule(str(synthetic_mosi), batch_size=32,
-                                                               cache_dir=str(cache_dir)))
+    _trainer(tmp_path, max_epochs=1).fit(
+        model, MOSIDataModule(str(synthetic_mosi), batch_size=32, cache_dir=str(cache_dir))
+    )
     assert model.fields and all(f == {"audio"} for f in model.fields)
     everything = MOSIDataModule(str(synthetic_mosi), batch_size=8, cache_dir=str(cache_dir))
     everything.setup()
@@ -452,14 +493,23 @@ def test_only_the_model_inputs_are_loaded(synthetic_mosi, cache_dir, tmp_path):
 # --------------------------------------------------------------------------- facts, settings, checks
 def test_data_facts_and_train_labels_come_from_the_file(synthetic_mosi, synthetic_sims, cache_dir):
     dm = MOSIDataModule(str(synthetic_mosi), batch_size=8, cache_dir=str(cache_dir))
-    assert dm.data_facts() == {"audio_dim": MOSI.audio_dim, "vision_dim": MOSI.vision_dim, "label_bound": 3.0,
-                               "metric_family": "mosi", "num_train_samples": 64}
+    assert dm.data_facts() == {
+        "audio_dim": MOSI.audio_dim,
+        "vision_dim": MOSI.vision_dim,
+        "label_bound": 3.0,
+        "metric_family": "mosi",
+        "num_train_samples": 64,
+    }
     batch = next(iter(dm.train_dataloader()))
     np.testing.assert_array_equal(dm.train_labels()[batch.index.numpy()], batch.labels["M"].numpy())
     sims = SIMSDataModule(str(synthetic_sims), cache_dir=str(cache_dir))
     facts = sims.data_facts()
     assert (facts["audio_dim"], facts["vision_dim"], facts["label_bound"], facts["metric_family"]) == (
-        SIMS.audio_dim, SIMS.vision_dim, 1.0, "sims")
+        SIMS.audio_dim,
+        SIMS.vision_dim,
+        1.0,
+        "sims",
+    )
     assert sims.train_labels("T").shape == (facts["num_train_samples"],)
     with pytest.raises(DataError, match=r"split 'train' has no labels 'T' \(it has \['M'\]\)"):
         dm.train_labels("T")
@@ -478,8 +528,9 @@ def test_facts_follow_the_file_not_the_spec(tmp_path, synthetic_mosi):
     assert MOSIDataModule(str(path), cache_dir=str(tmp_path / "cache")).data_facts()["audio_dim"] == 2 * MOSI.audio_dim
 
 
-@pytest.mark.parametrize("key, value", [("batch_size", 0), ("batch_size", -4), ("eval_batch_size", 0),
-                                        ("num_workers", -1)])
+@pytest.mark.parametrize(
+    "key, value", [("batch_size", 0), ("batch_size", -4), ("eval_batch_size", 0), ("num_workers", -1)]
+)
 def test_bad_loader_settings_are_config_errors(synthetic_mosi, key, value):
     with pytest.raises(ConfigError, match=rf"data.init_args.{key}: expected an integer >= \d, found {value}"):
         MOSIDataModule(str(synthetic_mosi), **{key: value})
@@ -490,14 +541,18 @@ def test_predict_split(synthetic_mosi, cache_dir):
     dm.setup()
     rows = torch.cat([b.index for b in dm.predict_dataloader()]).tolist()
     assert rows == list(range(11)) and dm.predict_dataloader().dataset is dm.datasets["valid"]
-    with pytest.raises(ConfigError, match=r"data.init_args.predict_split: expected one of \['train', 'valid', "
-                                          r"'test'\], found 'dev'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.init_args.predict_split: expected one of \['train', 'valid', "
+        r"'test'\], found 'dev'",
+    ):
         MOSIDataModule(str(synthetic_mosi), predict_split="dev")
 
 
 def test_tokenizer_that_cannot_load_names_the_setting(synthetic_mosi, tmp_path):
-    dm = MOSIDataModule(str(synthetic_mosi), tokenizer=str(tmp_path / "no-such-tokenizer"),
-                        cache_dir=str(tmp_path / "cache"))
+    dm = MOSIDataModule(
+        str(synthetic_mosi), tokenizer=str(tmp_path / "no-such-tokenizer"), cache_dir=str(tmp_path / "cache")
+    )
     with pytest.raises(ConfigError, match=r"data.init_args.tokenizer='.*no-such-tokenizer' cannot be loaded"):
         dm.setup()
 
@@ -557,8 +612,20 @@ def _msa_fit(tmp_path, synthetic_mosi, monkeypatch, capsys, *overrides: str):
     monkeypatch.delenv("MSA_DEBUG", raising=False)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--model", "TFNModule", "--data", "MOSIDataModule", f"--data.init_args.path={synthetic_mosi}",
-              "--trainer.max_epochs=1", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}", *overrides])
+        main(
+            [
+                "fit",
+                "--model",
+                "TFNModule",
+                "--data",
+                "MOSIDataModule",
+                f"--data.init_args.path={synthetic_mosi}",
+                "--trainer.max_epochs=1",
+                "--trainer.logger=false",
+                f"--trainer.default_root_dir={tmp_path}",
+                *overrides,
+            ]
+        )
     out, err = capsys.readouterr()
     return SimpleNamespace(returncode=exit_.value.code, stdout=out, stderr=err)
 
@@ -571,7 +638,7 @@ def test_msa_fit_with_a_tokenizer_that_cannot_load(tmp_path, synthetic_mosi, mon
     assert_one_line_error(result, "data.init_args.tokenizer='no-such-dir/tokenizer'", "cannot be loaded")
 
 
-DDP_SCRIPT = '''
+DDP_SCRIPT = """
 import json, sys, torch, lightning as L
 from torch import nn
 from msa_lightning.data.datamodule import MOSIDataModule
@@ -598,7 +665,7 @@ dm = MOSIDataModule(sys.argv[1], batch_size=32, cache_dir=f"{sys.argv[2]}/cache"
 trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_fork", logger=False, limit_val_batches=0,
                     enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
 trainer.fit(Tiny(), datamodule=dm)
-'''
+"""
 
 
 def test_ddp_ranks_get_disjoint_shards_of_one_permutation(tmp_path):
@@ -615,8 +682,14 @@ def test_ddp_ranks_get_disjoint_shards_of_one_permutation(tmp_path):
     script = tmp_path / "ddp_order.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(script), str(path), str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = [json.loads((tmp_path / f"seen{rank}.json").read_text()) for rank in (0, 1)]
     for epoch in (0, 1):
@@ -634,7 +707,8 @@ def test_overfit_batches_keeps_whole_batches(synthetic_mosi, cache_dir, tmp_path
     """Lightning re-creates the training loader with a sequential sampler for ``overfit_batches``."""
     model = _Recorder.make()
     _trainer(tmp_path, overfit_batches=2, max_epochs=2, enable_checkpointing=False).fit(
-        model, MOSIDataModule(str(synthetic_mosi), batch_size=8, cache_dir=str(cache_dir)))
+        model, MOSIDataModule(str(synthetic_mosi), batch_size=8, cache_dir=str(cache_dir))
+    )
     assert [rows for _, rows in model.seen] == [list(range(8)), list(range(8, 16))] * 2
 
 
@@ -667,8 +741,9 @@ def test_a_second_model_with_other_inputs_gets_them(synthetic_mosi, cache_dir):
     dm = MOSIDataModule(str(synthetic_mosi), batch_size=8, cache_dir=str(cache_dir))
 
     def attach(required):
-        dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(required_inputs=required), world_size=1,
-                                     global_rank=0)
+        dm.trainer = SimpleNamespace(
+            lightning_module=SimpleNamespace(required_inputs=required), world_size=1, global_rank=0
+        )
         dm.setup("fit")
         return next(iter(dm.val_dataloader()))
 

@@ -1,4 +1,5 @@
 """The feature-file validator (one clear error per problem) and the memory-mapped cache."""
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, run_msa
+
 from msa_lightning.data import cache as cache_mod
 from msa_lightning.data.cache import ensure_cache, load_cached
 from msa_lightning.data.reader import FeatureFileError, normalise_id, read_feature_file
@@ -104,8 +105,12 @@ def test_missing_text(tmp_path, small_mosi):
         d["valid"].pop("text_bert")
         d["valid"].pop("raw_text")
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", drop), "split 'valid'", "key 'text_bert'",
-                 "'text_bert' or 'raw_text' to be present")
+    expect_error(
+        mutated(small_mosi, tmp_path / "f.pkl", drop),
+        "split 'valid'",
+        "key 'text_bert'",
+        "'text_bert' or 'raw_text' to be present",
+    )
 
 
 @pytest.mark.parametrize("key", ["vision", "audio_lengths", "regression_labels", "raw_text", "text_bert"])
@@ -119,8 +124,13 @@ def test_audio_lengths_longer_than_sequence(tmp_path, small_mosi):
         d["train"]["audio_lengths"][3] = MOSI.audio_len + 5
 
     path = mutated(small_mosi, tmp_path / "f.pkl", longer)
-    expect_error(path, "split 'train'", "key 'audio_lengths'", f"expected lengths in [0, {MOSI.audio_len}]",
-                 f"found {MOSI.audio_len + 5}")
+    expect_error(
+        path,
+        "split 'train'",
+        "key 'audio_lengths'",
+        f"expected lengths in [0, {MOSI.audio_len}]",
+        f"found {MOSI.audio_len + 5}",
+    )
 
 
 def test_negative_vision_length(tmp_path, small_mosi):
@@ -137,8 +147,14 @@ def test_labels_outside_range(tmp_path, small_mosi, small_sims, dataset, value, 
     data["test"]["regression_labels"][2] = value
     path = write(data, tmp_path / "f.pkl")
     bad_id = normalise_id(data["test"]["id"][2])
-    expect_error(path, "split 'test'", "key 'regression_labels'", f"expected labels in {bounds} for {dataset}",
-                 f"found {value:g} at id {bad_id!r} (1 outside)", spec=get_spec(dataset))
+    expect_error(
+        path,
+        "split 'test'",
+        "key 'regression_labels'",
+        f"expected labels in {bounds} for {dataset}",
+        f"found {value:g} at id {bad_id!r} (1 outside)",
+        spec=get_spec(dataset),
+    )
     read_feature_file(path)  # no spec: no range check
 
 
@@ -153,8 +169,13 @@ def test_string_audio(tmp_path, small_mosi):
     def strings(d):
         d["train"]["audio"] = np.array([["x"] * 3] * 8, dtype=object)[:, :, None]
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", strings), "split 'train'", "key 'audio'",
-                 "expected a float array [N, T, D]", "found dtype object")
+    expect_error(
+        mutated(small_mosi, tmp_path / "f.pkl", strings),
+        "split 'train'",
+        "key 'audio'",
+        "expected a float array [N, T, D]",
+        "found dtype object",
+    )
 
 
 def test_unicode_audio(tmp_path, small_mosi):
@@ -168,16 +189,24 @@ def test_audio_wrong_rank(tmp_path, small_mosi):
     def flat(d):
         d["train"]["audio"] = d["train"]["audio"].mean(1)
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", flat), "key 'audio'", "expected a float array [N, T, D]",
-                 f"found shape (8, {MOSI.audio_dim})")
+    expect_error(
+        mutated(small_mosi, tmp_path / "f.pkl", flat),
+        "key 'audio'",
+        "expected a float array [N, T, D]",
+        f"found shape (8, {MOSI.audio_dim})",
+    )
 
 
 def test_string_labels(tmp_path, small_mosi):
     def strings(d):
         d["train"]["regression_labels"] = np.array(["pos"] * 8)
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", strings), "key 'regression_labels'", "expected float labels",
-                 "found dtype <U3")
+    expect_error(
+        mutated(small_mosi, tmp_path / "f.pkl", strings),
+        "key 'regression_labels'",
+        "expected float labels",
+        "found dtype <U3",
+    )
 
 
 def test_nan_labels(tmp_path, small_mosi):
@@ -186,8 +215,15 @@ def test_nan_labels(tmp_path, small_mosi):
 
     path = mutated(small_mosi, tmp_path / "f.pkl", nan)
     first = normalise_id(pickle.load(open(path, "rb"))["valid"]["id"][1])
-    expect_error(path, "split 'valid'", "key 'regression_labels'", "expected finite labels",
-                 f"found nan at id {first!r}", "2 NaN/inf labels in all", spec=MOSI)
+    expect_error(
+        path,
+        "split 'valid'",
+        "key 'regression_labels'",
+        "expected finite labels",
+        f"found nan at id {first!r}",
+        "2 NaN/inf labels in all",
+        spec=MOSI,
+    )
 
 
 def test_bad_text_bert(tmp_path, small_mosi):
@@ -199,16 +235,21 @@ def test_bad_text_bert(tmp_path, small_mosi):
     def two_rows(d):
         d["train"]["text_bert"] = d["train"]["text_bert"][:, :2]
 
-    expect_error(mutated(small_mosi, tmp_path / "g.pkl", two_rows), "key 'text_bert'",
-                 "an array [N, 3, L]", "found shape (8, 2, 50)")
+    expect_error(
+        mutated(small_mosi, tmp_path / "g.pkl", two_rows),
+        "key 'text_bert'",
+        "an array [N, 3, L]",
+        "found shape (8, 2, 50)",
+    )
 
 
 def test_non_string_raw_text(tmp_path, small_mosi):
     def ints(d):
         d["test"]["raw_text"][5] = 42
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", ints), "key 'raw_text'", "a list of strings",
-                 "an element of type int")
+    expect_error(
+        mutated(small_mosi, tmp_path / "f.pkl", ints), "key 'raw_text'", "a list of strings", "an element of type int"
+    )
 
 
 # --------------------------------------------------------------------------- what a valid file gives
@@ -291,8 +332,17 @@ def test_cache_roundtrip_is_memory_mapped(tmp_path, small_sims):
     assert folder.parent == cache_dir / "features" and (folder / "meta.json").is_file()
     assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]  # no leftover temp folder
     names = {p.name for p in (folder / "train").iterdir()}
-    assert {"audio.npy", "vision.npy", "text_bert.npy", "audio_lengths.npy", "vision_lengths.npy",
-            "labels_M.npy", "labels_T.npy", "labels_A.npy", "labels_V.npy"} <= names
+    assert {
+        "audio.npy",
+        "vision.npy",
+        "text_bert.npy",
+        "audio_lengths.npy",
+        "vision_lengths.npy",
+        "labels_M.npy",
+        "labels_T.npy",
+        "labels_A.npy",
+        "labels_V.npy",
+    } <= names
 
     direct = read_feature_file(small_sims, SIMS)
     cached = load_cached(folder)
@@ -375,8 +425,11 @@ def test_cache_is_keyed_by_the_spec_it_was_validated_against(tmp_path, small_mos
     path = mutated(small_mosi, tmp_path / "f.pkl", lambda d: d["train"]["regression_labels"].__setitem__(0, 2.4))
     mosi = ensure_cache(path, MOSI, cache_dir)
     assert load_cached(mosi)["train"].labels["M"][0] == pytest.approx(2.4)
-    with pytest.raises(FeatureFileError, match=r"split 'train', key 'regression_labels': expected labels in "
-                                                 r"\[-1, 1\] for sims, found 2\.4"):
+    with pytest.raises(
+        FeatureFileError,
+        match=r"split 'train', key 'regression_labels': expected labels in "
+        r"\[-1, 1\] for sims, found 2\.4",
+    ):
         ensure_cache(path, SIMS, cache_dir)
     # no spec (``msa data convert`` without --dataset) is its own entry; the MOSI one is reused as is
     assert ensure_cache(path, None, cache_dir) != mosi
@@ -388,8 +441,13 @@ def test_feature_sizes_must_agree_between_splits(tmp_path, small_mosi):
     def wider(d):
         d["test"]["vision"] = np.concatenate([d["test"]["vision"], d["test"]["vision"][:, :, :3]], axis=2)
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", wider), "split 'test'", "key 'vision'",
-                 f"feature size {MOSI.vision_dim} (as in split 'train')", f"found {MOSI.vision_dim + 3}")
+    expect_error(
+        mutated(small_mosi, tmp_path / "f.pkl", wider),
+        "split 'test'",
+        "key 'vision'",
+        f"feature size {MOSI.vision_dim} (as in split 'train')",
+        f"found {MOSI.vision_dim + 3}",
+    )
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -398,8 +456,7 @@ def test_empty_split_is_an_error(tmp_path, small_mosi, split):
         for key, value in list(d[split].items()):
             d[split][key] = value[:0]
 
-    expect_error(mutated(small_mosi, tmp_path / "f.pkl", empty), f"split {split!r}", "at least one sample",
-                 "0 samples")
+    expect_error(mutated(small_mosi, tmp_path / "f.pkl", empty), f"split {split!r}", "at least one sample", "0 samples")
 
 
 def test_split_overlaps_are_found(tmp_path, small_mosi, caplog):
@@ -425,8 +482,14 @@ def test_msa_data_inspect_reports_bad_files_and_leaks(tmp_path, small_mosi):
         d["valid"]["audio"] = np.concatenate([d["valid"]["audio"]] * 2, axis=2)
 
     bad = mutated(small_mosi, tmp_path / "wide.pkl", wider)
-    assert_one_line_error(run_msa("data", "inspect", bad, cache=tmp_path / "cache"), str(bad), "split 'valid'",
-                          "key 'audio'", f"feature size {MOSI.audio_dim}", f"found {2 * MOSI.audio_dim}")
+    assert_one_line_error(
+        run_msa("data", "inspect", bad, cache=tmp_path / "cache"),
+        str(bad),
+        "split 'valid'",
+        "key 'audio'",
+        f"feature size {MOSI.audio_dim}",
+        f"found {2 * MOSI.audio_dim}",
+    )
 
     def infinite(d):
         d["test"]["regression_labels_T"] = np.zeros(len(d["test"]["id"]), np.float32)
@@ -434,8 +497,14 @@ def test_msa_data_inspect_reports_bad_files_and_leaks(tmp_path, small_mosi):
 
     bad = mutated(small_mosi, tmp_path / "inf.pkl", infinite)
     clip = normalise_id(pickle.load(open(bad, "rb"))["test"]["id"][3])
-    assert_one_line_error(run_msa("data", "inspect", bad, cache=tmp_path / "cache"), str(bad), "split 'test'",
-                          "key 'regression_labels_T'", "expected finite labels", f"found inf at id {clip!r}")
+    assert_one_line_error(
+        run_msa("data", "inspect", bad, cache=tmp_path / "cache"),
+        str(bad),
+        "split 'test'",
+        "key 'regression_labels_T'",
+        "expected finite labels",
+        f"found inf at id {clip!r}",
+    )
 
     def leak(d):
         d["test"]["id"] = list(d["train"]["id"])[:2] + list(d["test"]["id"])[2:]
@@ -449,5 +518,10 @@ def test_msa_data_inspect_reports_bad_files_and_leaks(tmp_path, small_mosi):
 def test_msa_data_convert_revalidates_for_another_dataset(tmp_path, small_mosi):
     path = mutated(small_mosi, tmp_path / "f.pkl", lambda d: d["train"]["regression_labels"].__setitem__(0, 2.4))
     ensure_cache(path, MOSI, tmp_path / "cache")  # converted as MOSI once
-    assert_one_line_error(run_msa("data", "convert", path, "--dataset", "sims", "--cache-dir", tmp_path / "cache"),
-                          str(path), "split 'train'", "expected labels in [-1, 1] for sims", "found 2.4")
+    assert_one_line_error(
+        run_msa("data", "convert", path, "--dataset", "sims", "--cache-dir", tmp_path / "cache"),
+        str(path),
+        "split 'train'",
+        "expected labels in [-1, 1] for sims",
+        "found 2.4",
+    )

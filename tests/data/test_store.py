@@ -1,4 +1,5 @@
 """The store of derived arrays: one keying rule, atomic entries, a meta record, memory-mapped reads."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """msa_lightning.textfiles: UTF-8 with an optional BOM, CRLF tolerated, a byte that is not UTF-8 named by line."""
+
 from __future__ import annotations
 
 import csv
@@ -7,8 +8,8 @@ import json
 import pytest
 
 from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.textfiles import iter_text_lines, open_text, read_text, read_text_lines
 from msa_lightning.media.synthetic import make_synthetic_corpus
+from msa_lightning.textfiles import iter_text_lines, open_text, read_text, read_text_lines
 
 
 def test_bom_and_crlf_are_read_away(tmp_path):
@@ -17,7 +18,7 @@ def test_bom_and_crlf_are_read_away(tmp_path):
     assert read_text(f) == "id1\tcaf\u00e9\nid2\tdeux\n\nid3\tlast"
     assert read_text_lines(f) == ["id1\tcaf\u00e9", "id2\tdeux", "", "id3\tlast"]
     assert list(iter_text_lines(f))[0] == (1, "id1\tcaf\u00e9")
-    f.write_bytes(b"\xef\xbb\xbfvideo_id,text\r\nv,\"two\r\nlines\"\r\n")
+    f.write_bytes(b'\xef\xbb\xbfvideo_id,text\r\nv,"two\r\nlines"\r\n')
     assert list(csv.DictReader(open_text(f))) == [{"video_id": "v", "text": "two\nlines"}]
     f.write_bytes(b"a\nb\n")  # plain UTF-8, LF
     assert read_text_lines(f) == ["a", "b"]
@@ -55,8 +56,8 @@ def _write(path, data: bytes):
 def test_transcript_files_through_msa(synthetic_mosi, tmp_path):
     """`msa data wer` reads a gold file with a BOM and CRLF (its first id is not '\\ufeffa'); `msa fit` with an ASR
     transcript file holding a Latin-1 byte is one error line naming the file and line."""
-    from test_asr import fit_swrm_ibm
     from conftest import assert_one_line_error, run_msa
+    from test_asr import fit_swrm_ibm
 
     (tmp_path / "asr").mkdir()
     (tmp_path / "asr" / "gold.tsv").write_bytes(b"\xef\xbb\xbfa\tI WAS REALLY UPSET\r\nb\tGOOD MOVIE\r\n")

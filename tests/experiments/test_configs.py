@@ -8,6 +8,7 @@ would run it, every pipeline file is checked.
 * A sweep's ``command`` is expanded the way the agent does (``${program}``, ``${args}``, ...) with one
   sampled value per parameter and must parse (``--print_config``) with each value in place.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,8 +65,12 @@ _id = lambda p: str(p.relative_to(CONFIGS))  # noqa: E731
 
 #: arguments naming a pretrained Hugging Face model or tokenizer (replaced by an in-process tiny one)
 PRETRAINED_KEYS = {"text_model", "tokenizer", "mlm"}
-DATASET_OF = {"MOSIDataModule": "mosi", "MOSIASRDataModule": "mosi", "MOSEIDataModule": "mosei",
-              "SIMSDataModule": "sims"}
+DATASET_OF = {
+    "MOSIDataModule": "mosi",
+    "MOSIASRDataModule": "mosi",
+    "MOSEIDataModule": "mosei",
+    "SIMSDataModule": "sims",
+}
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -99,8 +104,14 @@ def synthetic(tmp_path_factory):
             spec = dataclasses.replace(get_spec(dataset), audio_len=60, vision_len=60)
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(synthetic_module, "get_spec", lambda name: spec)
-                made[dataset, aligned] = make_synthetic(dataset, folder / f"{dataset}_{aligned}.pkl", size_factor=size,
-                                                        aligned=aligned, seed=3, bimodal_labels=True)
+                made[dataset, aligned] = make_synthetic(
+                    dataset,
+                    folder / f"{dataset}_{aligned}.pkl",
+                    size_factor=size,
+                    aligned=aligned,
+                    seed=3,
+                    bimodal_labels=True,
+                )
         return made[dataset, aligned]
 
     return get
@@ -127,12 +138,21 @@ def _tiny_args(config: Path, spec: dict, synthetic, transcripts, tmp_path: Path)
     data_args = (spec["data"] or {}).get("init_args") or {}
     data_class = _class(spec, "data")
     # accumulate_grad_batches=1: a config's accumulation (Self-MM: 4) would merge the two steps into one
-    args = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-            "--trainer.accumulate_grad_batches=1",
-            "--trainer.num_sanity_val_steps=0", "--trainer.accelerator=cpu", "--trainer.devices=1",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={tmp_path}", f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
-            f"--data.init_args.cache_dir={tmp_path.parent / 'cache'}", "--data.init_args.num_workers=0"]
+    args = [
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.accumulate_grad_batches=1",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
+        f"--data.init_args.cache_dir={tmp_path.parent / 'cache'}",
+        "--data.init_args.num_workers=0",
+    ]
     for section, given in (("model", model_args), ("data", data_args)):
         for key in PRETRAINED_KEYS & set(given):
             if given[key]:
@@ -205,8 +225,11 @@ def _base_for(fragment: Path) -> Path:
     logger and trainer presets on the TFN baseline."""
     model = _class(_load(fragment), "model") if "model" in _load(fragment) else None
     if model:
-        same = [p for p in FULL if CONFIGS / p.relative_to(CONFIGS).parts[0] == fragment.parents[1]
-                and _class(_load(p), "model") == model]
+        same = [
+            p
+            for p in FULL
+            if CONFIGS / p.relative_to(CONFIGS).parts[0] == fragment.parents[1] and _class(_load(p), "model") == model
+        ]
         same.sort(key=lambda p: ("mosi" not in p.name, p.name))
         assert same, f"{fragment}: no full config of model {model} beside it to apply it to"
         return same[0]
@@ -214,8 +237,9 @@ def _base_for(fragment: Path) -> Path:
 
 
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=_id)
-def test_fragment_on_a_base_config_builds_and_steps(fragment, synthetic, transcripts, tmp_path, monkeypatch,
-                                                    fit_parser_only):
+def test_fragment_on_a_base_config_builds_and_steps(
+    fragment, synthetic, transcripts, tmp_path, monkeypatch, fit_parser_only
+):
     base = _base_for(fragment)
     spec = _load(base)
     tiny = _tiny_args(base, spec, synthetic, transcripts, tmp_path)
@@ -273,8 +297,12 @@ def expand_command(sweep: dict, values: dict) -> list[str]:
 
     command = sweep_utils.create_sweep_command(list(sweep.get("command") or sweep_utils.DEFAULT_SWEEP_COMMAND))
     sweep_vars = sweep_utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})
-    sweep_vars.update(interpreter=["python"], program=[sweep["program"]], env=["/usr/bin/env"],
-                      args_json_file=["wandb/sweep-x/config-x.json"])
+    sweep_vars.update(
+        interpreter=["python"],
+        program=[sweep["program"]],
+        env=["/usr/bin/env"],
+        args_json_file=["wandb/sweep-x/config-x.json"],
+    )
     out = []
     for word in map(str, command):
         if word.startswith("${") and word.endswith("}"):

@@ -1,5 +1,6 @@
 """``msa pipeline`` (stages as ordinary ``msa fit`` subprocesses, substitutions, skip when up to date,
 ``--only``, ``--dry-run``, one-line errors) and ``msa export`` (store entries keyed by checkpoint content)."""
+
 from __future__ import annotations
 
 import os
@@ -17,15 +18,24 @@ from msa_lightning.errors import ConfigError
 
 def _msa(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "msa_lightning.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _fit_args(data: Path, cache: Path, epochs: int) -> list[str]:
-    return ["--model=TFNModule", "--model.lr=3e-3", "--data=MOSIDataModule", f"--data.path={data}",
-            f"--data.cache_dir={cache}", "--data.batch_size=16", "--trainer.accelerator=cpu",
-            f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false"]
+    return [
+        "--model=TFNModule",
+        "--model.lr=3e-3",
+        "--data=MOSIDataModule",
+        f"--data.path={data}",
+        f"--data.cache_dir={cache}",
+        "--data.batch_size=16",
+        "--trainer.accelerator=cpu",
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
 
 
 def _write(path: Path, spec: dict) -> Path:
@@ -37,12 +47,22 @@ def _write(path: Path, spec: dict) -> Path:
 def two_stages(synthetic_mosi, cache_dir, tmp_path_factory):
     """A 2-stage pipeline: `first` fits one epoch and exports; `second` continues from first's last.ckpt."""
     root = tmp_path_factory.mktemp("pipeline")
-    spec = {"name": "two", "out": str(root / "runs"), "stages": [
-        {"name": "first", "args": _fit_args(synthetic_mosi, cache_dir, 1),
-         "export": {"outputs": ["M", "features.fusion"], "splits": ["train", "test"]}},
-        {"name": "second", "needs": ["first"],
-         "args": _fit_args(synthetic_mosi, cache_dir, 2) + ["--ckpt_path=${first.last_ckpt}"]},
-    ]}
+    spec = {
+        "name": "two",
+        "out": str(root / "runs"),
+        "stages": [
+            {
+                "name": "first",
+                "args": _fit_args(synthetic_mosi, cache_dir, 1),
+                "export": {"outputs": ["M", "features.fusion"], "splits": ["train", "test"]},
+            },
+            {
+                "name": "second",
+                "needs": ["first"],
+                "args": _fit_args(synthetic_mosi, cache_dir, 2) + ["--ckpt_path=${first.last_ckpt}"],
+            },
+        ],
+    }
     path = _write(root / "two.yaml", spec)
     proc = _msa("pipeline", str(path))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -51,8 +71,8 @@ def two_stages(synthetic_mosi, cache_dir, tmp_path_factory):
 
 def test_pipeline_runs_stages_in_order_with_substitutions_and_export(two_stages, synthetic_mosi, cache_dir):
     from msa_lightning.data.reader import read_feature_file
-    from msa_lightning.store import Entry, content_hash
     from msa_lightning.experiments.pipeline import read_record
+    from msa_lightning.store import Entry, content_hash
 
     path, runs, proc = two_stages
     first, second = read_record(runs / "first"), read_record(runs / "second")
@@ -107,17 +127,29 @@ def test_changed_stage_command_reruns_it(two_stages, tmp_path):
     assert after["started"] >= before["started"] and "--model.lr=1e-3" in after["command"]
 
 
-@pytest.mark.parametrize("stages, message", [
-    ([{"name": "a", "args": ["--x=${b.best_ckpt}"], "needs": ["a0"]}, {"name": "a0", "args": []}],
-     "stage 'a' refers to ${b.best_ckpt}, but no stage is named 'b'"),
-    ([{"name": "a", "needs": ["b"], "args": []}, {"name": "b", "needs": ["a"], "args": []}],
-     "the needs form a cycle: a -> b -> a"),
-    ([{"name": "a", "args": []}, {"name": "b", "args": ["--x=${a.last_ckpt}"]}],
-     "stage 'b' refers to ${a.last_ckpt} but does not list 'a' in its needs"),
-    ([{"name": "a", "args": []}, {"name": "b", "needs": ["a"], "args": ["--x=${a.export}"]}],
-     "stage 'b' refers to ${a.export}, but stage 'a' has no 'export' section"),
-    ([{"name": "a", "needs": ["zz"], "args": []}], "stage 'a' needs 'zz', but no stage has that name"),
-], ids=["unknown-reference", "cycle", "missing-needs", "no-export", "unknown-need"])
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        (
+            [{"name": "a", "args": ["--x=${b.best_ckpt}"], "needs": ["a0"]}, {"name": "a0", "args": []}],
+            "stage 'a' refers to ${b.best_ckpt}, but no stage is named 'b'",
+        ),
+        (
+            [{"name": "a", "needs": ["b"], "args": []}, {"name": "b", "needs": ["a"], "args": []}],
+            "the needs form a cycle: a -> b -> a",
+        ),
+        (
+            [{"name": "a", "args": []}, {"name": "b", "args": ["--x=${a.last_ckpt}"]}],
+            "stage 'b' refers to ${a.last_ckpt} but does not list 'a' in its needs",
+        ),
+        (
+            [{"name": "a", "args": []}, {"name": "b", "needs": ["a"], "args": ["--x=${a.export}"]}],
+            "stage 'b' refers to ${a.export}, but stage 'a' has no 'export' section",
+        ),
+        ([{"name": "a", "needs": ["zz"], "args": []}], "stage 'a' needs 'zz', but no stage has that name"),
+    ],
+    ids=["unknown-reference", "cycle", "missing-needs", "no-export", "unknown-need"],
+)
 def test_pipeline_errors_name_the_problem(stages, message, tmp_path):
     from msa_lightning.experiments.pipeline import load_pipeline
 
@@ -128,8 +160,13 @@ def test_pipeline_errors_name_the_problem(stages, message, tmp_path):
 
 
 def test_pipeline_error_is_one_line_from_the_command(tmp_path):
-    path = _write(tmp_path / "bad.yaml", {"name": "bad", "stages": [
-        {"name": "a", "needs": ["b"], "args": []}, {"name": "b", "needs": ["a"], "args": []}]})
+    path = _write(
+        tmp_path / "bad.yaml",
+        {
+            "name": "bad",
+            "stages": [{"name": "a", "needs": ["b"], "args": []}, {"name": "b", "needs": ["a"], "args": []}],
+        },
+    )
     proc = _msa("pipeline", str(path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"msa: error: pipeline {path}: the needs form a cycle: a -> b -> a"]
@@ -162,8 +199,11 @@ def test_export_command_line_errors(two_stages, tmp_path):
     stage_folder = two_stages[1] / "first"  # its best checkpoint and the config.yaml saved by its fit
     proc = _msa("export", str(stage_folder), "--outputs", "features.nope", "--splits", "test")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        "msa: error: export: TFNModule has no output 'features.nope'; its outputs: M, features.fusion")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("msa: error: export: TFNModule has no output 'features.nope'; its outputs: M, features.fusion")
+    )
     assert "Traceback" not in proc.stderr
 
 
@@ -210,8 +250,14 @@ def _one_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
 
 def test_pipeline_file_encodings_and_an_out_that_is_a_file(tmp_path):
     """A BOM and CRLF line ends are read; a Latin-1 byte and an `out:` that is a file are one error line each."""
-    text = yaml.safe_dump({"name": "enc", "out": str(tmp_path / "runs"), "stages": [
-        {"name": "a", "args": ["--model=TFNModule", "--trainer.max_epochs=1"]}]}, sort_keys=False)
+    text = yaml.safe_dump(
+        {
+            "name": "enc",
+            "out": str(tmp_path / "runs"),
+            "stages": [{"name": "a", "args": ["--model=TFNModule", "--trainer.max_epochs=1"]}],
+        },
+        sort_keys=False,
+    )
     windows = tmp_path / "windows.yaml"
     windows.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
     proc = _msa("pipeline", str(windows), "--dry-run")
@@ -223,7 +269,8 @@ def test_pipeline_file_encodings_and_an_out_that_is_a_file(tmp_path):
     _one_error(_msa("pipeline", str(latin1), "--dry-run"), str(latin1), "line 1", "not UTF-8", "0xe9")
 
     (tmp_path / "taken").write_text("not a folder\n")
-    taken = _write(tmp_path / "taken.yaml", {"name": "x", "out": str(tmp_path / "taken"),
-                                             "stages": [{"name": "a", "args": []}]})
+    taken = _write(
+        tmp_path / "taken.yaml", {"name": "x", "out": str(tmp_path / "taken"), "stages": [{"name": "a", "args": []}]}
+    )
     _one_error(_msa("pipeline", str(taken)), str(taken), f"out {str(tmp_path / 'taken')!r} is an existing file")
     assert (tmp_path / "taken").read_text() == "not a folder\n"

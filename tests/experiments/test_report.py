@@ -3,6 +3,7 @@
 Result folders are written by hand here (per_seed.csv through ``write_seed_tables``; pipeline stage
 folders as ``msa pipeline`` + the CSV logger leave them), so nothing trains.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,12 @@ from msa_lightning.papers.fmlmsn.report import fmlmsn_results, fmlmsn_table
 # ---------------------------------------------------------------------------------------------- t-test
 A = {1111: {"mae": 0.40, "acc2": 0.80}, 1112: {"mae": 0.42, "acc2": 0.78}, 1113: {"mae": 0.39, "acc2": 0.81}}
 # B in another row order, with a seed A lacks: pairs must follow the seed number, not the row
-B = {1113: {"mae": 0.43, "acc2": 0.80}, 1114: {"mae": 0.10, "acc2": 0.99},
-     1111: {"mae": 0.44, "acc2": 0.76}, 1112: {"mae": 0.44, "acc2": 0.77}}
+B = {
+    1113: {"mae": 0.43, "acc2": 0.80},
+    1114: {"mae": 0.10, "acc2": 0.99},
+    1111: {"mae": 0.44, "acc2": 0.76},
+    1112: {"mae": 0.44, "acc2": 0.77},
+}
 
 
 def _hand_ttest(x, y):
@@ -123,8 +128,14 @@ def _stage(out: Path, name: str, hparams: dict, best_epoch: int, tasks=(), epoch
         rows.append({"epoch": epoch, "step": 5 * epoch + 4, **_metrics("val", tasks, base=0.1 * epoch)})
         rows.append({"epoch": epoch, "step": 5 * epoch + 4, "train/loss_epoch": 1.0})
     _logged_run(folder / "msa" / "version_0", rows, hparams)
-    record = {"stage": name, "status": "finished", "best_ckpt": str(best), "dir": str(folder),
-              "last_ckpt": str(folder / "checkpoints" / "last.ckpt"), "command": ["fit"]}
+    record = {
+        "stage": name,
+        "status": "finished",
+        "best_ckpt": str(best),
+        "dir": str(folder),
+        "last_ckpt": str(folder / "checkpoints" / "last.ckpt"),
+        "command": ["fit"],
+    }
     (folder / "stage.json").write_text(json.dumps(record))
     return folder
 
@@ -135,8 +146,19 @@ def pipeline_out(tmp_path):
     for pair, best in (("AV", 1), ("AT", 0), ("VT", 2)):
         _stage(out, f"stage_{pair.lower()}", {"pair": pair, "label_source": "fine"}, best, tasks=pair)
     meta = _stage(out, "meta", {"stages": ["AV", "AT", "VT"], "retrain_threshold": 0.74}, 2)
-    (meta / "msa" / "version_0" / "eq8.json").write_text(json.dumps(
-        {"p": 0.78, "threshold": 0.74, "total": 10, "draws": 5, "seed": 0, "epoch": 2, "decision": "reuse the stages"}))
+    (meta / "msa" / "version_0" / "eq8.json").write_text(
+        json.dumps(
+            {
+                "p": 0.78,
+                "threshold": 0.74,
+                "total": 10,
+                "draws": 5,
+                "seed": 0,
+                "epoch": 2,
+                "decision": "reuse the stages",
+            }
+        )
+    )
     (out / "unfinished").mkdir()
     (out / "unfinished" / "stage.json").write_text(json.dumps({"status": "running"}))
     return out
@@ -146,8 +168,17 @@ def test_fmlmsn_table_rows_come_from_each_stage_best_epoch(pipeline_out):
     res = fmlmsn_results(pipeline_out)
     assert res["split"] == "valid" and res["label_source"] == "fine"
     assert [(g, t) for g, t, _ in res["rows"]] == [
-        ("AV", "A"), ("AV", "V"), ("AV", "A+V"), ("AT", "A"), ("AT", "T"), ("AT", "A+T"),
-        ("VT", "V"), ("VT", "T"), ("VT", "V+T"), ("M", "A+V+T")]
+        ("AV", "A"),
+        ("AV", "V"),
+        ("AV", "A+V"),
+        ("AT", "A"),
+        ("AT", "T"),
+        ("AT", "A+T"),
+        ("VT", "V"),
+        ("VT", "T"),
+        ("VT", "V+T"),
+        ("M", "A+V+T"),
+    ]
     assert res["columns"] == ["acc2", "acc3", "acc5", "f1", "mae", "corr"]  # the paper's order, no losses
     rows = {(g, t): m for g, t, m in res["rows"]}
     assert rows[("AV", "A+V")]["mae"] == pytest.approx(0.5)  # best epoch 1: 0.4 + 0.1
@@ -193,8 +224,14 @@ def test_fmlmsn_table_on_a_folder_without_stages(tmp_path):
 # ---------------------------------------------------------------------------------------------- the command
 def _msa(*args, cwd):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", "report", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "msa_lightning.cli", "report", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_msa_report_command(tmp_path, seed_runs):
@@ -223,7 +260,8 @@ def test_msa_report_names_a_missing_folder_in_one_line(tmp_path, seed_runs, caps
     out, err = capsys.readouterr()
     assert err.strip().splitlines() == [
         f"msa: error: {tmp_path / 'missing'}: no such file or folder (give a folder written by `msa seeds`, or its "
-        "per_seed.csv)"], err[-2000:]
+        "per_seed.csv)"
+    ], err[-2000:]
 
 
 def test_msa_report_fmlmsn_and_wrong_number_of_runs(pipeline_out, seed_runs, capsys):
@@ -244,7 +282,8 @@ def test_msa_report_on_tables_it_cannot_read(tmp_path, seed_runs):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         f"msa: error: {header_only / 'summary.csv'}: a header and no results (no seed has finished: rerun "
-        "`msa seeds` or wait for it)"]
+        "`msa seeds` or wait for it)"
+    ]
     other = tmp_path / "metrics.csv"
     other.write_text("epoch,step,val/mae\n0,3,0.7\n")
     proc = _msa(other, cwd=tmp_path)

@@ -3,6 +3,7 @@
 Everything runs on synthetic CH-SIMS files with bimodal labels at 5 % of the real size, with tiny
 layer widths and the in-process ``tiny-bert``.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,17 +16,15 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, execute_notebook
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule, TextFeaturesDataModule
 from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.papers.fmlmsn.module import FmlMSNMeta, FmlMSNStage, retrain_criterion
-from msa_lightning.papers.fmlmsn.net import fix_length
-from msa_lightning.papers.fmlmsn.net import outer_fusion, text_length_rule
-from msa_lightning.store import Store
 from msa_lightning.experiments.export import export_outputs
-
-from conftest import REPO, execute_notebook
+from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule, TextFeaturesDataModule
+from msa_lightning.papers.fmlmsn.module import FmlMSNMeta, FmlMSNStage, retrain_criterion
+from msa_lightning.papers.fmlmsn.net import fix_length, outer_fusion, text_length_rule
+from msa_lightning.store import Store
 
 DATA_KEY = {"file": "sims_bimodal", "text_model": "tiny-bert"}
 TINY = dict(thid=8, tout=8, ahid=8, vhid=8, tdim=8, adim=8, vdim=8, fdim=8, text_dim=32, lr=1e-2)
@@ -39,8 +38,21 @@ def sims_bimodal(tmp_path_factory):
     from msa_lightning.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["data", "synth", "--dataset", "sims", "--bimodal-labels", "--size-factor", "0.05", "--seed", "3",
-              "--out", str(out)])
+        main(
+            [
+                "data",
+                "synth",
+                "--dataset",
+                "sims",
+                "--bimodal-labels",
+                "--size-factor",
+                "0.05",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
     assert exit_info.value.code in (0, None) and out.is_file()
     return out
 
@@ -52,20 +64,33 @@ def fml_cache(tmp_path_factory):
 
 def _dm(path, cache, **kwargs):
     """The synthetic files have token ids but no BERT features: tiny-bert computes them once."""
-    return TextFeaturesDataModule(str(path), text_model="tiny-bert", dataset="sims", batch_size=16, normalize=True,
-                                  cache_dir=str(cache), **kwargs)
+    return TextFeaturesDataModule(
+        str(path), text_model="tiny-bert", dataset="sims", batch_size=16, normalize=True, cache_dir=str(cache), **kwargs
+    )
 
 
 def _trainer(root, epochs, **kwargs):
-    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=str(root), **kwargs)
+    return L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        **kwargs,
+    )
 
 
 def _batch(audio_dim=3, vision_dim=4, n=5, labels=None):
     g = torch.Generator().manual_seed(0)
-    return MSABatch(index=torch.arange(n), audio=torch.randn(n, 6, audio_dim, generator=g),
-                    audio_lengths=torch.tensor([6, 3, 1, 6, 2][:n]), vision=torch.randn(n, 4, vision_dim, generator=g),
-                    vision_lengths=torch.tensor([4, 4, 2, 1, 3][:n]), labels=labels or {})
+    return MSABatch(
+        index=torch.arange(n),
+        audio=torch.randn(n, 6, audio_dim, generator=g),
+        audio_lengths=torch.tensor([6, 3, 1, 6, 2][:n]),
+        vision=torch.randn(n, 4, vision_dim, generator=g),
+        vision_lengths=torch.tensor([4, 4, 2, 1, 3][:n]),
+        labels=labels or {},
+    )
 
 
 # ------------------------------------------------------------------------------------------- equations
@@ -102,8 +127,13 @@ def test_frame_mean_reads_only_valid_frames():
 
 # ------------------------------------------------------------------------------------------- losses
 def _stage(pair="AV", **kwargs):
-    return FmlMSNStage(pair=pair, audio_dim=3, vision_dim=4, metric_family="sims",
-                       **{**dict(ahid=4, vhid=4, adim=4, vdim=4, fdim=4), **kwargs})
+    return FmlMSNStage(
+        pair=pair,
+        audio_dim=3,
+        vision_dim=4,
+        metric_family="sims",
+        **{**dict(ahid=4, vhid=4, adim=4, vdim=4, fdim=4), **kwargs},
+    )
 
 
 def test_each_task_reads_the_label_the_config_names():
@@ -155,8 +185,9 @@ def stage_runs(sims_bimodal, fml_cache, tmp_path_factory):
         trainer.fit(model, _dm(sims_bimodal, fml_cache))
         ckpt = root / f"{pair}.ckpt"
         trainer.save_checkpoint(ckpt)
-        entry, _ = export_outputs(model, _dm(sims_bimodal, fml_cache), ckpt, ["features.H"], store=store,
-                                  data_key=DATA_KEY)
+        entry, _ = export_outputs(
+            model, _dm(sims_bimodal, fml_cache), ckpt, ["features.H"], store=store, data_key=DATA_KEY
+        )
         runs[pair] = dict(model=model, trainer=trainer, ckpt=ckpt, export=entry)
     return runs, store, root
 
@@ -206,15 +237,17 @@ def test_saved_features_equal_a_fresh_eval_forward(stage_runs, sims_bimodal, fml
     rows = [entry.meta["ids"]["valid"].index(i) for i in batch.ids]
     np.testing.assert_allclose(np.asarray(entry["valid/features.H"])[rows], fresh, rtol=1e-5, atol=1e-6)
     # the same checkpoint is reused; a retrained stage (new weights) gets a new entry
-    again, built = export_outputs(model, _dm(sims_bimodal, fml_cache), run["ckpt"], ["features.H"], store=store,
-                                  data_key=DATA_KEY)
+    again, built = export_outputs(
+        model, _dm(sims_bimodal, fml_cache), run["ckpt"], ["features.H"], store=store, data_key=DATA_KEY
+    )
     assert again.path == entry.path and not built
     retrained = run["ckpt"].with_name("VT_retrained.ckpt")
     state = torch.load(run["ckpt"], weights_only=False)
     state["state_dict"]["net.si_gamma.hidden.0.weight"] += 0.1
     torch.save(state, retrained)
-    new_entry, built = export_outputs(model, _dm(sims_bimodal, fml_cache), retrained, ["features.H"], store=store,
-                                      data_key=DATA_KEY)
+    new_entry, built = export_outputs(
+        model, _dm(sims_bimodal, fml_cache), retrained, ["features.H"], store=store, data_key=DATA_KEY
+    )
     assert new_entry.path != entry.path and built
 
 
@@ -224,8 +257,13 @@ def test_meta_learner_on_exported_features(stage_runs, sims_bimodal, fml_cache):
     L.seed_everything(0)
     dm = StageFeaturesDataModule(str(sims_bimodal), exports=exports, batch_size=16, cache_dir=str(fml_cache))
     meta = FmlMSNMeta(stage_fdim=8, fdim=8, lr=1e-2, retrain_threshold=0.0)
-    trainer = L.Trainer(max_epochs=20, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, logger=L.pytorch.loggers.CSVLogger(root, name="meta"))
+    trainer = L.Trainer(
+        max_epochs=20,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=L.pytorch.loggers.CSVLogger(root, name="meta"),
+    )
     trainer.fit(meta, dm)
     result = trainer.test(meta, dm, verbose=False)[0]
     y = dm.splits["test"].labels["M"]
@@ -247,17 +285,28 @@ def test_meta_learner_on_exported_features(stage_runs, sims_bimodal, fml_cache):
 def test_exports_must_cover_the_file_ids(tmp_path, sims_bimodal, fml_cache):
     store = Store(tmp_path / "store")
     good = {f"{s}/features.H": np.zeros((n, 4), np.float32) for s, n in (("train", 68), ("valid", 23), ("test", 23))}
-    wrong = store.put("export", {"x": 1}, good, {"ids": {s: [f"other_{i}" for i in range(len(a))]
-                                                         for s, a in (("train", good["train/features.H"]),
-                                                                      ("valid", good["valid/features.H"]),
-                                                                      ("test", good["test/features.H"]))}})
-    dm = StageFeaturesDataModule(str(sims_bimodal), exports=[str(wrong.path)], stages=["AV"],
-                                 cache_dir=str(fml_cache))
+    wrong = store.put(
+        "export",
+        {"x": 1},
+        good,
+        {
+            "ids": {
+                s: [f"other_{i}" for i in range(len(a))]
+                for s, a in (
+                    ("train", good["train/features.H"]),
+                    ("valid", good["valid/features.H"]),
+                    ("test", good["test/features.H"]),
+                )
+            }
+        },
+    )
+    dm = StageFeaturesDataModule(str(sims_bimodal), exports=[str(wrong.path)], stages=["AV"], cache_dir=str(fml_cache))
     with pytest.raises(DataError, match=r"exports\[0\] \(AV\).*split 'train'.*missing"):
         dm.setup("fit")
     with pytest.raises(DataError, match="not a complete store entry"):
-        StageFeaturesDataModule(str(sims_bimodal), exports=[str(tmp_path)], stages=["AV"],
-                                cache_dir=str(fml_cache)).setup("fit")
+        StageFeaturesDataModule(
+            str(sims_bimodal), exports=[str(tmp_path)], stages=["AV"], cache_dir=str(fml_cache)
+        ).setup("fit")
 
 
 # ------------------------------------------------------------------------------------------- Eq. 8
@@ -279,8 +328,14 @@ def test_retrain_criterion_on_a_stub_learner_with_known_accuracy():
 # ------------------------------------------------------------------------------------------- the msa command
 def _msa(args, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MSA_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "msa_lightning.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_msa_fit_with_fine_labels_on_a_file_without_them(tmp_path, synthetic_sims, capsys):
@@ -291,9 +346,19 @@ def test_msa_fit_with_fine_labels_on_a_file_without_them(tmp_path, synthetic_sim
 
     config = str(REPO / "configs" / "fmlmsn" / "sims_stage.yaml")
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", config, f"--data.init_args.path={synthetic_sims}", "--model.init_args.pair=AV",
-              "--data.init_args.num_workers=0", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
-              "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}"])
+        main(
+            [
+                "fit",
+                "--config",
+                config,
+                f"--data.init_args.path={synthetic_sims}",
+                "--model.init_args.pair=AV",
+                "--data.init_args.num_workers=0",
+                f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+                "--trainer.max_epochs=1",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err[-3000:]
     message = err.strip().splitlines()[-1]
@@ -340,8 +405,8 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["msa"])
     import yaml
 
-    from msa_lightning.experiments.lightning_cli import MSACLI
     from msa_lightning.data.datamodule import MSADataModule
+    from msa_lightning.experiments.lightning_cli import MSACLI
     from msa_lightning.training.module import MSARegressionModule
 
     class ParseOnly(MSACLI):
@@ -349,8 +414,15 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
             pass
 
     def parse(args):
-        return ParseOnly(MSARegressionModule, MSADataModule, subclass_mode_model=True, subclass_mode_data=True,
-                         run=False, args=args, auto_configure_optimizers=False).config
+        return ParseOnly(
+            MSARegressionModule,
+            MSADataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            args=args,
+            auto_configure_optimizers=False,
+        ).config
 
     folder = REPO / "configs" / "fmlmsn"
     for path in sorted(folder.glob("*_stage.yaml")) + sorted(folder.glob("*_meta.yaml")):
@@ -369,7 +441,7 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
             assert (REPO / stage["args"][1]).is_file(), (path, stage["args"][1])
 
 
-# ------------------------------------------------------------------------------------------- the notebook and the pipeline
+# ---------------------------------------------------------------------------------------- the notebook and the pipeline
 @pytest.fixture(scope="module")
 def notebook_run(tmp_path_factory):
     """notebooks/fmlmsn.ipynb executed top to bottom as a user runs it, on a tiny synthetic CH-SIMS file (5 %,
@@ -378,8 +450,9 @@ def notebook_run(tmp_path_factory):
     `msa test` of each best checkpoint. The pipeline test below checks that run folder (one pipeline run for
     both, each stage a real `msa fit` / `msa test` subprocess)."""
     workdir = tmp_path_factory.mktemp("fmlmsn_notebook")
-    nb = execute_notebook("fmlmsn.ipynb", workdir, {"MSA_NOTEBOOK_SIZE": "0.05", "MSA_NOTEBOOK_EPOCHS": "2"},
-                          timeout=600)
+    nb = execute_notebook(
+        "fmlmsn.ipynb", workdir, {"MSA_NOTEBOOK_SIZE": "0.05", "MSA_NOTEBOOK_EPOCHS": "2"}, timeout=600
+    )
     return nb, workdir
 
 
@@ -389,8 +462,13 @@ def test_fmlmsn_notebook_executes(notebook_run):
     nb, workdir = notebook_run
     assert (workdir / "fmlmsn.png").stat().st_size > 1000
     assert list((workdir / "cache" / "export").iterdir())  # the saved stage features went to the notebook's store
-    tables = [o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "text/markdown" in o.get("data", {})]
+    tables = [
+        o["data"]["text/markdown"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "text/markdown" in o.get("data", {})
+    ]
     assert len(tables) == 1 and "| M | A+V+T |" in tables[0] and "| A, T | A |" in tables[0]
     printed = "".join(o.get("text", "") for o in nb.cells[-2].get("outputs", []))
     assert printed.startswith("Eq. 8: p = ") and ("reuse the stages" in printed or "retrain the stages" in printed)
@@ -410,8 +488,10 @@ def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(notebook_run, 
     shipped = yaml.safe_load((REPO / "configs" / "fmlmsn" / "sims_pipeline.yaml").read_text())
     assert [s["name"] for s in pipeline["stages"]] == [s["name"] for s in shipped["stages"]]
     out = Path(pipeline["out"])
-    records = {name: json.loads((out / name / "stage.json").read_text())
-               for name in ("stage_av", "stage_at", "stage_vt", "meta")}
+    records = {
+        name: json.loads((out / name / "stage.json").read_text())
+        for name in ("stage_av", "stage_at", "stage_vt", "meta")
+    }
     assert all(r["status"] == "finished" for r in records.values())
     for name in ("stage_av", "stage_at", "stage_vt"):
         assert (Path(records[name]["export"]) / "train" / "features.H.npy").is_file()

@@ -1,5 +1,6 @@
 """HybridShift (Lin & Hu, TMM 2024): split Transformer, MSG, MBA, Shifting HuberLoss, ablation switches,
 end-to-end training on synthetic word-aligned MOSI, the CLI configs and the analysis plots."""
+
 from __future__ import annotations
 
 import os
@@ -15,18 +16,23 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.experiments.lightning_cli import make_cli
+from msa_lightning.cli.plot import main as plot_main
 from msa_lightning.data import MOSIDataModule
 from msa_lightning.data.reader import read_feature_file
+from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.metrics import compute_msa_metrics
+from msa_lightning.nn.pretrained import load_model
 from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
 from msa_lightning.papers.hybrid_shift.net import (
-    AlignedRNN, HybridShiftNet, MaskedBimodalAdjustment, MultimodalShiftingGate, align_frames, shifting_huber_loss,
+    AlignedRNN,
+    HybridShiftNet,
+    MaskedBimodalAdjustment,
+    MultimodalShiftingGate,
+    align_frames,
+    shifting_huber_loss,
 )
-from msa_lightning.nn.pretrained import load_model
-from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
-from msa_lightning.cli.plot import main as plot_main
 from msa_lightning.papers.hybrid_shift.plots import tsne
+from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT_MODELS = ["tiny-bert", "tiny-xlnet"]
@@ -39,25 +45,43 @@ def _mask(lengths=LENGTHS, length: int = 10, left: bool = False) -> torch.Tensor
     return (pos >= length - lens) if left else (pos < lens)
 
 
-def make_batch(lengths=LENGTHS, length: int = 10, left: bool = False, audio_dim: int = 5, vision_dim: int = 7,
-               seed: int = 0) -> MSABatch:
+def make_batch(
+    lengths=LENGTHS, length: int = 10, left: bool = False, audio_dim: int = 5, vision_dim: int = 7, seed: int = 0
+) -> MSABatch:
     g = torch.Generator().manual_seed(seed)
     b = len(lengths)
     mask = _mask(lengths, length, left)
     ids = torch.randint(1000, 5000, (b, length), generator=g) * mask
     return MSABatch(
-        text_ids=ids, text_mask=mask.long(), text_segment=torch.zeros_like(ids),
-        audio=torch.randn(b, length, audio_dim, generator=g), audio_lengths=torch.tensor(lengths),
-        vision=torch.randn(b, length, vision_dim, generator=g), vision_lengths=torch.tensor(lengths),
-        labels={"M": torch.randn(b, generator=g)}, index=torch.arange(b),
-        ids=[f"u{i}" for i in range(b)], raw_text=["w"] * b,
+        text_ids=ids,
+        text_mask=mask.long(),
+        text_segment=torch.zeros_like(ids),
+        audio=torch.randn(b, length, audio_dim, generator=g),
+        audio_lengths=torch.tensor(lengths),
+        vision=torch.randn(b, length, vision_dim, generator=g),
+        vision_lengths=torch.tensor(lengths),
+        labels={"M": torch.randn(b, generator=g)},
+        index=torch.arange(b),
+        ids=[f"u{i}" for i in range(b)],
+        raw_text=["w"] * b,
     )
 
 
 def make_net(**kwargs) -> HybridShiftNet:
     torch.manual_seed(0)
-    args = dict(audio_dim=5, vision_dim=7, text_model="tiny-bert", tiny_num_layers=3, insert_layer=2,
-                audio_hidden=6, vision_hidden=8, mba_dim=12, mba_max_len=10, fusion_dim=16, dropout=0.0)
+    args = dict(
+        audio_dim=5,
+        vision_dim=7,
+        text_model="tiny-bert",
+        tiny_num_layers=3,
+        insert_layer=2,
+        audio_hidden=6,
+        vision_hidden=8,
+        mba_dim=12,
+        mba_max_len=10,
+        fusion_dim=16,
+        dropout=0.0,
+    )
     args.update(kwargs)
     return HybridShiftNet(**args).eval()
 
@@ -105,8 +129,12 @@ def test_net_with_zero_msg_t_gives_the_pretrained_encoder_output(name, insert_la
             if p is not net.msg["text"].mu:
                 p.zero_()
         out = net(batch)
-        ref = net.text.model(input_ids=batch.text_ids, attention_mask=batch.text_mask,
-                             token_type_ids=batch.text_segment, output_hidden_states=True)
+        ref = net.text.model(
+            input_ids=batch.text_ids,
+            attention_mask=batch.text_mask,
+            token_type_ids=batch.text_segment,
+            output_hidden_states=True,
+        )
     assert torch.equal(out.features["M_t"], ref.last_hidden_state)
     assert torch.equal(out.features["F_t"], ref.hidden_states[insert_layer])  # F_t taken after layer i
     assert torch.all(out.extras["shift.text"] == 0)
@@ -212,12 +240,12 @@ def test_shifting_huber_loss_is_eq19_over_valid_positions():
     delta = 1.0
 
     def huber(x):
-        return 0.5 * x ** 2 if abs(x) <= delta else delta * (abs(x) - 0.5 * delta)
+        return 0.5 * x**2 if abs(x) <= delta else delta * (abs(x) - 0.5 * delta)
 
     values = [0.5, -2.0, 3.0, 0.1, -0.2, 0.0]  # the masked position (9, 9) is left out
     expected = sum(huber(v) for v in values) / len(values)
     assert shifting_huber_loss(h, mask, delta).item() == pytest.approx(expected)
-    assert shifting_huber_loss(h, None, 10.0).item() == pytest.approx(float((0.5 * h ** 2).mean()))
+    assert shifting_huber_loss(h, None, 10.0).item() == pytest.approx(float((0.5 * h**2).mean()))
 
 
 # ---------------------------------------------------------------------------------------------- ablation switches
@@ -300,7 +328,10 @@ def test_switch_mba_crossed_swaps_which_adjusted_text_each_msg_reads(full_run):
     full, batch, ref = full_run
     net = variant_of(full, mba_crossed=False)
     out = _run(net, batch)
-    assert net.mba_source == {"audio": "audio", "vision": "vision"} and full.mba_source == {"audio": "vision", "vision": "audio"}
+    assert net.mba_source == {"audio": "audio", "vision": "vision"} and full.mba_source == {
+        "audio": "vision",
+        "vision": "audio",
+    }
     f, mask = out.features, out.extras["mask"]
     with torch.no_grad():
         m_ta = net.mba["audio"](f["M_t"], f["F_a"], mask)[0]
@@ -312,9 +343,22 @@ def test_switch_mba_crossed_swaps_which_adjusted_text_each_msg_reads(full_run):
 def test_switch_shift_huber_only_changes_the_loss():
     batch = make_batch()
     torch.manual_seed(0)
-    kwargs = dict(audio_dim=5, vision_dim=7, text_model="tiny-bert", audio_hidden=6, vision_hidden=8, mba_dim=12,
-                  mba_max_len=10, fusion_dim=16, dropout=0.0, alpha=0.3, beta=0.2, gamma=0.1, delta=0.5,
-                  metric_family="mosi")
+    kwargs = dict(
+        audio_dim=5,
+        vision_dim=7,
+        text_model="tiny-bert",
+        audio_hidden=6,
+        vision_hidden=8,
+        mba_dim=12,
+        mba_max_len=10,
+        fusion_dim=16,
+        dropout=0.0,
+        alpha=0.3,
+        beta=0.2,
+        gamma=0.1,
+        delta=0.5,
+        metric_family="mosi",
+    )
     on = HybridShiftModule(use_shift_huber=True, **kwargs).eval()
     off = HybridShiftModule(use_shift_huber=False, **kwargs).eval()
     off.load_state_dict(on.state_dict())
@@ -401,8 +445,8 @@ def test_aligned_rnn_runs_over_the_valid_steps_on_either_padding_side(variant):
     mask = _mask(LENGTHS, 10, left=True)
     states = rnn(x, mask)
     for b, n in enumerate(LENGTHS):
-        alone, _ = rnn.rnn(x[b:b + 1, 10 - n:], torch.tensor([n]))
-        torch.testing.assert_close(states[b, 10 - n:], alone[0])
+        alone, _ = rnn.rnn(x[b : b + 1, 10 - n :], torch.tensor([n]))
+        torch.testing.assert_close(states[b, 10 - n :], alone[0])
         assert torch.all(states[b, : 10 - n] == 0)
 
 
@@ -415,8 +459,16 @@ def test_pool_reads_cls_first_for_bert_last_for_xlnet():
 
 # ---------------------------------------------------------------------------------------------- end to end
 def _trainer(tmp_path, epochs, **kwargs) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
 
 
 def test_fit_and_test_on_synthetic_aligned_mosi(synthetic_mosi_aligned, cache_dir, tmp_path):
@@ -426,13 +478,16 @@ def test_fit_and_test_on_synthetic_aligned_mosi(synthetic_mosi_aligned, cache_di
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", mode="min")
     trainer = _trainer(tmp_path, 8, callbacks=[ckpt])
     trainer.fit(model, datamodule=dm)
-    assert ckpt.best_model_path and {"val/shift_t", "val/shift_a", "val/shift_v", "val/mse"} <= set(trainer.logged_metrics)
+    assert ckpt.best_model_path and {"val/shift_t", "val/shift_a", "val/shift_v", "val/mse"} <= set(
+        trainer.logged_metrics
+    )
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert {"test/acc2_non0", "test/f1_non0", "test/acc7", "test/mae", "test/corr", "test/shift_t"} <= set(result)
     splits = read_feature_file(synthetic_mosi_aligned)
     labels = torch.from_numpy(splits["test"].labels["M"])
-    mean_mae = float(compute_msa_metrics(torch.full_like(labels, float(splits["train"].labels["M"].mean())),
-                                         labels, "mosi")["mae"])
+    mean_mae = float(
+        compute_msa_metrics(torch.full_like(labels, float(splits["train"].labels["M"].mean())), labels, "mosi")["mae"]
+    )
     assert result["test/mae"] < 0.85 * mean_mae
     assert result["test/corr"] > 0.3
 
@@ -440,8 +495,9 @@ def test_fit_and_test_on_synthetic_aligned_mosi(synthetic_mosi_aligned, cache_di
 def test_fit_with_tiny_xlnet_and_modality_ablation(synthetic_mosi_aligned, cache_dir, tmp_path):
     L.seed_everything(0)
     dm = MOSIDataModule(str(synthetic_mosi_aligned), aligned=True, batch_size=16, cache_dir=str(cache_dir))
-    model = HybridShiftModule(text_model="tiny-xlnet", pool="first", modalities=["text", "vision"], lr=3e-3,
-                              metric_family="mosi")
+    model = HybridShiftModule(
+        text_model="tiny-xlnet", pool="first", modalities=["text", "vision"], lr=3e-3, metric_family="mosi"
+    )
     trainer = _trainer(tmp_path, 2, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
@@ -450,15 +506,27 @@ def test_fit_with_tiny_xlnet_and_modality_ablation(synthetic_mosi_aligned, cache
 
 
 def test_cli_config_with_ablation_fragment_trains(synthetic_mosi_aligned, cache_dir, tmp_path):
-    cli = make_cli([
-        "fit", "--config", str(REPO / "configs/hybrid_shift/mosi_bert.yaml"),
-        "--config", str(REPO / "configs/hybrid_shift/ablations/msg_ta.yaml"),
-        "--model.init_args.text_model=tiny-bert", "--model.init_args.insert_layer=1",
-        f"--data.path={synthetic_mosi_aligned}", f"--data.cache_dir={cache_dir}", "--data.num_workers=0",
-        "--data.batch_size=16", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
-        f"--checkpoint.dirpath={tmp_path / 'ckpt'}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-    ])
+    cli = make_cli(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/hybrid_shift/mosi_bert.yaml"),
+            "--config",
+            str(REPO / "configs/hybrid_shift/ablations/msg_ta.yaml"),
+            "--model.init_args.text_model=tiny-bert",
+            "--model.init_args.insert_layer=1",
+            f"--data.path={synthetic_mosi_aligned}",
+            f"--data.cache_dir={cache_dir}",
+            "--data.num_workers=0",
+            "--data.batch_size=16",
+            "--trainer.max_epochs=1",
+            "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+        ]
+    )
     net = cli.model.net
     assert set(net.msg) == {"text", "audio"} and len(net.mba) == 0 and not cli.model.use_shift_huber
     assert net.text.split_layer == 1 and cli.model.lr == 2e-5 and cli.model.optimizer_name == "adamw"
@@ -485,27 +553,81 @@ def test_plot_command_writes_tsne_and_p_att_figures(synthetic_mosi_aligned, cach
     ckpt = trainer.checkpoint_callback.best_model_path
     ids = read_feature_file(synthetic_mosi_aligned)["test"].ids[:2]
     out = tmp_path / "plots"
-    assert plot_main(["--ckpt", ckpt, "--data-path", str(synthetic_mosi_aligned), "--cache-dir", str(cache_dir),
-                      "--out", str(out), "--iters", "50", "--utterances", *ids]) == 0
+    assert (
+        plot_main(
+            [
+                "--ckpt",
+                ckpt,
+                "--data-path",
+                str(synthetic_mosi_aligned),
+                "--cache-dir",
+                str(cache_dir),
+                "--out",
+                str(out),
+                "--iters",
+                "50",
+                "--utterances",
+                *ids,
+            ]
+        )
+        == 0
+    )
     files = sorted(p.name for p in out.glob("*.png"))
     assert files == sorted(["representations.png", *[f"p_att_{i}.png" for i in ids]])
     assert all((out / f).stat().st_size > 5000 for f in files)
-    assert plot_main(["--ckpt", ckpt, "--data-path", str(synthetic_mosi_aligned), "--cache-dir", str(cache_dir),
-                      "--out", str(tmp_path / "pca"), "--method", "pca"]) == 0
+    assert (
+        plot_main(
+            [
+                "--ckpt",
+                ckpt,
+                "--data-path",
+                str(synthetic_mosi_aligned),
+                "--cache-dir",
+                str(cache_dir),
+                "--out",
+                str(tmp_path / "pca"),
+                "--method",
+                "pca",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "pca").glob("p_att_*.png"))) == 3  # positive, neutral, negative picks
     # as a person runs it: the real command, the data section read from a config through the CLI's parser
-    command = [sys.executable, "-m", "msa_lightning.cli", "plot", "hybrid-shift", "--ckpt", ckpt,
-               "--config", str(REPO / "configs/hybrid_shift/mosi_bert.yaml"), "--model.init_args.text_model=tiny-bert",
-               f"--data.init_args.path={synthetic_mosi_aligned}", f"--data.init_args.cache_dir={cache_dir}",
-               "--method", "pca"]
+    command = [
+        sys.executable,
+        "-m",
+        "msa_lightning.cli",
+        "plot",
+        "hybrid-shift",
+        "--ckpt",
+        ckpt,
+        "--config",
+        str(REPO / "configs/hybrid_shift/mosi_bert.yaml"),
+        "--model.init_args.text_model=tiny-bert",
+        f"--data.init_args.path={synthetic_mosi_aligned}",
+        f"--data.init_args.cache_dir={cache_dir}",
+        "--method",
+        "pca",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MSA_DEBUG": ""}
-    done = subprocess.run([*command, "--out", str(tmp_path / "cfg")], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "cfg")], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(done.stdout.split()) == sorted(str(p) for p in (tmp_path / "cfg").glob("*.png")) and \
-        len(done.stdout.split()) == 4
-    bad = subprocess.run([*command, "--out", str(tmp_path / "bad"), "--utterances", "no_such_id"], env=env,
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert (
+        sorted(done.stdout.split()) == sorted(str(p) for p in (tmp_path / "cfg").glob("*.png"))
+        and len(done.stdout.split()) == 4
+    )
+    bad = subprocess.run(
+        [*command, "--out", str(tmp_path / "bad"), "--utterances", "no_such_id"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines()[-1] == ("msa: error: --utterances: 1 id(s) not found in split 'test': "
-                                                   "['no_such_id']")
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "msa: error: --utterances: 1 id(s) not found in split 'test': ['no_such_id']"
+    )

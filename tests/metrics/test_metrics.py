@@ -6,6 +6,7 @@ from its float32 model outputs and labels) compared with Python floats, ``np.rou
 empty selections give NaN (MMSA would crash), and CH-SIMS v2's ``acc2_weak`` uses the 2-class bins
 on the weak samples (see the module docstring of :mod:`msa_lightning.metrics.msa`).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,12 +54,12 @@ def ref_mosei_regression(y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, fl
     test_preds, test_truth = y_pred.reshape(-1), y_true.reshape(-1)
     if len(test_truth) == 0:
         return {k: NAN for k in MOSI_KEYS}
-    test_preds_a7 = np.clip(test_preds, a_min=-3., a_max=3.)
-    test_truth_a7 = np.clip(test_truth, a_min=-3., a_max=3.)
-    test_preds_a5 = np.clip(test_preds, a_min=-2., a_max=2.)
-    test_truth_a5 = np.clip(test_truth, a_min=-2., a_max=2.)
-    test_preds_a3 = np.clip(test_preds, a_min=-1., a_max=1.)
-    test_truth_a3 = np.clip(test_truth, a_min=-1., a_max=1.)
+    test_preds_a7 = np.clip(test_preds, a_min=-3.0, a_max=3.0)
+    test_truth_a7 = np.clip(test_truth, a_min=-3.0, a_max=3.0)
+    test_preds_a5 = np.clip(test_preds, a_min=-2.0, a_max=2.0)
+    test_truth_a5 = np.clip(test_truth, a_min=-2.0, a_max=2.0)
+    test_preds_a3 = np.clip(test_preds, a_min=-1.0, a_max=1.0)
+    test_truth_a3 = np.clip(test_truth, a_min=-1.0, a_max=1.0)
 
     mae = np.mean(np.absolute(test_preds - test_truth)).astype(np.float64)
     corr = _corr(test_preds, test_truth)
@@ -67,17 +68,26 @@ def ref_mosei_regression(y_pred: np.ndarray, y_true: np.ndarray) -> dict[str, fl
     mult_a3 = _multiclass_acc(test_preds_a3, test_truth_a3)
 
     non_zeros = np.array([i for i, e in enumerate(test_truth) if e != 0], dtype=np.int64)
-    non_zeros_binary_truth = (test_truth[non_zeros] > 0)
-    non_zeros_binary_preds = (test_preds[non_zeros] > 0)
+    non_zeros_binary_truth = test_truth[non_zeros] > 0
+    non_zeros_binary_preds = test_preds[non_zeros] > 0
     non_zeros_acc2 = _acc(non_zeros_binary_preds, non_zeros_binary_truth)
     non_zeros_f1_score = _f1(non_zeros_binary_truth, non_zeros_binary_preds)
 
-    binary_truth = (test_truth >= 0)
-    binary_preds = (test_preds >= 0)
+    binary_truth = test_truth >= 0
+    binary_preds = test_preds >= 0
     acc2 = _acc(binary_preds, binary_truth)
     f_score = _f1(binary_truth, binary_preds)
-    return {"acc2_has0": acc2, "f1_has0": f_score, "acc2_non0": non_zeros_acc2, "f1_non0": non_zeros_f1_score,
-            "acc3": mult_a3, "acc5": mult_a5, "acc7": mult_a7, "mae": float(mae), "corr": corr}
+    return {
+        "acc2_has0": acc2,
+        "f1_has0": f_score,
+        "acc2_non0": non_zeros_acc2,
+        "f1_non0": non_zeros_f1_score,
+        "acc3": mult_a3,
+        "acc5": mult_a5,
+        "acc7": mult_a7,
+        "mae": float(mae),
+        "corr": corr,
+    }
 
 
 def _interval_bins(x: np.ndarray, ms: list[float]) -> np.ndarray:
@@ -90,8 +100,8 @@ def _interval_bins(x: np.ndarray, ms: list[float]) -> np.ndarray:
 
 def ref_sims_regression(y_pred: np.ndarray, y_true: np.ndarray, weak: bool = False) -> dict[str, float]:
     """MMSA ``__eval_sims_regression`` (+ ``acc2_weak`` of CH-SIMS v2 with the 2-class bins)."""
-    test_preds = np.clip(y_pred.reshape(-1), a_min=-1., a_max=1.)
-    test_truth = np.clip(y_true.reshape(-1), a_min=-1., a_max=1.)
+    test_preds = np.clip(y_pred.reshape(-1), a_min=-1.0, a_max=1.0)
+    test_truth = np.clip(y_true.reshape(-1), a_min=-1.0, a_max=1.0)
     keys = SIMS_KEYS | ({"acc2_weak"} if weak else set())
     if len(test_truth) == 0:
         return {k: NAN for k in keys}
@@ -127,8 +137,9 @@ def reference(pred: np.ndarray, true: np.ndarray, family: str) -> dict[str, floa
 
 
 def ours(pred, true, family: str) -> dict[str, float]:
-    out = compute_msa_metrics(torch.as_tensor(np.asarray(pred, dtype=np.float32)),
-                              torch.as_tensor(np.asarray(true, dtype=np.float32)), family)
+    out = compute_msa_metrics(
+        torch.as_tensor(np.asarray(pred, dtype=np.float32)), torch.as_tensor(np.asarray(true, dtype=np.float32)), family
+    )
     return {k: float(v) for k, v in out.items()}
 
 
@@ -163,11 +174,13 @@ def _mosi_like(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray
 def _sims_like(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Multiples of 0.1 (every bin edge, incl. 0.1, -0.7, +-0.4), zeros, values beyond [-1, 1]."""
     kind = rng.integers(0, 3, size=n)
-    true = np.select([kind == 0, kind == 1], [np.zeros(n), rng.integers(-12, 13, size=n) / 10],
-                     rng.uniform(-1.3, 1.3, n))
+    true = np.select(
+        [kind == 0, kind == 1], [np.zeros(n), rng.integers(-12, 13, size=n) / 10], rng.uniform(-1.3, 1.3, n)
+    )
     kind = rng.integers(0, 3, size=n)
-    pred = np.select([kind == 0, kind == 1], [np.zeros(n), rng.integers(-12, 13, size=n) / 10],
-                     rng.uniform(-1.5, 1.5, n))
+    pred = np.select(
+        [kind == 0, kind == 1], [np.zeros(n), rng.integers(-12, 13, size=n) / 10], rng.uniform(-1.5, 1.5, n)
+    )
     return pred.astype(np.float32), true.astype(np.float32)
 
 
@@ -209,8 +222,14 @@ def test_mosi_hand_computed():
     # acc3: truth clip+round 1 -1 0 1, pred 1 0 -0 1 -> 3/4.
     # corr: deviations p (.175 -.225 -.725 .775), t (.525 -1.975 -.475 1.925).
     expected = {
-        "acc2_has0": 0.5, "f1_has0": 0.5, "acc2_non0": 2 / 3, "f1_non0": 1.6 / 3,
-        "acc7": 0.5, "acc5": 0.5, "acc3": 0.75, "mae": (0.4 + 1.7 + 0.3 + 1.2) / 4,
+        "acc2_has0": 0.5,
+        "f1_has0": 0.5,
+        "acc2_non0": 2 / 3,
+        "f1_non0": 1.6 / 3,
+        "acc7": 0.5,
+        "acc5": 0.5,
+        "acc3": 0.75,
+        "mae": (0.4 + 1.7 + 0.3 + 1.2) / 4,
         "corr": 2.3725 / math.sqrt(1.2075 * 8.1075),
     }
     assert_same(ours(pred, true, "mosi"), expected)
@@ -224,9 +243,14 @@ def test_sims_hand_computed():
     # f1: class 1 (support 3): tp 3, fp 1 -> 6/7; class 0 (support 2): tp 1, fn 1 -> 2/3.
     # 3 classes at -0.1, 0.1 (right-closed): truth 0 0 1 2 2 (0.1 is in (-0.1, 0.1]), pred 0 1 1 1 2 -> 3/5.
     # 5 classes at -0.7, -0.1, 0.1, 0.7: truth 0 1 2 3 4, pred 0 2 2 2 4 -> 3/5.
-    expected = {"acc2": 0.8, "f1": (3 * 6 / 7 + 2 * 2 / 3) / 5, "acc3": 0.6, "acc5": 0.6,
-                "mae": (0.2 + 0.15 + 0.08 + 0.55 + 0.2) / 5,
-                "corr": float(np.corrcoef([-1.0, 0.05, 0.02, 0.05, 0.8], true)[0, 1])}
+    expected = {
+        "acc2": 0.8,
+        "f1": (3 * 6 / 7 + 2 * 2 / 3) / 5,
+        "acc3": 0.6,
+        "acc5": 0.6,
+        "mae": (0.2 + 0.15 + 0.08 + 0.55 + 0.2) / 5,
+        "corr": float(np.corrcoef([-1.0, 0.05, 0.02, 0.05, 0.8], true)[0, 1]),
+    }
     assert_same(ours(pred, true, "sims"), expected)
     assert_same(reference(np.array(pred), np.array(true), "sims"), expected)
 
@@ -347,7 +371,7 @@ def test_reset_and_prefix():
     metric.update(torch.tensor(pred), torch.tensor(true))
     got = _compute(metric)
     assert set(got) == {"val/" + k for k in MOSI_KEYS}
-    assert_same({k[len("val/"):]: v for k, v in got.items()}, reference(pred, true, "mosi"))
+    assert_same({k[len("val/") :]: v for k, v in got.items()}, reference(pred, true, "mosi"))
 
 
 def test_bad_family_and_shapes_raise():
@@ -403,8 +427,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with gloo is not available",
+)
 def test_ddp_sync_equals_single_process(tmp_path):
     import torch.multiprocessing as mp
 

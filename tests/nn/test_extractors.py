@@ -1,4 +1,5 @@
 """Pretrained extractors of TwoStepMSA: HuBERT audio encoder (nn/audio_encoder.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,8 @@ def test_normalisation_uses_valid_samples_only():
     waveform, mask, lengths = _batch()
     out = normalize_waveform(waveform * 5 + 2, mask)
     for i, n in enumerate(lengths.tolist()):
-        alone = normalize_waveform((waveform[i:i + 1, :n] * 5 + 2), torch.ones(1, n, dtype=torch.bool))
-        torch.testing.assert_close(out[i:i + 1, :n], alone, rtol=0, atol=1e-5)
+        alone = normalize_waveform((waveform[i : i + 1, :n] * 5 + 2), torch.ones(1, n, dtype=torch.bool))
+        torch.testing.assert_close(out[i : i + 1, :n], alone, rtol=0, atol=1e-5)
         assert (out[i, n:] == 0).all()
         assert abs(out[i, :n].mean().item()) < 1e-5 and abs(out[i, :n].std(unbiased=False).item() - 1) < 1e-3
 

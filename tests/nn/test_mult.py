@@ -1,5 +1,6 @@
 """MulT (nn/mult.py): the six cross-modal and three self-attention transformers, padding, positions,
 and a run on a standard feature file."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Shared nn components: padding never leaks, fusion keeps its lower-order terms, encoders wire up."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Video Swin (nn/video_swin.py): torchvision's swin3d layout and numbers, the official key mapping,
 padding, frame masks and the frame-level extractor."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,12 @@ import torch
 from msa_lightning.errors import MSAError
 from msa_lightning.nn.pretrained import PretrainedNotAvailable
 from msa_lightning.nn.video_swin import (
-    CONFIGS, SwinTransformer3d, VideoSwinEncoder, build_video_swin, config_from_state_dict, load_swin_state_dict,
+    CONFIGS,
+    SwinTransformer3d,
+    VideoSwinEncoder,
+    build_video_swin,
+    config_from_state_dict,
+    load_swin_state_dict,
     official_to_torchvision,
     shifted_window_mask,
 )
@@ -31,9 +37,15 @@ def reference() -> dict:
 
 def _reference_model(reference) -> SwinTransformer3d:
     c = reference["config"]
-    return SwinTransformer3d(patch_size=c["patch_size"], embed_dim=c["embed_dim"], depths=c["depths"],
-                             num_heads=c["num_heads"], window_size=c["window_size"], num_classes=c["num_classes"],
-                             stochastic_depth_prob=c["stochastic_depth_prob"]).eval()
+    return SwinTransformer3d(
+        patch_size=c["patch_size"],
+        embed_dim=c["embed_dim"],
+        depths=c["depths"],
+        num_heads=c["num_heads"],
+        window_size=c["window_size"],
+        num_classes=c["num_classes"],
+        stochastic_depth_prob=c["stochastic_depth_prob"],
+    ).eval()
 
 
 def test_reproduces_torchvision_reference(reference):
@@ -88,7 +100,7 @@ def _to_official(state_dict: dict) -> dict:
                 key = f"layers.{idx // 2}.blocks.{block}.{tail}"
             else:
                 key = f"layers.{idx // 2}.downsample.{rest}"
-        key = "cls_head.fc_cls." + key[len("head."):] if key.startswith("head.") else "backbone." + key
+        key = "cls_head.fc_cls." + key[len("head.") :] if key.startswith("head.") else "backbone." + key
         out[key] = value
     return out
 
@@ -128,8 +140,7 @@ def test_weights_of_another_architecture_are_refused(reference, tmp_path):
         build_video_swin("swin3d_x")
     model = build_video_swin("tiny-swin3d")
     with pytest.raises(MSAError, match="with another shape"):
-        load_swin_state_dict(model, {k: v[..., :1] if k == "norm.weight" else v for k, v in
-                                     model.state_dict().items()})
+        load_swin_state_dict(model, {k: v[..., :1] if k == "norm.weight" else v for k, v in model.state_dict().items()})
 
 
 def test_shifted_window_mask_separates_wrapped_regions():
@@ -207,8 +218,14 @@ def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):
 def test_architecture_read_from_the_checkpoint(reference, tmp_path):
     config = config_from_state_dict(reference["state_dict"])
     c = reference["config"]
-    assert config == dict(patch_size=tuple(c["patch_size"]), embed_dim=c["embed_dim"], depths=tuple(c["depths"]),
-                          num_heads=tuple(c["num_heads"]), window_size=tuple(c["window_size"]), num_classes=5)
+    assert config == dict(
+        patch_size=tuple(c["patch_size"]),
+        embed_dim=c["embed_dim"],
+        depths=tuple(c["depths"]),
+        num_heads=tuple(c["num_heads"]),
+        window_size=tuple(c["window_size"]),
+        num_classes=5,
+    )
     assert config_from_state_dict(_to_official(reference["state_dict"]))["depths"] == (2, 1, 2, 1)
     with torch.device("meta"):  # shapes only: no memory for the 88M weights
         full = config_from_state_dict(build_video_swin("swin3d_b", num_classes=400).state_dict())

@@ -1,6 +1,7 @@
 """notebooks/skesl.ipynb runs top to bottom on a tiny synthetic corpus: `msa fit` pretraining with the
 shipped config, the loss plot from the run's metrics.csv, and the table of masked words with their true
 (VADER x 3/4) and predicted intensities."""
+
 import re
 
 import pytest
@@ -24,8 +25,13 @@ def test_skesl_notebook_executes(tmp_path, monkeypatch):
     epochs = re.findall(r"^\s*(\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)$", printed, flags=re.MULTILINE)
     assert [int(e) for e, _, _ in epochs] == list(range(EPOCHS)), printed  # one train and one valid loss per epoch
 
-    tables = [o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "text/markdown" in o.get("data", {})]
+    tables = [
+        o["data"]["text/markdown"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "text/markdown" in o.get("data", {})
+    ]
     assert len(tables) == 1
     rows = [line.strip("|").split(" | ") for line in tables[0].splitlines()[2:]]
     assert rows, tables[0]

@@ -4,6 +4,7 @@ pretraining and fine-tuning from the pretrained weights.
 Tiny sizes throughout: the in-process ``tiny-bert`` (and its small word-piece vocabulary), synthetic
 MOSI files at 5 % of the real size, 1-4 epochs.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,27 +15,31 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.papers.skesl.data import SKESLMaskedDataModule
-from msa_lightning.papers.skesl.masking import load_intensity_lexicon, mask_sentiment_words, masked_text_cached, split_words
-from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.nn.pretrained import load_tokenizer
-
-from conftest import REPO
-from msa_lightning.errors import ClipError
+from msa_lightning.errors import ClipError, ConfigError, DataError
 from msa_lightning.media.acoustic import audio_features
 from msa_lightning.media.openface import openface_columns, read_openface_csv, write_openface_csv
 from msa_lightning.media.synthetic import make_synthetic_corpus
-from msa_lightning.papers.skesl.data import SKESLCorpusDataModule
+from msa_lightning.nn.pretrained import load_tokenizer
+from msa_lightning.papers.skesl.data import SKESLCorpusDataModule, SKESLMaskedDataModule
+from msa_lightning.papers.skesl.masking import (
+    load_intensity_lexicon,
+    mask_sentiment_words,
+    masked_text_cached,
+    split_words,
+)
 
 
 @pytest.fixture(scope="module")
 def hand_lexicon(tmp_path_factory):
     """A VADER-format file: known valences, including both ends of VADER's [-4, 4]."""
     path = tmp_path_factory.mktemp("lex") / "lexicon.txt"
-    path.write_text("good\t1.9\t0.9\t[1, 2]\nhorrible\t-4.0\t0.5\t[]\nperfect\t4.0\t0.1\t[]\n"
-                    "hilarious\t2.4\t1\t[]\nbad\t-2.5\t1\t[]\ndon't\t-0.5\t1\t[]\n")
+    path.write_text(
+        "good\t1.9\t0.9\t[1, 2]\nhorrible\t-4.0\t0.5\t[]\nperfect\t4.0\t0.1\t[]\n"
+        "hilarious\t2.4\t1\t[]\nbad\t-2.5\t1\t[]\ndon't\t-0.5\t1\t[]\n"
+    )
     return load_intensity_lexicon(str(path))
 
 
@@ -70,18 +75,45 @@ def test_hand_lexicon_file_scaling_and_errors(hand_lexicon, tmp_path):
 
 # ------------------------------------------------------------------------------------- masking
 def test_the_highest_intensity_word_is_masked_with_its_scaled_score(tok, hand_lexicon):
-    texts = ["the movie was good but the end was horrible", "BAD acting , GOOD story", "good good bad",
-             "horrible or perfect"]
+    texts = [
+        "the movie was good but the end was horrible",
+        "BAD acting , GOOD story",
+        "good good bad",
+        "horrible or perfect",
+    ]
     m = mask_sentiment_words(texts, tok, 20, hand_lexicon)
-    assert _tokens(tok, m, 0) == ["[CLS]", "the", "movie", "was", "good", "but", "the", "end", "was",
-                                  *["[MASK]"] * _pieces(tok, "horrible"), "[SEP]"]
+    assert _tokens(tok, m, 0) == [
+        "[CLS]",
+        "the",
+        "movie",
+        "was",
+        "good",
+        "but",
+        "the",
+        "end",
+        "was",
+        *["[MASK]"] * _pieces(tok, "horrible"),
+        "[SEP]",
+    ]
     assert m.label.tolist() == pytest.approx([-3.0, -1.875, -1.875, -3.0])
     assert m.word.tolist() == ["horrible", "bad", "bad", "horrible"] and m.from_lexicon.all()
-    assert _tokens(tok, m, 1) == ["[CLS]", "[MASK]", "acting", "[UNK]" if "," not in tok.vocab else ",", "good",
-                                  "story", "[SEP]"]
+    assert _tokens(tok, m, 1) == [
+        "[CLS]",
+        "[MASK]",
+        "acting",
+        "[UNK]" if "," not in tok.vocab else ",",
+        "good",
+        "story",
+        "[SEP]",
+    ]
     assert _tokens(tok, m, 2) == ["[CLS]", "good", "good", "[MASK]", "[SEP]"]  # |bad| > |good|, wherever it is
-    assert _tokens(tok, m, 3) == ["[CLS]", *["[MASK]"] * _pieces(tok, "horrible"), "or", *tok.tokenize("perfect"),
-                                  "[SEP]"]  # |-3| == |3|: the first of the two
+    assert _tokens(tok, m, 3) == [
+        "[CLS]",
+        *["[MASK]"] * _pieces(tok, "horrible"),
+        "or",
+        *tok.tokenize("perfect"),
+        "[SEP]",
+    ]  # |-3| == |3|: the first of the two
 
 
 def _pieces(tok, word):
@@ -96,8 +128,9 @@ def test_whole_word_masking_and_every_occurrence(tok, hand_lexicon):
     n = _pieces(tok, "hilarious")
     assert int(m.target[0].sum()) == 2 * n  # every piece of both occurrences
     assert m.ids[0, 0][m.target[0]].tolist() == [tok.mask_token_id] * (2 * n)
-    np.testing.assert_array_equal(m.ids[0, 0][~m.target[0]][: len(plain) - 2 * n],
-                                  np.array(plain)[~m.target[0][: len(plain)]])  # nothing else changed
+    np.testing.assert_array_equal(
+        m.ids[0, 0][~m.target[0]][: len(plain) - 2 * n], np.array(plain)[~m.target[0][: len(plain)]]
+    )  # nothing else changed
     assert m.label.tolist() == pytest.approx([1.8, 1.8])
     assert not m.target[:, 0].any()  # [CLS] never masked
 
@@ -172,8 +205,9 @@ def test_masking_is_cached_in_the_store(tmp_path):
 
 
 def test_masked_datamodule_serves_unlabeled_batches(synthetic_mosi, tmp_path):
-    dm = SKESLMaskedDataModule(str(synthetic_mosi), tokenizer="tiny-bert", text_max_length=24, batch_size=8,
-                               cache_dir=str(tmp_path))
+    dm = SKESLMaskedDataModule(
+        str(synthetic_mosi), tokenizer="tiny-bert", text_max_length=24, batch_size=8, cache_dir=str(tmp_path)
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch.labels == {}
@@ -188,8 +222,8 @@ def test_masked_datamodule_serves_unlabeled_batches(synthetic_mosi, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- the network
-from msa_lightning.papers.skesl.net import NonverbalInjectionBlock, SKESLEncoder  # noqa: E402
 from msa_lightning.papers.skesl.module import SKESLModule, SKESLPretrain
+from msa_lightning.papers.skesl.net import NonverbalInjectionBlock, SKESLEncoder  # noqa: E402
 
 TINY = dict(text_model="tiny-bert", num_blocks=3, ffn_dim=16, head_hidden=8, dropout=0.0, head_dropout=0.0)
 
@@ -205,10 +239,17 @@ def _batch(n=4, audio_dim=3, vision_dim=4, length=7, seed=0):
     target = torch.zeros(n, length, dtype=torch.bool)
     target[torch.arange(n), torch.tensor([1, 2, 4, 1])] = True
     target[2, 5] = True  # a word of two pieces
-    return MSABatch(index=torch.arange(n), text_ids=ids, text_mask=mask, text_segment=torch.zeros_like(ids),
-                    audio=torch.randn(n, 6, audio_dim, generator=g), audio_lengths=torch.tensor([6, 3, 1, 4]),
-                    vision=torch.randn(n, 5, vision_dim, generator=g), vision_lengths=torch.tensor([5, 5, 2, 1]),
-                    extras={"skesl_target": target, "skesl_label": torch.tensor([1.5, -2.25, 0.0, 0.75])})
+    return MSABatch(
+        index=torch.arange(n),
+        text_ids=ids,
+        text_mask=mask,
+        text_segment=torch.zeros_like(ids),
+        audio=torch.randn(n, 6, audio_dim, generator=g),
+        audio_lengths=torch.tensor([6, 3, 1, 4]),
+        vision=torch.randn(n, 5, vision_dim, generator=g),
+        vision_lengths=torch.tensor([5, 5, 2, 1]),
+        extras={"skesl_target": target, "skesl_label": torch.tensor([1.5, -2.25, 0.0, 0.75])},
+    )
 
 
 def test_block_follows_equations_2_to_7():
@@ -223,7 +264,7 @@ def test_block_follows_equations_2_to_7():
         for b in range(len(frames)):
             kv = att.norm(frames[b, : lengths[b]])
             q, k, val = q_in[b] @ att.query.weight.T, kv @ att.key.weight.T, kv @ att.value.weight.T
-            ys.append(torch.softmax(q @ k.T / 8 ** 0.5, dim=-1) @ val)
+            ys.append(torch.softmax(q @ k.T / 8**0.5, dim=-1) @ val)
         return torch.stack(ys)
 
     ln_x = block.text_norm(x)
@@ -297,8 +338,15 @@ def test_prediction_reads_the_masked_pieces_and_pooling_ignores_padding():
 
 def test_required_inputs_param_groups_and_the_text_only_ablation():
     module = SKESLModule(audio_dim=3, vision_dim=4, encoder_lr=5e-6, lr=1e-4, **TINY)
-    assert module.required_inputs == {"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision",
-                                      "vision_lengths"}
+    assert module.required_inputs == {
+        "text_ids",
+        "text_mask",
+        "text_segment",
+        "audio",
+        "audio_lengths",
+        "vision",
+        "vision_lengths",
+    }
     groups = {g["name"]: g for g in module.parameter_groups()}
     bert = {id(p) for p in module.net.encoder.text_encoder.parameters()}
     assert groups["encoder"]["lr"] == 5e-6 and {id(p) for p in groups["encoder"]["params"]} <= bert
@@ -316,8 +364,14 @@ def test_required_inputs_param_groups_and_the_text_only_ablation():
 # ------------------------------------------------------------------------------------- pretraining and fine-tuning
 def _trainer(root, epochs, **kwargs):
     kwargs.setdefault("enable_checkpointing", False)
-    return L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     default_root_dir=str(root), **kwargs)
+    return L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        **kwargs,
+    )
 
 
 class _EpochLosses(L.Callback):
@@ -340,8 +394,14 @@ def pretrained_ckpt(tmp_path_factory, synthetic_mosi):
     """Pretrain on the synthetic MOSI file read as unlabeled clips; the loss must go down."""
     root = tmp_path_factory.mktemp("skesl_pretrain")
     L.seed_everything(0)
-    dm = SKESLMaskedDataModule(str(synthetic_mosi), tokenizer="tiny-bert", text_max_length=24, batch_size=16,
-                               normalize=True, cache_dir=str(root / "cache"))
+    dm = SKESLMaskedDataModule(
+        str(synthetic_mosi),
+        tokenizer="tiny-bert",
+        text_max_length=24,
+        batch_size=16,
+        normalize=True,
+        cache_dir=str(root / "cache"),
+    )
     module = SKESLPretrain(lr=3e-3, encoder_lr=1e-3, **{**TINY, "num_blocks": 2})
     losses = _EpochLosses()
     trainer = _trainer(root, 4, enable_checkpointing=True, limit_val_batches=1, callbacks=[losses])
@@ -422,8 +482,15 @@ def test_shipped_configs_parse(monkeypatch):
 
     def parse(*paths):
         args = [a for p in paths for a in ("--config", str(p))]
-        return ParseOnly(MSARegressionModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                         run=False, args=args, auto_configure_optimizers=False).config
+        return ParseOnly(
+            MSARegressionModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            args=args,
+            auto_configure_optimizers=False,
+        ).config
 
     folder = REPO / "configs" / "skesl"
     for path in sorted(folder.glob("*_bert*.yaml")):
@@ -451,8 +518,14 @@ def test_shipped_configs_parse(monkeypatch):
 def _msa(args, cwd):
     """``msa <args>`` as a real subprocess (the store in ``cwd/cache``)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MSA_CACHE_DIR": str(cwd / "cache")}
-    return subprocess.run([sys.executable, "-m", "msa_lightning.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "msa_lightning.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture
@@ -484,12 +557,20 @@ def test_msa_fit_finetunes_from_a_pretraining_checkpoint(tmp_path, synthetic_mos
     """The shipped MOSI config, tiny: fine-tunes from the pretraining checkpoint; a checkpoint whose blocks
     do not fit is one clear error."""
     ckpt = pretrained_ckpt[0]
-    tiny = [f"--data.init_args.path={synthetic_mosi}", "--data.init_args.tokenizer=tiny-bert",
-            "--data.init_args.batch_size=16", "--data.init_args.num_workers=0",
-            "--model.init_args.text_model=tiny-bert",
-            "--model.init_args.num_blocks=2", "--model.init_args.ffn_dim=16", "--model.init_args.head_hidden=8",
-            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    tiny = [
+        f"--data.init_args.path={synthetic_mosi}",
+        "--data.init_args.tokenizer=tiny-bert",
+        "--data.init_args.batch_size=16",
+        "--data.init_args.num_workers=0",
+        "--model.init_args.text_model=tiny-bert",
+        "--model.init_args.num_blocks=2",
+        "--model.init_args.ffn_dim=16",
+        "--model.init_args.head_hidden=8",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
     config = str(REPO / "configs" / "skesl" / "mosi_bert_base.yaml")
     ok = msa_here(["fit", "--config", config, f"--model.init_args.pretrained={ckpt}", *tiny], tmp_path)
     assert ok.returncode == 0, ok.stderr[-3000:]
@@ -497,8 +578,10 @@ def test_msa_fit_finetunes_from_a_pretraining_checkpoint(tmp_path, synthetic_mos
     assert saved, "no checkpoint written"
     state = torch.load(saved[0], map_location="cpu", weights_only=False)
     assert state["hyper_parameters"]["pretrained"] == str(ckpt) and state["hyper_parameters"]["audio_dim"] == 5
-    bad = msa_here(["fit", "--config", config, f"--model.init_args.pretrained={ckpt}", *tiny,
-                    "--model.init_args.num_blocks=3"], tmp_path)
+    bad = msa_here(
+        ["fit", "--config", config, f"--model.init_args.pretrained={ckpt}", *tiny, "--model.init_args.num_blocks=3"],
+        tmp_path,
+    )
     assert bad.returncode == 2, bad.stderr[-3000:]
     message = bad.stderr.strip().splitlines()[-1]
     assert message.startswith("msa: error: model.init_args.pretrained:") and "num_blocks" in message, message
@@ -510,8 +593,12 @@ def test_msa_fit_pretraining_names_an_empty_transcript(tmp_path, synthetic_mosi,
     (a successful `msa fit` pretraining run: test_msa_fit_pretrains_on_a_corpus_on_disk)."""
     import pickle
 
-    tiny = ["--data.init_args.tokenizer=tiny-bert", "--model.init_args.text_model=tiny-bert",
-            "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    tiny = [
+        "--data.init_args.tokenizer=tiny-bert",
+        "--model.init_args.text_model=tiny-bert",
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
     config = str(REPO / "configs" / "skesl" / "pretrain_bert_base_featurefile.yaml")
     data = pickle.loads(synthetic_mosi.read_bytes())
     data["valid"]["raw_text"][3] = "  "
@@ -532,8 +619,21 @@ from msa_lightning.corpus import sources as corpus  # noqa: E402
 def test_openface_columns_follow_the_2x_layout():
     cols = openface_columns()
     assert len(cols) == 714 and cols[:5] == ["frame", "face_id", "timestamp", "confidence", "success"]
-    groups = {"gaze_": 8, "eye_lmk_x_": 56, "eye_lmk_y_": 56, "eye_lmk_X_": 56, "eye_lmk_Y_": 56, "eye_lmk_Z_": 56,
-              "pose_": 6, "x_": 68, "y_": 68, "X_": 68, "Y_": 68, "Z_": 68, "p_": 40}
+    groups = {
+        "gaze_": 8,
+        "eye_lmk_x_": 56,
+        "eye_lmk_y_": 56,
+        "eye_lmk_X_": 56,
+        "eye_lmk_Y_": 56,
+        "eye_lmk_Z_": 56,
+        "pose_": 6,
+        "x_": 68,
+        "y_": 68,
+        "X_": 68,
+        "Y_": 68,
+        "Z_": 68,
+        "p_": 40,
+    }
     for prefix, count in groups.items():
         assert sum(c.startswith(prefix) for c in cols) == count, prefix
     assert sum(c.endswith("_r") for c in cols) == 17 and sum(c.endswith("_c") for c in cols) == 18
@@ -560,8 +660,11 @@ def test_openface_csv_bad_clips_say_why(tmp_path):
     drop_last = "\n".join(",".join(line.split(",")[:-1]) for line in lines)
     cases = {
         "short.csv": (drop_last, "wrong_columns", "found 713 columns"),
-        "renamed.csv": ("\n".join([lines[0].replace("AU45_c", "AU46_c")] + lines[1:]), "wrong_columns",
-                        "column 714 named 'AU46_c' where OpenFace writes 'AU45_c'"),
+        "renamed.csv": (
+            "\n".join([lines[0].replace("AU45_c", "AU46_c")] + lines[1:]),
+            "wrong_columns",
+            "column 714 named 'AU46_c' where OpenFace writes 'AU45_c'",
+        ),
         "ragged.csv": ("\n".join(lines[:2] + [lines[2] + ",7"]), "unreadable_csv", "unreadable OpenFace CSV"),
         "header_only.csv": (lines[0] + "\n", "no_face", "no frames"),
     }
@@ -630,12 +733,21 @@ def test_corpus_build_reports_each_kind_of_bad_clip_by_id(tmp_path):
     write_openface_csv(root / "openface" / f"{extra}.csv", np.zeros((4, 709)))
     np.save((root / "audio" / ids[6]).with_suffix(".npy"), np.ones((30, 33), dtype=np.float32))  # ready features win
     clips, report = corpus.collect_clips(tsv, root / "audio", root / "openface", f0="zcr", max_bad_share=1.0)
-    expected = {ids[0]: "missing_audio", ids[1]: "missing_visual", ids[2]: "empty_transcript",
-                ids[3]: "unreadable_audio", ids[4]: "wrong_columns", ids[5]: "no_face", extra: "missing_transcript"}
+    expected = {
+        ids[0]: "missing_audio",
+        ids[1]: "missing_visual",
+        ids[2]: "empty_transcript",
+        ids[3]: "unreadable_audio",
+        ids[4]: "wrong_columns",
+        ids[5]: "no_face",
+        extra: "missing_transcript",
+    }
     assert {k: r for k, (r, _) in report.bad.items()} == expected
     assert report.total == 10 and report.good == [c.id for c in clips] == sorted(ids[6:])
-    assert report.summary() == ("3 of 10 clips used; left out: empty_transcript 1, missing_audio 1, missing_transcript "
-                                "1, missing_visual 1, no_face 1, unreadable_audio 1, wrong_columns 1")
+    assert report.summary() == (
+        "3 of 10 clips used; left out: empty_transcript 1, missing_audio 1, missing_transcript "
+        "1, missing_visual 1, no_face 1, unreadable_audio 1, wrong_columns 1"
+    )
     for clip in clips:
         assert clip.audio.shape[1] == 33 and clip.vision.shape[1] == 709 and clip.text
     assert (clips[0].audio == 1).all() and clips[0].audio.shape == (30, 33)  # ids[6]: the .npy, not the wav
@@ -651,9 +763,20 @@ def test_pretraining_on_a_corpus_on_disk(tmp_path):
     """Synthetic corpus -> features in the store (bad clips in its meta) -> masked batches -> SKESLPretrain."""
     root = make_synthetic_corpus(tmp_path / "corpus", clips=24, seed=2)
     (root / "openface" / "id10000" / "yt0000" / "00001.csv").unlink()
-    kwargs = dict(transcripts=str(root / "transcripts.tsv"), audio=str(root / "audio"), visual=str(root / "openface"),
-                  audio_frames=40, vision_frames=20, f0="zcr", max_bad_share=0.1, valid_share=0.25,
-                  tokenizer="tiny-bert", text_max_length=16, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    kwargs = dict(
+        transcripts=str(root / "transcripts.tsv"),
+        audio=str(root / "audio"),
+        visual=str(root / "openface"),
+        audio_frames=40,
+        vision_frames=20,
+        f0="zcr",
+        max_bad_share=0.1,
+        valid_share=0.25,
+        tokenizer="tiny-bert",
+        text_max_length=16,
+        batch_size=8,
+        cache_dir=str(tmp_path / "cache"),
+    )
     dm = SKESLCorpusDataModule(**kwargs)
     dm.prepare_data()
     dm.setup()
@@ -682,15 +805,25 @@ def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path, msa_here):
     """`msa fit` with the shipped pretraining config and the corpus DataModule on the command line; a corpus
     with too many unusable clips is one error with the counts."""
     root = make_synthetic_corpus(tmp_path / "corpus", clips=16, seed=4)
-    args = ["fit", "--config", str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml"),
-            "--data=msa_lightning.papers.skesl.data.SKESLCorpusDataModule",
-            f"--data.init_args.transcripts={root / 'transcripts.tsv'}", f"--data.init_args.audio={root / 'audio'}",
-            f"--data.init_args.visual={root / 'openface'}", "--data.init_args.f0=zcr",
-            "--data.init_args.valid_share=0.25", "--data.init_args.tokenizer=tiny-bert",
-            "--data.init_args.batch_size=8",
-            "--model.init_args.text_model=tiny-bert", "--model.init_args.num_blocks=1", "--model.init_args.ffn_dim=16",
-            "--model.init_args.head_hidden=8", "--trainer.max_epochs=1",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "skesl" / "pretrain_bert_base.yaml"),
+        "--data=msa_lightning.papers.skesl.data.SKESLCorpusDataModule",
+        f"--data.init_args.transcripts={root / 'transcripts.tsv'}",
+        f"--data.init_args.audio={root / 'audio'}",
+        f"--data.init_args.visual={root / 'openface'}",
+        "--data.init_args.f0=zcr",
+        "--data.init_args.valid_share=0.25",
+        "--data.init_args.tokenizer=tiny-bert",
+        "--data.init_args.batch_size=8",
+        "--model.init_args.text_model=tiny-bert",
+        "--model.init_args.num_blocks=1",
+        "--model.init_args.ffn_dim=16",
+        "--model.init_args.head_hidden=8",
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
     for clip in sorted((root / "openface").rglob("*.csv"))[:2]:
         clip.unlink()
     bad = msa_here(args, tmp_path)

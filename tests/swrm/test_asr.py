@@ -1,11 +1,12 @@
 """ASR transcripts: reading, id normalisation, missing-id policies, alignment, WER, lexicons,
 and the statistics on the real MOSI transcripts of ../shared (skipped when absent)."""
+
 from __future__ import annotations
 
 import pytest
 
-from msa_lightning.errors import DataError
-
+from msa_lightning.cli.wer import wer_main
+from msa_lightning.data.lexicon import load_lexicon
 from msa_lightning.data.transcripts import (
     TranscriptError,
     align_words,
@@ -16,8 +17,7 @@ from msa_lightning.data.transcripts import (
     read_transcripts,
     sentiment_substitutions,
 )
-from msa_lightning.cli.wer import wer_main
-from msa_lightning.data.lexicon import load_lexicon
+from msa_lightning.errors import DataError
 
 
 def test_read_transcripts_normalises_ids_and_rejects_bad_lines(tmp_path):
@@ -52,8 +52,11 @@ def test_fill_policies_fail_above_the_allowed_share(caplog):
     assert "ibm.tsv: no transcript for 1 of 200 utterances (v_0)" in caplog.text
     del asr["v_1"], asr["v_2"]  # 3 of 200: 1.5%
     for policy in ("gold", "empty"):
-        with pytest.raises(TranscriptError, match=r"ibm.tsv: no transcript for 3 of 200 utterances \(1.5%, more "
-                                                  r"than max_missing_share=0.01\): v_0, v_1, v_2"):
+        with pytest.raises(
+            TranscriptError,
+            match=r"ibm.tsv: no transcript for 3 of 200 utterances \(1.5%, more "
+            r"than max_missing_share=0.01\): v_0, v_1, v_2",
+        ):
             apply_transcripts(ids, asr, ["GOLD"] * 200, policy, "ibm.tsv", max_missing_share=0.01)
 
 
@@ -132,8 +135,10 @@ def test_real_mosi_transcripts(shared_dir, capsys):
     gold = read_transcripts(asr / "gold.tsv")
     assert len(gold) == 2198
     lexicon = load_lexicon()
-    reports = {name: compare_transcripts(gold, read_transcripts(asr / f"{name}.tsv"), lexicon, name)
-               for name in ("speechbrain", "ibm", "iflytek")}
+    reports = {
+        name: compare_transcripts(gold, read_transcripts(asr / f"{name}.tsv"), lexicon, name)
+        for name in ("speechbrain", "ibm", "iflytek")
+    }
     assert round(100 * reports["speechbrain"].wer, 2) == 37.54
     assert round(100 * reports["ibm"].wer, 2) == 29.70
     assert round(100 * reports["iflytek"].wer, 2) == 23.91
@@ -168,8 +173,15 @@ def _asr_module(synthetic_mosi, tmp_path, lines: list[str], **kw):
     from msa_lightning.papers.swrm.data import MOSIASRDataModule
 
     (tmp_path / "asr.tsv").write_text("\n".join(lines) + "\n")
-    return MOSIASRDataModule(str(synthetic_mosi), asr="toy", transcripts=str(tmp_path / "asr.tsv"), tokenizer="tiny-bert",
-                             positions=False, cache_dir=str(tmp_path / "cache"), **kw)
+    return MOSIASRDataModule(
+        str(synthetic_mosi),
+        asr="toy",
+        transcripts=str(tmp_path / "asr.tsv"),
+        tokenizer="tiny-bert",
+        positions=False,
+        cache_dir=str(tmp_path / "cache"),
+        **kw,
+    )
 
 
 def test_datamodule_missing_share_and_unmatched_file(synthetic_mosi, tmp_path):
@@ -179,11 +191,15 @@ def test_datamodule_missing_share_and_unmatched_file(synthetic_mosi, tmp_path):
     splits = read_feature_file(synthetic_mosi)
     all_ids = [i for s in splits.values() for i in s.ids]
     dm = _asr_module(synthetic_mosi, tmp_path, [f"{i}\tHELLO" for i in all_ids[1:]], missing="gold")
-    with pytest.raises(TranscriptError, match=r"\(train split of .*\): no transcript for 1 of 64 utterances "
-                                              r"\(1.6%, more than max_missing_share=0.01\): synthtrain0000_0"):
+    with pytest.raises(
+        TranscriptError,
+        match=r"\(train split of .*\): no transcript for 1 of 64 utterances "
+        r"\(1.6%, more than max_missing_share=0.01\): synthtrain0000_0",
+    ):
         dm.setup()
-    dm = _asr_module(synthetic_mosi, tmp_path, [f"{i}\tHELLO" for i in all_ids[1:]], missing="gold",
-                     max_missing_share=0.02)
+    dm = _asr_module(
+        synthetic_mosi, tmp_path, [f"{i}\tHELLO" for i in all_ids[1:]], missing="gold", max_missing_share=0.02
+    )
     dm.setup()
     assert dm.missing_ids["train"] == ["synthtrain0000_0"] and dm.splits["train"].raw_text[1] == "HELLO"
     dm = _asr_module(synthetic_mosi, tmp_path, ["other_1\tHELLO"], missing="gold", max_missing_share=1.0)
@@ -197,7 +213,6 @@ def test_datamodule_missing_share_and_unmatched_file(synthetic_mosi, tmp_path):
 
 def test_shipped_asr_configs_bound_the_missing_share():
     import yaml
-
     from conftest import REPO
 
     for config in sorted((REPO / "configs" / "swrm").glob("*.yaml")):
@@ -208,15 +223,23 @@ def test_shipped_asr_configs_bound_the_missing_share():
 
 def fit_swrm_ibm(feature_file, transcripts, tmp_path):
     """``msa fit`` of the shipped SWRM IBM config on ``transcripts``, with tiny encoders (a subprocess)."""
-    from conftest import REPO
-    from conftest import run_msa
+    from conftest import REPO, run_msa
 
-    return run_msa("fit", "--config", REPO / "configs" / "swrm" / "mosi_ibm.yaml",
-                   f"--data.init_args.path={feature_file}", f"--data.init_args.transcripts={transcripts}",
-                   "--data.init_args.tokenizer=tiny-bert", "--data.init_args.mlm=tiny-bert",
-                   "--data.init_args.positions=false", "--model.init_args.text_model=tiny-bert",
-                   "--trainer.logger=false", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}",
-                   cache=tmp_path / "cache")
+    return run_msa(
+        "fit",
+        "--config",
+        REPO / "configs" / "swrm" / "mosi_ibm.yaml",
+        f"--data.init_args.path={feature_file}",
+        f"--data.init_args.transcripts={transcripts}",
+        "--data.init_args.tokenizer=tiny-bert",
+        "--data.init_args.mlm=tiny-bert",
+        "--data.init_args.positions=false",
+        "--model.init_args.text_model=tiny-bert",
+        "--trainer.logger=false",
+        "--trainer.max_epochs=1",
+        f"--trainer.default_root_dir={tmp_path}",
+        cache=tmp_path / "cache",
+    )
 
 
 def test_msa_fit_with_a_transcript_file_matching_no_id(synthetic_mosi, tmp_path):

@@ -1,9 +1,10 @@
-"""Speed-ups that must not change results (issue 11, section 3): each batch's token padding is cut to the
+"""Speed-ups that must not change results: each batch's token padding is cut to the
 columns its samples attend to (``trim_text``, on by default), frames to the batch's longest sequence, the
 one-directional RNNs run over the padded batch instead of a packed one (the same function: equal up to float
 rounding, outputs and gradients), and batches can be pinned for GPU copies. The opt-in length-bucketing
 sampler (``bucket_by_length``, off by default because it changes the batches) keeps every sample once per
 epoch and its order a function of (seed, epoch)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_swrm_model import CONTEXT, SMALL, mosi_asr  # noqa: F401  (the synthetic MOSI-ASR fixture)
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.data.dataset import text_width
 from msa_lightning.data.datamodule import MOSIDataModule
-from msa_lightning.papers.swrm.data import MOSIASRDataModule
+from msa_lightning.data.dataset import text_width
 from msa_lightning.data.sampling import EpochBatchSampler
 from msa_lightning.errors import DataError
 from msa_lightning.nn.rnn import SequenceEncoder
+from msa_lightning.papers.swrm.data import MOSIASRDataModule
 from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
-from test_swrm_model import CONTEXT, SMALL, mosi_asr  # noqa: F401  (the synthetic MOSI-ASR fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,8 +68,13 @@ def test_trimmed_and_full_width_batches_give_the_same_outputs(mosi_asr, module):
 
 
 def test_pinned_batch_keeps_every_tensor():
-    batch = MSABatch(index=torch.arange(2), text_ids=torch.ones(2, 3, dtype=torch.long), labels={"M": torch.zeros(2)},
-                     extras={"swrm_position": torch.tensor([1, 2])}, ids=["a", "b"])
+    batch = MSABatch(
+        index=torch.arange(2),
+        text_ids=torch.ones(2, 3, dtype=torch.long),
+        labels={"M": torch.zeros(2)},
+        extras={"swrm_position": torch.tensor([1, 2])},
+        ids=["a", "b"],
+    )
     if not torch.cuda.is_available():  # pinning needs a CUDA runtime; the method must still exist for the loader
         assert callable(batch.pin_memory)
         pytest.skip("no CUDA device: page-locked memory is not available")
@@ -108,6 +114,7 @@ def test_rnns_that_must_pack_still_do():
 def _pad_frames(batch, audio_frames: int, vision_frames: int, value: float):
     """The batch with its frames padded to a fixed length with ``value`` (as an untrimmed file would be, but
     with garbage instead of zeros: what lies behind a sample's length must not matter)."""
+
     def pad(x, total):
         return torch.cat([x, torch.full((x.shape[0], total - x.shape[1], x.shape[2]), value)], dim=1)
 
@@ -134,7 +141,9 @@ def test_trimmed_and_untrimmed_frames_give_the_same_outputs(mosi_asr, module):  
                 for value in (0.0, 7.0):
                     full = model(_pad_frames(batch, 375, 500, value)).flat()
                     for name in short:
-                        torch.testing.assert_close(short[name], full[name], atol=1e-6, rtol=1e-5, msg=f"{split}: {name}")
+                        torch.testing.assert_close(
+                            short[name], full[name], atol=1e-6, rtol=1e-5, msg=f"{split}: {name}"
+                        )
     assert trimmed  # some batch was shorter than the file's width
 
 
@@ -155,6 +164,7 @@ def test_bucketed_sampler_covers_every_sample_once_and_is_deterministic(world):
         assert len({len(batches) for batches in ranks}) == 1  # DDP ranks step in lockstep
         assert ranks == [epoch(3, e, r) for r in range(world)]  # same (seed, epoch): same batches
     assert epoch(3, 0, 0) != epoch(3, 1, 0) and epoch(3, 0, 0) != epoch(4, 0, 0)
+
     # batches hold clips of similar length: far less padding than the plain shuffle
     def padding(batches):
         return sum(int(lengths[b].max()) * len(b) - int(lengths[b].sum()) for b in batches)
@@ -171,7 +181,10 @@ def test_bucket_by_length_is_off_by_default_and_orders_training_batches(syntheti
         return dm, [b.index.tolist() for b in dm.train_dataloader()]
 
     plain_dm, plain = first_epoch()
-    assert plain_dm.train_dataloader().sampler.lengths is None and "bucketed" not in plain_dm.train_dataloader().state_dict()
+    assert (
+        plain_dm.train_dataloader().sampler.lengths is None
+        and "bucketed" not in plain_dm.train_dataloader().state_dict()
+    )
     dm, bucketed = first_epoch(bucket_by_length=True)
     assert sorted(sum(plain, [])) == sorted(sum(bucketed, [])) and plain != bucketed
     state = dm.train_dataloader().state_dict()
@@ -199,11 +212,22 @@ def test_msa_fit_with_bucket_by_length(synthetic_mosi, cache_dir, tmp_path, monk
     def fit(*args):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:
-            main(["fit", "--config", str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
-                  f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.cache_dir={cache_dir}",
-                  "--data.init_args.num_workers=0", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-                  "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-                  f"--trainer.default_root_dir={tmp_path}", *args])
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
+                    f"--data.init_args.path={synthetic_mosi}",
+                    f"--data.init_args.cache_dir={cache_dir}",
+                    "--data.init_args.num_workers=0",
+                    "--trainer.max_epochs=1",
+                    "--trainer.accelerator=cpu",
+                    "--trainer.enable_progress_bar=false",
+                    "--trainer.logger=false",
+                    f"--trainer.default_root_dir={tmp_path}",
+                    *args,
+                ]
+            )
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=exit_.value.code or 0, stdout=out, stderr=err)
 

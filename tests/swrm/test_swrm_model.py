@@ -1,4 +1,5 @@
 """SWRM (Eqs. 1-6) and the Self-MM baseline on tiny models, and fit/test on a synthetic MOSI-ASR dataset."""
+
 from __future__ import annotations
 
 import os
@@ -16,18 +17,29 @@ import torch
 from torch import nn
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.data.transcripts import TranscriptError
-from msa_lightning.papers.swrm.data import MOSIASRDataModule
 from msa_lightning.data.reader import read_feature_file
+from msa_lightning.data.transcripts import TranscriptError
 from msa_lightning.errors import DataError
-from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
-from msa_lightning.papers.swrm.net import pseudo_align
 from msa_lightning.nn import pretrained
 from msa_lightning.nn.pretrained import load_tokenizer
+from msa_lightning.papers.swrm.data import MOSIASRDataModule
+from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
+from msa_lightning.papers.swrm.net import pseudo_align
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = dict(text_model="tiny-bert", audio_dim=5, vision_dim=20, audio_hidden=8, vision_hidden=8, audio_out=8, vision_out=8, text_head_dim=8,
-             audio_head_dim=8, vision_head_dim=8, fusion_dim=16)
+SMALL = dict(
+    text_model="tiny-bert",
+    audio_dim=5,
+    vision_dim=20,
+    audio_hidden=8,
+    vision_hidden=8,
+    audio_out=8,
+    vision_out=8,
+    text_head_dim=8,
+    audio_head_dim=8,
+    vision_head_dim=8,
+    fusion_dim=16,
+)
 CONTEXT = dict(context_vision_hidden=4, context_audio_hidden=6, context_av_hidden=8)
 TEXTS = ["i was really set about it", "the movie was great", "so bad", "it was okay fun i think"]
 
@@ -38,13 +50,22 @@ def _batch(gate: float = 1.0, k: int = 5, length: int = 10) -> MSABatch:
     g = torch.Generator().manual_seed(0)
     b = len(TEXTS)
     return MSABatch(
-        text_ids=enc["input_ids"], text_mask=enc["attention_mask"], text_segment=enc["token_type_ids"],
-        audio=torch.randn(b, 30, 5, generator=g), audio_lengths=torch.tensor([30, 20, 7, 3]),
-        vision=torch.randn(b, 25, 20, generator=g), vision_lengths=torch.tensor([25, 25, 12, 1]),
-        labels={"M": torch.tensor([-1.0, 2.0, -2.4, 0.6])}, index=torch.arange(b), ids=[f"v_{i}" for i in range(b)],
+        text_ids=enc["input_ids"],
+        text_mask=enc["attention_mask"],
+        text_segment=enc["token_type_ids"],
+        audio=torch.randn(b, 30, 5, generator=g),
+        audio_lengths=torch.tensor([30, 20, 7, 3]),
+        vision=torch.randn(b, 25, 20, generator=g),
+        vision_lengths=torch.tensor([25, 25, 12, 1]),
+        labels={"M": torch.tensor([-1.0, 2.0, -2.4, 0.6])},
+        index=torch.arange(b),
+        ids=[f"v_{i}" for i in range(b)],
         raw_text=TEXTS,
-        extras={"swrm_position": torch.tensor([4, 4, 2, 1]), "swrm_gate": torch.full((b,), gate),
-                "swrm_candidates": torch.randint(30, 150, (b, k), generator=g)},
+        extras={
+            "swrm_position": torch.tensor([4, 4, 2, 1]),
+            "swrm_gate": torch.full((b,), gate),
+            "swrm_candidates": torch.randint(30, 150, (b, k), generator=g),
+        },
     )
 
 
@@ -73,8 +94,9 @@ def test_gate_zero_leaves_embeddings_unchanged():
     assert torch.allclose(v_l, plain, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"use_attention": False}, {"multimodal": False}],
-                         ids=["full", "wo_attention", "wo_multimodal"])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"use_attention": False}, {"multimodal": False}], ids=["full", "wo_attention", "wo_multimodal"]
+)
 def test_gate_one_changes_only_position_s(kwargs):
     model = _swrm(**kwargs).eval()
     batch = _batch(gate=1.0)
@@ -93,8 +115,15 @@ def test_gradients_reach_gate_attention_and_context():
     model = _swrm().train()
     out = model(_batch(gate=1.0))
     (out.M.sum() + out.unimodal["T"].sum()).backward()
-    for name in ("gate.weight", "attention.weight", "mask_gate.weight", "context_v.rnn.weight_ih_l0",
-                 "context_a.rnn.weight_ih_l0", "context_va.rnn.weight_ih_l0", "heads.M.weight"):
+    for name in (
+        "gate.weight",
+        "attention.weight",
+        "mask_gate.weight",
+        "context_v.rnn.weight_ih_l0",
+        "context_a.rnn.weight_ih_l0",
+        "context_va.rnn.weight_ih_l0",
+        "heads.M.weight",
+    ):
         grad = model.get_parameter(f"net.{name}").grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert out.extras["swrm_attention"].sum(-1).allclose(torch.ones(4))
@@ -109,7 +138,7 @@ def test_ablation_structure():
     n = batch.text_mask.sum(1)
     changed = (z != x).any(-1)
     for b in range(len(n)):  # words change; [CLS], [SEP] and padding do not
-        assert changed[b, 1: n[b] - 1].all() and not changed[b, 0] and not changed[b, n[b] - 1:].any()
+        assert changed[b, 1 : n[b] - 1].all() and not changed[b, 0] and not changed[b, n[b] - 1 :].any()
     assert not hasattr(wo_position.net, "attention")
     assert not hasattr(_swrm(use_attention=False).net, "attention")
     text_only = _swrm(multimodal=False).net
@@ -126,8 +155,9 @@ def test_self_mm_baseline_outputs_and_parameters():
     assert set(out.features) == set("MTAV") and out.features["M"].shape == (4, 16)
     assert set(out.flat()) == {"M", "T", "A", "V", "features.M", "features.T", "features.A", "features.V"}
     swrm_only = {n for n, _ in _swrm().named_parameters()} - {n for n, _ in model.named_parameters()}
-    assert swrm_only and all(n.split(".")[1] in {"gate", "attention", "mask_gate", "context_v", "context_a",
-                                                  "context_va"} for n in swrm_only)
+    assert swrm_only and all(
+        n.split(".")[1] in {"gate", "attention", "mask_gate", "context_v", "context_a", "context_va"} for n in swrm_only
+    )
     assert SelfMMModule(**SMALL, head_layers=2).net.heads["M"][0].in_features == 16
     plain = SelfMMModule(**SMALL, use_ulgm=False)  # fusion head only: no parameter without a loss
     plain_out = plain(_batch())
@@ -160,17 +190,32 @@ def mosi_asr(synthetic_mosi, tmp_path, monkeypatch):
     with the toy masked LM standing in for BERT in the precompute."""
     splits = read_feature_file(synthetic_mosi)
     swap = {"GREAT": "GRATE", "AWFUL": "OFFAL", "SAD": "SAID"}
-    lines = [f"{i}\t{' '.join(swap.get(w, w) for w in t.split())}"
-             for s in splits.values() for i, t in zip(s.ids, s.raw_text)]
+    lines = [
+        f"{i}\t{' '.join(swap.get(w, w) for w in t.split())}"
+        for s in splits.values()
+        for i, t in zip(s.ids, s.raw_text)
+    ]
     (tmp_path / "asr.tsv").write_text("\n".join(lines[1:]) + "\n")  # the first train id is missing
     (tmp_path / "lexicon.txt").write_text("\n".join(SENTIMENT))
     toy = ToyMLM(load_tokenizer("tiny-bert"))
     real = pretrained.load_model
-    monkeypatch.setattr(pretrained, "load_model", lambda name, masked_lm=False, **kw: toy if masked_lm else real(name, **kw))
-    return dict(path=str(synthetic_mosi), asr="toyasr", transcripts=str(tmp_path / "asr.tsv"), missing="gold",
-                max_missing_share=0.05,  # 1 of 64 training ids lacks a transcript
-                tokenizer="tiny-bert", k=5, lexicon=str(tmp_path / "lexicon.txt"), cache_dir=str(tmp_path / "cache"),
-                batch_size=16, normalize=True, progress=False)
+    monkeypatch.setattr(
+        pretrained, "load_model", lambda name, masked_lm=False, **kw: toy if masked_lm else real(name, **kw)
+    )
+    return dict(
+        path=str(synthetic_mosi),
+        asr="toyasr",
+        transcripts=str(tmp_path / "asr.tsv"),
+        missing="gold",
+        max_missing_share=0.05,  # 1 of 64 training ids lacks a transcript
+        tokenizer="tiny-bert",
+        k=5,
+        lexicon=str(tmp_path / "lexicon.txt"),
+        cache_dir=str(tmp_path / "cache"),
+        batch_size=16,
+        normalize=True,
+        progress=False,
+    )
 
 
 def test_datamodule_swaps_text_reports_missing_and_attaches_positions(mosi_asr, synthetic_mosi):
@@ -210,8 +255,15 @@ def test_fit_test_checkpoint_and_resume(mosi_asr, tmp_path):
     L.seed_everything(0)
     dm = MOSIASRDataModule(**mosi_asr)
     model = SWRMModule(**SMALL, **CONTEXT, lr=3e-3, encoder_lr=1e-3)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, datamodule=dm)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert {"test/mae", "test/corr", "test/acc2_has0", "test/acc2_non0", "test/acc7"} <= set(result)
@@ -225,9 +277,16 @@ def test_fit_test_checkpoint_and_resume(mosi_asr, tmp_path):
         assert torch.equal(loaded.ulgm.state_dict()[name], value), name
     # resuming continues with the saved labels, not re-initialised ones
     callback = _LabelsAtStart()
-    resumed = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False,
-                        callbacks=[callback])
+    resumed = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        callbacks=[callback],
+    )
     resumed.fit(SWRMModule(**SMALL, **CONTEXT), datamodule=MOSIASRDataModule(**mosi_asr), ckpt_path=ckpt)
     assert torch.equal(callback.labels, model.ulgm.label("T"))
 
@@ -235,8 +294,15 @@ def test_fit_test_checkpoint_and_resume(mosi_asr, tmp_path):
 def test_self_mm_fits_on_mosi_asr_without_positions(mosi_asr, tmp_path):
     dm = MOSIASRDataModule(**{**mosi_asr, "positions": False})
     model = SelfMMModule(**SMALL, lr=3e-3)
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, enable_checkpointing=False)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, datamodule=dm)
     assert "test/mae" in trainer.test(model, datamodule=dm, verbose=False)[0]
 
@@ -269,8 +335,14 @@ def test_ddp_keeps_ulgm_state_identical_across_ranks(synthetic_mosi, tmp_path):
     script = tmp_path / "ddp_swrm.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(script), str(synthetic_mosi), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(synthetic_mosi), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     s0, s1 = torch.load(tmp_path / "ulgm0.pt"), torch.load(tmp_path / "ulgm1.pt")
     for name in s0:

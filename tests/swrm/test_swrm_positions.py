@@ -1,4 +1,5 @@
 """SWRM's sentiment word position detection (Section 3.1) with a toy masked LM whose answers are known."""
+
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from msa_lightning.data.lexicon import load_lexicon
+from msa_lightning.nn.pretrained import load_model
 from msa_lightning.papers.swrm.positions import (
     candidate_tables,
     compute_sentiment_positions,
@@ -17,7 +19,6 @@ from msa_lightning.papers.swrm.positions import (
     topk_one_position_per_pass,
     word_spans,
 )
-from msa_lightning.nn.pretrained import load_model
 
 SENTIMENT = ["great", "awesome", "sad", "upset", "terrible", "love", "hate"]
 NEUTRAL = ["the", "movie", "story", "actor", "plot", "scene", "film"]
@@ -79,8 +80,9 @@ def test_word_spans_mask_whole_words(tok):
 def test_toy_mlm_positions_gates_and_candidates(tok, lexicon):
     k = 5
     toy = ToyMLM(tok)
-    r = compute_sentiment_positions(TEXTS, tok, toy, k=k, threshold=0.5, lexicon=lexicon, max_length=50,
-                                    progress=False, device="cpu")
+    r = compute_sentiment_positions(
+        TEXTS, tok, toy, k=k, threshold=0.5, lexicon=lexicon, max_length=50, progress=False, device="cpu"
+    )
     assert r.position.tolist() == [4, 1, 7, 4, 0]
     assert r.gate.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]
     assert r.count.tolist() == [5, 0, 5, 2, 0]
@@ -89,8 +91,9 @@ def test_toy_mlm_positions_gates_and_candidates(tok, lexicon):
     assert r.candidates[0].tolist() == expected and r.candidates[2].tolist() == expected
     assert r.candidates[4].tolist() == [tok.mask_token_id] * k
     # lower threshold: 2 of 5 beats 5 * 0.3 = 1.5
-    low = compute_sentiment_positions(TEXTS, tok, toy, k=k, threshold=0.3, lexicon=lexicon, progress=False,
-                                      device="cpu")
+    low = compute_sentiment_positions(
+        TEXTS, tok, toy, k=k, threshold=0.3, lexicon=lexicon, progress=False, device="cpu"
+    )
     assert low.gate.tolist() == [1.0, 0.0, 1.0, 1.0, 0.0]
     extras = r.extras()
     assert extras["swrm_position"].dtype == np.int64 and extras["swrm_candidates"].shape == (5, k)
@@ -113,8 +116,18 @@ def test_batched_equals_one_position_per_pass(tok, lexicon):
 
 def test_cache_recomputes_only_what_changed(tok, lexicon, tmp_path):
     toy = ToyMLM(tok)
-    kw = dict(tokenizer=tok, mlm=toy, k=5, lexicon=lexicon, cache_dir=tmp_path, progress=False, device="cpu",
-              mlm_name="toy", tokenizer_name="tiny-bert", source="toy")
+    kw = dict(
+        tokenizer=tok,
+        mlm=toy,
+        k=5,
+        lexicon=lexicon,
+        cache_dir=tmp_path,
+        progress=False,
+        device="cpu",
+        mlm_name="toy",
+        tokenizer_name="tiny-bert",
+        source="toy",
+    )
     first = compute_sentiment_positions(TEXTS, threshold=0.5, **kw)
     words = int(first.num_words.sum())
     assert toy.rows == words

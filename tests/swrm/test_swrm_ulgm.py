@@ -1,4 +1,5 @@
 """Self-MM's ULGM: a hand-computed update, checkpoint state, and identical state across DDP ranks."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,11 @@ def test_hand_computed_update():
     u = _ulgm()
     assert u.num_samples == 4 and u.labels(torch.tensor([1]))["T"].item() == -2.0
     # step 1, epoch 1: labels stay; features of samples 0 and 1 stored; centres from labels > 0 / < 0
-    u.update(torch.tensor([0, 1]), {"M": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
-                                    "T": torch.tensor([[2.0, 0.0], [0.0, 2.0]])}, epoch=1)
+    u.update(
+        torch.tensor([0, 1]),
+        {"M": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "T": torch.tensor([[2.0, 0.0], [0.0, 2.0]])},
+        epoch=1,
+    )
     assert u.label("T").tolist() == [1.0, -2.0, 0.5, 0.0]
     # positive samples 0 and 2 (sample 2 still has zero features), negative sample 1 (sample 3: y = 0, neither)
     assert u.center("M").tolist() == [[0.5, 0.0], [0.0, 1.0]]
@@ -39,7 +43,9 @@ def test_hand_computed_update():
     d_p, d_n = _dist(f_t, (1.0, 0.0)), _dist(f_t, (0.0, 2.0))  # sqrt(2), sqrt(5)
     delta_t = (d_n - d_p) / (d_p + 1e-8)  # 0.5811388
     y_m = 0.5
-    new = 0.5 * delta_t / (delta_f + 1e-8) * y_m + 0.5 * (y_m + delta_t - delta_f)  # -0.25 * 5.5046263 + 0.5 * 1.1867116 = -0.7828008
+    new = 0.5 * delta_t / (delta_f + 1e-8) * y_m + 0.5 * (
+        y_m + delta_t - delta_f
+    )  # -0.25 * 5.5046263 + 0.5 * 1.1867116 = -0.7828008
     expected = (2 - 1) / (2 + 1) * 0.5 + 2 / (2 + 1) * new  # 1/6 - 0.5218672 = -0.3552005
     assert expected == pytest.approx(-0.3552005, abs=1e-6)
     u.update(torch.tensor([2]), {"M": torch.tensor([f_m]), "T": torch.tensor([f_t])}, epoch=2)
@@ -88,8 +94,11 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
         g = torch.Generator().manual_seed(100 * epoch + rank)
         size = 3 if rank == 0 else 2  # unequal batches are fine
         index = torch.randperm(9, generator=g)[:size]
-        feats = {"M": torch.randn(size, 3, generator=g), "T": torch.randn(size, 2, generator=g),
-                 "A": torch.randn(size, 2, generator=g)}
+        feats = {
+            "M": torch.randn(size, 3, generator=g),
+            "T": torch.randn(size, 2, generator=g),
+            "A": torch.randn(size, 2, generator=g),
+        }
         u.update(index, feats, epoch=epoch)
     torch.save(u.state_dict(), f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
@@ -107,8 +116,14 @@ def test_ddp_ranks_hold_identical_state(tmp_path):
         for rank in (0, 1):
             g = torch.Generator().manual_seed(100 * epoch + rank)
             size = 3 if rank == 0 else 2
-            parts.append((torch.randperm(9, generator=g)[:size], torch.randn(size, 3, generator=g),
-                          torch.randn(size, 2, generator=g), torch.randn(size, 2, generator=g)))
+            parts.append(
+                (
+                    torch.randperm(9, generator=g)[:size],
+                    torch.randn(size, 3, generator=g),
+                    torch.randn(size, 2, generator=g),
+                    torch.randn(size, 2, generator=g),
+                )
+            )
         index, m, t, a = (torch.cat(x) for x in zip(*parts))
         single.update(index, {"M": m, "T": t, "A": a}, epoch=epoch)
     for name in s0:

@@ -2,6 +2,7 @@
 parameter groups and schedules, train/eval modes of pretrained encoders, epoch losses (exact under DDP
 with uneven shards), unlabeled evaluation, data-shaped arguments checked against the data, and the
 pretrained loader's offline behaviour."""
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,12 @@ from torch.utils.data import DataLoader
 from msa_lightning.batch import MSABatch
 from msa_lightning.data import MOSIDataModule, SIMSDataModule
 from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
-from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
-from msa_lightning.output import MSAOutput
-from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
 from msa_lightning.nn import pretrained
 from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_model
+from msa_lightning.output import MSAOutput
+from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
+from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
+from msa_lightning.papers.swrm.module import SelfMMModule, SWRMModule
 
 REPO = Path(__file__).resolve().parents[2]
 N = 10  # samples of the hand-made dataset
@@ -42,12 +43,21 @@ def make_batches(rows: list[int], batch_size: int, labeled: bool = True) -> Data
     labels = torch.linspace(-3, 3, N)
     out = []
     for start in range(0, len(rows), batch_size):
-        r = torch.tensor(rows[start:start + batch_size])
-        out.append(MSABatch(
-            index=r, text_ids=ids[r], text_mask=torch.ones_like(ids[r]), text_segment=torch.zeros_like(ids[r]),
-            audio=audio[r], audio_lengths=torch.full((len(r),), 8), vision=vision[r],
-            vision_lengths=torch.full((len(r),), 8), labels={"M": labels[r]} if labeled else {},
-            ids=[f"u{i}" for i in r.tolist()]))
+        r = torch.tensor(rows[start : start + batch_size])
+        out.append(
+            MSABatch(
+                index=r,
+                text_ids=ids[r],
+                text_mask=torch.ones_like(ids[r]),
+                text_segment=torch.zeros_like(ids[r]),
+                audio=audio[r],
+                audio_lengths=torch.full((len(r),), 8),
+                vision=vision[r],
+                vision_lengths=torch.full((len(r),), 8),
+                labels={"M": labels[r]} if labeled else {},
+                ids=[f"u{i}" for i in r.tolist()],
+            )
+        )
     return DataLoader(out, batch_size=None, collate_fn=_same)
 
 
@@ -56,24 +66,37 @@ def _same(batch: MSABatch) -> MSABatch:
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    args = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                enable_checkpointing=False, default_root_dir=tmp_path)
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     return L.Trainer(**{**args, **kwargs})
 
 
 def _lfdnn(**kwargs) -> LFDNNModule:
     torch.manual_seed(0)
-    return LFDNNModule(**{"audio_dim": 5, "vision_dim": 20, "hidden": 8, "post_fusion_dim": 8,
-                          "metric_family": "mosi", **kwargs})
+    return LFDNNModule(
+        **{"audio_dim": 5, "vision_dim": 20, "hidden": 8, "post_fusion_dim": 8, "metric_family": "mosi", **kwargs}
+    )
 
 
 # ---------------------------------------------------------------------------------------------- network boundary
-@pytest.mark.parametrize("make", [
-    lambda: _lfdnn(), lambda: TFNModule(audio_dim=5, vision_dim=20),
-    lambda: BertLSTMModule(audio_dim=5, vision_dim=20, text_model="tiny-bert"),
-    lambda: SelfMMModule(audio_dim=5, vision_dim=20, text_model="tiny-bert"),
-    lambda: HybridShiftModule(audio_dim=5, vision_dim=20, text_model="tiny-bert", mba_max_len=8),
-], ids=["lfdnn", "tfn", "bert_lstm", "selfmm", "hybrid_shift"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _lfdnn(),
+        lambda: TFNModule(audio_dim=5, vision_dim=20),
+        lambda: BertLSTMModule(audio_dim=5, vision_dim=20, text_model="tiny-bert"),
+        lambda: SelfMMModule(audio_dim=5, vision_dim=20, text_model="tiny-bert"),
+        lambda: HybridShiftModule(audio_dim=5, vision_dim=20, text_model="tiny-bert", mba_max_len=8),
+    ],
+    ids=["lfdnn", "tfn", "bert_lstm", "selfmm", "hybrid_shift"],
+)
 def test_every_module_holds_a_plain_net_that_loads_by_prefix(make):
     module = make().eval()
     assert isinstance(module.net, nn.Module) and not isinstance(module.net, L.LightningModule)
@@ -82,15 +105,19 @@ def test_every_module_holds_a_plain_net_that_loads_by_prefix(make):
     assert isinstance(out, MSAOutput) and out.M.shape == (4,)
     assert all(torch.is_tensor(v) for v in out.flat().values()) and "M" in out.flat()
     # the network's weights load by prefix into a fresh network built from the same args
-    state = {k[len("net."):]: v for k, v in module.state_dict().items() if k.startswith("net.")}
+    state = {k[len("net.") :]: v for k, v in module.state_dict().items() if k.startswith("net.")}
     fresh = module.build_net().eval()
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh(batch).M, out.M)
 
 
 def test_output_flat_names_and_groups():
-    out = MSAOutput(M=torch.zeros(2), unimodal={"T": torch.ones(2)}, features={"fusion": torch.ones(2, 3)},
-                    extras={"p_att.audio": torch.ones(2, 4, 4), "mask": torch.ones(2, 4)})
+    out = MSAOutput(
+        M=torch.zeros(2),
+        unimodal={"T": torch.ones(2)},
+        features={"fusion": torch.ones(2, 3)},
+        extras={"p_att.audio": torch.ones(2, 4, 4), "mask": torch.ones(2, 4)},
+    )
     assert list(out.flat()) == ["M", "T", "features.fusion", "extras.p_att.audio", "extras.mask"]
     assert set(out.group("p_att")) == {"audio"}
 
@@ -102,17 +129,27 @@ def test_required_inputs_follow_the_model():
     text = {"text_ids", "text_mask", "text_segment"}
     assert BertLSTMModule(text_model="tiny-bert").required_inputs == text | frames
     assert SelfMMModule(text_model="tiny-bert").required_inputs == text | frames
-    assert HybridShiftModule(text_model="tiny-bert", modalities=["text", "vision"]).required_inputs == \
-        text | {"vision", "vision_lengths"}
+    assert HybridShiftModule(text_model="tiny-bert", modalities=["text", "vision"]).required_inputs == text | {
+        "vision",
+        "vision_lengths",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- optimisation
 def test_param_groups_by_longest_prefix_without_decay_on_biases_and_norms():
-    model = BertLSTMModule(audio_dim=5, vision_dim=20, text_model="tiny-bert", lr=1e-3, weight_decay=0.1,
-                           encoder_lr=5e-5, encoder_weight_decay=0.01, param_groups=[
-                               {"name": "audio", "prefixes": ["net.audio_rnn"], "lr": 5e-3},
-                               {"name": "audio_ih", "prefixes": ["net.audio_rnn.rnn.weight_ih_l0"], "lr": 7e-3,
-                                "weight_decay": 0.0}])
+    model = BertLSTMModule(
+        audio_dim=5,
+        vision_dim=20,
+        text_model="tiny-bert",
+        lr=1e-3,
+        weight_decay=0.1,
+        encoder_lr=5e-5,
+        encoder_weight_decay=0.01,
+        param_groups=[
+            {"name": "audio", "prefixes": ["net.audio_rnn"], "lr": 5e-3},
+            {"name": "audio_ih", "prefixes": ["net.audio_rnn.rnn.weight_ih_l0"], "lr": 7e-3, "weight_decay": 0.0},
+        ],
+    )
     groups = {g["name"]: g for g in model.parameter_groups()}
     names = {id(p): n for n, p in model.named_parameters()}
     members = {k: {names[id(p)] for p in g["params"]} for k, g in groups.items()}
@@ -131,15 +168,20 @@ def test_param_groups_by_longest_prefix_without_decay_on_biases_and_norms():
     assert id(tfn.net.audio_pool.norm.weight) in no_decay and id(tfn.net.head[1][0].weight) not in no_decay
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"lr": 0.0}, "model.init_args.lr"), ({"lr": -1e-3}, "model.init_args.lr"),
-    ({"weight_decay": -0.1}, "model.init_args.weight_decay"), ({"warmup_ratio": 1.0}, "model.init_args.warmup_ratio"),
-    ({"encoder_lr": 0.0}, "model.init_args.encoder_lr"),
-    ({"param_groups": [{"name": "a", "prefixes": ["net.head"], "lr": -1.0}]}, "model.init_args.param_groups[0].lr"),
-    ({"param_groups": [{"name": "a", "prefix": ["net.head"]}]}, "model.init_args.param_groups[0]"),
-    ({"scheduler": "step"}, "model.init_args.scheduler"),
-    ({"scheduler": "cosine_annealing", "annealing_epochs": 0}, "model.init_args.annealing_epochs"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"lr": 0.0}, "model.init_args.lr"),
+        ({"lr": -1e-3}, "model.init_args.lr"),
+        ({"weight_decay": -0.1}, "model.init_args.weight_decay"),
+        ({"warmup_ratio": 1.0}, "model.init_args.warmup_ratio"),
+        ({"encoder_lr": 0.0}, "model.init_args.encoder_lr"),
+        ({"param_groups": [{"name": "a", "prefixes": ["net.head"], "lr": -1.0}]}, "model.init_args.param_groups[0].lr"),
+        ({"param_groups": [{"name": "a", "prefix": ["net.head"]}]}, "model.init_args.param_groups[0]"),
+        ({"scheduler": "step"}, "model.init_args.scheduler"),
+        ({"scheduler": "cosine_annealing", "annealing_epochs": 0}, "model.init_args.annealing_epochs"),
+    ],
+)
 def test_bad_optimisation_settings_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         LFDNNModule(audio_dim=5, vision_dim=20, **kwargs)
@@ -153,8 +195,12 @@ def test_a_prefix_matching_nothing_is_an_error():
 
 @pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
 def test_schedules_are_the_transformers_ones_and_lrs_are_logged_per_group(kind, tmp_path):
-    model = _lfdnn(lr=1e-2, scheduler=kind, warmup_ratio=0.25,
-                   param_groups=[{"name": "audio", "prefixes": ["net.audio_net"], "lr": 2e-2}])
+    model = _lfdnn(
+        lr=1e-2,
+        scheduler=kind,
+        warmup_ratio=0.25,
+        param_groups=[{"name": "audio", "prefixes": ["net.audio_net"], "lr": 2e-2}],
+    )
     seen: list[tuple[float, float]] = []
 
     class Record(L.Callback):
@@ -165,9 +211,11 @@ def test_schedules_are_the_transformers_ones_and_lrs_are_logged_per_group(kind, 
     trainer = _trainer(tmp_path, max_epochs=2, callbacks=[Record()], num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(model, train_dataloaders=make_batches(list(range(N)), 2))
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    make = {"linear": transformers.get_linear_schedule_with_warmup,
-            "cosine": transformers.get_cosine_schedule_with_warmup,
-            "constant": lambda opt, w, t: transformers.get_constant_schedule_with_warmup(opt, w)}[kind]
+    make = {
+        "linear": transformers.get_linear_schedule_with_warmup,
+        "cosine": transformers.get_cosine_schedule_with_warmup,
+        "constant": lambda opt, w, t: transformers.get_constant_schedule_with_warmup(opt, w),
+    }[kind]
     reference = make(optimizer, 2, 10)  # 10 steps, warm-up 25% -> 2 steps
     factors = []
     for _ in range(10):
@@ -234,20 +282,23 @@ def test_finetuned_pretrained_encoder_trains_with_dropout_and_evaluates_without(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _trainer(tmp_path, max_steps=2, callbacks=[probe], limit_val_batches=1, num_sanity_val_steps=1).fit(
-            model, train_dataloaders=make_batches(list(range(N)), 4), val_dataloaders=make_batches([0, 1], 2))
+            model, train_dataloaders=make_batches(list(range(N)), 4), val_dataloaders=make_batches([0, 1], 2)
+        )
     assert probe.steps == 2 and probe.train_wrong == [] and probe.eval_wrong == []
     assert not [w for w in caught if "in eval mode at the start of training" in str(w.message)]
 
 
 @pytest.mark.filterwarnings(r"ignore:Found \d+ module\(s\) in eval mode")  # intended: the frozen encoder
 def test_frozen_encoder_stays_in_eval_mode_while_the_rest_trains(saved_tiny_bert, tmp_path):
-    model = BertLSTMModule(audio_dim=5, vision_dim=20, text_model=str(saved_tiny_bert), finetune_text=False,
-                           metric_family="mosi")
+    model = BertLSTMModule(
+        audio_dim=5, vision_dim=20, text_model=str(saved_tiny_bert), finetune_text=False, metric_family="mosi"
+    )
     model.train()  # even an explicit train() keeps the frozen extractor in eval mode
     assert not model.net.text_encoder.model.training and model.net.head.training
     probe = ModeProbe()
     _trainer(tmp_path, max_steps=2, callbacks=[probe], limit_val_batches=1).fit(
-        model, train_dataloaders=make_batches(list(range(N)), 4), val_dataloaders=make_batches([0, 1], 2))
+        model, train_dataloaders=make_batches(list(range(N)), 4), val_dataloaders=make_batches([0, 1], 2)
+    )
     assert probe.steps == 2 and probe.train_wrong == [] and probe.frozen_training == [] and probe.eval_wrong == []
     assert "encoder" not in {g["name"] for g in model.parameter_groups()}  # no trainable encoder weights
 
@@ -308,8 +359,14 @@ def test_val_loss_under_ddp_with_uneven_shards_is_the_mean_over_all_samples(tmp_
     script = tmp_path / "ddp_val.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ddp.json"), str(Path(__file__).parent)],
-                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ddp.json"), str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     single = _trainer(tmp_path).validate(_lfdnn(), dataloaders=make_batches(list(range(N)), 4), verbose=False)[0]
@@ -318,16 +375,27 @@ def test_val_loss_under_ddp_with_uneven_shards_is_the_mean_over_all_samples(tmp_
     # what the old logging gave (mean of the two ranks' means) differs from it on these shards
     model = _lfdnn().eval()
     with torch.no_grad():
-        per_rank = [torch.cat([(model(b).M - b.labels["M"]).abs() for b in make_batches(rows, 4)]).mean()
-                    for rows in ([0, 1, 2], list(range(3, N)))]
+        per_rank = [
+            torch.cat([(model(b).M - b.labels["M"]).abs() for b in make_batches(rows, 4)]).mean()
+            for rows in ([0, 1, 2], list(range(3, N)))
+        ]
     assert abs(float(sum(per_rank)) / 2 - single["val/loss"]) > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------- data facts
 def test_data_shaped_args_come_from_the_data(synthetic_sims, cache_dir, tmp_path):
     dm = SIMSDataModule(str(synthetic_sims), batch_size=16, cache_dir=str(cache_dir))
-    model = SelfMMModule(text_model="tiny-bert", audio_hidden=4, vision_hidden=4, audio_out=4, vision_out=4,
-                         text_head_dim=4, audio_head_dim=4, vision_head_dim=4, fusion_dim=8)
+    model = SelfMMModule(
+        text_model="tiny-bert",
+        audio_hidden=4,
+        vision_hidden=4,
+        audio_out=4,
+        vision_out=4,
+        text_head_dim=4,
+        audio_head_dim=4,
+        vision_head_dim=4,
+        fusion_dim=8,
+    )
     assert model.net is None  # built at setup, from the data
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)
@@ -340,10 +408,16 @@ def test_data_shaped_args_come_from_the_data(synthetic_sims, cache_dir, tmp_path
     assert SelfMMModule.load_from_checkpoint(ckpt).net.audio_rnn.rnn.input_size == facts["audio_dim"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"audio_dim": 7, "vision_dim": 20}, r"model.init_args.audio_dim=7 does not match the data: MOSIDataModule has audio_dim=5"),
-    ({"audio_dim": 5, "vision_dim": 20, "metric_family": "sims"}, r"metric_family=sims does not match the data"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"audio_dim": 7, "vision_dim": 20},
+            r"model.init_args.audio_dim=7 does not match the data: MOSIDataModule has audio_dim=5",
+        ),
+        ({"audio_dim": 5, "vision_dim": 20, "metric_family": "sims"}, r"metric_family=sims does not match the data"),
+    ],
+)
 def test_settings_that_conflict_with_the_data_name_both_values(kwargs, message, synthetic_mosi, cache_dir, tmp_path):
     dm = MOSIDataModule(str(synthetic_mosi), batch_size=16, cache_dir=str(cache_dir))
     with pytest.raises(ConfigError, match=message):
@@ -365,22 +439,39 @@ def msa_fit(synthetic_mosi, cache_dir, tmp_path, monkeypatch, capsys):
     def run(*args: str) -> SimpleNamespace:
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:
-            main(["fit", "--config", str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
-                  f"--data.init_args.path={synthetic_mosi}", f"--data.init_args.cache_dir={cache_dir}",
-                  "--data.init_args.num_workers=0", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-                  "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}", *args])
+            main(
+                [
+                    "fit",
+                    "--config",
+                    str(REPO / "configs/baselines/lf_dnn_mosi.yaml"),
+                    f"--data.init_args.path={synthetic_mosi}",
+                    f"--data.init_args.cache_dir={cache_dir}",
+                    "--data.init_args.num_workers=0",
+                    "--trainer.max_epochs=1",
+                    "--trainer.accelerator=cpu",
+                    "--trainer.enable_progress_bar=false",
+                    f"--trainer.default_root_dir={tmp_path}",
+                    *args,
+                ]
+            )
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=exit_.value.code or 0, stdout=out, stderr=err)
 
     return run
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("--model.init_args.audio_dim=7", r"model\.init_args\.audio_dim=7 .* 5 "),
-    ("--model.init_args.lr=0", r"model\.init_args\.lr must be a positive number, got 0"),
-    ("--model.init_args.param_groups=[{name: a, prefixes: [net.audo_net]}]",
-     r"model\.init_args\.param_groups: prefix 'net\.audo_net' matches no trainable parameter"),
-], ids=["conflicting_size", "zero_lr", "unknown_prefix"])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--model.init_args.audio_dim=7", r"model\.init_args\.audio_dim=7 .* 5 "),
+        ("--model.init_args.lr=0", r"model\.init_args\.lr must be a positive number, got 0"),
+        (
+            "--model.init_args.param_groups=[{name: a, prefixes: [net.audo_net]}]",
+            r"model\.init_args\.param_groups: prefix 'net\.audo_net' matches no trainable parameter",
+        ),
+    ],
+    ids=["conflicting_size", "zero_lr", "unknown_prefix"],
+)
 def test_msa_fit_with_bad_model_settings_prints_one_line(arg, message, msa_fit):
     proc = msa_fit(arg)
     last = proc.stderr.strip().splitlines()[-1]
@@ -389,8 +480,10 @@ def test_msa_fit_with_bad_model_settings_prints_one_line(arg, message, msa_fit):
 
 
 def test_msa_fit_logs_each_groups_lr_and_the_epoch_loss(msa_fit, tmp_path):
-    proc = msa_fit("--trainer.log_every_n_steps=1",
-                   "--model.init_args.param_groups=[{name: audio, prefixes: [net.audio_net], lr: 0.005}]")
+    proc = msa_fit(
+        "--trainer.log_every_n_steps=1",
+        "--model.init_args.param_groups=[{name: audio, prefixes: [net.audio_net], lr: 0.005}]",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     logs = list(tmp_path.rglob("metrics.csv"))
     assert logs, f"no metrics.csv under {tmp_path}"

@@ -7,6 +7,7 @@ subprocess, the others forked from a fork server that imported the suite once (:
 comes from :class:`SignalAt`, a callback the process imports from this file (``--trainer.callbacks+=``) that
 signals its own process. The uninterrupted reference runs are ``msa fit`` in the test process (``make_cli``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,8 +50,13 @@ class WorseningScore(L.Callback):
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _msa_fit(args: list[str], extra_callback: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
     cmd = [sys.executable, "-m", "msa_lightning.cli", "fit", *args]
     if extra_callback is not None:
         import json
@@ -87,7 +93,7 @@ def fork_msa_fit(tmp_path_factory):
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["msa_lightning.cli", "test_resume"])
     logs = tmp_path_factory.mktemp("forked_logs")
-    count = iter(range(10 ** 6))
+    count = iter(range(10**6))
 
     def run(args: list[str], extra_callback: dict | None = None, timeout: int = 300) -> SimpleNamespace:
         if extra_callback is not None:
@@ -128,11 +134,20 @@ def _signal_at(**kwargs) -> dict:
 
 
 def _tfn_args(data: Path, cache: Path, runs: Path) -> list[str]:
-    return ["--model=TFNModule", "--model.lr=3e-3", "--data=MOSIDataModule", f"--data.path={data}",
-            f"--data.cache_dir={cache}", "--data.batch_size=16", "--trainer.accelerator=cpu",
-            f"--trainer.max_epochs={EPOCHS}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
-            f"--trainer.logger.init_args.save_dir={runs}"]
+    return [
+        "--model=TFNModule",
+        "--model.lr=3e-3",
+        "--data=MOSIDataModule",
+        f"--data.path={data}",
+        f"--data.cache_dir={cache}",
+        "--data.batch_size=16",
+        "--trainer.accelerator=cpu",
+        f"--trainer.max_epochs={EPOCHS}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
+        f"--trainer.logger.init_args.save_dir={runs}",
+    ]
 
 
 def _run_dir(runs: Path) -> Path:
@@ -188,16 +203,24 @@ def test_last_checkpoint_is_the_latest_epoch_when_the_score_stops_improving(synt
     """Lightning 2.x ties save_last to top-k saves: without MSACheckpoint, last.ckpt stays at epoch 0 here."""
     from msa_lightning.experiments.lightning_cli import make_cli
 
-    make_cli(["fit", *_tfn_args(synthetic_mosi, cache_dir, tmp_path), "--trainer.max_epochs=3",
-              "--trainer.callbacks+=test_resume.WorseningScore", "--checkpoint.monitor=val/worsening"])
+    make_cli(
+        [
+            "fit",
+            *_tfn_args(synthetic_mosi, cache_dir, tmp_path),
+            "--trainer.max_epochs=3",
+            "--trainer.callbacks+=test_resume.WorseningScore",
+            "--checkpoint.monitor=val/worsening",
+        ]
+    )
     run = _run_dir(tmp_path)
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 2 and last["global_step"] == 3 * 4  # 64 training samples, batch 16
     assert [p.name for p in (run / "checkpoints").glob("best*.ckpt")] == ["best-00.ckpt"]
 
 
-def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(tfn_reference, cache_dir, tmp_path,
-                                                                          fork_msa_fit):
+def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(
+    tfn_reference, cache_dir, tmp_path, fork_msa_fit
+):
     """kill -9 right after epoch 0's checkpoints -> resume from last.ckpt -> Ctrl-C in the middle of epoch 1
     -> resume from interrupted.ckpt -> the same weights, optimiser state, best score and log as one run.
     The killed run is the command line itself (``python -m msa_lightning.cli fit``), the others forked."""
@@ -210,8 +233,10 @@ def test_kill_at_epoch_boundary_then_ctrl_c_mid_epoch_resume_bit_identical(tfn_r
     assert torch.load(last, weights_only=False)["global_step"] == 4
 
     interrupted = fork_msa_fit(args + [f"--ckpt_path={last}"], _signal_at(step=6, sig="SIGINT"))
-    assert f"msa: resuming {last} at epoch 1, step 4; logs -> {run}; checkpoints -> {run / 'checkpoints'}" \
+    assert (
+        f"msa: resuming {last} at epoch 1, step 4; logs -> {run}; checkpoints -> {run / 'checkpoints'}"
         in interrupted.stdout
+    )
     assert interrupted.returncode == 130, interrupted.stderr[-3000:]
     ckpt = run / "checkpoints" / "interrupted.ckpt"
     assert f"msa: interrupted at epoch 1, step 7; resume with --ckpt_path {ckpt}" in interrupted.stderr
@@ -245,13 +270,28 @@ def test_ctrl_c_in_the_last_step_of_an_epoch_finishes_the_epoch(tfn_reference, c
 
 
 def test_self_mm_ulgm_state_resumes_exactly_after_a_mid_epoch_kill(synthetic_mosi, cache_dir, tmp_path, fork_msa_fit):
-    args = ["--model=SelfMMModule", "--model.text_model=tiny-bert", "--model.audio_hidden=8", "--model.vision_hidden=8",
-            "--model.audio_out=8", "--model.vision_out=8", "--model.text_head_dim=8", "--model.audio_head_dim=8",
-            "--model.vision_head_dim=8", "--model.fusion_dim=16", "--model.lr=3e-3",
-            "--data=MOSIDataModule", f"--data.path={synthetic_mosi}", f"--data.cache_dir={cache_dir}",
-            "--data.batch_size=16", "--trainer.accelerator=cpu", f"--trainer.max_epochs={EPOCHS}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            "--trainer.log_every_n_steps=1"]
+    args = [
+        "--model=SelfMMModule",
+        "--model.text_model=tiny-bert",
+        "--model.audio_hidden=8",
+        "--model.vision_hidden=8",
+        "--model.audio_out=8",
+        "--model.vision_out=8",
+        "--model.text_head_dim=8",
+        "--model.audio_head_dim=8",
+        "--model.vision_head_dim=8",
+        "--model.fusion_dim=16",
+        "--model.lr=3e-3",
+        "--data=MOSIDataModule",
+        f"--data.path={synthetic_mosi}",
+        f"--data.cache_dir={cache_dir}",
+        "--data.batch_size=16",
+        "--trainer.accelerator=cpu",
+        f"--trainer.max_epochs={EPOCHS}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
+    ]
     _fit_in_this_process(args + [f"--trainer.logger.init_args.save_dir={tmp_path / 'ref'}"])
     resumed_args = args + [f"--trainer.logger.init_args.save_dir={tmp_path / 'run'}"]
     killed = fork_msa_fit(resumed_args, _signal_at(step=6))  # mid-epoch 1: resumes from the end of epoch 0

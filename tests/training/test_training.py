@@ -1,4 +1,5 @@
 """End-to-end: synthetic file -> real reader -> DataModule -> fit -> test, plus the CLI, DDP, resume."""
+
 from __future__ import annotations
 
 import csv
@@ -12,19 +13,27 @@ import pytest
 import torch
 import yaml
 
-from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.data import MOSIDataModule, SIMSDataModule
 from msa_lightning.data.reader import read_feature_file
+from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.metrics import compute_msa_metrics
-from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
 from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_model
+from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _trainer(tmp_path, epochs: int, **kwargs) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
 
 
 def _mean_predictor_mae(path) -> float:
@@ -34,11 +43,15 @@ def _mean_predictor_mae(path) -> float:
     return float(compute_msa_metrics(torch.full_like(labels, mean), labels, "mosi")["mae"])
 
 
-@pytest.mark.parametrize("make_model", [
-    lambda: LFDNNModule(lr=3e-3),
-    lambda: TFNModule(lr=3e-3),
-    lambda: BertLSTMModule(text_model="tiny-bert", lr=3e-3, encoder_lr=1e-3),
-], ids=["lf_dnn", "tfn", "bert_lstm"])
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        lambda: LFDNNModule(lr=3e-3),
+        lambda: TFNModule(lr=3e-3),
+        lambda: BertLSTMModule(text_model="tiny-bert", lr=3e-3, encoder_lr=1e-3),
+    ],
+    ids=["lf_dnn", "tfn", "bert_lstm"],
+)
 def test_baselines_learn_on_synthetic_mosi(make_model, synthetic_mosi, cache_dir, tmp_path):
     L.seed_everything(0)
     dm = MOSIDataModule(str(synthetic_mosi), batch_size=16, normalize=True, cache_dir=str(cache_dir))
@@ -47,8 +60,16 @@ def test_baselines_learn_on_synthetic_mosi(make_model, synthetic_mosi, cache_dir
     trainer = _trainer(tmp_path, epochs=8, enable_checkpointing=False)
     trainer.fit(model, datamodule=dm)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
-    expected = {"test/acc2_has0", "test/f1_has0", "test/acc2_non0", "test/f1_non0", "test/acc7", "test/acc5",
-                "test/mae", "test/corr"}
+    expected = {
+        "test/acc2_has0",
+        "test/f1_has0",
+        "test/acc2_non0",
+        "test/f1_non0",
+        "test/acc7",
+        "test/acc5",
+        "test/mae",
+        "test/corr",
+    }
     assert expected <= set(result)
     # a model that learns beats the mean predictor clearly on the planted signal
     assert result["test/mae"] < 0.85 * _mean_predictor_mae(synthetic_mosi)
@@ -77,8 +98,15 @@ def test_predict_returns_ids_and_scores(synthetic_mosi, cache_dir, tmp_path):
 
 
 def test_parameter_groups_give_encoder_its_own_lr():
-    model = BertLSTMModule(audio_dim=5, vision_dim=20, text_model="tiny-bert", lr=1e-3, encoder_lr=5e-5,
-                           weight_decay=0.1, encoder_weight_decay=0.0)
+    model = BertLSTMModule(
+        audio_dim=5,
+        vision_dim=20,
+        text_model="tiny-bert",
+        lr=1e-3,
+        encoder_lr=5e-5,
+        weight_decay=0.1,
+        encoder_weight_decay=0.0,
+    )
     groups = {g["name"]: g for g in model.parameter_groups()}
     encoder = {id(p) for p in model.net.text_encoder.parameters()}
     assert {id(p) for g in ("encoder", "encoder/no_decay") for p in groups[g]["params"]} == encoder
@@ -153,7 +181,9 @@ def parse_fit_args():
     return parse
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO / "configs")))
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO / "configs"))
+)
 def test_every_shipped_model_config_parses(config, parse_fit_args, capsys):
     text = config.read_text()
     if "model:" not in text:  # logger/trainer fragments are combined with a model config
@@ -179,10 +209,18 @@ def test_shared_parser_rejects_a_bad_config(parse_fit_args, tmp_path, capsys):
 
 
 def test_cli_fit_then_resume_from_last_checkpoint(synthetic_mosi, cache_dir, tmp_path):
-    common = ["--model=TFNModule", "--data=MOSIDataModule", f"--data.path={synthetic_mosi}",
-              f"--data.cache_dir={cache_dir}", "--data.batch_size=16", "--trainer.accelerator=cpu",
-              "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
-              f"--checkpoint.dirpath={tmp_path / 'ckpt'}", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    common = [
+        "--model=TFNModule",
+        "--data=MOSIDataModule",
+        f"--data.path={synthetic_mosi}",
+        f"--data.cache_dir={cache_dir}",
+        "--data.batch_size=16",
+        "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     first = make_cli(["fit", *common, "--trainer.max_epochs=1"])
     steps_per_epoch = first.trainer.num_training_batches
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
@@ -196,12 +234,25 @@ def test_cli_fit_then_resume_from_last_checkpoint(synthetic_mosi, cache_dir, tmp
 
 def test_ddp_fit_on_two_cpu_processes(synthetic_mosi, cache_dir, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "msa_lightning.cli", "fit", "--model=LFDNNModule", "--data=MOSIDataModule",
-           f"--data.path={synthetic_mosi}", f"--data.cache_dir={cache_dir}", "--data.batch_size=8",
-           "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-           "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
-           f"--trainer.default_root_dir={tmp_path}", f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
-           f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "msa_lightning.cli",
+        "fit",
+        "--model=LFDNNModule",
+        "--data=MOSIDataModule",
+        f"--data.path={synthetic_mosi}",
+        f"--data.cache_dir={cache_dir}",
+        "--data.batch_size=8",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
@@ -217,13 +268,26 @@ def test_multi_seed_tables(synthetic_mosi, cache_dir, tmp_path):
     from msa_lightning.experiments.seeds import run_seeds
 
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": {"class_path": "msa_lightning.papers.baselines.module.LFDNNModule"},
-        "data": {"class_path": "msa_lightning.data.MOSIDataModule",
-                 "init_args": {"path": str(synthetic_mosi), "cache_dir": str(cache_dir), "batch_size": 16}},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False,
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"class_path": "msa_lightning.papers.baselines.module.LFDNNModule"},
+                "data": {
+                    "class_path": "msa_lightning.data.MOSIDataModule",
+                    "init_args": {"path": str(synthetic_mosi), "cache_dir": str(cache_dir), "batch_size": 16},
+                },
+                "trainer": {
+                    "max_epochs": 1,
+                    "accelerator": "cpu",
+                    "enable_progress_bar": False,
+                    "logger": {
+                        "class_path": "lightning.pytorch.loggers.CSVLogger",
+                        "init_args": {"save_dir": str(tmp_path)},
+                    },
+                },
+            }
+        )
+    )
     summary = run_seeds([str(config)], [1111, 1112], tmp_path / "out", name="lfdnn")
     per_seed = list(csv.DictReader(open(tmp_path / "out" / "per_seed.csv")))
     assert [r["seed"] for r in per_seed] == ["1111", "1112"]
@@ -240,8 +304,14 @@ def test_wandb_logger_offline(synthetic_mosi, cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     dm = MOSIDataModule(str(synthetic_mosi), batch_size=32, cache_dir=str(cache_dir))
     logger = WandbLogger(project="msa-test", save_dir=str(tmp_path), offline=True)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=logger, enable_progress_bar=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=logger,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(TFNModule(), datamodule=dm)
     logger.experiment.finish()
     assert list(tmp_path.rglob("offline-run-*"))

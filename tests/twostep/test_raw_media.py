@@ -1,4 +1,5 @@
 """Raw-media DataModule (data/raw_media.py) on tiny mp4 files written here with PyAV."""
+
 from __future__ import annotations
 
 import logging
@@ -12,11 +13,12 @@ av = pytest.importorskip("av")
 
 from msa_lightning.data import raw as raw_media  # noqa: E402
 from msa_lightning.data.raw import RawMediaDataModule
-from msa_lightning.media.decode import decode_clip  # noqa: E402
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
-from msa_lightning.media.decode import load_crop
+from msa_lightning.media.decode import (
+    decode_clip,  # noqa: E402
+    load_crop,
+)
 from msa_lightning.media.synthetic import SYNTHETIC_ROWS, make_synthetic_raw, write_synthetic_clip
-
 
 # the tiny release the tests write (moved into the package for notebooks and benchmarks)
 write_clip = write_synthetic_clip
@@ -34,8 +36,15 @@ def dataset(tmp_path) -> Path:
 
 def _dm(path: Path, cache: Path, **kwargs) -> RawMediaDataModule:
     kwargs.setdefault("size", 16)
-    return RawMediaDataModule(str(path), dataset="simsv2", batch_size=2, tokenizer="tiny-bert", text_max_length=12,
-                              cache_dir=str(cache), **kwargs)
+    return RawMediaDataModule(
+        str(path),
+        dataset="simsv2",
+        batch_size=2,
+        tokenizer="tiny-bert",
+        text_max_length=12,
+        cache_dir=str(cache),
+        **kwargs,
+    )
 
 
 def test_decode_samples_frames_at_10_fps_and_resamples_audio(tmp_path):
@@ -68,7 +77,7 @@ def test_batches_from_raw_clips_decoded_once(dataset, tmp_path, monkeypatch):
     assert batch.waveform.dtype == torch.float32 and batch.waveform_mask.dtype == torch.bool
     lengths = batch.waveform_mask.sum(1)
     assert abs(lengths[0].item() - 0.6 * 16_000) < 800 and lengths[1] == batch.waveform.shape[1]
-    assert (batch.waveform[0, lengths[0]:] == 0).all() and (batch.frames[0, 6:] == 0).all()
+    assert (batch.waveform[0, lengths[0] :] == 0).all() and (batch.frames[0, 6:] == 0).all()
     assert set(batch.labels) == {"M", "T", "A", "V"} and batch.labels["V"].tolist() == pytest.approx([-0.2, 0.0])
     assert batch.text_ids.shape == (2, 12) and batch.text_mask[:, 0].tolist() == [1, 1]
     train = [b for b in dm.train_dataloader()]
@@ -117,8 +126,15 @@ def test_mosi_release_has_only_the_multimodal_label(tmp_path):
     root = tmp_path / "mosi_raw"
     root.mkdir()
     make_dataset(root, unimodal=False)
-    dm = RawMediaDataModule(str(root), dataset="mosi", batch_size=2, tokenizer="tiny-bert", size=16,
-                            cache_dir=str(tmp_path / "cache"), inputs=["waveform", "waveform_mask"])
+    dm = RawMediaDataModule(
+        str(root),
+        dataset="mosi",
+        batch_size=2,
+        tokenizer="tiny-bert",
+        size=16,
+        cache_dir=str(tmp_path / "cache"),
+        inputs=["waveform", "waveform_mask"],
+    )
     dm.setup("fit")
     assert set(next(iter(dm.test_dataloader())).labels) == {"M"}
     with pytest.raises(DataError, match="split 'train' has no labels 'T'.*label_T"):
@@ -164,8 +180,7 @@ def test_frames_from_a_folder_of_face_crops(dataset, tmp_path):
     folder = tmp_path / "faces"
     for i in range(12):
         write_image(folder / f"{i:06d}.png", 10 * i)
-    frames, audio = decode_clip(dataset / "Raw" / "vidA" / "1.mp4", fps=10, size=8, frames_folder=folder,
-                                frames_fps=25)
+    frames, audio = decode_clip(dataset / "Raw" / "vidA" / "1.mp4", fps=10, size=8, frames_folder=folder, frames_fps=25)
     # 12 images = 0.48 s -> 5 outputs showing images floor(2.5 k)
     assert frames[:, 0, 0, 0].tolist() == [0, 20, 50, 70, 100] and frames.shape == (5, 8, 8, 3)
     assert abs(len(audio) - 16_000) < 800
@@ -207,8 +222,11 @@ def test_raw_batch_through_the_extractors_and_mult(dataset, tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     torch.manual_seed(0)
-    text, audio, video = (TextEncoder("tiny-bert", finetune=False), AudioEncoder("tiny-hubert", finetune=False),
-                          VideoSwinEncoder("tiny-swin3d", finetune=False))
+    text, audio, video = (
+        TextEncoder("tiny-bert", finetune=False),
+        AudioEncoder("tiny-hubert", finetune=False),
+        VideoSwinEncoder("tiny-swin3d", finetune=False),
+    )
     fusion = MulT((text.hidden_size, audio.hidden_size, video.hidden_size), dim=8, num_heads=2, layers=1).eval()
     with torch.no_grad():
         t_seq = text(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state
@@ -232,9 +250,19 @@ def _counting(dm) -> dict[str, int]:
 def _feature_dm(dataset, cache, **kwargs):
     from msa_lightning.papers.twostep.data import ExtractedFeaturesDataModule
 
-    return ExtractedFeaturesDataModule(str(dataset), text_model="tiny-bert", audio_model="tiny-hubert",
-                                       video_arch="tiny-swin3d", dataset="simsv2", batch_size=2, text_max_length=12,
-                                       size=16, cache_dir=str(cache), extract_batch_size=4, **kwargs)
+    return ExtractedFeaturesDataModule(
+        str(dataset),
+        text_model="tiny-bert",
+        audio_model="tiny-hubert",
+        video_arch="tiny-swin3d",
+        dataset="simsv2",
+        batch_size=2,
+        text_max_length=12,
+        size=16,
+        cache_dir=str(cache),
+        extract_batch_size=4,
+        **kwargs,
+    )
 
 
 def test_step2_extracts_each_clip_once_and_serves_feature_batches(dataset, tmp_path):
@@ -297,8 +325,11 @@ def test_step1_checkpoint_without_the_extractor_is_refused(dataset, tmp_path):
     ckpt = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"net.head.weight": torch.zeros(1, 4)}}, ckpt)
     dm = _feature_dm(dataset, tmp_path / "cache", step1_checkpoints={"vision": str(ckpt)})
-    with pytest.raises(ConfigError, match=r"step1_checkpoints.vision: checkpoint .*other.ckpt.* holds no complete "
-                                          r"copies of the VideoSwinEncoder weights"):
+    with pytest.raises(
+        ConfigError,
+        match=r"step1_checkpoints.vision: checkpoint .*other.ckpt.* holds no complete "
+        r"copies of the VideoSwinEncoder weights",
+    ):
         dm.setup("fit")
     with pytest.raises(ConfigError, match="step1_checkpoints: unknown modalities"):
         _feature_dm(dataset, tmp_path / "cache", step1_checkpoints={"face": str(ckpt)})
@@ -326,10 +357,15 @@ def test_a_feature_model_trains_on_step2_batches(dataset, tmp_path):
 
     dm = _feature_dm(dataset, tmp_path / "cache")
     facts = dm.data_facts()
-    model = TFNModule(audio_dim=facts["audio_dim"], vision_dim=facts["vision_dim"], text_encoder="bag",
-                      metric_family=facts["metric_family"])
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    model = TFNModule(
+        audio_dim=facts["audio_dim"],
+        vision_dim=facts["vision_dim"],
+        text_encoder="bag",
+        metric_family=facts["metric_family"],
+    )
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(model, datamodule=dm)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert np.isfinite(result["test/mae"]) and "test/acc2_weak" in result  # CH-SIMS v2 metrics
@@ -360,19 +396,34 @@ def _copy_as(lines: list[str], clip: str, mode: str) -> list[str]:
     return [*lines, row.rsplit(",", 1)[0] + "," + mode]
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda ls: _set(ls, "vidB_2", "label_T", "nan"),
-     r"label.csv, line 5: clip vidB_2 \(split 'train'\): column 'label_T': expected a finite number, found 'nan'"),
-    (lambda ls: _set(ls, "vidE_1", "label", "-inf"),
-     r"line 10: clip vidE_1 \(split 'test'\): column 'label': expected a finite number, found '-inf'"),
-    (lambda ls: _set(ls, "vidA_1", "label_V", ""),
-     r"line 2: clip vidA_1 \(split 'train'\): column 'label_V': expected a finite number, found ''"),
-    (lambda ls: _copy_as(ls, "vidC_1", "train"),
-     r"line 11: clip vidC_1 is listed again \(first on line 6\); list each clip once"),
-    (lambda ls: _copy_as(ls, "vidD_2", "train"),
-     r"line 11: clip vidD_2 is listed again \(first on line 9\) \(under mode 'test' there and 'train' here: "
-     r"an evaluation clip would also be trained on\)"),
-], ids=["nan", "inf", "empty", "twice", "two-modes"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda ls: _set(ls, "vidB_2", "label_T", "nan"),
+            r"label.csv, line 5: clip vidB_2 \(split 'train'\): column 'label_T': "
+            r"expected a finite number, found 'nan'",
+        ),
+        (
+            lambda ls: _set(ls, "vidE_1", "label", "-inf"),
+            r"line 10: clip vidE_1 \(split 'test'\): column 'label': expected a finite number, found '-inf'",
+        ),
+        (
+            lambda ls: _set(ls, "vidA_1", "label_V", ""),
+            r"line 2: clip vidA_1 \(split 'train'\): column 'label_V': expected a finite number, found ''",
+        ),
+        (
+            lambda ls: _copy_as(ls, "vidC_1", "train"),
+            r"line 11: clip vidC_1 is listed again \(first on line 6\); list each clip once",
+        ),
+        (
+            lambda ls: _copy_as(ls, "vidD_2", "train"),
+            r"line 11: clip vidD_2 is listed again \(first on line 9\) \(under mode 'test' there and 'train' here: "
+            r"an evaluation clip would also be trained on\)",
+        ),
+    ],
+    ids=["nan", "inf", "empty", "twice", "two-modes"],
+)
 def test_label_file_problems_name_the_line_and_clip(dataset, tmp_path, edit, message):
     _edit_labels(dataset, edit)
     for on_error in ("raise", "skip"):  # a bad label file is never skipped over
@@ -396,20 +447,37 @@ def test_msa_fit_refuses_bad_label_files(dataset, tmp_path):
     byte are one `msa: error:` line each, before any clip is decoded."""
     from conftest import assert_one_line_error, run_msa
 
-    args = ["fit", "--model=TwoStepMSA", "--model.init_args.text_model=tiny-bert",
-            "--model.init_args.audio_model=tiny-hubert", "--model.init_args.video_arch=tiny-swin3d",
-            "--data=RawMediaDataModule", f"--data.init_args.path={dataset}", "--data.init_args.tokenizer=tiny-bert",
-            "--data.init_args.size=16", "--trainer.max_epochs=1", "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    args = [
+        "fit",
+        "--model=TwoStepMSA",
+        "--model.init_args.text_model=tiny-bert",
+        "--model.init_args.audio_model=tiny-hubert",
+        "--model.init_args.video_arch=tiny-swin3d",
+        "--data=RawMediaDataModule",
+        f"--data.init_args.path={dataset}",
+        "--data.init_args.tokenizer=tiny-bert",
+        "--data.init_args.size=16",
+        "--trainer.max_epochs=1",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]
     original = (dataset / "label.csv").read_bytes()
     label = str(dataset / "label.csv")
     _edit_labels(dataset, lambda ls: _set(ls, "vidB_2", "label", "NaN"))
-    assert_one_line_error(run_msa(*args, cache=tmp_path / "cache"), label, "line 5: clip vidB_2 (split 'train')",
-                          "column 'label': expected a finite number, found 'NaN'")
+    assert_one_line_error(
+        run_msa(*args, cache=tmp_path / "cache"),
+        label,
+        "line 5: clip vidB_2 (split 'train')",
+        "column 'label': expected a finite number, found 'NaN'",
+    )
     (dataset / "label.csv").write_bytes(original)
     _edit_labels(dataset, lambda ls: _copy_as(ls, "vidE_1", "train"))
-    assert_one_line_error(run_msa(*args, cache=tmp_path / "cache"), label, "line 11: clip vidE_1 is listed again",
-                          "under mode 'test' there and 'train' here")
+    assert_one_line_error(
+        run_msa(*args, cache=tmp_path / "cache"),
+        label,
+        "line 11: clip vidE_1 is listed again",
+        "under mode 'test' there and 'train' here",
+    )
     (dataset / "label.csv").write_bytes(original.replace(b"so funny", b"s\xf6 funny"))
     assert_one_line_error(run_msa(*args, cache=tmp_path / "cache"), label, "line 8: the label file is not UTF-8")
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("raw_media*"))

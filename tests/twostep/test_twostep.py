@@ -1,4 +1,5 @@
 """TwoStepMSA (models/twostep.py) on tiny mp4 files written with PyAV, tiny-bert / tiny-hubert / tiny-swin3d."""
+
 from __future__ import annotations
 
 import csv
@@ -13,15 +14,23 @@ import torch
 
 pytest.importorskip("av")
 
-from test_raw_media import ROWS, _dm, _feature_dm, make_dataset  # noqa: E402
 from conftest import assert_one_line_error  # noqa: E402
+from test_raw_media import ROWS, _dm, _feature_dm, make_dataset  # noqa: E402
 
 from msa_lightning.data.raw import RawMediaDataModule  # noqa: E402
 from msa_lightning.errors import ConfigError, DataError  # noqa: E402
 from msa_lightning.papers.twostep.module import TwoStepMSA  # noqa: E402
 
-TINY = dict(text_model="tiny-bert", audio_model="tiny-hubert", video_arch="tiny-swin3d", head_hidden=8,
-            tfn_dim=4, mult_dim=8, mult_heads=2, mult_layers=1)
+TINY = dict(
+    text_model="tiny-bert",
+    audio_model="tiny-hubert",
+    video_arch="tiny-swin3d",
+    head_hidden=8,
+    tfn_dim=4,
+    mult_dim=8,
+    mult_heads=2,
+    mult_layers=1,
+)
 DIMS = {"T": 32, "A": 32, "V": 128}  # tiny-bert, tiny-hubert, tiny-swin3d widths
 
 
@@ -41,16 +50,25 @@ def batch(raw):
 
 def _trainer(**kwargs) -> L.Trainer:
     kwargs = {"max_epochs": 1, **kwargs}
-    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, accelerator="cpu", **kwargs)
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kwargs,
+    )
 
 
-@pytest.mark.parametrize("fusion, modalities, fused", [
-    ("sf", "TAV", sum(DIMS.values())),       # concatenated global vectors
-    ("tfn", "TAV", 5 ** 3),                  # outer product of [W g; 1], W g of 4 units each
-    ("sf", "AV", DIMS["A"] + DIMS["V"]),     # Table 4 subset
-    ("mult", "AV", 2 * 8),                   # MulT over a pair: two memory streams of width 8
-])
+@pytest.mark.parametrize(
+    "fusion, modalities, fused",
+    [
+        ("sf", "TAV", sum(DIMS.values())),  # concatenated global vectors
+        ("tfn", "TAV", 5**3),  # outer product of [W g; 1], W g of 4 units each
+        ("sf", "AV", DIMS["A"] + DIMS["V"]),  # Table 4 subset
+        ("mult", "AV", 2 * 8),  # MulT over a pair: two memory streams of width 8
+    ],
+)
 def test_fusion_shapes_heads_and_parameter_groups(batch, fusion, modalities, fused):
     torch.manual_seed(0)
     model = TwoStepMSA(regime="joint", fusion=fusion, modalities=modalities, metric_family="simsv2", **TINY)
@@ -68,15 +86,24 @@ def test_fusion_shapes_heads_and_parameter_groups(batch, fusion, modalities, fus
     assert extractor_ids == {id(p) for m in modalities for p in getattr(model.net, names[m]).parameters()}
     # Eq. 2: the loss is the alpha-weighted sum of the four L1 losses
     loss, parts = model.compute_loss(out, batch)
-    expected = sum(torch.nn.functional.l1_loss(out.unimodal[k] if k != "M" else out.M, batch.labels[k])
-                   for k in ("M", *modalities))
+    expected = sum(
+        torch.nn.functional.l1_loss(out.unimodal[k] if k != "M" else out.M, batch.labels[k]) for k in ("M", *modalities)
+    )
     torch.testing.assert_close(loss, expected)
     assert sorted(parts) == sorted(f"loss_{k}" for k in ("M", *modalities))
 
 
 def test_tfn_without_projection_and_alphas(batch):
-    model = TwoStepMSA(regime="joint", fusion="tfn", modalities="TA", **{**TINY, "tfn_dim": None},
-                       alpha_M=1.0, alpha_T=0.0, alpha_A=0.5, metric_family="simsv2")
+    model = TwoStepMSA(
+        regime="joint",
+        fusion="tfn",
+        modalities="TA",
+        **{**TINY, "tfn_dim": None},
+        alpha_M=1.0,
+        alpha_T=0.0,
+        alpha_A=0.5,
+        metric_family="simsv2",
+    )
     out = model(batch)
     assert out.features["M"].shape == (len(batch), 33 * 33)
     loss, parts = model.compute_loss(out, batch)
@@ -93,16 +120,22 @@ def test_extractors_from_saved_folders(batch, tmp_path):
     text, audio = TextEncoder("tiny-bert"), AudioEncoder("tiny-hubert")
     text.model.save_pretrained(tmp_path / "bert")
     audio.model.save_pretrained(tmp_path / "hubert")
-    model = TwoStepMSA(regime="single", fusion="sf", modalities="TA", metric_family="simsv2",
-                       **{**TINY, "text_model": str(tmp_path / "bert"), "audio_model": str(tmp_path / "hubert")})
+    model = TwoStepMSA(
+        regime="single",
+        fusion="sf",
+        modalities="TA",
+        metric_family="simsv2",
+        **{**TINY, "text_model": str(tmp_path / "bert"), "audio_model": str(tmp_path / "hubert")},
+    )
     for mine, saved in ((model.net.text, text), (model.net.audio, audio)):
         for (name, a), (_, b) in zip(mine.state_dict().items(), saved.state_dict().items()):
             assert torch.equal(a, b), name
     model.eval()
     with torch.no_grad():
         out = model(batch)
-        torch.testing.assert_close(out.features["T"], text.eval()(batch.text_ids, batch.text_mask,
-                                                                  batch.text_segment).last_hidden_state[:, 0])
+        torch.testing.assert_close(
+            out.features["T"], text.eval()(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state[:, 0]
+        )
     assert out.unimodal == {}  # single-task: M only
 
 
@@ -117,8 +150,14 @@ def test_step2_no_gradient_reaches_an_extractor(raw, batch, tmp_path):
     torch.save({"state_dict": step1.state_dict()}, ckpt)
 
     torch.manual_seed(2)
-    model = TwoStepMSA(regime="step2", step2_inputs="raw", fusion="mult", metric_family="simsv2",
-                       step1_checkpoints={"audio": str(ckpt)}, **TINY)
+    model = TwoStepMSA(
+        regime="step2",
+        step2_inputs="raw",
+        fusion="mult",
+        metric_family="simsv2",
+        step1_checkpoints={"audio": str(ckpt)},
+        **TINY,
+    )
     for key, value in step1.net.audio.state_dict().items():
         assert torch.equal(model.net.audio.state_dict()[key], value), key
     model.train()
@@ -180,8 +219,15 @@ def _mosi_release(root: Path) -> Path:
 @pytest.mark.parametrize("regime", ["joint", "step1"])
 def test_multitask_on_mosi_labels_fails_naming_them(regime, raw, tmp_path):
     mosi = _mosi_release(tmp_path / "mosi_raw")
-    dm = RawMediaDataModule(str(mosi), dataset="mosi", batch_size=2, tokenizer="tiny-bert", text_max_length=12,
-                            size=16, cache_dir=str(raw[1]))
+    dm = RawMediaDataModule(
+        str(mosi),
+        dataset="mosi",
+        batch_size=2,
+        tokenizer="tiny-bert",
+        text_max_length=12,
+        size=16,
+        cache_dir=str(raw[1]),
+    )
     model = TwoStepMSA(regime=regime, step1_modality="V", **TINY)
     missing = "T, A, V labels" if regime == "joint" else "V labels"
     with pytest.raises(DataError, match=rf"regime='{regime}' trains on the labels .* has no {missing}"):
@@ -200,14 +246,27 @@ def test_bad_settings_are_config_errors():
 
 
 # ------------------------------------------------------------------------------------------- the msa command
-MODEL_TINY = ["--model=TwoStepMSA", "--model.init_args.text_model=tiny-bert", "--model.init_args.audio_model=tiny-hubert",
-              "--model.init_args.video_arch=tiny-swin3d", "--model.init_args.head_hidden=8",
-              "--model.init_args.mult_dim=8", "--model.init_args.mult_heads=2", "--model.init_args.mult_layers=1"]
+MODEL_TINY = [
+    "--model=TwoStepMSA",
+    "--model.init_args.text_model=tiny-bert",
+    "--model.init_args.audio_model=tiny-hubert",
+    "--model.init_args.video_arch=tiny-swin3d",
+    "--model.init_args.head_hidden=8",
+    "--model.init_args.mult_dim=8",
+    "--model.init_args.mult_heads=2",
+    "--model.init_args.mult_layers=1",
+]
 
 
 def _data_args(path: Path, cls: str = "RawMediaDataModule") -> list[str]:
-    return [f"--data={cls}", f"--data.init_args.path={path}", "--data.init_args.tokenizer=tiny-bert",
-            "--data.init_args.text_max_length=12", "--data.init_args.size=16", "--data.init_args.batch_size=2"]
+    return [
+        f"--data={cls}",
+        f"--data.init_args.path={path}",
+        "--data.init_args.tokenizer=tiny-bert",
+        "--data.init_args.text_max_length=12",
+        "--data.init_args.size=16",
+        "--data.init_args.batch_size=2",
+    ]
 
 
 def msa_in_process(*args, capsys) -> SimpleNamespace:
@@ -252,8 +311,12 @@ def stages_in_process(monkeypatch) -> list[list[str]]:
 
 
 def _trainer_args(root: Path) -> list[str]:
-    return [f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
+    return [
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.accelerator=cpu",
+    ]
 
 
 @pytest.mark.slow
@@ -268,22 +331,53 @@ def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, capfd,
 
     path, cache = raw
     store = f"--data.init_args.cache_dir={cache}"  # the stages' store (the saved config keeps it for `msa test`)
-    features = [*_data_args(path, "ExtractedFeaturesDataModule"), store, "--data.init_args.text_model=tiny-bert",
-                "--data.init_args.audio_model=tiny-hubert", "--data.init_args.video_arch=tiny-swin3d",
-                "--data.init_args.step1_checkpoints={vision: ${step1_V.best_ckpt}}"]
+    features = [
+        *_data_args(path, "ExtractedFeaturesDataModule"),
+        store,
+        "--data.init_args.text_model=tiny-bert",
+        "--data.init_args.audio_model=tiny-hubert",
+        "--data.init_args.video_arch=tiny-swin3d",
+        "--data.init_args.step1_checkpoints={vision: ${step1_V.best_ckpt}}",
+    ]
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
-    pipeline = {"name": "tiny_twostep", "out": str(tmp_path / "runs"), "stages": [
-        {"name": "step1_V", "args": [*MODEL_TINY, "--model.init_args.regime=step1", "--model.init_args.step1_modality=V",
-                                     *_data_args(path), store, *quiet, "--trainer.max_epochs=1"]},
-        {"name": "step2_mult", "needs": ["step1_V"],
-         "args": [*MODEL_TINY, "--model.init_args.regime=step2", "--model.init_args.fusion=mult", *features, *quiet,
-                  "--trainer.max_epochs=2"]}]}
+    pipeline = {
+        "name": "tiny_twostep",
+        "out": str(tmp_path / "runs"),
+        "stages": [
+            {
+                "name": "step1_V",
+                "args": [
+                    *MODEL_TINY,
+                    "--model.init_args.regime=step1",
+                    "--model.init_args.step1_modality=V",
+                    *_data_args(path),
+                    store,
+                    *quiet,
+                    "--trainer.max_epochs=1",
+                ],
+            },
+            {
+                "name": "step2_mult",
+                "needs": ["step1_V"],
+                "args": [
+                    *MODEL_TINY,
+                    "--model.init_args.regime=step2",
+                    "--model.init_args.fusion=mult",
+                    *features,
+                    *quiet,
+                    "--trainer.max_epochs=2",
+                ],
+            },
+        ],
+    }
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
     records = run_pipeline(tmp_path / "pipeline.yaml")
     assert list(records) == ["step1_V", "step2_mult"] and all(r["status"] == "finished" for r in records.values())
     assert [c[0] for c in stages_in_process] == ["fit", "fit"]
-    assert f"--data.init_args.step1_checkpoints={{vision: {records['step1_V']['best_ckpt']}}}" in \
-        records["step2_mult"]["command"]  # ${step1_V.best_ckpt} substituted
+    assert (
+        f"--data.init_args.step1_checkpoints={{vision: {records['step1_V']['best_ckpt']}}}"
+        in records["step2_mult"]["command"]
+    )  # ${step1_V.best_ckpt} substituted
 
     step1 = sorted((tmp_path / "runs" / "step1_V" / "checkpoints").glob("best*.ckpt"))
     state = torch.load(step1[0], map_location="cpu", weights_only=False)["state_dict"]
@@ -304,25 +398,43 @@ def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, capfd,
 
 def test_msa_joint_on_a_mosi_release_is_one_clear_error(raw, tmp_path, capsys):
     mosi = _mosi_release(tmp_path / "mosi_raw")
-    result = msa_in_process("fit", *MODEL_TINY, "--model.init_args.regime=joint",
-                            *_data_args(mosi), "--data.init_args.dataset=mosi", f"--data.init_args.cache_dir={raw[1]}",
-                            *_trainer_args(tmp_path / "runs"), "--trainer.max_epochs=1", capsys=capsys)
+    result = msa_in_process(
+        "fit",
+        *MODEL_TINY,
+        "--model.init_args.regime=joint",
+        *_data_args(mosi),
+        "--data.init_args.dataset=mosi",
+        f"--data.init_args.cache_dir={raw[1]}",
+        *_trainer_args(tmp_path / "runs"),
+        "--trainer.max_epochs=1",
+        capsys=capsys,
+    )
     assert_one_line_error(result, "regime='joint'", "has no T, A, V labels", str(mosi / "label.csv"))
 
 
 # ------------------------------------------------------------------------------------------- shipped configs
-TINY_MODEL_ARGS = ["--model.init_args.text_model=tiny-bert", "--model.init_args.audio_model=tiny-hubert",
-                   "--model.init_args.video_arch=tiny-swin3d"]
-TINY_FEATURE_ARGS = ["--data.init_args.text_model=tiny-bert", "--data.init_args.audio_model=tiny-hubert",
-                     "--data.init_args.video_arch=tiny-swin3d", "--data.init_args.step1_checkpoints=null"]
+TINY_MODEL_ARGS = [
+    "--model.init_args.text_model=tiny-bert",
+    "--model.init_args.audio_model=tiny-hubert",
+    "--model.init_args.video_arch=tiny-swin3d",
+]
+TINY_FEATURE_ARGS = [
+    "--data.init_args.text_model=tiny-bert",
+    "--data.init_args.audio_model=tiny-hubert",
+    "--data.init_args.video_arch=tiny-swin3d",
+    "--data.init_args.step1_checkpoints=null",
+]
 
 
-@pytest.mark.parametrize("config, extra", [
-    ("simsv2_mult_joint.yaml", TINY_MODEL_ARGS),                # Table 1, joint multi-task
-    ("simsv2_step1_T.yaml", TINY_MODEL_ARGS),                   # two-step, step 1
-    ("simsv2_table4_AV_step2.yaml", TINY_MODEL_ARGS + TINY_FEATURE_ARGS),  # Table 4, two-step MulT on a pair
-    ("mosi_tfn_single.yaml", TINY_MODEL_ARGS),                  # Table 2 on a MOSI release (M only)
-])
+@pytest.mark.parametrize(
+    "config, extra",
+    [
+        ("simsv2_mult_joint.yaml", TINY_MODEL_ARGS),  # Table 1, joint multi-task
+        ("simsv2_step1_T.yaml", TINY_MODEL_ARGS),  # two-step, step 1
+        ("simsv2_table4_AV_step2.yaml", TINY_MODEL_ARGS + TINY_FEATURE_ARGS),  # Table 4, two-step MulT on a pair
+        ("mosi_tfn_single.yaml", TINY_MODEL_ARGS),  # Table 2 on a MOSI release (M only)
+    ],
+)
 def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
     """The paper's configs as shipped, with tiny pretrained stand-ins and the tiny raw release."""
     import yaml
@@ -331,12 +443,26 @@ def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
 
     path = raw[0] if not config.startswith("mosi") else _mosi_release(tmp_path / "mosi_raw")
     file = Path(__file__).resolve().parents[2] / "configs" / "twostep" / config
-    cli = make_cli(["fit", "--config", str(file), *extra, f"--data.init_args.path={path}",
-                    "--data.init_args.tokenizer=tiny-bert", "--data.init_args.size=16", "--data.init_args.batch_size=2",
-                    f"--data.init_args.cache_dir={raw[1]}", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-                    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                    "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}",
-                    f"--checkpoint.dirpath={tmp_path / 'ckpt'}"])
+    cli = make_cli(
+        [
+            "fit",
+            "--config",
+            str(file),
+            *extra,
+            f"--data.init_args.path={path}",
+            "--data.init_args.tokenizer=tiny-bert",
+            "--data.init_args.size=16",
+            "--data.init_args.batch_size=2",
+            f"--data.init_args.cache_dir={raw[1]}",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--trainer.accelerator=cpu",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--checkpoint.dirpath={tmp_path / 'ckpt'}",
+        ]
+    )
     assert cli.trainer.global_step == 2 and np.isfinite(float(cli.trainer.callback_metrics["val/mae"]))
     given = yaml.safe_load(file.read_text())["model"]["init_args"]
     for key in ("regime", "fusion", "modalities", "lr", "extractor_lr", "step1_modality"):
@@ -350,43 +476,57 @@ def test_the_data_must_come_from_the_models_extractors(raw, tmp_path):
     step-2 DataModule's tokenizer follows its text_model. Any mismatch is one ConfigError naming both keys."""
     from msa_lightning.papers.twostep.data import ExtractedFeaturesDataModule
 
-    with pytest.raises(ConfigError, match=r"data.init_args.tokenizer='bert-base-uncased' differs from "
-                                          r"data.init_args.text_model='tiny-bert'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.init_args.tokenizer='bert-base-uncased' differs from "
+        r"data.init_args.text_model='tiny-bert'",
+    ):
         ExtractedFeaturesDataModule(str(raw[0]), text_model="tiny-bert", tokenizer="bert-base-uncased")
     assert ExtractedFeaturesDataModule(str(raw[0]), text_model="tiny-bert").tokenizer_name == "tiny-bert"
 
     features = _feature_dm(*raw)
     model = TwoStepMSA(regime="step2", fusion="sf", **{**TINY, "audio_model": "facebook/hubert-base-ls960"})
-    with pytest.raises(ConfigError, match=r"model.init_args.audio_model='facebook/hubert-base-ls960' but step 2 "
-                                          r"reads the stored outputs of data.init_args.audio_model='tiny-hubert'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.init_args.audio_model='facebook/hubert-base-ls960' but step 2 "
+        r"reads the stored outputs of data.init_args.audio_model='tiny-hubert'",
+    ):
         _trainer(limit_train_batches=1).fit(model, datamodule=features)
     other_tokens = _dm(*raw)
     other_tokens.tokenizer_name = "tiny-xlnet"
     model = TwoStepMSA(regime="single", fusion="sf", modalities="TA", **TINY)
-    with pytest.raises(ConfigError, match=r"data.init_args.tokenizer='tiny-xlnet' differs from "
-                                          r"model.init_args.text_model='tiny-bert'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.init_args.tokenizer='tiny-xlnet' differs from "
+        r"model.init_args.text_model='tiny-bert'",
+    ):
         _trainer(limit_train_batches=1).fit(model, datamodule=other_tokens)
 
 
 def test_step1_checkpoints_accept_a_run_folder(tmp_path):
     """A step-1 run folder stands for its best checkpoint (resolved as `msa test`/`msa export` do)."""
-    from msa_lightning.papers.twostep.data import load_encoder_weights
     from msa_lightning.nn.audio_encoder import AudioEncoder
+    from msa_lightning.papers.twostep.data import load_encoder_weights
 
     torch.manual_seed(3)
     tuned = AudioEncoder("tiny-hubert", finetune=False)
     run = tmp_path / "step1_A"
     (run / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": {f"net.audio.{k}": v for k, v in tuned.state_dict().items()}},
-               run / "checkpoints" / "best-epoch=0.ckpt")
+    torch.save(
+        {"state_dict": {f"net.audio.{k}": v for k, v in tuned.state_dict().items()}},
+        run / "checkpoints" / "best-epoch=0.ckpt",
+    )
     torch.save({"state_dict": {}}, run / "checkpoints" / "last.ckpt")
     fresh = AudioEncoder("tiny-hubert", finetune=False)
     assert load_encoder_weights(fresh, run, "data.init_args.step1_checkpoints.audio") == "net.audio."
     for key, value in tuned.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(ConfigError, match=r"data.init_args.step1_checkpoints.audio: ckpt_path=.*empty_run.*"
-                                          r"no checkpoints found"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.init_args.step1_checkpoints.audio: ckpt_path=.*empty_run.*"
+        r"no checkpoints found",
+    ):
         load_encoder_weights(fresh, tmp_path / "empty_run", "data.init_args.step1_checkpoints.audio")
     with pytest.raises(ConfigError, match=r"step1_checkpoints.audio: checkpoint .*nowhere.ckpt.* does not exist"):
         load_encoder_weights(fresh, tmp_path / "nowhere.ckpt", "data.init_args.step1_checkpoints.audio")
@@ -405,12 +545,25 @@ def test_handcrafted_rows_read_audio_and_vision_from_the_feature_file(simsv2_fil
     valid frames, padding ignored), the same heads and fusion; step 1 on a file modality is refused."""
     from msa_lightning.data import MSADataModule
 
-    dm = MSADataModule(str(simsv2_file), dataset="simsv2", tokenizer="tiny-bert", text_max_length=12, batch_size=4,
-                       cache_dir=str(tmp_path / "cache"))
+    dm = MSADataModule(
+        str(simsv2_file),
+        dataset="simsv2",
+        tokenizer="tiny-bert",
+        text_max_length=12,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+    )
     model = TwoStepMSA(regime="joint", fusion="mult", file_features="AV", **TINY)
     assert model.net is None and model.net_requires == ("audio_dim", "vision_dim")
-    assert model.required_inputs == {"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision",
-                                     "vision_lengths"}
+    assert model.required_inputs == {
+        "text_ids",
+        "text_mask",
+        "text_segment",
+        "audio",
+        "audio_lengths",
+        "vision",
+        "vision_lengths",
+    }
     trainer = _trainer(limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)
     assert (model.hparams.audio_dim, model.hparams.vision_dim) == (25, 177)  # CH-SIMS v2's feature sizes
@@ -445,12 +598,23 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     pipeline = yaml.safe_load(shipped.read_text())
     pipeline["out"] = str(tmp_path / "runs")
     pipeline["stages"] = [s for s in pipeline["stages"] if s["name"] in ("step1_T", "step2_mult")]
-    tiny = ["--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
-            "--model.init_args.head_hidden=8", "--model.init_args.mult_dim=8", "--model.init_args.mult_heads=2",
-            "--model.init_args.mult_layers=1", f"--data.init_args.path={simsv2_file}", "--data.init_args.batch_size=8",
-            "--data.init_args.text_max_length=12", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
-            "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
+    tiny = [
+        "--model.init_args.text_model=tiny-bert",
+        "--data.init_args.tokenizer=tiny-bert",
+        "--model.init_args.head_hidden=8",
+        "--model.init_args.mult_dim=8",
+        "--model.init_args.mult_heads=2",
+        "--model.init_args.mult_layers=1",
+        f"--data.init_args.path={simsv2_file}",
+        "--data.init_args.batch_size=8",
+        "--data.init_args.text_max_length=12",
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.accelerator=cpu",
+    ]
     for stage in pipeline["stages"]:
         stage["args"][1] = str(shipped.parent / Path(stage["args"][1]).name)
         stage["args"] += tiny
@@ -460,12 +624,14 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     done = capfd.readouterr()  # the pipeline's lines and its stages' output
     assert [c[0] for c in stages_in_process] == ["fit", "fit", "test"]
     assert records["step2_mult"]["tested"] == records["step2_mult"]["best_ckpt"]
-    assert f"--model.init_args.step1_checkpoints={{text: {records['step1_T']['dir']}}}" in \
-        records["step2_mult"]["command"]  # ${step1_T.dir}: the run folder stands for its best checkpoint
+    assert (
+        f"--model.init_args.step1_checkpoints={{text: {records['step1_T']['dir']}}}" in records["step2_mult"]["command"]
+    )  # ${step1_T.dir}: the run folder stands for its best checkpoint
     best = sorted((tmp_path / "runs" / "step1_T" / "checkpoints").glob("best*.ckpt"))
     step1 = torch.load(best[0], map_location="cpu", weights_only=False)["state_dict"]
-    step2 = torch.load(tmp_path / "runs" / "step2_mult" / "checkpoints" / "last.ckpt", map_location="cpu",
-                       weights_only=False)
+    step2 = torch.load(
+        tmp_path / "runs" / "step2_mult" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     text = [k for k in step1 if k.startswith("net.text.")]
     assert text and all(torch.equal(step1[k], step2["state_dict"][k]) for k in text)  # frozen, from step 1
     assert not any(k.startswith(("net.audio.", "net.vision.")) for k in step2["state_dict"])
@@ -474,19 +640,36 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     assert "test/mae" in done.out  # printed by the stage's `msa test`
 
 
-@pytest.mark.parametrize("config, override, parts", [
-    ("simsv2_handcrafted_sf_single.yaml", "--model.init_args.file_features=AT",
-     ["model.init_args.file_features: expected a subset of A, V", "'AT'"]),
-    ("simsv2_handcrafted_mult_step2.yaml", "--model.init_args.step1_checkpoints={text: EMPTY}",
-     ["model.init_args.step1_checkpoints.text: ckpt_path=", "no checkpoints found (the folder is empty)"]),
-])
-def test_msa_fit_handcrafted_bad_settings_are_one_line_errors(config, override, parts, simsv2_file, tmp_path,
-                                                                 capsys):
+@pytest.mark.parametrize(
+    "config, override, parts",
+    [
+        (
+            "simsv2_handcrafted_sf_single.yaml",
+            "--model.init_args.file_features=AT",
+            ["model.init_args.file_features: expected a subset of A, V", "'AT'"],
+        ),
+        (
+            "simsv2_handcrafted_mult_step2.yaml",
+            "--model.init_args.step1_checkpoints={text: EMPTY}",
+            ["model.init_args.step1_checkpoints.text: ckpt_path=", "no checkpoints found (the folder is empty)"],
+        ),
+    ],
+)
+def test_msa_fit_handcrafted_bad_settings_are_one_line_errors(config, override, parts, simsv2_file, tmp_path, capsys):
     """`msa fit` with a shipped hand-crafted config and a wrong value: one line naming the key."""
     (tmp_path / "empty_run").mkdir()
     file = Path(__file__).resolve().parents[2] / "configs" / "twostep" / config
-    result = msa_in_process("fit", "--config", file, override.replace("EMPTY", str(tmp_path / "empty_run")),
-                            "--model.init_args.text_model=tiny-bert", "--data.init_args.tokenizer=tiny-bert",
-                            f"--data.init_args.path={simsv2_file}", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
-                            *_trainer_args(tmp_path / "runs"), "--trainer.max_epochs=1", capsys=capsys)
+    result = msa_in_process(
+        "fit",
+        "--config",
+        file,
+        override.replace("EMPTY", str(tmp_path / "empty_run")),
+        "--model.init_args.text_model=tiny-bert",
+        "--data.init_args.tokenizer=tiny-bert",
+        f"--data.init_args.path={simsv2_file}",
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+        *_trainer_args(tmp_path / "runs"),
+        "--trainer.max_epochs=1",
+        capsys=capsys,
+    )
     assert_one_line_error(result, *parts)

@@ -10,6 +10,7 @@ Text for LF-DNN and TFN is chosen with ``text_encoder``:
 * any Hugging Face name or path (``bert-base-uncased``, ``tiny-bert``): the encoder's ``[CLS]``
   state, which is how the "(B)" rows of the papers' tables are built.
 """
+
 from __future__ import annotations
 
 from msa_lightning.papers.baselines.net import LFDNN, TFN, BertLSTM
@@ -23,8 +24,16 @@ class LFDNNModule(MSARegressionModule):
 
     encoder_prefix = "net.text.encoder"
 
-    def __init__(self, audio_dim: int | None = None, vision_dim: int | None = None, text_encoder: str = "bag",
-                 hidden: int = 64, post_fusion_dim: int = 64, dropout: float = 0.2, **kwargs) -> None:
+    def __init__(
+        self,
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        text_encoder: str = "bag",
+        hidden: int = 64,
+        post_fusion_dim: int = 64,
+        dropout: float = 0.2,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.init_net()
@@ -43,17 +52,34 @@ class TFNModule(MSARegressionModule):
 
     encoder_prefix = "net.text.encoder"
 
-    def __init__(self, audio_dim: int | None = None, vision_dim: int | None = None, text_encoder: str = "bag",
-                 text_hidden: int = 32, audio_hidden: int = 8, vision_hidden: int = 8, post_fusion_dim: int = 64,
-                 dropout: float = 0.2, **kwargs) -> None:
+    def __init__(
+        self,
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        text_encoder: str = "bag",
+        text_hidden: int = 32,
+        audio_hidden: int = 8,
+        vision_hidden: int = 8,
+        post_fusion_dim: int = 64,
+        dropout: float = 0.2,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.init_net()
 
     def build_net(self) -> TFN:
         hp = self.hparams
-        return TFN(hp.audio_dim, hp.vision_dim, hp.text_encoder, hp.text_hidden, hp.audio_hidden, hp.vision_hidden,
-                   hp.post_fusion_dim, hp.dropout)
+        return TFN(
+            hp.audio_dim,
+            hp.vision_dim,
+            hp.text_encoder,
+            hp.text_hidden,
+            hp.audio_hidden,
+            hp.vision_hidden,
+            hp.post_fusion_dim,
+            hp.dropout,
+        )
 
     @property
     def required_inputs(self) -> set[str]:
@@ -65,17 +91,34 @@ class BertLSTMModule(MSARegressionModule):
 
     encoder_prefix = "net.text_encoder"
 
-    def __init__(self, audio_dim: int | None = None, vision_dim: int | None = None,
-                 text_model: str = "bert-base-uncased", finetune_text: bool = True, audio_hidden: int = 16,
-                 vision_hidden: int = 32, fusion_dim: int = 128, dropout: float = 0.1, **kwargs) -> None:
+    def __init__(
+        self,
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        text_model: str = "bert-base-uncased",
+        finetune_text: bool = True,
+        audio_hidden: int = 16,
+        vision_hidden: int = 32,
+        fusion_dim: int = 128,
+        dropout: float = 0.1,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.init_net()
 
     def build_net(self) -> BertLSTM:
         hp = self.hparams
-        return BertLSTM(hp.audio_dim, hp.vision_dim, hp.text_model, hp.finetune_text, hp.audio_hidden,
-                        hp.vision_hidden, hp.fusion_dim, hp.dropout)
+        return BertLSTM(
+            hp.audio_dim,
+            hp.vision_dim,
+            hp.text_model,
+            hp.finetune_text,
+            hp.audio_hidden,
+            hp.vision_hidden,
+            hp.fusion_dim,
+            hp.dropout,
+        )
 
 
 NONVERBAL_INPUTS = frozenset({"audio", "audio_lengths", "vision", "vision_lengths"})

@@ -1,4 +1,6 @@
-"""The baselines' networks (LF-DNN, TFN, BERT-LSTM): plain nn.Modules returning MSAOutput; their LightningModules are in module.py."""
+"""The baselines' networks (LF-DNN, TFN, BERT-LSTM): plain nn.Modules returning MSAOutput; their LightningModules are
+in module.py."""
+
 from __future__ import annotations
 
 import torch
@@ -63,8 +65,15 @@ class _FrameMean(nn.Module):
 class LFDNN(nn.Module):
     """Late-fusion DNN: one MLP per modality over pooled features, concatenated, then an MLP head."""
 
-    def __init__(self, audio_dim: int, vision_dim: int, text_encoder: str = "bag", hidden: int = 64,
-                 post_fusion_dim: int = 64, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        audio_dim: int,
+        vision_dim: int,
+        text_encoder: str = "bag",
+        hidden: int = 64,
+        post_fusion_dim: int = 64,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.text = TextFeaturizer(text_encoder, hidden)
         self.audio_pool, self.vision_pool = _FrameMean(audio_dim), _FrameMean(vision_dim)
@@ -74,11 +83,14 @@ class LFDNN(nn.Module):
         self.head = mlp(3 * hidden, post_fusion_dim, 1, dropout)
 
     def forward(self, batch: MSABatch) -> MSAOutput:
-        h = torch.cat([
-            self.text_net(self.text(batch)),
-            self.audio_net(self.audio_pool(batch.audio, batch.audio_lengths)),
-            self.vision_net(self.vision_pool(batch.vision, batch.vision_lengths)),
-        ], dim=-1)
+        h = torch.cat(
+            [
+                self.text_net(self.text(batch)),
+                self.audio_net(self.audio_pool(batch.audio, batch.audio_lengths)),
+                self.vision_net(self.vision_pool(batch.vision, batch.vision_lengths)),
+            ],
+            dim=-1,
+        )
         return MSAOutput(M=self.head(h).squeeze(-1), features={"fusion": h})
 
 
@@ -86,9 +98,17 @@ class TFN(nn.Module):
     """Tensor Fusion Network (Zadeh et al., EMNLP 2017): unimodal subnetworks, the outer product of
     ``[h_t; 1] x [h_a; 1] x [h_v; 1]`` (Eq. 3), then a post-fusion MLP."""
 
-    def __init__(self, audio_dim: int, vision_dim: int, text_encoder: str = "bag", text_hidden: int = 32,
-                 audio_hidden: int = 8, vision_hidden: int = 8, post_fusion_dim: int = 64,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        audio_dim: int,
+        vision_dim: int,
+        text_encoder: str = "bag",
+        text_hidden: int = 32,
+        audio_hidden: int = 8,
+        vision_hidden: int = 8,
+        post_fusion_dim: int = 64,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         self.text = TextFeaturizer(text_encoder, text_hidden)
         self.text_net = mlp(self.text.out_dim, text_hidden, text_hidden, dropout)
@@ -110,9 +130,17 @@ class TFN(nn.Module):
 class BertLSTM(nn.Module):
     """BERT ``[CLS]`` for text, LSTMs (packed by length) for audio and vision, late fusion by MLP."""
 
-    def __init__(self, audio_dim: int, vision_dim: int, text_model: str = "bert-base-uncased",
-                 finetune_text: bool = True, audio_hidden: int = 16, vision_hidden: int = 32,
-                 fusion_dim: int = 128, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        audio_dim: int,
+        vision_dim: int,
+        text_model: str = "bert-base-uncased",
+        finetune_text: bool = True,
+        audio_hidden: int = 16,
+        vision_hidden: int = 32,
+        fusion_dim: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
         self.audio_rnn = SequenceEncoder(audio_dim, audio_hidden, "sLSTM")

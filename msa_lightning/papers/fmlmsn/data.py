@@ -17,6 +17,7 @@ file's samples of each split) and yields them in ``batch.extras["H_<stage>"]``, 
 the feature file. ``msa export`` (:mod:`msa_lightning.experiments.export`) and the ``export`` section of a
 ``msa pipeline`` stage write such exports.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,11 +43,15 @@ def open_export(folder: str | Path, what: str = "export") -> Entry:
     try:
         entry = Entry(folder)
     except (OSError, ValueError) as err:
-        raise DataError(f"{what}: {folder} is not a complete store entry ({type(err).__name__}: no readable "
-                        "meta.json); run the stage's export first") from None
+        raise DataError(
+            f"{what}: {folder} is not a complete store entry ({type(err).__name__}: no readable "
+            "meta.json); run the stage's export first"
+        ) from None
     if entry.meta.get("kind") != "export" or not isinstance(entry.meta.get("ids"), dict):
-        raise DataError(f"{what}: {folder} is a store entry of kind {entry.meta.get('kind')!r} without "
-                        "per-split ids; expected an export (kind 'export', meta 'ids')")
+        raise DataError(
+            f"{what}: {folder} is a store entry of kind {entry.meta.get('kind')!r} without "
+            "per-split ids; expected an export (kind 'export', meta 'ids')"
+        )
     return entry
 
 
@@ -62,9 +67,11 @@ def aligned_rows(entry: Entry, split: str, output: str, ids: Sequence[str], what
     missing = [i for i in ids if i not in position]
     if missing or len(export_ids) != len(ids):
         detail = f"first missing id {missing[0]!r}" if missing else "it has ids the feature file lacks"
-        raise DataError(f"{what}: {entry.path}, split {split!r}: expected the {len(ids)} utterances of the "
-                        f"feature file, found {len(export_ids)} in the export ({len(missing)} missing, {detail}); "
-                        "was it exported from another feature file?")
+        raise DataError(
+            f"{what}: {entry.path}, split {split!r}: expected the {len(ids)} utterances of the "
+            f"feature file, found {len(export_ids)} in the export ({len(missing)} missing, {detail}); "
+            "was it exported from another feature file?"
+        )
     rows = np.fromiter((position[i] for i in ids), dtype=np.int64, count=len(ids))
     values = np.asarray(entry[name])[rows]
     if values.ndim != 2 or len(values) != len(ids):
@@ -73,7 +80,8 @@ def aligned_rows(entry: Entry, split: str, output: str, ids: Sequence[str], what
 
 
 class StageFeaturesDataModule(MSADataModule):
-    """Labels from a feature file plus saved stage features (for :class:`~msa_lightning.papers.fmlmsn.module.FmlMSNMeta`).
+    """Labels from a feature file plus saved stage features (for
+    :class:`~msa_lightning.papers.fmlmsn.module.FmlMSNMeta`).
 
     Args:
         path, dataset, batch_size, ...: as :class:`MSADataModule` (the file gives ids and labels).
@@ -84,27 +92,39 @@ class StageFeaturesDataModule(MSADataModule):
         output: the exported output to read (``features.H``: H_gamma of each stage).
     """
 
-    def __init__(self, path: str, exports: list[str], stages: list[str] = ["AV", "AT", "VT"],
-                 output: str = "features.H", dataset: str = "sims", **kwargs) -> None:
+    def __init__(
+        self,
+        path: str,
+        exports: list[str],
+        stages: list[str] = ["AV", "AT", "VT"],
+        output: str = "features.H",
+        dataset: str = "sims",
+        **kwargs,
+    ) -> None:
         super().__init__(path, dataset=dataset, **kwargs)
         if len(exports) != len(stages):
-            raise ConfigError(f"data.init_args.exports has {len(exports)} folders but data.init_args.stages names "
-                              f"{len(stages)} stages ({stages}); give one export per stage")
+            raise ConfigError(
+                f"data.init_args.exports has {len(exports)} folders but data.init_args.stages names "
+                f"{len(stages)} stages ({stages}); give one export per stage"
+            )
         self.exports, self.stage_names, self.output = [str(e) for e in exports], list(stages), output
         self.feature_widths: dict[str, int] | None = None
         self._entries: list[Entry] | None = None
 
     def entries(self) -> list[Entry]:
         if self._entries is None:
-            self._entries = [open_export(folder, f"data.init_args.exports[{i}] ({name})")
-                             for i, (folder, name) in enumerate(zip(self.exports, self.stage_names))]
+            self._entries = [
+                open_export(folder, f"data.init_args.exports[{i}] ({name})")
+                for i, (folder, name) in enumerate(zip(self.exports, self.stage_names))
+            ]
         return self._entries
 
     def split_extras(self, split: str, arrays: SplitArrays) -> dict[str, np.ndarray]:
         out = {}
         for i, (entry, name) in enumerate(zip(self.entries(), self.stage_names)):
-            out[f"H_{name}"] = aligned_rows(entry, split, self.output, arrays.ids,
-                                            f"data.init_args.exports[{i}] ({name})")
+            out[f"H_{name}"] = aligned_rows(
+                entry, split, self.output, arrays.ids, f"data.init_args.exports[{i}] ({name})"
+            )
         widths = {name: int(v.shape[1]) for name, v in zip(self.stage_names, out.values())}
         self.feature_widths = widths
         return out
@@ -113,9 +133,11 @@ class StageFeaturesDataModule(MSADataModule):
         facts = super().data_facts() if hasattr(super(), "data_facts") else {}
         if self.feature_widths is None:
             entries = self.entries()
-            self.feature_widths = {name: int(e.meta["arrays"][f"train/{self.output}"]["shape"][1])
-                                   for name, e in zip(self.stage_names, entries)
-                                   if f"train/{self.output}" in e}
+            self.feature_widths = {
+                name: int(e.meta["arrays"][f"train/{self.output}"]["shape"][1])
+                for name, e in zip(self.stage_names, entries)
+                if f"train/{self.output}" in e
+            }
         return {**facts, "feature_widths": dict(self.feature_widths)}
 
 
@@ -130,8 +152,14 @@ class TextFeaturesDataModule(MSADataModule):
         text_batch_size: samples per encoder call when computing the features.
     """
 
-    def __init__(self, path: str, text_model: str = "bert-base-chinese", text_batch_size: int = 64,
-                 dataset: str = "sims", **kwargs) -> None:
+    def __init__(
+        self,
+        path: str,
+        text_model: str = "bert-base-chinese",
+        text_batch_size: int = 64,
+        dataset: str = "sims",
+        **kwargs,
+    ) -> None:
         super().__init__(path, dataset=dataset, **kwargs)
         if text_batch_size < 1:
             raise ConfigError(f"data.init_args.text_batch_size: expected an integer >= 1, found {text_batch_size!r}")
@@ -172,14 +200,18 @@ class TextFeaturesDataModule(MSADataModule):
             return arrays
         ids = np.ascontiguousarray(self._text_ids(split, arrays), dtype=np.int64)  # [N, 3, L]
         encoder, fingerprint = self.encoder()
-        inputs = {"encoder": self.text_model, "weights": fingerprint,
-                  "token_ids": hashlib.sha256(ids.tobytes()).hexdigest(), "shape": list(ids.shape)}
+        inputs = {
+            "encoder": self.text_model,
+            "weights": fingerprint,
+            "token_ids": hashlib.sha256(ids.tobytes()).hexdigest(),
+            "shape": list(ids.shape),
+        }
 
         @torch.no_grad()
         def build():
             chunks = []
             for start in range(0, len(ids), self.text_batch_size):  # batches, not samples
-                part = torch.from_numpy(ids[start:start + self.text_batch_size])
+                part = torch.from_numpy(ids[start : start + self.text_batch_size])
                 out = encoder(part[:, 0], part[:, 1], part[:, 2]).last_hidden_state
                 chunks.append(out.float().numpy())
             return {"text": np.concatenate(chunks)}, {"split": split, "file": str(self.feature_file)}

@@ -28,6 +28,7 @@ makes sense when each stage is selected on its own task. Its MAE against M is lo
 ``val/mae_vs_M``; the unimodal tasks get the full metric set under ``val/<task>_`` (``val/A_mae``,
 ``test/T_acc2``, ...), so a stage's test metrics give the rows of the paper's Tables 7-8.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,9 @@ def binary_accuracy(pred: torch.Tensor, true: torch.Tensor, family: str) -> torc
     return compute_msa_metrics(pred, true, family)[key]
 
 
-def retrain_criterion(pred: torch.Tensor, true: torch.Tensor, family: str = "sims", total: int = 10,
-                      draws: int = 5, seed: int = 0) -> float:
+def retrain_criterion(
+    pred: torch.Tensor, true: torch.Tensor, family: str = "sims", total: int = 10, draws: int = 5, seed: int = 0
+) -> float:
     """p of Eq. 8: the mean 2-class accuracy TP/Total over ``draws`` independent draws of ``total``
     distinct validation samples (seeded, so the same predictions give the same p)."""
     n = int(pred.numel())
@@ -109,13 +111,22 @@ def _train_text_lengths(datamodule) -> np.ndarray:
     dataset = getattr(datamodule, "datasets", {}).get("train")
     text = getattr(dataset, "text", None)  # [N, 3, L] ids/mask/segments
     if text is None:
-        raise ConfigError("FmlMSNStage: cannot read the training text lengths from the datamodule to "
-                          "compute L (Eqs. 1-2); set model.init_args.text_len")
+        raise ConfigError(
+            "FmlMSNStage: cannot read the training text lengths from the datamodule to "
+            "compute L (Eqs. 1-2); set model.init_args.text_len"
+        )
     return np.asarray(text[:, 1]).sum(axis=1)
 
 
-def _score(module: MSARegressionModule, batch: MSABatch, outputs: MSAOutput, metrics, prefix: str,
-           target: str, extra: dict | None = None) -> None:
+def _score(
+    module: MSARegressionModule,
+    batch: MSABatch,
+    outputs: MSAOutput,
+    metrics,
+    prefix: str,
+    target: str,
+    extra: dict | None = None,
+) -> None:
     """Log the loss and its parts as epoch means and score ``outputs.M`` against ``labels[target]``."""
     loss, parts = module.compute_loss(outputs, batch)
     for name, value in {"loss": loss, **parts, **(extra or {})}.items():
@@ -139,13 +150,32 @@ class FmlMSNStage(MSARegressionModule):
             the loss (ablation: ``w_alpha=w_beta=0`` trains the bimodal task alone).
     """
 
-    def __init__(self, pair: Literal["AV", "AT", "VT"] = "AV", label_source: Literal["fine", "multimodal"] = "fine",
-                 audio_dim: int | None = None, vision_dim: int | None = None, text_dim: int = 768,
-                 text_len: int | None = None, text_len_lambda: float = 3.0,
-                 thid: int = 128, tout: int = 128, ahid: int = 16, vhid: int = 128, tdrp: float = 0.0,
-                 adrp: float = 0.0, vdrp: float = 0.0, tdim: int = 64, adim: int = 16, vdim: int = 64,
-                 fdim: int = 64, fdrp: float = 0.0, w_alpha: float = 1.0, w_beta: float = 1.0,
-                 w_gamma: float = 1.0, **kwargs) -> None:
+    def __init__(
+        self,
+        pair: Literal["AV", "AT", "VT"] = "AV",
+        label_source: Literal["fine", "multimodal"] = "fine",
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        text_dim: int = 768,
+        text_len: int | None = None,
+        text_len_lambda: float = 3.0,
+        thid: int = 128,
+        tout: int = 128,
+        ahid: int = 16,
+        vhid: int = 128,
+        tdrp: float = 0.0,
+        adrp: float = 0.0,
+        vdrp: float = 0.0,
+        tdim: int = 64,
+        adim: int = 16,
+        vdim: int = 64,
+        fdim: int = 64,
+        fdrp: float = 0.0,
+        w_alpha: float = 1.0,
+        w_beta: float = 1.0,
+        w_gamma: float = 1.0,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         if pair not in PAIRS:
@@ -178,9 +208,25 @@ class FmlMSNStage(MSARegressionModule):
 
     def build_net(self) -> FmlMSNStageNet:
         hp = self.hparams
-        return FmlMSNStageNet(hp.pair, hp.audio_dim or 0, hp.vision_dim or 0, hp.text_dim, hp.text_len or 1,
-                              hp.thid, hp.tout, hp.ahid, hp.vhid, hp.tdrp,
-                              hp.adrp, hp.vdrp, hp.tdim, hp.adim, hp.vdim, hp.fdim, hp.fdrp)
+        return FmlMSNStageNet(
+            hp.pair,
+            hp.audio_dim or 0,
+            hp.vision_dim or 0,
+            hp.text_dim,
+            hp.text_len or 1,
+            hp.thid,
+            hp.tout,
+            hp.ahid,
+            hp.vhid,
+            hp.tdrp,
+            hp.adrp,
+            hp.vdrp,
+            hp.tdim,
+            hp.adim,
+            hp.vdim,
+            hp.fdim,
+            hp.fdrp,
+        )
 
     @property
     def required_inputs(self) -> set[str]:
@@ -208,7 +254,8 @@ class FmlMSNStage(MSARegressionModule):
                 f"FmlMSNStage pair {self.pair} with model.init_args.label_source={self.hparams.label_source!r} needs "
                 f"the labels {', '.join(missing)} (keys {keys}), which {where} does not have (it has "
                 f"{', '.join(sorted(available)) or 'no labels'}); add them (see configs/fmlmsn/README.md) or set "
-                "model.init_args.label_source=multimodal")
+                "model.init_args.label_source=multimodal"
+            )
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -219,14 +266,17 @@ class FmlMSNStage(MSARegressionModule):
             self.check_labels(splits["train"].labels, where)
         text = splits["train"].text if "train" in splits else None
         if "T" in self.pair and text is not None and text.shape[2] != self.hparams.text_dim:
-            raise ConfigError(f"model.init_args.text_dim={self.hparams.text_dim}, but the text features of {where} "
-                              f"have size {text.shape[2]}")
+            raise ConfigError(
+                f"model.init_args.text_dim={self.hparams.text_dim}, but the text features of {where} "
+                f"have size {text.shape[2]}"
+            )
         if "T" in self.pair and self.hparams.text_len is None and dm is not None:  # also for test/predict
             length = text_length_rule(_train_text_lengths(dm), self.hparams.text_len_lambda)
             self.net.text_len = length
             self.hparams.text_len = length  # a checkpoint rebuilds the network with the same L
-            log.info("FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g)", self.pair, length,
-                     self.hparams.text_len_lambda)
+            log.info(
+                "FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g)", self.pair, length, self.hparams.text_len_lambda
+            )
 
     def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
         """Eq. 6: w_alpha L1(alpha) + w_beta L1(beta) + w_gamma L1(gamma), each on the label
@@ -235,8 +285,11 @@ class FmlMSNStage(MSARegressionModule):
         preds = {**outputs.unimodal, self.pair: outputs.M}
         parts = {f"loss_{task}": F.l1_loss(preds[task], batch.labels[key]) for task, key in self.task_labels().items()}
         hp = self.hparams
-        loss = (hp.w_alpha * parts[f"loss_{self.alpha}"] + hp.w_beta * parts[f"loss_{self.beta}"]
-                + hp.w_gamma * parts[f"loss_{self.pair}"])
+        loss = (
+            hp.w_alpha * parts[f"loss_{self.alpha}"]
+            + hp.w_beta * parts[f"loss_{self.beta}"]
+            + hp.w_gamma * parts[f"loss_{self.pair}"]
+        )
         return loss, parts
 
     def _eval_step(self, batch: MSABatch, metrics, prefix: str) -> None:
@@ -278,16 +331,27 @@ class FmlMSNMeta(MSARegressionModule):
             decision and writes it to ``eq8.json`` in the run folder.
     """
 
-    def __init__(self, stages: list[str] = ["AV", "AT", "VT"], stage_fdim: int = 64, fdim: int = 64,
-                 fdrp: float = 0.0, retrain_threshold: float = 0.74, retrain_total: int = 10,
-                 retrain_draws: int = 5, retrain_seed: int = 0, **kwargs) -> None:
+    def __init__(
+        self,
+        stages: list[str] = ["AV", "AT", "VT"],
+        stage_fdim: int = 64,
+        fdim: int = 64,
+        fdrp: float = 0.0,
+        retrain_threshold: float = 0.74,
+        retrain_total: int = 10,
+        retrain_draws: int = 5,
+        retrain_seed: int = 0,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         if not stages:
             raise ConfigError("model.init_args.stages: expected at least one stage name, found []")
         if retrain_total < 1 or retrain_draws < 1:
-            raise ConfigError(f"model.init_args.retrain_total and retrain_draws must be >= 1, found "
-                              f"{retrain_total} and {retrain_draws}")
+            raise ConfigError(
+                f"model.init_args.retrain_total and retrain_draws must be >= 1, found "
+                f"{retrain_total} and {retrain_draws}"
+            )
         self.eq8: RetrainCriterion | None = None
         self.eq8_result: dict | None = None
         self.init_net()
@@ -310,15 +374,19 @@ class FmlMSNMeta(MSARegressionModule):
         if widths is not None:
             for name in self.hparams.stages:
                 if name not in widths:
-                    raise ConfigError(f"model.init_args.stages names {name!r}, but data.init_args.stages has "
-                                      f"only {sorted(widths)}")
+                    raise ConfigError(
+                        f"model.init_args.stages names {name!r}, but data.init_args.stages has only {sorted(widths)}"
+                    )
                 if widths[name] != self.hparams.stage_fdim:
-                    raise ConfigError(f"model.init_args.stage_fdim={self.hparams.stage_fdim}, but the exported "
-                                      f"features H_{name} have {widths[name]} columns")
+                    raise ConfigError(
+                        f"model.init_args.stage_fdim={self.hparams.stage_fdim}, but the exported "
+                        f"features H_{name} have {widths[name]} columns"
+                    )
         if self.eq8 is None:
             hp = self.hparams
-            self.eq8 = RetrainCriterion(self.metric_family, hp.retrain_total, hp.retrain_draws,
-                                        hp.retrain_seed).to(self.device)
+            self.eq8 = RetrainCriterion(self.metric_family, hp.retrain_total, hp.retrain_draws, hp.retrain_seed).to(
+                self.device
+            )
 
     def _eval_step(self, batch: MSABatch, metrics, prefix: str) -> None:
         outputs = self(batch)
@@ -337,17 +405,30 @@ class FmlMSNMeta(MSARegressionModule):
         hp = self.hparams
         retrain = p < hp.retrain_threshold
         self.log_dict({"val/eq8_p": p, "val/eq8_retrain": float(retrain)})
-        self.eq8_result = {"p": p, "threshold": hp.retrain_threshold, "total": hp.retrain_total,
-                           "draws": hp.retrain_draws, "seed": hp.retrain_seed, "epoch": int(self.current_epoch),
-                           "decision": "retrain the stages" if retrain else "reuse the stages"}
+        self.eq8_result = {
+            "p": p,
+            "threshold": hp.retrain_threshold,
+            "total": hp.retrain_total,
+            "draws": hp.retrain_draws,
+            "seed": hp.retrain_seed,
+            "epoch": int(self.current_epoch),
+            "decision": "retrain the stages" if retrain else "reuse the stages",
+        }
 
     def on_fit_end(self) -> None:
         if self.eq8_result is None or not self.trainer.is_global_zero:
             return
         r = self.eq8_result
-        log.warning("FmlMSN Eq. 8: p = %.3f (mean 2-class accuracy over %d draws of %d validation samples, "
-                    "epoch %d), threshold %.2f -> %s", r["p"], r["draws"], r["total"], r["epoch"],
-                    r["threshold"], r["decision"])
+        log.warning(
+            "FmlMSN Eq. 8: p = %.3f (mean 2-class accuracy over %d draws of %d validation samples, "
+            "epoch %d), threshold %.2f -> %s",
+            r["p"],
+            r["draws"],
+            r["total"],
+            r["epoch"],
+            r["threshold"],
+            r["decision"],
+        )
         # only into a run folder: without a logger, log_dir would be the working directory
         folder = self.trainer.log_dir if self.trainer.logger is not None else None
         if folder:

@@ -1,4 +1,6 @@
-"""FmlMSN's networks: the stage network (text/frame subnets, outer-product fusion, SI predictor) and the meta-learner (equations in module.py's docstring)."""
+"""FmlMSN's networks: the stage network (text/frame subnets, outer-product fusion, SI predictor) and the meta-learner
+(equations in module.py's docstring)."""
+
 from __future__ import annotations
 
 import math
@@ -82,8 +84,9 @@ class FrameSubnet(nn.Module):
     def __init__(self, in_dim: int, hid: int, dropout: float) -> None:
         super().__init__()
         self.drop = nn.Dropout(dropout)
-        self.layers = nn.Sequential(nn.Linear(in_dim, hid), nn.ReLU(), nn.Linear(hid, hid), nn.ReLU(),
-                                    nn.Linear(hid, hid), nn.ReLU())
+        self.layers = nn.Sequential(
+            nn.Linear(in_dim, hid), nn.ReLU(), nn.Linear(hid, hid), nn.ReLU(), nn.Linear(hid, hid), nn.ReLU()
+        )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.layers(self.drop(masked_frame_mean(x, lengths)))
@@ -116,10 +119,26 @@ class FmlMSNStageNet(nn.Module):
     (:class:`~msa_lightning.papers.fmlmsn.data.TextFeaturesDataModule`).
     """
 
-    def __init__(self, pair: str, audio_dim: int, vision_dim: int, text_dim: int = 768, text_len: int = 39,
-                 thid: int = 128, tout: int = 128, ahid: int = 16, vhid: int = 128, tdrp: float = 0.0,
-                 adrp: float = 0.0, vdrp: float = 0.0, tdim: int = 64, adim: int = 16, vdim: int = 64,
-                 fdim: int = 64, fdrp: float = 0.0) -> None:
+    def __init__(
+        self,
+        pair: str,
+        audio_dim: int,
+        vision_dim: int,
+        text_dim: int = 768,
+        text_len: int = 39,
+        thid: int = 128,
+        tout: int = 128,
+        ahid: int = 16,
+        vhid: int = 128,
+        tdrp: float = 0.0,
+        adrp: float = 0.0,
+        vdrp: float = 0.0,
+        tdim: int = 64,
+        adim: int = 16,
+        vdim: int = 64,
+        fdim: int = 64,
+        fdrp: float = 0.0,
+    ) -> None:
         super().__init__()
         if pair not in PAIRS:
             raise ConfigError(f"model.init_args.pair: expected one of {sorted(PAIRS)}, found {pair!r}")
@@ -142,7 +161,8 @@ class FmlMSNStageNet(nn.Module):
             raise DataError(
                 "FmlMSN reads BERT token features (the feature file's 'text' array), which this file does not "
                 "have; use data.class_path msa_lightning.papers.fmlmsn.data.TextFeaturesDataModule with "
-                "data.init_args.text_model set to a BERT name or folder to compute them once")
+                "data.init_args.text_model set to a BERT name or folder to compute them once"
+            )
         return batch.text_feats
 
     def unimodal(self, batch: MSABatch, modality: str) -> torch.Tensor:

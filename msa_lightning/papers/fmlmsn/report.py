@@ -3,6 +3,7 @@ the meta-learner), the metrics of the checkpoint each stage tested (``msa report
 
 A paper's report reads what :mod:`msa_lightning.experiments` wrote (stage records, metrics files), so it
 sits above that layer: only the command layer imports it."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,20 @@ from msa_lightning.experiments.results import _stage_metrics
 
 # ---------------------------------------------------------------------------------------------- FmlMSN tables
 #: column order of Tables 7-8 (Acc-2, Acc-3, Acc-5, F1, MAE, Corr); other families' names fit in
-TABLE_ORDER = ("acc2", "acc2_has0", "acc2_non0", "acc2_weak", "acc3", "acc5", "acc7", "f1", "f1_has0", "f1_non0",
-               "mae", "corr")
+TABLE_ORDER = (
+    "acc2",
+    "acc2_has0",
+    "acc2_non0",
+    "acc2_weak",
+    "acc3",
+    "acc5",
+    "acc7",
+    "f1",
+    "f1_has0",
+    "f1_non0",
+    "mae",
+    "corr",
+)
 
 
 _NOT_IN_TABLE = ("loss", "mae_vs_M", "eq8_")
@@ -56,8 +69,10 @@ def fmlmsn_results(folder: str | Path, split: str = "auto") -> dict:
         elif "stages" in hparams and "retrain_threshold" in hparams:
             meta = (sub, record, hparams)
     if not stages and meta is None:
-        raise MSAError(f"{folder}: no finished FmlMSN stage or meta-learner there (expected <stage>/stage.json "
-                       "written by `msa pipeline` with a FmlMSNStage or FmlMSNMeta run)")
+        raise MSAError(
+            f"{folder}: no finished FmlMSN stage or meta-learner there (expected <stage>/stage.json "
+            "written by `msa pipeline` with a FmlMSNStage or FmlMSNMeta run)"
+        )
     parts = [(p, *stages[p]) for p in ("AV", "AT", "VT") if p in stages]
     if meta is not None:
         parts.append(("M", *meta))
@@ -67,12 +82,17 @@ def fmlmsn_results(folder: str | Path, split: str = "auto") -> dict:
     if split == "auto":
         chosen = "test" if all(_stage_metrics(sub, rec, "test") is not None for _, sub, rec, _ in parts) else "valid"
     rows = []
-    for name, sub, record, hparams in parts:
+    for name, sub, record, _hparams in parts:
         metrics = _stage_metrics(sub, record, chosen)
         if metrics is None:
-            how = (f"test its best checkpoint into the stage folder: msa test <the stage's fit arguments> "
-                   f"--ckpt_path={record.get('best_ckpt')} --trainer.default_root_dir={sub}") if chosen == "test" \
+            how = (
+                (
+                    f"test its best checkpoint into the stage folder: msa test <the stage's fit arguments> "
+                    f"--ckpt_path={record.get('best_ckpt')} --trainer.default_root_dir={sub}"
+                )
+                if chosen == "test"
                 else "its fit logged no validation at the best checkpoint's epoch"
+            )
             raise MSAError(f"{sub}: no {chosen} metrics of the best checkpoint ({how})")
         if name == "M":
             rows.append(("M", "A+V+T", metrics))
@@ -86,28 +106,45 @@ def fmlmsn_results(folder: str | Path, split: str = "auto") -> dict:
         found = sorted(meta[0].rglob("eq8.json"), key=lambda p: p.stat().st_mtime_ns)
         eq8 = json.loads(found[-1].read_text()) if found else None
     sources = {h.get("label_source") for _, _, _, h in parts if "pair" in h}
-    return {"split": chosen, "rows": rows, "columns": _columns([m for _, _, m in rows]), "eq8": eq8,
-            "label_source": sources.pop() if len(sources) == 1 else ("mixed" if sources else None), "folder": folder}
+    return {
+        "split": chosen,
+        "rows": rows,
+        "columns": _columns([m for _, _, m in rows]),
+        "eq8": eq8,
+        "label_source": sources.pop() if len(sources) == 1 else ("mixed" if sources else None),
+        "folder": folder,
+    }
 
 
 def fmlmsn_table(folder: str | Path, split: str = "auto") -> str:
     """Markdown in the layout of Tables 7-8 (stage group, task, metrics), then the Eq. 8 decision."""
     res = fmlmsn_results(folder, split)
-    labels = {"fine": "each task on its own label (Table 7)",
-              "multimodal": "every task on M (FmlMSN-m, Table 8)"}.get(res["label_source"], "")
-    lines = [f"FmlMSN results, {res['split']} split of the best checkpoints: {res['folder']}"
-             + (f"; {labels}" if labels else ""), "",
-             "| stage | task | " + " | ".join(res["columns"]) + " |", "|---" * (len(res["columns"]) + 2) + "|"]
+    labels = {"fine": "each task on its own label (Table 7)", "multimodal": "every task on M (FmlMSN-m, Table 8)"}.get(
+        res["label_source"], ""
+    )
+    lines = [
+        f"FmlMSN results, {res['split']} split of the best checkpoints: {res['folder']}"
+        + (f"; {labels}" if labels else ""),
+        "",
+        "| stage | task | " + " | ".join(res["columns"]) + " |",
+        "|---" * (len(res["columns"]) + 2) + "|",
+    ]
     previous = None
     for group, task, metrics in res["rows"]:
         shown = group if group != previous else ""
         if shown and group != "M":
             shown = ", ".join(group)
         previous = group
-        lines.append(f"| {shown} | {task} | " + " | ".join(
-            f"{metrics[c]:.4f}" if c in metrics else "" for c in res["columns"]) + " |")
+        lines.append(
+            f"| {shown} | {task} | "
+            + " | ".join(f"{metrics[c]:.4f}" if c in metrics else "" for c in res["columns"])
+            + " |"
+        )
     if res["eq8"]:
         e = res["eq8"]
-        lines += ["", f"Eq. 8: p = {e['p']:.3f} (mean 2-class accuracy over {e['draws']} draws of {e['total']} "
-                      f"validation samples, epoch {e['epoch']}), threshold {e['threshold']:g} -> {e['decision']}"]
+        lines += [
+            "",
+            f"Eq. 8: p = {e['p']:.3f} (mean 2-class accuracy over {e['draws']} draws of {e['total']} "
+            f"validation samples, epoch {e['epoch']}), threshold {e['threshold']:g} -> {e['decision']}",
+        ]
     return "\n".join(lines)

@@ -29,6 +29,7 @@ The acoustic/visual RNNs (Eqs. 1-2) run over the valid text positions only, whic
 padded on (rows are rotated so that valid steps come first, packed, and rotated back); text masks
 must be one contiguous run of ones, which every tokenizer produces.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,15 @@ class MultimodalShiftingGate(nn.Module):
         dropout: dropout after the LayerNorm (only with ``layer_norm``).
     """
 
-    def __init__(self, dim: int, partner_dims: dict[str, int], mu_init: float = 0.5, eps: float = 1e-6,
-                 layer_norm: bool = False, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        partner_dims: dict[str, int],
+        mu_init: float = 0.5,
+        eps: float = 1e-6,
+        layer_norm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if not partner_dims:
             raise ValueError("MultimodalShiftingGate needs at least one partner modality")
@@ -96,8 +104,10 @@ class MultimodalShiftingGate(nn.Module):
         for name in self.partners:
             p = partners[name]
             if p.shape[:-1] != x.shape[:-1]:
-                raise ValueError(f"MSG partner {name!r} has shape {tuple(p.shape)}, the shifted stream "
-                                 f"{tuple(x.shape)}: streams must be aligned position by position")
+                raise ValueError(
+                    f"MSG partner {name!r} has shape {tuple(p.shape)}, the shifted stream "
+                    f"{tuple(x.shape)}: streams must be aligned position by position"
+                )
             g = F.relu(self.gate[name](torch.cat([x, p], dim=-1)) + self.gate_bias[name])
             h_s = h_s + g * self.proj[name](p)
         return h_s
@@ -107,7 +117,9 @@ class MultimodalShiftingGate(nn.Module):
         ratio = x.norm(p=2, dim=-1, keepdim=True) / (h_s.norm(p=2, dim=-1, keepdim=True) + self.eps)
         return (ratio * self.mu).clamp(max=1.0)
 
-    def forward(self, x: torch.Tensor, partners: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, partners: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(x + eta * h_s, h_s, eta)`` (Eq. 7)."""
         h_s = self.shift(x, partners)
         eta = self.scale(x, h_s)
@@ -136,8 +148,16 @@ class MaskedBimodalAdjustment(nn.Module):
     ``forward(text, other, mask [B, L] bool)`` returns ``(adjusted [B, L, text_dim], p_att, x_att)``.
     """
 
-    def __init__(self, text_dim: int, other_dim: int, dim: int = 64, max_len: int = 50, text_kernel: int = 3,
-                 other_kernel: int = 3, eps: float = 1e-6) -> None:
+    def __init__(
+        self,
+        text_dim: int,
+        other_dim: int,
+        dim: int = 64,
+        max_len: int = 50,
+        text_kernel: int = 3,
+        other_kernel: int = 3,
+        eps: float = 1e-6,
+    ) -> None:
         super().__init__()
         self.max_len, self.eps = max_len, eps
         self.conv_text = nn.Conv1d(text_dim, dim, text_kernel, padding="same")
@@ -152,12 +172,16 @@ class MaskedBimodalAdjustment(nn.Module):
         y = y / y.norm(p=2, dim=-1, keepdim=True).clamp(min=self.eps).sqrt()  # Eqs. 11-12
         return y * keep
 
-    def attention(self, text: torch.Tensor, other: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def attention(
+        self, text: torch.Tensor, other: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(p_att, x_att)``, both ``[B, L, L]`` (queries x keys)."""
         length = text.shape[1]
         if length > self.max_len:
-            raise ValueError(f"MBA was built for at most {self.max_len} positions (mba_max_len), got a batch of "
-                             f"length {length}; raise mba_max_len to the text length")
+            raise ValueError(
+                f"MBA was built for at most {self.max_len} positions (mba_max_len), got a batch of "
+                f"length {length}; raise mba_max_len to the text length"
+            )
         if other.shape[:2] != text.shape[:2]:
             raise ValueError(f"MBA streams must be aligned: text {tuple(text.shape)}, partner {tuple(other.shape)}")
         keep = mask[..., None].to(text.dtype)
@@ -189,8 +213,15 @@ def shifting_huber_loss(h_s: torch.Tensor, mask: torch.Tensor | None = None, del
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def align_frames(frames: torch.Tensor, mask: torch.Tensor, mode: str = "tokens", leading: int = 1,
-                 trailing: int = 1, frame_offset: int = 0, name: str = "frames") -> torch.Tensor:
+def align_frames(
+    frames: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "tokens",
+    leading: int = 1,
+    trailing: int = 1,
+    frame_offset: int = 0,
+    name: str = "frames",
+) -> torch.Tensor:
     """Lay per-token or per-word frames ``[B, T, D]`` on the text positions of ``mask [B, L]``
     (see the module docstring); positions without a frame are zero.
 
@@ -204,7 +235,8 @@ def align_frames(frames: torch.Tensor, mask: torch.Tensor, mode: str = "tokens",
                 f"{name} has {frames.shape[1]} frames per sample but the text has {length} positions: "
                 f"HybridShift needs word-aligned features (the aligned_50.pkl file, data.aligned: true) "
                 f"or nonverbal_alignment='words'; a modality left out by the datamodule must also be left "
-                f"out of the model's `modalities`")
+                f"out of the model's `modalities`"
+            )
         return frames * keep
     if mode != "words":
         raise ValueError(f"unknown nonverbal_alignment {mode!r}; expected 'tokens' or 'words'")
@@ -286,17 +318,37 @@ class HybridShiftNet(nn.Module):
             the stored BERT ids, ``first`` is where ``[CLS]`` is.
     """
 
-    def __init__(self, audio_dim: int = 5, vision_dim: int = 20, text_model: str | nn.Module = "bert-base-uncased",
-                 finetune_text: bool = True, tiny_hidden_size: int = 32, tiny_num_layers: int = 2,
-                 insert_layer: int = 2, rnn_variant: Literal["sLSTM", "bLSTM", "sGRU", "bGRU"] = "sLSTM",
-                 audio_hidden: int = 16, vision_hidden: int = 32, rnn_layers: int = 1,
-                 modalities: Sequence[str] = MODALITIES,
-                 use_msg_t: bool = True, use_msg_a: bool = True, use_msg_v: bool = True, use_mba: bool = True,
-                 mba_crossed: bool = True, mu_init: float = 0.5, msg_layer_norm: bool = False,
-                 mba_dim: int = 64, mba_max_len: int = 50, text_kernel: int = 3, nonverbal_kernel: int = 3,
-                 fusion_dim: int = 128, dropout: float = 0.1,
-                 nonverbal_alignment: Literal["tokens", "words"] = "tokens", frame_offset: int = 0,
-                 pool: Literal["auto", "first", "last"] = "auto") -> None:
+    def __init__(
+        self,
+        audio_dim: int = 5,
+        vision_dim: int = 20,
+        text_model: str | nn.Module = "bert-base-uncased",
+        finetune_text: bool = True,
+        tiny_hidden_size: int = 32,
+        tiny_num_layers: int = 2,
+        insert_layer: int = 2,
+        rnn_variant: Literal["sLSTM", "bLSTM", "sGRU", "bGRU"] = "sLSTM",
+        audio_hidden: int = 16,
+        vision_hidden: int = 32,
+        rnn_layers: int = 1,
+        modalities: Sequence[str] = MODALITIES,
+        use_msg_t: bool = True,
+        use_msg_a: bool = True,
+        use_msg_v: bool = True,
+        use_mba: bool = True,
+        mba_crossed: bool = True,
+        mu_init: float = 0.5,
+        msg_layer_norm: bool = False,
+        mba_dim: int = 64,
+        mba_max_len: int = 50,
+        text_kernel: int = 3,
+        nonverbal_kernel: int = 3,
+        fusion_dim: int = 128,
+        dropout: float = 0.1,
+        nonverbal_alignment: Literal["tokens", "words"] = "tokens",
+        frame_offset: int = 0,
+        pool: Literal["auto", "first", "last"] = "auto",
+    ) -> None:
         super().__init__()
         modalities = tuple(modalities)
         unknown = set(modalities) - set(MODALITIES)
@@ -316,7 +368,11 @@ class HybridShiftNet(nn.Module):
         self.pool, self._specials = "last", (0, 0)
         if self.has[TEXT]:
             if isinstance(text_model, str):
-                tiny = {"hidden_size": tiny_hidden_size, "num_layers": tiny_num_layers} if text_model in TINY_MODELS else {}
+                tiny = (
+                    {"hidden_size": tiny_hidden_size, "num_layers": tiny_num_layers}
+                    if text_model in TINY_MODELS
+                    else {}
+                )
                 text_model = load_model(text_model, **tiny)
             if not finetune_text:
                 freeze(text_model)
@@ -338,10 +394,13 @@ class HybridShiftNet(nn.Module):
         for m in self.modalities:
             partners = {p: dims[p] for p in self.modalities if p != m}
             if wanted[m] and partners:
-                self.msg[m] = MultimodalShiftingGate(dims[m], partners, mu_init, layer_norm=msg_layer_norm,
-                                                     dropout=dropout)
+                self.msg[m] = MultimodalShiftingGate(
+                    dims[m], partners, mu_init, layer_norm=msg_layer_norm, dropout=dropout
+                )
             elif wanted[m]:
-                log.info("HybridShift: MSG-%s dropped: no partner modality among %s", SYMBOL[m].upper(), self.modalities)
+                log.info(
+                    "HybridShift: MSG-%s dropped: no partner modality among %s", SYMBOL[m].upper(), self.modalities
+                )
 
         # MBA: which MBA output (text adjusted with which modality) each nonverbal MSG reads
         self.mba_source: dict[str, str] = {}
@@ -352,10 +411,12 @@ class HybridShiftNet(nn.Module):
                     self.mba_source[m] = other if (mba_crossed and self.has[other]) else m
             if not self.mba_source:
                 log.info("HybridShift: MBA dropped: no MSG-A/MSG-V reads its output")
-        self.mba = nn.ModuleDict({
-            o: MaskedBimodalAdjustment(dims[TEXT], dims[o], mba_dim, mba_max_len, text_kernel, nonverbal_kernel)
-            for o in sorted(set(self.mba_source.values()))
-        })
+        self.mba = nn.ModuleDict(
+            {
+                o: MaskedBimodalAdjustment(dims[TEXT], dims[o], mba_dim, mba_max_len, text_kernel, nonverbal_kernel)
+                for o in sorted(set(self.mba_source.values()))
+            }
+        )
 
         fused = sum(dims.values())
         self.fusion = nn.Linear(fused, fusion_dim)
@@ -371,8 +432,10 @@ class HybridShiftNet(nn.Module):
                 x, lengths = getattr(batch, m), getattr(batch, f"{m}_lengths")
                 masks.append(lengths_to_mask(lengths, x.shape[1]))
         if len(masks) == 2 and masks[0].shape != masks[1].shape:
-            raise ValueError(f"audio ({masks[0].shape[1]} frames) and vision ({masks[1].shape[1]} frames) must be "
-                             f"aligned for MSG-A/MSG-V: use the word-aligned feature file")
+            raise ValueError(
+                f"audio ({masks[0].shape[1]} frames) and vision ({masks[1].shape[1]} frames) must be "
+                f"aligned for MSG-A/MSG-V: use the word-aligned feature file"
+            )
         return masks[0] & masks[1] if len(masks) == 2 else masks[0]
 
     def _frames(self, batch: MSABatch, m: str, mask: torch.Tensor) -> torch.Tensor:

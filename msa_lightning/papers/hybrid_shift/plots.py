@@ -20,9 +20,8 @@ Usage::
     msa plot hybrid-shift --ckpt runs/.../best-07.ckpt --config configs/hybrid_shift/mosi_bert.yaml \\
         --data-path /data/MOSI --out plots/hybrid_shift [--utterances ID ...] [--method pca] [--data.init_args.X=...]
 """
+
 from __future__ import annotations
-
-
 
 import re
 from pathlib import Path
@@ -57,9 +56,14 @@ def tsne(x: torch.Tensor, dim: int = 2, perplexity: float = 30.0, iters: int = 5
     x = ((x - x.mean(0)) / x.std(0).clamp(min=1e-8)).numpy()
     if x.shape[1] > 50:
         x = pca(torch.from_numpy(x), 50)
-    return TSNE(n_components=dim, perplexity=min(perplexity, (n - 1) / 3.0), max_iter=max(250, iters),
-                init="pca", random_state=seed,  # exact for small sets, Barnes-Hut where exact would take minutes
-                method="exact" if n <= 1000 else "barnes_hut").fit_transform(x)
+    return TSNE(
+        n_components=dim,
+        perplexity=min(perplexity, (n - 1) / 3.0),
+        max_iter=max(250, iters),
+        init="pca",
+        random_state=seed,  # exact for small sets, Barnes-Hut where exact would take minutes
+        method="exact" if n <= 1000 else "barnes_hut",
+    ).fit_transform(x)
 
 
 def embed_2d(x: torch.Tensor, method: str = "tsne", **kwargs) -> np.ndarray:
@@ -111,8 +115,13 @@ def collect(module, loader, keep_ids: set[str] | None = None, max_samples: int |
         seen += len(batch)
         if max_samples is not None and seen >= max_samples:
             break
-    return {"vectors": {k: torch.cat(v) for k, v in vectors.items()}, "labels": torch.cat(labels),
-            "ids": ids, "raw_text": texts, "maps": maps}
+    return {
+        "vectors": {k: torch.cat(v) for k, v in vectors.items()},
+        "labels": torch.cat(labels),
+        "ids": ids,
+        "raw_text": texts,
+        "maps": maps,
+    }
 
 
 def choose_utterances(ids: list[str], labels: torch.Tensor) -> list[str]:
@@ -139,8 +148,11 @@ def plot_representations(collected: dict, out: Path, method: str = "tsne", **emb
     if not pairs:
         raise ConfigError("the model has no stream with an MSG to compare (no text/audio/vision representations)")
     fig, axes = plt.subplots(2, len(pairs), figsize=(4.2 * len(pairs), 8.0), squeeze=False)
-    groups = ((labels > 0, "positive", "tab:green", "o"), (labels == 0, "neutral", "tab:gray", "D"),
-              (labels < 0, "negative", "tab:red", "x"))
+    groups = (
+        (labels > 0, "positive", "tab:green", "o"),
+        (labels == 0, "neutral", "tab:gray", "D"),
+        (labels < 0, "negative", "tab:red", "x"),
+    )
     for col, (title, without, with_msg) in enumerate(pairs):
         for row, (key, tag) in enumerate(((without, "without MSG"), (with_msg, "with MSG"))):
             xy = embed_2d(vectors[key], method, **embed_kwargs)
@@ -195,16 +207,29 @@ def plot_p_att(uid: str, entry: dict, out: Path, tokenizer=None) -> Path:
     return out
 
 
-def plot_hybrid_shift(module, datamodule, out_dir: str | Path, split: str = "test", utterances: list[str] | None = None,
-                      method: str = "tsne", max_samples: int | None = None, tokenizer: str | None = None,
-                      perplexity: float = 30.0, iters: int = 500, seed: int = 0) -> list[Path]:
+def plot_hybrid_shift(
+    module,
+    datamodule,
+    out_dir: str | Path,
+    split: str = "test",
+    utterances: list[str] | None = None,
+    method: str = "tsne",
+    max_samples: int | None = None,
+    tokenizer: str | None = None,
+    perplexity: float = 30.0,
+    iters: int = 500,
+    seed: int = 0,
+) -> list[Path]:
     """Write ``representations.png`` (Fig. 7) and ``p_att_<id>.png`` per utterance (Fig. 8) to
     ``out_dir`` and return their paths. ``tokenizer`` names the tokenizer used to print tokens on the
     heatmaps' axes (default: the datamodule's, else the model's; token ids if neither can be loaded)."""
     out_dir = Path(out_dir)
     datamodule.setup("test")
-    loader = {"train": datamodule.train_dataloader, "valid": datamodule.val_dataloader,
-              "test": datamodule.test_dataloader}[split]()
+    loader = {
+        "train": datamodule.train_dataloader,
+        "valid": datamodule.val_dataloader,
+        "test": datamodule.test_dataloader,
+    }[split]()
     if not utterances:  # first pass over labels only, to pick positive / neutral / negative examples
         arrays = datamodule.splits[split]
         utterances = choose_utterances(list(arrays.ids), torch.tensor(np.array(arrays.labels["M"], dtype=np.float32)))
@@ -212,13 +237,23 @@ def plot_hybrid_shift(module, datamodule, out_dir: str | Path, split: str = "tes
     missing = [u for u in utterances if u not in collected["maps"]]
     if missing:
         raise ConfigError(f"--utterances: {len(missing)} id(s) not found in split {split!r}: {missing[:5]}")
-    paths = [plot_representations(collected, out_dir / "representations.png", method,
-                                  **({"perplexity": perplexity, "iters": iters, "seed": seed} if method == "tsne" else {}))]
+    paths = [
+        plot_representations(
+            collected,
+            out_dir / "representations.png",
+            method,
+            **({"perplexity": perplexity, "iters": iters, "seed": seed} if method == "tsne" else {}),
+        )
+    ]
     hparams = getattr(module, "hparams", {})
     tok = _load_tokenizer(tokenizer or getattr(datamodule, "tokenizer_name", None) or hparams.get("text_model"))
     if getattr(getattr(module, "net", module), "mba", None):
         for uid in utterances:
-            paths.append(plot_p_att(uid, collected["maps"][uid], out_dir / f"p_att_{re.sub(r'[^A-Za-z0-9_.-]', '_', uid)}.png", tok))
+            paths.append(
+                plot_p_att(
+                    uid, collected["maps"][uid], out_dir / f"p_att_{re.sub(r'[^A-Za-z0-9_.-]', '_', uid)}.png", tok
+                )
+            )
     return paths
 
 

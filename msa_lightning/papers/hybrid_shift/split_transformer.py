@@ -24,6 +24,7 @@ ELECTRA, ...) and XLNet (``model_type == "xlnet"``). Only public transformers AP
 themselves and ``masking_utils``), so a new release cannot break the split silently: the equality test runs
 on whatever is installed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,15 +63,23 @@ class SplitTransformer(nn.Module):
         self.model = model
         config = model.config
         self.kind = "xlnet" if getattr(config, "model_type", "") == "xlnet" else "bert"
-        if self.kind == "bert" and not (hasattr(model, "embeddings") and hasattr(getattr(model, "encoder", None), "layer")):
-            raise ValueError(f"SplitTransformer supports BERT-like encoders (with .embeddings and .encoder.layer) "
-                             f"and XLNet; got {type(model).__name__} (model_type={getattr(config, 'model_type', None)!r})")
+        if self.kind == "bert" and not (
+            hasattr(model, "embeddings") and hasattr(getattr(model, "encoder", None), "layer")
+        ):
+            raise ValueError(
+                f"SplitTransformer supports BERT-like encoders (with .embeddings and .encoder.layer) "
+                f"and XLNet; got {type(model).__name__} (model_type={getattr(config, 'model_type', None)!r})"
+            )
         if self.kind == "xlnet" and getattr(model, "attn_type", "bi") != "bi":
-            raise ValueError(f"SplitTransformer needs XLNet with attn_type='bi' (bidirectional), got {model.attn_type!r}")
+            raise ValueError(
+                f"SplitTransformer needs XLNet with attn_type='bi' (bidirectional), got {model.attn_type!r}"
+            )
         n = self.num_layers
         if not 0 <= split_layer <= n:
-            raise ValueError(f"split_layer={split_layer} is out of range for {type(model).__name__} with {n} layers: "
-                             f"use 0 (after the embeddings) to {n} (after the last layer)")
+            raise ValueError(
+                f"split_layer={split_layer} is out of range for {type(model).__name__} with {n} layers: "
+                f"use 0 (after the embeddings) to {n} (after the last layer)"
+            )
         self.split_layer = split_layer
 
     # ------------------------------------------------------------------ facts
@@ -92,15 +101,21 @@ class SplitTransformer(nn.Module):
         return "left" if self.kind == "xlnet" else "right"
 
     # ------------------------------------------------------------------ the two parts
-    def lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-              token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, SplitContext]:
+    def lower(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, SplitContext]:
         """Embeddings + layers ``[0, split_layer)``: ``(F_t [B, L, H], context)``."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} and input_ids {tuple(input_ids.shape)} differ")
+            raise ValueError(
+                f"attention_mask {tuple(attention_mask.shape)} and input_ids {tuple(input_ids.shape)} differ"
+            )
         if self.kind == "xlnet":
             h, ctx = self._xlnet_embed(input_ids, attention_mask, token_type_ids)
         else:
@@ -114,8 +129,13 @@ class SplitTransformer(nn.Module):
             out = self.model.dropout(out)  # XLNetModel applies dropout to its output
         return out
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, shift=None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        shift=None,
+    ) -> torch.Tensor:
         """``upper(shift(lower(...)))``; ``shift`` maps ``[B, L, H] -> [B, L, H]`` (default: identity)."""
         h, ctx = self.lower(input_ids, attention_mask, token_type_ids)
         if shift is not None:
@@ -142,7 +162,6 @@ class SplitTransformer(nn.Module):
         emb = model.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         return emb, SplitContext(attention_mask, {"mask": encoder_attention_mask(model, emb, attention_mask)})
 
-
     # ------------------------------------------------------------------ XLNet
     def _xlnet_embed(self, input_ids, attention_mask, token_type_ids):
         """Mirrors ``XLNetModel.forward`` without memories, permutation masks or target mappings:
@@ -162,13 +181,23 @@ class SplitTransformer(nn.Module):
             seg_mat = nn.functional.one_hot(seg_mat, num_classes=2).to(dtype_float)
         emb = model.dropout(model.word_embedding(input_ids))  # [B, L, H]
         pos_emb = model.dropout(model.relative_positional_encoding(qlen, qlen, bsz=bsz, device=emb.device))
-        return emb, SplitContext(attention_mask, {"non_tgt_mask": non_tgt_mask, "seg_mat": seg_mat, "pos_emb": pos_emb,
-                                                  "attn_mask": attn_mask})
+        return emb, SplitContext(
+            attention_mask,
+            {"non_tgt_mask": non_tgt_mask, "seg_mat": seg_mat, "pos_emb": pos_emb, "attn_mask": attn_mask},
+        )
 
     def _xlnet_layers(self, hidden, context, start, stop):
         extra = context.extra
         h = hidden.transpose(0, 1)
         for layer in self.layers[start:stop]:
-            h = layer(h, None, attn_mask_h=extra["non_tgt_mask"], attn_mask_g=extra["attn_mask"],
-                      r=extra["pos_emb"], seg_mat=extra["seg_mat"], mems=None, target_mapping=None)[0]
+            h = layer(
+                h,
+                None,
+                attn_mask_h=extra["non_tgt_mask"],
+                attn_mask_g=extra["attn_mask"],
+                r=extra["pos_emb"],
+                seg_mat=extra["seg_mat"],
+                mems=None,
+                target_mapping=None,
+            )[0]
         return h.transpose(0, 1)

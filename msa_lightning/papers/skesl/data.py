@@ -1,4 +1,6 @@
-"""SKESL's DataModules: the masked-text feature-file DataModule, the unlabeled corpus folders and the streaming shards."""
+"""SKESL's DataModules: the masked-text feature-file DataModule, the unlabeled corpus folders, the streaming
+shards."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,8 +71,15 @@ class SKESLMaskedDataModule(MSADataModule):
 
     token_extras = ("skesl_target",)  # one flag per token: cut with the text's padding (trim_text)
 
-    def __init__(self, path: str, tokenizer: str = "bert-base-uncased", text_max_length: int = 50,
-                 lexicon: str = "vader", mask_seed: int = 0, **kwargs) -> None:
+    def __init__(
+        self,
+        path: str,
+        tokenizer: str = "bert-base-uncased",
+        text_max_length: int = 50,
+        lexicon: str = "vader",
+        mask_seed: int = 0,
+        **kwargs,
+    ) -> None:
         super().__init__(path, tokenizer=tokenizer, text_max_length=text_max_length, **kwargs)
         self.lexicon, self.mask_seed = lexicon, int(mask_seed)
         self.masked: dict[str, MaskedText] = {}
@@ -84,8 +93,15 @@ class SKESLMaskedDataModule(MSADataModule):
     def _masked(self, split: str, arrays: SplitArrays) -> MaskedText:
         if split not in self.masked:
             self.masked[split] = masked_text_cached(
-                arrays.raw_text, self.tokenizer_name, self.text_max_length, self.lexicon, arrays.ids, self.mask_seed,
-                self.cache_dir, where=f"{self.feature_file} split {split!r}")
+                arrays.raw_text,
+                self.tokenizer_name,
+                self.text_max_length,
+                self.lexicon,
+                arrays.ids,
+                self.mask_seed,
+                self.cache_dir,
+                where=f"{self.feature_file} split {split!r}",
+            )
         return self.masked[split]
 
     def _text_ids(self, split: str, arrays: SplitArrays) -> np.ndarray:
@@ -119,10 +135,21 @@ class SKESLCorpusDataModule(SKESLMaskedDataModule):
         (tokenizer, text_max_length, lexicon, mask_seed, batch_size, num_workers, cache_dir, ...).
     """
 
-    def __init__(self, transcripts: str, audio: str, visual: str, audio_frames: int = 400, vision_frames: int = 55,
-                 sample_rate: int = 22050, hop_length: int = 512, f0: Literal["pyin", "zcr"] = "pyin",
-                 max_bad_share: float = 0.05, valid_share: float = 0.02, predict_split: str = "valid",
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        transcripts: str,
+        audio: str,
+        visual: str,
+        audio_frames: int = 400,
+        vision_frames: int = 55,
+        sample_rate: int = 22050,
+        hop_length: int = 512,
+        f0: Literal["pyin", "zcr"] = "pyin",
+        max_bad_share: float = 0.05,
+        valid_share: float = 0.02,
+        predict_split: str = "valid",
+        **kwargs,
+    ) -> None:
         kwargs["predict_split"] = predict_split  # a corpus has no test split (an explicit default for the CLI)
         kwargs.setdefault("text_max_length", 39)
         super().__init__(str(transcripts), **kwargs)
@@ -147,25 +174,47 @@ class SKESLCorpusDataModule(SKESLMaskedDataModule):
         if not self.transcripts.is_file():
             raise DataError(f"{self.transcripts}: transcript file not found (data.init_args.transcripts)")
         audio, visual = index_files(self.audio_root, AUDIO_SUFFIXES), index_files(self.visual_root, VISUAL_SUFFIXES)
-        inputs = {"transcripts": content_hash(self.transcripts, store.root), "audio": listing_fingerprint(audio),
-                  "visual": listing_fingerprint(visual), "audio_frames": self.audio_frames,
-                  "vision_frames": self.vision_frames, "sample_rate": self.sample_rate, "hop_length": self.hop_length,
-                  "f0": self.f0, "max_bad_share": self.max_bad_share}
+        inputs = {
+            "transcripts": content_hash(self.transcripts, store.root),
+            "audio": listing_fingerprint(audio),
+            "visual": listing_fingerprint(visual),
+            "audio_frames": self.audio_frames,
+            "vision_frames": self.vision_frames,
+            "sample_rate": self.sample_rate,
+            "hop_length": self.hop_length,
+            "f0": self.f0,
+            "max_bad_share": self.max_bad_share,
+        }
 
         def build():
             read_transcripts(self.transcripts)  # a malformed file fails here, before any media is read
-            clips, report = collect_clips(self.transcripts, self.audio_root, self.visual_root, self.sample_rate,
-                                          self.hop_length, self.f0, self.max_bad_share)
+            clips, report = collect_clips(
+                self.transcripts,
+                self.audio_root,
+                self.visual_root,
+                self.sample_rate,
+                self.hop_length,
+                self.f0,
+                self.max_bad_share,
+            )
             if not clips:
                 raise DataError(f"{self.transcripts}: no usable clip ({report.summary()})")
             a = [fix_length(c.audio, self.audio_frames) for c in clips]
             v = [fix_length(c.vision, self.vision_frames) for c in clips]
-            arrays = {"audio": np.stack([x for x, _ in a]), "audio_lengths": np.array([n for _, n in a]),
-                      "vision": np.stack([x for x, _ in v]), "vision_lengths": np.array([n for _, n in v]),
-                      "ids": np.array([c.id for c in clips], dtype=str),
-                      "texts": np.array([c.text for c in clips], dtype=str)}
-            meta = {"summary": report.summary(), "total": report.total,
-                    "bad": {k: list(v) for k, v in report.bad.items()}, "counts": report.counts()}
+            arrays = {
+                "audio": np.stack([x for x, _ in a]),
+                "audio_lengths": np.array([n for _, n in a]),
+                "vision": np.stack([x for x, _ in v]),
+                "vision_lengths": np.array([n for _, n in v]),
+                "ids": np.array([c.id for c in clips], dtype=str),
+                "texts": np.array([c.text for c in clips], dtype=str),
+            }
+            meta = {
+                "summary": report.summary(),
+                "total": report.total,
+                "bad": {k: list(v) for k, v in report.bad.items()},
+                "counts": report.counts(),
+            }
             return arrays, meta
 
         return store.get_or_build("skesl_corpus", inputs, build)
@@ -182,12 +231,20 @@ class SKESLCorpusDataModule(SKESLMaskedDataModule):
         held_out = id_draws(ids, "valid") < self.valid_share  # a hash of ("valid", id): stable as clips come
         for split, rows in (("train", np.flatnonzero(~held_out)), ("valid", np.flatnonzero(held_out))):
             if len(rows) == 0:
-                raise DataError(f"{self.transcripts}: split {split!r} is empty ({len(ids)} usable clips, "
-                                f"valid_share={self.valid_share:g})")
+                raise DataError(
+                    f"{self.transcripts}: split {split!r} is empty ({len(ids)} usable clips, "
+                    f"valid_share={self.valid_share:g})"
+                )
             self.splits[split] = SplitArrays(
-                ids=[ids[i] for i in rows], raw_text=[texts[i] for i in rows], text_bert=None,
-                audio=entry["audio"][rows], vision=entry["vision"][rows], audio_lengths=entry["audio_lengths"][rows],
-                vision_lengths=entry["vision_lengths"][rows], labels={})
+                ids=[ids[i] for i in rows],
+                raw_text=[texts[i] for i in rows],
+                text_bert=None,
+                audio=entry["audio"][rows],
+                vision=entry["vision"][rows],
+                audio_lengths=entry["audio_lengths"][rows],
+                vision_lengths=entry["vision_lengths"][rows],
+                labels={},
+            )
 
 
 # ---------------------------------------------------------------------------------------------- data module
@@ -213,16 +270,33 @@ class SKESLStreamDataModule(L.LightningDataModule):
 
     token_extras = ("skesl_target",)
 
-    def __init__(self, path: str, tokenizer: str = "bert-base-uncased", text_max_length: int = 39,
-                 lexicon: str = "vader", mask_seed: int = 0, batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int = 0, shuffle: bool = True, shuffle_seed: int | None = None, trim_text: bool = True,
-                 inputs: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        tokenizer: str = "bert-base-uncased",
+        text_max_length: int = 39,
+        lexicon: str = "vader",
+        mask_seed: int = 0,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        shuffle_seed: int | None = None,
+        trim_text: bool = True,
+        inputs: list[str] | None = None,
+    ) -> None:
         super().__init__()
-        for key, value, low in (("batch_size", batch_size, 2), ("eval_batch_size", eval_batch_size, 1),
-                                ("num_workers", num_workers, 0), ("text_max_length", text_max_length, 3)):
+        for key, value, low in (
+            ("batch_size", batch_size, 2),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("text_max_length", text_max_length, 3),
+        ):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ConfigError(f"data.init_args.{key}: expected an integer >= {low}, found {value!r}"
-                                  + (" (a training batch of one clip is not formed)" if key == "batch_size" else ""))
+                raise ConfigError(
+                    f"data.init_args.{key}: expected an integer >= {low}, found {value!r}"
+                    + (" (a training batch of one clip is not formed)" if key == "batch_size" else "")
+                )
         if inputs is not None and set(inputs) - set(INPUT_FIELDS):
             raise ConfigError(f"data.init_args.inputs: unknown fields {sorted(set(inputs) - set(INPUT_FIELDS))}")
         self.path = Path(path).expanduser()
@@ -251,8 +325,13 @@ class SKESLStreamDataModule(L.LightningDataModule):
     def data_facts(self) -> dict:
         """Feature sizes from the manifest; the masked words' intensities are bounded by 3 (Section 4.3)."""
         m = self.manifest
-        return {"audio_dim": int(m["audio_dim"]), "vision_dim": int(m["vision_dim"]), "label_bound": LABEL_BOUND,
-                "metric_family": self.metric_family, "num_train_samples": int(m["splits"]["train"])}
+        return {
+            "audio_dim": int(m["audio_dim"]),
+            "vision_dim": int(m["vision_dim"]),
+            "label_bound": LABEL_BOUND,
+            "metric_family": self.metric_family,
+            "num_train_samples": int(m["splits"]["train"]),
+        }
 
     def num_train_samples(self) -> int:
         return int(self.manifest["splits"]["train"])
@@ -290,16 +369,21 @@ class SKESLStreamDataModule(L.LightningDataModule):
         fields = self._fields()
         ids = [c["id"] for c in clips]
         texts = [c["text"] for c in clips]
-        masked = mask_sentiment_words(texts, self.tokenizer, self.text_max_length, self.lexicon, ids, self.mask_seed,
-                                      where=f"{self.path / split}")
+        masked = mask_sentiment_words(
+            texts, self.tokenizer, self.text_max_length, self.lexicon, ids, self.mask_seed, where=f"{self.path / split}"
+        )
         text = torch.from_numpy(masked.ids)
         target = torch.from_numpy(masked.target)
         if self.trim_text:  # the longest text of the batch decides the width (exact: padding is never attended)
             width = int(text[:, 1].sum(1).max())
             text, target = text[..., :width], target[:, :width]
-        batch = MSABatch(index=torch.tensor([c["row"] for c in clips], dtype=torch.long), ids=ids, raw_text=texts,
-                         labels={}, extras={"skesl_target": target,
-                                            "skesl_label": torch.from_numpy(masked.label)})
+        batch = MSABatch(
+            index=torch.tensor([c["row"] for c in clips], dtype=torch.long),
+            ids=ids,
+            raw_text=texts,
+            labels={},
+            extras={"skesl_target": target, "skesl_label": torch.from_numpy(masked.label)},
+        )
         if fields is None or set(TEXT_ID_FIELDS) & fields:
             batch.text_ids, batch.text_mask, batch.text_segment = text[:, 0], text[:, 1], text[:, 2]
         for key in ("audio", "vision"):
@@ -322,23 +406,41 @@ class SKESLStreamDataModule(L.LightningDataModule):
         if train and total < world:
             raise DataError(f"{self.path / split}: {total} clips, fewer than the {world} DDP processes")
         if total == 0:
-            raise DataError(f"{self.path / split}: the split has no clips (build the shards with a valid share > 0 "
-                            f"to validate)")
-        clips = ShardClips(str(self.path / split), m["audio_frames"], m["vision_frames"], m["audio_dim"],
-                           m["vision_dim"])
+            raise DataError(
+                f"{self.path / split}: the split has no clips (build the shards with a valid share > 0 to validate)"
+            )
+        clips = ShardClips(
+            str(self.path / split), m["audio_frames"], m["vision_frames"], m["audio_dim"], m["vision_dim"]
+        )
         size = self.batch_size if train else self.eval_batch_size
-        loader = SKESLStreamLoader(clips, size, lambda group: self.collate(group, split), equal_batches=train,
-                                   num_workers=self.num_workers, pin_memory=self._pin_memory(),
-                                   shuffle=self.shuffle and train, seed=self.train_seed, world_size=world, rank=rank)
+        loader = SKESLStreamLoader(
+            clips,
+            size,
+            lambda group: self.collate(group, split),
+            equal_batches=train,
+            num_workers=self.num_workers,
+            pin_memory=self._pin_memory(),
+            shuffle=self.shuffle and train,
+            seed=self.train_seed,
+            world_size=world,
+            rank=rank,
+        )
         if train:
             # the loader counts its epochs from here (it draws epoch e's order at its e-th iteration): a loader
             # built anew for a later epoch (reload_dataloaders_every_n_epochs) continues the count
             loader.current_epoch = int(getattr(getattr(self, "trainer", None), "current_epoch", 0) or 0)
         if train and rank == 0:
             shares = loader.shares()
-            log.info("%s: %d training clips over %d rank(s) (%s per rank), %d batches of up to %d per rank and "
-                     "epoch; none dropped or repeated", self.path / split, total, world,
-                     "/".join(map(str, sorted(set(shares)))), len(loader), size)
+            log.info(
+                "%s: %d training clips over %d rank(s) (%s per rank), %d batches of up to %d per rank and "
+                "epoch; none dropped or repeated",
+                self.path / split,
+                total,
+                world,
+                "/".join(map(str, sorted(set(shares)))),
+                len(loader),
+                size,
+            )
         return loader
 
     def train_dataloader(self) -> SKESLStreamLoader:

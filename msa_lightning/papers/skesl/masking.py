@@ -28,6 +28,7 @@ Tokenisation is one batched call of a fast (Rust) tokenizer over pre-split words
 (``is_split_into_words``), whose ``word_ids`` map pieces back to words; the choice of word and the
 masking are numpy array operations over the whole set of texts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -102,8 +103,10 @@ def load_intensity_lexicon(spec: str = "vader", min_valence: float = 0.0) -> Int
         return _scaled_table(SentimentIntensityAnalyzer().lexicon.items(), keep, name)
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ConfigError(f"lexicon {spec!r}: expected 'vader' or a file in VADER's format (word<TAB>valence), "
-                          f"and {path} is not a file")
+        raise ConfigError(
+            f"lexicon {spec!r}: expected 'vader' or a file in VADER's format (word<TAB>valence), "
+            f"and {path} is not a file"
+        )
     pairs = []
     for number, line in iter_text_lines(path, "lexicon file"):
         parts = line.split("\t")
@@ -142,8 +145,13 @@ class MaskedText:
     word: np.ndarray
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"ids": self.ids, "target": self.target, "label": self.label, "from_lexicon": self.from_lexicon,
-                "word": self.word}
+        return {
+            "ids": self.ids,
+            "target": self.target,
+            "label": self.label,
+            "from_lexicon": self.from_lexicon,
+            "word": self.word,
+        }
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "MaskedText":
@@ -174,9 +182,15 @@ def _fast_tokenizer(tokenizer):
     return tokenizer
 
 
-def mask_sentiment_words(texts: Sequence[str], tokenizer, max_length: int = 50,
-                         lexicon: IntensityLexicon | str = "vader", ids: Sequence[str] | None = None,
-                         seed: int = 0, where: str = "texts") -> MaskedText:
+def mask_sentiment_words(
+    texts: Sequence[str],
+    tokenizer,
+    max_length: int = 50,
+    lexicon: IntensityLexicon | str = "vader",
+    ids: Sequence[str] | None = None,
+    seed: int = 0,
+    where: str = "texts",
+) -> MaskedText:
     """Mask the most sentiment-laden word of each text (module docstring).
 
     Args:
@@ -204,11 +218,21 @@ def mask_sentiment_words(texts: Sequence[str], tokenizer, max_length: int = 50,
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         shown = ", ".join(ids[i] for i in empty[:5])
-        raise DataError(f"{where}: {len(empty)} transcript(s) without any word to mask (ids {shown}"
-                        f"{', ...' if len(empty) > 5 else ''})")
+        raise DataError(
+            f"{where}: {len(empty)} transcript(s) without any word to mask (ids {shown}"
+            f"{', ...' if len(empty) > 5 else ''})"
+        )
     words_per = [w for w, _ in split]
-    enc = tokenizer(words_per, is_split_into_words=True, max_length=max_length, padding="max_length",
-                    truncation=True, return_token_type_ids=True, return_attention_mask=True, return_tensors="np")
+    enc = tokenizer(
+        words_per,
+        is_split_into_words=True,
+        max_length=max_length,
+        padding="max_length",
+        truncation=True,
+        return_token_type_ids=True,
+        return_attention_mask=True,
+        return_tensors="np",
+    )
     # word index of every token, -1 on special and padding tokens ([N, L]; None becomes NaN)
     word_of = np.array([enc.word_ids(i) for i in range(n)], dtype=np.float64)
     word_of = np.nan_to_num(word_of, nan=-1).astype(np.int64)
@@ -260,9 +284,16 @@ def mask_sentiment_words(texts: Sequence[str], tokenizer, max_length: int = 50,
     return MaskedText(ids=text, target=target, label=label, from_lexicon=from_lexicon, word=keys[flat_index])
 
 
-def masked_text_cached(texts: Sequence[str], tokenizer: str, max_length: int, lexicon: str = "vader",
-                       ids: Sequence[str] | None = None, seed: int = 0, cache_dir: str | Path | None = None,
-                       where: str = "texts") -> MaskedText:
+def masked_text_cached(
+    texts: Sequence[str],
+    tokenizer: str,
+    max_length: int,
+    lexicon: str = "vader",
+    ids: Sequence[str] | None = None,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    where: str = "texts",
+) -> MaskedText:
     """:func:`mask_sentiment_words` through the store (kind ``skesl_masked``), keyed by the texts, the
     clip ids, the tokenizer (and the files of a local one), the length, the lexicon's content
     fingerprint and the seed."""
@@ -270,9 +301,15 @@ def masked_text_cached(texts: Sequence[str], tokenizer: str, max_length: int, le
     texts = [str(t) for t in texts]
     ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
     lex = load_intensity_lexicon(lexicon)
-    inputs = {"tokenizer": tokenizer, "max_length": int(max_length), "lexicon": lex.fingerprint, "seed": int(seed),
-              "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
-              "ids": hashlib.sha256("\x00".join(ids).encode()).hexdigest(), "count": len(texts)}
+    inputs = {
+        "tokenizer": tokenizer,
+        "max_length": int(max_length),
+        "lexicon": lex.fingerprint,
+        "seed": int(seed),
+        "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
+        "ids": hashlib.sha256("\x00".join(ids).encode()).hexdigest(),
+        "count": len(texts),
+    }
     if (files := local_fingerprint(tokenizer, store.root)) is not None:  # a local tokenizer: its files decide
         inputs["tokenizer_files"] = files
 
@@ -285,5 +322,3 @@ def masked_text_cached(texts: Sequence[str], tokenizer: str, max_length: int, le
 
 
 # ---------------------------------------------------------------------------------------------------- data module
-
-

@@ -30,6 +30,7 @@ Ablations (Table 8): *w/o SKESL* is :class:`SKESLModule` without ``pretrained`` 
 new blocks); *w/o AV* is ``use_nonverbal: false`` (BERT and the output layer only, no blocks, no
 audio or visual input).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,8 +66,17 @@ class _SKESLBase(MSARegressionModule):
         hp = self.hparams
         if hp.num_blocks < 1 and hp.use_nonverbal:
             raise ConfigError(f"model.init_args.num_blocks must be >= 1 (or use_nonverbal: false), got {hp.num_blocks}")
-        return SKESLEncoder(hp.text_model, hp.audio_dim, hp.vision_dim, hp.num_blocks, hp.share_blocks, hp.ffn_dim,
-                            hp.dropout, hp.use_nonverbal, hp.finetune_text)
+        return SKESLEncoder(
+            hp.text_model,
+            hp.audio_dim,
+            hp.vision_dim,
+            hp.num_blocks,
+            hp.share_blocks,
+            hp.ffn_dim,
+            hp.dropout,
+            hp.use_nonverbal,
+            hp.finetune_text,
+        )
 
 
 class SKESLPretrain(_SKESLBase):
@@ -86,10 +96,21 @@ class SKESLPretrain(_SKESLBase):
         ``encoder_lr`` 5e-6 for BERT, ``lr`` 1e-4 for the rest).
     """
 
-    def __init__(self, text_model: str = "bert-base-uncased", audio_dim: int | None = None,
-                 vision_dim: int | None = None, num_blocks: int = 4, share_blocks: bool = False,
-                 ffn_dim: int | None = None, dropout: float = 0.1, use_nonverbal: bool = True,
-                 finetune_text: bool = True, head_hidden: int = 256, head_dropout: float = 0.1, **kwargs) -> None:
+    def __init__(
+        self,
+        text_model: str = "bert-base-uncased",
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        num_blocks: int = 4,
+        share_blocks: bool = False,
+        ffn_dim: int | None = None,
+        dropout: float = 0.1,
+        use_nonverbal: bool = True,
+        finetune_text: bool = True,
+        head_hidden: int = 256,
+        head_dropout: float = 0.1,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.init_net()
@@ -100,8 +121,10 @@ class SKESLPretrain(_SKESLBase):
     def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
         label = batch.extras.get(LABEL_KEY)
         if label is None:
-            raise DataError(f"SKESLPretrain needs batch.extras[{LABEL_KEY!r}] (the masked words' intensities): "
-                            f"use msa_lightning.papers.skesl.data.SKESLMaskedDataModule")
+            raise DataError(
+                f"SKESLPretrain needs batch.extras[{LABEL_KEY!r}] (the masked words' intensities): "
+                f"use msa_lightning.papers.skesl.data.SKESLMaskedDataModule"
+            )
         return F.l1_loss(outputs.M, label.to(outputs.M.dtype)), {}
 
     def _eval_step(self, batch: MSABatch, metrics, prefix: str) -> None:
@@ -134,11 +157,22 @@ class SKESLModule(_SKESLBase):
         Other args: as :class:`SKESLPretrain`.
     """
 
-    def __init__(self, text_model: str = "bert-base-uncased", audio_dim: int | None = None,
-                 vision_dim: int | None = None, pretrained: str | None = None, num_blocks: int = 4,
-                 share_blocks: bool = False, ffn_dim: int | None = None, dropout: float = 0.1,
-                 use_nonverbal: bool = True, finetune_text: bool = True, head_hidden: int = 256,
-                 head_dropout: float = 0.1, **kwargs) -> None:
+    def __init__(
+        self,
+        text_model: str = "bert-base-uncased",
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        pretrained: str | None = None,
+        num_blocks: int = 4,
+        share_blocks: bool = False,
+        ffn_dim: int | None = None,
+        dropout: float = 0.1,
+        use_nonverbal: bool = True,
+        finetune_text: bool = True,
+        head_hidden: int = 256,
+        head_dropout: float = 0.1,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.init_net()
@@ -168,21 +202,29 @@ def load_pretrained_encoder(encoder: SKESLEncoder, checkpoint: str | Path, hpara
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     prefix = "net.encoder."
     if not state or not any(k.startswith(prefix) for k in state):
-        raise ConfigError(f"{key}: {path} holds no SKESL encoder (no '{prefix}*' weights; expected a "
-                          f"checkpoint written while training SKESLPretrain)")
+        raise ConfigError(
+            f"{key}: {path} holds no SKESL encoder (no '{prefix}*' weights; expected a "
+            f"checkpoint written while training SKESLPretrain)"
+        )
     theirs = ckpt.get("hyper_parameters", {})
     if hparams is not None:
         names = ARCH_ARGS if hparams.get("use_nonverbal", True) else ("use_nonverbal",)
-        differ = [f"model.init_args.{name}: checkpoint {theirs[name]!r}, here {hparams.get(name)!r}"
-                  for name in names if name in theirs and theirs[name] != hparams.get(name)]
+        differ = [
+            f"model.init_args.{name}: checkpoint {theirs[name]!r}, here {hparams.get(name)!r}"
+            for name in names
+            if name in theirs and theirs[name] != hparams.get(name)
+        ]
         if differ:
             raise ConfigError(f"{key}: {path} was pretrained with other architecture arguments ({'; '.join(differ)})")
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     ours = encoder.state_dict()
     missing = sorted(set(ours) - set(weights))
     unexpected = sorted(set(weights) - set(ours))
-    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)}, here {tuple(ours[k].shape)}"
-              for k in sorted(set(ours) & set(weights)) if weights[k].shape != ours[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(weights[k].shape)}, here {tuple(ours[k].shape)}"
+        for k in sorted(set(ours) & set(weights))
+        if weights[k].shape != ours[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if shapes:

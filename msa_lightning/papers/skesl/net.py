@@ -1,4 +1,6 @@
-"""SKESL's networks: the sentiment-knowledge encoder with nonverbal injection blocks, and its pretraining and fine-tuning heads (equations in module.py's docstring)."""
+"""SKESL's networks: the sentiment-knowledge encoder with nonverbal injection blocks, and its pretraining and fine-
+tuning heads (equations in module.py's docstring)."""
+
 from __future__ import annotations
 
 import math
@@ -15,6 +17,7 @@ from msa_lightning.output import MSAOutput
 
 #: batch extras written by :class:`~msa_lightning.papers.skesl.data.SKESLMaskedDataModule`
 TARGET_KEY, LABEL_KEY = "skesl_target", "skesl_label"
+
 
 class CrossModalAttention(nn.Module):
     """Eqs. 2-5 for one non-verbal modality m: ``Q = LN(X_{l-1}) W_Q``, ``K = LN(X_0^m) W_K``,
@@ -38,8 +41,13 @@ class CrossModalAttention(nn.Module):
         allowed = (valid | ~has_frames[:, None])[:, None, :]  # a frameless clip attends to its zeros, then is zeroed
         x = self.norm(frames)
         y = F.scaled_dot_product_attention(
-            self.query(text_normed), self.key(x), self.value(x), attn_mask=allowed,
-            dropout_p=self.dropout if self.training else 0.0, scale=1.0 / math.sqrt(text_normed.shape[-1]))
+            self.query(text_normed),
+            self.key(x),
+            self.value(x),
+            attn_mask=allowed,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=1.0 / math.sqrt(text_normed.shape[-1]),
+        )
         return y * has_frames[:, None, None].to(y.dtype)
 
 
@@ -47,19 +55,31 @@ class NonverbalInjectionBlock(nn.Module):
     """One block of Section 3.4: ``Y_l = Y^A + LN(X_{l-1}) + Y^V`` (Eq. 6) and
     ``X_l = FFN(LN(Y_l)) + Y_l`` (Eq. 7), with ``Y^m`` from :class:`CrossModalAttention`."""
 
-    def __init__(self, text_dim: int, audio_dim: int, vision_dim: int, ffn_dim: int | None = None,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, text_dim: int, audio_dim: int, vision_dim: int, ffn_dim: int | None = None, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         ffn_dim = ffn_dim or 4 * text_dim
         self.text_norm = nn.LayerNorm(text_dim)  # LN(X_{l-1}) of Eqs. 2 and 6
         self.audio = CrossModalAttention(text_dim, audio_dim, dropout)
         self.vision = CrossModalAttention(text_dim, vision_dim, dropout)
         self.ffn_norm = nn.LayerNorm(text_dim)  # LN(Y_l) of Eq. 7
-        self.ffn = nn.Sequential(nn.Linear(text_dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, text_dim), nn.Dropout(dropout))
+        self.ffn = nn.Sequential(
+            nn.Linear(text_dim, ffn_dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, text_dim),
+            nn.Dropout(dropout),
+        )
 
-    def forward(self, text: torch.Tensor, audio: torch.Tensor, audio_lengths: torch.Tensor, vision: torch.Tensor,
-                vision_lengths: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        text: torch.Tensor,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        vision: torch.Tensor,
+        vision_lengths: torch.Tensor,
+    ) -> torch.Tensor:
         normed = self.text_norm(text)
         y = self.audio(normed, audio, audio_lengths) + normed + self.vision(normed, vision, vision_lengths)
         return self.ffn(self.ffn_norm(y)) + y
@@ -87,9 +107,18 @@ class SKESLEncoder(nn.Module):
             (the authors' released pretraining script does).
     """
 
-    def __init__(self, text_model: str, audio_dim: int | None, vision_dim: int | None, num_blocks: int = 4,
-                 share_blocks: bool = False, ffn_dim: int | None = None, dropout: float = 0.1,
-                 use_nonverbal: bool = True, finetune_text: bool = True) -> None:
+    def __init__(
+        self,
+        text_model: str,
+        audio_dim: int | None,
+        vision_dim: int | None,
+        num_blocks: int = 4,
+        share_blocks: bool = False,
+        ffn_dim: int | None = None,
+        dropout: float = 0.1,
+        use_nonverbal: bool = True,
+        finetune_text: bool = True,
+    ) -> None:
         super().__init__()
         self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
         if getattr(self.text_encoder.model, "pooler", None) is not None:
@@ -103,8 +132,9 @@ class SKESLEncoder(nn.Module):
             block = NonverbalInjectionBlock(d, audio_dim, vision_dim, ffn_dim, dropout)
             self.blocks = nn.ModuleList([block] * num_blocks)  # the same module (and weights) L times
         else:
-            self.blocks = nn.ModuleList(NonverbalInjectionBlock(d, audio_dim, vision_dim, ffn_dim, dropout)
-                                        for _ in range(num_blocks))
+            self.blocks = nn.ModuleList(
+                NonverbalInjectionBlock(d, audio_dim, vision_dim, ffn_dim, dropout) for _ in range(num_blocks)
+            )
 
     def forward(self, batch: MSABatch) -> torch.Tensor:
         x = self.text_encoder(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state
@@ -127,8 +157,10 @@ class SKESLPretrainNet(nn.Module):
     def forward(self, batch: MSABatch) -> MSAOutput:
         target = batch.extras.get(TARGET_KEY)
         if target is None:
-            raise DataError(f"SKESLPretrain needs batch.extras[{TARGET_KEY!r}] (the masked pieces) from sentiment "
-                            f"word masking: use msa_lightning.papers.skesl.data.SKESLMaskedDataModule")
+            raise DataError(
+                f"SKESLPretrain needs batch.extras[{TARGET_KEY!r}] (the masked pieces) from sentiment "
+                f"word masking: use msa_lightning.papers.skesl.data.SKESLMaskedDataModule"
+            )
         x = self.encoder(batch)
         pooled = masked_mean(x, target.bool())
         return MSAOutput(M=self.head(pooled).squeeze(-1), features={"masked": pooled})

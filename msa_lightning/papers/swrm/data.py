@@ -11,6 +11,7 @@ For SWRM it also runs the sentiment word position precompute
 loads it in ``setup`` on every rank; ``batch.extras`` then carries ``swrm_position`` ``[B]``,
 ``swrm_gate`` ``[B]`` and ``swrm_candidates`` ``[B, k]`` (hook ``split_extras``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,19 +63,35 @@ class MOSIASRDataModule(MOSIDataModule):
         Remaining keyword arguments: :class:`~msa_lightning.data.MSADataModule`.
     """
 
-    def __init__(self, path: str = "data/MOSI", asr: str = "speechbrain", transcripts: str | None = None,
-                 missing: Literal["error", "gold", "empty"] = "error", max_missing_share: float = 0.01,
-                 tokenizer: str = "bert-base-uncased",
-                 positions: bool = True, mlm: str | None = None, k: int = 50, threshold: float = 0.5,
-                 lexicon: str = "vader", position_batch_size: int = 512, position_device: str | None = None,
-                 progress: bool = True, **kwargs) -> None:
+    def __init__(
+        self,
+        path: str = "data/MOSI",
+        asr: str = "speechbrain",
+        transcripts: str | None = None,
+        missing: Literal["error", "gold", "empty"] = "error",
+        max_missing_share: float = 0.01,
+        tokenizer: str = "bert-base-uncased",
+        positions: bool = True,
+        mlm: str | None = None,
+        k: int = 50,
+        threshold: float = 0.5,
+        lexicon: str = "vader",
+        position_batch_size: int = 512,
+        position_device: str | None = None,
+        progress: bool = True,
+        **kwargs,
+    ) -> None:
         if not tokenizer:
-            raise ConfigError("data.init_args.tokenizer: MOSIASRDataModule re-tokenises the transcripts, "
-                              "so it needs a tokenizer (found none)")
+            raise ConfigError(
+                "data.init_args.tokenizer: MOSIASRDataModule re-tokenises the transcripts, "
+                "so it needs a tokenizer (found none)"
+            )
         if missing not in MISSING_POLICIES:
             raise ConfigError(f"data.init_args.missing: expected one of {list(MISSING_POLICIES)}, found {missing!r}")
         if not 0.0 <= max_missing_share <= 1.0:
-            raise ConfigError(f"data.init_args.max_missing_share: expected a share in [0, 1], found {max_missing_share!r}")
+            raise ConfigError(
+                f"data.init_args.max_missing_share: expected a share in [0, 1], found {max_missing_share!r}"
+            )
         super().__init__(path, tokenizer=tokenizer, **kwargs)
         self.asr, self.transcripts_path, self.missing = asr, transcripts, missing
         self.max_missing_share = max_missing_share
@@ -98,9 +115,14 @@ class MOSIASRDataModule(MOSIDataModule):
             return arrays
         if self._transcripts is None:
             self._transcripts = read_transcripts(self.transcript_file)
-        texts, absent = apply_transcripts(arrays.ids, self._transcripts, arrays.raw_text, self.missing,
-                                          where=f"{self.transcript_file} ({split} split of {self.feature_file})",
-                                          max_missing_share=self.max_missing_share)
+        texts, absent = apply_transcripts(
+            arrays.ids,
+            self._transcripts,
+            arrays.raw_text,
+            self.missing,
+            where=f"{self.transcript_file} ({split} split of {self.feature_file})",
+            max_missing_share=self.max_missing_share,
+        )
         self.missing_ids[split] = absent
         return dataclasses.replace(arrays, raw_text=texts)
 
@@ -111,16 +133,32 @@ class MOSIASRDataModule(MOSIDataModule):
             self._load()
             texts = [t for split in SPLITS for t in self.splits[split].raw_text]
             result = compute_sentiment_positions(
-                texts, self.tokenizer_name, self.mlm, k=self.k, threshold=self.threshold, lexicon=self.lexicon,
-                max_length=self.text_max_length, cache_dir=self.cache_dir, source=f"mosi-{self.asr}",
-                batch_size=self.position_batch_size, device=self.position_device, progress=self.progress)
+                texts,
+                self.tokenizer_name,
+                self.mlm,
+                k=self.k,
+                threshold=self.threshold,
+                lexicon=self.lexicon,
+                max_length=self.text_max_length,
+                cache_dir=self.cache_dir,
+                source=f"mosi-{self.asr}",
+                batch_size=self.position_batch_size,
+                device=self.position_device,
+                progress=self.progress,
+            )
             self._positions, start = {}, 0
             for split in SPLITS:
                 n = len(self.splits[split])
-                self._positions[split] = SentimentPositions(*(getattr(result, f.name)[start:start + n]
-                                                              for f in dataclasses.fields(result)))
-                log.info("MOSI-%s %s: sentiment position gate p = 1 for %.1f%% of %d utterances", self.asr, split,
-                         100 * float(self._positions[split].gate.mean()) if n else 0.0, n)
+                self._positions[split] = SentimentPositions(
+                    *(getattr(result, f.name)[start : start + n] for f in dataclasses.fields(result))
+                )
+                log.info(
+                    "MOSI-%s %s: sentiment position gate p = 1 for %.1f%% of %d utterances",
+                    self.asr,
+                    split,
+                    100 * float(self._positions[split].gate.mean()) if n else 0.0,
+                    n,
+                )
                 start += n
         return self._positions
 

@@ -1,13 +1,16 @@
 """SWRM (Wu et al., Findings of ACL 2022) and its main baseline Self-MM (Yu et al., AAAI 2021).
 
-Both share one backbone (:class:`SelfMMNet`, the network of :class:`SelfMMModule`): a BERT text vector ``v_l`` (the ``[CLS]`` state),
+Both share one backbone (:class:`SelfMMNet`, the network of :class:`SelfMMModule`): a BERT text vector ``v_l`` (the
+``[CLS]`` state),
 LSTM summaries of the unaligned acoustic and visual sequences (``v_a``, ``v_v``), a fusion layer
 ``v_f = ReLU(W4 [v_l; v_v; v_a] + b4)`` (SWRM Eq. 5) and a prediction ``W5 v_f + b5`` (Eq. 6), plus
 one unimodal head per modality trained with the labels of Self-MM's ULGM
-(:class:`~msa_lightning.nn.ulgm.ULGM`, training state that lives on the LightningModule, not in the network). The ULGM features are each head's hidden layer:
+(:class:`~msa_lightning.nn.ulgm.ULGM`, training state that lives on the LightningModule, not in the network). The ULGM
+features are each head's hidden layer:
 ``F_s = ReLU(W_s v_s + b_s)`` for the text/audio/visual heads and ``v_f`` for fusion.
 
-:class:`SWRMNet` (the network of :class:`SWRMModule`) adds the sentiment word refinement (Section 3.2): at the position ``s`` found
+:class:`SWRMNet` (the network of :class:`SWRMModule`) adds the sentiment word refinement (Section 3.2): at the position
+``s`` found
 by the precompute (:mod:`msa_lightning.papers.swrm.positions`, gate ``p`` and ``k`` candidate
 ids arrive in ``batch.extras``) it rebuilds the input word embedding from the ``[MASK]`` embedding,
 the candidates' embeddings and the audio/visual context, then runs BERT on the refined
@@ -27,6 +30,7 @@ Self-MM code adds a hidden layer (``head_layers=2``). Table 4's ``d_lv``, ``d_av
 taken as the sizes of the text/audio/visual head features and, for audio and vision, of the LSTM
 outputs (``audio_out``/``vision_out``); ``v_l`` is BERT's 768-d ``[CLS]`` state as in Self-MM.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,9 +44,25 @@ from msa_lightning.output import MSAOutput
 from msa_lightning.papers.swrm.net import UNIMODAL, SelfMMNet, SWRMNet
 from msa_lightning.training.module import MSARegressionModule, labels_of
 
-_NET_ARGS = ("text_model", "finetune_text", "audio_hidden", "vision_hidden", "audio_out", "vision_out", "text_head_dim",
-             "audio_head_dim", "vision_head_dim", "fusion_dim", "audio_lstm_dropout", "vision_lstm_dropout",
-             "text_dropout", "audio_dropout", "vision_dropout", "fusion_dropout", "head_layers")
+_NET_ARGS = (
+    "text_model",
+    "finetune_text",
+    "audio_hidden",
+    "vision_hidden",
+    "audio_out",
+    "vision_out",
+    "text_head_dim",
+    "audio_head_dim",
+    "vision_head_dim",
+    "fusion_dim",
+    "audio_lstm_dropout",
+    "vision_lstm_dropout",
+    "text_dropout",
+    "audio_dropout",
+    "vision_dropout",
+    "fusion_dropout",
+    "head_layers",
+)
 
 
 class SelfMMModule(MSARegressionModule):
@@ -72,14 +92,32 @@ class SelfMMModule(MSARegressionModule):
 
     encoder_prefix = "net.text_encoder"
 
-    def __init__(self, text_model: str = "bert-base-uncased", finetune_text: bool = True,
-                 audio_dim: int | None = None, vision_dim: int | None = None, audio_hidden: int = 16,
-                 vision_hidden: int = 32, audio_out: int = 16, vision_out: int = 32, text_head_dim: int = 32,
-                 audio_head_dim: int = 16, vision_head_dim: int = 32, fusion_dim: int = 128,
-                 audio_lstm_dropout: float = 0.0, vision_lstm_dropout: float = 0.0, text_dropout: float = 0.0,
-                 audio_dropout: float = 0.1, vision_dropout: float = 0.1, fusion_dropout: float = 0.1,
-                 head_layers: int = 1, use_ulgm: bool = True, label_bound: float | None = None,
-                 num_train_samples: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        text_model: str = "bert-base-uncased",
+        finetune_text: bool = True,
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        audio_hidden: int = 16,
+        vision_hidden: int = 32,
+        audio_out: int = 16,
+        vision_out: int = 32,
+        text_head_dim: int = 32,
+        audio_head_dim: int = 16,
+        vision_head_dim: int = 32,
+        fusion_dim: int = 128,
+        audio_lstm_dropout: float = 0.0,
+        vision_lstm_dropout: float = 0.0,
+        text_dropout: float = 0.0,
+        audio_dropout: float = 0.1,
+        vision_dropout: float = 0.1,
+        fusion_dropout: float = 0.1,
+        head_layers: int = 1,
+        use_ulgm: bool = True,
+        label_bound: float | None = None,
+        num_train_samples: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.use_ulgm = use_ulgm
@@ -97,8 +135,10 @@ class SelfMMModule(MSARegressionModule):
         if not self.use_ulgm:
             return
         if self.hparams.label_bound is None:
-            raise ConfigError("model.init_args.label_bound (ULGM's H) is not set and the datamodule does not give it "
-                              "(no data_facts()): set it (3 on MOSI/MOSEI, 1 on CH-SIMS)")
+            raise ConfigError(
+                "model.init_args.label_bound (ULGM's H) is not set and the datamodule does not give it "
+                "(no data_facts()): set it (3 on MOSI/MOSEI, 1 on CH-SIMS)"
+            )
         self.ulgm.bound = float(self.hparams.label_bound)
         if stage == "fit" and not self.ulgm.ready:
             self.ulgm.init_labels(torch.tensor(_train_labels(self._datamodule())))
@@ -127,9 +167,11 @@ def _train_labels(datamodule) -> np.ndarray:
     """The multimodal labels of the training split, in the row order of ``batch.index``."""
     get = getattr(datamodule, "train_labels", None)
     if not callable(get):
-        raise ConfigError("ULGM needs the training labels before fit: use an msa_lightning DataModule (it has "
-                          "train_labels()), or call model.ulgm.init_labels(train_labels) yourself "
-                          "(rows in the order of batch.index)")
+        raise ConfigError(
+            "ULGM needs the training labels before fit: use an msa_lightning DataModule (it has "
+            "train_labels()), or call model.ulgm.init_labels(train_labels) yourself "
+            "(rows in the order of batch.index)"
+        )
     return np.asarray(get("M"), dtype=np.float32)
 
 
@@ -149,9 +191,18 @@ class SWRMModule(SelfMMModule):
             attention still train, BERT learns only through the fusion pass).
     """
 
-    def __init__(self, context_vision_hidden: int = 16, context_audio_hidden: int = 32, context_av_hidden: int = 48,
-                 use_position: bool = True, use_attention: bool = True, multimodal: bool = True,
-                 mask_token_id: int | None = None, detach_context: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        context_vision_hidden: int = 16,
+        context_audio_hidden: int = 32,
+        context_av_hidden: int = 48,
+        use_position: bool = True,
+        use_attention: bool = True,
+        multimodal: bool = True,
+        mask_token_id: int | None = None,
+        detach_context: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)  # builds the network when the data-shaped sizes are known (hparams hold ours too)
 
     def build_net(self) -> SWRMNet:
@@ -159,10 +210,23 @@ class SWRMModule(SelfMMModule):
         if hp.mask_token_id is None:
             from msa_lightning.nn.pretrained import load_tokenizer
 
-            self.hparams["mask_token_id"] = int(load_tokenizer(hp.text_model).mask_token_id)  # checkpoints need no tokenizer
-        return SWRMNet(hp.audio_dim, hp.vision_dim, hp.mask_token_id, hp.context_vision_hidden, hp.context_audio_hidden,
-                       hp.context_av_hidden, hp.use_position, hp.use_attention, hp.multimodal, hp.detach_context,
-                       unimodal_heads=hp.use_ulgm, **{k: hp[k] for k in _NET_ARGS})
+            self.hparams["mask_token_id"] = int(
+                load_tokenizer(hp.text_model).mask_token_id
+            )  # checkpoints need no tokenizer
+        return SWRMNet(
+            hp.audio_dim,
+            hp.vision_dim,
+            hp.mask_token_id,
+            hp.context_vision_hidden,
+            hp.context_audio_hidden,
+            hp.context_av_hidden,
+            hp.use_position,
+            hp.use_attention,
+            hp.multimodal,
+            hp.detach_context,
+            unimodal_heads=hp.use_ulgm,
+            **{k: hp[k] for k in _NET_ARGS},
+        )
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -172,6 +236,8 @@ class SWRMModule(SelfMMModule):
             for split, found in positions().items():  # once, here: no device sync in the training step
                 bad = (found.position < 0) | (found.position >= width)
                 if bad.any():
-                    raise DataError(f"swrm_position of the {split} split lies outside [0, {width}) for "
-                                    f"{int(bad.sum())} utterances: the sentiment-position precompute used a "
-                                    f"different text_max_length or tokenizer than data.text_max_length={width}")
+                    raise DataError(
+                        f"swrm_position of the {split} split lies outside [0, {width}) for "
+                        f"{int(bad.sum())} utterances: the sentiment-position precompute used a "
+                        f"different text_max_length or tokenizer than data.text_max_length={width}"
+                    )

@@ -1,4 +1,5 @@
 """The networks of Self-MM and SWRM (Eqs. in module.py's docstring): plain nn.Modules returning MSAOutput."""
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,9 @@ def _head(dim: int, layers: int) -> nn.Module:
         return nn.Linear(dim, 1)
     if layers == 2:
         return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
-    raise ConfigError(f"model.init_args.head_layers must be 1 (the papers' equations) or 2 (Self-MM's code), got {layers}")
+    raise ConfigError(
+        f"model.init_args.head_layers must be 1 (the papers' equations) or 2 (Self-MM's code), got {layers}"
+    )
 
 
 def pseudo_align(x: torch.Tensor, lengths: torch.Tensor, n_l: torch.Tensor, width: int) -> torch.Tensor:
@@ -55,26 +58,56 @@ class SelfMMNet(nn.Module):
     features ``F_s`` (``{M, T, A, V}``: what ULGM reads) and ``extras`` from the text path (SWRM's gates).
     """
 
-    def __init__(self, audio_dim: int, vision_dim: int, text_model: str = "bert-base-uncased",
-                 finetune_text: bool = True, audio_hidden: int = 16, vision_hidden: int = 32, audio_out: int = 16,
-                 vision_out: int = 32, text_head_dim: int = 32, audio_head_dim: int = 16, vision_head_dim: int = 32,
-                 fusion_dim: int = 128, audio_lstm_dropout: float = 0.0, vision_lstm_dropout: float = 0.0,
-                 text_dropout: float = 0.0, audio_dropout: float = 0.1, vision_dropout: float = 0.1,
-                 fusion_dropout: float = 0.1, head_layers: int = 1, unimodal_heads: bool = True) -> None:
+    def __init__(
+        self,
+        audio_dim: int,
+        vision_dim: int,
+        text_model: str = "bert-base-uncased",
+        finetune_text: bool = True,
+        audio_hidden: int = 16,
+        vision_hidden: int = 32,
+        audio_out: int = 16,
+        vision_out: int = 32,
+        text_head_dim: int = 32,
+        audio_head_dim: int = 16,
+        vision_head_dim: int = 32,
+        fusion_dim: int = 128,
+        audio_lstm_dropout: float = 0.0,
+        vision_lstm_dropout: float = 0.0,
+        text_dropout: float = 0.0,
+        audio_dropout: float = 0.1,
+        vision_dropout: float = 0.1,
+        fusion_dropout: float = 0.1,
+        head_layers: int = 1,
+        unimodal_heads: bool = True,
+    ) -> None:
         super().__init__()
         self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
         if getattr(self.text_encoder.model, "pooler", None) is not None:
             # the [CLS] state is read directly; an unused pooler would make DDP need find_unused_parameters
             self.text_encoder.model.pooler = None
         d_text = self.text_encoder.hidden_size
-        self.audio_rnn = SequenceEncoder(audio_dim, audio_hidden, "sLSTM", dropout=audio_lstm_dropout, out_dim=audio_out)
-        self.vision_rnn = SequenceEncoder(vision_dim, vision_hidden, "sLSTM", dropout=vision_lstm_dropout,
-                                          out_dim=vision_out)
+        self.audio_rnn = SequenceEncoder(
+            audio_dim, audio_hidden, "sLSTM", dropout=audio_lstm_dropout, out_dim=audio_out
+        )
+        self.vision_rnn = SequenceEncoder(
+            vision_dim, vision_hidden, "sLSTM", dropout=vision_lstm_dropout, out_dim=vision_out
+        )
         # Eq. 5: v_f = ReLU(W4 [v_l; v_v; v_a] + b4); unimodal head features F_s = ReLU(W_s v_s + b_s)
-        self.dropout = nn.ModuleDict({"M": nn.Dropout(fusion_dropout), "T": nn.Dropout(text_dropout),
-                                      "A": nn.Dropout(audio_dropout), "V": nn.Dropout(vision_dropout)})
-        hidden = {"M": nn.Linear(d_text + vision_out + audio_out, fusion_dim), "T": nn.Linear(d_text, text_head_dim),
-                  "A": nn.Linear(audio_out, audio_head_dim), "V": nn.Linear(vision_out, vision_head_dim)}
+        self.dropout = nn.ModuleDict(
+            {
+                "M": nn.Dropout(fusion_dropout),
+                "T": nn.Dropout(text_dropout),
+                "A": nn.Dropout(audio_dropout),
+                "V": nn.Dropout(vision_dropout),
+            }
+        )
+        hidden = {
+            "M": nn.Linear(d_text + vision_out + audio_out, fusion_dim),
+            "T": nn.Linear(d_text, text_head_dim),
+            "A": nn.Linear(audio_out, audio_head_dim),
+            "V": nn.Linear(vision_out, vision_head_dim),
+        }
         # without ULGM the unimodal heads would get no loss (and DDP would find unused parameters)
         self.head_keys = ("M", *UNIMODAL) if unimodal_heads else ("M",)
         self.hidden = nn.ModuleDict({key: hidden[key] for key in self.head_keys})
@@ -100,9 +133,20 @@ class SWRMNet(SelfMMNet):
     """SWRM's network: :class:`SelfMMNet` with the sentiment word refinement of Eqs. 1-4 on BERT's input
     embeddings. Arguments: :class:`SWRMModule` (``mask_token_id`` is required here)."""
 
-    def __init__(self, audio_dim: int, vision_dim: int, mask_token_id: int, context_vision_hidden: int = 16,
-                 context_audio_hidden: int = 32, context_av_hidden: int = 48, use_position: bool = True,
-                 use_attention: bool = True, multimodal: bool = True, detach_context: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        audio_dim: int,
+        vision_dim: int,
+        mask_token_id: int,
+        context_vision_hidden: int = 16,
+        context_audio_hidden: int = 32,
+        context_av_hidden: int = 48,
+        use_position: bool = True,
+        use_attention: bool = True,
+        multimodal: bool = True,
+        detach_context: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(audio_dim, vision_dim, **kwargs)
         self.register_buffer("mask_token", torch.tensor(int(mask_token_id)), persistent=False)
         self.use_position, self.use_attention, self.multimodal = use_position, use_attention, multimodal
@@ -119,13 +163,15 @@ class SWRMNet(SelfMMNet):
         if use_position and use_attention:
             self.attention = nn.Linear(d_x + (d_av if multimodal else d_x), 1)  # W2, b2 (Eq. 3)
             self.mask_gate = nn.Linear(2 * d_x, 1)  # W3, b3 (Eq. 4)
+
     # ------------------------------------------------------------------ Eq. 1
     def context(self, batch: MSABatch, embeddings: torch.Tensor) -> torch.Tensor:
         """``[h_l; h_v; h_a; h_va]`` per token ``[B, L, d]`` (``h_l`` only when not ``multimodal``)."""
         mask = batch.text_mask
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_context):
-            h_l = self.text_encoder(attention_mask=mask, token_type_ids=batch.text_segment,
-                                    inputs_embeds=embeddings).last_hidden_state
+            h_l = self.text_encoder(
+                attention_mask=mask, token_type_ids=batch.text_segment, inputs_embeds=embeddings
+            ).last_hidden_state
         if not self.multimodal:
             return h_l
         n_l, width = mask.sum(1), mask.shape[1]
@@ -177,13 +223,16 @@ class SWRMNet(SelfMMNet):
         needed = EXTRA_KEYS if self.use_attention else EXTRA_KEYS[:2]
         missing = [k for k in needed if k not in batch.extras]
         if missing:
-            raise KeyError(f"SWRMModule needs batch.extras {list(needed)} (missing {missing}): use "
-                           "msa_lightning.papers.swrm.data.MOSIASRDataModule, which runs the sentiment position precompute")
+            raise KeyError(
+                f"SWRMModule needs batch.extras {list(needed)} (missing {missing}): use "
+                "msa_lightning.papers.swrm.data.MOSIASRDataModule, which runs the sentiment position precompute"
+            )
         return batch.extras["swrm_position"].long(), batch.extras["swrm_gate"]
 
     def text_vector(self, batch: MSABatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = self.text_encoder.embed(batch.text_ids)  # x_l
         z, extra = self.refine(batch, x)
-        states = self.text_encoder(attention_mask=batch.text_mask, token_type_ids=batch.text_segment,
-                                   inputs_embeds=z).last_hidden_state
+        states = self.text_encoder(
+            attention_mask=batch.text_mask, token_type_ids=batch.text_segment, inputs_embeds=z
+        ).last_hidden_state
         return states[:, 0], extra  # Eq. 5: v_l = [CLS] of BERT(z_l)

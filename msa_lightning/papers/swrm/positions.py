@@ -34,6 +34,7 @@ used by the tests and the benchmark.
 * kind ``swrm_positions``: the final ``s``, ``p``, candidates of one list of texts, keyed by the
   top-k settings, the texts, threshold and lexicon fingerprint.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,12 +73,20 @@ class SentimentPositions:
 
     def extras(self) -> dict[str, np.ndarray]:
         """The arrays as ``batch.extras`` carries them (``swrm_position``/``swrm_gate``/``swrm_candidates``)."""
-        return {"swrm_position": self.position.astype(np.int64), "swrm_gate": self.gate.astype(np.float32),
-                "swrm_candidates": self.candidates.astype(np.int64)}
+        return {
+            "swrm_position": self.position.astype(np.int64),
+            "swrm_gate": self.gate.astype(np.float32),
+            "swrm_candidates": self.candidates.astype(np.int64),
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"position": self.position, "gate": self.gate, "candidates": self.candidates, "count": self.count,
-                "num_words": self.num_words}
+        return {
+            "position": self.position,
+            "gate": self.gate,
+            "candidates": self.candidates,
+            "count": self.count,
+            "num_words": self.num_words,
+        }
 
     @classmethod
     def from_arrays(cls, arrays) -> "SentimentPositions":
@@ -135,7 +144,7 @@ def candidate_tables(tokenizer, lexicon: SentimentLexicon) -> tuple[np.ndarray, 
         if marker is None:
             ok, word = bool(t) and not t.startswith("##"), t
         else:
-            ok, word = t.startswith(marker) and len(t) > len(marker), t[len(marker):]
+            ok, word = t.startswith(marker) and len(t) > len(marker), t[len(marker) :]
         allowed[i] = ok and i not in special
         words.append(word.lower())
     sentiment = np.array([a and w in lexicon.words for a, w in zip(allowed, words)], dtype=bool)
@@ -143,8 +152,9 @@ def candidate_tables(tokenizer, lexicon: SentimentLexicon) -> tuple[np.ndarray, 
 
 
 # ----------------------------------------------------------------------------- masked LM
-def masked_slot_logits(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       positions: torch.Tensor) -> torch.Tensor:
+def masked_slot_logits(
+    mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
     """Logits ``[B, V]`` of the masked LM at ``positions [B]`` of each sequence.
 
     Uses, in order: a ``masked_slot_logits`` method of the model (toy models in tests); the encoder
@@ -155,7 +165,10 @@ def masked_slot_logits(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: 
     if hasattr(mlm, "masked_slot_logits"):
         return mlm.masked_slot_logits(input_ids, attention_mask, positions)
     base = getattr(mlm, "base_model", None)
-    head = next((getattr(mlm, n) for n in ("cls", "lm_head", "predictions") if isinstance(getattr(mlm, n, None), nn.Module)), None)
+    head = next(
+        (getattr(mlm, n) for n in ("cls", "lm_head", "predictions") if isinstance(getattr(mlm, n, None), nn.Module)),
+        None,
+    )
     if base is not None and base is not mlm and head is not None:
         states = base(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
         return head(states[rows, positions])
@@ -172,9 +185,16 @@ def _allowed_on(allowed: np.ndarray, vocab: int, device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def topk_batched(mlm: nn.Module, copies: Sequence[tuple[list[int], int]], k: int, allowed: np.ndarray,
-                 pad_id: int = 0, batch_size: int = 512, device: str | torch.device | None = None,
-                 progress: bool = True) -> np.ndarray:
+def topk_batched(
+    mlm: nn.Module,
+    copies: Sequence[tuple[list[int], int]],
+    k: int,
+    allowed: np.ndarray,
+    pad_id: int = 0,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """Top-``k`` allowed token ids ``[len(copies), k]`` (int32) at each copy's masked slot, in batches
     of ``batch_size`` copies of similar length."""
     device = torch.device(device) if device is not None else _model_device(mlm)
@@ -187,7 +207,7 @@ def topk_batched(mlm: nn.Module, copies: Sequence[tuple[list[int], int]], k: int
     bar = _progress(len(starts), progress, "SWRM positions (masked LM batches)")
     table = None
     for start in starts:
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         width = int(lengths[chunk].max())
         ids = np.full((len(chunk), width), pad_id, dtype=np.int64)
         for row, c in enumerate(chunk):  # building inputs, not a forward pass
@@ -207,8 +227,13 @@ def topk_batched(mlm: nn.Module, copies: Sequence[tuple[list[int], int]], k: int
 
 
 @torch.inference_mode()
-def topk_one_position_per_pass(mlm: nn.Module, copies: Sequence[tuple[list[int], int]], k: int,
-                               allowed: np.ndarray, device: str | torch.device | None = None) -> np.ndarray:
+def topk_one_position_per_pass(
+    mlm: nn.Module,
+    copies: Sequence[tuple[list[int], int]],
+    k: int,
+    allowed: np.ndarray,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """The naive reference: one forward pass per masked position (tests and benchmark only)."""
     device = torch.device(device) if device is not None else _model_device(mlm)
     out = np.zeros((len(copies), k), dtype=np.int32)
@@ -246,8 +271,14 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 # ----------------------------------------------------------------------------- selection
-def select_positions(starts: Sequence[np.ndarray], topk: Sequence[np.ndarray], sentiment: np.ndarray, k: int,
-                     threshold: float, mask_id: int) -> SentimentPositions:
+def select_positions(
+    starts: Sequence[np.ndarray],
+    topk: Sequence[np.ndarray],
+    sentiment: np.ndarray,
+    k: int,
+    threshold: float,
+    mask_id: int,
+) -> SentimentPositions:
     """``s``, ``p`` and candidates from each utterance's word starts ``[n_i]`` and top-k ids ``[n_i, k]``.
 
     ``k_i`` = number of sentiment tokens among the top-k of word i; ``s`` = first argmax; ``p`` =
@@ -313,9 +344,11 @@ class TopKStore:
         keys = sorted(entries)
         starts = [entries[key][0] for key in keys]
         topk = [entries[key][1].reshape(-1, k) for key in keys]
-        arrays = {"num_words": np.array([len(s) for s in starts], dtype=np.int64),
-                  "starts": np.concatenate(starts).astype(np.int16),
-                  "topk": np.concatenate(topk).astype(np.int32)}
+        arrays = {
+            "num_words": np.array([len(s) for s in starts], dtype=np.int64),
+            "starts": np.concatenate(starts).astype(np.int16),
+            "topk": np.concatenate(topk).astype(np.int32),
+        }
         self.store.put(self.KIND, {"settings": self.settings, "texts": texts_hash(keys)}, arrays, {"keys": keys})
 
 
@@ -375,8 +408,13 @@ def compute_sentiment_positions(
         for key, name in (("mlm_files", lm_name), ("tokenizer_files", tok_name)):
             if (files := local_fingerprint(name, store.root)) is not None:
                 settings[key] = files
-    final = {"settings": settings, "texts": texts_hash(texts), "count": len(texts), "threshold": float(threshold),
-             "lexicon": lex.fingerprint}
+    final = {
+        "settings": settings,
+        "texts": texts_hash(texts),
+        "count": len(texts),
+        "threshold": float(threshold),
+        "lexicon": lex.fingerprint,
+    }
     if store is not None and (hit := store.get("swrm_positions", final)) is not None:
         return SentimentPositions.from_arrays(hit)
 
@@ -403,18 +441,26 @@ def compute_sentiment_positions(
             owner.extend([i] * len(sp))
         t0 = time.perf_counter()
         top = topk_batched(model, copies, k, allowed, tok.pad_token_id or 0, batch_size, device, progress)
-        log.info("SWRM positions: %d new texts (%d masked copies) in %.1fs on %s (%s)",
-                 len(todo), len(copies), time.perf_counter() - t0, device, source)
+        log.info(
+            "SWRM positions: %d new texts (%d masked copies) in %.1fs on %s (%s)",
+            len(todo),
+            len(copies),
+            time.perf_counter() - t0,
+            device,
+            source,
+        )
         model.train(was_training).to(old_device)
         bounds = np.concatenate([[0], np.cumsum([len(sp) for sp in spans])])
-        new = {text_key(t): (np.array([a for a, _ in sp], dtype=np.int64), top[bounds[i]:bounds[i + 1]])
-               for i, (t, sp) in enumerate(zip(todo, spans))}
+        new = {
+            text_key(t): (np.array([a for a, _ in sp], dtype=np.int64), top[bounds[i] : bounds[i + 1]])
+            for i, (t, sp) in enumerate(zip(todo, spans))
+        }
         if shards is not None:
             shards.add(new, k)
         known.update(new)
-    result = select_positions([known[key][0] for key in keys], [known[key][1] for key in keys], sentiment, k,
-                              threshold, tok.mask_token_id)
+    result = select_positions(
+        [known[key][0] for key in keys], [known[key][1] for key in keys], sentiment, k, threshold, tok.mask_token_id
+    )
     if store is not None:
         store.put("swrm_positions", final, result.arrays(), {"source": source})
     return result
-

@@ -5,6 +5,7 @@ of step 1, :func:`load_encoder_weights`) once over every clip of a :class:`~msa_
 their outputs are stored and served as ordinary feature batches (``text_feats``, ``audio``, ``vision``
 with lengths), so a step-2 epoch costs what the fusion network costs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,12 +48,17 @@ def load_encoder_weights(encoder: torch.nn.Module, checkpoint: str | Path, what:
     own = encoder.state_dict()
     anchor = next(iter(own))
     prefixes = [k[: -len(anchor)] for k in state if k.endswith(anchor)]
-    fits = [p for p in prefixes if all(p + k in state and tuple(state[p + k].shape) == tuple(v.shape)
-                                       for k, v in own.items())]
+    fits = [
+        p
+        for p in prefixes
+        if all(p + k in state and tuple(state[p + k].shape) == tuple(v.shape) for k, v in own.items())
+    ]
     if len(fits) != 1:
-        raise ConfigError(f"{what}: checkpoint {str(path)!r} holds {'no' if not fits else len(fits)} complete copies "
-                          f"of the {type(encoder).__name__} weights (looked for {len(own)} tensors such as "
-                          f"{anchor!r} under any prefix{'; found prefixes ' + str(fits) if fits else ''})")
+        raise ConfigError(
+            f"{what}: checkpoint {str(path)!r} holds {'no' if not fits else len(fits)} complete copies "
+            f"of the {type(encoder).__name__} weights (looked for {len(own)} tensors such as "
+            f"{anchor!r} under any prefix{'; found prefixes ' + str(fits) if fits else ''})"
+        )
     encoder.load_state_dict({k: state[fits[0] + k] for k in own})
     return fits[0]
 
@@ -68,8 +74,14 @@ def _fingerprint(module: torch.nn.Module) -> str:
 class FeatureClipDataset(Dataset):
     """One split of extractor outputs: ragged sequences (concatenated rows + offsets) padded per batch."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], ids: list[str], raw_text: list[str],
-                 labels: dict[str, np.ndarray], tokens: np.ndarray) -> None:
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        ids: list[str],
+        raw_text: list[str],
+        labels: dict[str, np.ndarray],
+        tokens: np.ndarray,
+    ) -> None:
         self.arrays, self.ids, self.raw_text, self.labels, self.tokens = arrays, ids, raw_text, labels, tokens
 
     def __len__(self) -> int:
@@ -85,7 +97,7 @@ class FeatureClipDataset(Dataset):
         lengths = offsets[idx + 1] - offsets[idx]
         out = np.zeros((len(idx), int(lengths.max()), rows.shape[1]), np.float32)
         for row, (start, n) in enumerate(zip(offsets[idx], lengths)):  # ragged clips: one copy each
-            out[row, :n] = rows[start:start + n]
+            out[row, :n] = rows[start : start + n]
         return torch.from_numpy(out), torch.from_numpy(lengths.astype(np.int64))
 
     def __getitems__(self, indices: list[int]) -> MSABatch:
@@ -94,14 +106,22 @@ class FeatureClipDataset(Dataset):
         vision, vision_lengths = self._ragged("vision", idx)
         tokens = torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))  # [B, 3, L]
         return MSABatch(
-            text_ids=tokens[:, 0], text_segment=tokens[:, 2],
-            index=torch.from_numpy(idx), text_feats=torch.from_numpy(np.asarray(self.arrays["text"][idx], np.float32)),
-            text_mask=tokens[:, 1], audio=audio, audio_lengths=audio_lengths, vision=vision,
+            text_ids=tokens[:, 0],
+            text_segment=tokens[:, 2],
+            index=torch.from_numpy(idx),
+            text_feats=torch.from_numpy(np.asarray(self.arrays["text"][idx], np.float32)),
+            text_mask=tokens[:, 1],
+            audio=audio,
+            audio_lengths=audio_lengths,
+            vision=vision,
             vision_lengths=vision_lengths,
             labels={k: torch.from_numpy(v[idx].astype(np.float32)) for k, v in self.labels.items()},
-            ids=[self.ids[i] for i in idx], raw_text=[self.raw_text[i] for i in idx],
-            extras={f"{m}_pooled": torch.from_numpy(np.asarray(self.arrays[f"{m}_pooled"][idx], np.float32))
-                    for m in ("text", "audio", "vision")},
+            ids=[self.ids[i] for i in idx],
+            raw_text=[self.raw_text[i] for i in idx],
+            extras={
+                f"{m}_pooled": torch.from_numpy(np.asarray(self.arrays[f"{m}_pooled"][idx], np.float32))
+                for m in ("text", "audio", "vision")
+            },
         )
 
 
@@ -127,26 +147,39 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         extract_batch_size: clips per extractor call; ``extract_device``: ``auto`` (GPU if present).
     """
 
-    provided_inputs = frozenset({"text_ids", "text_mask", "text_segment", "text_feats", "audio", "audio_lengths",
-                                 "vision", "vision_lengths"})
+    provided_inputs = frozenset(
+        {"text_ids", "text_mask", "text_segment", "text_feats", "audio", "audio_lengths", "vision", "vision_lengths"}
+    )
 
-    def __init__(self, path: str, text_model: str = "bert-base-chinese",
-                 audio_model: str = "facebook/hubert-base-ls960",
-                 video_arch: str = "swin3d_t", video_checkpoint: str | None = None,
-                 step1_checkpoints: dict[str, str] | None = None, extract_batch_size: int = 8,
-                 extract_device: str = "auto", tokenizer: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        path: str,
+        text_model: str = "bert-base-chinese",
+        audio_model: str = "facebook/hubert-base-ls960",
+        video_arch: str = "swin3d_t",
+        video_checkpoint: str | None = None,
+        step1_checkpoints: dict[str, str] | None = None,
+        extract_batch_size: int = 8,
+        extract_device: str = "auto",
+        tokenizer: str | None = None,
+        **kwargs,
+    ) -> None:
         if tokenizer is not None and str(tokenizer) != str(text_model):
-            raise ConfigError(f"data.init_args.tokenizer={tokenizer!r} differs from data.init_args.text_model="
-                              f"{text_model!r}: the stored BERT outputs are computed from text_model's token ids; "
-                              "leave tokenizer unset (it follows text_model)")
+            raise ConfigError(
+                f"data.init_args.tokenizer={tokenizer!r} differs from data.init_args.text_model="
+                f"{text_model!r}: the stored BERT outputs are computed from text_model's token ids; "
+                "leave tokenizer unset (it follows text_model)"
+            )
         super().__init__(path, tokenizer=text_model, **kwargs)
         unknown = set(step1_checkpoints or {}) - {"text", "audio", "vision"}
         if unknown:
-            raise ConfigError(f"data.init_args.step1_checkpoints: unknown modalities {sorted(unknown)}; "
-                              "expected text, audio, vision")
+            raise ConfigError(
+                f"data.init_args.step1_checkpoints: unknown modalities {sorted(unknown)}; expected text, audio, vision"
+            )
         if isinstance(extract_batch_size, bool) or not isinstance(extract_batch_size, int) or extract_batch_size < 1:
-            raise ConfigError("data.init_args.extract_batch_size: expected an integer >= 1, "
-                              f"found {extract_batch_size!r}")
+            raise ConfigError(
+                f"data.init_args.extract_batch_size: expected an integer >= 1, found {extract_batch_size!r}"
+            )
         self.text_model, self.audio_model = text_model, audio_model
         self.video_arch, self.video_checkpoint = video_arch, video_checkpoint
         self.step1_checkpoints = dict(step1_checkpoints or {})
@@ -164,9 +197,11 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
 
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                built = {"text": TextEncoder(self.text_model, finetune=False),
-                         "audio": AudioEncoder(self.audio_model, finetune=False),
-                         "vision": VideoSwinEncoder(self.video_arch, self.video_checkpoint, finetune=False)}
+                built = {
+                    "text": TextEncoder(self.text_model, finetune=False),
+                    "audio": AudioEncoder(self.audio_model, finetune=False),
+                    "vision": VideoSwinEncoder(self.video_arch, self.video_checkpoint, finetune=False),
+                }
             for modality, checkpoint in self.step1_checkpoints.items():
                 load_encoder_weights(built[modality], checkpoint, f"data.init_args.step1_checkpoints.{modality}")
             self._extractors = built
@@ -187,28 +222,39 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         for module in extractors.values():
             module.to(device).eval()
         part = self.splits[split]
-        raw = RawClipDataset(part["entries"], part["ids"], part["raw_text"], part["labels"],
-                             tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length,
-                                             self.store.root), None)
+        raw = RawClipDataset(
+            part["entries"],
+            part["ids"],
+            part["raw_text"],
+            part["labels"],
+            tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root),
+            None,
+        )
         durations = [e.meta["arrays"]["audio"]["shape"][0] for e in part["entries"]]
         order = np.argsort(durations, kind="stable")
         clips: list[dict[str, np.ndarray]] = [{} for _ in range(len(raw))]
         for start in range(0, len(raw), self.extract_batch_size):  # batches of clips through each extractor
-            rows = order[start:start + self.extract_batch_size]
+            rows = order[start : start + self.extract_batch_size]
             batch = raw.__getitems__(rows.tolist()).to(device)
             text = extractors["text"](batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state
             text = text.float().cpu().numpy()
             text_mask = batch.text_mask.cpu().numpy()
-            sequences = {m: tuple(t.cpu().numpy() for t in out) for m, out in (
-                ("audio", extractors["audio"](batch.waveform, batch.waveform_mask)),
-                ("vision", extractors["vision"](batch.frames, batch.frame_mask)))}
+            sequences = {
+                m: tuple(t.cpu().numpy() for t in out)
+                for m, out in (
+                    ("audio", extractors["audio"](batch.waveform, batch.waveform_mask)),
+                    ("vision", extractors["vision"](batch.frames, batch.frame_mask)),
+                )
+            }
             for j, row in enumerate(rows):  # split the batch back into clips (valid steps only)
                 clips[row].update(text=text[j], text_mask=text_mask[j], text_pooled=text[j, 0])  # [CLS]
                 for modality, (sequence, mask, pooled) in sequences.items():
                     clips[row][modality] = sequence[j][mask[j]].astype(np.float32)
                     clips[row][f"{modality}_pooled"] = pooled[j].astype(np.float32)
-        arrays = {name: np.stack([c[name] for c in clips]) for name in ("text", "text_mask", "text_pooled",
-                                                                        "audio_pooled", "vision_pooled")}
+        arrays = {
+            name: np.stack([c[name] for c in clips])
+            for name in ("text", "text_mask", "text_pooled", "audio_pooled", "vision_pooled")
+        }
         for modality in ("audio", "vision"):
             arrays[modality] = np.concatenate([c[modality] for c in clips])
             arrays[f"{modality}_offsets"] = np.concatenate([[0], np.cumsum([len(c[modality]) for c in clips])])
@@ -217,12 +263,17 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
     def _features(self, split: str) -> dict[str, np.ndarray]:
         self.extractors()
         part = self.splits[split]
-        inputs = {"clips": [e.meta["key"] for e in part["entries"]], "ids": part["ids"],
-                  "tokenizer": self.tokenizer_name, "text_max_length": self.text_max_length,
-                  "texts": hashlib.sha256("\x00".join(part["raw_text"]).encode()).hexdigest(),
-                  "extractors": self._fingerprints}
-        entry = self.store.get_or_build("frozen_features", inputs,
-                                        lambda: (self._extract(split), {"split": split, "source": str(self.path)}))
+        inputs = {
+            "clips": [e.meta["key"] for e in part["entries"]],
+            "ids": part["ids"],
+            "tokenizer": self.tokenizer_name,
+            "text_max_length": self.text_max_length,
+            "texts": hashlib.sha256("\x00".join(part["raw_text"]).encode()).hexdigest(),
+            "extractors": self._fingerprints,
+        }
+        entry = self.store.get_or_build(
+            "frozen_features", inputs, lambda: (self._extract(split), {"split": split, "source": str(self.path)})
+        )
         log.info("%s/%s: frozen extractor outputs from %s", self.path, split, entry.path)
         return entry.arrays()
 
@@ -233,8 +284,9 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         for split, part in self.splits.items():
             self.features[split] = self._features(split)
             tokens = tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)
-            self.datasets[split] = FeatureClipDataset(self.features[split], part["ids"], part["raw_text"],
-                                                      part["labels"], tokens)
+            self.datasets[split] = FeatureClipDataset(
+                self.features[split], part["ids"], part["raw_text"], part["labels"], tokens
+            )
         self._extractors = None  # not needed once the outputs are stored: free their (GPU) memory
 
     def prepare_data(self) -> None:
@@ -244,5 +296,9 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
     def data_facts(self) -> dict:
         self.setup()
         train = self.features["train"]
-        return {**super().data_facts(), "audio_dim": int(train["audio"].shape[1]),
-                "vision_dim": int(train["vision"].shape[1]), "text_dim": int(train["text"].shape[2])}
+        return {
+            **super().data_facts(),
+            "audio_dim": int(train["audio"].shape[1]),
+            "vision_dim": int(train["vision"].shape[1]),
+            "text_dim": int(train["text"].shape[2]),
+        }

@@ -52,6 +52,7 @@ TFN first maps each global vector to ``tfn_dim`` units (ReLU), because the outer
 768/1024-wide vectors has ~6e8 entries per sample (``tfn_dim=None`` fuses the raw vectors, feasible only
 for small extractors); MulT's sizes are the component's defaults.
 """
+
 from __future__ import annotations
 
 import logging
@@ -110,20 +111,39 @@ class TwoStepMSA(MSARegressionModule):
         extractor_lr: learning rate of the extractors (1e-5, Section 4.2); ``lr`` (1e-4) for the rest.
     """
 
-    def __init__(self, regime: Literal["single", "joint", "step1", "step2"] = "joint",
-                 fusion: Literal["sf", "tfn", "mult"] = "sf", modalities: str = "TAV",
-                 step1_modality: Literal["T", "A", "V"] | None = None,
-                 step2_inputs: Literal["features", "raw"] = "features",
-                 step1_checkpoints: dict[str, str] | None = None,
-                 text_model: str = "bert-base-chinese", audio_model: str = "facebook/hubert-base-ls960",
-                 video_arch: str = "swin3d_t", video_checkpoint: str | None = None,
-                 video_gradient_checkpointing: bool = False, freeze_extractors: bool = False,
-                 alpha_M: float = 1.0, alpha_T: float = 1.0, alpha_A: float = 1.0, alpha_V: float = 1.0,
-                 head_hidden: int = 128, head_dropout: float = 0.1, tfn_dim: int | None = 32,
-                 mult_dim: int = 30, mult_heads: int = 5, mult_layers: int = 5,
-                 mult_positional_embedding: bool = True, file_features: str | None = None,
-                 text_dim: int | None = None, audio_dim: int | None = None, vision_dim: int | None = None,
-                 extractor_lr: float = 1e-5, lr: float = 1e-4, **kwargs) -> None:
+    def __init__(
+        self,
+        regime: Literal["single", "joint", "step1", "step2"] = "joint",
+        fusion: Literal["sf", "tfn", "mult"] = "sf",
+        modalities: str = "TAV",
+        step1_modality: Literal["T", "A", "V"] | None = None,
+        step2_inputs: Literal["features", "raw"] = "features",
+        step1_checkpoints: dict[str, str] | None = None,
+        text_model: str = "bert-base-chinese",
+        audio_model: str = "facebook/hubert-base-ls960",
+        video_arch: str = "swin3d_t",
+        video_checkpoint: str | None = None,
+        video_gradient_checkpointing: bool = False,
+        freeze_extractors: bool = False,
+        alpha_M: float = 1.0,
+        alpha_T: float = 1.0,
+        alpha_A: float = 1.0,
+        alpha_V: float = 1.0,
+        head_hidden: int = 128,
+        head_dropout: float = 0.1,
+        tfn_dim: int | None = 32,
+        mult_dim: int = 30,
+        mult_heads: int = 5,
+        mult_layers: int = 5,
+        mult_positional_embedding: bool = True,
+        file_features: str | None = None,
+        text_dim: int | None = None,
+        audio_dim: int | None = None,
+        vision_dim: int | None = None,
+        extractor_lr: float = 1e-5,
+        lr: float = 1e-4,
+        **kwargs,
+    ) -> None:
         super().__init__(lr=lr, **kwargs)
         self.save_hyperparameters()
         if regime not in REGIMES:
@@ -135,30 +155,41 @@ class TwoStepMSA(MSARegressionModule):
         self.modalities = parse_modalities(modalities)
         self.file_modalities = parse_modalities(file_features) if file_features else ()
         if set(self.file_modalities) - {"A", "V"}:
-            raise ConfigError(f"{_key('file_features')}: expected a subset of A, V (the hand-crafted acoustic and "
-                              f"visual features of a feature file; text always runs BERT), found {file_features!r}")
+            raise ConfigError(
+                f"{_key('file_features')}: expected a subset of A, V (the hand-crafted acoustic and "
+                f"visual features of a feature file; text always runs BERT), found {file_features!r}"
+            )
         if self.file_modalities and regime == "step2" and step2_inputs == "features":
-            raise ConfigError(f"{_key('file_features')}={file_features!r} with {_key('regime')}=step2 needs "
-                              f"{_key('step2_inputs')}=raw (the frozen step-1 BERT in the model, acoustic and "
-                              f"visual features from the file); step2_inputs=features reads extractor outputs only")
+            raise ConfigError(
+                f"{_key('file_features')}={file_features!r} with {_key('regime')}=step2 needs "
+                f"{_key('step2_inputs')}=raw (the frozen step-1 BERT in the model, acoustic and "
+                f"visual features from the file); step2_inputs=features reads extractor outputs only"
+            )
         if regime == "step1" and step1_modality in self.file_modalities:
-            raise ConfigError(f"{_key('step1_modality')}={step1_modality!r} is read from the feature file "
-                              f"({_key('file_features')}={file_features!r}): there is no extractor to fine-tune")
+            raise ConfigError(
+                f"{_key('step1_modality')}={step1_modality!r} is read from the feature file "
+                f"({_key('file_features')}={file_features!r}): there is no extractor to fine-tune"
+            )
         if regime == "step1":
             if step1_modality not in MODALITIES:
-                raise ConfigError(f"{_key('step1_modality')}: regime 'step1' fine-tunes one extractor on its "
-                                  f"unimodal label; expected T, A or V, found {step1_modality!r}")
+                raise ConfigError(
+                    f"{_key('step1_modality')}: regime 'step1' fine-tunes one extractor on its "
+                    f"unimodal label; expected T, A or V, found {step1_modality!r}"
+                )
             self.modalities = (step1_modality,)
         if fusion == "mult" and regime != "step1" and len(self.modalities) < 2:
-            raise ConfigError(f"{_key('fusion')}=mult needs at least two modalities (cross-modal attention), "
-                              f"{_key('modalities')} is {modalities!r}; use sf for one modality")
+            raise ConfigError(
+                f"{_key('fusion')}=mult needs at least two modalities (cross-modal attention), "
+                f"{_key('modalities')} is {modalities!r}; use sf for one modality"
+            )
         for name in ("alpha_M", "alpha_T", "alpha_A", "alpha_V"):
             if not float(self.hparams[name]) >= 0:
                 raise ConfigError(f"{_key(name)}: expected a weight >= 0, found {self.hparams[name]!r}")
         unknown = set(step1_checkpoints or {}) - set(EXTRACTOR.values())
         if unknown:
-            raise ConfigError(f"{_key('step1_checkpoints')}: unknown modalities {sorted(unknown)}; "
-                              f"expected text, audio, vision")
+            raise ConfigError(
+                f"{_key('step1_checkpoints')}: unknown modalities {sorted(unknown)}; expected text, audio, vision"
+            )
         if not extractor_lr > 0:
             raise ConfigError(f"{_key('extractor_lr')} must be a positive number, got {extractor_lr!r}")
         self.regime = regime
@@ -176,13 +207,13 @@ class TwoStepMSA(MSARegressionModule):
 
     @property
     def net_requires(self) -> tuple[str, ...]:
-        return tuple(f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim"
-                     for m in self.modalities if self.reads_as_features(m))
+        return tuple(
+            f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim" for m in self.modalities if self.reads_as_features(m)
+        )
 
     @property
     def required_inputs(self) -> set[str]:
-        return set().union(*((FEATURE_FIELDS if self.reads_as_features(m) else RAW_FIELDS)[m]
-                             for m in self.modalities))
+        return set().union(*((FEATURE_FIELDS if self.reads_as_features(m) else RAW_FIELDS)[m] for m in self.modalities))
 
     def task_weights(self) -> dict[str, float]:
         """The tasks of the loss and their alpha_k (Eq. 2) in this regime."""
@@ -217,29 +248,55 @@ class TwoStepMSA(MSARegressionModule):
                 elif m == "A":
                     extractors[m] = AudioEncoder(hp.audio_model, finetune=not frozen)
                 else:
-                    extractors[m] = VideoSwinEncoder(hp.video_arch, hp.video_checkpoint, finetune=not frozen,
-                                                     gradient_checkpointing=hp.video_gradient_checkpointing)
+                    extractors[m] = VideoSwinEncoder(
+                        hp.video_arch,
+                        hp.video_checkpoint,
+                        finetune=not frozen,
+                        gradient_checkpointing=hp.video_gradient_checkpointing,
+                    )
             if self.regime == "step2":
                 from msa_lightning.papers.twostep.data import load_encoder_weights
 
                 given = hp.step1_checkpoints or {}
                 for modality, encoder in extractors.items():
                     if EXTRACTOR[modality] in given:
-                        load_encoder_weights(encoder, given[EXTRACTOR[modality]],
-                                             _key(f"step1_checkpoints.{EXTRACTOR[modality]}"))
+                        load_encoder_weights(
+                            encoder, given[EXTRACTOR[modality]], _key(f"step1_checkpoints.{EXTRACTOR[modality]}")
+                        )
                     else:  # legitimate (Table 3's frozen extractors + fusion), but rarely what step 2 means
-                        log.warning("TwoStepMSA step 2: no %s for the %s extractor; it runs frozen as loaded, "
-                                    "not fine-tuned by step 1", _key(f"step1_checkpoints.{EXTRACTOR[modality]}"),
-                                    EXTRACTOR[modality])
+                        log.warning(
+                            "TwoStepMSA step 2: no %s for the %s extractor; it runs frozen as loaded, "
+                            "not fine-tuned by step 1",
+                            _key(f"step1_checkpoints.{EXTRACTOR[modality]}"),
+                            EXTRACTOR[modality],
+                        )
         dims = {m: e.hidden_size for m, e in extractors.items()}
-        dims.update({m: int(hp[f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim"])
-                     for m in self.modalities if self.reads_as_features(m)})
+        dims.update(
+            {
+                m: int(hp[f"{EXTRACTOR[m]}_dim" if m != "T" else "text_dim"])
+                for m in self.modalities
+                if self.reads_as_features(m)
+            }
+        )
         heads = {"joint": self.modalities, "step1": self.modalities}.get(self.regime, ())
-        mult_args = dict(dim=hp.mult_dim, num_heads=hp.mult_heads, layers=hp.mult_layers,
-                         positional_embedding=hp.mult_positional_embedding)
-        return TwoStepNet(self.modalities, extractors, frozen, dims, tuple(heads),
-                          None if self.regime == "step1" else hp.fusion, hp.head_hidden, hp.head_dropout,
-                          hp.tfn_dim, mult_args)
+        mult_args = dict(
+            dim=hp.mult_dim,
+            num_heads=hp.mult_heads,
+            layers=hp.mult_layers,
+            positional_embedding=hp.mult_positional_embedding,
+        )
+        return TwoStepNet(
+            self.modalities,
+            extractors,
+            frozen,
+            dims,
+            tuple(heads),
+            None if self.regime == "step1" else hp.fusion,
+            hp.head_hidden,
+            hp.head_dropout,
+            hp.tfn_dim,
+            mult_args,
+        )
 
     # ------------------------------------------------------------------ data checks
     def setup(self, stage: str) -> None:
@@ -250,8 +307,10 @@ class TwoStepMSA(MSARegressionModule):
             if found is not None and self.hparams.text_dim is None:
                 self.hparams.text_dim = int(found)
             elif found is not None and int(found) != int(self.hparams.text_dim):
-                raise ConfigError(f"{_key('text_dim')}={self.hparams.text_dim} does not match the data: "
-                                  f"{type(datamodule).__name__} has text_dim={found}")
+                raise ConfigError(
+                    f"{_key('text_dim')}={self.hparams.text_dim} does not match the data: "
+                    f"{type(datamodule).__name__} has text_dim={found}"
+                )
         if datamodule is not None:
             self.check_extractor_names(datamodule)
         super().setup(stage)
@@ -264,21 +323,27 @@ class TwoStepMSA(MSARegressionModule):
         (``data.init_args.text_model`` ...) computed. A difference is one ConfigError naming both keys."""
         hp = self.hparams
         if self.reads_features:
-            pairs = [(m, name) for m, name in (("T", "text_model"), ("A", "audio_model"), ("V", "video_arch"))
-                     if m in self.modalities]
-            for modality, name in pairs:
+            pairs = [
+                (m, name)
+                for m, name in (("T", "text_model"), ("A", "audio_model"), ("V", "video_arch"))
+                if m in self.modalities
+            ]
+            for _modality, name in pairs:
                 data_value = getattr(datamodule, name, None)
                 if data_value is not None and str(data_value) != str(hp[name]):
                     raise ConfigError(
                         f"{_key(name)}={hp[name]!r} but step 2 reads the stored outputs of "
                         f"data.init_args.{name}={data_value!r}: set both to the same model (step 2's checkpoint "
-                        f"records which extractors made its inputs)")
+                        f"records which extractors made its inputs)"
+                    )
             return
         tokenizer = getattr(datamodule, "tokenizer_name", None)
         if "T" in self.modalities and tokenizer is not None and str(tokenizer) != str(hp.text_model):
-            raise ConfigError(f"data.init_args.tokenizer={tokenizer!r} differs from {_key('text_model')}="
-                              f"{hp.text_model!r}: BERT would read another model's token ids; set both to the "
-                              f"same name or folder")
+            raise ConfigError(
+                f"data.init_args.tokenizer={tokenizer!r} differs from {_key('text_model')}="
+                f"{hp.text_model!r}: BERT would read another model's token ids; set both to the "
+                f"same name or folder"
+            )
 
     def check_labels(self, datamodule) -> None:
         """One error naming every label the regime trains on that the data lacks (MOSI has only M)."""
@@ -293,13 +358,17 @@ class TwoStepMSA(MSARegressionModule):
             except (DataError, KeyError):
                 missing.append(key)
         if missing:
-            where = getattr(datamodule, "label_file", None) or getattr(datamodule, "feature_file", None) or \
-                type(datamodule).__name__
+            where = (
+                getattr(datamodule, "label_file", None)
+                or getattr(datamodule, "feature_file", None)
+                or type(datamodule).__name__
+            )
             raise DataError(
                 f"{_key('regime')}={self.regime!r} trains on the labels {needed}, but {where} has no "
                 f"{', '.join(missing)} labels (split 'train'; unimodal labels are the columns label_T, label_A, "
                 f"label_V, which MOSI does not have): use regime 'single' (or 'step2' on extractors fine-tuned "
-                f"elsewhere) on this data")
+                f"elsewhere) on this data"
+            )
 
     # ------------------------------------------------------------------ losses and scores
     def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
@@ -333,6 +402,12 @@ class TwoStepMSA(MSARegressionModule):
             if trainable and prefix not in named:
                 prefixes.append(prefix)
         if prefixes and not any(s["name"] == "extractors" for s in specs):
-            specs.append({"name": "extractors", "prefixes": prefixes, "lr": self.hparams.extractor_lr,
-                          "weight_decay": self.weight_decay})
+            specs.append(
+                {
+                    "name": "extractors",
+                    "prefixes": prefixes,
+                    "lr": self.hparams.extractor_lr,
+                    "weight_decay": self.weight_decay,
+                }
+            )
         return specs

@@ -1,4 +1,6 @@
-"""TwoStepMSA's network: pretrained extractors (BERT, HuBERT, Video Swin) or stored features, unimodal heads and a fusion (SF, TFN, MulT); the regimes are in module.py's docstring."""
+"""TwoStepMSA's network: pretrained extractors (BERT, HuBERT, Video Swin) or stored features, unimodal heads and a
+fusion (SF, TFN, MulT); the regimes are in module.py's docstring."""
+
 from __future__ import annotations
 
 import torch
@@ -21,12 +23,14 @@ EXTRACTOR = {"T": "text", "A": "audio", "V": "vision"}
 
 
 #: raw batch fields each extractor reads, and the step-2 feature fields that replace them
-RAW_FIELDS = {"T": {"text_ids", "text_mask", "text_segment"}, "A": {"waveform", "waveform_mask"},
-              "V": {"frames", "frame_mask"}}
+RAW_FIELDS = {
+    "T": {"text_ids", "text_mask", "text_segment"},
+    "A": {"waveform", "waveform_mask"},
+    "V": {"frames", "frame_mask"},
+}
 
 
-FEATURE_FIELDS = {"T": {"text_feats", "text_mask"}, "A": {"audio", "audio_lengths"},
-                  "V": {"vision", "vision_lengths"}}
+FEATURE_FIELDS = {"T": {"text_feats", "text_mask"}, "A": {"audio", "audio_lengths"}, "V": {"vision", "vision_lengths"}}
 
 
 def _key(name: str) -> str:
@@ -42,8 +46,9 @@ def parse_modalities(modalities: str) -> tuple[str, ...]:
     """``"TAV"``, ``"T+A"``, ``"av"`` ... -> the modalities in T, A, V order (a ConfigError otherwise)."""
     letters = [c for c in str(modalities).upper() if c not in "+ ,"]
     if not letters or set(letters) - set(MODALITIES) or len(set(letters)) != len(letters):
-        raise ConfigError(f"{_key('modalities')}: expected a non-empty subset of T, A, V such as 'TAV' or 'AV', "
-                          f"found {modalities!r}")
+        raise ConfigError(
+            f"{_key('modalities')}: expected a non-empty subset of T, A, V such as 'TAV' or 'AV', found {modalities!r}"
+        )
     return tuple(m for m in MODALITIES if m in letters)
 
 
@@ -59,10 +64,19 @@ class TwoStepNet(nn.Module):
         fusion: ``sf``, ``tfn``, ``mult`` or None (step 1: no multimodal part).
     """
 
-    def __init__(self, modalities: tuple[str, ...], extractors: dict[str, nn.Module], frozen: bool,
-                 feature_dims: dict[str, int], unimodal_heads: tuple[str, ...], fusion: str | None,
-                 head_hidden: int = 128, head_dropout: float = 0.1, tfn_dim: int | None = 32,
-                 mult_args: dict | None = None) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        extractors: dict[str, nn.Module],
+        frozen: bool,
+        feature_dims: dict[str, int],
+        unimodal_heads: tuple[str, ...],
+        fusion: str | None,
+        head_hidden: int = 128,
+        head_dropout: float = 0.1,
+        tfn_dim: int | None = 32,
+        mult_args: dict | None = None,
+    ) -> None:
         super().__init__()
         self.modalities, self.frozen, self.fusion_name = modalities, frozen, fusion
         for modality, encoder in extractors.items():
@@ -74,8 +88,9 @@ class TwoStepNet(nn.Module):
             fused_dim = sum(feature_dims[m] for m in modalities)
         elif fusion == "tfn":
             if tfn_dim is not None:
-                self.fusion = nn.ModuleDict({m: nn.Sequential(nn.Linear(feature_dims[m], tfn_dim), nn.ReLU())
-                                             for m in modalities})
+                self.fusion = nn.ModuleDict(
+                    {m: nn.Sequential(nn.Linear(feature_dims[m], tfn_dim), nn.ReLU()) for m in modalities}
+                )
             fused_dim = 1
             for m in modalities:
                 fused_dim *= (tfn_dim if tfn_dim is not None else feature_dims[m]) + 1
@@ -95,9 +110,11 @@ class TwoStepNet(nn.Module):
         if modality in self.extractor_modalities:
             missing = sorted(f for f in RAW_FIELDS[modality] - {"text_segment"} if getattr(batch, f) is None)
             if missing:
-                raise DataError(f"TwoStepMSA's {EXTRACTOR[modality]} extractor reads the raw batch fields {missing}, "
-                                f"which this batch lacks: use data.class_path "
-                                f"msa_lightning.data.raw.RawMediaDataModule")
+                raise DataError(
+                    f"TwoStepMSA's {EXTRACTOR[modality]} extractor reads the raw batch fields {missing}, "
+                    f"which this batch lacks: use data.class_path "
+                    f"msa_lightning.data.raw.RawMediaDataModule"
+                )
             encoder = getattr(self, EXTRACTOR[modality])
             if modality == "T":
                 sequence = encoder(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state
@@ -107,11 +124,13 @@ class TwoStepNet(nn.Module):
             return encoder(batch.frames, batch.frame_mask)
         missing = sorted(f for f in FEATURE_FIELDS[modality] if getattr(batch, f) is None)
         if missing:
-            raise DataError(f"TwoStepMSA reads {EXTRACTOR[modality]} as precomputed features {missing}, which this "
-                            f"batch lacks: step 2 reads the stored extractor outputs of data.class_path "
-                            f"msa_lightning.papers.twostep.data.ExtractedFeaturesDataModule (or use "
-                            f"{_key('step2_inputs')}=raw with RawMediaDataModule); {_key('file_features')} reads "
-                            f"a standard feature file (MSADataModule)")
+            raise DataError(
+                f"TwoStepMSA reads {EXTRACTOR[modality]} as precomputed features {missing}, which this "
+                f"batch lacks: step 2 reads the stored extractor outputs of data.class_path "
+                f"msa_lightning.papers.twostep.data.ExtractedFeaturesDataModule (or use "
+                f"{_key('step2_inputs')}=raw with RawMediaDataModule); {_key('file_features')} reads "
+                f"a standard feature file (MSADataModule)"
+            )
         if modality == "T":
             sequence, mask = batch.text_feats.float(), batch.text_mask.bool()
         elif modality == "A":
@@ -145,7 +164,7 @@ class TwoStepNet(nn.Module):
         unimodal = {m: head(reps[m][2]).squeeze(-1) for m, head in self.heads.items()}
         features = {m: reps[m][2] for m in reps}
         if self.head_m is None:  # step 1: the stage's prediction is its unimodal one
-            (modality, prediction), = unimodal.items()
+            ((modality, prediction),) = unimodal.items()
             return MSAOutput(M=prediction, unimodal=unimodal, features=features)
         fused = self.fuse(reps)
         features["M"] = fused

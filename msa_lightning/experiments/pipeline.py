@@ -558,18 +558,19 @@ def run_pipeline_seeds(
     results = [s.name for s in result_stages(base)]
     tables = {name: base.out if len(results) == 1 else base.out / name for name in results}
     configs = [str(base.source)] + [a for s in base.stages for a in _config_values(s.args)]
-    record = {**run_record(configs, list(settings), base.name), "pipeline": str(base.source)}
+    records = {
+        name: {**run_record(configs, list(settings), base.name), "pipeline": str(base.source), "stage": name}
+        for name in results
+    }
     kept: dict[str, dict[int, dict[str, float]]] = {}
     per_seed: dict[str, dict[int, dict[str, float]]] = {name: {} for name in results}
     failed: dict[int, str] = {}
     with _no_stray_folders(base.out):
         if not dry_run:
             for name, folder in tables.items():
-                kept[name] = earlier_results(folder, record, list(seeds), force)
-                atomic_write(
-                    folder / "seeds.json",
-                    lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8"),
-                )
+                kept[name] = earlier_results(folder, records[name], list(seeds), force)
+                text = json.dumps(records[name], indent=1) + "\n"
+                atomic_write(folder / "seeds.json", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         for seed in seeds:
             pipeline = load_pipeline(path, [*settings, f"seed_everything={seed}"], base.out / f"seed{seed}")
             for stage in pipeline.stages:

@@ -77,7 +77,8 @@ def test_fmlmsn_table_4_with_our_runs_as_hand_computed(tmp_path):
     assert "| model | from | Acc-2 (%) | Acc-3 (%) | Acc-5 (%) | F1 (%) | MAE | Corr | reproduce |" in lines
     assert "| Self-MM | paper | 80.04 | 65.47 | 41.53 | 80.44 | 0.425 | 0.595 | swrm/selfmm_sims.yaml |" in lines
     assert (
-        "| Self-MM | ours (n=2) | 81.00 ± 1.41 | 62.00 ± 2.83 | 40.00 ± 0.00 | 80.00 ± 1.41 | 0.410 ± 0.014 | 0.570 ± 0.028 |  |"
+        "| Self-MM | ours (n=2) | 81.00 ± 1.41 | 62.00 ± 2.83 | 40.00 ± 0.00 | 80.00 ± 1.41 "
+        "| 0.410 ± 0.014 | 0.570 ± 0.028 |  |"
         in lines
     )
     assert "| FmlMSN | ours |  |  |  |  |  |  |  |" in lines  # reproducible, not run here: empty, not zero
@@ -100,7 +101,8 @@ def test_skesl_pipeline_result_side_by_side(tmp_path):
     )
     table = paper_table("skesl", [folder])
     assert (
-        "| Ours (SKESL) | Unaligned | ours (n=1) | 50.00 ± 0.00 | 50.00 ± 0.00 | 1.000 ± 0.000 | 0.100 ± 0.000 |  |  |  |  |  |"
+        "| Ours (SKESL) | Unaligned | ours (n=1) | 50.00 ± 0.00 | 50.00 ± 0.00 | 1.000 ± 0.000 | 0.100 ± 0.000 "
+        "|  |  |  |  |  |"
         in table
     )
     assert f"- Ours (SKESL), CMU-MOSI: {folder} (1 seeds; overrides: trainer.max_epochs=1)" in table

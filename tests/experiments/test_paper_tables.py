@@ -78,8 +78,7 @@ def test_fmlmsn_table_4_with_our_runs_as_hand_computed(tmp_path):
     assert "| Self-MM | paper | 80.04 | 65.47 | 41.53 | 80.44 | 0.425 | 0.595 | swrm/selfmm_sims.yaml |" in lines
     assert (
         "| Self-MM | ours (n=2) | 81.00 ± 1.41 | 62.00 ± 2.83 | 40.00 ± 0.00 | 80.00 ± 1.41 "
-        "| 0.410 ± 0.014 | 0.570 ± 0.028 |  |"
-        in lines
+        "| 0.410 ± 0.014 | 0.570 ± 0.028 |  |" in lines
     )
     assert "| FmlMSN | ours |  |  |  |  |  |  |  |" in lines  # reproducible, not run here: empty, not zero
     assert "| EF-LSTM | paper | 69.37 | 54.27 | 21.23 | 56.82 | 0.591 | 0.055 | not built |" in lines
@@ -102,8 +101,7 @@ def test_skesl_pipeline_result_side_by_side(tmp_path):
     table = paper_table("skesl", [folder])
     assert (
         "| Ours (SKESL) | Unaligned | ours (n=1) | 50.00 ± 0.00 | 50.00 ± 0.00 | 1.000 ± 0.000 | 0.100 ± 0.000 "
-        "|  |  |  |  |  |"
-        in table
+        "|  |  |  |  |  |" in table
     )
     assert f"- Ours (SKESL), CMU-MOSI: {folder} (1 seeds; overrides: trainer.max_epochs=1)" in table
 

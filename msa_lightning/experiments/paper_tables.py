@@ -190,6 +190,8 @@ def _reproduce(row: Row, datasets: list[str]) -> str:
     if row.status == "not built":
         return "not built"
     specs = [row.runs[d][0] for d in datasets if row.runs.get(d)]
+    if not specs:
+        return row.status
     shown = ", ".join(s.removeprefix("configs/") for s in specs)
     return f"{shown} (needs data)" if row.status == "needs data" else shown
 

@@ -24,6 +24,15 @@ finished is skipped; one that was interrupted with the same command resumes from
 ``--dry-run`` prints the resolved commands. A stage with ``test: true`` also runs ``msa test`` on its best
 checkpoint, logged into the stage folder (where ``msa report`` reads test metrics); a finished stage
 whose test has not run yet runs only the test.
+
+Relative paths in the file (``out``, every ``--config``, any other word naming a file or folder beside the
+file) resolve against the file's folder, so a pipeline runs the same from any working folder.
+``--set KEY=VALUE`` adds ``--KEY=VALUE`` to every stage that has the key (``data.init_args.path``,
+``trainer.max_epochs``; a key no stage has is an error). A stage that fails takes back what it added to
+its folder, unless it wrote a checkpoint to resume from, and folders the run created stay only if
+something is in them. ``--seeds 1111 1112 ...`` runs the whole pipeline per seed into ``<out>/seed<N>/``
+and writes the tables of ``msa seeds`` from the test metrics of the result stages
+(:func:`run_pipeline_seeds`).
 """
 
 from __future__ import annotations

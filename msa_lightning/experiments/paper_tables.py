@@ -271,3 +271,24 @@ def _render(citation: str, table: Table, placed: dict[tuple[int, str], Result]) 
             extra = f"; overrides: {' '.join(r.overrides)}" if r.overrides else ""
             lines.append(f"- {table.rows[i].name}, {dataset}: {r.folder} ({r.n_seeds} seeds{extra})")
     return "\n".join(lines)
+
+
+def row_notes(paper: str) -> str:
+    """Markdown for ``configs/<paper>/README.md``: per table, every row's status, config and reason (the
+    README's copy is checked against this in the tests, so the two cannot drift apart)."""
+    _, tables = load_published(paper)
+    lines = [
+        f"`msa report --paper {paper} [RESULT DIRS]` prints {'these tables' if len(tables) > 1 else 'this table'} "
+        f"with the published numbers (`msa_lightning/papers/{paper}/published.yaml`, each row citing the paper's "
+        "table row) and ours beside them. Each row is one of: **config** (a shipped config reproduces it from the "
+        "field's public files), **needs data** (a shipped config runs it, on data we cannot ship), **not built** "
+        "(the model or setting is not in the suite).",
+    ]
+    for table in tables:
+        lines += ["", f"**{table.title}**", "", "| row | status | config | why |", "|---|---|---|---|"]
+        for row in table.rows:
+            configs = dict.fromkeys(specs[0] for specs in row.runs.values() if specs)  # in dataset order, once
+            shown = ", ".join(f"`{c.removeprefix('configs/')}`" for c in configs)
+            section = f" ({row.section})" if row.section else ""
+            lines.append(f"| {row.name}{section} | {row.status} | {shown} | {row.why} |")
+    return "\n".join(lines)

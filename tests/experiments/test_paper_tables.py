@@ -119,3 +119,12 @@ def test_report_paper_errors(tmp_path, capsys):
     (tmp_path / "bare").mkdir()
     proc = msa_in_process(capsys, "report", "--paper", "swrm", str(tmp_path / "bare"))
     assert_one_line_error(proc, "no seeds.json")
+
+
+@pytest.mark.parametrize("paper", PAPERS)
+def test_config_readme_lists_every_row(paper):
+    """configs/<paper>/README.md holds the row notes as the published file gives them (regenerate with
+    ``python -c "from msa_lightning.experiments.paper_tables import row_notes; print(row_notes('NAME'))"``)."""
+    from msa_lightning.experiments.paper_tables import row_notes
+
+    assert row_notes(paper) in (REPO / "configs" / paper / "README.md").read_text(encoding="utf-8")

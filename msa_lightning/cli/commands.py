@@ -134,6 +134,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         help="that paper's main table: its published numbers, and ours from the result folders given",
     )
     rep.add_argument("--table", metavar="ID", help="with --paper: only this table of the paper (e.g. 4)")
+    rep.set_defaults(report_parser=rep)  # `runs` is required unless --paper: reported as argparse would
     rep.add_argument(
         "--ttest",
         action="store_true",
@@ -219,7 +220,7 @@ def run_extra(argv: list[str]) -> int:
             print(paper_table(args.paper, args.runs, args.table))
             return 0
         if not args.runs:
-            raise MSAError("report: give result folders (written by `msa seeds`), or --paper NAME")
+            args.report_parser.error("the following arguments are required: runs (or --paper NAME)")
         if args.ttest:
             if len(args.runs) != 2:
                 raise MSAError(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,20 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import assert_one_line_error, msa_in_process  # noqa: E402
-
-
-def _msa(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, "-m", "msa_lightning.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from conftest import assert_one_line_error, msa_in_process, run_msa  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +44,7 @@ def experiment(synthetic_mosi, cache_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def seeded(experiment):
     exp, elsewhere = experiment
-    proc = _msa(
+    proc = run_msa(
         "pipeline",
         str(exp / "pipeline.yaml"),
         "--seeds",
@@ -101,7 +86,7 @@ def test_report_ttest_of_a_pipeline_against_a_baseline(seeded, tmp_path):
     baseline.mkdir()
     with open(baseline / "per_seed.csv", "w", newline="") as f:
         csv.writer(f).writerows([["seed", "mae", "corr"], [1111, 1.5, 0.1], [1112, 1.7, 0.2], [1113, 1.6, 0.3]])
-    proc = _msa("report", str(exp / "runs"), str(baseline), "--ttest", cwd=tmp_path)
+    proc = run_msa("report", str(exp / "runs"), str(baseline), "--ttest", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Paired t-test over 2 seeds (1111, 1112)" in proc.stdout
     assert [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| m")][1:] == [

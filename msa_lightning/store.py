@@ -47,7 +47,7 @@ FORMAT_VERSIONS: dict[str, int] = {
 }
 
 META_FILE = "meta.json"
-_HASH_MEMO = "hashes.json"
+HASH_MEMO = "hashes.json"
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -77,7 +77,7 @@ def content_hash(path: str | Path, memo_dir: str | Path | None = None, chunk: in
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     if key in _memo:
         return _memo[key]
-    memo = Path(memo_dir or DEFAULT_ROOT) / _HASH_MEMO
+    memo = Path(memo_dir or DEFAULT_ROOT) / HASH_MEMO
     try:
         known = json.loads(memo.read_text())
     except (OSError, ValueError):

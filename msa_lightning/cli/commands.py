@@ -12,6 +12,7 @@ import numpy as np
 from msa_lightning.cli.parsing import MSAParser
 from msa_lightning.data.specs import DATASETS
 from msa_lightning.errors import MSAError
+from msa_lightning.experiments.paper_tables import PAPERS
 from msa_lightning.experiments.seeds import PAPER_SEEDS
 
 #: subcommands whose LightningCLI overrides follow a `--`
@@ -125,8 +126,15 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         "overrides", nargs="*", default=[], help="LightningCLI overrides, e.g. --trainer.max_epochs=3 (after --)"
     )
 
-    rep = sub.add_parser("report", help="compare multi-seed runs; paired t-test; FmlMSN tables (Tables 7-8)")
-    rep.add_argument("runs", nargs="+", help="folders written by `msa seeds` (or their summary.csv)")
+    rep = sub.add_parser("report", help="compare multi-seed runs; paired t-test; a paper's table; FmlMSN Tables 7-8")
+    rep.add_argument("runs", nargs="*", help="folders written by `msa seeds` (or their summary.csv)")
+    rep.add_argument(
+        "--paper",
+        choices=list(PAPERS),
+        help="that paper's main table: its published numbers, and ours from the result folders given",
+    )
+    rep.add_argument("--table", metavar="ID", help="with --paper: only this table of the paper (e.g. 4)")
+    rep.set_defaults(report_parser=rep)  # `runs` is required unless --paper: reported as argparse would
     rep.add_argument(
         "--ttest",
         action="store_true",
@@ -206,6 +214,13 @@ def run_extra(argv: list[str]) -> int:
         from msa_lightning.experiments.results import report, ttest_table
         from msa_lightning.papers.fmlmsn.report import fmlmsn_table
 
+        if args.paper:
+            from msa_lightning.experiments.paper_tables import paper_table
+
+            print(paper_table(args.paper, args.runs, args.table))
+            return 0
+        if not args.runs:
+            args.report_parser.error("the following arguments are required: runs (or --paper NAME)")
         if args.ttest:
             if len(args.runs) != 2:
                 raise MSAError(

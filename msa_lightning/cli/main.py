@@ -49,7 +49,7 @@ training (LightningCLI: --config CONFIG.yaml, --model.*, --data.*, --trainer.*, 
 suite commands:
   msa data           feature files: msa data {synth,convert,inspect,wer}
   msa seeds          fit + test a config over several seeds; mean ± std tables
-  msa report         compare multi-seed runs; paired t-test; FmlMSN tables
+  msa report         compare multi-seed runs; paired t-test; a paper's table (--paper)
   msa quickstart     synthetic MOSI -> fit -> test -> metric table
   msa plot           paper analyses: msa plot hybrid-shift
   msa export         model outputs per split into the store, from a checkpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from msa_lightning.experiments.pipeline import run_pipeline
+from msa_lightning.experiments.pipeline import run_pipeline, run_pipeline_seeds
 
 
 def add_parser(sub) -> None:
@@ -13,8 +13,27 @@ def add_parser(sub) -> None:
     p.add_argument("--only", metavar="NAME", help="run this stage only (its needs must have finished)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved commands, run nothing")
     p.add_argument("--force", action="store_true", help="re-run stages even when they are up to date")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="a setting for every stage that has the key, e.g. --set data.init_args.path=/data/SIMS (repeatable)",
+    )
+    p.add_argument("--out", help="output folder instead of the file's `out` (relative to the working folder)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="run the whole pipeline per seed into OUT/seed<N>/; per_seed.csv and summary.csv as `msa seeds` writes",
+    )
 
 
 def main(args: Any) -> int:
-    run_pipeline(args.file, only=args.only, dry_run=args.dry_run, force=args.force)
+    if args.seeds:
+        run_pipeline_seeds(args.file, args.seeds, args.only, args.dry_run, args.force, args.settings, args.out)
+    else:
+        run_pipeline(args.file, args.only, args.dry_run, args.force, args.settings, args.out)
     return 0

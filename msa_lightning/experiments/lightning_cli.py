@@ -414,6 +414,56 @@ def _class_defaults(class_path: str) -> dict:
     return dict(parser.get_defaults().items())
 
 
+#: the sections of an ``msa fit`` command line whose keys are a class's ``__init__`` arguments
+_SECTION_CLASSES = {
+    "trainer": "lightning.pytorch.Trainer",
+    "checkpoint": "msa_lightning.training.callbacks.MSACheckpoint",
+    "resume": "msa_lightning.training.callbacks.ExactResume",
+}
+
+
+def _dotted_keys(document, prefix: str = "") -> set[str]:
+    """Every key path of a nested mapping, ``init_args`` left out (``data.init_args.path`` -> ``data.path``)."""
+    found = set()
+    for k, v in document.items() if isinstance(document, dict) else ():
+        key = prefix if k == "init_args" else f"{prefix}.{k}" if prefix else str(k)
+        found.add(key)
+        found |= _dotted_keys(v, key)
+    return found
+
+
+def has_setting(argv: list[str], key: str) -> bool:
+    """Whether the ``msa fit`` command line ``argv`` has the setting ``key`` (dotted; ``init_args`` may be
+    left out): a config file or an option on ``argv`` sets it, or it is an ``__init__`` argument of the class
+    its section names (the model and data classes ``argv`` chooses, the Trainer, the checkpoint callback).
+    ``msa pipeline --set`` applies a setting to the stages that have it."""
+    wanted = ".".join(p for p in key.split(".") if p != "init_args")
+    given = set().union(*(_dotted_keys(d) for d in _config_documents(argv)))
+    given |= {
+        ".".join(p for p in a[2:].split("=", 1)[0].split(".") if p != "init_args")
+        for a in argv
+        if a.startswith("--") and not a.startswith("--config")
+    }
+    if wanted in ("seed_everything", "ckpt_path") or any(k == wanted or k.startswith(wanted + ".") for k in given):
+        return True
+    section, _, rest = wanted.partition(".")
+    if not rest:
+        return False
+    class_path = _SECTION_CLASSES.get(section)
+    if section in ("model", "data"):
+        class_path = (
+            _option_value(argv, f"--{section}")
+            or _option_value(argv, f"--{section}.class_path")
+            or _class_in_config_files(argv, section)
+        )
+    if not class_path:
+        return False
+    try:
+        return rest.split(".")[0] in _class_defaults(class_path)
+    except (ConfigError, ImportError, AttributeError):
+        return False  # a class the stage's own `msa fit` will report
+
+
 def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> MSACLI:
     """Build the CLI from ``args`` (a list like the command line) or from ``sys.argv``.
 

@@ -192,7 +192,7 @@ def earlier_results(out_dir: Path, record: dict, seeds: list[int], force: bool) 
     return earlier
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if isinstance(error, MSAError) else f"{type(error).__name__}: {text}"
 
@@ -254,7 +254,7 @@ def run_seeds(
             except Exception as error:  # noqa: BLE001 - reported per seed, the others are kept
                 if os.environ.get("MSA_DEBUG", "") not in ("", "0"):
                     raise
-                failed[seed] = _one_line(error)
+                failed[seed] = one_line(error)
                 distributed = bool(trainers) and trainers[0].world_size > 1
                 rank_zero = trainers[0].is_global_zero if trainers else os.environ.get("LOCAL_RANK", "0") == "0"
                 if rank_zero:

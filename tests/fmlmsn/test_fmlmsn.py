@@ -438,7 +438,7 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
         names = [stage["name"] for stage in pipeline["stages"]]
         assert names == ["stage_av", "stage_at", "stage_vt", "meta"], path
         for stage in pipeline["stages"]:
-            assert (REPO / stage["args"][1]).is_file(), (path, stage["args"][1])
+            assert (path.parent / stage["args"][1]).is_file(), (path, stage["args"][1])  # relative to the file
 
 
 # ---------------------------------------------------------------------------------------- the notebook and the pipeline

@@ -19,7 +19,11 @@ defines its losses. This class owns what every paper shares:
 
 A subclass implements
 
-* ``build_net() -> nn.Module`` from its ``hparams`` and calls :meth:`init_net` at the end of ``__init__``;
+* a network config (:class:`~msa_lightning.training.config.NetConfig`, ``papers/<name>/config.py``): its
+  ``__init__`` takes its own arguments, then ``**net``, builds ``XConfig(**net)`` and hands it to
+  :meth:`use_config` (after ``save_hyperparameters()``), so each network hyper-parameter is declared once
+  and still a flat ``model.init_args.<name>`` key;
+* ``build_net() -> nn.Module`` from ``self.config`` and calls :meth:`init_net` at the end of ``__init__``;
 * ``net_requires`` (the hparams the network cannot be built without; default ``audio_dim``, ``vision_dim``),
   ``required_inputs`` (batch fields its network reads) and ``encoder_prefix`` (its text encoder);
 * optionally ``compute_loss(outputs, batch) -> (loss, {name: value})`` (default: L1 on ``M``).
@@ -28,6 +32,7 @@ A subclass implements
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 from typing import Literal
 
 import lightning as L
@@ -39,6 +44,7 @@ from msa_lightning.batch import MSABatch
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.metrics import MSAMetrics, SampleMean
 from msa_lightning.output import MSAOutput
+from msa_lightning.training.config import NetConfig, field_names
 
 #: arguments whose value follows from the data file (``data_facts()``); ``None`` = take it from there
 DATA_ARGS = ("audio_dim", "vision_dim", "label_bound", "num_train_samples")
@@ -127,6 +133,7 @@ class MSARegressionModule(L.LightningModule):
         self.group_specs = _check_group_specs(param_groups, lr, weight_decay)
         self.optimizer_name, self.scheduler_name, self.warmup_ratio = optimizer, scheduler, warmup_ratio
         self.metric_family = metric_family
+        self.config: NetConfig | None = None  # the network's hyper-parameters (use_config)
         self.net: nn.Module | None = None
         self._lr_logged_epoch = -1
         self.val_metrics: MSAMetrics | None = None
@@ -136,6 +143,21 @@ class MSARegressionModule(L.LightningModule):
             self._build_metrics(metric_family)
 
     # ------------------------------------------------------------------ the network
+    def use_config(self, config: NetConfig) -> None:
+        """Keep the network's config and record every field in ``hparams``, defaults included (after
+        ``save_hyperparameters()``, which records only the keys given), so a checkpoint of a module built
+        in Python carries the whole network config, flat as LightningCLI writes it."""
+        self.config = config
+        self.hparams.update(asdict(config))
+
+    def set_hparam(self, name: str, value) -> None:
+        """Set an argument found only at setup (a data fact, a computed length): in ``hparams``, so a
+        checkpoint rebuilds the network with it, and in the config when it is a network field (a copy:
+        configs are frozen)."""
+        self.hparams[name] = value
+        if self.config is not None and name in field_names(type(self.config)):
+            self.config = replace(self.config, **{name: value})
+
     @property
     def net_requires(self) -> tuple[str, ...]:
         """hparams the network cannot be built without."""
@@ -186,7 +208,7 @@ class MSARegressionModule(L.LightningModule):
                 continue
             have, found = self.hparams[name], facts[name]
             if have is None:
-                self.hparams[name] = found  # checkpoints then hold the value the network was built with
+                self.set_hparam(name, found)  # checkpoints then hold the value the network was built with
             elif name != "num_train_samples" and float(have) != float(found):  # ULGM resizes to the data itself
                 raise ConfigError(
                     f"{_key(name)}={have} does not match the data: {source} has {name}={found} "

@@ -31,6 +31,7 @@ A subclass implements
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, replace
 from typing import Literal
@@ -431,6 +432,16 @@ class MSARegressionModule(L.LightningModule):
             }[self.scheduler_name]
             scheduler = make(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def base_args(arguments: dict) -> dict:
+    """The arguments of :class:`MSARegressionModule` among ``arguments``, a subclass ``__init__``'s ``locals()``.
+
+    A paper module repeats the base signature with its paper's defaults (so LightningCLI and ``--print_config``
+    show them; its one ``**`` is the network config's) and passes them on with
+    ``super().__init__(**base_args(locals()))`` rather than a second list."""
+    names = inspect.signature(MSARegressionModule.__init__).parameters
+    return {name: value for name, value in arguments.items() if name in names and name != "self"}
 
 
 def labels_of(batch: MSABatch, key: str = "M") -> torch.Tensor:

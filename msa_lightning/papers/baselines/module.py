@@ -17,7 +17,7 @@ from typing import Literal
 
 from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, TFNConfig
 from msa_lightning.papers.baselines.net import LFDNN, TFN, BertLSTM
-from msa_lightning.training.module import FRAME_INPUTS, MSARegressionModule
+from msa_lightning.training.module import FRAME_INPUTS, MSARegressionModule, base_args
 
 
 class _BaselineModule(MSARegressionModule):
@@ -40,18 +40,7 @@ class _BaselineModule(MSARegressionModule):
         metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
         **net,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            encoder_lr=encoder_lr,
-            encoder_weight_decay=encoder_weight_decay,
-            param_groups=param_groups,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_ratio=warmup_ratio,
-            annealing_epochs=annealing_epochs,
-            metric_family=metric_family,
-        )
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         # each subclass's make_config names its dataclass (jsonargparse reads the fields through it)
         self.use_config(self.make_config(**net))

@@ -50,7 +50,7 @@ from msa_lightning.metrics.msa import compute_msa_metrics
 from msa_lightning.output import MSAOutput
 from msa_lightning.papers.fmlmsn.config import PAIRS, FmlMSNMetaConfig, FmlMSNStageConfig
 from msa_lightning.papers.fmlmsn.net import FmlMSNMetaNet, FmlMSNStageNet, text_length_rule
-from msa_lightning.training.module import MSARegressionModule
+from msa_lightning.training.module import MSARegressionModule, base_args
 
 log = logging.getLogger(__name__)
 
@@ -164,18 +164,7 @@ class FmlMSNStage(MSARegressionModule):
         metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
         **net,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            encoder_lr=encoder_lr,
-            encoder_weight_decay=encoder_weight_decay,
-            param_groups=param_groups,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_ratio=warmup_ratio,
-            annealing_epochs=annealing_epochs,
-            metric_family=metric_family,
-        )
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         self.use_config(FmlMSNStageConfig(**net))
         if label_source not in ("fine", "multimodal"):
@@ -329,18 +318,7 @@ class FmlMSNMeta(MSARegressionModule):
         metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
         **net,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            encoder_lr=encoder_lr,
-            encoder_weight_decay=encoder_weight_decay,
-            param_groups=param_groups,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_ratio=warmup_ratio,
-            annealing_epochs=annealing_epochs,
-            metric_family=metric_family,
-        )
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         self.use_config(FmlMSNMetaConfig(**net))
         if retrain_total < 1 or retrain_draws < 1:

@@ -32,7 +32,7 @@ from msa_lightning.papers.hybrid_shift.net import (
     HybridShiftNet,
     shifting_huber_loss,
 )
-from msa_lightning.training.module import MSARegressionModule, labels_of
+from msa_lightning.training.module import MSARegressionModule, base_args, labels_of
 
 
 class HybridShiftModule(MSARegressionModule):
@@ -74,17 +74,7 @@ class HybridShiftModule(MSARegressionModule):
         metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
         **net,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            encoder_lr=encoder_lr,
-            encoder_weight_decay=encoder_weight_decay,
-            param_groups=param_groups,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_ratio=warmup_ratio,
-            metric_family=metric_family,
-        )
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         self.use_config(HybridShiftConfig(**net))
         self.use_shift_huber, self.delta = use_shift_huber, delta

@@ -44,7 +44,7 @@ from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.output import MSAOutput
 from msa_lightning.papers.skesl.config import SKESLConfig
 from msa_lightning.papers.skesl.net import LABEL_KEY, SKESLEncoder, SKESLNet, SKESLPretrainNet
-from msa_lightning.training.module import MSARegressionModule
+from msa_lightning.training.module import MSARegressionModule, base_args
 
 TEXT_INPUTS = frozenset({"text_ids", "text_mask", "text_segment"})
 NONVERBAL_INPUTS = frozenset({"audio", "audio_lengths", "vision", "vision_lengths"})
@@ -73,18 +73,7 @@ class _SKESLBase(MSARegressionModule):
         metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
         **net,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            encoder_lr=encoder_lr,
-            encoder_weight_decay=encoder_weight_decay,
-            param_groups=param_groups,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_ratio=warmup_ratio,
-            annealing_epochs=annealing_epochs,
-            metric_family=metric_family,
-        )
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         self.use_config(SKESLConfig(**net))
         self.init_net()

@@ -16,7 +16,8 @@ ids arrive in ``batch.extras``) it rebuilds the input word embedding from the ``
 the candidates' embeddings and the audio/visual context, then runs BERT on the refined
 embeddings (Eqs. 1-4). Nothing in ``forward`` loops over samples.
 
-Ablations of the paper's Table 2 are constructor switches of :class:`SWRMModule` (and :class:`SWRMNet`):
+Ablations of the paper's Table 2 are switches of :class:`~msa_lightning.papers.swrm.config.SWRMConfig`
+(flat ``model.init_args`` keys of :class:`SWRMModule`):
 
 * ``use_position=False`` (w/o Position): no detected position; every word position ``t`` is
   refined with the ``[MASK]`` embedding only, ``z_t = (1 - g_t) x_t + g_t x_mask`` with the
@@ -45,7 +46,7 @@ from msa_lightning.nn.ulgm import ULGM
 from msa_lightning.output import MSAOutput
 from msa_lightning.papers.swrm.config import SelfMMConfig, SWRMConfig
 from msa_lightning.papers.swrm.net import UNIMODAL, SelfMMNet, SWRMNet, head_dims
-from msa_lightning.training.module import MSARegressionModule, labels_of
+from msa_lightning.training.module import MSARegressionModule, base_args, labels_of
 
 
 class SelfMMModule(MSARegressionModule):
@@ -82,18 +83,7 @@ class SelfMMModule(MSARegressionModule):
         metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
         **net,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            encoder_lr=encoder_lr,
-            encoder_weight_decay=encoder_weight_decay,
-            param_groups=param_groups,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_ratio=warmup_ratio,
-            annealing_epochs=annealing_epochs,
-            metric_family=metric_family,
-        )
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         # SWRMModule's make_config names its own dataclass (jsonargparse reads the fields through it)
         self.use_config(self.make_config(**net))

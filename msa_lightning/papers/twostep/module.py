@@ -67,7 +67,7 @@ from msa_lightning.output import MSAOutput
 from msa_lightning.papers.twostep.config import TwoStepConfig
 from msa_lightning.papers.twostep.net import EXTRACTOR, FEATURE_FIELDS, RAW_FIELDS, TwoStepNet
 from msa_lightning.training.config import config_key as _key
-from msa_lightning.training.module import MSARegressionModule, labels_of
+from msa_lightning.training.module import MSARegressionModule, base_args, labels_of
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +107,7 @@ class TwoStepMSA(MSARegressionModule):
         metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
         **net,
     ) -> None:
-        super().__init__(
-            lr=lr,
-            weight_decay=weight_decay,
-            encoder_lr=encoder_lr,
-            encoder_weight_decay=encoder_weight_decay,
-            param_groups=param_groups,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            warmup_ratio=warmup_ratio,
-            annealing_epochs=annealing_epochs,
-            metric_family=metric_family,
-        )
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         self.use_config(TwoStepConfig(**net))
         for name in ("alpha_M", "alpha_T", "alpha_A", "alpha_V"):
@@ -161,7 +150,7 @@ class TwoStepMSA(MSARegressionModule):
         """The tasks of the loss and their alpha_k (Eq. 2) in this regime."""
         hp = self.hparams
         if self.regime == "step1":
-            return {hp.step1_modality: 1.0}
+            return {self.config.step1_modality: 1.0}
         if self.regime == "joint":
             weights = {"M": hp.alpha_M, **{m: hp[f"alpha_{m}"] for m in self.modalities}}
             return {k: float(w) for k, w in weights.items() if w > 0}
@@ -170,7 +159,7 @@ class TwoStepMSA(MSARegressionModule):
     @property
     def target_label(self) -> str:
         """The label the stage's main prediction (``outputs.M``) is scored against."""
-        return self.hparams.step1_modality if self.regime == "step1" else "M"
+        return self.config.step1_modality if self.regime == "step1" else "M"
 
     # ------------------------------------------------------------------ the network
     def build_net(self) -> TwoStepNet:
@@ -200,9 +189,9 @@ class TwoStepMSA(MSARegressionModule):
             found = get_facts().get("text_dim")
             if found is not None and self.config.text_dim is None:
                 self.set_hparam("text_dim", int(found))
-            elif found is not None and int(found) != int(self.hparams.text_dim):
+            elif found is not None and int(found) != int(self.config.text_dim):
                 raise ConfigError(
-                    f"{_key('text_dim')}={self.hparams.text_dim} does not match the data: "
+                    f"{_key('text_dim')}={self.config.text_dim} does not match the data: "
                     f"{type(datamodule).__name__} has text_dim={found}"
                 )
         if datamodule is not None:

@@ -151,13 +151,14 @@ class MSARegressionModule(L.LightningModule):
         self.config = config
         self.hparams.update(asdict(config))
 
-    def set_hparam(self, name: str, value) -> None:
-        """Set an argument found only at setup (a data fact, a computed length): in ``hparams``, so a
-        checkpoint rebuilds the network with it, and in the config when it is a network field (a copy:
-        configs are frozen)."""
-        self.hparams[name] = value
-        if self.config is not None and name in field_names(type(self.config)):
-            self.config = replace(self.config, **{name: value})
+    def set_hparams(self, **values) -> None:
+        """Set arguments found only at setup (data facts, a computed length): in ``hparams``, so a checkpoint
+        rebuilds the network with them, and in the config those that are network fields (a copy: configs are
+        frozen). The one place both change; ``self.hparams.update`` alone would leave the config behind."""
+        self.hparams.update(values)
+        if self.config is not None:
+            names = field_names(type(self.config))
+            self.config = replace(self.config, **{k: v for k, v in values.items() if k in names})
 
     @property
     def net_requires(self) -> tuple[str, ...]:
@@ -209,7 +210,7 @@ class MSARegressionModule(L.LightningModule):
                 continue
             have, found = self.hparams[name], facts[name]
             if have is None:
-                self.set_hparam(name, found)  # checkpoints then hold the value the network was built with
+                self.set_hparams(**{name: found})  # checkpoints then hold the value the network was built with
             elif name != "num_train_samples" and float(have) != float(found):  # ULGM resizes to the data itself
                 raise ConfigError(
                     f"{_key(name)}={have} does not match the data: {source} has {name}={found} "

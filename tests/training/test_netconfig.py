@@ -80,7 +80,7 @@ def test_hparams_hold_the_whole_config_and_unknown_keys_name_the_class():
     with pytest.raises(ConfigError, match=r"model.init_args.pair: expected one of \['AT', 'AV', 'VT'\], found 'XY'"):
         FmlMSNStage(pair="XY")
     stage = FmlMSNStage(pair="AV")  # built at setup, from the data's sizes: config and hparams move together
-    stage.set_hparam("audio_dim", 5)
+    stage.set_hparams(audio_dim=5)
     assert stage.config.audio_dim == stage.hparams.audio_dim == 5 and stage.config.pair == "AV"
 
 

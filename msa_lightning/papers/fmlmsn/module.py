@@ -241,7 +241,7 @@ class FmlMSNStage(MSARegressionModule):
         if "T" in self.pair and self.config.text_len is None and dm is not None:  # also for test/predict
             length = text_length_rule(_train_text_lengths(dm), self.hparams.text_len_lambda)
             self.net.text_len = length
-            self.set_hparam("text_len", length)  # a checkpoint rebuilds the network with the same L
+            self.set_hparams(text_len=length)  # a checkpoint rebuilds the network with the same L
             log.info(
                 "FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g)", self.pair, length, self.hparams.text_len_lambda
             )

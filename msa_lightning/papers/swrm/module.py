@@ -159,7 +159,7 @@ class SWRMModule(SelfMMModule):
             from msa_lightning.nn.pretrained import load_tokenizer
 
             # recorded in hparams: checkpoints need no tokenizer
-            self.set_hparam("mask_token_id", int(load_tokenizer(self.config.text_model).mask_token_id))
+            self.set_hparams(mask_token_id=int(load_tokenizer(self.config.text_model).mask_token_id))
         return SWRMNet(self.config)
 
     def setup(self, stage: str) -> None:

@@ -188,7 +188,7 @@ class TwoStepMSA(MSARegressionModule):
         if self.reads_features and callable(get_facts):
             found = get_facts().get("text_dim")
             if found is not None and self.config.text_dim is None:
-                self.set_hparam("text_dim", int(found))
+                self.set_hparams(text_dim=int(found))
             elif found is not None and int(found) != int(self.config.text_dim):
                 raise ConfigError(
                     f"{_key('text_dim')}={self.config.text_dim} does not match the data: "

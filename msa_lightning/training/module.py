@@ -19,7 +19,11 @@ defines its losses. This class owns what every paper shares:
 
 A subclass implements
 
-* ``build_net() -> nn.Module`` from its ``hparams`` and calls :meth:`init_net` at the end of ``__init__``;
+* a network config (:class:`~msa_lightning.training.config.NetConfig`, ``papers/<name>/config.py``): its
+  ``__init__`` takes its own arguments, then ``**net``, builds ``XConfig(**net)`` and hands it to
+  :meth:`use_config` (after ``save_hyperparameters()``), so each network hyper-parameter is declared once
+  and still a flat ``model.init_args.<name>`` key;
+* ``build_net() -> nn.Module`` from ``self.config`` and calls :meth:`init_net` at the end of ``__init__``;
 * ``net_requires`` (the hparams the network cannot be built without; default ``audio_dim``, ``vision_dim``),
   ``required_inputs`` (batch fields its network reads) and ``encoder_prefix`` (its text encoder);
 * optionally ``compute_loss(outputs, batch) -> (loss, {name: value})`` (default: L1 on ``M``).
@@ -27,7 +31,9 @@ A subclass implements
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import asdict, replace
 from typing import Literal
 
 import lightning as L
@@ -39,6 +45,7 @@ from msa_lightning.batch import MSABatch
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.metrics import MSAMetrics, SampleMean
 from msa_lightning.output import MSAOutput
+from msa_lightning.training.config import NetConfig, field_names
 
 #: arguments whose value follows from the data file (``data_facts()``); ``None`` = take it from there
 DATA_ARGS = ("audio_dim", "vision_dim", "label_bound", "num_train_samples")
@@ -127,6 +134,7 @@ class MSARegressionModule(L.LightningModule):
         self.group_specs = _check_group_specs(param_groups, lr, weight_decay)
         self.optimizer_name, self.scheduler_name, self.warmup_ratio = optimizer, scheduler, warmup_ratio
         self.metric_family = metric_family
+        self.config: NetConfig | None = None  # the network's hyper-parameters (use_config)
         self.net: nn.Module | None = None
         self._lr_logged_epoch = -1
         self.val_metrics: MSAMetrics | None = None
@@ -136,6 +144,22 @@ class MSARegressionModule(L.LightningModule):
             self._build_metrics(metric_family)
 
     # ------------------------------------------------------------------ the network
+    def use_config(self, config: NetConfig) -> None:
+        """Keep the network's config and record every field in ``hparams``, defaults included (after
+        ``save_hyperparameters()``, which records only the keys given), so a checkpoint of a module built
+        in Python carries the whole network config, flat as LightningCLI writes it."""
+        self.config = config
+        self.hparams.update(asdict(config))
+
+    def set_hparams(self, **values) -> None:
+        """Set arguments found only at setup (data facts, a computed length): in ``hparams``, so a checkpoint
+        rebuilds the network with them, and in the config those that are network fields (a copy: configs are
+        frozen). The one place both change; ``self.hparams.update`` alone would leave the config behind."""
+        self.hparams.update(values)
+        if self.config is not None:
+            names = field_names(type(self.config))
+            self.config = replace(self.config, **{k: v for k, v in values.items() if k in names})
+
     @property
     def net_requires(self) -> tuple[str, ...]:
         """hparams the network cannot be built without."""
@@ -186,7 +210,7 @@ class MSARegressionModule(L.LightningModule):
                 continue
             have, found = self.hparams[name], facts[name]
             if have is None:
-                self.hparams[name] = found  # checkpoints then hold the value the network was built with
+                self.set_hparams(**{name: found})  # checkpoints then hold the value the network was built with
             elif name != "num_train_samples" and float(have) != float(found):  # ULGM resizes to the data itself
                 raise ConfigError(
                     f"{_key(name)}={have} does not match the data: {source} has {name}={found} "
@@ -409,6 +433,16 @@ class MSARegressionModule(L.LightningModule):
             }[self.scheduler_name]
             scheduler = make(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def base_args(arguments: dict) -> dict:
+    """The arguments of :class:`MSARegressionModule` among ``arguments``, a subclass ``__init__``'s ``locals()``.
+
+    A paper module repeats the base signature with its paper's defaults (so LightningCLI and ``--print_config``
+    show them; its one ``**`` is the network config's) and passes them on with
+    ``super().__init__(**base_args(locals()))`` rather than a second list."""
+    names = inspect.signature(MSARegressionModule.__init__).parameters
+    return {name: value for name, value in arguments.items() if name in names and name != "self"}
 
 
 def labels_of(batch: MSABatch, key: str = "M") -> torch.Tensor:

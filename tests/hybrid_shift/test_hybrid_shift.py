@@ -22,6 +22,7 @@ from msa_lightning.data.reader import read_feature_file
 from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.metrics import compute_msa_metrics
 from msa_lightning.nn.pretrained import load_model
+from msa_lightning.papers.hybrid_shift.config import HybridShiftConfig
 from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
 from msa_lightning.papers.hybrid_shift.net import (
     AlignedRNN,
@@ -83,7 +84,7 @@ def make_net(**kwargs) -> HybridShiftNet:
         dropout=0.0,
     )
     args.update(kwargs)
-    return HybridShiftNet(**args).eval()
+    return HybridShiftNet(HybridShiftConfig(**args)).eval()
 
 
 # ---------------------------------------------------------------------------------------------- split Transformer

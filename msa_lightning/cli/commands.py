@@ -24,15 +24,17 @@ PLUGIN_COMMANDS = {
     "pipeline": "msa_lightning.cli.pipeline",
     "transcribe": "msa_lightning.cli.transcribe",
     "pretrain-data": "msa_lightning.cli.pretrain_data",
+    "features": "msa_lightning.cli.features",
+    "infer": "msa_lightning.cli.infer",
 }
 
 
 def inspect_file(path: str, dataset: str | None = None, bins: int = 7) -> str:
     """A text report of a feature file: shapes, lengths, non-finite counts, label histograms."""
+    from msa_lightning.data.custom import spec_for
     from msa_lightning.data.reader import read_feature_file, split_overlaps
-    from msa_lightning.data.specs import get_spec
 
-    spec = get_spec(dataset) if dataset else None
+    spec = spec_for(dataset, path)
     reader_log = logging.getLogger("msa_lightning.data.reader")
     level = reader_log.level
     reader_log.setLevel(logging.ERROR)  # the counts are in the report; only for this read
@@ -97,7 +99,11 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--cache-dir")
     i = data.add_parser("inspect", help="shapes, lengths, NaN/inf counts and label histograms of a feature file")
     i.add_argument("file")
-    i.add_argument("--dataset", choices=sorted(DATASETS))
+    i.add_argument(
+        "--dataset",
+        choices=[*sorted(DATASETS), "custom"],
+        help="label range and metric family (default: custom when FILE has a manifest of `msa features extract`)",
+    )
     w = data.add_parser("wer", help="word error rate and sentiment-word substitutions of ASR transcripts")
     w.add_argument("rest", nargs=argparse.REMAINDER)
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from msa_lightning.batch import INPUT_FIELDS, MODALITIES
 from msa_lightning.data import cache as feature_cache
 from msa_lightning.data.cache import ensure_cache, load_cached
-from msa_lightning.data.custom import CUSTOM, custom_spec
+from msa_lightning.data.custom import CUSTOM, custom_spec, read_manifest
 from msa_lightning.data.dataset import FeatureNormalizer, MSADataset, collate_batch
 from msa_lightning.data.reader import FeatureFileError, SplitArrays, read_feature_file, warn_overlaps
 from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
@@ -269,6 +269,18 @@ class MSADataModule(L.LightningDataModule):
             "metric_family": self.spec.family,
             "num_train_samples": len(train),
         }
+
+    def state_dict(self) -> dict:
+        """What a checkpoint carries of the data (Lightning saves it with the model): for a file of
+        ``msa features extract``, how its features were extracted, so ``msa infer`` extracts new videos alike."""
+        manifest = read_manifest(self.feature_file)
+        if manifest is None:
+            return {}
+        keys = ("settings", "dataset", "audio_frames", "vision_frames", "packages")
+        return {"extraction": {k: manifest[k] for k in keys if k in manifest}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: the extraction settings are read from the checkpoint by ``msa infer``."""
 
     # ------------------------------------------------------------------ hooks
     def transform_split(self, split: str, arrays: SplitArrays) -> SplitArrays:

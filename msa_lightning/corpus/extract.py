@@ -13,7 +13,7 @@ package versions, the label range and metric family, counts, and every clip's pr
 
 How a run goes:
 
-1. ``label.csv`` is checked (:func:`~msa_lightning.data.raw.read_labels`); each row's video is found; the
+1. ``label.csv`` is checked (:func:`~msa_lightning.data.labels.read_labels`); each row's video is found; the
    extractors' settings are fixed (:mod:`msa_lightning.media.extractors`).
 2. **Per clip, in the store** (kind ``clip_features``, one entry per clip and modality, keyed by the video's (or
    OpenFace CSV's) content hash and the extractor's settings, written atomically): clips already there are reused,
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from msa_lightning.data.custom import MANIFEST_FORMAT, manifest_path, read_manifest
-from msa_lightning.data.raw import LABEL_COLUMNS, read_labels
+from msa_lightning.data.labels import LABEL_COLUMNS, read_labels
 from msa_lightning.data.reader import normalise_id
 from msa_lightning.data.specs import SPLITS
 from msa_lightning.errors import ClipError, ConfigError, DataError, MSAError

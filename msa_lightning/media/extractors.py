@@ -87,11 +87,14 @@ def vision_settings(name: str, fps: float = 10.0, max_side: int = 480, upsample:
         if not folder.is_dir():
             raise ConfigError(f"--vision {name}: folder {folder} not found")
         layouts: dict[str, Path] = {}
+        refused: ClipError | None = None
         for csv in sorted(folder.rglob("*.csv")):
             try:
                 layouts.setdefault(header_layout(csv), csv)
-            except ClipError:
-                continue  # that clip is reported as bad when it is extracted
+            except ClipError as err:  # that clip is reported as bad when it is extracted
+                refused = refused or err
+        if not layouts and refused is not None:  # no usable CSV at all: say why once, before any work
+            raise ConfigError(f"--vision {name}: {refused}")
         if len(layouts) > 1:
             (a, fa), (b, fb) = list(layouts.items())[:2]
             raise ConfigError(

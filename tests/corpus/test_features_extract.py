@@ -1,0 +1,182 @@
+"""`msa features extract`, the custom-dataset route and `msa infer`, on tiny videos written here.
+
+The raw release: the 9 synthetic clips of ``make_synthetic_raw`` (grey frames: no face), of which ``vidA_1`` shows
+a real portrait, ``vidB_1`` the portrait with a silent sound track, and ``vidC_1`` is not a video at all.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_msa
+
+from msa_lightning.errors import ConfigError, DataError
+from msa_lightning.media.openface import layout_dim, write_openface_csv
+from msa_lightning.media.synthetic import SYNTHETIC_ROWS, make_synthetic_raw, write_synthetic_clip
+
+pytest.importorskip("dlib")
+
+IDS = [f"{video}_{clip}" for video, clip, *_ in SYNTHETIC_ROWS]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    root = make_synthetic_raw(tmp_path_factory.mktemp("features") / "raw")
+    write_synthetic_clip(root / "Raw/vidA/1.mp4", seconds=1.0, fps=10, tone=220.0, face=True)
+    write_synthetic_clip(root / "Raw/vidB/1.mp4", seconds=0.6, fps=10, tone=0.0, face=True)
+    (root / "Raw/vidC/1.mp4").write_bytes(b"not a video at all")
+    return root
+
+
+def openface_folder(folder: Path, layout: str = "openface2", without: tuple[str, ...] = ()) -> Path:
+    """One CSV per clip, cycling through the spellings real builds write; vidD_1's tracks no face; vidE_1's is
+    missing."""
+    rng = np.random.default_rng(1)
+    for n, clip in enumerate(IDS):
+        if clip == "vidE_1":
+            continue
+        video, _, number = clip.partition("_")
+        success = np.zeros(6, bool) if clip == "vidD_1" else np.ones(6, bool)
+        write_openface_csv(
+            folder / video / f"{number}.csv",
+            np.round(rng.normal(size=(6, layout_dim(layout))), 3),
+            success,
+            spaced=n % 2 == 0,
+            face_id=n % 3 != 0,
+            layout=layout,
+            without=without,
+        )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def extracted(raw, tmp_path_factory):
+    """The default command, as the README gives it (two workers), and what it wrote."""
+    out, cache = tmp_path_factory.mktemp("out") / "mine.pkl", tmp_path_factory.mktemp("cache")
+    proc = run_msa(
+        "features", "extract", "--raw", raw, "--out", out, "--tokenizer", "tiny-bert", "--f0", "zcr",
+        "--workers", "2", "--max-bad-share", "0.2", cache=cache,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, cache, proc
+
+
+def test_extract_writes_a_feature_file_and_a_manifest(extracted):
+    out, _, proc = extracted
+    assert "8 of 9 clips used; left out: unreadable_video 1; kept zero-filled: no_face 6, silent 1" in proc.stdout
+    assert "features: 0 clips reused from the store, 9 extracted" in proc.stdout
+    assert "features: 100%" in proc.stderr  # the progress bar, per clip
+    manifest = json.loads(out.with_name("mine.manifest.json").read_text())
+    assert (
+        manifest["bad"]["vidC_1"]["reason"] == "unreadable_video"
+        and "vidC/1.mp4" in manifest["bad"]["vidC_1"]["detail"]
+    )
+    assert manifest["zero_filled"]["vidB_1"] == ["silent"] and manifest["zero_filled"]["vidA_2"] == ["no_face"]
+    assert "vidA_1" not in manifest["zero_filled"] and manifest["faceless_frames"]["vidA_2"][0] > 0
+    assert manifest["dataset"] == {
+        "label_range": [-1.0, 1.0],
+        "metric_family": "sims",
+        "unimodal_labels": ["T", "A", "V"],
+    }
+    assert manifest["settings"]["vision"]["extractor"] == "dlib" and "dlib-bin" in manifest["packages"]
+    data = pickle.loads(out.read_bytes())
+    assert [len(data[s]["id"]) for s in ("train", "valid", "test")] == [4, 2, 2]
+    train = data["train"]
+    assert train["id"][0] == "vidA$_$1" and train["audio"].shape[2] == 33 and train["vision"].shape[2] == 140
+    # train rows: vidA_1 (a face), vidA_2 (grey: no face), vidB_1 (a face, silent), vidB_2
+    assert train["vision"][0].any() and not train["vision"][1].any() and train["audio"][1].any()
+    assert train["vision"][2].any() and not train["audio"][2].any() and train["audio_lengths"][2] > 1
+    np.testing.assert_allclose(train["regression_labels_T"], [0.6, -0.8, 0.0, -1.0])
+
+
+def test_the_file_is_a_custom_dataset_every_reader_takes(extracted):
+    from msa_lightning.cli.commands import inspect_file
+    from msa_lightning.data.datamodule import MSADataModule
+
+    out, cache, _ = extracted
+    report = inspect_file(str(out))
+    assert f"# {out} (custom)" in report and "vision           shape (4, 10, 140)" in report
+    dm = MSADataModule(str(out), dataset="custom", batch_size=2, cache_dir=str(cache))
+    assert dm.data_facts() == {
+        "audio_dim": 33, "vision_dim": 140, "label_bound": 1.0, "metric_family": "sims", "num_train_samples": 4
+    }  # fmt: skip
+
+
+def test_a_second_run_reuses_everything_and_bad_clips_fail_only_above_the_share(raw, extracted, capsys):
+    from msa_lightning.corpus.extract import ExtractOptions, extract_features
+    from msa_lightning.media.extractors import audio_settings, vision_settings
+
+    out, cache, _ = extracted
+    options = ExtractOptions(audio_settings("librosa", "zcr"), vision_settings("dlib"), tokenizer="tiny-bert")
+    options.max_bad_share = 0.2
+    extract_features(raw, out, options, cache_dir=cache)
+    assert "up to date" in capsys.readouterr().out
+    options.max_bad_share = 0.1
+    with pytest.raises(DataError, match=r"11\.1% of the clips are unusable, more than --max-bad-share=0\.1 .*"
+                       r"vidC_1: unreadable_video"):  # fmt: skip
+        extract_features(raw, out.with_name("strict.pkl"), options, cache_dir=cache)
+    assert "8 clips reused from the store, 1 extracted" in capsys.readouterr().out  # a bad clip is tried again
+
+
+def test_openface_csvs_of_every_spelling_then_fit_and_infer(raw, extracted, tmp_path):
+    """OpenFace CSVs (spaced or not, with or without face_id, one without a tracked face, one missing), the
+    custom-dataset route to `msa fit`, and `msa infer` with the extraction the checkpoint carries."""
+    from msa_lightning.corpus.extract import ExtractOptions, extract_features
+    from msa_lightning.experiments.infer import infer
+    from msa_lightning.media.extractors import audio_settings, vision_settings
+
+    _, cache, _ = extracted
+    folder = openface_folder(tmp_path / "openface")
+    out = tmp_path / "openface.pkl"
+    options = ExtractOptions(audio_settings("librosa", "zcr"), vision_settings(f"openface:{folder}"))
+    options.tokenizer, options.max_bad_share = "tiny-bert", 0.25
+    manifest = extract_features(raw, out, options, cache_dir=cache)
+    assert {k: v["reason"] for k, v in manifest["bad"].items()} == {
+        "vidC_1": "unreadable_audio", "vidE_1": "missing_openface"
+    }  # fmt: skip
+    assert manifest["zero_filled"]["vidD_1"] == ["no_face"] and manifest["settings"]["vision"]["dim"] == 709
+
+    # a folder of CSVs written with fewer output flags: one line naming the group and the flag
+    proc = run_msa(
+        "features", "extract", "--raw", raw, "--out", tmp_path / "x.pkl",
+        "--vision", f"openface:{openface_folder(tmp_path / 'no_aus', without=('AU intensities', 'AU presence'))}",
+    )  # fmt: skip
+    assert_one_line_error(proc, "--vision openface:", "has no AU intensities", "run FeatureExtraction with -aus")
+
+    config = tmp_path / "custom.yaml"
+    config.write_text(
+        "model:\n  class_path: LFDNNModule\n  init_args: {text_encoder: bag, hidden: 8, post_fusion_dim: 8}\n"
+        f"data:\n  class_path: MSADataModule\n  init_args: {{path: {out}, dataset: custom, batch_size: 4}}\n"
+        f"trainer: {{max_epochs: 1, default_root_dir: {tmp_path / 'runs'}, enable_progress_bar: false}}\n"
+    )
+    fit = run_msa("fit", "--config", config, cache=cache, cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    run = next((tmp_path / "runs").glob("*/version_0"))
+
+    videos = [raw / "Raw/vidA/1.mp4", raw / "Raw/vidD/2.mp4"]
+    csvs = tmp_path / "new_csvs"
+    for video in videos:
+        write_openface_csv(csvs / f"{video.stem}.csv", np.zeros((4, 709)), spaced=True)
+    (tmp_path / "said.tsv").write_text("1\tthis is great\n2\tso boring\n")
+    proc = run_msa(
+        "infer", *videos, "--ckpt", run, "--openface", csvs, "--transcripts", tmp_path / "said.tsv",
+        "--out", tmp_path / "scores.csv", cache=cache, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "class (sims family)" in proc.stdout and str(videos[0]) in proc.stdout
+    lines = (tmp_path / "scores.csv").read_text().splitlines()
+    assert lines[0] == "clip,score,class,text" and len(lines) == 3 and lines[1].endswith("this is great")
+    assert all(line.split(",")[2] in ("negative", "neutral", "positive") for line in lines[1:])
+
+    # the videos' features cannot match the checkpoint: one error naming both
+    old = tmp_path / "old_csvs"
+    for video in videos:
+        write_openface_csv(old / f"{video.stem}.csv", np.zeros((4, 427)), layout="openface2.0", face_id=False)
+    with pytest.raises(ConfigError, match=r"no gaze angles .* trained on OpenFace openface2 CSVs, 709-d"):
+        infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), openface=str(old), cache_dir=str(cache))
+    with pytest.raises(ConfigError, match=r"trained on OpenFace openface2 CSVs; give the videos' CSVs with --openface"):
+        infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), cache_dir=str(cache))

@@ -177,12 +177,15 @@ def _texts(rows: list[dict], ids: list[str], text: str, videos: dict[str, Path],
     return {i: tsv[i] for i in ids}
 
 
-def asr_settings(model: str, backend: str = "transformers", language: str | None = None) -> dict:
+def asr_settings(
+    model: str, backend: str = "transformers", language: str | None = None, max_new_tokens: int | None = None
+) -> dict:
+    """The settings of ``--asr MODEL`` (they key each clip's cached transcript)."""
     if backend not in ASR_BACKENDS:
         raise ConfigError(f"--asr-backend: expected one of {list(ASR_BACKENDS)}, found {backend!r}")
     if backend == "faster-whisper":
         _faster_whisper()
-    return {"model": model, "backend": backend, "language": language}
+    return {"model": model, "backend": backend, "language": language, "max_new_tokens": max_new_tokens}
 
 
 def _faster_whisper():
@@ -218,7 +221,7 @@ def transcribe_clips(videos: dict[str, Path], asr: dict, store: Store, batch_siz
 
         rate = 16_000
     else:
-        transcriber = Transcriber(asr["model"], "cpu", "float32", asr["language"], None)
+        transcriber = Transcriber(asr["model"], "cpu", "float32", asr["language"], asr.get("max_new_tokens"))
         rate = transcriber.sample_rate
 
         def run(waves):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,12 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def _load() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.split("load average:")[1].strip()
-    except (OSError, IndexError):
-        return "?"
+from measure import load_average  # noqa: E402
 
 
 def write_clip(path: Path, seconds: float, seed: int) -> None:
@@ -130,7 +124,7 @@ def per_extractor(root: Path, clips: int, pyin_clips: int) -> list[str]:
     extract_vision(videos[0], vision_settings("dlib"))  # loads dlib's models
     lines = ["| extractor | workers | clips | wall s | clips/s | `uptime` load |", "|---|---:|---:|---:|---:|---|"]
     for name, run, n in cases:
-        load = _load()
+        load = load_average()
         start = time.perf_counter()
         for video in videos[:n]:
             run(video)
@@ -153,7 +147,7 @@ def whole_command(root: Path, workers: tuple[int, ...]) -> list[str]:
             options = ExtractOptions(
                 audio_settings("librosa", "zcr"), vision_settings("dlib"), tokenizer="tiny-bert", workers=n
             )
-            load = _load()
+            load = load_average()
             start = time.perf_counter()
             extract_features(root, Path(store) / "out.pkl", options, cache_dir=store, echo=lambda *_: None)
             wall = time.perf_counter() - start

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msa_lightning.corpus.sources import fix_length
 from msa_lightning.data.custom import MANIFEST_FORMAT, manifest_path, read_manifest
 from msa_lightning.data.labels import LABEL_COLUMNS, read_labels
 from msa_lightning.data.reader import normalise_id
@@ -298,13 +299,6 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _fix(x: np.ndarray, length: int) -> tuple[np.ndarray, int]:
-    out = np.zeros((length, x.shape[1]), np.float32)
-    n = min(len(x), length)
-    out[:n] = x[:n]
-    return out, n
-
-
 def clip_jobs(
     raw: Path, rows: list[dict], audio: dict, vision: dict, store: Store
 ) -> tuple[list[ClipJob], dict[str, tuple[str, str]]]:
@@ -513,8 +507,8 @@ def _splits(rows, ids, results, texts, options: ExtractOptions, store: Store, la
         chosen = [i for i, r in zip(ids, rows) if r["mode"] == split]
         if not chosen:
             raise DataError(f"{label_file}: split {split!r} has no usable clips (every split needs at least one)")
-        a = [_fix(audio[i], ta) for i in chosen]
-        v = [_fix(vision[i], tv) for i in chosen]
+        a = [fix_length(audio[i], ta) for i in chosen]
+        v = [fix_length(vision[i], tv) for i in chosen]
         part = {
             "id": [f"{row_of[i]['video_id'].strip()}$_${row_of[i]['clip_id'].strip()}" for i in chosen],
             "raw_text": [texts[i] for i in chosen],

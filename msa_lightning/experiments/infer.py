@@ -20,6 +20,7 @@ import torch
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.checkpoints import checkpoint_class, read_checkpoint, resolve_checkpoint
+from msa_lightning.corpus.sources import fix_length
 from msa_lightning.data.custom import read_manifest
 from msa_lightning.errors import ClipError, ConfigError, DataError
 from msa_lightning.media.extractors import describe, extract_audio, extract_vision
@@ -66,13 +67,6 @@ def check_dims(model, settings: dict, ckpt: str) -> None:
                 f"--ckpt {ckpt}: the model reads {modality} features of size {expected}, but the extraction it "
                 f"records gives {describe(settings[modality])}"
             )
-
-
-def _fit(x: np.ndarray, length: int) -> tuple[np.ndarray, int]:
-    out = np.zeros((length, x.shape[1]), np.float32)
-    n = min(len(x), length)
-    out[:n] = x[:n]
-    return out, n
 
 
 def video_texts(videos: list[Path], transcripts: str | None, asr: str | None, store: Store) -> dict[str, str]:
@@ -139,8 +133,8 @@ def infer(
                     f"{f}: its {modality} features have size {features.shape[1]}, the model was trained on "
                     f"{describe(settings[modality])}"
                 )
-        audio.append(_fit(audio_features, extraction["audio_frames"]))
-        vision.append(_fit(vision_features, extraction["vision_frames"]))
+        audio.append(fix_length(audio_features, extraction["audio_frames"]))
+        vision.append(fix_length(vision_features, extraction["vision_frames"]))
     store = Store(cache_dir)
     texts = video_texts(files, transcripts, asr, store)
     ids = [f.stem for f in files]

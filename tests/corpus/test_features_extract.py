@@ -180,3 +180,39 @@ def test_openface_csvs_of_every_spelling_then_fit_and_infer(raw, extracted, tmp_
         infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), openface=str(old), cache_dir=str(cache))
     with pytest.raises(ConfigError, match=r"trained on OpenFace openface2 CSVs; give the videos' CSVs with --openface"):
         infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), cache_dir=str(cache))
+
+
+def _extract_in_child(raw: Path, out: Path, cache: Path, echo=lambda *_: None) -> None:
+    from msa_lightning.corpus.extract import ExtractOptions, extract_features
+    from msa_lightning.media.extractors import audio_settings, vision_settings
+
+    options = ExtractOptions(audio_settings("librosa", "zcr"), vision_settings("dlib"), tokenizer="tiny-bert")
+    options.max_bad_share = 0.2
+    extract_features(raw, out, options, cache_dir=cache, echo=echo)
+
+
+def test_a_run_killed_with_sigkill_goes_on_from_its_finished_clips(raw, extracted, tmp_path):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    child = multiprocessing.get_context("fork").Process(target=_extract_in_child, args=(raw, tmp_path / "a.pkl", cache))
+    child.start()
+    deadline = time.monotonic() + 240
+    while len(list(cache.glob("clip_features/*/meta.json"))) < 6 and child.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)  # no cleanup, no finally: what a crash or `kill -9` leaves
+    child.join()
+    entries = len(list(cache.glob("clip_features/*/meta.json")))  # two per clip: audio and vision
+    assert entries >= 6 and not (tmp_path / "a.pkl").exists()
+    lines: list[str] = []
+    _extract_in_child(raw, tmp_path / "a.pkl", cache, lines.append)
+    reused = int(next(line for line in lines if "clips reused" in line).split()[1])
+    assert reused >= entries // 2 - 1  # a clip whose vision entry was written but not yet its audio is redone
+    # the file equals the one of the uninterrupted run with the same settings
+    a, b = pickle.loads((tmp_path / "a.pkl").read_bytes()), pickle.loads(extracted[0].read_bytes())
+    for split in ("train", "valid", "test"):
+        for key in ("audio", "vision", "audio_lengths", "vision_lengths", "regression_labels"):
+            np.testing.assert_array_equal(a[split][key], b[split][key])

@@ -243,7 +243,9 @@ def transcribe_clips(videos: dict[str, Path], asr: dict, store: Store, batch_siz
 
 
 # ---------------------------------------------------------------------------------------------- labels
-def label_facts(rows: list[dict], label_range: tuple[float, float] | None, family: str | None) -> dict:
+def label_facts(
+    rows: list[dict], label_range: tuple[float, float] | None, family: str | None, where: str | Path = "label.csv"
+) -> dict:
     """The label range (given, else the field's smallest range holding every label) and the metric family
     (given, else the one of that range)."""
     labels = np.array([float(r[c]) for r in rows for c in LABEL_COLUMNS if c in r and r[c] not in (None, "")])
@@ -254,7 +256,7 @@ def label_facts(rows: list[dict], label_range: tuple[float, float] | None, famil
         if label_range is None:
             found = f"[{labels.min():g}, {labels.max():g}]" if labels.size else "no labels"
             raise ConfigError(
-                f"label.csv: labels span {found}, outside the field's ranges [-1, 1] and [-3, 3]; give "
+                f"{where}: labels span {found}, outside the field's ranges [-1, 1] and [-3, 3]; give "
                 "--label-range LOW HIGH and --metric-family"
             )
     low, high = (float(v) for v in label_range)
@@ -266,6 +268,12 @@ def label_facts(rows: list[dict], label_range: tuple[float, float] | None, famil
             raise ConfigError(f"--label-range {low:g} {high:g} is not a range of the field: give --metric-family")
     if family not in FAMILIES:
         raise ConfigError(f"--metric-family: expected one of {list(FAMILIES)}, found {family!r}")
+    outside = [r for r in rows for c in LABEL_COLUMNS if c in r and not low - 1e-6 <= float(r[c]) <= high + 1e-6]
+    if outside:
+        clip = f"{outside[0]['video_id'].strip()}_{outside[0]['clip_id'].strip()}"
+        raise DataError(
+            f"{where}: clip {clip} has a label outside --label-range [{low:g}, {high:g}] ({len(outside)} clips in all)"
+        )
     unimodal = [key for column, key in LABEL_COLUMNS.items() if key != "M" and rows and column in rows[0]]
     return {"label_range": [low, high], "metric_family": family, "unimodal_labels": unimodal}
 
@@ -357,11 +365,16 @@ def extract_features(
         value = getattr(options, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: expected a positive number, found {value}")
+    if out.exists() and read_manifest(out) is None:
+        raise ConfigError(
+            f"--out {out}: the file exists and is not one `msa features extract` wrote (no {manifest_path(out).name} "
+            "beside it); give another --out, or remove it first"
+        )
     label_file = Path(labels).expanduser() if labels else raw / "label.csv"
     rows = read_labels(label_file)
     if not rows:
         raise DataError(f"{label_file}: no clips listed")
-    facts = label_facts(rows, options.label_range, options.metric_family)
+    facts = label_facts(rows, options.label_range, options.metric_family, label_file)
     store = Store(cache_dir)
     jobs, bad = clip_jobs(raw, rows, options.audio, options.vision, store)
     settings = {

@@ -216,3 +216,28 @@ def test_a_run_killed_with_sigkill_goes_on_from_its_finished_clips(raw, extracte
     for split in ("train", "valid", "test"):
         for key in ("audio", "vision", "audio_lengths", "vision_lengths", "regression_labels"):
             np.testing.assert_array_equal(a[split][key], b[split][key])
+
+
+def test_label_range_and_metric_family_come_from_label_csv(tmp_path):
+    from msa_lightning.corpus.extract import label_facts
+
+    rows = [{"video_id": "v", "clip_id": str(i), "label": str(x), "mode": "train"} for i, x in enumerate((-2.4, 0, 3))]
+    assert label_facts(rows, None, None) == {"label_range": [-3.0, 3.0], "metric_family": "mosi", "unimodal_labels": []}
+    with pytest.raises(ConfigError, match=r"labels span \[-2\.4, 7\], outside the field's ranges"):
+        label_facts(rows[:2] + [{**rows[2], "label": "7"}], None, None)
+    with pytest.raises(DataError, match=r"clip v_0 has a label outside --label-range \[-1, 1\] \(2 clips in all\)"):
+        label_facts(rows, (-1, 1), None)
+    with pytest.raises(ConfigError, match=r"--label-range 0 10 is not a range of the field: give --metric-family"):
+        label_facts([{**r, "label": "5"} for r in rows], (0, 10), None)
+    assert label_facts(rows, (-5, 5), "mosi")["label_range"] == [-5.0, 5.0]
+
+
+def test_a_file_the_command_did_not_write_is_never_overwritten(raw, tmp_path):
+    from msa_lightning.corpus.extract import ExtractOptions, extract_features
+    from msa_lightning.media.extractors import audio_settings, vision_settings
+
+    theirs = tmp_path / "unaligned_39.pkl"
+    theirs.write_bytes(b"someone's features")
+    with pytest.raises(ConfigError, match=r"exists and is not one `msa features extract` wrote"):
+        extract_features(raw, theirs, ExtractOptions(audio_settings("librosa"), vision_settings("dlib")))
+    assert theirs.read_bytes() == b"someone's features"

@@ -144,18 +144,6 @@ def _speech_model(name: str):
 
 
 # ---------------------------------------------------------------------------------------------- extraction
-def audio_frame_count(settings: dict, samples: int) -> int:
-    """How many frames the extractor gives for ``samples`` samples (the length of a zero-filled silent clip)."""
-    kind = settings["extractor"]
-    if kind == "librosa":
-        return 1 + samples // settings["hop_length"]  # centred frames
-    if kind == "opensmile":
-        return max(1, (samples - settings["sample_rate"] // 50) // (settings["sample_rate"] // 100) + 1)
-    import torch
-
-    return max(1, int(_speech_model(settings["model"]).frame_lengths(torch.tensor([samples]))[0]))
-
-
 def extract_audio(path: str | Path, settings: dict) -> tuple[np.ndarray, str | None]:
     """Audio features ``[T, dim]`` float32 of a clip's sound track and its status: None, ``silent`` or
     ``no_audio`` (zero-filled)."""
@@ -168,22 +156,23 @@ def extract_audio(path: str | Path, settings: dict) -> tuple[np.ndarray, str | N
         if "no audio stream" not in str(err):
             raise
         return np.zeros((1, settings["dim"]), np.float32), "no_audio"
-    if np.abs(y).max() < SILENCE_PEAK:
-        return np.zeros((audio_frame_count(settings, len(y)), settings["dim"]), np.float32), "silent"
+    silent = bool(np.abs(y).max() < SILENCE_PEAK)
     kind = settings["extractor"]
     if kind == "librosa":
         from msa_lightning.media.acoustic import audio_features
 
+        if silent:  # pitch and chroma are undefined on silence: zeros, one per centred frame
+            return np.zeros((1 + len(y) // settings["hop_length"], settings["dim"]), np.float32), "silent"
         return audio_features(y, rate, settings["hop_length"], settings["f0"]), None
     if kind == "opensmile":
-        frame = _opensmile().process_signal(y, rate)
-        return np.nan_to_num(frame.to_numpy(np.float32)), None
-    import torch
+        features = np.nan_to_num(_opensmile().process_signal(y, rate).to_numpy(np.float32))
+    else:
+        import torch
 
-    encoder = _speech_model(settings["model"])
-    with torch.inference_mode():
-        sequence, mask, _ = encoder(torch.from_numpy(y)[None])
-    return sequence[0][mask[0]].float().numpy(), None
+        with torch.inference_mode():
+            sequence, mask, _ = _speech_model(settings["model"])(torch.from_numpy(y)[None])
+        features = sequence[0][mask[0]].float().numpy()
+    return (np.zeros_like(features), "silent") if silent else (features, None)
 
 
 def openface_file(folder: str | Path, video_id: str, clip_id: str) -> Path:

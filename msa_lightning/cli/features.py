@@ -48,6 +48,12 @@ def add_parser(sub) -> None:
     e.add_argument("--max-side", type=int, default=480, help="dlib: frames scaled to at most this many pixels (480)")
     e.add_argument("--audio-frames", type=int, help="pad or cut audio to this many frames (default: the longest clip)")
     e.add_argument("--vision-frames", type=int, help="pad or cut vision to this many frames (default: the longest)")
+    e.add_argument(
+        "--align",
+        choices=("words",),
+        help="words: audio and vision averaged per word of --alignment and laid on the tokens (aligned_50 layout)",
+    )
+    e.add_argument("--alignment", metavar="FILE", help="word timings: id<TAB>word<TAB>start<TAB>end (seconds)")
     e.add_argument("--workers", type=int, default=1, help="extraction processes (1)")
     e.add_argument(
         "--max-bad-share", type=float, default=0.05, help="fail when more than this share of clips is unusable (0.05)"
@@ -74,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
         max_bad_share=args.max_bad_share,
         label_range=tuple(args.label_range) if args.label_range else None,
         metric_family=args.metric_family,
+        align=args.align,
+        alignment=args.alignment,
     )
     extract_features(args.raw, args.out, options, args.labels, args.cache_dir)
     return 0

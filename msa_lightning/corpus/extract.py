@@ -105,8 +105,8 @@ def extract_clip_to_store(store_root: str, job: ClipJob, audio: dict, vision: di
             return {"features": features}, {"status": status}
 
         def build_vision():
-            features, missing, status = extract_vision(job.video, vision, job.csv)
-            return {"features": features}, {"status": status, "faceless_frames": missing}
+            features, missing, status, rate = extract_vision(job.video, vision, job.csv)
+            return {"features": features}, {"status": status, "faceless_frames": missing, "frame_rate": rate}
 
         # vision first: a video that cannot be decoded is reported as such, not as unreadable audio
         v = store.get_or_build("clip_features", job.vision_inputs, build_vision)
@@ -295,6 +295,9 @@ class ExtractOptions:
     max_bad_share: float = 0.05
     label_range: tuple[float, float] | None = None
     metric_family: str | None = None
+    #: ``words``: frames averaged per word of ``alignment`` (``id<TAB>word<TAB>start<TAB>end``), laid on the tokens
+    align: str | None = None
+    alignment: str | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -386,8 +389,15 @@ def extract_features(
         "text_max_length": options.text_max_length,
         "audio_frames": options.audio_frames,
         "vision_frames": options.vision_frames,
+        "align": options.align,
     }
+    if options.align not in (None, "words"):
+        raise ConfigError(f"--align: expected 'words', found {options.align!r}")
+    if options.align and not options.alignment:
+        raise ConfigError("--align words needs --alignment FILE (id<TAB>word<TAB>start<TAB>end, seconds)")
     text_hash = store.content_hash(options.text) if options.text not in ("column",) and not options.asr else None
+    if options.align:
+        text_hash = store.content_hash(Path(options.alignment).expanduser())
     fingerprint = hashlib.sha256(
         canonical_json(
             {
@@ -454,8 +464,12 @@ def extract_features(
     good = [r for r in rows if f"{r['video_id'].strip()}_{r['clip_id'].strip()}" not in bad]
     ids = [f"{r['video_id'].strip()}_{r['clip_id'].strip()}" for r in good]
     videos = {j.id: Path(j.video) for j in jobs}
-    texts = _texts(good, ids, options.text, videos, options.asr, store)
-    data, lengths = _splits(good, ids, results, texts, options, store, label_file)
+    if options.align:
+        words = read_alignment(options.alignment, ids)
+        data, lengths = _aligned_splits(good, ids, results, words, options, store, label_file)
+    else:
+        texts = _texts(good, ids, options.text, videos, options.asr, store)
+        data, lengths = _splits(good, ids, results, texts, options, store, label_file)
     manifest.update(
         {
             "finished": True,
@@ -502,6 +516,24 @@ def _summary(total: int, bad: dict, results: dict[str, ClipResult]) -> str:
     )
 
 
+def _split_parts(rows: list[dict], ids: list[str], label_file: Path) -> dict[str, dict]:
+    """Per split: ``chosen`` (the clip ids in label.csv order) and the start of its part of the file: ``id``
+    (``video$_$clip``) and the labels ``regression_labels[_T/_A/_V]``."""
+    row_of = dict(zip(ids, rows))
+    label_columns = [c for c in LABEL_COLUMNS if c in rows[0]]
+    parts = {}
+    for split in SPLITS:
+        chosen = [i for i in ids if row_of[i]["mode"] == split]
+        if not chosen:
+            raise DataError(f"{label_file}: split {split!r} has no usable clips (every split needs at least one)")
+        part = {"id": [f"{row_of[i]['video_id'].strip()}$_${row_of[i]['clip_id'].strip()}" for i in chosen]}
+        for column in label_columns:
+            key = "regression_labels" + ("" if column == "label" else column[len("label") :])
+            part[key] = np.array([float(row_of[i][column]) for i in chosen], np.float32)
+        parts[split] = {"chosen": chosen, "part": part}
+    return parts
+
+
 def _splits(rows, ids, results, texts, options: ExtractOptions, store: Store, label_file: Path):
     """The feature file's splits: padded arrays, lengths, tokens, labels."""
     from msa_lightning.data.datamodule import tokenize_cached
@@ -513,26 +545,103 @@ def _splits(rows, ids, results, texts, options: ExtractOptions, store: Store, la
     tv = options.vision_frames or max(len(v) for v in vision.values())
     tokens = tokenize_cached([texts[i] for i in ids], options.tokenizer, options.text_max_length, store.root)
     position = {i: n for n, i in enumerate(ids)}
-    label_columns = [c for c in LABEL_COLUMNS if c in rows[0]]
-    row_of = dict(zip(ids, rows))
     data = {}
-    for split in SPLITS:
-        chosen = [i for i, r in zip(ids, rows) if r["mode"] == split]
-        if not chosen:
-            raise DataError(f"{label_file}: split {split!r} has no usable clips (every split needs at least one)")
+    for split, found in _split_parts(rows, ids, label_file).items():
+        chosen, part = found["chosen"], found["part"]
         a = [fix_length(audio[i], ta) for i in chosen]
         v = [fix_length(vision[i], tv) for i in chosen]
-        part = {
-            "id": [f"{row_of[i]['video_id'].strip()}$_${row_of[i]['clip_id'].strip()}" for i in chosen],
-            "raw_text": [texts[i] for i in chosen],
-            "text_bert": tokens[[position[i] for i in chosen]].astype(np.float32),
-            "audio": np.stack([x for x, _ in a]),
-            "audio_lengths": np.array([n for _, n in a], np.int64),
-            "vision": np.stack([x for x, _ in v]),
-            "vision_lengths": np.array([n for _, n in v], np.int64),
-        }
-        for column in label_columns:
-            key = "regression_labels" + ("" if column == "label" else column[len("label") :])
-            part[key] = np.array([float(row_of[i][column]) for i in chosen], np.float32)
+        part.update(
+            {
+                "raw_text": [texts[i] for i in chosen],
+                "text_bert": tokens[[position[i] for i in chosen]].astype(np.float32),
+                "audio": np.stack([x for x, _ in a]),
+                "audio_lengths": np.array([n for _, n in a], np.int64),
+                "vision": np.stack([x for x, _ in v]),
+                "vision_lengths": np.array([n for _, n in v], np.int64),
+            }
+        )
         data[split] = part
     return data, (ta, tv)
+
+
+# ---------------------------------------------------------------------------------------------- word alignment
+def read_alignment(path: str | Path, ids: list[str]) -> dict[str, list[tuple[str, float, float]]]:
+    """``id<TAB>word<TAB>start<TAB>end`` (seconds) lines, in word order per clip: ``{id: [(word, start, end)]}``.
+    A malformed line, or a clip without words, is one error naming the file and line or clip."""
+    from msa_lightning.textfiles import iter_text_lines
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--alignment {path}: file not found")
+    words: dict[str, list[tuple[str, float, float]]] = {}
+    for number, line in iter_text_lines(path, "alignment file"):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            clip, word, start, end = fields[0], fields[1], float(fields[2]), float(fields[3])
+        except (IndexError, ValueError):
+            raise DataError(
+                f"{path}, line {number}: expected id<TAB>word<TAB>start<TAB>end (seconds), found {line[:80]!r}"
+            ) from None
+        if not 0 <= start <= end:
+            raise DataError(f"{path}, line {number}: expected 0 <= start <= end, found {start:g} {end:g}")
+        words.setdefault(normalise_id(clip), []).append((word, start, end))
+    missing = [i for i in ids if i not in words]
+    if missing:
+        raise DataError(f"{path}: no words for {len(missing)} clips (e.g. {', '.join(missing[:5])})")
+    return words
+
+
+def word_means(features: np.ndarray, frame_rate: float, words: list[tuple[str, float, float]]) -> np.ndarray:
+    """``[W, D]``: each word's mean frame over ``[start, end)`` (frame ``k`` at ``k / frame_rate`` s); a word shorter
+    than a frame takes the frame nearest its middle."""
+    times = np.arange(len(features)) / frame_rate
+    start = np.array([w[1] for w in words])[:, None]
+    end = np.array([w[2] for w in words])[:, None]
+    inside = (times[None] >= start) & (times[None] < end)  # [W, T]
+    nearest = np.abs(times[None] - (start + end) / 2).argmin(axis=1)
+    inside[np.arange(len(words)), nearest] |= ~inside.any(axis=1)
+    return (inside @ features) / inside.sum(axis=1, keepdims=True)
+
+
+def _aligned_splits(rows, ids, results, words, options: ExtractOptions, store: Store, label_file: Path):
+    """The word-aligned layout of the field's ``aligned_50`` files: text, audio and vision at the token length,
+    token ``j`` carrying the mean frames of its word (``[CLS]``, ``[SEP]``, padding: zeros); no length keys."""
+    from msa_lightning.nn.pretrained import load_tokenizer
+    from msa_lightning.store import Entry
+
+    tokenizer = load_tokenizer(options.tokenizer)
+    length = options.text_max_length
+    per_clip = {}
+    for i in ids:
+        encoded = tokenizer(
+            [w for w, _, _ in words[i]],
+            is_split_into_words=True,
+            max_length=length,
+            padding="max_length",
+            truncation=True,
+            return_token_type_ids=True,
+        )
+        word_of = np.array([-1 if w is None else w for w in encoded.word_ids()])
+        arrays = {}
+        for modality in ("audio", "vision"):
+            entry = Entry(getattr(results[i], modality))
+            rate = entry.meta.get("frame_rate") or getattr(options, modality)["frame_rate"]
+            means = word_means(np.asarray(entry["features"], np.float32), rate, words[i])
+            arrays[modality] = np.where((word_of >= 0)[:, None], means[np.maximum(word_of, 0)], 0.0).astype(np.float32)
+        tokens = np.stack([encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]])
+        per_clip[i] = (tokens.astype(np.float32), arrays, " ".join(w for w, _, _ in words[i]))
+    data = {}
+    for split, found in _split_parts(rows, ids, label_file).items():
+        chosen, part = found["chosen"], found["part"]
+        part.update(
+            {
+                "raw_text": [per_clip[i][2] for i in chosen],
+                "text_bert": np.stack([per_clip[i][0] for i in chosen]),
+                "audio": np.stack([per_clip[i][1]["audio"] for i in chosen]),
+                "vision": np.stack([per_clip[i][1]["vision"] for i in chosen]),
+            }
+        )
+        data[split] = part
+    return data, (length, length)

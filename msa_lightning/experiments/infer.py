@@ -119,7 +119,7 @@ def infer(
     for f in files:
         csv_file = Path(openface).expanduser() / f"{f.stem}.csv" if openface else None
         try:
-            vision_features, _, _ = extract_vision(f, settings["vision"], csv_file)
+            vision_features, *_ = extract_vision(f, settings["vision"], csv_file)
             audio_features, _ = extract_audio(f, settings["audio"])
         except ClipError as err:
             if err.reason == "wrong_columns":

@@ -51,6 +51,7 @@ def audio_settings(name: str, f0: str = "pyin", sample_rate: int = 22050, hop_le
             "sample_rate": int(sample_rate),
             "hop_length": int(hop_length),
             "dim": AUDIO_DIM,
+            "frame_rate": sample_rate / hop_length,  # centred frames: frame k at k * hop / rate seconds
         }
     if name == "opensmile":
         smile = _opensmile()
@@ -60,9 +61,17 @@ def audio_settings(name: str, f0: str = "pyin", sample_rate: int = 22050, hop_le
             "feature_level": "LowLevelDescriptors",
             "sample_rate": SPEECH_MODEL_RATE,
             "dim": len(smile.feature_names),
+            "frame_rate": 100.0,  # eGeMAPS low-level descriptors every 10 ms
         }
     encoder = _speech_model(name)
-    return {"extractor": "speech_model", "model": name, "sample_rate": SPEECH_MODEL_RATE, "dim": encoder.hidden_size}
+    stride = int(np.prod(encoder.model.config.conv_stride))  # samples between output frames (320 for HuBERT)
+    return {
+        "extractor": "speech_model",
+        "model": name,
+        "sample_rate": SPEECH_MODEL_RATE,
+        "dim": encoder.hidden_size,
+        "frame_rate": SPEECH_MODEL_RATE / stride,
+    }
 
 
 def vision_settings(name: str, fps: float = 10.0, max_side: int = 480, upsample: int = 0) -> dict:
@@ -184,21 +193,22 @@ def openface_file(folder: str | Path, video_id: str, clip_id: str) -> Path:
 
 def extract_vision(
     video: str | Path, settings: dict, csv: str | Path | None = None
-) -> tuple[np.ndarray, int, str | None]:
-    """Visual features ``[T, dim]`` float32, the number of frames without a face, and the status: None or
-    ``no_face`` (every frame zero). ``csv``: the clip's OpenFace file (for ``openface`` settings)."""
+) -> tuple[np.ndarray, int, str | None, float]:
+    """Visual features ``[T, dim]`` float32, the number of frames without a face, the status (None or ``no_face``:
+    every frame zero) and the frames per second. ``csv``: the clip's OpenFace file (for ``openface`` settings)."""
     if settings["extractor"] == "openface":
         from msa_lightning.media.openface import read_openface
 
         if csv is None or not Path(csv).is_file():
             raise ClipError(f"{csv}: no OpenFace CSV for this clip", "missing_openface")
         frames = read_openface(csv, layout=settings["layout"], allow_no_face=True, require="this feature file")
-        features, found = frames.features, frames.success
+        features, found, rate = frames.features, frames.success, frames.frame_rate
     else:
         from msa_lightning.media.decode import decode_video_frames
         from msa_lightning.media.face import face_features
 
         images = decode_video_frames(video, settings["fps"], settings["max_side"])
         features, found = face_features(images, settings["upsample"])
+        rate = settings["fps"]
     missing = int((~found).sum())
-    return features, missing, None if found.any() else "no_face"
+    return features, missing, None if found.any() else "no_face", rate

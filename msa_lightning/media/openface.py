@@ -95,12 +95,14 @@ _KNOWN = set(_COLUMNS)
 
 @dataclass
 class OpenFaceFrames:
-    """One CSV's frames: ``features [T, D]`` float32 (untracked frames zeroed), ``success [T]`` bool, and the
-    ``layout`` it matched (``D = layout_dim(layout)``)."""
+    """One CSV's frames: ``features [T, D]`` float32 (untracked frames zeroed), ``success [T]`` bool, the
+    ``layout`` it matched (``D = layout_dim(layout)``) and the frame rate."""
 
     features: np.ndarray
     success: np.ndarray
     layout: str
+    #: frames per second, from the ``timestamp`` column (OpenFace writes the video's rate; 30 without one)
+    frame_rate: float = 30.0
 
 
 def _read_header(path: Path) -> list[str]:
@@ -212,7 +214,11 @@ def read_openface(
     features[~success] = 0.0
     if not np.isfinite(features).all():
         raise ClipError(f"{path}: non-finite feature values", "bad_features")
-    return OpenFaceFrames(features, success, found)
+    rate = 30.0
+    if "timestamp" in column and len(rows) > 1:
+        step = float(np.median(np.diff(rows[:, column["timestamp"]])))
+        rate = 1.0 / step if step > 0 else rate
+    return OpenFaceFrames(features, success, found, rate)
 
 
 def _one_face_per_frame(rows: np.ndarray, column: dict[str, int]) -> np.ndarray:

@@ -241,3 +241,35 @@ def test_a_file_the_command_did_not_write_is_never_overwritten(raw, tmp_path):
     with pytest.raises(ConfigError, match=r"exists and is not one `msa features extract` wrote"):
         extract_features(raw, theirs, ExtractOptions(audio_settings("librosa"), vision_settings("dlib")))
     assert theirs.read_bytes() == b"someone's features"
+
+
+def test_word_aligned_files_average_frames_per_word_on_the_tokens(raw, extracted, tmp_path):
+    from msa_lightning.corpus.extract import ExtractOptions, extract_features, word_means
+    from msa_lightning.data.datamodule import MSADataModule
+    from msa_lightning.media.extractors import audio_settings, vision_settings
+
+    frames = np.arange(10, dtype=np.float32)[:, None] * [1.0, 2.0]  # frame k at k / 10 s
+    means = word_means(frames, 10.0, [("a", 0.0, 0.3), ("b", 0.3, 0.32), ("c", 0.5, 0.9)])
+    np.testing.assert_allclose(means, [[1, 2], [3, 6], [6.5, 13]])  # frames 0-2; the one nearest 0.31; 5-8
+
+    _, cache, _ = extracted
+    alignment = tmp_path / "words.tsv"
+    alignment.write_text("".join(f"{i}\tgood\t0.0\t0.2\n{i}\tmovie\t0.2\t0.5\n" for i in IDS))
+    options = ExtractOptions(audio_settings("librosa", "zcr"), vision_settings("dlib"), tokenizer="tiny-bert")
+    options.max_bad_share, options.align, options.alignment, options.text_max_length = 0.2, "words", str(alignment), 8
+    out = tmp_path / "aligned.pkl"
+    extract_features(raw, out, options, cache_dir=cache, echo=lambda *_: None)
+    data = pickle.loads(out.read_bytes())
+    train = data["train"]
+    assert train["audio"].shape == (4, 8, 33) and train["vision"].shape == (4, 8, 140) and "audio_lengths" not in train
+    assert train["raw_text"][0] == "good movie"
+    assert not train["audio"][0, 0].any() and not train["vision"][0, 0].any()  # [CLS] carries no frames
+    valid = train["text_bert"][0, 1].astype(bool)
+    words = int(valid.sum()) - 2  # word pieces between [CLS] and [SEP]
+    assert train["audio"][0, 1 : 1 + words].any(axis=1).all() and not train["audio"][0, 1 + words :].any()
+    dm = MSADataModule(str(out), dataset="custom", batch_size=2, cache_dir=str(cache))
+    dm.setup()
+    assert dm.aligned_file
+    with pytest.raises(ConfigError, match="--align words needs --alignment FILE"):
+        options.alignment = None
+        extract_features(raw, tmp_path / "x.pkl", options, cache_dir=cache)

@@ -25,7 +25,9 @@ def clips(tmp_path_factory):
 
 def test_a_speech_model_gives_its_last_layer_frames(clips):
     settings = audio_settings("tiny-hubert")
-    assert settings == {"extractor": "speech_model", "model": "tiny-hubert", "sample_rate": 16_000, "dim": 32}
+    assert settings == {
+        "extractor": "speech_model", "model": "tiny-hubert", "sample_rate": 16_000, "dim": 32, "frame_rate": 800.0
+    }  # fmt: skip
     features, status = extract_audio(clips[0], settings)
     frames = len(load_audio(clips[0], 16_000))
     for kernel, stride in ((10, 5), (3, 2), (3, 2)):  # tiny-hubert's waveform convolutions, no padding

@@ -95,7 +95,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     c = data.add_parser("convert", help="validate a feature pickle and build its memory-mapped cache")
     c.add_argument("file")
-    c.add_argument("--dataset", choices=sorted(DATASETS))
+    c.add_argument("--dataset", choices=[*sorted(DATASETS), "custom"])
     c.add_argument("--cache-dir")
     i = data.add_parser("inspect", help="shapes, lengths, NaN/inf counts and label histograms of a feature file")
     i.add_argument("file")
@@ -194,9 +194,9 @@ def run_extra(argv: list[str]) -> int:
             print(f"wrote {out}")
         elif args.action == "convert":
             from msa_lightning.data.cache import ensure_cache
-            from msa_lightning.data.specs import get_spec
+            from msa_lightning.data.custom import spec_for
 
-            print(ensure_cache(args.file, get_spec(args.dataset) if args.dataset else None, args.cache_dir))
+            print(ensure_cache(args.file, spec_for(args.dataset, args.file), args.cache_dir))
         elif args.action == "inspect":
             print(inspect_file(args.file, args.dataset))
         elif args.action == "wer":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from msa_lightning.errors import ClipError, ConfigError
+from msa_lightning.errors import ClipError, ConfigError, MSAError
 
 #: a waveform whose peak stays below this is silence (zero-filled, not analysed: pitch and chroma are undefined)
 SILENCE_PEAK = 1e-4
@@ -148,8 +148,10 @@ def _speech_model(name: str):
 
     try:
         return AudioEncoder(name, finetune=False).eval()
-    except ConfigError as err:
-        raise ConfigError(f"--audio {name}: {err}") from None
+    except MSAError as err:  # a typo, a model not downloaded, a model of another kind
+        raise ConfigError(
+            f"--audio {name}: expected librosa, opensmile or a Hugging Face speech model (name or folder); {err}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- extraction

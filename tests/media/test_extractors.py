@@ -58,6 +58,8 @@ def test_unknown_or_missing_backends_are_one_clear_error():
             asr_settings("tiny", "faster-whisper")
     with pytest.raises(ConfigError, match="expected 'dlib' .* or 'openface:DIR'"):
         vision_settings("mediapipe")
+    with pytest.raises(ConfigError, match="--audio librossa: expected librosa, opensmile or a Hugging Face speech"):
+        audio_settings("librossa")
 
 
 def test_asr_transcripts_are_cached_per_clip(clips, tmp_path):

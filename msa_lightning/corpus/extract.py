@@ -395,9 +395,16 @@ def extract_features(
         raise ConfigError(f"--align: expected 'words', found {options.align!r}")
     if options.align and not options.alignment:
         raise ConfigError("--align words needs --alignment FILE (id<TAB>word<TAB>start<TAB>end, seconds)")
-    text_hash = store.content_hash(options.text) if options.text not in ("column",) and not options.asr else None
+    text_file = None if options.text == "column" or options.asr else Path(options.text).expanduser()
     if options.align:
-        text_hash = store.content_hash(Path(options.alignment).expanduser())
+        text_file = Path(options.alignment).expanduser()
+    if text_file is not None and not text_file.is_file():
+        flag = "--alignment" if options.align else "--text"
+        raise ConfigError(
+            f"{flag} {text_file}: file not found"
+            + ("" if options.align else " (--text takes 'column' or a transcripts TSV id<TAB>text)")
+        )
+    text_hash = store.content_hash(text_file) if text_file is not None else None
     fingerprint = hashlib.sha256(
         canonical_json(
             {

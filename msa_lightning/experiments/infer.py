@@ -110,6 +110,10 @@ def infer(
     for f in files:
         if not f.is_file():
             raise DataError(f"{f}: video not found")
+    stems = [f.stem for f in files]
+    if len(set(stems)) < len(stems):
+        twice = next(s for s in stems if stems.count(s) > 1)
+        raise ConfigError(f"two videos named {twice!r}: a video's id is its file stem (transcripts, CSVs, the table)")
     if settings["vision"]["extractor"] == "openface" and openface is None:
         raise ConfigError(
             f"--ckpt {ckpt}: the model was trained on OpenFace {settings['vision']['layout']} CSVs; give the "

@@ -236,6 +236,9 @@ def test_a_file_the_command_did_not_write_is_never_overwritten(raw, tmp_path):
     from msa_lightning.corpus.extract import ExtractOptions, extract_features
     from msa_lightning.media.extractors import audio_settings, vision_settings
 
+    options = ExtractOptions(audio_settings("librosa"), vision_settings("dlib"), text=str(tmp_path / "said.tsv"))
+    with pytest.raises(ConfigError, match=r"--text .*said.tsv: file not found \(--text takes 'column' or a"):
+        extract_features(raw, tmp_path / "new.pkl", options)
     theirs = tmp_path / "unaligned_39.pkl"
     theirs.write_bytes(b"someone's features")
     with pytest.raises(ConfigError, match=r"exists and is not one `msa features extract` wrote"):

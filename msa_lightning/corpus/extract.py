@@ -345,17 +345,8 @@ def clip_jobs(
     return jobs, bad
 
 
-def extract_features(
-    raw: str | Path,
-    out: str | Path,
-    options: ExtractOptions,
-    labels: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    echo=print,
-) -> dict:
-    """``msa features extract`` (module docstring); returns the manifest."""
-    raw = Path(raw).expanduser()
-    out = Path(out).expanduser()
+def _check_options(raw: Path, out: Path, options: ExtractOptions) -> Path | None:
+    """Every option checked before any work (one error each); returns the text or alignment file, if any."""
     if not raw.is_dir():
         raise ConfigError(f"--raw {raw}: folder not found")
     if out.suffix != ".pkl":
@@ -373,6 +364,33 @@ def extract_features(
             f"--out {out}: the file exists and is not one `msa features extract` wrote (no {manifest_path(out).name} "
             "beside it); give another --out, or remove it first"
         )
+    if options.align not in (None, "words"):
+        raise ConfigError(f"--align: expected 'words', found {options.align!r}")
+    if options.align and not options.alignment:
+        raise ConfigError("--align words needs --alignment FILE (id<TAB>word<TAB>start<TAB>end, seconds)")
+    text_file = None if options.text == "column" or options.asr else Path(options.text).expanduser()
+    if options.align:
+        text_file = Path(options.alignment).expanduser()
+    if text_file is not None and not text_file.is_file():
+        flag = "--alignment" if options.align else "--text"
+        raise ConfigError(
+            f"{flag} {text_file}: file not found"
+            + ("" if options.align else " (--text takes 'column' or a transcripts TSV id<TAB>text)")
+        )
+    return text_file
+
+
+def extract_features(
+    raw: str | Path,
+    out: str | Path,
+    options: ExtractOptions,
+    labels: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    echo=print,
+) -> dict:
+    """``msa features extract`` (module docstring); returns the manifest."""
+    raw, out = Path(raw).expanduser(), Path(out).expanduser()
+    text_file = _check_options(raw, out, options)
     label_file = Path(labels).expanduser() if labels else raw / "label.csv"
     rows = read_labels(label_file)
     if not rows:
@@ -391,19 +409,6 @@ def extract_features(
         "vision_frames": options.vision_frames,
         "align": options.align,
     }
-    if options.align not in (None, "words"):
-        raise ConfigError(f"--align: expected 'words', found {options.align!r}")
-    if options.align and not options.alignment:
-        raise ConfigError("--align words needs --alignment FILE (id<TAB>word<TAB>start<TAB>end, seconds)")
-    text_file = None if options.text == "column" or options.asr else Path(options.text).expanduser()
-    if options.align:
-        text_file = Path(options.alignment).expanduser()
-    if text_file is not None and not text_file.is_file():
-        flag = "--alignment" if options.align else "--text"
-        raise ConfigError(
-            f"{flag} {text_file}: file not found"
-            + ("" if options.align else " (--text takes 'column' or a transcripts TSV id<TAB>text)")
-        )
     text_hash = store.content_hash(text_file) if text_file is not None else None
     fingerprint = hashlib.sha256(
         canonical_json(

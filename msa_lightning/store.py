@@ -44,6 +44,8 @@ FORMAT_VERSIONS: dict[str, int] = {
     "skesl_masked": 1,  # SKESL sentiment word masking of a list of texts: ids, target, label, from_lexicon, word
     "skesl_corpus": 1,  # SKESL corpus: fixed-length audio/vision frames, lengths, ids, texts; bad clips in meta
     "raw_media": 1,  # one decoded clip: "frames" [T, H, W, 3] uint8, "audio" [S] float32 (media/decode.py, data/raw.py)
+    "clip_features": 1,  # one clip's audio or vision features "features" [T, D] (corpus/extract.py)
+    "clip_transcript": 1,  # one clip's ASR transcript (meta "text"; corpus/extract.py)
 }
 
 META_FILE = "meta.json"

@@ -25,15 +25,17 @@ PLUGIN_COMMANDS = {
     "pipeline": "msa_lightning.cli.pipeline",
     "transcribe": "msa_lightning.cli.transcribe",
     "pretrain-data": "msa_lightning.cli.pretrain_data",
+    "features": "msa_lightning.cli.features",
+    "infer": "msa_lightning.cli.infer",
 }
 
 
 def inspect_file(path: str, dataset: str | None = None, bins: int = 7) -> str:
     """A text report of a feature file: shapes, lengths, non-finite counts, label histograms."""
+    from msa_lightning.data.custom import spec_for
     from msa_lightning.data.reader import read_feature_file, split_overlaps
-    from msa_lightning.data.specs import get_spec
 
-    spec = get_spec(dataset) if dataset else None
+    spec = spec_for(dataset, path)
     reader_log = logging.getLogger("msa_lightning.data.reader")
     level = reader_log.level
     reader_log.setLevel(logging.ERROR)  # the counts are in the report; only for this read
@@ -94,11 +96,15 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     c = data.add_parser("convert", help="validate a feature pickle and build its memory-mapped cache")
     c.add_argument("file")
-    c.add_argument("--dataset", choices=sorted(DATASETS))
+    c.add_argument("--dataset", choices=[*sorted(DATASETS), "custom"])
     c.add_argument("--cache-dir")
     i = data.add_parser("inspect", help="shapes, lengths, NaN/inf counts and label histograms of a feature file")
     i.add_argument("file")
-    i.add_argument("--dataset", choices=sorted(DATASETS))
+    i.add_argument(
+        "--dataset",
+        choices=[*sorted(DATASETS), "custom"],
+        help="label range and metric family (default: custom when FILE has a manifest of `msa features extract`)",
+    )
     w = data.add_parser("wer", help="word error rate and sentiment-word substitutions of ASR transcripts")
     w.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -196,9 +202,9 @@ def run_extra(argv: list[str]) -> int:
             print(f"wrote {out}")
         elif args.action == "convert":
             from msa_lightning.data.cache import ensure_cache
-            from msa_lightning.data.specs import get_spec
+            from msa_lightning.data.custom import spec_for
 
-            print(ensure_cache(args.file, get_spec(args.dataset) if args.dataset else None, args.cache_dir))
+            print(ensure_cache(args.file, spec_for(args.dataset, args.file), args.cache_dir))
         elif args.action == "inspect":
             print(inspect_file(args.file, args.dataset))
         elif args.action == "wer":

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from msa_lightning.batch import INPUT_FIELDS, MODALITIES
 from msa_lightning.data import cache as feature_cache
 from msa_lightning.data.cache import ensure_cache, load_cached
+from msa_lightning.data.custom import CUSTOM, custom_spec, read_manifest
 from msa_lightning.data.dataset import FeatureNormalizer, MSADataset, collate_batch
 from msa_lightning.data.reader import FeatureFileError, SplitArrays, read_feature_file, warn_overlaps
 from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
@@ -120,7 +121,8 @@ class MSADataModule(L.LightningDataModule):
     """Args:
     path: a feature pickle, or a folder holding the dataset's standard file names
         (``unaligned_50.pkl``/``aligned_50.pkl``; ``unaligned_39.pkl`` for CH-SIMS).
-    dataset: ``mosi``, ``mosei``, ``sims`` or ``simsv2`` (shapes, label range, metric family).
+    dataset: ``mosi``, ``mosei``, ``sims`` or ``simsv2`` (shapes, label range, metric family), or ``custom``: a
+        file of ``msa features extract``, whose manifest gives the label range and metric family.
     aligned: with a folder ``path``, pick the word-aligned file instead of the unaligned one.
     batch_size: training batch size; ``eval_batch_size`` for validation/test/predict
         (defaults to ``batch_size``). A training batch never holds a single sample (a trailing
@@ -172,8 +174,8 @@ class MSADataModule(L.LightningDataModule):
         bucket_by_length: bool = False,
     ) -> None:
         super().__init__()
-        try:
-            self.spec = get_spec(dataset)
+        try:  # custom: a file of `msa features extract`, its label range and metric family in its manifest
+            self.spec = custom_spec(Path(path).expanduser()) if dataset.lower() == CUSTOM else get_spec(dataset)
         except ValueError as err:
             raise ConfigError(f"data.init_args.dataset: {err}") from None
         for key, value, low in (
@@ -267,6 +269,18 @@ class MSADataModule(L.LightningDataModule):
             "metric_family": self.spec.family,
             "num_train_samples": len(train),
         }
+
+    def state_dict(self) -> dict:
+        """What a checkpoint carries of the data (Lightning saves it with the model): for a file of
+        ``msa features extract``, how its features were extracted, so ``msa infer`` extracts new videos alike."""
+        manifest = read_manifest(self.feature_file)
+        if manifest is None:
+            return {}
+        keys = ("settings", "dataset", "audio_frames", "vision_frames", "packages")
+        return {"extraction": {k: manifest[k] for k in keys if k in manifest}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: the extraction settings are read from the checkpoint by ``msa infer``."""
 
     # ------------------------------------------------------------------ hooks
     def transform_split(self, split: str, arrays: SplitArrays) -> SplitArrays:

@@ -659,11 +659,11 @@ def test_openface_csv_bad_clips_say_why(tmp_path):
     lines = good.read_text().splitlines()
     drop_last = "\n".join(",".join(line.split(",")[:-1]) for line in lines)
     cases = {
-        "short.csv": (drop_last, "wrong_columns", "found 713 columns"),
+        "short.csv": (drop_last, "wrong_columns", "group 'AU presence' is incomplete: no column 'AU45_c'"),
         "renamed.csv": (
             "\n".join([lines[0].replace("AU45_c", "AU46_c")] + lines[1:]),
             "wrong_columns",
-            "column 714 named 'AU46_c' where OpenFace writes 'AU45_c'",
+            "no column 'AU45_c'; unknown columns \\['AU46_c'\\]",
         ),
         "ragged.csv": ("\n".join(lines[:2] + [lines[2] + ",7"]), "unreadable_csv", "unreadable OpenFace CSV"),
         "header_only.csv": (lines[0] + "\n", "no_face", "no frames"),

@@ -38,6 +38,7 @@ from msa_lightning.checkpoints import (
 from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.errors import ConfigError
 from msa_lightning.store import Entry, Store
+from msa_lightning.training.module import MSARegressionModule
 
 SPLITS = ("train", "valid", "test")
 
@@ -114,7 +115,7 @@ def export_outputs(
     except RuntimeError as error:
         detail = " ".join(str(error).split())[:400]
         raise ConfigError(f"checkpoint {checkpoint} does not fit {type(model).__name__}: {detail}") from None
-    if callable(getattr(model, "apply_data_facts", None)):
+    if isinstance(model, MSARegressionModule):
         model.apply_data_facts(datamodule)  # a model trained on other data is an error naming both
     model.eval()
     check_inputs(model, datamodule)

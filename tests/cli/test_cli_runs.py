@@ -411,10 +411,11 @@ def test_config_data_class_resolves_its_dataset(config, dataset, capsys):
 def test_fill_data_facts_rules():
     from jsonargparse import Namespace
 
+    from msa_lightning.data.base import DataFacts
     from msa_lightning.errors import ConfigError
     from msa_lightning.experiments.lightning_cli import fill_data_facts
 
-    facts = {"audio_dim": 74, "vision_dim": 35, "label_bound": 3.0, "metric_family": "mosi", "num_train_samples": 100}
+    facts = DataFacts(audio_dim=74, vision_dim=35, label_bound=3.0, metric_family="mosi", num_train_samples=100)
     cfg = Namespace(
         model=Namespace(
             class_path="X",
@@ -427,7 +428,8 @@ def test_fill_data_facts_rules():
     assert args.num_train_samples == 7 and "label_bound" not in args  # never added where __init__ lacks it
     cfg["model.init_args.audio_dim"] = 5
     with pytest.raises(
-        ConfigError, match=r"model.init_args.audio_dim=5 but data file f.pkl has audio features of size 74"
+        ConfigError,
+        match=r"model.init_args.audio_dim=5 does not match the data: data file f.pkl has audio features of size 74",
     ):
         fill_data_facts(cfg, facts, "data file f.pkl")
 

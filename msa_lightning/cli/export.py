@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from msa_lightning.experiments.export import SPLITS, export_command
+from msa_lightning.data.specs import SPLITS
+from msa_lightning.experiments.export import export_command
 
 
 def add_parser(sub) -> None:

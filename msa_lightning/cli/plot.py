@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from msa_lightning.data.specs import SPLITS
 from msa_lightning.papers.hybrid_shift.plots import plot_hybrid_shift
 
 
@@ -40,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="mosi or mosei (without --config)")
     p.add_argument("--data-tokenizer", default=None, help="re-tokenise raw_text with this tokenizer (XLNet models)")
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--out", default="plots/hybrid_shift", help="output folder for the PNGs")
     p.add_argument(
         "--utterances",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from msa_lightning.data.lexicon import DEFAULT_LEXICON, load_lexicon
+from msa_lightning.data.specs import SPLITS
 from msa_lightning.data.transcripts import (
     ASR_SOURCES,
     TranscriptError,
@@ -45,7 +46,7 @@ def wer_main(argv: Sequence[str] | None = None) -> int:
         "--gold", help="gold transcripts: a .tsv, or a labels.csv with video_id/clip_id/text (default: DIR/gold.tsv)"
     )
     p.add_argument("--labels", help="labels.csv with a `mode` column, to restrict to --split")
-    p.add_argument("--split", choices=["train", "valid", "test"], help="only the utterances of this split")
+    p.add_argument("--split", choices=list(SPLITS), help="only the utterances of this split")
     p.add_argument(
         "--lexicon", default=DEFAULT_LEXICON, help="'vader' or word-list/MPQA files, comma-separated (default: vader)"
     )

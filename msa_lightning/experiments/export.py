@@ -36,11 +36,10 @@ from msa_lightning.checkpoints import (
     short_name,
 )
 from msa_lightning.data.datamodule import check_inputs
+from msa_lightning.data.specs import SPLITS
 from msa_lightning.errors import ConfigError
 from msa_lightning.store import Entry, Store
 from msa_lightning.training.module import MSARegressionModule
-
-SPLITS = ("train", "valid", "test")
 
 #: DataModule arguments that change how rows are batched or loaded, not what they hold
 LOADER_ONLY = {

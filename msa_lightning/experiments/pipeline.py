@@ -348,7 +348,8 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     except MSAError:  # no monitored score (e.g. no validation): the last checkpoint is the result
         record["best_ckpt"] = record["last_ckpt"]
     if stage.export:
-        from msa_lightning.experiments.export import SPLITS, export_command
+        from msa_lightning.data.specs import SPLITS
+        from msa_lightning.experiments.export import export_command
 
         # the stage's own command line (without `fit`, the folder settings and a checkpoint to resume)
         args = _without_ckpt_path(command[1:-2])

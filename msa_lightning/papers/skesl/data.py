@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from msa_lightning.batch import INPUT_FIELDS, MSABatch
-from msa_lightning.corpus.format import read_manifest
+from msa_lightning.corpus.format import VALID_SALT, read_manifest
 from msa_lightning.corpus.sources import (
     AUDIO_SUFFIXES,
     VISUAL_SUFFIXES,
@@ -221,7 +221,7 @@ class SKESLCorpusDataModule(SKESLMaskedDataModule):
         entry = self._entry()
         self.report = {k: entry.meta[k] for k in ("summary", "total", "bad", "counts")}
         ids, texts = entry["ids"].tolist(), entry["texts"].tolist()
-        held_out = id_draws(ids, "valid") < self.valid_share  # a hash of ("valid", id): stable as clips come
+        held_out = id_draws(ids, VALID_SALT) < self.valid_share  # a hash of the salt and id: stable as clips come
         for split, rows in (("train", np.flatnonzero(~held_out)), ("valid", np.flatnonzero(held_out))):
             if len(rows) == 0:
                 raise DataError(

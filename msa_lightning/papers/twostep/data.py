@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from msa_lightning.batch import MSABatch
+from msa_lightning.batch import MODALITIES, MSABatch
 from msa_lightning.data.base import DataFacts
 from msa_lightning.data.datamodule import tokenize_cached
 from msa_lightning.data.raw import RawClipDataset, RawMediaDataModule
@@ -122,7 +122,7 @@ class FeatureClipDataset(Dataset):
             raw_text=[self.raw_text[i] for i in idx],
             extras={
                 f"{m}_pooled": torch.from_numpy(np.asarray(self.arrays[f"{m}_pooled"][idx], np.float32))
-                for m in ("text", "audio", "vision")
+                for m in MODALITIES
             },
         )
 

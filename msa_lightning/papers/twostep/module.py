@@ -69,7 +69,7 @@ from msa_lightning.papers.twostep.net import (
     EXTRACTOR,
     FEATURE_FIELDS,
     FUSIONS,
-    MODALITIES,
+    LETTERS,
     RAW_FIELDS,
     TwoStepNet,
     _key,
@@ -171,7 +171,7 @@ class TwoStepMSA(MSARegressionModule):
                 f"({_key('file_features')}={file_features!r}): there is no extractor to fine-tune"
             )
         if regime == "step1":
-            if step1_modality not in MODALITIES:
+            if step1_modality not in LETTERS:
                 raise ConfigError(
                     f"{_key('step1_modality')}: regime 'step1' fine-tunes one extractor on its "
                     f"unimodal label; expected T, A or V, found {step1_modality!r}"

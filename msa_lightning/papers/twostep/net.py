@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from msa_lightning.batch import MSABatch
+from msa_lightning.batch import MODALITIES, MSABatch
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.nn.fusion import tensor_fusion
 from msa_lightning.nn.masking import lengths_to_mask, masked_mean
@@ -15,11 +15,12 @@ from msa_lightning.output import MSAOutput
 FUSIONS = ("sf", "tfn", "mult")
 
 
-MODALITIES = ("T", "A", "V")
+#: the paper's letters of the modalities (its tables' T, A, V; also the unimodal label keys), in canonical order
+LETTERS = ("T", "A", "V")
 
 
-#: network attribute of each modality's extractor (also the prefix ``net.<name>`` of its parameters)
-EXTRACTOR = {"T": "text", "A": "audio", "V": "vision"}
+#: each letter's modality: the network attribute of its extractor (also the prefix ``net.<name>`` of its parameters)
+EXTRACTOR = dict(zip(LETTERS, MODALITIES))
 
 
 #: raw batch fields each extractor reads, and the step-2 feature fields that replace them
@@ -45,11 +46,11 @@ def mlp_head(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
 def parse_modalities(modalities: str) -> tuple[str, ...]:
     """``"TAV"``, ``"T+A"``, ``"av"`` ... -> the modalities in T, A, V order (a ConfigError otherwise)."""
     letters = [c for c in str(modalities).upper() if c not in "+ ,"]
-    if not letters or set(letters) - set(MODALITIES) or len(set(letters)) != len(letters):
+    if not letters or set(letters) - set(LETTERS) or len(set(letters)) != len(letters):
         raise ConfigError(
             f"{_key('modalities')}: expected a non-empty subset of T, A, V such as 'TAV' or 'AV', found {modalities!r}"
         )
-    return tuple(m for m in MODALITIES if m in letters)
+    return tuple(m for m in LETTERS if m in letters)
 
 
 class TwoStepNet(nn.Module):
@@ -95,11 +96,11 @@ class TwoStepNet(nn.Module):
             for m in modalities:
                 fused_dim *= (tfn_dim if tfn_dim is not None else feature_dims[m]) + 1
         elif fusion == "mult":
-            from msa_lightning.nn.mult import MulT
+            from msa_lightning.nn.mult import MULT_KEY, MulT
 
-            letters = {"T": "l", "A": "a", "V": "v"}
-            dims = [feature_dims.get(m, 0) for m in MODALITIES]
-            self.fusion = MulT(dims, modalities="".join(letters[m] for m in modalities), **(mult_args or {}))
+            dims = [feature_dims.get(m, 0) for m in LETTERS]
+            keys = "".join(MULT_KEY[EXTRACTOR[m]] for m in modalities)
+            self.fusion = MulT(dims, modalities=keys, **(mult_args or {}))
             fused_dim = self.fusion.out_dim
         self.head_m = mlp_head(fused_dim, head_hidden, head_dropout) if fusion is not None else None
 

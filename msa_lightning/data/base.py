@@ -23,8 +23,6 @@ from torch.utils.data import Dataset
 
 from msa_lightning.errors import ConfigError
 
-__all__ = ["DATA_FACTS", "UNSET", "DataFacts", "SuiteDataModule", "follow_data"]
-
 
 @dataclass(frozen=True)
 class DataFacts:

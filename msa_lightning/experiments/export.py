@@ -20,7 +20,7 @@ one of the config's model class (a config without a model takes the checkpoint's
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -40,6 +40,8 @@ from msa_lightning.data.specs import SPLITS
 from msa_lightning.errors import ConfigError
 from msa_lightning.store import Entry, Store
 from msa_lightning.training.module import MSARegressionModule
+
+log = logging.getLogger(__name__)
 
 #: DataModule arguments that change how rows are batched or loaded, not what they hold
 LOADER_ONLY = {
@@ -189,10 +191,8 @@ def export_command(
                 f"export: the config gives no model and {ckpt} does not record its class; "
                 f"pass --config with a model section"
             )
-        print(
-            f"msa: note: no model in the config; using the checkpoint's class {short_name(found)} (--model={found})",
-            file=sys.stderr,
-            flush=True,
+        log.warning(
+            "msa: note: no model in the config; using the checkpoint's class %s (--model=%s)", short_name(found), found
         )
         cli_args.append(f"--model={found}")
     # model and data only (the trainer is built but never run; no logger folder)
@@ -204,9 +204,12 @@ def export_command(
         cli.model, cli.datamodule, ckpt, outputs, splits, store, data_settings(data_config, store, cli.datamodule)
     )
     rows = ", ".join(f"{s} {len(entry.meta['ids'][s])}" for s in splits)
-    print(
-        f"msa: {'exported' if built else 'export up to date'}: {', '.join(outputs)} of {ckpt} ({rows} rows) "
-        f"-> {entry.path}",
-        flush=True,
+    log.info(
+        "msa: %s: %s of %s (%s rows) -> %s",
+        "exported" if built else "export up to date",
+        ", ".join(outputs),
+        ckpt,
+        rows,
+        entry.path,
     )
     return entry

@@ -29,6 +29,7 @@ whose test has not run yet runs only the test.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -47,6 +48,8 @@ from msa_lightning.textfiles import read_text
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 FIELDS = ("best_ckpt", "last_ckpt", "export", "dir")
 RECORD = "stage.json"
+
+log = logging.getLogger(__name__)
 
 
 class StageFailed(MSAError):
@@ -269,27 +272,36 @@ def _fit_command(pipeline: Pipeline, stage: Stage, args: list[str]) -> list[str]
 
 
 # ---------------------------------------------------------------------------------------------- running
-def run_pipeline(path: str | Path, only: str | None = None, dry_run: bool = False, force: bool = False) -> dict:
-    """Run (or print, or skip) the stages; returns ``{stage: record}``."""
-    pipeline = load_pipeline(path)
+def _selected(pipeline: Pipeline, only: str | None) -> list[Stage]:
     names = [s.name for s in pipeline.stages]
     if only is not None and only not in names:
         raise ConfigError(f"pipeline {pipeline.source}: --only {only!r}: no such stage (stages: {', '.join(names)})")
+    return [s for s in pipeline.stages if only is None or s.name == only]
+
+
+def run_pipeline(path: str | Path, only: str | None = None, force: bool = False) -> dict:
+    """Run (or skip) the stages (``only``: that one); returns ``{stage: record}``."""
+    pipeline = load_pipeline(path)
     records = {}
-    for stage in pipeline.stages:
-        if only is not None and stage.name != only:
-            continue
-        args = _substitute(pipeline, stage, dry_run)
-        command = _fit_command(pipeline, stage, args)
-        if dry_run:
-            print(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
-            if stage.export:
-                print(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
-            if stage.test:
-                print(f"[{stage.name}] msa test of the best checkpoint")
-            continue
+    for stage in _selected(pipeline, only):
+        command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=False))
         records[stage.name] = _run_stage(pipeline, stage, command, force)
     return records
+
+
+def pipeline_plan(path: str | Path, only: str | None = None) -> list[str]:
+    """What :func:`run_pipeline` would run, one line per step (``[stage] msa fit ...``), running nothing; a
+    reference to an unfinished stage's outputs stays a placeholder."""
+    pipeline = load_pipeline(path)
+    lines = []
+    for stage in _selected(pipeline, only):
+        command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=True))
+        lines.append(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
+        if stage.export:
+            lines.append(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
+        if stage.test:
+            lines.append(f"[{stage.name}] msa test of the best checkpoint")
+    return lines
 
 
 def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool) -> dict:
@@ -305,7 +317,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     if same and previous.get("status") == "finished" and not force and outputs_exist:
         if stage.test and previous.get("tested") != previous["best_ckpt"]:
             return _test_stage(pipeline, stage, command, previous)
-        print(f"msa: pipeline {pipeline.name}: stage {stage.name} is up to date, skipped ({folder})", flush=True)
+        log.info("msa: pipeline %s: stage %s is up to date, skipped (%s)", pipeline.name, stage.name, folder)
         return previous
     resume = []
     # an unfinished fit of the same command: continue from its newest checkpoint (Ctrl-C or last epoch)
@@ -315,9 +327,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     if same and not force and candidates:
         newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
         resume = [f"--ckpt_path={newest}"]
-        print(
-            f"msa: pipeline {pipeline.name}: stage {stage.name}: resuming its unfinished fit from {newest}", flush=True
-        )
+        log.info("msa: pipeline %s: stage %s: resuming its unfinished fit from %s", pipeline.name, stage.name, newest)
     elif (folder / "checkpoints").is_dir():
         shutil.rmtree(folder / "checkpoints")  # checkpoints of another command line: never mix them
     record = {
@@ -329,10 +339,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
         "dir": str(folder),
     }
     _write_record(folder, record)
-    print(
-        f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in command + resume)}",
-        flush=True,
-    )
+    log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(command + resume))
     code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *command, *resume])
     if code != 0:
         raise StageFailed(
@@ -377,9 +384,7 @@ def _test_stage(pipeline: Pipeline, stage: Stage, command: list[str], record: di
         f"--ckpt_path={record['best_ckpt']}",
         f"--trainer.default_root_dir={folder}",
     ]
-    print(
-        f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in test)}", flush=True
-    )
+    log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(test))
     code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *test])
     if code != 0:
         raise StageFailed(

@@ -219,7 +219,7 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, caps
             "200kB",
         ),
     )
-    assert again.returncode == 0 and "up to date" in again.stdout and "features:" not in again.stdout, again.stdout
+    assert again.returncode == 0 and "up to date" in again.stdout and "features:" not in again.stderr, again.stderr
     assert chunk.stat().st_mtime_ns == stamp
 
     other = msa_here(

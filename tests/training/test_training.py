@@ -288,7 +288,7 @@ def test_multi_seed_tables(synthetic_mosi, cache_dir, tmp_path):
             }
         )
     )
-    summary = run_seeds([str(config)], [1111, 1112], tmp_path / "out", name="lfdnn")
+    summary = run_seeds([str(config)], [1111, 1112], tmp_path / "out", name="lfdnn").summary
     per_seed = list(csv.DictReader(open(tmp_path / "out" / "per_seed.csv")))
     assert [r["seed"] for r in per_seed] == ["1111", "1112"]
     maes = [float(r["mae"]) for r in per_seed]
@@ -323,10 +323,10 @@ def test_missing_pretrained_model_gives_clear_message(monkeypatch):
         load_model("no-such-org/no-such-bert")
 
 
-def test_quickstart_runs(tmp_path, capsys):
+def test_quickstart_runs(tmp_path):
     from msa_lightning.experiments.seeds import quickstart
 
-    metrics = quickstart(tmp_path, epochs=2, size_factor=0.1)
-    out = capsys.readouterr().out
+    result = quickstart(tmp_path, epochs=2, size_factor=0.1)
+    out = result.table()  # what `msa quickstart` prints
     assert "| TFNModule |" in out and "| mean predictor |" in out
-    assert 0 <= metrics["acc2_has0"] <= 1
+    assert 0 <= result.metrics["acc2_has0"] <= 1

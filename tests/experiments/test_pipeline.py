@@ -83,7 +83,7 @@ def test_pipeline_runs_stages_in_order_with_substitutions_and_export(two_stages,
     assert torch.load(second["last_ckpt"], weights_only=False)["global_step"] == 8
     assert f"--ckpt_path={first['last_ckpt']}" in second["command"]
     # stage 1's export: the store entry of its best checkpoint, rows in the file's id order
-    assert f"-> {first['export']}" in proc.stdout
+    assert f"-> {first['export']}" in proc.stderr
     entry = Entry(first["export"])
     splits = read_feature_file(synthetic_mosi)
     for split in ("train", "test"):

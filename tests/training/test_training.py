@@ -324,9 +324,15 @@ def test_missing_pretrained_model_gives_clear_message(monkeypatch):
 
 
 def test_quickstart_runs(tmp_path):
-    from msa_lightning.experiments.seeds import quickstart
+    """`msa quickstart` as a person runs it: the metric table (the model next to the mean predictor) on stdout,
+    where the synthetic data went among the progress lines on stderr."""
+    from conftest import run_msa
 
-    result = quickstart(tmp_path, epochs=2, size_factor=0.1)
-    out = result.table()  # what `msa quickstart` prints
+    proc = run_msa("quickstart", "--out", tmp_path / "qs", "--epochs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     assert "| TFNModule |" in out and "| mean predictor |" in out
-    assert 0 <= result.metrics["acc2_has0"] <= 1
+    header = next(line for line in out.splitlines() if line.startswith("| run |")).split("|")
+    row = next(line for line in out.splitlines() if line.startswith("| TFNModule |")).split("|")
+    assert 0 <= float(row[header.index(" acc2_has0 ")]) <= 1
+    assert f"synthetic MOSI-shaped feature file: {tmp_path / 'qs' / 'data'}" in proc.stderr

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from msa_lightning.cli.parsing import add_command
 from msa_lightning.corpus.extract import ASR_BACKENDS, FAMILIES
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "features",
         help="feature files from your own videos: msa features extract",
         description="Extract the field's audio, vision and text features of raw videos into a feature file.",
     )
     actions = p.add_subparsers(dest="action", required=True)
-    e = actions.add_parser(
+    e = add_command(
+        actions,
         "extract",
         help="RAW/label.csv + RAW/Raw/<video_id>/<clip_id>.mp4 -> a feature file (FILE.pkl + FILE.manifest.json)",
     )
@@ -63,7 +66,7 @@ def add_parser(sub) -> None:
     e.add_argument("--cache-dir", help="the store (default $MSA_CACHE_DIR or ~/.cache/msa_lightning)")
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from msa_lightning.corpus.extract import ExtractOptions, asr_settings, extract_features
     from msa_lightning.media.extractors import audio_settings, vision_settings
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from msa_lightning.cli.parsing import add_command
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "infer",
         help="score new videos with a trained model (features extracted as its training file's)",
         description="Extract new videos' features exactly as the checkpoint's training file was extracted, "
@@ -21,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cache-dir", help="the store (default $MSA_CACHE_DIR or ~/.cache/msa_lightning)")
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from msa_lightning.experiments.infer import infer
 
     infer(args.videos, args.ckpt, args.out, args.transcripts, args.asr, args.openface, args.cache_dir)

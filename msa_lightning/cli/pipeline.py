@@ -1,14 +1,14 @@
-"""`msa pipeline PIPELINE.yaml`: the command over msa_lightning.experiments.pipeline."""
+"""``msa pipeline PIPELINE.yaml``: the command over :mod:`msa_lightning.experiments.pipeline`."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
 
-from msa_lightning.experiments.pipeline import run_pipeline, run_pipeline_seeds
+from msa_lightning.cli.parsing import add_command
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("pipeline", help="run the stages of a pipeline file (each an ordinary `msa fit`)")
+def add_parser(subparsers) -> None:
+    p = add_command(subparsers, "pipeline", help="run the stages of a pipeline file (each an ordinary `msa fit`)")
     p.add_argument("file", help="pipeline YAML (name, out, stages: [{name, args, needs, export, test}])")
     p.add_argument("--only", metavar="NAME", help="run this stage only (its needs must have finished)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved commands, run nothing")
@@ -31,9 +31,17 @@ def add_parser(sub) -> None:
     )
 
 
-def main(args: Any) -> int:
-    if args.seeds:
-        run_pipeline_seeds(args.file, args.seeds, args.only, args.dry_run, args.force, args.settings, args.out)
+def run(args: argparse.Namespace) -> int:
+    from msa_lightning.experiments.pipeline import pipeline_plan, run_pipeline, run_pipeline_seeds
+
+    if args.dry_run:
+        print("\n".join(pipeline_plan(args.file, args.only, args.settings, args.out)))
+        if args.seeds:
+            print(f"(once per seed: {' '.join(map(str, args.seeds))}, each with --seed_everything=SEED)")
+    elif args.seeds:
+        tables = run_pipeline_seeds(args.file, args.seeds, args.only, args.force, args.settings, args.out)
+        for name, folder in tables.items():
+            print(f"{name} ({folder}):\n" + (folder / "summary.md").read_text(encoding="utf-8"))
     else:
-        run_pipeline(args.file, args.only, args.dry_run, args.force, args.settings, args.out)
+        run_pipeline(args.file, args.only, args.force, args.settings, args.out)
     return 0

@@ -36,17 +36,15 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from msa_lightning.batch import INPUT_FIELDS, MSABatch
+from msa_lightning.data.base import DataFacts, SuiteDataModule
 from msa_lightning.data.datamodule import resolve_inputs, tokenize_cached
 from msa_lightning.data.labels import LABEL_COLUMNS, REQUIRED_COLUMNS, read_labels  # noqa: F401 (their old home)
 from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
@@ -156,7 +154,7 @@ def _collate(batch):
     raise TypeError("RawClipDataset batches are built by __getitems__; use a DataLoader with batch_size set")
 
 
-class RawMediaDataModule(L.LightningDataModule):
+class RawMediaDataModule(SuiteDataModule):
     """Raw clips of CH-SIMS / CH-SIMS v2 / MOSI (module docstring for the layout and the cache).
 
     Args:
@@ -377,20 +375,21 @@ class RawMediaDataModule(L.LightningDataModule):
             )
         return labels[key]
 
-    def data_facts(self) -> dict:
+    def data_facts(self) -> DataFacts:
         """Raw media has no feature sizes (``audio_dim``/``vision_dim`` are None); the decoding settings
         are facts too."""
         self._load()
-        return {
-            "audio_dim": None,
-            "vision_dim": None,
-            "label_bound": float(self.spec.label_bound),
-            "metric_family": self.spec.family,
-            "num_train_samples": self.num_train_samples(),
-            "sample_rate": self.decode_settings["sample_rate"],
-            "fps": self.decode_settings["fps"],
-            "frame_size": self.decode_settings["size"],
-        }
+        return DataFacts(
+            label_bound=float(self.spec.label_bound),
+            metric_family=self.spec.family,
+            num_train_samples=self.num_train_samples(),
+            sample_rate=self.decode_settings["sample_rate"],
+            fps=self.decode_settings["fps"],
+            frame_size=self.decode_settings["size"],
+        )
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} (clips of {self.label_file})"
 
     # ------------------------------------------------------------------ datasets and loaders
     def _resolve_inputs(self) -> set[str] | None:
@@ -411,14 +410,6 @@ class RawMediaDataModule(L.LightningDataModule):
             self.datasets[split] = RawClipDataset(
                 part["entries"], part["ids"], part["raw_text"], part["labels"], text, inputs
             )
-
-    @property
-    def train_seed(self) -> int:
-        return int(self.shuffle_seed) if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-    def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
 
     def _dataset(self, split: str) -> RawClipDataset:
         if split not in self.datasets:
@@ -442,15 +433,11 @@ class RawMediaDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
-        world, rank = self._world()
-        sampler = None
-        if world > 1:  # no repeated samples in evaluation metrics
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.eval_batch_size,
             shuffle=False,
-            sampler=sampler,
+            sampler=self._eval_sampler(dataset),
             num_workers=self.num_workers,
             collate_fn=_collate,
             persistent_workers=self.num_workers > 0,

@@ -38,6 +38,7 @@ and writes the tables of ``msa seeds`` from the test metrics of the result stage
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -58,6 +59,8 @@ from msa_lightning.textfiles import read_text
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 FIELDS = ("best_ckpt", "last_ckpt", "export", "dir")
 RECORD = "stage.json"
+
+log = logging.getLogger(__name__)
 
 
 class StageFailed(MSAError):
@@ -340,42 +343,32 @@ def _fit_command(pipeline: Pipeline, stage: Stage, args: list[str]) -> list[str]
 
 
 # ---------------------------------------------------------------------------------------------- running
+def _selected(pipeline: Pipeline, only: str | None) -> list[Stage]:
+    names = [s.name for s in pipeline.stages]
+    if only is not None and only not in names:
+        raise ConfigError(f"pipeline {pipeline.source}: --only {only!r}: no such stage (stages: {', '.join(names)})")
+    return [s for s in pipeline.stages if only is None or s.name == only]
+
+
 def run_pipeline(
     path: str | Path,
     only: str | None = None,
-    dry_run: bool = False,
     force: bool = False,
     settings: Sequence[str] = (),
     out: str | Path | None = None,
 ) -> dict:
-    """Run (or print, or skip) the stages; returns ``{stage: record}``. ``settings`` and ``out``: see
+    """Run (or skip) the stages (``only``: that one); returns ``{stage: record}``. ``settings`` and ``out``: see
     :func:`load_pipeline`."""
     pipeline = load_pipeline(path, settings, out)
-    _check_only(pipeline, only)
+    _selected(pipeline, only)
     with _no_stray_folders(pipeline.out):
-        return _run_stages(pipeline, only, dry_run, force)
+        return _run_stages(pipeline, only, force)
 
 
-def _check_only(pipeline: Pipeline, only: str | None) -> None:
-    names = [s.name for s in pipeline.stages]
-    if only is not None and only not in names:
-        raise ConfigError(f"pipeline {pipeline.source}: --only {only!r}: no such stage (stages: {', '.join(names)})")
-
-
-def _run_stages(pipeline: Pipeline, only: str | None, dry_run: bool, force: bool) -> dict:
+def _run_stages(pipeline: Pipeline, only: str | None, force: bool) -> dict:
     records = {}
-    for stage in pipeline.stages:
-        if only is not None and stage.name != only:
-            continue
-        args = _substitute(pipeline, stage, dry_run)
-        command = _fit_command(pipeline, stage, args)
-        if dry_run:
-            print(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
-            if stage.export:
-                print(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
-            if stage.test:
-                print(f"[{stage.name}] msa test of the best checkpoint")
-            continue
+    for stage in _selected(pipeline, only):
+        command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=False))
         records[stage.name] = _run_stage(pipeline, stage, command, force)
     return records
 
@@ -424,6 +417,23 @@ def _attempt(folder: Path, keep_checkpoints: bool):
         raise
 
 
+def pipeline_plan(
+    path: str | Path, only: str | None = None, settings: Sequence[str] = (), out: str | Path | None = None
+) -> list[str]:
+    """What :func:`run_pipeline` would run, one line per step (``[stage] msa fit ...``), running nothing; a
+    reference to an unfinished stage's outputs stays a placeholder."""
+    pipeline = load_pipeline(path, settings, out)
+    lines = []
+    for stage in _selected(pipeline, only):
+        command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=True))
+        lines.append(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
+        if stage.export:
+            lines.append(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
+        if stage.test:
+            lines.append(f"[{stage.name}] msa test of the best checkpoint")
+    return lines
+
+
 def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool) -> dict:
     folder = pipeline.folder(stage.name)
     inputs = {"files": _file_inputs(command, pipeline.out), "export": stage.export}
@@ -437,7 +447,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     if same and previous.get("status") == "finished" and not force and outputs_exist:
         if stage.test and previous.get("tested") != previous["best_ckpt"]:
             return _test_stage(pipeline, stage, command, previous)
-        print(f"msa: pipeline {pipeline.name}: stage {stage.name} is up to date, skipped ({folder})", flush=True)
+        log.info("msa: pipeline %s: stage %s is up to date, skipped (%s)", pipeline.name, stage.name, folder)
         return previous
     resume = []
     # an unfinished fit of the same command: continue from its newest checkpoint (Ctrl-C or last epoch)
@@ -447,9 +457,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     if same and not force and candidates:
         newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
         resume = [f"--ckpt_path={newest}"]
-        print(
-            f"msa: pipeline {pipeline.name}: stage {stage.name}: resuming its unfinished fit from {newest}", flush=True
-        )
+        log.info("msa: pipeline %s: stage %s: resuming its unfinished fit from %s", pipeline.name, stage.name, newest)
     elif (folder / "checkpoints").is_dir():
         shutil.rmtree(folder / "checkpoints")  # checkpoints of another command line: never mix them
     record = {
@@ -462,11 +470,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     }
     with _attempt(folder, keep_checkpoints=True):
         _write_record(folder, record)
-        print(
-            f"msa: pipeline {pipeline.name}: stage {stage.name}: msa "
-            + " ".join(shlex.quote(a) for a in command + resume),
-            flush=True,
-        )
+        log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(command + resume))
         code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *command, *resume])
         if code != 0:
             raise StageFailed(
@@ -491,7 +495,8 @@ def _finish_stage(stage: Stage, command: list[str], record: dict) -> None:
     except MSAError:  # no monitored score (e.g. no validation): the last checkpoint is the result
         record["best_ckpt"] = record["last_ckpt"]
     if stage.export:
-        from msa_lightning.experiments.export import SPLITS, export_command
+        from msa_lightning.data.specs import SPLITS
+        from msa_lightning.experiments.export import export_command
 
         # the stage's own command line (without `fit`, the folder settings and a checkpoint to resume)
         args = _without_ckpt_path(command[1:-2])
@@ -516,9 +521,7 @@ def _test_stage(pipeline: Pipeline, stage: Stage, command: list[str], record: di
         f"--ckpt_path={record['best_ckpt']}",
         f"--trainer.default_root_dir={folder}",
     ]
-    print(
-        f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in test)}", flush=True
-    )
+    log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(test))
     with _attempt(folder, keep_checkpoints=False):
         code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *test])
         if code != 0:
@@ -542,11 +545,10 @@ def run_pipeline_seeds(
     path: str | Path,
     seeds: Sequence[int],
     only: str | None = None,
-    dry_run: bool = False,
     force: bool = False,
     settings: Sequence[str] = (),
     out: str | Path | None = None,
-) -> dict[str, dict]:
+) -> dict[str, Path]:
     """The whole pipeline once per seed, each into ``<out>/seed<N>/<stage>/`` with ``--seed_everything=N``
     on every stage; the result stages (:func:`result_stages`) end with ``msa test`` of their best checkpoint.
     Their test metrics go into the tables ``msa seeds`` writes (``per_seed.csv``, ``summary.csv``,
@@ -556,14 +558,14 @@ def run_pipeline_seeds(
     As with ``msa seeds``: earlier seeds of the same pipeline (file, stage configs and ``--set`` settings,
     recorded in ``seeds.json``) are kept, another pipeline's tables are refused unless ``force`` (which
     also re-runs up-to-date stages), and a failed seed is reported while the others run
-    (:class:`~msa_lightning.experiments.seeds.SeedsFailed` at the end). Returns ``{stage: summary}``.
+    (:class:`~msa_lightning.experiments.seeds.SeedsFailed` at the end). Returns ``{stage: folder of its tables}``.
     """
     from msa_lightning.experiments.results import _stage_metrics, write_seed_tables
     from msa_lightning.experiments.seeds import SeedsFailed, earlier_results, one_line, run_record
     from msa_lightning.store import atomic_write
 
     base = load_pipeline(path, settings, out)
-    _check_only(base, only)
+    _selected(base, only)
     results = [s.name for s in result_stages(base)]
     tables = {name: base.out if len(results) == 1 else base.out / name for name in results}
     configs = [str(base.source)] + [a for s in base.stages for a in _config_values(s.args)]
@@ -575,22 +577,21 @@ def run_pipeline_seeds(
     per_seed: dict[str, dict[int, dict[str, float]]] = {name: {} for name in results}
     failed: dict[int, str] = {}
     with _no_stray_folders(base.out):
-        if not dry_run:
-            for name, folder in tables.items():
-                kept[name] = earlier_results(folder, records[name], list(seeds), force)
-                text = json.dumps(records[name], indent=1) + "\n"
-                atomic_write(folder / "seeds.json", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        for name, folder in tables.items():
+            kept[name] = earlier_results(folder, records[name], list(seeds), force)
+            text = json.dumps(records[name], indent=1) + "\n"
+            atomic_write(folder / "seeds.json", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         for seed in seeds:
             pipeline = load_pipeline(path, [*settings, f"seed_everything={seed}"], base.out / f"seed{seed}")
             for stage in pipeline.stages:
                 stage.test = stage.test or stage.name in results
-            print(f"msa: pipeline {pipeline.name}: seed {seed} -> {pipeline.out}", flush=True)
+            log.info("msa: pipeline %s: seed %s -> %s", pipeline.name, seed, pipeline.out)
             try:
                 with _no_stray_folders(pipeline.out):
-                    records = _run_stages(pipeline, only, dry_run, force)
+                    records = _run_stages(pipeline, only, force)
             except StageFailed as error:
                 failed[seed] = one_line(error)
-                print(f"msa: pipeline {pipeline.name}: seed {seed} failed: {failed[seed]}", flush=True)
+                log.warning("msa: pipeline %s: seed %s failed: %s", pipeline.name, seed, failed[seed])
                 continue
             for name in results:
                 if name not in records:
@@ -599,18 +600,18 @@ def run_pipeline_seeds(
                 if metrics is not None:
                     per_seed[name][seed] = metrics
                     write_seed_tables(dict(sorted({**kept[name], **per_seed[name]}.items())), tables[name], name)
-    summaries = {}
+    written = {}
     for name, folder in tables.items():
         rows = dict(sorted({**kept.get(name, {}), **per_seed[name]}.items()))
         if rows:
-            summaries[name] = write_seed_tables(rows, folder, name)
-            print(f"{name} ({folder}):\n" + (folder / "summary.md").read_text(encoding="utf-8"))
+            write_seed_tables(rows, folder, name)
+            written[name] = folder
     if failed:
         raise SeedsFailed(
             "; ".join(f"seed {s} failed: {r}" for s, r in failed.items())
             + f" (the tables of the finished seeds are in {', '.join(str(f) for f in tables.values())})"
         )
-    return summaries
+    return written
 
 
 def _config_values(args: list[str]) -> list[str]:

@@ -4,10 +4,11 @@ A paper's module is thin: it builds its network as ``self.net`` (a plain ``nn.Mo
 :class:`~msa_lightning.batch.MSABatch` to an :class:`~msa_lightning.output.MSAOutput`), and
 defines its losses. This class owns what every paper shares:
 
-* **data-shaped arguments** (``audio_dim``, ``vision_dim``, ``label_bound``, ``num_train_samples``,
+* **data-shaped arguments** (``audio_dim``, ``vision_dim``, ``text_dim``, ``label_bound``, ``num_train_samples``,
   ``metric_family``): ``None``/``"auto"`` means "from the data". In ``setup`` they are filled from
-  ``trainer.datamodule.data_facts()``, an explicit value that conflicts with the data is a
-  :class:`~msa_lightning.errors.ConfigError` naming both, and a network that needs them is built then;
+  ``trainer.datamodule.data_facts()`` by :func:`~msa_lightning.data.base.follow_data`, an explicit value that
+  conflicts with the data is a :class:`~msa_lightning.errors.ConfigError` naming both, and a network that needs
+  them is built then;
 * **optimisation**: parameter groups as data (:meth:`parameter_groups`), no weight decay on biases and
   normalisation weights, warm-up schedules from ``transformers``;
 * **train/eval modes**: frozen extractors (:func:`~msa_lightning.nn.pretrained.freeze`) stay in eval
@@ -42,13 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from msa_lightning.batch import MSABatch
+from msa_lightning.data.base import SuiteDataModule, follow_data
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.metrics import MSAMetrics, SampleMean
 from msa_lightning.output import MSAOutput
 from msa_lightning.training.config import NetConfig, field_names
 
-#: arguments whose value follows from the data file (``data_facts()``); ``None`` = take it from there
-DATA_ARGS = ("audio_dim", "vision_dim", "label_bound", "num_train_samples")
+#: hparams whose value follows from the data (:class:`~msa_lightning.data.base.DataFacts`); None = take it from there
+DATA_ARGS = ("audio_dim", "vision_dim", "text_dim", "label_bound", "num_train_samples")
 #: the fields a frame-feature model reads by default
 FRAME_INPUTS = frozenset(
     {"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision", "vision_lengths"}
@@ -201,34 +203,23 @@ class MSARegressionModule(L.LightningModule):
         return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
     def apply_data_facts(self, datamodule) -> None:
-        """Fill ``None`` data-shaped args from ``datamodule.data_facts()``; a conflict is a ConfigError."""
-        get_facts = getattr(datamodule, "data_facts", None)
-        facts = get_facts() if callable(get_facts) else {}
-        source = type(datamodule).__name__
-        for name in DATA_ARGS:
-            if name not in self.hparams or facts.get(name) is None:
-                continue
-            have, found = self.hparams[name], facts[name]
-            if have is None:
-                self.set_hparams(**{name: found})  # checkpoints then hold the value the network was built with
-            elif name != "num_train_samples" and float(have) != float(found):  # ULGM resizes to the data itself
-                raise ConfigError(
-                    f"{_key(name)}={have} does not match the data: {source} has {name}={found} "
-                    f"(leave {_key(name)} unset to take it from the data)"
-                )
-        family = facts.get("metric_family") or getattr(datamodule, "metric_family", None)
-        if self.metric_family == "auto":
-            if family is None:
-                raise ConfigError(
-                    f"{_key('metric_family')}='auto' needs a datamodule that knows its metric family; "
-                    f"set it to mosi, sims or simsv2"
-                )
-            self._build_metrics(family)
-        elif family is not None and family != self.metric_family:
+        """Fill unset data-shaped hparams (:data:`DATA_ARGS`) and the metric family from the facts of a suite
+        DataModule (:func:`~msa_lightning.data.base.follow_data`: a conflict is a ConfigError naming both). Another
+        LightningDataModule gives no facts: the settings must then be given."""
+        family = self.metric_family
+        if isinstance(datamodule, SuiteDataModule):
+            settings = {name: self.hparams[name] for name in DATA_ARGS if name in self.hparams}
+            settings["metric_family"] = family
+            follow_data(settings, datamodule.data_facts(), datamodule.describe())
+            family = settings.pop("metric_family")
+            self.set_hparams(**settings)  # checkpoints (and the network config) then hold the values found
+        if family == "auto":
             raise ConfigError(
-                f"{_key('metric_family')}={self.metric_family} does not match the data: "
-                f"{source} has metric_family={family} (leave it 'auto' to take it from the data)"
+                f"{_key('metric_family')}='auto' needs a datamodule that knows its metric family; "
+                f"set it to mosi, sims or simsv2"
             )
+        if family != self.metric_family:
+            self._build_metrics(family)
 
     def setup(self, stage: str) -> None:
         datamodule = self._datamodule()
@@ -241,7 +232,7 @@ class MSARegressionModule(L.LightningModule):
             if missing:
                 raise ConfigError(
                     f"{', '.join(missing)} not set and the datamodule does not give "
-                    f"{'them' if len(missing) > 1 else 'it'} (no data_facts()): set {missing[0]}"
+                    f"{'them' if len(missing) > 1 else 'it'}: set {missing[0]}"
                 )
             self.net = self.build_net()
 

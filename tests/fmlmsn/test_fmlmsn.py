@@ -510,4 +510,4 @@ def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(notebook_run, 
     assert "FmlMSN results, test split" in report.out, report.out[:500]
     second = _msa(["pipeline", str(workdir / "pipeline.yaml")], workdir)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert second.stdout.count("is up to date, skipped") == 4, second.stdout[-2000:]
+    assert second.stderr.count("is up to date, skipped") == 4, second.stderr[-2000:]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.cli.plot import main as plot_main
+from msa_lightning.cli.commands import run_command
 from msa_lightning.data import MOSIDataModule
 from msa_lightning.data.reader import read_feature_file
 from msa_lightning.experiments.lightning_cli import make_cli
@@ -555,8 +555,10 @@ def test_plot_command_writes_tsne_and_p_att_figures(synthetic_mosi_aligned, cach
     ids = read_feature_file(synthetic_mosi_aligned)["test"].ids[:2]
     out = tmp_path / "plots"
     assert (
-        plot_main(
+        run_command(
             [
+                "plot",
+                "hybrid-shift",
                 "--ckpt",
                 ckpt,
                 "--data-path",
@@ -577,8 +579,10 @@ def test_plot_command_writes_tsne_and_p_att_figures(synthetic_mosi_aligned, cach
     assert files == sorted(["representations.png", *[f"p_att_{i}.png" for i in ids]])
     assert all((out / f).stat().st_size > 5000 for f in files)
     assert (
-        plot_main(
+        run_command(
             [
+                "plot",
+                "hybrid-shift",
                 "--ckpt",
                 ckpt,
                 "--data-path",

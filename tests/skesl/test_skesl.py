@@ -782,7 +782,7 @@ def test_pretraining_on_a_corpus_on_disk(tmp_path):
     dm.setup()
     assert dm.report["bad"] == {"id10000/yt0000/00001": ["missing_visual", "no visual file for this id"]}
     assert len(dm.datasets["train"]) + len(dm.datasets["valid"]) == 23 and len(dm.datasets["valid"]) > 0
-    assert dm.data_facts()["audio_dim"] == 33 and dm.data_facts()["vision_dim"] == 709
+    assert dm.data_facts().audio_dim == 33 and dm.data_facts().vision_dim == 709
     batch = next(iter(dm.train_dataloader()))
     assert batch.labels == {} and batch.audio.shape[1:] == (40, 33) and batch.vision.shape[2] == 709
     assert (batch.text_ids[batch.extras["skesl_target"]] == load_tokenizer("tiny-bert").mask_token_id).all()

@@ -44,6 +44,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from msa_lightning.batch import MSABatch
+from msa_lightning.data.base import SuiteDataModule
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.metrics import MSAMetrics
 from msa_lightning.metrics.msa import compute_msa_metrics
@@ -343,7 +344,8 @@ class FmlMSNMeta(MSARegressionModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        widths = getattr(self._datamodule(), "feature_widths", None)
+        datamodule = self._datamodule()
+        widths = datamodule.data_facts().feature_widths if isinstance(datamodule, SuiteDataModule) else None
         if widths is not None:
             for name in self.config.stages:
                 if name not in widths:

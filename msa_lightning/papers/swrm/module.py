@@ -104,7 +104,7 @@ class SelfMMModule(MSARegressionModule):
         if self.hparams.label_bound is None:
             raise ConfigError(
                 "model.init_args.label_bound (ULGM's H) is not set and the datamodule does not give it "
-                "(no data_facts()): set it (3 on MOSI/MOSEI, 1 on CH-SIMS)"
+                "(it is not a suite DataModule): set it (3 on MOSI/MOSEI, 1 on CH-SIMS)"
             )
         self.ulgm.bound = float(self.hparams.label_bound)
         if stage == "fit" and not self.ulgm.ready:

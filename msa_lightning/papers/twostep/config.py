@@ -9,7 +9,8 @@ from typing import Literal
 from msa_lightning.errors import ConfigError
 from msa_lightning.training.config import NetConfig, config_key
 
-MODALITIES = ("T", "A", "V")
+#: the paper's letters of the modalities (its tables' T, A, V; also the unimodal label keys), in canonical order
+LETTERS = ("T", "A", "V")
 FUSIONS = ("sf", "tfn", "mult")
 REGIMES = ("single", "joint", "step1", "step2")
 
@@ -17,12 +18,12 @@ REGIMES = ("single", "joint", "step1", "step2")
 def parse_modalities(modalities: str) -> tuple[str, ...]:
     """``"TAV"``, ``"T+A"``, ``"av"`` ... -> the modalities in T, A, V order (a ConfigError otherwise)."""
     letters = [c for c in str(modalities).upper() if c not in "+ ,"]
-    if not letters or set(letters) - set(MODALITIES) or len(set(letters)) != len(letters):
+    if not letters or set(letters) - set(LETTERS) or len(set(letters)) != len(letters):
         raise ConfigError(
             f"{config_key('modalities')}: expected a non-empty subset of T, A, V such as 'TAV' or 'AV', "
             f"found {modalities!r}"
         )
-    return tuple(m for m in MODALITIES if m in letters)
+    return tuple(m for m in LETTERS if m in letters)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class TwoStepConfig(NetConfig):
                 f"{key('step1_modality')}={self.step1_modality!r} is read from the feature file "
                 f"({key('file_features')}={self.file_features!r}): there is no extractor to fine-tune"
             )
-        if self.regime == "step1" and self.step1_modality not in MODALITIES:
+        if self.regime == "step1" and self.step1_modality not in LETTERS:
             raise ConfigError(
                 f"{key('step1_modality')}: regime 'step1' fine-tunes one extractor on its "
                 f"unimodal label; expected T, A or V, found {self.step1_modality!r}"

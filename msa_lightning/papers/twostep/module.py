@@ -184,16 +184,6 @@ class TwoStepMSA(MSARegressionModule):
     # ------------------------------------------------------------------ data checks
     def setup(self, stage: str) -> None:
         datamodule = self._datamodule()
-        get_facts = getattr(datamodule, "data_facts", None)
-        if self.reads_features and callable(get_facts):
-            found = get_facts().get("text_dim")
-            if found is not None and self.config.text_dim is None:
-                self.set_hparams(text_dim=int(found))
-            elif found is not None and int(found) != int(self.config.text_dim):
-                raise ConfigError(
-                    f"{_key('text_dim')}={self.config.text_dim} does not match the data: "
-                    f"{type(datamodule).__name__} has text_dim={found}"
-                )
         if datamodule is not None:
             self.check_extractor_names(datamodule)
         super().setup(stage)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from msa_lightning.batch import MSABatch
+from msa_lightning.batch import MODALITIES, MSABatch
 from msa_lightning.errors import DataError
 from msa_lightning.nn.fusion import tensor_fusion
 from msa_lightning.nn.masking import lengths_to_mask, masked_mean
 from msa_lightning.output import MSAOutput
-from msa_lightning.papers.twostep.config import MODALITIES, TwoStepConfig
+from msa_lightning.papers.twostep.config import LETTERS, TwoStepConfig
 from msa_lightning.training.config import config_key as _key
 
-#: network attribute of each modality's extractor (also the prefix ``net.<name>`` of its parameters)
-EXTRACTOR = {"T": "text", "A": "audio", "V": "vision"}
+#: each letter's modality: the network attribute of its extractor (also the prefix ``net.<name>`` of its parameters)
+EXTRACTOR = dict(zip(LETTERS, MODALITIES))
 
 
 #: raw batch fields each extractor reads, and the step-2 feature fields that replace them
@@ -94,13 +94,12 @@ class TwoStepNet(nn.Module):
             for m in modalities:
                 fused_dim *= (c.tfn_dim if c.tfn_dim is not None else feature_dims[m]) + 1
         elif fusion == "mult":
-            from msa_lightning.nn.mult import MulT
+            from msa_lightning.nn.mult import MULT_KEY, MulT
 
-            letters = {"T": "l", "A": "a", "V": "v"}
-            dims = [feature_dims.get(m, 0) for m in MODALITIES]
+            dims = [feature_dims.get(m, 0) for m in LETTERS]
             self.fusion = MulT(
                 dims,
-                modalities="".join(letters[m] for m in modalities),
+                modalities="".join(MULT_KEY[EXTRACTOR[m]] for m in modalities),
                 dim=c.mult_dim,
                 num_heads=c.mult_heads,
                 layers=c.mult_layers,

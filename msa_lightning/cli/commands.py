@@ -15,7 +15,7 @@ from msa_lightning.errors import MSAError
 from msa_lightning.experiments.seeds import PAPER_SEEDS
 
 #: subcommands whose LightningCLI overrides follow a `--`
-OVERRIDE_COMMANDS = ("export", "seeds")
+OVERRIDE_COMMANDS = ("export", "seeds", "sweep")
 
 # Subcommands with a module of their own in this package: `add_parser(sub)` declares the arguments,
 # `main(args)` runs the library function.
@@ -24,6 +24,7 @@ PLUGIN_COMMANDS = {
     "pipeline": "msa_lightning.cli.pipeline",
     "transcribe": "msa_lightning.cli.transcribe",
     "pretrain-data": "msa_lightning.cli.pretrain_data",
+    "sweep": "msa_lightning.cli.sweep",
 }
 
 
@@ -126,7 +127,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     )
 
     rep = sub.add_parser("report", help="compare multi-seed runs; paired t-test; FmlMSN tables (Tables 7-8)")
-    rep.add_argument("runs", nargs="+", help="folders written by `msa seeds` (or their summary.csv)")
+    rep.add_argument(
+        "runs", nargs="+", help="folders written by `msa seeds` (or their summary.csv), or one `msa sweep` folder"
+    )
     rep.add_argument(
         "--ttest",
         action="store_true",
@@ -206,7 +209,11 @@ def run_extra(argv: list[str]) -> int:
         from msa_lightning.experiments.results import report, ttest_table
         from msa_lightning.papers.fmlmsn.report import fmlmsn_table
 
-        if args.ttest:
+        from msa_lightning.experiments.sweep import is_sweep_folder, sweep_report
+
+        if len(args.runs) == 1 and is_sweep_folder(args.runs[0]):
+            print(sweep_report(args.runs[0]))
+        elif args.ttest:
             if len(args.runs) != 2:
                 raise MSAError(
                     f"report --ttest compares two result folders, got {len(args.runs)}: {' '.join(args.runs)}"

@@ -33,7 +33,7 @@ from msa_lightning.experiments.process import process_command, quiet_known_noise
 
 #: LightningCLI's subcommands (they build the CLI: Lightning, every model and DataModule)
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-EXTRA_COMMANDS = ("data", "seeds", "report", "quickstart", "plot", "export", "pipeline", "transcribe", "pretrain-data")
+EXTRA_COMMANDS = ("data", "seeds", "report", "quickstart", "plot", "export", "pipeline", "transcribe", "pretrain-data", "sweep")
 
 OVERVIEW = """\
 usage: msa <command> [options]        (`msa <command> --help` lists the options of one)
@@ -54,6 +54,7 @@ suite commands:
   msa plot           paper analyses: msa plot hybrid-shift
   msa export         model outputs per split into the store, from a checkpoint
   msa pipeline       multi-stage experiments from a pipeline YAML
+  msa sweep          a W&B sweep YAML run locally and offline (grid, random, bayes); msa report DIR ranks it
   msa transcribe     ASR transcripts of audio clips (a Whisper model)
   msa pretrain-data  SKESL pretraining corpus: msa pretrain-data {synth,build,inspect}
 

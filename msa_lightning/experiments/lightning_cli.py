@@ -39,14 +39,20 @@ from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.errors import ConfigError
 from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers, wandb_never_prompts
 from msa_lightning.papers import registry  # noqa: F401  (every model and DataModule: short class names resolve)
-from msa_lightning.training.callbacks import ExactResume, MSACheckpoint, continue_in_run_folder
+from msa_lightning.training.callbacks import (
+    METRICS_HISTORY_ENV,
+    ExactResume,
+    MetricsHistory,
+    MSACheckpoint,
+    continue_in_run_folder,
+)
 from msa_lightning.training.module import MSARegressionModule
 
 #: the description of ``msa fit --help`` (and the other LightningCLI subcommands)
 DESCRIPTION = (
     "msa_lightning: multimodal sentiment analysis. The training subcommands are below (`msa fit --help`); "
     "the suite's own: msa data {synth,convert,inspect,wer}, msa seeds, msa report, msa quickstart, msa plot, "
-    "msa export, msa pipeline, msa transcribe, msa pretrain-data {synth,build,inspect} (each with --help). Errors "
+    "msa export, msa pipeline, msa sweep, msa transcribe, msa pretrain-data {synth,build,inspect} (each with --help). Errors "
     "in the input end as one `msa: error:` line; add "
     "--debug (or set MSA_DEBUG=1) for the traceback."
 )
@@ -204,6 +210,8 @@ class MSACLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
+        if os.environ.get(METRICS_HISTORY_ENV) and self.subcommand == "fit":  # a sweep trial: its metrics per epoch
+            trainer.callbacks.append(MetricsHistory(os.environ[METRICS_HISTORY_ENV]))
         trainers.add(trainer)
         return trainer
 

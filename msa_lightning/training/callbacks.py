@@ -22,6 +22,7 @@ one epoch is followed directly by the next step: its states are restored in the 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import signal
@@ -416,3 +417,48 @@ def continue_in_run_folder(config) -> None:
         init_args["version"] = version
         if cls == "CSVLogger" and saved.get("csv_rows") is not None and _is_rank_zero_process():
             _keep_csv_rows(saved["log_dir"], saved["csv_rows"])
+
+
+#: environment variable naming the file :class:`MetricsHistory` appends to (set by ``msa sweep`` for each trial)
+METRICS_HISTORY_ENV = "MSA_METRICS_HISTORY"
+
+
+class MetricsHistory(L.Callback):
+    """One JSON line per validation (``{"epoch", "step", <metric>: value, ...}``) appended to ``path``, whatever
+    the logger: a sweep runner reads its trials' objective and learning curves (hyperband) from it while they run.
+
+    Rank 0 writes; the sanity check is skipped. A resumed run appends after the rows it had written: a reader keeps
+    the last row of each epoch (:func:`read_metrics_history`)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for name, value in trainer.callback_metrics.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                row[name] = float(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as file:
+            file.write(json.dumps(row) + "\n")
+            file.flush()
+
+
+def read_metrics_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a :class:`MetricsHistory` file, one per epoch (the last written for an epoch wins: a resumed
+    run repeats none); a partly written last line (the run was killed while writing) is ignored."""
+    rows: dict[int, dict] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows[row["epoch"]] = row
+    return [rows[e] for e in sorted(rows)]

@@ -207,9 +207,8 @@ def run_extra(argv: list[str]) -> int:
         run_seeds(args.config, args.seeds, args.out, overrides, args.name, args.force)
     elif args.command == "report":
         from msa_lightning.experiments.results import report, ttest_table
-        from msa_lightning.papers.fmlmsn.report import fmlmsn_table
-
         from msa_lightning.experiments.sweep import is_sweep_folder, sweep_report
+        from msa_lightning.papers.fmlmsn.report import fmlmsn_table
 
         if len(args.runs) == 1 and is_sweep_folder(args.runs[0]):
             print(sweep_report(args.runs[0]))

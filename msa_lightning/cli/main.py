@@ -33,7 +33,18 @@ from msa_lightning.experiments.process import process_command, quiet_known_noise
 
 #: LightningCLI's subcommands (they build the CLI: Lightning, every model and DataModule)
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-EXTRA_COMMANDS = ("data", "seeds", "report", "quickstart", "plot", "export", "pipeline", "transcribe", "pretrain-data", "sweep")
+EXTRA_COMMANDS = (
+    "data",
+    "seeds",
+    "report",
+    "quickstart",
+    "plot",
+    "export",
+    "pipeline",
+    "transcribe",
+    "pretrain-data",
+    "sweep",
+)
 
 OVERVIEW = """\
 usage: msa <command> [options]        (`msa <command> --help` lists the options of one)

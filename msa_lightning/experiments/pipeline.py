@@ -41,6 +41,7 @@ from pathlib import Path
 
 import yaml
 
+from msa_lightning.checkpoints import newest_resume_checkpoint
 from msa_lightning.errors import ConfigError, MSAError
 from msa_lightning.textfiles import read_text
 
@@ -309,11 +310,8 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
         return previous
     resume = []
     # an unfinished fit of the same command: continue from its newest checkpoint (Ctrl-C or last epoch)
-    candidates = [
-        p for p in (folder / "checkpoints" / "interrupted.ckpt", folder / "checkpoints" / "last.ckpt") if p.is_file()
-    ]
-    if same and not force and candidates:
-        newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
+    newest = newest_resume_checkpoint(folder / "checkpoints")
+    if same and not force and newest is not None:
         resume = [f"--ckpt_path={newest}"]
         print(
             f"msa: pipeline {pipeline.name}: stage {stage.name}: resuming its unfinished fit from {newest}", flush=True

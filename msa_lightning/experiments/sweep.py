@@ -45,9 +45,9 @@ from typing import Any, Iterator
 
 import yaml
 
+from msa_lightning.checkpoints import METRICS_HISTORY_ENV, newest_resume_checkpoint, read_metrics_history
 from msa_lightning.errors import ConfigError, MSAError
 from msa_lightning.textfiles import read_text
-from msa_lightning.training.callbacks import INTERRUPTED_NAME, METRICS_HISTORY_ENV, read_metrics_history
 
 STATE = "sweep.json"
 LOCK = ".sweep.lock"
@@ -207,7 +207,8 @@ def check_command(definition: dict, overrides: list[str], where: str) -> None:
         return
     lines = [line for line in proc.stderr.splitlines() if line.startswith("msa: error:")]
     message = lines[-1][len("msa: error:") :].strip() if lines else (proc.stderr.strip().splitlines() or ["?"])[-1]
-    named = [k for k in definition["parameters"] if k in message]
+    # jsonargparse names the option by its full key or, inside a class's arguments, by its last part
+    named = [k for k in definition["parameters"] if k in message or f"'{k.rsplit('.', 1)[-1]}'" in message]
     what = f"parameter {named[0]!r}" if named else "the trial command"
     raise ConfigError(f"{where}: {what} is rejected by msa fit: {message}")
 
@@ -219,9 +220,11 @@ def _values(run) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- state
 def open_sweep(out: Path, source: str, definition: dict, overrides: list[str]) -> Sweep:
-    """The sweep kept in ``out`` (same definition and overrides, or a ConfigError), or a new one."""
+    """The sweep kept in ``out`` (same definition and overrides, or a ConfigError), or a new one (its trial
+    command checked first)."""
     path = out / STATE
     if not path.is_file():
+        check_command(definition, list(overrides), f"sweep {source}")  # once, before the sweep exists
         digest = hashlib.sha256(f"{out.resolve()}{time.time_ns()}".encode()).hexdigest()[:8]
         sweep = Sweep(out, source, definition, list(overrides), digest)
         sweep.save()
@@ -353,11 +356,9 @@ def _start(sweep: Sweep, trial: Trial, slot: int, slot_env: dict[str, str]) -> _
     """Start (or resume) ``trial``'s ``msa fit``: a fresh one runs its command, an unfinished one continues from
     its newest checkpoint (none: it runs again from scratch, its old history dropped)."""
     folder = sweep.folder(trial)
-    ckpt_dir = folder / "checkpoints"
-    candidates = [p for p in (ckpt_dir / INTERRUPTED_NAME, ckpt_dir / "last.ckpt") if p.is_file()]
+    newest = newest_resume_checkpoint(folder / "checkpoints")
     resume: list[str] = []
-    if trial.runs and candidates:
-        newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
+    if trial.runs and newest is not None:
         resume = [f"--ckpt_path={newest}"]
         print(f"msa: sweep {sweep.name}: {trial.name}: resuming from {newest}", flush=True)
     elif trial.runs:
@@ -410,11 +411,12 @@ def _finish(sweep: Sweep, running: _Running, interrupted: bool) -> None:
     trial, code = running.trial, running.proc.returncode
     trial.exitcode = code
     trial.seconds += time.monotonic() - running.started
-    if running.stopping and code in (0, 130):
+    asked_to_stop = code in (130, -signal.SIGINT, -signal.SIGKILL)  # saved a checkpoint, or stopped before any
+    if running.stopping and (code == 0 or asked_to_stop):
         trial.state = "stopped"
     elif code == 0:
         trial.state = "finished"
-    elif interrupted and code == 130:
+    elif interrupted and asked_to_stop:
         trial.state = "interrupted"
     else:
         trial.state = "failed"
@@ -491,7 +493,6 @@ def run_sweep(path: str | Path, count: int, out: str | Path, overrides: list[str
     out.mkdir(parents=True, exist_ok=True)
     with _holding(out):
         sweep = open_sweep(out, str(path), definition, list(overrides))
-        check_command(definition, sweep.overrides, where)
         print(
             f"msa: sweep {sweep.name} ({definition['method']}, {sweep.goal} {sweep.metric}) in {out}: "
             f"{len(sweep.trials)} trial(s) so far; W&B group {sweep.group} (offline unless WANDB_MODE says otherwise)",

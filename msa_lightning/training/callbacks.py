@@ -38,7 +38,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
-INTERRUPTED_NAME = "interrupted.ckpt"
+from msa_lightning.checkpoints import INTERRUPTED_NAME
 
 
 class MSACheckpoint(ModelCheckpoint):
@@ -419,16 +419,12 @@ def continue_in_run_folder(config) -> None:
             _keep_csv_rows(saved["log_dir"], saved["csv_rows"])
 
 
-#: environment variable naming the file :class:`MetricsHistory` appends to (set by ``msa sweep`` for each trial)
-METRICS_HISTORY_ENV = "MSA_METRICS_HISTORY"
-
-
 class MetricsHistory(L.Callback):
     """One JSON line per validation (``{"epoch", "step", <metric>: value, ...}``) appended to ``path``, whatever
     the logger: a sweep runner reads its trials' objective and learning curves (hyperband) from it while they run.
 
     Rank 0 writes; the sanity check is skipped. A resumed run appends after the rows it had written: a reader keeps
-    the last row of each epoch (:func:`read_metrics_history`)."""
+    the last row of each epoch (:func:`~msa_lightning.checkpoints.read_metrics_history`)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -444,21 +440,3 @@ class MetricsHistory(L.Callback):
         with open(self.path, "a") as file:
             file.write(json.dumps(row) + "\n")
             file.flush()
-
-
-def read_metrics_history(path: str | os.PathLike) -> list[dict[str, float]]:
-    """The rows of a :class:`MetricsHistory` file, one per epoch (the last written for an epoch wins: a resumed
-    run repeats none); a partly written last line (the run was killed while writing) is ignored."""
-    rows: dict[int, dict] = {}
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            rows[row["epoch"]] = row
-    return [rows[e] for e in sorted(rows)]

@@ -218,7 +218,7 @@ class MSACLI(LightningCLI):
             (self.config_init[self.subcommand] if self.subcommand else self.config_init)["data"] = datamodule
         if self.model is not None and self.datamodule is not None:  # a pairing that cannot work, before any run
             check_inputs(self.model, self.datamodule)
-        if self.subcommand == "fit":
+        if self.subcommand in (None, "fit"):  # None: a run built from Python to be fitted (run=False)
             apply_global_batch_size(cfg, self.trainer, self.datamodule)
 
     def instantiate_trainer(self, **kwargs: Any):

@@ -19,7 +19,7 @@ SHARDS=${1:?usage: sbatch slurm_skesl_pretrain.sh SHARDS_DIR [CONFIG.yaml] [over
 CONFIG=${2:-configs/skesl/pretrain_bert.yaml}
 shift $(( $# >= 2 ? 2 : 1 ))
 test -f "$SHARDS/manifest.json" || { echo "no shards at $SHARDS: msa pretrain-data build ... --out $SHARDS" >&2; exit 2; }
-source .venv/bin/activate
+[ -n "${VIRTUAL_ENV:-}" ] || source .venv/bin/activate   # an environment already active (module, conda) is kept
 # node-local copy instead of a shared filesystem (same path on every node):
 # LOCAL=/tmp/$USER/skesl_shards
 # srun --ntasks-per-node=1 rsync -a --delete "$SHARDS/" "$LOCAL/" && SHARDS=$LOCAL

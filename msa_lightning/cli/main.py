@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
             make_cli(None if from_command_line else args)
     except Exception as error:
-        expected = expected_error(error)
+        expected = expected_error(error) or lost_peer(error)
         if expected is None or debug:
             raise
         report_error(expected)
@@ -151,6 +151,27 @@ def expected_error(error: BaseException) -> MSAError | None:
             return error
         error, seen = error.__cause__, seen + 1
     return None
+
+
+#: what torch's gloo/NCCL transports say when another process of the job died or stopped answering
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer|[Tt]imed out|Socket Timeout|NCCL communicator was aborted")
+
+
+def lost_peer(error: BaseException) -> MSAError | None:
+    """A collective of a multi-process run failed because another rank (or its node) crashed, was killed or hung
+    past the strategy's ``timeout``: one line saying so and how to resume, instead of torch's traceback."""
+    running = [t for t in trainers if getattr(t, "world_size", 1) > 1]
+    if not running or not isinstance(error, RuntimeError) or not _PEER_LOST.search(str(error)):
+        return None
+    trainer = running[0]
+    first = str(error).strip().splitlines()[0]
+    first = re.sub(r"^\[[^\]]*pair\.cc:\d+\] ", "", first)  # gloo's source location
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    resume = f"; resume with --ckpt_path {os.path.join(folder, 'last.ckpt')}" if folder else ""
+    return MSAError(
+        f"rank {trainer.global_rank} of {trainer.world_size} lost another process of the job (it crashed, was "
+        f"killed, or its node failed or hung): {first}{resume}"
+    )
 
 
 def without_worker_traceback(error: BaseException) -> str:

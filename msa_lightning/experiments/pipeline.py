@@ -43,7 +43,7 @@ import yaml
 
 from msa_lightning.checkpoints import newest_resume_checkpoint
 from msa_lightning.errors import ConfigError, MSAError
-from msa_lightning.textfiles import read_text
+from msa_lightning.textfiles import read_text, read_yaml_mapping
 
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 FIELDS = ("best_ckpt", "last_ckpt", "export", "dir")
@@ -82,14 +82,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     """Read and check a pipeline file; every problem is one ConfigError naming the file and stage."""
     path = Path(path)
     where = f"pipeline {path}"
-    if not path.is_file():
-        raise ConfigError(f"{where}: file not found")
-    try:
-        spec = yaml.safe_load(read_text(path, "pipeline file", ConfigError))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: expected a mapping with name, out and stages")
+    spec = read_yaml_mapping(path, "pipeline", "name, out and stages")
     unknown = set(spec) - {"name", "out", "stages"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; expected name, out, stages")

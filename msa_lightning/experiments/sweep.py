@@ -43,11 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from msa_lightning.checkpoints import METRICS_HISTORY_ENV, newest_resume_checkpoint, read_metrics_history
 from msa_lightning.errors import ConfigError, MSAError
-from msa_lightning.textfiles import read_text
+from msa_lightning.textfiles import read_yaml_mapping
 
 STATE = "sweep.json"
 LOCK = ".sweep.lock"
@@ -140,14 +138,7 @@ def _engine():
 def load_definition(path: str | Path) -> dict:
     """Read and check a W&B sweep YAML; every problem is one ConfigError naming the file."""
     where = f"sweep {path}"
-    if not Path(path).is_file():
-        raise ConfigError(f"{where}: file not found")
-    try:
-        definition = yaml.safe_load(read_text(path, "sweep file", ConfigError))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(definition, dict):
-        raise ConfigError(f"{where}: expected a mapping with method, metric, parameters and command")
+    definition = read_yaml_mapping(path, "sweep", "method, metric, parameters and command")
     method = definition.get("method")
     if method not in METHODS:
         raise ConfigError(

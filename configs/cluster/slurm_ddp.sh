@@ -7,6 +7,7 @@
 #SBATCH --gpus-per-node=4
 #SBATCH --cpus-per-task=8
 #SBATCH --time=12:00:00
+#SBATCH --signal=USR1@120   # before the time limit: every rank saves hpc_ckpt_N.ckpt, the job is requeued and resumes
 set -euo pipefail
 CONFIG=${1:?usage: sbatch slurm_ddp.sh CONFIG.yaml [overrides...]}
 shift

@@ -14,6 +14,7 @@
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=8
 #SBATCH --time=48:00:00
+#SBATCH --signal=USR1@120   # before the time limit: every rank saves hpc_ckpt_N.ckpt, the job is requeued and resumes
 set -euo pipefail
 SHARDS=${1:?usage: sbatch slurm_skesl_pretrain.sh SHARDS_DIR [CONFIG.yaml] [overrides...]}
 CONFIG=${2:-configs/skesl/pretrain_bert.yaml}

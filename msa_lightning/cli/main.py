@@ -7,11 +7,13 @@
   ``--ckpt_path`` takes a checkpoint file or a run folder (its best checkpoint; ``RUN/last`` for the last).
 * ``msa data synth|convert|inspect|wer`` — feature-file tools.
 * ``msa seeds --config C --seeds 1111 1112 ...`` — fit + test over seeds, mean/std table.
-* ``msa report DIR`` — merge result tables of several runs.
+* ``msa report DIR`` — merge result tables of several runs (or rank the trials of an ``msa sweep`` folder).
+* ``msa sweep SWEEP.yaml --count N --out DIR`` — a W&B sweep definition run locally and offline by W&B's engine.
 * ``msa quickstart`` — synthetic MOSI -> fit -> test -> metric table, in about a minute on a CPU.
 
-Expected failures (:class:`msa_lightning.errors.MSAError`) end as one ``msa: error: ...`` message and
-exit status 2; ``--debug`` anywhere on the command line (or ``MSA_DEBUG=1``) shows the traceback.
+Expected failures (:class:`msa_lightning.errors.MSAError`, and a multi-process run that lost another rank:
+:func:`lost_peer`) end as one ``msa: error: ...`` message and exit status 2; ``--debug`` anywhere on the
+command line (or ``MSA_DEBUG=1``) shows the traceback.
 
 This module is the entry point and stays light: ``msa`` and ``msa --help`` print the overview below,
 and the suite's own subcommands import what they use. Lightning, the model registry and the

@@ -72,6 +72,7 @@ class Trial:
     command: list[str] = field(default_factory=list)
     runs: int = 0  # processes started for it (1 + resumes)
     seconds: float = 0.0  # wall time of its processes
+    pid: int | None = None  # its `msa fit` process while it runs
 
 
 @dataclass
@@ -370,6 +371,8 @@ def _start(sweep: Sweep, trial: Trial, slot: int, slot_env: dict[str, str]) -> _
         start_new_session=True,  # Ctrl-C reaches the runner only, which asks each trial once to stop
     )
     log.close()
+    trial.pid = proc.pid
+    sweep.save()
     return _Running(trial, proc, slot, time.monotonic())
 
 
@@ -400,7 +403,7 @@ def best_value(sweep: Sweep, trial: Trial) -> tuple[float, int] | None:
 
 def _finish(sweep: Sweep, running: _Running, interrupted: bool) -> None:
     trial, code = running.trial, running.proc.returncode
-    trial.exitcode = code
+    trial.exitcode, trial.pid = code, None
     trial.seconds += time.monotonic() - running.started
     asked_to_stop = code in (130, -signal.SIGINT, -signal.SIGKILL)  # saved a checkpoint, or stopped before any
     if running.stopping and (code == 0 or asked_to_stop):

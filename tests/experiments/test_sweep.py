@@ -40,6 +40,13 @@ def _wait_for(condition, timeout: float = 240.0) -> None:
         time.sleep(0.05)
 
 
+def _sigint_pending(pid: int) -> bool:
+    """SIGINT waits for the (stopped) process ``pid``: the process-wide pending set of /proc/PID/status."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    pending = int(next(line.split()[1] for line in status.splitlines() if line.startswith("ShdPnd:")), 16)
+    return bool(pending & (1 << (signal.SIGINT - 1)))
+
+
 def _history_epochs(folder: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (folder / "history.jsonl").read_text().splitlines()]
 
@@ -63,7 +70,12 @@ def sweep_calls(synthetic_mosi, cache_dir, tmp_path_factory):
     )
     third = out / "trial-0003"
     _wait_for(lambda: (third / "history.jsonl").is_file() and (third / "history.jsonl").read_text().strip())
+    # the trial is paused after its first validation, so that the Ctrl-C surely comes before its last epoch ends
+    pid = json.loads((out / "sweep.json").read_text())["trials"][2]["pid"]
+    os.kill(pid, signal.SIGSTOP)
     proc.send_signal(signal.SIGINT)  # Ctrl-C of the runner: it asks the trial once to save and stop
+    _wait_for(lambda: _sigint_pending(pid))  # the runner has passed it on to the paused trial
+    os.kill(pid, signal.SIGCONT)
     stdout, stderr = proc.communicate(timeout=240)
     interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     state_after_interrupt = json.loads((out / "sweep.json").read_text())

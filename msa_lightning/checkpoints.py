@@ -197,3 +197,39 @@ def check_checkpoint_class(
             f"{switch.format(short_name(found))} (or leave the model out to use the checkpoint's class)"
         )
     return found
+
+
+#: the checkpoint ``ExactResume`` writes on Ctrl-C (beside ``last.ckpt``)
+INTERRUPTED_NAME = "interrupted.ckpt"
+
+
+def newest_resume_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """Where an unfinished fit that wrote its checkpoints into ``folder`` continues: the newer of
+    ``interrupted.ckpt`` (Ctrl-C mid-epoch) and ``last.ckpt`` (the latest epoch end); None if it wrote neither."""
+    found = [p for p in (Path(folder) / INTERRUPTED_NAME, Path(folder) / "last.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+#: environment variable naming the file ``MetricsHistory`` appends to (``msa sweep`` sets it for each trial)
+METRICS_HISTORY_ENV = "MSA_METRICS_HISTORY"
+
+
+def read_metrics_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows (``{"epoch", "step", <metric>: value}``) of a ``MetricsHistory`` file, one per epoch (the last
+    written for an epoch wins: a resumed run repeats none); a partly written last line (the run was killed while
+    writing) is ignored."""
+    import json
+
+    rows: dict[int, dict] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows[row["epoch"]] = row
+    return [rows[e] for e in sorted(rows)]

@@ -91,3 +91,22 @@ def read_text_lines(path: str | Path, what: str = "file", error: type[MSAError] 
 def open_text(path: str | Path, what: str = "file", error: type[MSAError] = DataError) -> io.StringIO:
     """A text stream of ``path`` (read whole, as :func:`read_text` reads) for ``csv.reader``, ``yaml`` etc."""
     return io.StringIO(read_text(path, what, error), newline="")
+
+
+def read_yaml_mapping(path: str | Path, what: str, expected: str) -> dict:
+    """A YAML file that holds a mapping (a pipeline, a sweep definition); a missing file, bad YAML or another kind of
+    document is one ConfigError starting with ``"{what} {path}: "`` (``expected``: what the mapping should hold)."""
+    import yaml
+
+    from msa_lightning.errors import ConfigError
+
+    where = f"{what} {path}"
+    if not Path(path).is_file():
+        raise ConfigError(f"{where}: file not found")
+    try:
+        document = yaml.safe_load(read_text(path, f"{what} file", ConfigError))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{where}: expected a mapping with {expected}")
+    return document

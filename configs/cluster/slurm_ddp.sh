@@ -7,10 +7,11 @@
 #SBATCH --gpus-per-node=4
 #SBATCH --cpus-per-task=8
 #SBATCH --time=12:00:00
+#SBATCH --signal=USR1@120   # before the time limit: every rank saves hpc_ckpt_N.ckpt, the job is requeued and resumes
 set -euo pipefail
 CONFIG=${1:?usage: sbatch slurm_ddp.sh CONFIG.yaml [overrides...]}
 shift
-source .venv/bin/activate
+[ -n "${VIRTUAL_ENV:-}" ] || source .venv/bin/activate   # an environment already active (module, conda) is kept
 # The memory-mapped feature cache is built by local rank 0 of each node (prepare_data) while the
 # other ranks wait; to build it ahead of time: msa data convert /data/MOSEI/unaligned_50.pkl --dataset mosei
 srun msa fit --config "$CONFIG" --config configs/trainer/ddp.yaml \

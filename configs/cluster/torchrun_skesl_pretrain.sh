@@ -17,7 +17,7 @@ test -f "$SHARDS/manifest.json" || { echo "no shards at $SHARDS: msa pretrain-da
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 GPUS=${GPUS_PER_NODE:-$(nvidia-smi -L | wc -l)}
-source .venv/bin/activate
+[ -n "${VIRTUAL_ENV:-}" ] || source .venv/bin/activate   # an environment already active (module, conda) is kept
 torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$GPUS" \
   --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "${MASTER_PORT:-29500}" \
   -m msa_lightning.cli fit --config configs/skesl/pretrain_bert.yaml --config configs/skesl/trainer_gpu_bf16.yaml \

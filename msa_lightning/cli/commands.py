@@ -33,9 +33,10 @@ COMMANDS = {
     "pretrain-data": "msa_lightning.cli.pretrain_data",
     "features": "msa_lightning.cli.features",
     "infer": "msa_lightning.cli.infer",
+    "sweep": "msa_lightning.cli.sweep",
 }
 #: commands whose LightningCLI overrides follow a `--` (into ``args.overrides``)
-OVERRIDE_COMMANDS = ("export", "seeds")
+OVERRIDE_COMMANDS = ("export", "seeds", "sweep")
 #: commands that take config overrides such as ``--data.init_args.path=X`` among their own options
 #: (into ``args.config_args``); any other command refuses an argument it does not know
 CONFIG_ARG_COMMANDS = ("plot",)

@@ -6,11 +6,12 @@
   bound, metric family, training-set size) are filled into the model from the DataModule.
   ``--ckpt_path`` takes a checkpoint file or a run folder (its best checkpoint; ``RUN/last`` for the last).
 * the suite's own subcommands (``msa data``, ``seeds``, ``report``, ``quickstart``, ``plot``, ``export``,
-  ``pipeline``, ``transcribe``, ``pretrain-data``): one module each, registered in
+  ``pipeline``, ``transcribe``, ``pretrain-data``, ``features``, ``infer``, ``sweep``): one module each, registered in
   :data:`msa_lightning.cli.commands.COMMANDS` and run by :func:`~msa_lightning.cli.commands.run_command`.
 
-Expected failures (:class:`msa_lightning.errors.MSAError`) end as one ``msa: error: ...`` message and
-exit status 2; ``--debug`` anywhere on the command line (or ``MSA_DEBUG=1``) shows the traceback.
+Expected failures (:class:`msa_lightning.errors.MSAError`, and a multi-process run that lost another rank:
+:func:`lost_peer`) end as one ``msa: error: ...`` message and exit status 2; ``--debug`` anywhere on the
+command line (or ``MSA_DEBUG=1``) shows the traceback.
 
 This module is the entry point and stays light: ``msa`` and ``msa --help`` print the overview below,
 and the suite's own subcommands import what they use. Lightning, the model registry and the
@@ -54,6 +55,7 @@ suite commands:
   msa plot           paper analyses: msa plot hybrid-shift
   msa export         model outputs per split into the store, from a checkpoint
   msa pipeline       multi-stage experiments from a pipeline YAML
+  msa sweep          a W&B sweep YAML run locally and offline (grid, random, bayes); msa report DIR ranks it
   msa transcribe     ASR transcripts of audio clips (a Whisper model)
   msa pretrain-data  SKESL pretraining corpus: msa pretrain-data {synth,build,inspect}
   msa features       feature files from your own videos: msa features extract --raw DIR --out FILE.pkl
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
             make_cli(None if from_command_line else args)
     except Exception as error:
-        expected = expected_error(error)
+        expected = expected_error(error) or lost_peer(error)
         if expected is None or debug:
             raise
         report_error(expected)
@@ -139,6 +141,27 @@ def expected_error(error: BaseException) -> MSAError | None:
             return error
         error, seen = error.__cause__, seen + 1
     return None
+
+
+#: what torch's gloo/NCCL transports say when another process of the job died or stopped answering
+_PEER_LOST = re.compile(r"Connection (closed|reset) by peer|[Tt]imed out|Socket Timeout|NCCL communicator was aborted")
+
+
+def lost_peer(error: BaseException) -> MSAError | None:
+    """A collective of a multi-process run failed because another rank (or its node) crashed, was killed or hung
+    past the strategy's ``timeout``: one line saying so and how to resume, instead of torch's traceback."""
+    running = [t for t in trainers if getattr(t, "world_size", 1) > 1]
+    if not running or not isinstance(error, RuntimeError) or not _PEER_LOST.search(str(error)):
+        return None
+    trainer = running[0]
+    first = str(error).strip().splitlines()[0]
+    first = re.sub(r"^\[[^\]]*pair\.cc:\d+\] ", "", first)  # gloo's source location
+    folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+    resume = f"; resume with --ckpt_path {os.path.join(folder, 'last.ckpt')}" if folder else ""
+    return MSAError(
+        f"rank {trainer.global_rank} of {trainer.world_size} lost another process of the job (it crashed, was "
+        f"killed, or its node failed or hung): {first}{resume}"
+    )
 
 
 def without_worker_traceback(error: BaseException) -> str:

@@ -13,7 +13,9 @@ def add_parser(subparsers) -> None:
     p = add_command(
         subparsers, "report", help="compare multi-seed runs; paired t-test; a paper's table; FmlMSN Tables 7-8"
     )
-    p.add_argument("runs", nargs="*", help="folders written by `msa seeds` (or their summary.csv)")
+    p.add_argument(
+        "runs", nargs="*", help="folders written by `msa seeds` (or their summary.csv), or one `msa sweep` folder"
+    )
     p.add_argument(
         "--paper",
         choices=list(PAPERS),
@@ -51,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.runs:
         args.parser.error("the following arguments are required: runs (or --paper NAME)")
-    if args.ttest:
+    from msa_lightning.experiments.sweep import is_sweep_folder, sweep_report
+
+    if len(args.runs) == 1 and is_sweep_folder(args.runs[0]):
+        print(sweep_report(args.runs[0]))
+    elif args.ttest:
         if len(args.runs) != 2:
             raise MSAError(f"report --ttest compares two result folders, got {len(args.runs)}: {' '.join(args.runs)}")
         print(ttest_table(*args.runs))

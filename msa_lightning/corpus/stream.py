@@ -240,6 +240,22 @@ class SKESLStreamLoader:
         self._taken = 0  # batches of the current epoch handed to the training loop
         self._skip = 0  # batches to leave out of the next epoch's iteration (after a mid-epoch resume)
 
+    # ------------------------------------------------------------------ Lightning's epoch
+    #: no batch sampler: Lightning's checks of a loader's order look at ``sampler`` alone
+    batch_sampler = None
+
+    @property
+    def sampler(self) -> SKESLStreamLoader:
+        """Lightning calls ``set_epoch`` on a loader's ``sampler`` at the start of every epoch: this loader's own."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """The next iteration serves the trainer's epoch ``epoch`` (the order of loader epoch ``epoch + 1``), also
+        after a resume from a checkpoint written at an epoch end, which Lightning restores without the loader's
+        state. A mid-epoch resume keeps the restored epoch."""
+        if not self._restoring:
+            self.current_epoch = int(epoch)
+
     # ------------------------------------------------------------------ the plan
     def shares(self) -> list[int]:
         return rank_shares(self.dataset_total(), self.world_size)

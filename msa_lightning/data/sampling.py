@@ -35,7 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch.utils.data import DataLoader, DistributedSampler
 
-from msa_lightning.errors import DataError
+from msa_lightning.errors import ConfigError, DataError
 
 
 def batch_sizes(num_samples: int, batch_size: int, num_batches: int | None = None) -> list[int]:
@@ -219,3 +219,21 @@ def id_draws(ids: Sequence[str], seed: int) -> np.ndarray:
         digest = hashlib.blake2b(f"{seed}\x00{clip}".encode(), digest_size=8).digest()
         out[i] = int.from_bytes(digest, "little") / 2.0**64
     return out
+
+
+def split_global_batch(global_batch: int, world: int, max_per_device: int) -> tuple[int, int]:
+    """``(per-device batch, accumulation)`` with ``per-device x world x accumulation == global_batch`` and the
+    per-device batch as large as possible up to ``max_per_device`` (the fewest accumulated micro-batches).
+
+    Ranks take rows of one shuffled order round-robin (:class:`EpochBatchSampler`), so an optimiser step of any
+    world size sees the same clips as the step of one device with one batch of ``global_batch``."""
+    if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+        raise ConfigError(f"global_batch_size: expected a positive integer, found {global_batch!r}")
+    if global_batch % world:
+        raise ConfigError(
+            f"global_batch_size {global_batch} cannot be split evenly over {world} devices (DDP processes); "
+            f"give a multiple of {world}"
+        )
+    per_world = global_batch // world
+    accumulation = next(a for a in range(1, per_world + 1) if per_world % a == 0 and per_world // a <= max_per_device)
+    return per_world // accumulation, accumulation

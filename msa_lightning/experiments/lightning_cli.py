@@ -20,14 +20,16 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from msa_lightning.checkpoints import (
     LIGHTNING_NAMES,
+    METRICS_HISTORY_ENV,
     check_checkpoint_class,
     checkpoint_class,
     read_checkpoint,
@@ -36,18 +38,24 @@ from msa_lightning.checkpoints import (
 )
 from msa_lightning.data.base import DATA_FACTS, DataFacts, SuiteDataModule, follow_data
 from msa_lightning.data.datamodule import check_inputs
+from msa_lightning.data.sampling import split_global_batch
 from msa_lightning.errors import ConfigError
 from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers, wandb_never_prompts
 from msa_lightning.papers import registry  # noqa: F401  (every model and DataModule: short class names resolve)
-from msa_lightning.training.callbacks import ExactResume, MSACheckpoint, continue_in_run_folder
+from msa_lightning.training.callbacks import (
+    ExactResume,
+    MetricsHistory,
+    MSACheckpoint,
+    continue_in_run_folder,
+)
 from msa_lightning.training.module import MSARegressionModule
 
 #: the description of ``msa fit --help`` (and the other LightningCLI subcommands)
 DESCRIPTION = (
     "msa_lightning: multimodal sentiment analysis. The training subcommands are below (`msa fit --help`); "
     "the suite's own: msa data {synth,convert,inspect,wer}, msa seeds, msa report, msa quickstart, msa plot, "
-    "msa export, msa pipeline, msa transcribe, msa pretrain-data {synth,build,inspect} (each with --help). Errors "
-    "in the input end as one `msa: error:` line; add "
+    "msa export, msa pipeline, msa sweep, msa transcribe, msa pretrain-data {synth,build,inspect} (each with "
+    "--help). Errors in the input end as one `msa: error:` line; add "
     "--debug (or set MSA_DEBUG=1) for the traceback."
 )
 
@@ -115,6 +123,15 @@ class MSACLI(LightningCLI):
         # last.ckpt at every epoch end; RNG state, run folder and Ctrl-C for exact resumes (tools/callbacks.py)
         parser.add_lightning_class_args(MSACheckpoint, "checkpoint")
         parser.add_lightning_class_args(ExactResume, "resume")
+        parser.add_argument(
+            "--global_batch_size",
+            type=Optional[Union[int, Literal["single_device"]]],
+            default=None,
+            help="samples per optimiser step over all devices, whatever their number: data.batch_size becomes the "
+            "largest batch per device and trainer.accumulate_grad_batches makes up the rest. `single_device`: the "
+            "config's step on one device (data.batch_size x trainer.accumulate_grad_batches, each paper's batch), "
+            "kept on any number of devices",
+        )
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/mae",
@@ -190,9 +207,13 @@ class MSACLI(LightningCLI):
             (self.config_init[self.subcommand] if self.subcommand else self.config_init)["data"] = datamodule
         if self.model is not None and self.datamodule is not None:  # a pairing that cannot work, before any run
             check_inputs(self.model, self.datamodule)
+        if self.subcommand in (None, "fit"):  # None: a run built from Python to be fitted (run=False)
+            apply_global_batch_size(cfg, self.trainer, self.datamodule)
 
     def instantiate_trainer(self, **kwargs: Any):
         trainer = super().instantiate_trainer(**kwargs)
+        if os.environ.get(METRICS_HISTORY_ENV) and self.subcommand == "fit":  # a sweep trial: its metrics per epoch
+            trainer.callbacks.append(MetricsHistory(os.environ[METRICS_HISTORY_ENV]))
         trainers.add(trainer)
         return trainer
 
@@ -204,6 +225,32 @@ class MSACLI(LightningCLI):
         kwargs.pop("return_predictions", None)
         ckpt_path = kwargs.pop("ckpt_path", None)
         return predict_and_write(self.trainer, self._subconfig().get("predictions"), ckpt_path, **kwargs)
+
+
+def apply_global_batch_size(cfg, trainer, datamodule) -> None:
+    """``global_batch_size`` (samples per optimiser step over all devices) -> the DataModule's per-device
+    ``batch_size`` and the trainer's ``accumulate_grad_batches`` for this world size (said once, by rank 0)."""
+    wanted = cfg.get("global_batch_size")
+    if wanted is None:
+        return
+    if not isinstance(getattr(datamodule, "batch_size", None), int):
+        raise ConfigError(f"global_batch_size: the DataModule ({type(datamodule).__name__}) has no batch_size to set")
+    accumulation = cfg.get("trainer.accumulate_grad_batches") or 1
+    if wanted == "single_device":
+        global_batch = datamodule.batch_size * accumulation
+    elif accumulation != 1:
+        raise ConfigError(
+            f"global_batch_size {wanted} sets trainer.accumulate_grad_batches itself; remove accumulate_grad_batches: "
+            f"{accumulation} (data.batch_size is the largest batch per device)"
+        )
+    else:
+        global_batch = wanted
+    per_device, accumulation = split_global_batch(global_batch, trainer.world_size, datamodule.batch_size)
+    datamodule.batch_size, trainer.accumulate_grad_batches = per_device, accumulation
+    rank_zero_info(
+        f"msa: global batch {global_batch} = {per_device} per device x {trainer.world_size} device(s) "
+        f"x {accumulation} accumulated batch(es)"
+    )
 
 
 def fill_data_facts(cfg, facts: DataFacts, where: str = "the data") -> None:

@@ -53,8 +53,9 @@ from typing import Sequence
 
 import yaml
 
+from msa_lightning.checkpoints import newest_resume_checkpoint
 from msa_lightning.errors import ConfigError, MSAError
-from msa_lightning.textfiles import read_text
+from msa_lightning.textfiles import read_text, read_yaml_mapping
 
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 FIELDS = ("best_ckpt", "last_ckpt", "export", "dir")
@@ -99,14 +100,7 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
     ``out`` (relative to the working folder) replaces the file's ``out``."""
     path = Path(path)
     where = f"pipeline {path}"
-    if not path.is_file():
-        raise ConfigError(f"{where}: file not found")
-    try:
-        spec = yaml.safe_load(read_text(path, "pipeline file", ConfigError))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: expected a mapping with name, out and stages")
+    spec = read_yaml_mapping(path, "pipeline", "name, out and stages")
     unknown = set(spec) - {"name", "out", "stages"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; expected name, out, stages")
@@ -451,11 +445,8 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
         return previous
     resume = []
     # an unfinished fit of the same command: continue from its newest checkpoint (Ctrl-C or last epoch)
-    candidates = [
-        p for p in (folder / "checkpoints" / "interrupted.ckpt", folder / "checkpoints" / "last.ckpt") if p.is_file()
-    ]
-    if same and not force and candidates:
-        newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
+    newest = newest_resume_checkpoint(folder / "checkpoints")
+    if same and not force and newest is not None:
         resume = [f"--ckpt_path={newest}"]
         log.info("msa: pipeline %s: stage %s: resuming its unfinished fit from %s", pipeline.name, stage.name, newest)
     elif (folder / "checkpoints").is_dir():

@@ -22,9 +22,12 @@ one epoch is followed directly by the next step: its states are restored in the 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
+import re
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -35,9 +38,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.trainer.states import TrainerFn
 
-INTERRUPTED_NAME = "interrupted.ckpt"
+from msa_lightning.checkpoints import INTERRUPTED_NAME
 
 
 class MSACheckpoint(ModelCheckpoint):
@@ -145,6 +149,15 @@ class ExactResume(L.Callback):
     # ------------------------------------------------------------------ saving
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        environment = getattr(trainer.strategy, "cluster_environment", None)
+        if (
+            stage == "fit"
+            and isinstance(environment, SLURMEnvironment)
+            and environment.auto_requeue
+            and threading.current_thread() is threading.main_thread()
+        ):
+            # installed before the trainer registers its own (it keeps a handler that is already there)
+            signal.signal(environment.requeue_signal or signal.SIGUSR1, self._on_requeue_signal)
 
     def state_dict(self) -> dict[str, Any]:
         # Lightning collects callback states (on every rank) before `on_save_checkpoint` hooks run
@@ -212,6 +225,31 @@ class ExactResume(L.Callback):
             set_rng_states(self._pending_rng)
             self._pending_rng = None
 
+    # ------------------------------------------------------------------ SLURM's requeue signal
+    _requeue = False
+
+    def _on_requeue_signal(self, signum, frame) -> None:
+        """SLURM's warning before the time limit (``auto_requeue``). Lightning's own handler saves a checkpoint
+        inside the handler, where a rank may be in another collective (a deadlock until the timeout); here, as for
+        Ctrl-C, every rank stops after the same training step, saves ``hpc_ckpt_N.ckpt`` in ``default_root_dir``
+        (which Lightning resumes a SLURM job from) and rank 0 asks ``scontrol requeue``."""
+        self._requeue = self._interrupt_requested = True
+        print(f"msa: SLURM signal {signum}: saving a checkpoint after this training step, then requeueing", flush=True)
+
+    def _requeue_job(self, trainer: L.Trainer, path: str) -> None:
+        job = os.environ.get("SLURM_JOB_ID", "")
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        if trainer.is_global_zero:
+            print(f"msa: SLURM job {job}: saved {path}, which the requeued job resumes from; requeueing", flush=True)
+            # SLURM ends the job's tasks with SIGTERM once it is requeued: no handler (Lightning's would broadcast
+            # to ranks that are gone)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = subprocess.call(["scontrol", "requeue", job])
+            if code != 0:
+                print(f"msa: SLURM job {job} was not requeued (scontrol exited with {code})", flush=True)
+        raise SystemExit(0)
+
     # ------------------------------------------------------------------ Ctrl-C
     def _on_sigint(self, signum, frame) -> None:
         if self._interrupt_requested:  # second Ctrl-C: stop now
@@ -256,13 +294,20 @@ class ExactResume(L.Callback):
         # which Lightning calls after ours)
         if self._stop_after_epoch:
             cb = trainer.checkpoint_callback
-            path = getattr(cb, "last_model_path", "") or None
+            path = None if self._requeue else getattr(cb, "last_model_path", "") or None
             if not path:
                 path = self._interrupt_path(trainer)
                 trainer.save_checkpoint(path)
             self._exit(trainer, path)
 
     def _interrupt_path(self, trainer: L.Trainer) -> str:
+        if self._requeue:  # the name and place Lightning resumes a SLURM job from
+            taken = [
+                int(m.group(1))
+                for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")
+                if (m := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", p.name))
+            ]
+            return os.path.join(trainer.default_root_dir, f"hpc_ckpt_{max(taken, default=0) + 1}.ckpt")
         folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
         return os.path.join(folder, INTERRUPTED_NAME)
 
@@ -270,6 +315,8 @@ class ExactResume(L.Callback):
         self._restore_handler()
         for logger in trainer.loggers:
             logger.save()
+        if self._requeue:
+            self._requeue_job(trainer, path)
         if trainer.is_global_zero:
             print(
                 f"msa: interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; "
@@ -416,3 +463,26 @@ def continue_in_run_folder(config) -> None:
         init_args["version"] = version
         if cls == "CSVLogger" and saved.get("csv_rows") is not None and _is_rank_zero_process():
             _keep_csv_rows(saved["log_dir"], saved["csv_rows"])
+
+
+class MetricsHistory(L.Callback):
+    """One JSON line per validation (``{"epoch", "step", <metric>: value, ...}``) appended to ``path``, whatever
+    the logger: a sweep runner reads its trials' objective and learning curves (hyperband) from it while they run.
+
+    Rank 0 writes; the sanity check is skipped. A resumed run appends after the rows it had written: a reader keeps
+    the last row of each epoch (:func:`~msa_lightning.checkpoints.read_metrics_history`)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for name, value in trainer.callback_metrics.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                row[name] = float(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as file:
+            file.write(json.dumps(row) + "\n")
+            file.flush()

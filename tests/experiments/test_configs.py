@@ -253,6 +253,12 @@ def test_fragment_on_a_base_config_builds_and_steps(
             assert trainer.precision == trainer_part["precision"]
         if "strategy" in trainer_part:
             assert type(trainer.strategy).__name__ == "DDPStrategy"
+        if part.get("global_batch_size") == "single_device":  # the base config's step, over every device
+            step = cli.datamodule.batch_size * trainer.accumulate_grad_batches * trainer.world_size
+            base_step = cli.config["data"]["init_args"]["batch_size"] * (spec.get("trainer") or {}).get(
+                "accumulate_grad_batches", 1
+            )
+            assert step == base_step, fragment
         return
     if "logger" in trainer_part:
         monkeypatch.setenv("WANDB_MODE", "offline")

@@ -24,6 +24,7 @@ PLUGIN_COMMANDS = {
     "pipeline": "msa_lightning.cli.pipeline",
     "transcribe": "msa_lightning.cli.transcribe",
     "pretrain-data": "msa_lightning.cli.pretrain_data",
+    "weights": "msa_lightning.cli.weights",
 }
 
 

@@ -33,7 +33,18 @@ from msa_lightning.experiments.process import process_command, quiet_known_noise
 
 #: LightningCLI's subcommands (they build the CLI: Lightning, every model and DataModule)
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-EXTRA_COMMANDS = ("data", "seeds", "report", "quickstart", "plot", "export", "pipeline", "transcribe", "pretrain-data")
+EXTRA_COMMANDS = (
+    "data",
+    "seeds",
+    "report",
+    "quickstart",
+    "plot",
+    "export",
+    "pipeline",
+    "transcribe",
+    "pretrain-data",
+    "weights",
+)
 
 OVERVIEW = """\
 usage: msa <command> [options]        (`msa <command> --help` lists the options of one)
@@ -56,6 +67,7 @@ suite commands:
   msa pipeline       multi-stage experiments from a pipeline YAML
   msa transcribe     ASR transcripts of audio clips (a Whisper model)
   msa pretrain-data  SKESL pretraining corpus: msa pretrain-data {synth,build,inspect}
+  msa weights        pretrained weights: msa weights convert-swin3d FILE.pth --out DIR
 
 Errors in the input end as one `msa: error:` line and exit status 2; add --debug (or set
 MSA_DEBUG=1) for the traceback.

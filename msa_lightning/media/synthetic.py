@@ -36,10 +36,11 @@ def write_synthetic_clip(
     base: int = 0,
     width: int = 32,
     height: int = 24,
+    video: bool = True,
 ) -> Path:
     """An mp4 (MPEG-4 video, AAC stereo audio) whose frame ``i`` is a grey image of brightness
     ``min(base + 10 i, 255)`` (so a sampled frame can be read back) and whose audio is a sine ``tone``;
-    ``audio=False`` leaves the audio stream out."""
+    ``audio=False`` / ``video=False`` leave that stream out."""
     import fractions
 
     import av
@@ -47,16 +48,17 @@ def write_synthetic_clip(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
-        video = out.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt, video.bit_rate = width, height, "yuv420p", 4_000_000
+        if video:
+            picture = out.add_stream("mpeg4", rate=fps)
+            picture.width, picture.height, picture.pix_fmt, picture.bit_rate = width, height, "yuv420p", 4_000_000
         if audio:
             sound = out.add_stream("aac", rate=rate)
             sound.layout = "stereo"
-        for i in range(int(round(seconds * fps))):
+        for i in range(int(round(seconds * fps)) if video else 0):
             image = np.full((height, width, 3), min(base + 10 * i, 255), np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            for packet in picture.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
-        for packet in video.encode():
+        for packet in picture.encode() if video else ():
             out.mux(packet)
         if audio:
             wave = (0.5 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)

@@ -37,6 +37,10 @@ Regimes (``regime``; the rows of Table 1):
 ``freeze_extractors`` keeps the pretrained extractors frozen in any regime: ``step1`` with it is Table 3's
 frozen-extractor (snowflake) rows, where only the unimodal head learns.
 
+``step1`` on a modality of ``file_features`` is Table 3's hand-crafted rows (openSMILE [A], OpenFace [V]): only the
+unimodal head learns, on the mean of the file's frames (nothing to fine-tune; the paper does not describe the
+network of those rows).
+
 ``file_features`` (``"AV"``) is Table 1's baseline half (BERT[T], hand-crafted[A], hand-crafted[V]): the
 acoustic and visual inputs are the standard feature file's precomputed sequences (``audio``/``vision``
 with lengths, read through :class:`~msa_lightning.data.datamodule.MSADataModule`; global vector = mean over
@@ -47,10 +51,25 @@ then fine-tunes only BERT; step 2 uses ``step2_inputs=raw`` (the frozen step-1 B
 Optimisation (4.2): Adam; ``extractor_lr`` (1e-5) for the pretrained extractors (the group
 ``extractors``) and ``lr`` (1e-4) for everything else.
 
+TFN (3.3): the paper's TFN adds no trainable parameters, the outer product of the ``[g; 1]`` global vectors
+(``tfn_dim=None``, the default here). With the proposed extractors that product has 769^3 ~ 4.5e8 entries per
+sample (and the M head as many weights per unit), which no GPU holds, so the shipped Table 1 configs switch on
+``tfn_dim: 32``, a learned projection (ReLU) of each global vector before the product; the paper does not say
+how its TFN rows were made to fit. A parameter-free product above :data:`MAX_TFN_ENTRIES` entries is one
+ConfigError that says so.
+
+MulT's dropouts (``mult_reference_dropouts``, default on) are those of the reference implementation (Tsai et
+al.): the memory transformers all use the text attention dropout, and the text sequence gets the embedding
+dropout before its projection; off, each memory transformer uses its target modality's attention dropout and
+the text none (this suite's earlier rule).
+
+Weights: nothing pretrained is silently random. A Video Swin other than ``tiny-swin3d`` needs
+``video_checkpoint`` (a folder of ``msa weights convert-swin3d``) unless ``video_random_init`` opts in (logged);
+step 2 with the extractors in the model needs an entry per extractor in ``step1_checkpoints``: a step-1
+checkpoint or ``pretrained`` (the pretrained extractor on purpose, Table 3's frozen rows + fusion).
+
 Choices the paper does not state: the heads are two-layer MLPs (``head_hidden``, ReLU, dropout);
-TFN first maps each global vector to ``tfn_dim`` units (ReLU), because the outer product of three
-768/1024-wide vectors has ~6e8 entries per sample (``tfn_dim=None`` fuses the raw vectors, feasible only
-for small extractors); MulT's sizes are the component's defaults.
+MulT's sizes are the component's defaults.
 """
 
 from __future__ import annotations
@@ -81,6 +100,10 @@ log = logging.getLogger(__name__)
 
 REGIMES = ("single", "joint", "step1", "step2")
 
+#: the largest parameter-free TFN product (entries per sample) accepted; beyond it the M head alone would
+#: need ``head_hidden`` times as many weights
+MAX_TFN_ENTRIES = 1 << 22
+
 
 class TwoStepMSA(MSARegressionModule):
     """TwoStepMSA (module docstring: network, Eqs. 1-2, regimes).
@@ -94,19 +117,26 @@ class TwoStepMSA(MSARegressionModule):
             (frozen extractors in the model, loaded from ``step1_checkpoints``).
         step1_checkpoints: ``{"text"|"audio"|"vision": checkpoint}`` for ``step2_inputs=raw`` (with
             ``features`` the DataModule takes them: ``data.init_args.step1_checkpoints``); a ``.ckpt``
-            file or a run folder (its best checkpoint, as ``msa test``/``msa export`` resolve it).
+            file or a run folder (its best checkpoint, as ``msa test``/``msa export`` resolve it), or
+            ``pretrained``: that extractor as pretrained, not fine-tuned, on purpose. Every extractor of a
+            raw step 2 needs an entry.
         file_features: modalities read as the feature file's precomputed (hand-crafted) features instead
             of an extractor: ``"AV"`` gives Table 1's baseline rows (None: none).
         text_model, audio_model: names or folders (``tiny-bert``, ``tiny-hubert`` in tests).
-        video_arch, video_checkpoint: Video Swin architecture (``swin3d_t``; ``tiny-swin3d``) and weights.
+        video_arch, video_checkpoint: Video Swin architecture (``swin3d_t``; ``tiny-swin3d``) and weights (a
+            folder written by ``msa weights convert-swin3d``, or a ``.pth``).
+        video_random_init: allow a pretrained Video Swin architecture without ``video_checkpoint`` (random
+            weights, logged); off, that is an error.
         video_gradient_checkpointing: recompute Swin activations in the backward pass (less memory).
         freeze_extractors: keep the pretrained extractors frozen in every regime (Table 3's snowflake
             rows: ``step1`` with a frozen extractor trains only its head); step 2 always freezes them.
         alpha_M, alpha_T, alpha_A, alpha_V: the loss weights alpha_k of Eq. 2 (joint); 0 drops a task.
         head_hidden, head_dropout: the fully connected heads.
-        tfn_dim: TFN's per-modality projection width (None: fuse the raw global vectors).
+        tfn_dim: None (default): the paper's parameter-free TFN on the raw global vectors; a number: a
+            learned per-modality projection to that width first (the shipped configs: 32).
         mult_dim, mult_heads, mult_layers, mult_positional_embedding: MulT's width, heads, depth and
             positional embeddings (on: the original MulT; off: the field's toolkit).
+        mult_reference_dropouts: MulT's dropouts as the reference implementation (module docstring).
         text_dim, audio_dim, vision_dim: step-2 feature widths (None: from the data).
         extractor_lr: learning rate of the extractors (1e-5, Section 4.2); ``lr`` (1e-4) for the rest.
     """
@@ -118,11 +148,12 @@ class TwoStepMSA(MSARegressionModule):
         modalities: str = "TAV",
         step1_modality: Literal["T", "A", "V"] | None = None,
         step2_inputs: Literal["features", "raw"] = "features",
-        step1_checkpoints: dict[str, str] | None = None,
+        step1_checkpoints: dict[str, str | None] | None = None,
         text_model: str = "bert-base-chinese",
         audio_model: str = "facebook/hubert-base-ls960",
         video_arch: str = "swin3d_t",
         video_checkpoint: str | None = None,
+        video_random_init: bool = False,
         video_gradient_checkpointing: bool = False,
         freeze_extractors: bool = False,
         alpha_M: float = 1.0,
@@ -131,11 +162,12 @@ class TwoStepMSA(MSARegressionModule):
         alpha_V: float = 1.0,
         head_hidden: int = 128,
         head_dropout: float = 0.1,
-        tfn_dim: int | None = 32,
+        tfn_dim: int | None = None,
         mult_dim: int = 30,
         mult_heads: int = 5,
         mult_layers: int = 5,
         mult_positional_embedding: bool = True,
+        mult_reference_dropouts: bool = True,
         file_features: str | None = None,
         text_dim: int | None = None,
         audio_dim: int | None = None,
@@ -165,11 +197,6 @@ class TwoStepMSA(MSARegressionModule):
                 f"{_key('step2_inputs')}=raw (the frozen step-1 BERT in the model, acoustic and "
                 f"visual features from the file); step2_inputs=features reads extractor outputs only"
             )
-        if regime == "step1" and step1_modality in self.file_modalities:
-            raise ConfigError(
-                f"{_key('step1_modality')}={step1_modality!r} is read from the feature file "
-                f"({_key('file_features')}={file_features!r}): there is no extractor to fine-tune"
-            )
         if regime == "step1":
             if step1_modality not in MODALITIES:
                 raise ConfigError(
@@ -193,7 +220,24 @@ class TwoStepMSA(MSARegressionModule):
         if not extractor_lr > 0:
             raise ConfigError(f"{_key('extractor_lr')} must be a positive number, got {extractor_lr!r}")
         self.regime = regime
+        self.check_pretrained_weights()
         self.init_net()
+
+    def check_pretrained_weights(self) -> None:
+        """Before anything is built: a raw step 2 names each extractor's step-1 weights (or ``pretrained``),
+        and a Video Swin that starts from its pretrained weights has them (or random init is opted in)."""
+        from msa_lightning.nn.video_swin import check_video_weights
+        from msa_lightning.papers.twostep.data import PRETRAINED, step1_sources
+
+        hp = self.hparams
+        if self.reads_features:
+            return
+        extractors = [m for m in self.modalities if m not in self.file_modalities]
+        sources = {}
+        if self.regime == "step2":
+            sources = step1_sources(hp.step1_checkpoints, [EXTRACTOR[m] for m in extractors], _key("step1_checkpoints"))
+        if "V" in extractors and sources.get("vision", PRETRAINED) == PRETRAINED:
+            check_video_weights(hp.video_arch, hp.video_checkpoint, hp.video_random_init, _key("video_checkpoint"), log)
 
     # ------------------------------------------------------------------ what the regime needs
     @property
@@ -255,21 +299,15 @@ class TwoStepMSA(MSARegressionModule):
                         gradient_checkpointing=hp.video_gradient_checkpointing,
                     )
             if self.regime == "step2":
-                from msa_lightning.papers.twostep.data import load_encoder_weights
+                from msa_lightning.papers.twostep.data import PRETRAINED, load_encoder_weights
 
-                given = hp.step1_checkpoints or {}
                 for modality, encoder in extractors.items():
-                    if EXTRACTOR[modality] in given:
-                        load_encoder_weights(
-                            encoder, given[EXTRACTOR[modality]], _key(f"step1_checkpoints.{EXTRACTOR[modality]}")
-                        )
-                    else:  # legitimate (Table 3's frozen extractors + fusion), but rarely what step 2 means
-                        log.warning(
-                            "TwoStepMSA step 2: no %s for the %s extractor; it runs frozen as loaded, "
-                            "not fine-tuned by step 1",
-                            _key(f"step1_checkpoints.{EXTRACTOR[modality]}"),
-                            EXTRACTOR[modality],
-                        )
+                    name = EXTRACTOR[modality]
+                    source = hp.step1_checkpoints[name]  # every entry is there (check_pretrained_weights)
+                    if source == PRETRAINED:
+                        log.info("TwoStepMSA step 2: the %s extractor runs as pretrained (%s)", name, PRETRAINED)
+                    else:
+                        load_encoder_weights(encoder, source, _key(f"step1_checkpoints.{name}"))
         dims = {m: e.hidden_size for m, e in extractors.items()}
         dims.update(
             {
@@ -284,7 +322,18 @@ class TwoStepMSA(MSARegressionModule):
             num_heads=hp.mult_heads,
             layers=hp.mult_layers,
             positional_embedding=hp.mult_positional_embedding,
+            **({} if hp.mult_reference_dropouts else {"memory_attn_dropout": "target", "text_dropout": 0.0}),
         )
+        if hp.fusion == "tfn" and hp.tfn_dim is None and self.regime != "step1":
+            entries = 1
+            for m in self.modalities:
+                entries *= dims[m] + 1
+            if entries > MAX_TFN_ENTRIES:
+                raise ConfigError(
+                    f"{_key('tfn_dim')}=null (the paper's parameter-free TFN) makes {entries:,} entries per sample "
+                    f"from global vectors of widths {[dims[m] for m in self.modalities]}, more than "
+                    f"{MAX_TFN_ENTRIES:,}: set {_key('tfn_dim')} (e.g. 32, a learned projection per modality)"
+                )
         return TwoStepNet(
             self.modalities,
             extractors,

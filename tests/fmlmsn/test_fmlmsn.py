@@ -297,7 +297,8 @@ def test_exports_must_cover_the_file_ids(tmp_path, sims_bimodal, fml_cache):
                     ("valid", good["valid/features.H"]),
                     ("test", good["test/features.H"]),
                 )
-            }
+            },
+            "feature_file_sha256": store.content_hash(sims_bimodal),  # the right file, the wrong ids
         },
     )
     dm = StageFeaturesDataModule(str(sims_bimodal), exports=[str(wrong.path)], stages=["AV"], cache_dir=str(fml_cache))
@@ -511,3 +512,86 @@ def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(notebook_run, 
     second = _msa(["pipeline", str(workdir / "pipeline.yaml")], workdir)
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("is up to date, skipped") == 4, second.stdout[-2000:]
+
+
+# ------------------------------------------------------------------------------------------- issue 17 defects
+def test_msa_fit_meta_refuses_stage_features_of_another_feature_file(stage_runs, sims_bimodal, tmp_path):
+    """Exports record the feature file their stage read (path, SHA-256); the meta-learner's DataModule compares
+    it with its own file: another CH-SIMS file with the same ids is one `msa: error:` naming both files."""
+    from msa_lightning.data.synthetic import make_synthetic
+
+    runs, _, _ = stage_runs
+    exports = [str(runs[p]["export"].path) for p in ("AV", "AT", "VT")]
+    assert all(runs[p]["export"].meta["feature_file_sha256"] for p in ("AV", "AT", "VT"))
+    other = make_synthetic("sims", tmp_path / "other_sims.pkl", size_factor=0.05, seed=4, bimodal_labels=True)
+    proc = _msa(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "fmlmsn" / "sims_meta.yaml"),
+            f"--data.init_args.path={other}",
+            f"--data.init_args.exports=[{','.join(exports)}]",
+            "--trainer.max_epochs=1",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("msa: error:")]
+    assert "exports[0] (AV" in line and str(sims_bimodal.resolve()) in line and str(other) in line, line
+    assert "must come from the same feature file" in line
+
+
+def test_eq8_is_that_of_the_best_checkpoint(stage_runs, sims_bimodal, fml_cache, tmp_path):
+    """The best checkpoint carries its own Eq. 8 result; eq8.json reports that one, not the last epoch's."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    runs, _, _ = stage_runs
+    exports = [str(runs[p]["export"].path) for p in ("AV", "AT", "VT")]
+    L.seed_everything(0)
+    dm = StageFeaturesDataModule(str(sims_bimodal), exports=exports, batch_size=16, cache_dir=str(fml_cache))
+    meta = FmlMSNMeta(stage_fdim=8, fdim=8, lr=5e-2)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/mae", mode="min", save_last=True)
+    trainer = L.Trainer(
+        max_epochs=6,
+        callbacks=[best],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="meta"),
+    )
+    trainer.fit(meta, dm)
+    decision = json.loads((tmp_path / "meta" / "version_0" / "eq8.json").read_text())
+    saved = torch.load(best.best_model_path, weights_only=False)
+    assert decision["checkpoint"] == best.best_model_path and decision["epoch"] == saved["epoch"]
+    assert decision["p"] == saved["fmlmsn_eq8"]["p"] and decision["retrain"] == (decision["p"] < 0.74)
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["fmlmsn_eq8"]
+    assert last["epoch"] == 5  # every checkpoint keeps the result of its own weights
+
+
+def test_label_sources_and_the_text_length_scope(sims_bimodal, fml_cache):
+    """FmlMSN-m as Table 8's caption words it (M for the bimodal task only); Eq. 1's N over the whole dataset."""
+    assert _stage(label_source="multimodal_bimodal").task_labels() == {"A": "A", "V": "V", "AV": "M"}
+    assert _stage(label_source="multimodal").task_labels() == {"A": "M", "V": "M", "AV": "M"}
+    dm = _dm(sims_bimodal, fml_cache)
+    dm.setup("fit")
+    lengths = {s: dm.splits[s].text_bert[:, 1].sum(1) for s in ("train", "valid", "test")}
+    for scope, used in (("train", lengths["train"]), ("all", np.concatenate(list(lengths.values())))):
+        model = FmlMSNStage(pair="AT", text_len_scope=scope, **TINY)
+        trainer = _trainer(fml_cache / scope, 1, limit_train_batches=1, limit_val_batches=1)
+        trainer.fit(model, dm)
+        assert model.hparams.text_len == text_length_rule(used), scope
+    with pytest.raises(ConfigError, match="text_len_scope: expected 'train' or 'all'"):
+        FmlMSNStage(text_len_scope="test", **TINY)
+
+
+def test_ch_sims_gives_the_papers_text_length(shared_dir):
+    """Section 5.1: L = 39 on CH-SIMS (lambda 3). Runs where the real CH-SIMS file is available."""
+    from msa_lightning.data.reader import read_feature_file
+    from msa_lightning.data.specs import get_spec
+
+    path = shared_dir / "data" / "sims" / "unaligned_39.pkl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not available")
+    splits = read_feature_file(path, get_spec("sims"))
+    train = splits["train"].text_bert[:, 1].sum(1)
+    every = np.concatenate([splits[s].text_bert[:, 1].sum(1) for s in ("train", "valid", "test")])
+    assert 39 in (text_length_rule(train), text_length_rule(every)), (text_length_rule(train), text_length_rule(every))

@@ -58,6 +58,12 @@ from msa_lightning.training.module import MSARegressionModule
 
 log = logging.getLogger(__name__)
 
+#: which labels the stage tasks learn (``FmlMSNStage.task_labels``)
+LABEL_SOURCES = ("fine", "multimodal", "multimodal_bimodal")
+
+#: the checkpoint entry holding the Eq. 8 result of the weights it saves
+EQ8_KEY = "fmlmsn_eq8"
+
 LABEL_FILE_KEY = {"M": "regression_labels", **{k: f"regression_labels_{k}" for k in ("T", "A", "V", "AV", "AT", "VT")}}
 
 
@@ -106,16 +112,21 @@ class RetrainCriterion(Metric):
 
 
 # ---------------------------------------------------------------------------------------- modules
-def _train_text_lengths(datamodule) -> np.ndarray:
-    """Real-token count of every training sentence (the L_i of Eqs. 1-2), from the text mask."""
-    dataset = getattr(datamodule, "datasets", {}).get("train")
-    text = getattr(dataset, "text", None)  # [N, 3, L] ids/mask/segments
-    if text is None:
-        raise ConfigError(
-            "FmlMSNStage: cannot read the training text lengths from the datamodule to "
-            "compute L (Eqs. 1-2); set model.init_args.text_len"
-        )
-    return np.asarray(text[:, 1]).sum(axis=1)
+def _text_lengths(datamodule, scope: str = "train") -> np.ndarray:
+    """Real-token count of every sentence (the L_i of Eqs. 1-2), from the text mask: the training split's
+    (``scope="train"``) or every split's (``"all"``: N over the whole dataset)."""
+    datasets = getattr(datamodule, "datasets", {})
+    splits = ["train"] if scope == "train" else [s for s in ("train", "valid", "test") if s in datasets]
+    lengths = []
+    for split in splits:
+        text = getattr(datasets.get(split), "text", None)  # [N, 3, L] ids/mask/segments
+        if text is None:
+            raise ConfigError(
+                f"FmlMSNStage: cannot read the {split} text lengths from the datamodule to "
+                "compute L (Eqs. 1-2); set model.init_args.text_len"
+            )
+        lengths.append(np.asarray(text[:, 1]).sum(axis=1))
+    return np.concatenate(lengths)
 
 
 def _score(
@@ -139,12 +150,15 @@ class FmlMSNStage(MSARegressionModule):
 
     Args:
         pair: ``AV``, ``AT`` or ``VT`` (alpha, beta = A,V / A,T / V,T).
-        label_source: ``fine`` (unimodal and bimodal labels of the file) or ``multimodal``
-            (M for every task: FmlMSN-m).
+        label_source: ``fine`` (unimodal and bimodal labels of the file), ``multimodal`` (M for every
+            task: FmlMSN-m as Section 5.3 and the MOSI/MOSEI runs use it) or ``multimodal_bimodal`` (M for
+            the bimodal task only, the unimodal tasks keep T/A/V: FmlMSN-m as Table 8's caption words it).
         audio_dim, vision_dim: frame feature sizes (None: from the data).
         text_dim: size of the BERT token features (768 for BERT-base; checked against the data).
         text_len: the fixed text length L; None computes it from the training lengths by
             Eqs. 1-2 with ``text_len_lambda`` (the paper's lambda, 3) at setup.
+        text_len_scope: the sentences of Eq. 1's N: ``train`` (the training split; no test sentence shapes
+            the model) or ``all`` (every split, the whole dataset as the paper's "all sentences" reads).
         thid, tout, ahid, vhid, tdrp, adrp, vdrp, tdim, adim, vdim, fdim, fdrp: Table 3.
         w_alpha, w_beta, w_gamma: task weights of Eq. 6 (1 in the paper); 0 drops a task from
             the loss (ablation: ``w_alpha=w_beta=0`` trains the bimodal task alone).
@@ -153,12 +167,13 @@ class FmlMSNStage(MSARegressionModule):
     def __init__(
         self,
         pair: Literal["AV", "AT", "VT"] = "AV",
-        label_source: Literal["fine", "multimodal"] = "fine",
+        label_source: Literal["fine", "multimodal", "multimodal_bimodal"] = "fine",
         audio_dim: int | None = None,
         vision_dim: int | None = None,
         text_dim: int = 768,
         text_len: int | None = None,
         text_len_lambda: float = 3.0,
+        text_len_scope: Literal["train", "all"] = "train",
         thid: int = 128,
         tout: int = 128,
         ahid: int = 16,
@@ -180,8 +195,12 @@ class FmlMSNStage(MSARegressionModule):
         self.save_hyperparameters()
         if pair not in PAIRS:
             raise ConfigError(f"model.init_args.pair: expected one of {sorted(PAIRS)}, found {pair!r}")
-        if label_source not in ("fine", "multimodal"):
-            raise ConfigError(f"model.init_args.label_source: expected 'fine' or 'multimodal', found {label_source!r}")
+        if label_source not in LABEL_SOURCES:
+            raise ConfigError(
+                f"model.init_args.label_source: expected one of {list(LABEL_SOURCES)}, found {label_source!r}"
+            )
+        if text_len_scope not in ("train", "all"):
+            raise ConfigError(f"model.init_args.text_len_scope: expected 'train' or 'all', found {text_len_scope!r}")
         for name, weight in (("w_alpha", w_alpha), ("w_beta", w_beta), ("w_gamma", w_gamma)):
             if not weight >= 0:
                 raise ConfigError(f"model.init_args.{name}: expected a weight >= 0, found {weight!r}")
@@ -241,9 +260,10 @@ class FmlMSNStage(MSARegressionModule):
 
     def task_labels(self) -> dict[str, str]:
         """Which label key each task learns: ``{alpha: ..., beta: ..., gamma: ...}``."""
-        if self.hparams.label_source == "multimodal":
-            return {self.alpha: "M", self.beta: "M", self.pair: "M"}
-        return {self.alpha: self.alpha, self.beta: self.beta, self.pair: self.pair}
+        source = self.hparams.label_source
+        unimodal = "M" if source == "multimodal" else None
+        bimodal = "M" if source in ("multimodal", "multimodal_bimodal") else self.pair
+        return {self.alpha: unimodal or self.alpha, self.beta: unimodal or self.beta, self.pair: bimodal}
 
     def check_labels(self, available, where: str = "the feature file") -> None:
         """One DataError naming every label the configured tasks need and ``where`` lacks."""
@@ -271,11 +291,15 @@ class FmlMSNStage(MSARegressionModule):
                 f"have size {text.shape[2]}"
             )
         if "T" in self.pair and self.hparams.text_len is None and dm is not None:  # also for test/predict
-            length = text_length_rule(_train_text_lengths(dm), self.hparams.text_len_lambda)
+            length = text_length_rule(_text_lengths(dm, self.hparams.text_len_scope), self.hparams.text_len_lambda)
             self.net.text_len = length
             self.hparams.text_len = length  # a checkpoint rebuilds the network with the same L
             log.info(
-                "FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g)", self.pair, length, self.hparams.text_len_lambda
+                "FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g, N: %s sentences)",
+                self.pair,
+                length,
+                self.hparams.text_len_lambda,
+                self.hparams.text_len_scope,
             )
 
     def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
@@ -413,19 +437,37 @@ class FmlMSNMeta(MSARegressionModule):
             "seed": hp.retrain_seed,
             "epoch": int(self.current_epoch),
             "decision": "retrain the stages" if retrain else "reuse the stages",
+            "retrain": bool(retrain),
         }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.eq8_result is not None:  # the criterion of the weights this checkpoint holds
+            checkpoint[EQ8_KEY] = dict(self.eq8_result)
+
+    def best_eq8(self) -> dict | None:
+        """Eq. 8 of the checkpoint that is tested and exported: the best one of the checkpoint callback
+        (read back from it), else the last validation's (no monitored checkpoint)."""
+        callback = getattr(self.trainer, "checkpoint_callback", None)
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        if best and Path(best).is_file():
+            saved = torch.load(best, map_location="cpu", weights_only=False).get(EQ8_KEY)
+            if saved is not None:
+                return {**saved, "checkpoint": str(best)}
+        return None if self.eq8_result is None else {**self.eq8_result, "checkpoint": None}
 
     def on_fit_end(self) -> None:
         if self.eq8_result is None or not self.trainer.is_global_zero:
             return
-        r = self.eq8_result
+        r = self.best_eq8()
         log.warning(
             "FmlMSN Eq. 8: p = %.3f (mean 2-class accuracy over %d draws of %d validation samples, "
-            "epoch %d), threshold %.2f -> %s",
+            "epoch %d, %s), threshold %.2f -> %s",
             r["p"],
             r["draws"],
             r["total"],
             r["epoch"],
+            f"best checkpoint {Path(r['checkpoint']).name}" if r["checkpoint"] else "last epoch",
             r["threshold"],
             r["decision"],
         )

@@ -595,3 +595,81 @@ def test_ch_sims_gives_the_papers_text_length(shared_dir):
     train = splits["train"].text_bert[:, 1].sum(1)
     every = np.concatenate([splits[s].text_bert[:, 1].sum(1) for s in ("train", "valid", "test")])
     assert 39 in (text_length_rule(train), text_length_rule(every)), (text_length_rule(train), text_length_rule(every))
+
+
+def test_msa_pipeline_acts_on_a_retrain_decision(sims_bimodal, tmp_path, monkeypatch, capsys):
+    """A meta stage with `retrain`: Eq. 8 below the threshold re-runs the named stage with seed + round, then the
+    meta-learner, up to max_rounds; every round is recorded. `msa pipeline` in-process, its stages through the
+    same entry point (``subprocess.call`` of ``python -m msa_lightning.cli`` redirected to ``main``)."""
+    import yaml
+
+    from msa_lightning.cli import main
+
+    real_call, ran = subprocess.call, []
+
+    def call(command, *args, **kwargs):
+        if list(command[:3]) != [sys.executable, "-m", "msa_lightning.cli"]:
+            return real_call(command, *args, **kwargs)
+        ran.append(list(command[3:]))
+        try:
+            main(list(command[3:]))
+        except SystemExit as exit_info:
+            return 0 if exit_info.code is None else exit_info.code
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", call)
+    monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path / "cache"))
+    common = [
+        f"--data.init_args.path={sims_bimodal}",
+        "--data.init_args.batch_size=16",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    tiny = [f"--model.init_args.{k}=8" for k in ("ahid", "vhid", "adim", "vdim", "fdim")]
+    configs = REPO / "configs" / "fmlmsn"
+    pipeline = {
+        "name": "retrain",
+        "out": str(tmp_path / "runs"),
+        "stages": [
+            {
+                "name": "stage_av",
+                "args": ["--config", str(configs / "sims_stage.yaml"), "--model.init_args.pair=AV", *common, *tiny],
+                "export": {"outputs": ["features.H"]},
+            },
+            {
+                "name": "meta",
+                "needs": ["stage_av"],
+                "retrain": {"stages": ["stage_av"], "max_rounds": 1, "seed": 7},
+                "args": [
+                    "--config",
+                    str(configs / "sims_meta.yaml"),
+                    "--model.init_args.stages=[AV]",
+                    "--data.init_args.stages=[AV]",
+                    "--data.init_args.exports=[${stage_av.export}]",
+                    "--model.init_args.stage_fdim=8",
+                    "--model.init_args.fdim=8",
+                    "--model.init_args.retrain_threshold=1.01",  # p <= 1: always "retrain the stages"
+                    *common,
+                ],
+            },
+        ],
+    }
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pipeline", str(tmp_path / "pipeline.yaml")])
+    out = capsys.readouterr().out
+    assert exit_info.value.code in (0, None)
+    assert [c[0] for c in ran] == ["fit"] * 4  # stage, meta, then one round: stage (seed 8), meta
+    assert "--seed_everything=8" in ran[2] and "--seed_everything=8" not in ran[3]
+    record = json.loads((tmp_path / "runs" / "meta" / "stage.json").read_text())
+    rounds = record["retrain_rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and [r["stage_seed"] for r in rounds] == [None, 8]
+    assert all(r["decision"] == "retrain the stages" for r in rounds)
+    assert "retraining stage_av with seed 8 (round 1 of 1)" in out and "(no rounds left)" in out
+
+    pipeline["stages"][1]["retrain"] = {"stages": ["stage_vt"]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(pipeline))
+    proc = _msa(["pipeline", str(tmp_path / "bad.yaml")], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "stage 'meta': retrain.stages names 'stage_vt', not one of its needs" in proc.stderr

@@ -597,27 +597,14 @@ def test_ch_sims_gives_the_papers_text_length(shared_dir):
     assert 39 in (text_length_rule(train), text_length_rule(every)), (text_length_rule(train), text_length_rule(every))
 
 
-def test_msa_pipeline_acts_on_a_retrain_decision(sims_bimodal, tmp_path, monkeypatch, capsys):
+def test_msa_pipeline_acts_on_a_retrain_decision(sims_bimodal, tmp_path, monkeypatch, capsys, stages_in_process):
     """A meta stage with `retrain`: Eq. 8 below the threshold re-runs the named stage with seed + round, then the
     meta-learner, up to max_rounds; every round is recorded. `msa pipeline` in-process, its stages through the
-    same entry point (``subprocess.call`` of ``python -m msa_lightning.cli`` redirected to ``main``)."""
+    same entry point (``stages_in_process``)."""
     import yaml
 
     from msa_lightning.cli import main
 
-    real_call, ran = subprocess.call, []
-
-    def call(command, *args, **kwargs):
-        if list(command[:3]) != [sys.executable, "-m", "msa_lightning.cli"]:
-            return real_call(command, *args, **kwargs)
-        ran.append(list(command[3:]))
-        try:
-            main(list(command[3:]))
-        except SystemExit as exit_info:
-            return 0 if exit_info.code is None else exit_info.code
-        return 0
-
-    monkeypatch.setattr(subprocess, "call", call)
     monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path / "cache"))
     common = [
         f"--data.init_args.path={sims_bimodal}",
@@ -660,8 +647,8 @@ def test_msa_pipeline_acts_on_a_retrain_decision(sims_bimodal, tmp_path, monkeyp
         main(["pipeline", str(tmp_path / "pipeline.yaml")])
     out = capsys.readouterr().out
     assert exit_info.value.code in (0, None)
-    assert [c[0] for c in ran] == ["fit"] * 4  # stage, meta, then one round: stage (seed 8), meta
-    assert "--seed_everything=8" in ran[2] and "--seed_everything=8" not in ran[3]
+    assert [c[0] for c in stages_in_process] == ["fit"] * 4  # stage, meta, then one round: stage (seed 8), meta
+    assert "--seed_everything=8" in stages_in_process[2] and "--seed_everything=8" not in stages_in_process[3]
     record = json.loads((tmp_path / "runs" / "meta" / "stage.json").read_text())
     rounds = record["retrain_rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and [r["stage_seed"] for r in rounds] == [None, 8]

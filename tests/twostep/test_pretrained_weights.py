@@ -98,7 +98,10 @@ def test_a_proposed_extractor_config_without_swin_weights_is_one_error(raw, tmp_
             assert "video_checkpoint: weights/swin3d_t_kinetics400" in text, name.name
 
 
-def test_random_swin_only_when_asked_and_logged(caplog):
+def test_random_swin_only_when_asked_and_logged(caplog, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # BERT and HuBERT by name: a missing one is one clear error
+    with pytest.raises(MSAError, match=r"pretrained model 'no-such-org/no-such-hubert' is not available.*hf download"):
+        TwoStepMSA(regime="step1", step1_modality="A", modalities="A", audio_model="no-such-org/no-such-hubert")
     with pytest.raises(ConfigError, match="model.init_args.video_checkpoint is not set"):
         TwoStepMSA(regime="step1", step1_modality="V", modalities="V", video_arch="swin3d_t")
     with caplog.at_level(logging.WARNING):

@@ -62,6 +62,7 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
     import torch.nn.functional as F
 
     from msa_lightning.data.datamodule import MOSIDataModule
+    from msa_lightning.papers.hybrid_shift.config import HybridShiftConfig
     from msa_lightning.papers.hybrid_shift.net import HybridShiftNet, shifting_huber_loss
 
     try:
@@ -76,12 +77,14 @@ def _worker(kind: str, variant: str, args: argparse.Namespace, queue) -> None:
         batches = [b for b in dm.train_dataloader() if len(b) == args.batch_size][:2]
         net = (
             HybridShiftNet(
-                audio_dim=5,
-                vision_dim=20,
-                text_model=build_backbone(kind, args.size),
-                insert_layer=2,
-                pool="first",
-                **VARIANTS[variant],
+                HybridShiftConfig(
+                    audio_dim=5,
+                    vision_dim=20,
+                    text_model=build_backbone(kind, args.size),
+                    insert_layer=2,
+                    pool="first",
+                    **VARIANTS[variant],
+                )
             )
             .to(device)
             .train()

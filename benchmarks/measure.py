@@ -12,6 +12,14 @@ from typing import Callable
 _KB = 1024
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as ``uptime`` shows them (the machine may be shared)."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def rss() -> int:
     try:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")

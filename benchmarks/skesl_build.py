@@ -37,12 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def _load() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.split("load average:")[1].strip()
-    except (OSError, IndexError):
-        return "?"
+from measure import load_average  # noqa: E402
 
 
 def _tasks(root: Path, parts: Path, clips: list[str], per_part: int, features: dict) -> list:
@@ -142,7 +137,7 @@ def main() -> None:
     parts = workdir / "parts"
     rows = []
     for workers, label in ((1, "zcr"), (2, "zcr"), (2, "zcr, forkserver warm")):  # the 2nd 2-worker run: no start-up
-        load = _load()
+        load = load_average()
         took = _extract(_tasks(root, parts, clips, args.clips_per_part, features), workers, parts)
         rows.append((label, workers, len(clips), took, audio_seconds, load))
     zcr_parts = sorted(parts.glob("part-*.npz"))
@@ -151,7 +146,7 @@ def main() -> None:
     shutil.copytree(parts, kept)
     pyin = clips[: args.pyin_clips]
     pyin_seconds = sum(librosa.get_duration(path=str(root / "audio" / f"{c}.wav")) for c in pyin)
-    load = _load()
+    load = load_average()
     took = _extract(_tasks(root, parts, pyin, args.clips_per_part, {**features, "f0": "pyin"}), 1, parts)
     rows.append(("pyin", 1, len(pyin), took, pyin_seconds, load))
     for f0, workers, n, took, secs, load in rows:
@@ -161,7 +156,7 @@ def main() -> None:
         )
     print()
     for method in ("spawn", "forkserver"):
-        load = _load()
+        load = load_average()
         print(
             f"Pool of 2 workers, start-up alone (two empty parts, in a fresh process that has imported the suite), "
             f"{method}: {_pool_startup(method, workdir / 'startup'):.1f} s (load {load})."
@@ -174,7 +169,7 @@ def main() -> None:
     print("| shard writing, 1,000 clips | time s | train + valid on disk | per clip | `uptime` load |")
     print("|---|---:|---:|---:|---|")
     for shard_workers in (0, 1, 2):
-        load = _load()
+        load = load_average()
         out = workdir / f"shards_{shard_workers}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)

@@ -43,6 +43,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from measure import measure_steps  # noqa: E402
 
+from msa_lightning.data.base import DataFacts  # noqa: E402
+
 
 def _load() -> str:
     """``uptime``'s 1/5/15-minute load averages (the machine may be shared)."""
@@ -194,9 +196,7 @@ def bench_step2(release: Path, work: Path, names: dict, args) -> tuple[dict, obj
     t_extract = time.perf_counter() - start
     facts = features.data_facts()
     torch.manual_seed(0)
-    cached = TwoStepMSA(
-        text_dim=facts["text_dim"], audio_dim=facts["audio_dim"], vision_dim=facts["vision_dim"], **model_args
-    )
+    cached = TwoStepMSA(text_dim=facts.text_dim, audio_dim=facts.audio_dim, vision_dim=facts.vision_dim, **model_args)
     t_cached = _fit_epochs(cached, features, args.epochs, args.device)
     raw = RawMediaDataModule(str(release), tokenizer=names["text_model"], **common)
     torch.manual_seed(0)
@@ -233,7 +233,7 @@ def _step_fn(model, batch, device: str):
     return step
 
 
-def _cases(facts: dict) -> list[tuple[str, dict]]:
+def _cases(facts: DataFacts) -> list[tuple[str, dict]]:
     return [
         ("single", {"regime": "single"}),
         ("joint", {"regime": "joint"}),
@@ -244,9 +244,9 @@ def _cases(facts: dict) -> list[tuple[str, dict]]:
             "step2 (stored outputs)",
             {
                 "regime": "step2",
-                "text_dim": facts.get("text_dim"),
-                "audio_dim": facts.get("audio_dim"),
-                "vision_dim": facts.get("vision_dim"),
+                "text_dim": facts.text_dim,
+                "audio_dim": facts.audio_dim,
+                "vision_dim": facts.vision_dim,
             },
         ),
         ("step2 (extractors in the loop)", {"regime": "step2", "step2_inputs": "raw"}),

@@ -80,7 +80,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "msa_lightning.tools.pipeline": ("msa_lightning.experiments.pipeline",),
     "msa_lightning.tools.export": ("msa_lightning.experiments.export",),
     "msa_lightning.tools.results": ("msa_lightning.experiments.results", "msa_lightning.papers.fmlmsn.report"),
-    "msa_lightning.tools.commands": ("msa_lightning.cli.commands",),
+    "msa_lightning.tools.commands": ("msa_lightning.cli.commands", "msa_lightning.data.file_report"),
     "msa_lightning.tools.parsing": ("msa_lightning.cli.parsing",),
 }
 

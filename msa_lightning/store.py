@@ -44,10 +44,12 @@ FORMAT_VERSIONS: dict[str, int] = {
     "skesl_masked": 1,  # SKESL sentiment word masking of a list of texts: ids, target, label, from_lexicon, word
     "skesl_corpus": 1,  # SKESL corpus: fixed-length audio/vision frames, lengths, ids, texts; bad clips in meta
     "raw_media": 1,  # one decoded clip: "frames" [T, H, W, 3] uint8, "audio" [S] float32 (media/decode.py, data/raw.py)
+    "clip_features": 1,  # one clip's audio or vision features "features" [T, D] (corpus/extract.py)
+    "clip_transcript": 1,  # one clip's ASR transcript (meta "text"; corpus/extract.py)
 }
 
 META_FILE = "meta.json"
-_HASH_MEMO = "hashes.json"
+HASH_MEMO = "hashes.json"
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -77,7 +79,7 @@ def content_hash(path: str | Path, memo_dir: str | Path | None = None, chunk: in
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     if key in _memo:
         return _memo[key]
-    memo = Path(memo_dir or DEFAULT_ROOT) / _HASH_MEMO
+    memo = Path(memo_dir or DEFAULT_ROOT) / HASH_MEMO
     try:
         known = json.loads(memo.read_text())
     except (OSError, ValueError):

@@ -1,5 +1,6 @@
-"""The ``msa`` command: :func:`main` (:mod:`msa_lightning.cli.main`), its subcommands
-(:mod:`msa_lightning.cli.commands`) and their argument parsing. Nothing in the package imports it."""
+"""The ``msa`` command: :func:`main` (:mod:`msa_lightning.cli.main`, the entry point and the error boundary) and the
+suite's subcommands (:mod:`msa_lightning.cli.commands`: one table, a module per command that parses its arguments and
+prints what the library returns). Nothing in the package imports it."""
 
 from __future__ import annotations
 

@@ -1,14 +1,16 @@
-"""`msa export CHECKPOINT --outputs M ... [-- overrides]`: the command over msa_lightning.experiments.export."""
+"""``msa export CHECKPOINT --outputs M ... [-- overrides]``: the command over
+:mod:`msa_lightning.experiments.export`."""
 
 from __future__ import annotations
 
 import argparse
 
-from msa_lightning.experiments.export import SPLITS, export_command
+from msa_lightning.cli.parsing import add_command
+from msa_lightning.data.specs import SPLITS
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="write model outputs per split into the store (from a checkpoint)")
+def add_parser(subparsers) -> None:
+    p = add_command(subparsers, "export", help="write model outputs per split into the store (from a checkpoint)")
     p.add_argument("checkpoint", help="a .ckpt file, or a run folder (its best checkpoint; RUN/last for the last)")
     p.add_argument(
         "--config", action="append", default=[], help="config file(s) (default: the run's saved config.yaml)"
@@ -21,7 +23,9 @@ def add_parser(sub) -> None:
     )
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    from msa_lightning.experiments.export import export_command
+
     overrides = [o for o in args.overrides if o != "--"]
     cli_args = [a for c in args.config for a in ("--config", c)]
     export_command(args.checkpoint, cli_args, args.outputs, args.splits, args.store, overrides)

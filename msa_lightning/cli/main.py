@@ -5,10 +5,9 @@
   ``--print_config`` shows the resolved config. Settings that follow the data (feature sizes, label
   bound, metric family, training-set size) are filled into the model from the DataModule.
   ``--ckpt_path`` takes a checkpoint file or a run folder (its best checkpoint; ``RUN/last`` for the last).
-* ``msa data synth|convert|inspect|wer`` — feature-file tools.
-* ``msa seeds --config C --seeds 1111 1112 ...`` — fit + test over seeds, mean/std table.
-* ``msa report DIR`` — merge result tables of several runs.
-* ``msa quickstart`` — synthetic MOSI -> fit -> test -> metric table, in about a minute on a CPU.
+* the suite's own subcommands (``msa data``, ``seeds``, ``report``, ``quickstart``, ``plot``, ``export``,
+  ``pipeline``, ``transcribe``, ``pretrain-data``): one module each, registered in
+  :data:`msa_lightning.cli.commands.COMMANDS` and run by :func:`~msa_lightning.cli.commands.run_command`.
 
 Expected failures (:class:`msa_lightning.errors.MSAError`) end as one ``msa: error: ...`` message and
 exit status 2; ``--debug`` anywhere on the command line (or ``MSA_DEBUG=1``) shows the traceback.
@@ -16,8 +15,7 @@ exit status 2; ``--debug`` anywhere on the command line (or ``MSA_DEBUG=1``) sho
 This module is the entry point and stays light: ``msa`` and ``msa --help`` print the overview below,
 and the suite's own subcommands import what they use. Lightning, the model registry and the
 DataModules are imported only for the LightningCLI subcommands, from
-:mod:`msa_lightning.experiments.lightning_cli` (whose names, ``make_cli``, ``MSACLI``, ``fill_data_facts``, ...,
-are also reachable here).
+:mod:`msa_lightning.experiments.lightning_cli`.
 """
 
 from __future__ import annotations
@@ -28,23 +26,14 @@ import re
 import sys
 import time
 
+from msa_lightning.cli.commands import COMMANDS, run_command
 from msa_lightning.errors import MSAError
 from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers
 
 #: LightningCLI's subcommands (they build the CLI: Lightning, every model and DataModule)
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-EXTRA_COMMANDS = (
-    "data",
-    "seeds",
-    "report",
-    "quickstart",
-    "plot",
-    "export",
-    "pipeline",
-    "transcribe",
-    "pretrain-data",
-    "weights",
-)
+#: the suite's own subcommands (:data:`msa_lightning.cli.commands.COMMANDS`)
+EXTRA_COMMANDS = tuple(COMMANDS)
 
 OVERVIEW = """\
 usage: msa <command> [options]        (`msa <command> --help` lists the options of one)
@@ -60,13 +49,15 @@ training (LightningCLI: --config CONFIG.yaml, --model.*, --data.*, --trainer.*, 
 suite commands:
   msa data           feature files: msa data {synth,convert,inspect,wer}
   msa seeds          fit + test a config over several seeds; mean ± std tables
-  msa report         compare multi-seed runs; paired t-test; FmlMSN tables
+  msa report         compare multi-seed runs; paired t-test; a paper's table (--paper)
   msa quickstart     synthetic MOSI -> fit -> test -> metric table
   msa plot           paper analyses: msa plot hybrid-shift
   msa export         model outputs per split into the store, from a checkpoint
   msa pipeline       multi-stage experiments from a pipeline YAML
   msa transcribe     ASR transcripts of audio clips (a Whisper model)
   msa pretrain-data  SKESL pretraining corpus: msa pretrain-data {synth,build,inspect}
+  msa features       feature files from your own videos: msa features extract --raw DIR --out FILE.pkl
+  msa infer          score new videos with a trained model: msa infer VIDEO... --ckpt RUN
   msa weights        pretrained weights: msa weights convert-swin3d FILE.pth --out DIR
 
 Errors in the input end as one `msa: error:` line and exit status 2; add --debug (or set
@@ -125,10 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     code = 0
     try:
         if args[0] in EXTRA_COMMANDS:
-            from msa_lightning.cli.commands import run_extra
-
             with process_command(args) if not from_command_line else contextlib.nullcontext():
-                code = run_extra(args)
+                code = run_command(args)
         else:
             from msa_lightning.experiments.lightning_cli import make_cli
 

@@ -18,3 +18,11 @@ class MSAParser(argparse.ArgumentParser):
         line = " ".join(str(message).split())
         sys.stderr.write(f"msa: error: {line}\n(`{self.prog} --help` lists the options)\n")
         sys.exit(2)
+
+
+def add_command(subparsers, name: str, **kwargs) -> MSAParser:
+    """The parser of (sub)command ``name``; after parsing, ``args.parser`` is the innermost parser the command line
+    reached, so a check made after parsing reports its error as that parser would (``msa data wer``, not ``msa``)."""
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.set_defaults(parser=parser)
+    return parser

@@ -1,13 +1,13 @@
-"""`msa plot hybrid-shift`: the command over msa_lightning.papers.hybrid_shift.plots."""
+"""``msa plot hybrid-shift``: the command over :mod:`msa_lightning.papers.hybrid_shift.plots`."""
 
 from __future__ import annotations
 
 import argparse
 
-from msa_lightning.papers.hybrid_shift.plots import plot_hybrid_shift
+from msa_lightning.cli.parsing import add_command
+from msa_lightning.data.specs import SPLITS
 
 
-# ---------------------------------------------------------------------------------------------- CLI
 def _datamodule_from_config(config: str, overrides: dict, cli_args: list[str]):
     """The datamodule of ``config`` as ``msa fit --config config`` builds it (the CLI's own parser, links
     and defaults), with ``overrides`` (``data.init_args`` values) and raw ``--data.*``/``--model.*`` args."""
@@ -22,11 +22,13 @@ def _datamodule_from_config(config: str, overrides: dict, cli_args: list[str]):
     return make_cli(args, run=False).datamodule
 
 
-def _parser() -> argparse.ArgumentParser:
-    from msa_lightning.cli.parsing import MSAParser
-
-    p = MSAParser(
-        prog="msa plot hybrid-shift",
+def add_parser(subparsers) -> None:
+    what = add_command(subparsers, "plot", help="paper analyses (see `msa plot hybrid-shift --help`)")
+    analyses = what.add_subparsers(dest="what", required=True)
+    p = add_command(
+        analyses,
+        "hybrid-shift",
+        help="Fig. 7 and Fig. 8 of Lin & Hu (TMM 2024) for a trained HybridShiftModule",
         description="Fig. 7 (representations with/without MSG) and Fig. 8 (MBA p_att) "
         "of Lin & Hu (TMM 2024) for a trained HybridShiftModule",
     )
@@ -40,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="mosi or mosei (without --config)")
     p.add_argument("--data-tokenizer", default=None, help="re-tokenise raw_text with this tokenizer (XLNet models)")
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--out", default="plots/hybrid_shift", help="output folder for the PNGs")
     p.add_argument(
         "--utterances",
@@ -56,18 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="tokenizer for the heatmap axis labels")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args, cli_args = parser.parse_known_args(argv)
+def run(args: argparse.Namespace) -> int:
+    cli_args = args.config_args  # --data.*/--model.*/--trainer.* for the config's parser
     if cli_args and not (
         args.config
         and all(a.startswith(("--data.", "--model.", "--trainer.")) or not a.startswith("--") for a in cli_args)
     ):
-        parser.error(f"unrecognized arguments: {' '.join(cli_args)} (config overrides need --config)")
+        args.parser.error(f"unrecognized arguments: {' '.join(cli_args)} (config overrides need --config)")
     from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
+    from msa_lightning.papers.hybrid_shift.plots import plot_hybrid_shift
 
     module = HybridShiftModule.load_from_checkpoint(args.ckpt, map_location=args.device).to(args.device)
     overrides = {
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         datamodule = _datamodule_from_config(args.config, overrides, cli_args)
     else:
         if not args.data_path:
-            parser.error("give --config or --data-path")
+            args.parser.error("give --config or --data-path")
         from msa_lightning.data import MSADataModule
 
         datamodule = MSADataModule(

@@ -1,14 +1,16 @@
-"""`msa transcribe`: the command over msa_lightning.corpus.transcribe."""
+"""``msa transcribe``: the command over :mod:`msa_lightning.corpus.transcribe`."""
 
 from __future__ import annotations
 
 import argparse
 
+from msa_lightning.cli.parsing import add_command
 from msa_lightning.corpus.transcribe import DTYPES, transcribe
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
+def add_parser(subparsers) -> None:
+    p = add_command(
+        subparsers,
         "transcribe",
         help="ASR transcripts (id<TAB>text) of audio clips with a Whisper-family model",
         description="Transcribe every audio file under --audio with a Hugging Face speech-to-text model (the "
@@ -49,13 +51,13 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # generate's advice on attention masks and max_length is noise here
     hf_logging.disable_progress_bar()  # ("Loading weights"): ours counts clips
     language = None if args.language.lower() in ("auto", "none", "") else args.language
-    transcribe(
+    tally = transcribe(
         args.model,
         args.audio,
         args.out,
@@ -69,4 +71,5 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         detect_language=args.detect_language,
     )
+    print(tally.summary())
     return 0

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from msa_lightning.cli.parsing import add_command
 from msa_lightning.nn.video_swin import CONFIGS, RANDOM_ARCHS, convert_swin3d
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("weights", help="pretrained weights: msa weights convert-swin3d FILE.pth --out DIR")
+def add_parser(subparsers) -> None:
+    p = add_command(subparsers, "weights", help="pretrained weights: msa weights convert-swin3d FILE.pth --out DIR")
     actions = p.add_subparsers(dest="action", required=True)
-    c = actions.add_parser(
+    c = add_command(
+        actions,
         "convert-swin3d",
         help="check torchvision's swin3d_t/s/b Kinetics-400 .pth (or an official Video Swin checkpoint) key by "
         "key and write DIR/model.safetensors + DIR/config.json, the folder video_checkpoint names",
@@ -24,7 +26,7 @@ def add_parser(sub) -> None:
     )
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     config = convert_swin3d(args.file, args.out, args.arch)
     print(
         f"wrote {args.out}: {config['arch']} ({config['tensors']} tensors, every key and shape checked; "

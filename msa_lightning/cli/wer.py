@@ -1,36 +1,22 @@
-"""`msa data wer`: word error rates of ASR transcripts against the gold ones (msa_lightning.data.transcripts)."""
+"""``msa data wer``: word error rates of ASR transcripts against the gold ones
+(:func:`msa_lightning.data.transcripts.compare_transcript_files`)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Sequence
 
-from msa_lightning.data.lexicon import DEFAULT_LEXICON, load_lexicon
-from msa_lightning.data.transcripts import (
-    ASR_SOURCES,
-    TranscriptError,
-    compare_transcripts,
-    format_reports,
-    read_labels_csv,
-    read_text_source,
-    read_transcripts,
-)
-from msa_lightning.errors import DataError
+from msa_lightning.cli.parsing import add_command
+from msa_lightning.data.lexicon import DEFAULT_LEXICON
+from msa_lightning.data.specs import SPLITS
 
 
-def _parse_source(item: str) -> tuple[str, Path]:
-    if "=" in item:
-        name, path = item.split("=", 1)
-        return name, Path(path)
-    return Path(item).stem, Path(item)
-
-
-def wer_main(argv: Sequence[str] | None = None) -> int:
-    """``msa data wer``: WER and sentiment-word substitution share of transcript files against gold."""
-    from msa_lightning.cli.parsing import MSAParser
-
-    p = MSAParser(
-        prog="msa data wer",
+def add_parser(actions) -> None:
+    """``wer`` under ``msa data``."""
+    p = add_command(
+        actions,
+        "wer",
+        help="word error rate and sentiment-word substitutions of ASR transcripts",
         description="Corpus WER of ASR transcripts against gold, and the share of utterances where a gold "
         "sentiment word is substituted (SWRM, Wu et al. 2022).",
     )
@@ -45,7 +31,7 @@ def wer_main(argv: Sequence[str] | None = None) -> int:
         "--gold", help="gold transcripts: a .tsv, or a labels.csv with video_id/clip_id/text (default: DIR/gold.tsv)"
     )
     p.add_argument("--labels", help="labels.csv with a `mode` column, to restrict to --split")
-    p.add_argument("--split", choices=["train", "valid", "test"], help="only the utterances of this split")
+    p.add_argument("--split", choices=list(SPLITS), help="only the utterances of this split")
     p.add_argument(
         "--lexicon", default=DEFAULT_LEXICON, help="'vader' or word-list/MPQA files, comma-separated (default: vader)"
     )
@@ -55,36 +41,38 @@ def wer_main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="remove apostrophes before comparing (DON'T = DONT); default keeps them, as the paper",
     )
-    argv = list(argv or [])
-    args = p.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
+
+
+def _source(item: str) -> tuple[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (named by its stem)."""
+    if "=" in item:
+        name, path = item.split("=", 1)
+        return name, Path(path)
+    return Path(item).stem, Path(item)
+
+
+def run(args: argparse.Namespace) -> int:
+    from msa_lightning.data.transcripts import compare_transcript_files, sources_in_folder
 
     folder = Path(args.dir).expanduser() if args.dir else None
-    gold_path = Path(args.gold).expanduser() if args.gold else (folder / "gold.tsv" if folder else None)
-    if gold_path is None:
-        p.error("give --gold or --dir")
-    sources = [_parse_source(s) for s in args.sources]
+    gold = Path(args.gold).expanduser() if args.gold else (folder / "gold.tsv" if folder else None)
+    if gold is None:
+        args.parser.error("give --gold or --dir")
+    sources = [_source(s) for s in args.sources]
     if not sources:
         if folder is None:
-            p.error("give transcript files or --dir")
-        sources = [(f.stem, f) for f in sorted(folder.glob("*.tsv")) if f.resolve() != gold_path.resolve()]
-        order = {name: i for i, name in enumerate(ASR_SOURCES)}
-        sources.sort(key=lambda s: (order.get(s[0], len(order)), s[0]))
-    if args.split and not args.labels and not str(gold_path).endswith(".csv"):
-        p.error("--split needs --labels (or a labels.csv as --gold)")
-    try:
-        gold = read_text_source(gold_path)
-        if args.split:
-            keep = read_labels_csv(args.labels or gold_path, args.split)
-            gold = {k: v for k, v in gold.items() if k in keep}
-        lexicon = load_lexicon(args.lexicon, args.min_valence)
-        reports = [
-            compare_transcripts(gold, read_transcripts(path), lexicon, name, args.strip_apostrophes)
-            for name, path in sources
-        ]
-    except TranscriptError:
-        raise  # the msa command prints it as one `msa: error:` line
-    except (FileNotFoundError, ValueError) as err:  # a lexicon file that is missing or empty
-        raise DataError(str(err)) from None
-    print(f"gold: {gold_path} ({len(gold)} utterances{', split ' + args.split if args.split else ''})")
-    print(format_reports(reports, lexicon))
+            args.parser.error("give transcript files or --dir")
+        sources = sources_in_folder(folder, gold)
+    if args.split and not args.labels and gold.suffix.lower() != ".csv":
+        args.parser.error("--split needs --labels (or a labels.csv as --gold)")
+    comparison = compare_transcript_files(
+        gold,
+        sources,
+        labels=args.labels,
+        split=args.split,
+        lexicon=args.lexicon,
+        min_valence=args.min_valence,
+        strip_apostrophes=args.strip_apostrophes,
+    )
+    print(comparison.table())
     return 0

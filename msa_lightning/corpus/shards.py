@@ -54,6 +54,7 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,8 @@ from msa_lightning.media.acoustic import AUDIO_DIM
 from msa_lightning.media.openface import VISION_DIM
 from msa_lightning.media.synthetic import add_bad_clips, make_synthetic_corpus
 from msa_lightning.store import atomic_write, canonical_json, content_hash
+
+log = logging.getLogger(__name__)
 
 START_METHODS = tuple(m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods())
 DEFAULT_START = START_METHODS[0]
@@ -177,22 +180,59 @@ class SplitItems:
 
 
 # ---------------------------------------------------------------------------------------------- the build
-def _settings(args) -> dict:
-    return {name: getattr(args, name) for name in SETTING_NAMES}
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``msa pretrain-data build`` is asked to do (each field is the option of the same name, ``--f0`` ...;
+    the module docstring says where each default comes from). Messages name the options."""
+
+    transcripts: str | Path  #: the ``id<TAB>text`` file
+    audio: str | Path  #: folder of audio files (or ``[T, 33]`` ``.npy``)
+    visual: str | Path  #: folder of OpenFace 2.x CSVs (or ``[T, 709]`` ``.npy``)
+    out: str | Path  #: the shards folder
+    workers: int = 1
+    audio_frames: int = 400
+    vision_frames: int = 55
+    sample_rate: int = 22050
+    hop_length: int = 512
+    f0: str = "pyin"
+    valid_share: float = 0.02
+    max_bad_share: float = 0.05
+    clips_per_part: int = 100
+    chunk_bytes: str = "64MB"
+    shard_workers: int = 0
+    start_method: str = DEFAULT_START
+    keep_parts: bool = False
+    force: bool = False
+
+    def settings(self) -> dict:
+        """The settings that shape the shards (:data:`SETTING_NAMES`)."""
+        return {name: getattr(self, name) for name in SETTING_NAMES}
+
+    def check(self) -> None:
+        """One ConfigError naming the first option out of range (before any clip is read)."""
+        for name in ("audio_frames", "vision_frames", "sample_rate", "hop_length", "clips_per_part", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')}: expected a positive number, found {getattr(self, name)}"
+                )
+        if self.shard_workers < 0:
+            raise ConfigError(f"--shard-workers: expected 0 (one writer process) or more, found {self.shard_workers}")
+        if not 0 < self.valid_share < 1:
+            raise ConfigError(f"--valid-share: expected a share in (0, 1), found {self.valid_share:g}")
+        if not 0 <= self.max_bad_share <= 1:
+            raise ConfigError(f"--max-bad-share: expected a share in [0, 1], found {self.max_bad_share:g}")
+        chunk_bytes(self.chunk_bytes)
+        _probe_audio_settings(self.sample_rate, self.hop_length, self.f0)
 
 
-def _check_args(args) -> None:
-    for name in ("audio_frames", "vision_frames", "sample_rate", "hop_length", "clips_per_part", "workers"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}: expected a positive number, found {getattr(args, name)}")
-    if args.shard_workers < 0:
-        raise ConfigError(f"--shard-workers: expected 0 (one writer process) or more, found {args.shard_workers}")
-    if not 0 < args.valid_share < 1:
-        raise ConfigError(f"--valid-share: expected a share in (0, 1), found {args.valid_share:g}")
-    if not 0 <= args.max_bad_share <= 1:
-        raise ConfigError(f"--max-bad-share: expected a share in [0, 1], found {args.max_bad_share:g}")
-    chunk_bytes(args.chunk_bytes)
-    _probe_audio_settings(args.sample_rate, args.hop_length, args.f0)
+@dataclass
+class BuildResult:
+    """What :func:`build` did: ``manifest`` of ``out`` (its ``summary`` line), and whether shards were written
+    (False: ``out`` was up to date with the same inputs and settings, nothing rebuilt)."""
+
+    out: Path
+    manifest: dict
+    rebuilt: bool
 
 
 def _probe_audio_settings(sample_rate: int, hop_length: int, f0: str) -> None:
@@ -357,27 +397,27 @@ def _index_count(folder: Path) -> int:
     return sum(chunk["chunk_size"] for chunk in index["chunks"])
 
 
-def build(args) -> int:
-    """``msa pretrain-data build``: see the module docstring."""
+def build(options: BuildOptions) -> BuildResult:
+    """``msa pretrain-data build``: see the module docstring. Progress goes to the log."""
     from msa_lightning.data.transcripts import read_transcripts
 
-    _check_args(args)
+    options.check()
     logging.getLogger("litdata").setLevel(logging.WARNING)  # its INFO lines are about its download cache
-    out = Path(args.out).expanduser()
-    settings = _settings(args)
+    out = Path(options.out).expanduser()
+    settings = options.settings()
     features = {k: settings[k] for k in ("audio_frames", "vision_frames", "sample_rate", "hop_length", "f0")}
-    tsv = Path(args.transcripts).expanduser()
+    tsv = Path(options.transcripts).expanduser()
     texts = read_transcripts(tsv)  # a malformed file fails here, naming the line, before any media is read
-    audio, visual = index_files(args.audio, AUDIO_SUFFIXES), index_files(args.visual, VISUAL_SUFFIXES)
+    audio, visual = index_files(options.audio, AUDIO_SUFFIXES), index_files(options.visual, VISUAL_SUFFIXES)
     inputs = {
         "transcripts": {"path": str(tsv.resolve()), "sha256": content_hash(tsv), "clips": len(texts)},
         "audio": {
-            "path": str(Path(args.audio).expanduser().resolve()),
+            "path": str(Path(options.audio).expanduser().resolve()),
             "files": len(audio),
             "fingerprint": listing_fingerprint(audio),
         },
         "visual": {
-            "path": str(Path(args.visual).expanduser().resolve()),
+            "path": str(Path(options.visual).expanduser().resolve()),
             "files": len(visual),
             "fingerprint": listing_fingerprint(visual),
         },
@@ -386,24 +426,23 @@ def build(args) -> int:
         canonical_json({"format": FORMAT, "settings": settings, "inputs": inputs}).encode()
     ).hexdigest()
     old = read_build_manifest(out)
-    _check_out(out, old, settings, inputs, args.force)
+    _check_out(out, old, settings, inputs, options.force)
     if (
         old
-        and not args.force
+        and not options.force
         and old.get("finished")
         and old.get("fingerprint") == fingerprint
         and all((out / s / "index.json").is_file() for s in SHARD_SPLITS)
     ):
         total, left_out = old["counts"]["clips"], old["counts"]["left_out"]
-        if total and left_out / total > args.max_bad_share:
+        if total and left_out / total > options.max_bad_share:
             raise DataError(
                 f"{out}: the shards are up to date but {left_out / total:.1%} of the clips are unusable, "
-                f"more than --max-bad-share={args.max_bad_share:g} ({old['summary']})"
+                f"more than --max-bad-share={options.max_bad_share:g} ({old['summary']})"
             )
-        print(f"{out}: up to date (same inputs and settings; {old['summary']}); nothing rebuilt")
-        return 0
-    if old and old.get("finished") and old.get("fingerprint") != fingerprint and not args.force:
-        print(f"{out}: the inputs changed since the last build: building again (unchanged parts are reused)")
+        return BuildResult(out, old, rebuilt=False)
+    if old and old.get("finished") and old.get("fingerprint") != fingerprint and not options.force:
+        log.info("%s: the inputs changed since the last build: building again (unchanged parts are reused)", out)
 
     manifest = {
         "format": FORMAT,
@@ -423,9 +462,11 @@ def build(args) -> int:
     # 1. join; 2. features part by part (finished parts reused)
     complete, bad = join_sources(texts, audio, visual)
     report = CorpusReport(total=len(complete) + len(bad), bad=dict(bad))
-    print(
-        f"corpus: {report.total} clip ids; {len(complete)} in all three sources with a transcript, "
-        f"{len(bad)} left out at the join"
+    log.info(
+        "corpus: %d clip ids; %d in all three sources with a transcript, %d left out at the join",
+        report.total,
+        len(complete),
+        len(bad),
     )
     parts_dir = out / "parts"
     parts_dir.mkdir(exist_ok=True)
@@ -434,7 +475,7 @@ def build(args) -> int:
     # parts (and so shard chunks) in an order drawn from a hash of each id, not sorted ids: sorted VoxCeleb ids
     # put one speaker's clips side by side, and a streamed chunk would then be one speaker
     complete = [complete[i] for i in np.argsort(id_draws(complete, "order"), kind="stable")]
-    k = args.clips_per_part
+    k = options.clips_per_part
     parts, tasks, reused = [], [], 0
     for number, start in enumerate(range(0, len(complete), k)):
         chunk = [(c, texts[c], str(audio[c]), str(visual[c])) for c in complete[start : start + k]]
@@ -446,13 +487,13 @@ def build(args) -> int:
             tasks.append((str(path), chunk, features))
     done_clips = len(complete) - sum(len(t[1]) for t in tasks)
     started = time.perf_counter()
-    _extract_parts(tasks, len(complete), done_clips, args.workers, args.start_method)
+    _extract_parts(tasks, len(complete), done_clips, options.workers, options.start_method)
     seconds = time.perf_counter() - started
     extracted = len(complete) - done_clips
     rate = f", {extracted / seconds:.1f} clips/s" if extracted and seconds > 0 else ""
-    print(
+    log.info(
         f"features: {len(parts)} parts of up to {k} clips: {reused} reused from an earlier run, {len(tasks)} "
-        f"extracted ({extracted} clips, {args.workers} worker{'s' if args.workers > 1 else ''}{rate})"
+        f"extracted ({extracted} clips, {options.workers} worker{'s' if options.workers > 1 else ''}{rate})"
     )
 
     # 3. the report and the threshold
@@ -466,7 +507,7 @@ def build(args) -> int:
                 report.bad[clip] = (reason, detail)
     report.good = good_ids
     report.bad = dict(sorted(report.bad.items()))
-    held_out = id_draws(good_ids, VALID_SALT) < args.valid_share
+    held_out = id_draws(good_ids, VALID_SALT) < options.valid_share
     expected = {"train": int((~held_out).sum()), "valid": int(held_out.sum())}
     by_reason: dict[str, list[str]] = {}
     for clip, (reason, _) in report.bad.items():
@@ -477,15 +518,15 @@ def build(args) -> int:
             "bad": by_reason,
             "bad_details": {clip: detail for clip, (_, detail) in report.bad.items()},
             "summary": report.summary(),
-            "max_bad_share": args.max_bad_share,
+            "max_bad_share": options.max_bad_share,
         }
     )
-    if report.bad_share > args.max_bad_share:
+    if report.bad_share > options.max_bad_share:
         write_manifest(out, manifest)
         raise bad_share_error(
             tsv,
             report,
-            args.max_bad_share,
+            options.max_bad_share,
             "--max-bad-share",
             f"; every clip by id and reason: {out / MANIFEST}; finished parts are kept",
         )
@@ -493,7 +534,7 @@ def build(args) -> int:
         if n == 0:
             write_manifest(out, manifest)
             raise ConfigError(
-                f"--valid-share {args.valid_share:g}: split {split!r} would be empty ({len(good_ids)} "
+                f"--valid-share {options.valid_share:g}: split {split!r} would be empty ({len(good_ids)} "
                 f"usable clips); give a {'larger' if split == 'valid' else 'smaller'} share"
             )
 
@@ -508,11 +549,11 @@ def build(args) -> int:
             tmp,
             parts,
             split,
-            args.valid_share,
-            args.chunk_bytes,
-            args.shard_workers,
+            options.valid_share,
+            options.chunk_bytes,
+            options.shard_workers,
             out / ".litdata-cache",
-            args.start_method,
+            options.start_method,
         )
         found = _index_count(tmp)
         if found != expected[split]:
@@ -530,48 +571,45 @@ def build(args) -> int:
         }
     )
     write_manifest(out, manifest)
-    print(
+    log.info(
         f"shards: train {expected['train']} clips ({_mb(sizes['train'])}), valid {expected['valid']} clips "
         f"({_mb(sizes['valid'])}) in {out}, written in {time.perf_counter() - started:.1f} s"
     )
-    if not args.keep_parts:
+    if not options.keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)
     else:  # parts of earlier inputs or settings can never be reused by this OUT's next build
         keep = {Path(p).name for p in parts}
         for stale in parts_dir.glob("part-*.npz"):
             if stale.name not in keep:
                 stale.unlink()
-    print(manifest["summary"])
-    print(f"manifest: {out / MANIFEST}")
-    return 0
+    return BuildResult(out, manifest, rebuilt=True)
 
 
 # ---------------------------------------------------------------------------------------------- synth, inspect
-def synth(args) -> int:
-    """``msa pretrain-data synth``: a synthetic corpus in the on-disk layout, and the build command to run next."""
-    if args.clips < 2:
-        raise ConfigError(f"--clips: expected at least 2, found {args.clips}")
-    out = Path(args.out).expanduser()
-    if (out / "transcripts.tsv").exists() and not args.force:
+def synth(
+    out: str | Path,
+    clips: int = 12,
+    seed: int = 0,
+    sample_rate: int = 22050,
+    with_bad: bool = False,
+    force: bool = False,
+) -> dict[str, str]:
+    """``msa pretrain-data synth``: a synthetic corpus of ``clips`` clips in the on-disk layout (transcripts.tsv,
+    audio/*.wav, openface/*.csv) in ``out``; with ``with_bad`` one unusable clip of each kind, returned as
+    ``{clip id: kind}``."""
+    if clips < 2:
+        raise ConfigError(f"--clips: expected at least 2, found {clips}")
+    out = Path(out).expanduser()
+    if (out / "transcripts.tsv").exists() and not force:
         raise ConfigError(f"{out}: holds a corpus already (transcripts.tsv); give another folder or --force")
-    make_synthetic_corpus(out, clips=args.clips, seed=args.seed, sample_rate=args.sample_rate)
-    bad = add_bad_clips(out, args.sample_rate) if args.with_bad else {}
-    print(
-        f"{out}: {args.clips} synthetic clips (transcripts.tsv, audio/*.wav, openface/*.csv)"
-        + (f" and {len(bad)} unusable ones, one of each kind: {', '.join(sorted(bad.values()))}" if bad else "")
-    )
-    share = 0.2 if args.clips < 250 else 0.02  # a tiny corpus needs a larger share to get a valid split at all
-    bad_share = f" --max-bad-share {min(1.0, round(len(bad) / (args.clips + len(bad)) + 0.05, 2)):g}" if bad else ""
-    print(
-        "next:\n  msa pretrain-data build --transcripts {0}/transcripts.tsv --audio {0}/audio --visual {0}/openface "
-        "--out {0}_shards --valid-share {1:g}{2}".format(out, share, bad_share)
-    )
-    return 0
+    make_synthetic_corpus(out, clips=clips, seed=seed, sample_rate=sample_rate)
+    return add_bad_clips(out, sample_rate) if with_bad else {}
 
 
-def inspect(args) -> int:
-    """``msa pretrain-data inspect``: the manifest's summary, counts, left-out clips by reason, sizes on disk."""
-    out = Path(args.out).expanduser()
+def inspect(out: str | Path, show: int = 10) -> str:
+    """``msa pretrain-data inspect``: the manifest's summary, counts, left-out clips by reason (``show`` ids of
+    each), sizes on disk."""
+    out = Path(out).expanduser()
     manifest = read_build_manifest(out)
     if manifest is None:
         raise DataError(f"{out}: no {MANIFEST} (not a folder written by `msa pretrain-data build`)")
@@ -590,7 +628,7 @@ def inspect(args) -> int:
     if "summary" in manifest:
         lines.append(f"summary: {manifest['summary']}")
     for reason, ids in sorted(manifest.get("bad", {}).items()):
-        shown = ", ".join(ids[: args.show]) + (f", ... and {len(ids) - args.show} more" if len(ids) > args.show else "")
+        shown = ", ".join(ids[:show]) + (f", ... and {len(ids) - show} more" if len(ids) > show else "")
         lines.append(f"  {reason} {len(ids)}: {shown}")
     for split in SHARD_SPLITS:
         folder = out / split
@@ -603,5 +641,4 @@ def inspect(args) -> int:
     if (out / "parts").is_dir():
         parts = list((out / "parts").glob("part-*.npz"))
         lines.append(f"parts: {len(parts)} files, {_mb(sum(p.stat().st_size for p in parts))}")
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)

@@ -40,6 +40,7 @@ format of :mod:`msa_lightning.data.transcripts`: one ``id<TAB>text`` line per cl
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
@@ -61,6 +62,8 @@ from msa_lightning.media.decode import load_audio
 from msa_lightning.textfiles import read_text_lines
 
 #: audio files the command reads (the corpus' ready ``.npy`` features are not audio)
+log = logging.getLogger(__name__)
+
 MEDIA_SUFFIXES = tuple(s for s in AUDIO_SUFFIXES if s != ".npy")
 DTYPES = ("float32", "bfloat16", "float16")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\s]+")
@@ -149,12 +152,17 @@ class Tally:
     at_limit: int = 0
     failed: Counter = field(default_factory=Counter)
     languages: Counter = field(default_factory=Counter)  #: detected language of each clip (--detect-language)
+    out: Path | None = None  #: the transcript file written
+    seconds: float = 0.0  #: time spent transcribing
+    max_new_tokens: int | None = None  #: the token limit per window (None: the model's)
+    window_s: float = 30.0  #: the model's window, in seconds
 
-    def summary(self, out: Path, seconds: float, max_new_tokens: int | None, window_s: float = 30.0) -> str:
+    def summary(self) -> str:
+        out, seconds, window_s = self.out, self.seconds, self.window_s
         rate = self.transcribed / seconds if seconds > 0 else 0.0
         failed = sum(self.failed.values())
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items()))
-        limit = f"--max-new-tokens {max_new_tokens}" if max_new_tokens else "the model's limit"
+        limit = f"--max-new-tokens {self.max_new_tokens}" if self.max_new_tokens else "the model's limit"
         lines = [
             f"transcribed {self.transcribed} clips into {out} ({rate:.2f} clips/s); {self.skipped} skipped as "
             f"already there; {failed} failed" + (f" ({reasons}): see {errors_path(out)}" if failed else ""),
@@ -350,7 +358,7 @@ def transcribe(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     asr = Transcriber(model, device, dtype, language, max_new_tokens, detect_language)  # first: fails fast
     files = index_files(audio, MEDIA_SUFFIXES)
-    tally = Tally()
+    tally = Tally(out=out, max_new_tokens=max_new_tokens)
     missing: list[str] = []
     if ids is not None:
         wanted = read_ids(ids)
@@ -370,30 +378,26 @@ def transcribe(
             known = _first_column(language_path(out))
         todo = [(clip, path) for clip, path in files.items() if normalise_id(clip) not in done]
         tally.skipped = len(files) - len(todo)
-        print(
+        log.info(
             f"{tally.found} clips ({audio}" + (f", the ids listed in {ids}" if ids is not None else "") + f"); "
-            f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do",
-            flush=True,
+            f"{tally.skipped} already in {out}, skipped; {len(todo) + len(missing)} to do"
         )
         lacking = sum(normalise_id(c) in done and c not in known for c in files) if detect_language else 0
         if lacking:
-            print(
+            log.warning(
                 f"note: {lacking} clips already in {out} have no line in {language_path(out)} (transcribed "
-                "without --detect-language); delete their transcript lines to have them redone",
-                flush=True,
+                "without --detect-language); delete their transcript lines to have them redone"
             )
         if partial is not None:
-            print(
+            log.warning(
                 f"{out}: its last line was incomplete (a run stopped while writing): removed, that clip is redone "
-                f"({partial[:200]!r})",
-                flush=True,
+                f"({partial[:200]!r})"
             )
 
         if not todo and not missing:
             errors_path(out).unlink(missing_ok=True)  # every clip is in the TSV: earlier failures are gone
-            print(tally.summary(out, 0.0, max_new_tokens), flush=True)
             return tally
-        window_s = asr.window / asr.sample_rate
+        tally.window_s = asr.window / asr.sample_rate
         start = time.perf_counter()
         with (
             open(out, "a", encoding="utf-8", newline="\n") as sink,
@@ -428,7 +432,7 @@ def transcribe(
                 tally.transcribed += len(lines)
                 bar.update(len(batch))
             bar.close()
-        print(tally.summary(out, time.perf_counter() - start, max_new_tokens, window_s), flush=True)
+        tally.seconds = time.perf_counter() - start
         return tally
 
 

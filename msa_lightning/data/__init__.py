@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import importlib
 
+from msa_lightning.deprecated import moved_names
+
 #: public name -> the submodule that defines it
 _EXPORTS = {
+    "DataFacts": "base",
+    "SuiteDataModule": "base",
+    "follow_data": "base",
     "ensure_cache": "cache",
     "load_cached": "cache",
     "MOSEIDataModule": "datamodule",
@@ -17,7 +22,6 @@ _EXPORTS = {
     "MSADataModule": "datamodule",
     "SIMSDataModule": "datamodule",
     "tokenize_cached": "datamodule",
-    "MOSIASRDataModule": "mosi_asr",
     "FeatureFileError": "reader",
     "SplitArrays": "reader",
     "normalise_id": "reader",
@@ -33,11 +37,14 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+#: names this package exported in release 0.1 that now live in a paper's package
+_moved = moved_names(__name__, {"MOSIASRDataModule": "msa_lightning.papers.swrm.data"})
+
 
 def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _moved(name)
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value

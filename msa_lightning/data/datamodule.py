@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from msa_lightning.batch import INPUT_FIELDS, MODALITIES
 from msa_lightning.data import cache as feature_cache
+from msa_lightning.data.base import DataFacts, SuiteDataModule
 from msa_lightning.data.cache import ensure_cache, load_cached
+from msa_lightning.data.custom import CUSTOM, custom_spec, read_manifest
 from msa_lightning.data.dataset import FeatureNormalizer, MSADataset, collate_batch
 from msa_lightning.data.reader import FeatureFileError, SplitArrays, read_feature_file, warn_overlaps
 from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
@@ -102,25 +102,12 @@ def check_inputs(model, datamodule) -> None:
     )
 
 
-def attached_world(datamodule) -> tuple[int, int]:
-    """(world size, global rank) of the trainer a DataModule is attached to; (1, 0) without one."""
-    trainer = getattr(datamodule, "trainer", None)
-    if trainer is None:
-        return 1, 0
-    return trainer.world_size, trainer.global_rank
-
-
-def pins_memory(datamodule) -> bool:
-    """Pin batches (``MSABatch.pin_memory``) when the attached trainer runs on a CUDA device."""
-    device = getattr(getattr(getattr(datamodule, "trainer", None), "strategy", None), "root_device", None)
-    return getattr(device, "type", "cpu") == "cuda"
-
-
-class MSADataModule(L.LightningDataModule):
+class MSADataModule(SuiteDataModule):
     """Args:
     path: a feature pickle, or a folder holding the dataset's standard file names
         (``unaligned_50.pkl``/``aligned_50.pkl``; ``unaligned_39.pkl`` for CH-SIMS).
-    dataset: ``mosi``, ``mosei``, ``sims`` or ``simsv2`` (shapes, label range, metric family).
+    dataset: ``mosi``, ``mosei``, ``sims`` or ``simsv2`` (shapes, label range, metric family), or ``custom``: a
+        file of ``msa features extract``, whose manifest gives the label range and metric family.
     aligned: with a folder ``path``, pick the word-aligned file instead of the unaligned one.
     batch_size: training batch size; ``eval_batch_size`` for validation/test/predict
         (defaults to ``batch_size``). A training batch never holds a single sample (a trailing
@@ -172,8 +159,8 @@ class MSADataModule(L.LightningDataModule):
         bucket_by_length: bool = False,
     ) -> None:
         super().__init__()
-        try:
-            self.spec = get_spec(dataset)
+        try:  # custom: a file of `msa features extract`, its label range and metric family in its manifest
+            self.spec = custom_spec(Path(path).expanduser()) if dataset.lower() == CUSTOM else get_spec(dataset)
         except ValueError as err:
             raise ConfigError(f"data.init_args.dataset: {err}") from None
         for key, value, low in (
@@ -255,18 +242,33 @@ class MSADataModule(L.LightningDataModule):
             )
         return np.asarray(labels[key], dtype=np.float32)
 
-    def data_facts(self) -> dict:
+    def data_facts(self) -> DataFacts:
         """What models must agree with, read from the validated arrays: feature sizes, the label bound
         (of the range the file was validated against), the metric family and the training size."""
         self._load()
         train = self.splits["train"]
-        return {
-            "audio_dim": int(train.audio.shape[2]),
-            "vision_dim": int(train.vision.shape[2]),
-            "label_bound": float(self.spec.label_bound),
-            "metric_family": self.spec.family,
-            "num_train_samples": len(train),
-        }
+        return DataFacts(
+            audio_dim=int(train.audio.shape[2]),
+            vision_dim=int(train.vision.shape[2]),
+            label_bound=float(self.spec.label_bound),
+            metric_family=self.spec.family,
+            num_train_samples=len(train),
+        )
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} (data file {self.feature_file})"
+
+    def state_dict(self) -> dict:
+        """What a checkpoint carries of the data (Lightning saves it with the model): for a file of
+        ``msa features extract``, how its features were extracted, so ``msa infer`` extracts new videos alike."""
+        manifest = read_manifest(self.feature_file)
+        if manifest is None:
+            return {}
+        keys = ("settings", "dataset", "audio_frames", "vision_frames", "packages")
+        return {"extraction": {k: manifest[k] for k in keys if k in manifest}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: the extraction settings are read from the checkpoint by ``msa infer``."""
 
     # ------------------------------------------------------------------ hooks
     def transform_split(self, split: str, arrays: SplitArrays) -> SplitArrays:
@@ -352,18 +354,6 @@ class MSADataModule(L.LightningDataModule):
         return tokenize_cached(arrays.raw_text, self.tokenizer_name, self.text_max_length, self.cache_dir)
 
     # ------------------------------------------------------------------ loaders
-    @property
-    def train_seed(self) -> int:
-        if self.shuffle_seed is not None:
-            return int(self.shuffle_seed)
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-    def _world(self) -> tuple[int, int]:
-        return attached_world(self)
-
-    def _pin_memory(self) -> bool:
-        return pins_memory(self)
-
     def _check_ready(self, split: str) -> MSADataset:
         if split not in self.datasets:
             self.setup()
@@ -400,17 +390,12 @@ class MSADataModule(L.LightningDataModule):
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
-        dataset, sampler = self._check_ready(split), None
-        world, rank = self._world()
-        if world > 1:
-            # Lightning's default DistributedSampler repeats samples so that ranks get equal shares,
-            # which would count them twice in validation/test metrics: split them without repeats.
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        dataset = self._check_ready(split)
         return DataLoader(
             dataset,
             batch_size=self.eval_batch_size,
             shuffle=False,
-            sampler=sampler,
+            sampler=self._eval_sampler(dataset),
             num_workers=self.num_workers,
             collate_fn=collate_batch,
             persistent_workers=self.num_workers > 0,

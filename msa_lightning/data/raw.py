@@ -34,34 +34,27 @@ in :mod:`msa_lightning.papers.twostep.data`.
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from msa_lightning.batch import INPUT_FIELDS, MSABatch
+from msa_lightning.data.base import DataFacts, SuiteDataModule
 from msa_lightning.data.datamodule import resolve_inputs, tokenize_cached
+from msa_lightning.data.labels import LABEL_COLUMNS, REQUIRED_COLUMNS, read_labels  # noqa: F401 (their old home)
 from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
 from msa_lightning.data.specs import SPLITS, get_spec
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.media.decode import decode_clip, frame_images, load_crop
 from msa_lightning.store import DEFAULT_ROOT, Entry, Store
-from msa_lightning.textfiles import open_text
 
 log = logging.getLogger(__name__)
 
-#: label.csv column -> label key of the batch
-LABEL_COLUMNS = {"label": "M", "label_T": "T", "label_A": "A", "label_V": "V"}
-REQUIRED_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 TEXT_ID_FIELDS = ("text_ids", "text_mask", "text_segment")
 RAW_FIELDS = ("waveform", "waveform_mask", "frames", "frame_mask")
 #: decoded array of each stream -> (the stream's name, the batch fields read from it)
@@ -91,60 +84,6 @@ def _decode_to_store(root: str, inputs: dict, path: Path, settings: dict, folder
     except DataError as err:
         return str(err)
     return None
-
-
-def read_labels(csv_path: Path) -> list[dict]:
-    """Rows of ``label.csv``, checked: the required columns (one error naming the missing ones), a known
-    ``mode``, every label a finite number, every clip listed once. Each problem is one :class:`DataError`
-    naming the file, line, clip, split and column; a clip listed twice, above all under two modes (a test
-    clip leaking into training), is never resolved by a guess. The file is UTF-8 (a BOM, CRLF tolerated)."""
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: label file not found")
-    reader = csv.DictReader(open_text(csv_path, "label file"))
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DataError(
-            f"{csv_path}: missing columns {missing} (expected at least {list(REQUIRED_COLUMNS)}, "
-            f"found {reader.fieldnames})"
-        )
-    columns = [c for c in LABEL_COLUMNS if c in reader.fieldnames]
-    first: dict[tuple[str, str], tuple[int, str]] = {}
-    rows = []
-    for row in reader:
-        rows.append(row)
-        number = reader.line_num  # the row's (last) line
-        video, clip = (row["video_id"] or "").strip(), (row["clip_id"] or "").strip()
-        where = f"{csv_path}, line {number}: clip {video}_{clip}"
-        if row["mode"] not in SPLITS:
-            raise DataError(f"{where}: mode {row['mode']!r} is not one of {list(SPLITS)}")
-        for column in columns:
-            value = row[column]
-            try:
-                label = float(value)
-            except (TypeError, ValueError):
-                label = None
-            if label is None or not math.isfinite(label):
-                raise DataError(
-                    f"{where} (split {row['mode']!r}): column {column!r}: expected a finite number, "
-                    f"found {'nothing (a short row)' if value is None else repr(value)}"
-                )
-        if (video, clip) in first:
-            line, mode = first[(video, clip)]
-            leak = (
-                ""
-                if mode == row["mode"]
-                else (
-                    f" (under mode {mode!r} there and {row['mode']!r} here: "
-                    + (
-                        "an evaluation clip would also be trained on)"
-                        if "train" in (mode, row["mode"])
-                        else "one clip would be evaluated in two splits)"
-                    )
-                )
-            )
-            raise DataError(f"{where} is listed again (first on line {line}){leak}; list each clip once")
-        first[(video, clip)] = (number, row["mode"])
-    return rows
 
 
 class RawClipDataset(Dataset):
@@ -219,7 +158,7 @@ def _collate(batch):
     raise TypeError("RawClipDataset batches are built by __getitems__; use a DataLoader with batch_size set")
 
 
-class RawMediaDataModule(L.LightningDataModule):
+class RawMediaDataModule(SuiteDataModule):
     """Raw clips of CH-SIMS / CH-SIMS v2 / MOSI (module docstring for the layout and the cache).
 
     Args:
@@ -440,20 +379,21 @@ class RawMediaDataModule(L.LightningDataModule):
             )
         return labels[key]
 
-    def data_facts(self) -> dict:
+    def data_facts(self) -> DataFacts:
         """Raw media has no feature sizes (``audio_dim``/``vision_dim`` are None); the decoding settings
         are facts too."""
         self._load()
-        return {
-            "audio_dim": None,
-            "vision_dim": None,
-            "label_bound": float(self.spec.label_bound),
-            "metric_family": self.spec.family,
-            "num_train_samples": self.num_train_samples(),
-            "sample_rate": self.decode_settings["sample_rate"],
-            "fps": self.decode_settings["fps"],
-            "frame_size": self.decode_settings["size"],
-        }
+        return DataFacts(
+            label_bound=float(self.spec.label_bound),
+            metric_family=self.spec.family,
+            num_train_samples=self.num_train_samples(),
+            sample_rate=self.decode_settings["sample_rate"],
+            fps=self.decode_settings["fps"],
+            frame_size=self.decode_settings["size"],
+        )
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} (clips of {self.label_file})"
 
     # ------------------------------------------------------------------ datasets and loaders
     def _resolve_inputs(self) -> set[str] | None:
@@ -507,14 +447,6 @@ class RawMediaDataModule(L.LightningDataModule):
         if dropped:
             log.warning("%s: %d clips without a stream the model reads skipped", self.path, dropped)
 
-    @property
-    def train_seed(self) -> int:
-        return int(self.shuffle_seed) if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-    def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
-
     def _dataset(self, split: str) -> RawClipDataset:
         if split not in self.datasets:
             self.setup()
@@ -537,15 +469,11 @@ class RawMediaDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
-        world, rank = self._world()
-        sampler = None
-        if world > 1:  # no repeated samples in evaluation metrics
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.eval_batch_size,
             shuffle=False,
-            sampler=sampler,
+            sampler=self._eval_sampler(dataset),
             num_workers=self.num_workers,
             collate_fn=_collate,
             persistent_workers=self.num_workers > 0,

@@ -31,7 +31,7 @@ reproduces the paper's Table 3 exactly on the real files (SpeechBrain 37.54, IBM
 ``DON'T`` against ``DONT`` counts as an error; ``strip_apostrophes`` compares the spellings
 ``DONT``/``DONT`` instead (SpeechBrain then scores 35.11).
 
-``msa data wer`` runs :func:`wer_main`.
+``msa data wer`` runs :func:`compare_transcript_files`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-from msa_lightning.data.lexicon import SentimentLexicon
+from msa_lightning.data.lexicon import DEFAULT_LEXICON, SentimentLexicon, load_lexicon
 from msa_lightning.data.reader import normalise_id
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.textfiles import iter_text_lines, open_text
@@ -319,3 +319,60 @@ def format_reports(reports: Sequence[SourceReport], lexicon: SentimentLexicon) -
         "\nsent. deleted %: utterances where one is deleted (and none substituted)."
     )
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- files
+@dataclass
+class TranscriptComparison:
+    """:func:`compare_transcript_files`' result: each source's report against the gold transcripts."""
+
+    gold_path: Path
+    gold_utterances: int
+    split: str | None
+    lexicon: SentimentLexicon
+    reports: list[SourceReport]
+
+    def table(self) -> str:
+        """Where the gold came from, then :func:`format_reports`' table and notes."""
+        split = f", split {self.split}" if self.split else ""
+        head = f"gold: {self.gold_path} ({self.gold_utterances} utterances{split})"
+        return head + "\n" + format_reports(self.reports, self.lexicon)
+
+
+def sources_in_folder(folder: str | Path, gold_path: str | Path) -> list[tuple[str, Path]]:
+    """``(name, file)`` of every ``*.tsv`` in ``folder`` except the gold file, the known ASR systems first
+    (:data:`ASR_SOURCES` order), then by name."""
+    gold = Path(gold_path).resolve()
+    found = [(f.stem, f) for f in sorted(Path(folder).expanduser().glob("*.tsv")) if f.resolve() != gold]
+    order = {name: i for i, name in enumerate(ASR_SOURCES)}
+    return sorted(found, key=lambda s: (order.get(s[0], len(order)), s[0]))
+
+
+def compare_transcript_files(
+    gold_path: str | Path,
+    sources: Sequence[tuple[str, str | Path]],
+    *,
+    labels: str | Path | None = None,
+    split: str | None = None,
+    lexicon: str = DEFAULT_LEXICON,
+    min_valence: float = 0.0,
+    strip_apostrophes: bool = False,
+) -> TranscriptComparison:
+    """WER and sentiment-word substitutions of each ``(name, transcript file)`` against the gold file (a ``.tsv``,
+    or a ``labels.csv``), optionally on the utterances of one ``split`` (named by ``labels``, a ``labels.csv`` with
+    a ``mode`` column; default: the gold file itself). A missing or malformed file is a DataError naming it."""
+    gold_path = Path(gold_path).expanduser()
+    if split and labels is None and gold_path.suffix.lower() != ".csv":
+        raise ConfigError("--split needs --labels (or a labels.csv as --gold)")
+    gold = read_text_source(gold_path)
+    if split:
+        keep = read_labels_csv(labels or gold_path, split)
+        gold = {k: v for k, v in gold.items() if k in keep}
+    try:
+        words = load_lexicon(lexicon, min_valence)
+    except (FileNotFoundError, ValueError) as err:  # a lexicon file that is missing or empty
+        raise DataError(str(err)) from None
+    reports = [
+        compare_transcripts(gold, read_transcripts(path), words, name, strip_apostrophes) for name, path in sources
+    ]
+    return TranscriptComparison(gold_path, len(gold), split, words, reports)

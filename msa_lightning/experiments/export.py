@@ -20,7 +20,7 @@ one of the config's model class (a config without a model takes the checkpoint's
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,10 +36,12 @@ from msa_lightning.checkpoints import (
     short_name,
 )
 from msa_lightning.data.datamodule import check_inputs
+from msa_lightning.data.specs import SPLITS
 from msa_lightning.errors import ConfigError
 from msa_lightning.store import Entry, Store
+from msa_lightning.training.module import MSARegressionModule
 
-SPLITS = ("train", "valid", "test")
+log = logging.getLogger(__name__)
 
 #: DataModule arguments that change how rows are batched or loaded, not what they hold
 LOADER_ONLY = {
@@ -114,7 +116,7 @@ def export_outputs(
     except RuntimeError as error:
         detail = " ".join(str(error).split())[:400]
         raise ConfigError(f"checkpoint {checkpoint} does not fit {type(model).__name__}: {detail}") from None
-    if callable(getattr(model, "apply_data_facts", None)):
+    if isinstance(model, MSARegressionModule):
         model.apply_data_facts(datamodule)  # a model trained on other data is an error naming both
     model.eval()
     check_inputs(model, datamodule)
@@ -193,10 +195,8 @@ def export_command(
                 f"export: the config gives no model and {ckpt} does not record its class; "
                 f"pass --config with a model section"
             )
-        print(
-            f"msa: note: no model in the config; using the checkpoint's class {short_name(found)} (--model={found})",
-            file=sys.stderr,
-            flush=True,
+        log.warning(
+            "msa: note: no model in the config; using the checkpoint's class %s (--model=%s)", short_name(found), found
         )
         cli_args.append(f"--model={found}")
     # model and data only (the trainer is built but never run; no logger folder)
@@ -208,9 +208,12 @@ def export_command(
         cli.model, cli.datamodule, ckpt, outputs, splits, store, data_settings(data_config, store, cli.datamodule)
     )
     rows = ", ".join(f"{s} {len(entry.meta['ids'][s])}" for s in splits)
-    print(
-        f"msa: {'exported' if built else 'export up to date'}: {', '.join(outputs)} of {ckpt} ({rows} rows) "
-        f"-> {entry.path}",
-        flush=True,
+    log.info(
+        "msa: %s: %s of %s (%s rows) -> %s",
+        "exported" if built else "export up to date",
+        ", ".join(outputs),
+        ckpt,
+        rows,
+        entry.path,
     )
     return entry

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import re
 import sys
@@ -35,6 +34,7 @@ from msa_lightning.checkpoints import (
     resolve_checkpoint,
     short_name,
 )
+from msa_lightning.data.base import DATA_FACTS, DataFacts, SuiteDataModule, follow_data
 from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.errors import ConfigError
 from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers, wandb_never_prompts
@@ -53,17 +53,6 @@ DESCRIPTION = (
 
 #: the logger's ``save_dir`` default; it follows ``--trainer.default_root_dir`` when that is given
 DEFAULT_RUNS_DIR = "runs"
-
-#: model arguments filled from ``datamodule.data_facts()``, with how a message names the fact
-DATA_FACTS = {
-    "audio_dim": "audio features of size",
-    "vision_dim": "vision features of size",
-    "label_bound": "labels bounded by",
-    "metric_family": "the metric family",
-    "num_train_samples": "a number of training samples of",
-}
-#: a model argument holding one of these values is "not set" and takes the data's value
-_UNSET = (None, "auto")
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
@@ -193,8 +182,8 @@ class MSACLI(LightningCLI):
             parser = self._parser(self.subcommand)
             instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse < 4.49
             datamodule = instantiate(Namespace(data=cfg["data"].clone()), instantiate_groups=False)["data"]
-            if callable(getattr(datamodule, "data_facts", None)):
-                fill_data_facts(cfg, datamodule.data_facts(), _describe_data(datamodule))
+            if isinstance(datamodule, SuiteDataModule):
+                fill_data_facts(cfg, datamodule.data_facts(), datamodule.describe())
         super().instantiate_classes()
         if datamodule is not None:  # keep the instance that already read the file
             self.datamodule = datamodule
@@ -217,36 +206,11 @@ class MSACLI(LightningCLI):
         return predict_and_write(self.trainer, self._subconfig().get("predictions"), ckpt_path, **kwargs)
 
 
-def _describe_data(datamodule) -> str:
-    try:
-        return f"data file {datamodule.feature_file}"
-    except Exception:  # noqa: BLE001 - only a label for a message
-        return f"data ({type(datamodule).__name__})"
-
-
-def fill_data_facts(cfg, facts: dict, where: str = "the data") -> None:
-    """Fill ``model.init_args`` from ``facts``: unset -> the data's value; equal -> kept; different ->
-    ConfigError naming both. Only arguments the model's ``__init__`` has are touched."""
-    init_args = cfg["model.init_args"]
-    for key, fact in facts.items():
-        if key not in DATA_FACTS or key not in init_args or fact is None:
-            continue
-        given = init_args[key]
-        if given in _UNSET:
-            init_args[key] = fact
-        elif key == "num_train_samples":
-            continue  # not an error (ULGM resizes its memories to the data; a checkpoint tested on other data)
-        elif not _same(given, fact):
-            raise ConfigError(
-                f"model.init_args.{key}={given!r} but {where} has {DATA_FACTS[key]} {fact!r} "
-                f"(leave model.init_args.{key} unset to follow the data)"
-            )
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
+def fill_data_facts(cfg, facts: DataFacts, where: str = "the data") -> None:
+    """Fill ``model.init_args`` from the data's ``facts`` before the model is built, by the rule the model applies
+    at ``setup`` (:func:`~msa_lightning.data.base.follow_data`): unset -> the data's value; equal -> kept;
+    different -> ConfigError naming both. Only arguments the model's ``__init__`` has are touched."""
+    follow_data(cfg["model.init_args"], facts, where)
 
 
 def _logger_follows_root_dir(cfg) -> None:
@@ -412,6 +376,56 @@ def _class_defaults(class_path: str) -> dict:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(_import_class(class_path))
     return dict(parser.get_defaults().items())
+
+
+#: the sections of an ``msa fit`` command line whose keys are a class's ``__init__`` arguments
+_SECTION_CLASSES = {
+    "trainer": "lightning.pytorch.Trainer",
+    "checkpoint": "msa_lightning.training.callbacks.MSACheckpoint",
+    "resume": "msa_lightning.training.callbacks.ExactResume",
+}
+
+
+def _dotted_keys(document, prefix: str = "") -> set[str]:
+    """Every key path of a nested mapping, ``init_args`` left out (``data.init_args.path`` -> ``data.path``)."""
+    found = set()
+    for k, v in document.items() if isinstance(document, dict) else ():
+        key = prefix if k == "init_args" else f"{prefix}.{k}" if prefix else str(k)
+        found.add(key)
+        found |= _dotted_keys(v, key)
+    return found
+
+
+def has_setting(argv: list[str], key: str) -> bool:
+    """Whether the ``msa fit`` command line ``argv`` has the setting ``key`` (dotted; ``init_args`` may be
+    left out): a config file or an option on ``argv`` sets it, or it is an ``__init__`` argument of the class
+    its section names (the model and data classes ``argv`` chooses, the Trainer, the checkpoint callback).
+    ``msa pipeline --set`` applies a setting to the stages that have it."""
+    wanted = ".".join(p for p in key.split(".") if p != "init_args")
+    given = set().union(*(_dotted_keys(d) for d in _config_documents(argv)))
+    given |= {
+        ".".join(p for p in a[2:].split("=", 1)[0].split(".") if p != "init_args")
+        for a in argv
+        if a.startswith("--") and not a.startswith("--config")
+    }
+    if wanted in ("seed_everything", "ckpt_path") or any(k == wanted or k.startswith(wanted + ".") for k in given):
+        return True
+    section, _, rest = wanted.partition(".")
+    if not rest:
+        return False
+    class_path = _SECTION_CLASSES.get(section)
+    if section in ("model", "data"):
+        class_path = (
+            _option_value(argv, f"--{section}")
+            or _option_value(argv, f"--{section}.class_path")
+            or _class_in_config_files(argv, section)
+        )
+    if not class_path:
+        return False
+    try:
+        return rest.split(".")[0] in _class_defaults(class_path)
+    except (ConfigError, ImportError, AttributeError):
+        return False  # a class the stage's own `msa fit` will report
 
 
 def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> MSACLI:

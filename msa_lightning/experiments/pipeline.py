@@ -26,11 +26,21 @@ checkpoint, logged into the stage folder (where ``msa report`` reads test metric
 whose test has not run yet runs only the test. A stage with ``retrain: {stages, max_rounds, seed}`` (FmlMSN's
 meta-learner, Eq. 8) re-runs those stages with the seed ``seed + round`` and then itself while its ``eq8.json``
 says "retrain the stages", up to ``max_rounds`` times, and records each round in its ``stage.json``.
+
+Relative paths in the file (``out``, every ``--config``, any other word naming a file or folder beside the
+file) resolve against the file's folder, so a pipeline runs the same from any working folder.
+``--set KEY=VALUE`` adds ``--KEY=VALUE`` to every stage that has the key (``data.init_args.path``,
+``trainer.max_epochs``; a key no stage has is an error). A stage that fails takes back what it added to
+its folder, unless it wrote a checkpoint to resume from, and folders the run created stay only if
+something is in them. ``--seeds 1111 1112 ...`` runs the whole pipeline per seed into ``<out>/seed<N>/``
+and writes the tables of ``msa seeds`` from the test metrics of the result stages
+(:func:`run_pipeline_seeds`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -38,8 +48,10 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -49,6 +61,8 @@ from msa_lightning.textfiles import read_text
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
 FIELDS = ("best_ckpt", "last_ckpt", "export", "dir")
 RECORD = "stage.json"
+
+log = logging.getLogger(__name__)
 
 
 class StageFailed(MSAError):
@@ -80,8 +94,12 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def load_pipeline(path: str | Path) -> Pipeline:
-    """Read and check a pipeline file; every problem is one ConfigError naming the file and stage."""
+def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Path | None = None) -> Pipeline:
+    """Read and check a pipeline file; every problem is one ConfigError naming the file and stage.
+
+    Relative paths in the file resolve against its folder (:func:`_resolve_paths`). ``settings``
+    (``KEY=VALUE``, ``msa pipeline --set``) go to every stage that has the key (:func:`_apply_settings`);
+    ``out`` (relative to the working folder) replaces the file's ``out``."""
     path = Path(path)
     where = f"pipeline {path}"
     if not path.is_file():
@@ -125,8 +143,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
                 raise ConfigError(f"{where}: stage {name!r}: export keys are outputs and splits")
         if any(s.name == name for s in stages):
             raise ConfigError(f"{where}: two stages are named {name!r}")
+        args = _resolve_paths([str(a) for a in args], path.resolve().parent, f"{where}: stage {name!r}")
         retrain = _retrain_spec(raw.get("retrain"), f"{where}: stage {name!r}")
-        stages.append(Stage(name, [str(a) for a in args], list(needs), export, raw.get("test", False), retrain))
+        stages.append(Stage(name, args, list(needs), export, raw.get("test", False), retrain))
+    _apply_settings(stages, settings, where)
     names = [s.name for s in stages]
     for stage in stages:
         for other in (stage.retrain or {}).get("stages", []):
@@ -165,7 +185,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
                     )
     if spec.get("out") is not None and not isinstance(spec["out"], str):
         raise ConfigError(f"{where}: 'out' must be a folder path, found {spec['out']!r}")
-    out = Path(spec.get("out") or Path("runs") / str(spec.get("name") or path.stem))
+    if out is None:  # the file's own `out` (default runs/<name>) is relative to the file's folder
+        out = path.resolve().parent / (spec.get("out") or Path("runs") / str(spec.get("name") or path.stem))
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(
             f"{where}: out {str(out)!r} is an existing file, not a folder (the stages write "
@@ -174,6 +196,58 @@ def load_pipeline(path: str | Path) -> Pipeline:
     pipeline = Pipeline(str(spec.get("name") or path.stem), out, stages, path)
     pipeline.stages = _in_dependency_order(pipeline, where)
     return pipeline
+
+
+#: words that name a file (a value with a folder part or a suffix), for path resolution
+PATH_LIKE = re.compile(r"^[^-$][^=]*(/|\.[A-Za-z0-9]+$)")
+
+
+def _resolve_paths(args: list[str], folder: Path, where: str) -> list[str]:
+    """The stage's words with the pipeline file's relative paths made absolute against its ``folder``: every
+    ``--config`` value (which must exist there), and any other value (a word, or the part after ``=`` of
+    ``--key=value``) that names an existing file or folder there. Other words (and paths relative to the
+    working folder that do not exist beside the file) are left as they are."""
+    out = []
+    for i, arg in enumerate(args):
+        key, eq, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if not value or "${" in value or Path(value).is_absolute():
+            out.append(arg)
+            continue
+        is_config = key == "--config" or (not eq and i > 0 and args[i - 1] in ("--config", "-c"))
+        candidate = folder / value
+        if is_config and not candidate.is_file():
+            raise ConfigError(
+                f"{where}: config file {value!r} not found in {folder} (paths in a pipeline file are relative "
+                "to the file's folder)"
+            )
+        if is_config or (PATH_LIKE.match(value) and candidate.exists()):
+            value = os.path.normpath(candidate)  # symlinks kept: the path the user wrote, made absolute
+        out.append(f"{key}{eq}{value}")
+    return out
+
+
+def _apply_settings(stages: list[Stage], settings: Sequence[str], where: str) -> None:
+    """``--set KEY=VALUE``: appended as ``--KEY=VALUE`` (the last value wins) to every stage whose command line
+    has the key (:func:`~msa_lightning.experiments.lightning_cli.has_setting`); a key no stage has, or a
+    setting without ``=``, is one ConfigError."""
+    if not settings:
+        return
+    from msa_lightning.experiments.lightning_cli import has_setting
+
+    for setting in settings:
+        key, eq, value = setting.partition("=")
+        key = key.strip().removeprefix("--")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+            raise ConfigError(f"{where}: --set {setting!r}: expected KEY=VALUE, e.g. data.init_args.path=/data/SIMS")
+        takers = [s for s in stages if has_setting(s.args, key)]
+        if not takers:
+            raise ConfigError(
+                f"{where}: --set {setting!r}: no stage has the setting {key!r} "
+                f"(stages: {', '.join(s.name for s in stages)}); check the name with "
+                "`msa fit --config <a stage's config> --print_config`"
+            )
+        for stage in takers:
+            stage.args.append(f"--{key}={value}")
 
 
 def _in_dependency_order(pipeline: Pipeline, where: str) -> list[Stage]:
@@ -279,29 +353,97 @@ def _fit_command(pipeline: Pipeline, stage: Stage, args: list[str]) -> list[str]
 
 
 # ---------------------------------------------------------------------------------------------- running
-def run_pipeline(path: str | Path, only: str | None = None, dry_run: bool = False, force: bool = False) -> dict:
-    """Run (or print, or skip) the stages; returns ``{stage: record}``."""
-    pipeline = load_pipeline(path)
+def _selected(pipeline: Pipeline, only: str | None) -> list[Stage]:
     names = [s.name for s in pipeline.stages]
     if only is not None and only not in names:
         raise ConfigError(f"pipeline {pipeline.source}: --only {only!r}: no such stage (stages: {', '.join(names)})")
+    return [s for s in pipeline.stages if only is None or s.name == only]
+
+
+def run_pipeline(
+    path: str | Path,
+    only: str | None = None,
+    force: bool = False,
+    settings: Sequence[str] = (),
+    out: str | Path | None = None,
+) -> dict:
+    """Run (or skip) the stages (``only``: that one); returns ``{stage: record}``. ``settings`` and ``out``: see
+    :func:`load_pipeline`."""
+    pipeline = load_pipeline(path, settings, out)
+    _selected(pipeline, only)
+    with _no_stray_folders(pipeline.out):
+        return _run_stages(pipeline, only, force)
+
+
+def _run_stages(pipeline: Pipeline, only: str | None, force: bool) -> dict:
     records = {}
-    for stage in pipeline.stages:
-        if only is not None and stage.name != only:
-            continue
-        args = _substitute(pipeline, stage, dry_run)
-        command = _fit_command(pipeline, stage, args)
-        if dry_run:
-            print(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
-            if stage.export:
-                print(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
-            if stage.test:
-                print(f"[{stage.name}] msa test of the best checkpoint")
-            continue
+    for stage in _selected(pipeline, only):
+        command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=False))
         records[stage.name] = _run_stage(pipeline, stage, command, force)
         if stage.retrain and only is None:
             _retrain_rounds(pipeline, stage, records, force)
     return records
+
+
+@contextmanager
+def _no_stray_folders(out: Path):
+    """Folders under and above ``out`` that a failed run created and left empty are removed again."""
+    from msa_lightning.store import HASH_MEMO
+
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        if missing and [p.name for p in out.iterdir()] == [HASH_MEMO]:
+            (out / HASH_MEMO).unlink()  # the memo of input hashes the run kept in its new folder
+        for folder in missing:  # deepest first
+            with suppress(OSError):
+                folder.rmdir()  # only when empty
+        raise
+
+
+@contextmanager
+def _attempt(folder: Path, keep_checkpoints: bool):
+    """One subprocess writing into a stage ``folder``: when it fails, what it added there goes again (log
+    folders, an empty stage folder) and ``stage.json`` is restored, unless ``keep_checkpoints`` and it wrote a
+    checkpoint (then the folder stays as it is, for a resume)."""
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.is_dir() else None
+    record = (folder / RECORD).read_bytes() if (folder / RECORD).is_file() else None
+    try:
+        yield
+    except BaseException:
+        after = set(folder.rglob("*")) if folder.is_dir() else set()
+        added = sorted(after - set(before or {}), key=lambda p: len(p.parts), reverse=True)
+        changed = [p for p in after if p.suffix == ".ckpt" and (before or {}).get(p) != p.stat().st_mtime_ns]
+        if keep_checkpoints and changed:
+            raise
+        for p in added:
+            if p.name != RECORD:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        if record is not None:
+            (folder / RECORD).write_bytes(record)
+        elif before is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            (folder / RECORD).unlink(missing_ok=True)
+        raise
+
+
+def pipeline_plan(
+    path: str | Path, only: str | None = None, settings: Sequence[str] = (), out: str | Path | None = None
+) -> list[str]:
+    """What :func:`run_pipeline` would run, one line per step (``[stage] msa fit ...``), running nothing; a
+    reference to an unfinished stage's outputs stays a placeholder."""
+    pipeline = load_pipeline(path, settings, out)
+    lines = []
+    for stage in _selected(pipeline, only):
+        command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=True))
+        lines.append(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
+        if stage.export:
+            lines.append(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
+        if stage.test:
+            lines.append(f"[{stage.name}] msa test of the best checkpoint")
+    return lines
 
 
 def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool) -> dict:
@@ -317,7 +459,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     if same and previous.get("status") == "finished" and not force and outputs_exist:
         if stage.test and previous.get("tested") != previous["best_ckpt"]:
             return _test_stage(pipeline, stage, command, previous)
-        print(f"msa: pipeline {pipeline.name}: stage {stage.name} is up to date, skipped ({folder})", flush=True)
+        log.info("msa: pipeline %s: stage %s is up to date, skipped (%s)", pipeline.name, stage.name, folder)
         return previous
     resume = []
     # an unfinished fit of the same command: continue from its newest checkpoint (Ctrl-C or last epoch)
@@ -327,9 +469,7 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     if same and not force and candidates:
         newest = max(candidates, key=lambda p: p.stat().st_mtime_ns)
         resume = [f"--ckpt_path={newest}"]
-        print(
-            f"msa: pipeline {pipeline.name}: stage {stage.name}: resuming its unfinished fit from {newest}", flush=True
-        )
+        log.info("msa: pipeline %s: stage %s: resuming its unfinished fit from %s", pipeline.name, stage.name, newest)
     elif (folder / "checkpoints").is_dir():
         shutil.rmtree(folder / "checkpoints")  # checkpoints of another command line: never mix them
     record = {
@@ -340,19 +480,26 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dir": str(folder),
     }
-    _write_record(folder, record)
-    print(
-        f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in command + resume)}",
-        flush=True,
-    )
-    code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *command, *resume])
-    if code != 0:
-        raise StageFailed(
-            f"pipeline {pipeline.name}: stage {stage.name!r} failed (msa fit exited with {code}; "
-            "its output is above); finished stages are skipped when you run the pipeline again"
-        )
+    with _attempt(folder, keep_checkpoints=True):
+        _write_record(folder, record)
+        log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(command + resume))
+        code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *command, *resume])
+        if code != 0:
+            raise StageFailed(
+                f"pipeline {pipeline.name}: stage {stage.name!r} failed (msa fit exited with {code}; "
+                "its output is above); finished stages are skipped when you run the pipeline again"
+            )
+        _finish_stage(stage, command, record)
+    if stage.test:
+        return _test_stage(pipeline, stage, command, record)
+    return record
+
+
+def _finish_stage(stage: Stage, command: list[str], record: dict) -> None:
+    """The finished fit's checkpoints (and export) into its record."""
     from msa_lightning.checkpoints import resolve_checkpoint
 
+    folder = Path(record["dir"])
     ckpt_dir = folder / "checkpoints"
     record["last_ckpt"] = str(ckpt_dir / "last.ckpt")
     try:
@@ -360,7 +507,8 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     except MSAError:  # no monitored score (e.g. no validation): the last checkpoint is the result
         record["best_ckpt"] = record["last_ckpt"]
     if stage.export:
-        from msa_lightning.experiments.export import SPLITS, export_command
+        from msa_lightning.data.specs import SPLITS
+        from msa_lightning.experiments.export import export_command
 
         # the stage's own command line (without `fit`, the folder settings and a checkpoint to resume)
         args = _without_ckpt_path(command[1:-2])
@@ -374,9 +522,6 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
     record["status"] = "finished"
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _write_record(folder, record)
-    if stage.test:
-        return _test_stage(pipeline, stage, command, record)
-    return record
 
 
 def _test_stage(pipeline: Pipeline, stage: Stage, command: list[str], record: dict) -> dict:
@@ -388,18 +533,106 @@ def _test_stage(pipeline: Pipeline, stage: Stage, command: list[str], record: di
         f"--ckpt_path={record['best_ckpt']}",
         f"--trainer.default_root_dir={folder}",
     ]
-    print(
-        f"msa: pipeline {pipeline.name}: stage {stage.name}: msa {' '.join(shlex.quote(a) for a in test)}", flush=True
-    )
-    code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *test])
-    if code != 0:
-        raise StageFailed(
-            f"pipeline {pipeline.name}: stage {stage.name!r}: msa test of {record['best_ckpt']} failed "
-            f"(exited with {code}; its output is above)"
-        )
+    log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(test))
+    with _attempt(folder, keep_checkpoints=False):
+        code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *test])
+        if code != 0:
+            raise StageFailed(
+                f"pipeline {pipeline.name}: stage {stage.name!r}: msa test of {record['best_ckpt']} failed "
+                f"(exited with {code}; its output is above)"
+            )
     record["tested"] = record["best_ckpt"]
     _write_record(folder, record)
     return record
+
+
+# ---------------------------------------------------------------------------------------------- seeds
+def result_stages(pipeline: Pipeline) -> list[Stage]:
+    """The stages whose test metrics are the pipeline's result: those no other stage needs."""
+    needed = {n for s in pipeline.stages for n in s.needs}
+    return [s for s in pipeline.stages if s.name not in needed]
+
+
+def run_pipeline_seeds(
+    path: str | Path,
+    seeds: Sequence[int],
+    only: str | None = None,
+    force: bool = False,
+    settings: Sequence[str] = (),
+    out: str | Path | None = None,
+) -> dict[str, Path]:
+    """The whole pipeline once per seed, each into ``<out>/seed<N>/<stage>/`` with ``--seed_everything=N``
+    on every stage; the result stages (:func:`result_stages`) end with ``msa test`` of their best checkpoint.
+    Their test metrics go into the tables ``msa seeds`` writes (``per_seed.csv``, ``summary.csv``,
+    ``summary.md``, ``seeds.json``): in ``<out>`` for one result stage, in ``<out>/<stage>/`` for several,
+    so ``msa report DIR`` and ``msa report A B --ttest`` read them like any ``msa seeds`` folder.
+
+    As with ``msa seeds``: earlier seeds of the same pipeline (file, stage configs and ``--set`` settings,
+    recorded in ``seeds.json``) are kept, another pipeline's tables are refused unless ``force`` (which
+    also re-runs up-to-date stages), and a failed seed is reported while the others run
+    (:class:`~msa_lightning.experiments.seeds.SeedsFailed` at the end). Returns ``{stage: folder of its tables}``.
+    """
+    from msa_lightning.experiments.results import _stage_metrics, write_seed_tables
+    from msa_lightning.experiments.seeds import SeedsFailed, earlier_results, one_line, run_record
+    from msa_lightning.store import atomic_write
+
+    base = load_pipeline(path, settings, out)
+    _selected(base, only)
+    results = [s.name for s in result_stages(base)]
+    tables = {name: base.out if len(results) == 1 else base.out / name for name in results}
+    configs = [str(base.source)] + [a for s in base.stages for a in _config_values(s.args)]
+    records = {
+        name: {**run_record(configs, list(settings), base.name), "pipeline": str(base.source), "stage": name}
+        for name in results
+    }
+    kept: dict[str, dict[int, dict[str, float]]] = {}
+    per_seed: dict[str, dict[int, dict[str, float]]] = {name: {} for name in results}
+    failed: dict[int, str] = {}
+    with _no_stray_folders(base.out):
+        for name, folder in tables.items():
+            kept[name] = earlier_results(folder, records[name], list(seeds), force)
+            text = json.dumps(records[name], indent=1) + "\n"
+            atomic_write(folder / "seeds.json", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        for seed in seeds:
+            pipeline = load_pipeline(path, [*settings, f"seed_everything={seed}"], base.out / f"seed{seed}")
+            for stage in pipeline.stages:
+                stage.test = stage.test or stage.name in results
+            log.info("msa: pipeline %s: seed %s -> %s", pipeline.name, seed, pipeline.out)
+            try:
+                with _no_stray_folders(pipeline.out):
+                    records = _run_stages(pipeline, only, force)
+            except StageFailed as error:
+                failed[seed] = one_line(error)
+                log.warning("msa: pipeline %s: seed %s failed: %s", pipeline.name, seed, failed[seed])
+                continue
+            for name in results:
+                if name not in records:
+                    continue  # --only another stage
+                metrics = _stage_metrics(pipeline.folder(name), records[name], "test")
+                if metrics is not None:
+                    per_seed[name][seed] = metrics
+                    write_seed_tables(dict(sorted({**kept[name], **per_seed[name]}.items())), tables[name], name)
+    written = {}
+    for name, folder in tables.items():
+        rows = dict(sorted({**kept.get(name, {}), **per_seed[name]}.items()))
+        if rows:
+            write_seed_tables(rows, folder, name)
+            written[name] = folder
+    if failed:
+        raise SeedsFailed(
+            "; ".join(f"seed {s} failed: {r}" for s, r in failed.items())
+            + f" (the tables of the finished seeds are in {', '.join(str(f) for f in tables.values())})"
+        )
+    return written
+
+
+def _config_values(args: list[str]) -> list[str]:
+    """The ``--config`` files a stage's command line names."""
+    return [
+        a.split("=", 1)[1] if a.startswith("--config=") else a
+        for i, a in enumerate(args)
+        if a.startswith("--config=") or (i > 0 and args[i - 1] in ("--config", "-c"))
+    ]
 
 
 def _without_ckpt_path(args: list[str]) -> list[str]:
@@ -442,10 +675,15 @@ def _retrain_rounds(pipeline: Pipeline, stage: Stage, records: dict, force: bool
     history = [{**_eq8_decision(folder), "round": 0, "stage_seed": None}]
     while history[-1].get("retrain") and len(history) <= spec["max_rounds"]:
         round_, seed = len(history), spec["seed"] + len(history)
-        print(
-            f"msa: pipeline {pipeline.name}: Eq. 8 p = {history[-1]['p']:.3f} < {history[-1]['threshold']}: "
-            f"retraining {', '.join(spec['stages'])} with seed {seed} (round {round_} of {spec['max_rounds']})",
-            flush=True,
+        log.info(
+            "msa: pipeline %s: Eq. 8 p = %.3f < %s: retraining %s with seed %d (round %d of %d)",
+            pipeline.name,
+            history[-1]["p"],
+            history[-1]["threshold"],
+            ", ".join(spec["stages"]),
+            seed,
+            round_,
+            spec["max_rounds"],
         )
         for name in spec["stages"]:
             base = pipeline.stage(name)
@@ -460,8 +698,11 @@ def _retrain_rounds(pipeline: Pipeline, stage: Stage, records: dict, force: bool
     record["retrain_rounds"] = history
     _write_record(folder, record)
     final = history[-1]
-    print(
-        f"msa: pipeline {pipeline.name}: Eq. 8 after {len(history) - 1} retraining round(s): p = {final['p']:.3f}, "
-        f"{final['decision']}" + (" (no rounds left)" if final.get("retrain") else ""),
-        flush=True,
+    log.info(
+        "msa: pipeline %s: Eq. 8 after %d retraining round(s): p = %.3f, %s%s",
+        pipeline.name,
+        len(history) - 1,
+        final["p"],
+        final["decision"],
+        " (no rounds left)" if final.get("retrain") else "",
     )

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from msa_lightning.errors import MSAError
@@ -18,7 +19,33 @@ PAPER_SEEDS = (1111, 1112, 1113, 1114, 1115)
 
 
 class SeedsFailed(MSAError):
-    """Some seeds of a multi-seed run failed; the finished ones are in the tables."""
+    """Some seeds of a multi-seed run failed; the finished ones are in the tables (``table``: the summary in
+    Markdown, None when no seed finished or on a rank other than 0)."""
+
+    def __init__(self, message: str, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+@dataclass
+class SeedsResult:
+    """What :func:`run_seeds` wrote: ``summary`` (metric -> (mean, std)) and ``table``, the summary in Markdown
+    (both empty on a rank other than 0)."""
+
+    summary: dict
+    table: str | None
+
+
+@dataclass
+class QuickstartResult:
+    """The test metrics of :func:`quickstart`'s model next to those of the mean predictor."""
+
+    model: str
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+
+    def table(self) -> str:
+        return markdown_table({self.model: self.metrics, "mean predictor": self.baseline})
 
 
 def fit_and_test(args: list[str], out_dir: str | Path, trainer_out: list | None = None) -> dict[str, float]:
@@ -173,11 +200,11 @@ def earlier_results(out_dir: Path, record: dict, seeds: list[int], force: bool) 
             for name in TABLES:
                 if (out_dir / name).exists():
                     os.replace(out_dir / name, aside / name)
-            print(f"msa: seeds: --force: the results of seeds {listed} (another config) moved to {aside}", flush=True)
+            log.info("msa: seeds: --force: the results of seeds %s (another config) moved to %s", listed, aside)
         return {}
     if _is_first_process():
         again = sorted(set(earlier) & set(seeds))
-        print(
+        log.info(
             f"msa: seeds: keeping the earlier results of seeds {listed} in {table}"
             + ("" if old is not None else " (no record of their config: written before msa seeds kept one)")
             + (
@@ -187,12 +214,11 @@ def earlier_results(out_dir: Path, record: dict, seeds: list[int], force: bool) 
                 if len(again) == 1
                 else f"; seeds {', '.join(map(str, again))} are run again and replace their rows"
             ),
-            flush=True,
         )
     return earlier
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if isinstance(error, MSAError) else f"{type(error).__name__}: {text}"
 
@@ -204,7 +230,7 @@ def run_seeds(
     overrides: list[str] = (),
     name: str | None = None,
     force: bool = False,
-) -> dict:
+) -> SeedsResult:
     """Run ``configs`` once per seed; per-seed and mean/std tables under ``out_dir`` (rank 0 writes them).
 
     Each seed's logs and checkpoints go to ``out_dir/seed<N>``. The tables are rewritten as each seed
@@ -254,7 +280,7 @@ def run_seeds(
             except Exception as error:  # noqa: BLE001 - reported per seed, the others are kept
                 if os.environ.get("MSA_DEBUG", "") not in ("", "0"):
                     raise
-                failed[seed] = _one_line(error)
+                failed[seed] = one_line(error)
                 distributed = bool(trainers) and trainers[0].world_size > 1
                 rank_zero = trainers[0].is_global_zero if trainers else os.environ.get("LOCAL_RANK", "0") == "0"
                 if rank_zero:
@@ -270,8 +296,7 @@ def run_seeds(
                 write_seed_tables(tables(), out_dir, name)
                 log.info("seed %d: %s", seed, metrics)
     summary = write_seed_tables(tables(), out_dir, name) if tables() and rank_zero else {}
-    if rank_zero and tables():
-        print((out_dir / "summary.md").read_text(encoding="utf-8"))
+    table = (out_dir / "summary.md").read_text(encoding="utf-8") if summary else None
     if failed:
         done = (
             f"results of seeds {', '.join(map(str, tables()))} are in {out_dir / 'per_seed.csv'}"
@@ -285,9 +310,10 @@ def run_seeds(
         raise SeedsFailed(
             "; ".join(f"seed {s} failed: {r}" for s, r in failed.items())
             + (f"; not run: {', '.join(map(str, skipped))}" if skipped else "")
-            + f" ({done})"
+            + f" ({done})",
+            table,
         )
-    return summary
+    return SeedsResult(summary, table)
 
 
 def quickstart(
@@ -296,8 +322,8 @@ def quickstart(
     size_factor: float = 0.5,
     model: str = "TFNModule",
     seed: int = 1111,
-) -> dict[str, float]:
-    """Synthetic MOSI-shaped data -> fit -> test -> metric table (next to the mean predictor's)."""
+) -> QuickstartResult:
+    """Synthetic MOSI-shaped data -> fit -> test -> metrics (next to the mean predictor's)."""
     import numpy as np
     import torch
 
@@ -307,7 +333,7 @@ def quickstart(
 
     out_dir = Path(out_dir)
     data = make_synthetic("mosi", out_dir / "data" / "mosi_synthetic_unaligned.pkl", size_factor=size_factor, seed=0)
-    print(f"synthetic MOSI-shaped feature file: {data}")
+    log.info("synthetic MOSI-shaped feature file: %s", data)
     metrics = fit_and_test(
         [
             f"--model={model}",
@@ -334,9 +360,4 @@ def quickstart(
         k: float(v) for k, v in compute_msa_metrics(torch.full_like(labels, train_mean), labels, "mosi").items()
     }
     baseline = {k: v for k, v in baseline.items() if not math.isnan(v)}
-    print(
-        "\nTest metrics on synthetic MOSI (acc2_has0: neg vs non-neg, all samples; acc2_non0: neg vs pos, zeros "
-        "excluded)\n"
-    )
-    print(markdown_table({model: metrics, "mean predictor": baseline}))
-    return metrics
+    return QuickstartResult(model, metrics, baseline)

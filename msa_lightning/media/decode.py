@@ -113,18 +113,44 @@ def _decode_audio(container, sample_rate: int, max_seconds: float | None) -> np.
     return audio[: int(max_seconds * sample_rate)] if max_seconds is not None else audio
 
 
-def _decode_frames(container, fps: float, size: int, max_seconds: float | None, crop) -> np.ndarray:
-    """Sample-and-hold at ``fps``: output ``k`` shows the last source frame whose time is <= k / fps."""
+def decode_video_frames(path: str | Path, fps: float = 10.0, max_side: int = 480) -> np.ndarray:
+    """A clip's frames ``[T, H, W, 3] uint8`` sampled and held at ``fps`` (as :func:`decode_clip`), at the
+    video's own aspect ratio, scaled down so the longer side is at most ``max_side`` (face detectors need the
+    true shape, not a square). A :class:`ClipError` (``unreadable_video``) naming the file when it cannot."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ClipError(f"{path}: the clip has no video stream", "unreadable_video")
+            stream = container.streams.video[0]
+            scale = min(1.0, max_side / max(stream.width, stream.height, 1))
+            shape = (max(2, round(stream.width * scale)), max(2, round(stream.height * scale)))
+            frames = _decode_frames(container, fps, shape, None, None)
+    except ClipError:
+        raise
+    except Exception as err:  # FFmpeg reports corrupt input with many error types
+        raise ClipError(f"{path}: cannot decode the video ({type(err).__name__}: {err})", "unreadable_video") from None
+    if len(frames) == 0:
+        raise ClipError(f"{path}: the video stream has no frames", "unreadable_video")
+    return frames
+
+
+def _decode_frames(container, fps: float, size: int | tuple[int, int], max_seconds: float | None, crop) -> np.ndarray:
+    """Sample-and-hold at ``fps``: output ``k`` shows the last source frame whose time is <= k / fps. ``size``:
+    a square side or ``(width, height)``."""
     stream = container.streams.video[0]
     rate = float(stream.average_rate or stream.guessed_rate or fps)
     limit = np.inf if max_seconds is None else int(round(max_seconds * fps))
     out: list[np.ndarray] = []
     held, held_time, held_image = None, 0.0, None
+    width, height = (size, size) if isinstance(size, int) else size
 
     def image(frame) -> np.ndarray:
         if crop is None:
-            return frame.to_ndarray(format="rgb24", width=size, height=size)
-        return _resize(crop(frame.to_ndarray(format="rgb24")), size)
+            return frame.to_ndarray(format="rgb24", width=width, height=height)
+        return _resize(crop(frame.to_ndarray(format="rgb24")), width)
 
     for index, frame in enumerate(container.decode(video=0)):
         t = float(frame.time) if frame.time is not None else index / rate
@@ -141,7 +167,7 @@ def _decode_frames(container, fps: float, size: int, max_seconds: float | None, 
             if held_image is None:
                 held_image = image(held)
             out.append(held_image)
-    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+    return np.stack(out) if out else np.zeros((0, height, width, 3), np.uint8)
 
 
 def _read_frame_folder(

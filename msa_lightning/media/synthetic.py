@@ -36,29 +36,37 @@ def write_synthetic_clip(
     base: int = 0,
     width: int = 32,
     height: int = 24,
+    face: bool = False,
     video: bool = True,
 ) -> Path:
     """An mp4 (MPEG-4 video, AAC stereo audio) whose frame ``i`` is a grey image of brightness
-    ``min(base + 10 i, 255)`` (so a sampled frame can be read back) and whose audio is a sine ``tone``;
-    ``audio=False`` / ``video=False`` leave that stream out."""
+    ``min(base + 10 i, 255)`` (so a sampled frame can be read back) and whose audio is a sine ``tone``
+    (``tone=0``: a silent track); ``audio=False`` / ``video=False`` leave that stream out. ``face=True`` shows
+    a real portrait instead (:func:`portrait`, moving a pixel per frame), for face extractors."""
     import fractions
 
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    picture = portrait() if face else None
+    if picture is not None:
+        height, width = picture.shape[:2]
     with av.open(str(path), "w") as out:
         if video:
-            picture = out.add_stream("mpeg4", rate=fps)
-            picture.width, picture.height, picture.pix_fmt, picture.bit_rate = width, height, "yuv420p", 4_000_000
+            stream = out.add_stream("mpeg4", rate=fps)
+            stream.width, stream.height, stream.pix_fmt, stream.bit_rate = width, height, "yuv420p", 4_000_000
         if audio:
             sound = out.add_stream("aac", rate=rate)
             sound.layout = "stereo"
         for i in range(int(round(seconds * fps)) if video else 0):
-            image = np.full((height, width, 3), min(base + 10 * i, 255), np.uint8)
-            for packet in picture.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            if picture is None:
+                image = np.full((height, width, 3), min(base + 10 * i, 255), np.uint8)
+            else:
+                image = np.roll(picture, i % 8, axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
-        for packet in picture.encode() if video else ():
+        for packet in stream.encode() if video else ():
             out.mux(packet)
         if audio:
             wave = (0.5 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
@@ -72,6 +80,20 @@ def write_synthetic_clip(
             for packet in sound.encode():
                 out.mux(packet)
     return path
+
+
+def portrait(height: int = 300, width: int = 256) -> np.ndarray:
+    """A real face, ``[height, width, 3] uint8``: the Grace Hopper portrait matplotlib ships in its wheel
+    (``sample_data``; no download), resized. Face detectors need a real face; a drawn one is not found."""
+    import matplotlib.cbook
+    import matplotlib.image
+    import torch
+    import torch.nn.functional as F
+
+    image = matplotlib.image.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 _POSITIVE = ("great", "lovely", "funny", "good", "nice", "brilliant")

@@ -77,6 +77,17 @@ def _bins(values: Tensor, edges: tuple[float, ...]) -> Tensor:
     return torch.bucketize(values, torch.tensor(edges, dtype=values.dtype, device=values.device), right=False)
 
 
+CLASS_NAMES = ("negative", "neutral", "positive")
+
+
+def three_classes(pred: Tensor, family: str) -> Tensor:
+    """Each score's class (0 negative, 1 neutral, 2 positive) by the family's Acc-3 rule: MOSI/MOSEI round the
+    score clipped to [-1, 1]; CH-SIMS bins it at -0.1 and 0.1 (right-closed), as ``acc3`` compares them."""
+    if family == "mosi":
+        return (torch.round(pred.double().clamp(-1, 1)) + 1).long()
+    return _bins(pred.float().clamp(-1, 1), SIMS_BINS[3])
+
+
 def mosi_metrics(pred: Tensor, true: Tensor) -> dict[str, Tensor]:
     pred, true = pred.double(), true.double()
     empty = true.numel() == 0

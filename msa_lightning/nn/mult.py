@@ -34,10 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msa_lightning.batch import MODALITIES
 from msa_lightning.errors import DataError
 from msa_lightning.nn.masking import gather_positions, lengths_to_mask
 
-MODALITIES = ("l", "a", "v")
+#: MulT's short key of each modality (the reference code's l, a, v; its module names use them)
+MULT_KEY = dict(zip(MODALITIES, ("l", "a", "v")))
+KEYS = tuple(MULT_KEY.values())
 #: (target, source) of the six cross-modal transformers, in the reference's order
 CROSS_PAIRS = (("l", "a"), ("l", "v"), ("a", "l"), ("a", "v"), ("v", "l"), ("v", "a"))
 
@@ -171,23 +174,23 @@ class MulT(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"MulT width {dim} is not divisible by num_heads {num_heads}")
-        self.modalities = tuple(m for m in MODALITIES if m in modalities)
-        if len(self.modalities) < 2 or set(modalities) - set(MODALITIES):
-            raise ValueError(f"MulT fuses two or three of {MODALITIES}, got modalities={modalities!r}")
+        self.modalities = tuple(m for m in KEYS if m in modalities)
+        if len(self.modalities) < 2 or set(modalities) - set(KEYS):
+            raise ValueError(f"MulT fuses two or three of {KEYS}, got modalities={modalities!r}")
         if memory_attn_dropout not in ("text", "target"):
             raise ValueError(f"memory_attn_dropout: expected 'text' or 'target', got {memory_attn_dropout!r}")
         width = (len(self.modalities) - 1) * dim  # a target's cross-modal outputs, concatenated
         self.dim, self.out_dropout = dim, out_dropout
         self.text_dropout = embed_dropout if text_dropout is None else text_dropout
-        self.kernel_sizes = dict(zip(MODALITIES, kernel_sizes))
+        self.kernel_sizes = dict(zip(KEYS, kernel_sizes))
         self.proj = nn.ModuleDict(
             {
                 m: nn.Conv1d(d, dim, kernel_size=k, padding=0, bias=False)
-                for m, d, k in zip(MODALITIES, input_dims, kernel_sizes)
+                for m, d, k in zip(KEYS, input_dims, kernel_sizes)
                 if m in self.modalities
             }
         )
-        dropout = dict(zip(MODALITIES, attn_dropout))
+        dropout = dict(zip(KEYS, attn_dropout))
         common = dict(
             relu_dropout=relu_dropout,
             res_dropout=res_dropout,

@@ -4,10 +4,11 @@ A paper's module is thin: it builds its network as ``self.net`` (a plain ``nn.Mo
 :class:`~msa_lightning.batch.MSABatch` to an :class:`~msa_lightning.output.MSAOutput`), and
 defines its losses. This class owns what every paper shares:
 
-* **data-shaped arguments** (``audio_dim``, ``vision_dim``, ``label_bound``, ``num_train_samples``,
+* **data-shaped arguments** (``audio_dim``, ``vision_dim``, ``text_dim``, ``label_bound``, ``num_train_samples``,
   ``metric_family``): ``None``/``"auto"`` means "from the data". In ``setup`` they are filled from
-  ``trainer.datamodule.data_facts()``, an explicit value that conflicts with the data is a
-  :class:`~msa_lightning.errors.ConfigError` naming both, and a network that needs them is built then;
+  ``trainer.datamodule.data_facts()`` by :func:`~msa_lightning.data.base.follow_data`, an explicit value that
+  conflicts with the data is a :class:`~msa_lightning.errors.ConfigError` naming both, and a network that needs
+  them is built then;
 * **optimisation**: parameter groups as data (:meth:`parameter_groups`), no weight decay on biases and
   normalisation weights, warm-up schedules from ``transformers``;
 * **train/eval modes**: frozen extractors (:func:`~msa_lightning.nn.pretrained.freeze`) stay in eval
@@ -19,7 +20,11 @@ defines its losses. This class owns what every paper shares:
 
 A subclass implements
 
-* ``build_net() -> nn.Module`` from its ``hparams`` and calls :meth:`init_net` at the end of ``__init__``;
+* a network config (:class:`~msa_lightning.training.config.NetConfig`, ``papers/<name>/config.py``): its
+  ``__init__`` takes its own arguments, then ``**net``, builds ``XConfig(**net)`` and hands it to
+  :meth:`use_config` (after ``save_hyperparameters()``), so each network hyper-parameter is declared once
+  and still a flat ``model.init_args.<name>`` key;
+* ``build_net() -> nn.Module`` from ``self.config`` and calls :meth:`init_net` at the end of ``__init__``;
 * ``net_requires`` (the hparams the network cannot be built without; default ``audio_dim``, ``vision_dim``),
   ``required_inputs`` (batch fields its network reads) and ``encoder_prefix`` (its text encoder);
 * optionally ``compute_loss(outputs, batch) -> (loss, {name: value})`` (default: L1 on ``M``).
@@ -27,7 +32,9 @@ A subclass implements
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import asdict, replace
 from typing import Literal
 
 import lightning as L
@@ -36,12 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from msa_lightning.batch import MSABatch
+from msa_lightning.data.base import SuiteDataModule, follow_data
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.metrics import MSAMetrics, SampleMean
 from msa_lightning.output import MSAOutput
+from msa_lightning.training.config import NetConfig, field_names
 
-#: arguments whose value follows from the data file (``data_facts()``); ``None`` = take it from there
-DATA_ARGS = ("audio_dim", "vision_dim", "label_bound", "num_train_samples")
+#: hparams whose value follows from the data (:class:`~msa_lightning.data.base.DataFacts`); None = take it from there
+DATA_ARGS = ("audio_dim", "vision_dim", "text_dim", "label_bound", "num_train_samples")
 #: the fields a frame-feature model reads by default
 FRAME_INPUTS = frozenset(
     {"text_ids", "text_mask", "text_segment", "audio", "audio_lengths", "vision", "vision_lengths"}
@@ -127,6 +136,7 @@ class MSARegressionModule(L.LightningModule):
         self.group_specs = _check_group_specs(param_groups, lr, weight_decay)
         self.optimizer_name, self.scheduler_name, self.warmup_ratio = optimizer, scheduler, warmup_ratio
         self.metric_family = metric_family
+        self.config: NetConfig | None = None  # the network's hyper-parameters (use_config)
         self.net: nn.Module | None = None
         self._lr_logged_epoch = -1
         self.val_metrics: MSAMetrics | None = None
@@ -136,6 +146,22 @@ class MSARegressionModule(L.LightningModule):
             self._build_metrics(metric_family)
 
     # ------------------------------------------------------------------ the network
+    def use_config(self, config: NetConfig) -> None:
+        """Keep the network's config and record every field in ``hparams``, defaults included (after
+        ``save_hyperparameters()``, which records only the keys given), so a checkpoint of a module built
+        in Python carries the whole network config, flat as LightningCLI writes it."""
+        self.config = config
+        self.hparams.update(asdict(config))
+
+    def set_hparams(self, **values) -> None:
+        """Set arguments found only at setup (data facts, a computed length): in ``hparams``, so a checkpoint
+        rebuilds the network with them, and in the config those that are network fields (a copy: configs are
+        frozen). The one place both change; ``self.hparams.update`` alone would leave the config behind."""
+        self.hparams.update(values)
+        if self.config is not None:
+            names = field_names(type(self.config))
+            self.config = replace(self.config, **{k: v for k, v in values.items() if k in names})
+
     @property
     def net_requires(self) -> tuple[str, ...]:
         """hparams the network cannot be built without."""
@@ -177,34 +203,23 @@ class MSARegressionModule(L.LightningModule):
         return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
     def apply_data_facts(self, datamodule) -> None:
-        """Fill ``None`` data-shaped args from ``datamodule.data_facts()``; a conflict is a ConfigError."""
-        get_facts = getattr(datamodule, "data_facts", None)
-        facts = get_facts() if callable(get_facts) else {}
-        source = type(datamodule).__name__
-        for name in DATA_ARGS:
-            if name not in self.hparams or facts.get(name) is None:
-                continue
-            have, found = self.hparams[name], facts[name]
-            if have is None:
-                self.hparams[name] = found  # checkpoints then hold the value the network was built with
-            elif name != "num_train_samples" and float(have) != float(found):  # ULGM resizes to the data itself
-                raise ConfigError(
-                    f"{_key(name)}={have} does not match the data: {source} has {name}={found} "
-                    f"(leave {_key(name)} unset to take it from the data)"
-                )
-        family = facts.get("metric_family") or getattr(datamodule, "metric_family", None)
-        if self.metric_family == "auto":
-            if family is None:
-                raise ConfigError(
-                    f"{_key('metric_family')}='auto' needs a datamodule that knows its metric family; "
-                    f"set it to mosi, sims or simsv2"
-                )
-            self._build_metrics(family)
-        elif family is not None and family != self.metric_family:
+        """Fill unset data-shaped hparams (:data:`DATA_ARGS`) and the metric family from the facts of a suite
+        DataModule (:func:`~msa_lightning.data.base.follow_data`: a conflict is a ConfigError naming both). Another
+        LightningDataModule gives no facts: the settings must then be given."""
+        family = self.metric_family
+        if isinstance(datamodule, SuiteDataModule):
+            settings = {name: self.hparams[name] for name in DATA_ARGS if name in self.hparams}
+            settings["metric_family"] = family
+            follow_data(settings, datamodule.data_facts(), datamodule.describe())
+            family = settings.pop("metric_family")
+            self.set_hparams(**settings)  # checkpoints (and the network config) then hold the values found
+        if family == "auto":
             raise ConfigError(
-                f"{_key('metric_family')}={self.metric_family} does not match the data: "
-                f"{source} has metric_family={family} (leave it 'auto' to take it from the data)"
+                f"{_key('metric_family')}='auto' needs a datamodule that knows its metric family; "
+                f"set it to mosi, sims or simsv2"
             )
+        if family != self.metric_family:
+            self._build_metrics(family)
 
     def setup(self, stage: str) -> None:
         datamodule = self._datamodule()
@@ -217,7 +232,7 @@ class MSARegressionModule(L.LightningModule):
             if missing:
                 raise ConfigError(
                     f"{', '.join(missing)} not set and the datamodule does not give "
-                    f"{'them' if len(missing) > 1 else 'it'} (no data_facts()): set {missing[0]}"
+                    f"{'them' if len(missing) > 1 else 'it'}: set {missing[0]}"
                 )
             self.net = self.build_net()
 
@@ -409,6 +424,16 @@ class MSARegressionModule(L.LightningModule):
             }[self.scheduler_name]
             scheduler = make(optimizer, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def base_args(arguments: dict) -> dict:
+    """The arguments of :class:`MSARegressionModule` among ``arguments``, a subclass ``__init__``'s ``locals()``.
+
+    A paper module repeats the base signature with its paper's defaults (so LightningCLI and ``--print_config``
+    show them; its one ``**`` is the network config's) and passes them on with
+    ``super().__init__(**base_args(locals()))`` rather than a second list."""
+    names = inspect.signature(MSARegressionModule.__init__).parameters
+    return {name: value for name, value in arguments.items() if name in names and name != "self"}
 
 
 def labels_of(batch: MSABatch, key: str = "M") -> torch.Tensor:

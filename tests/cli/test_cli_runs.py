@@ -306,11 +306,11 @@ def test_seeds_keep_earlier_results_and_refuse_another_config(synthetic_mosi, ca
     write_seed_tables({1111: {"mae": 9.5, "corr": 0.1}, 4242: {"mae": 1.25, "corr": 0.5}}, out, "lfdnn")
     (out / RECORD).write_text(__import__("json").dumps(run_record([str(config)], [], "lfdnn")))
     proc = ok(run_msa("seeds", "--config", config, "--seeds", 1111, "--out", out, cwd=tmp_path))
-    kept = [line for line in proc.stdout.splitlines() if line.startswith("msa: seeds:")]
+    kept = [line for line in proc.stderr.splitlines() if line.startswith("msa: seeds:")]
     assert kept == [
         f"msa: seeds: keeping the earlier results of seeds 1111, 4242 in {out / 'per_seed.csv'}; "
         "seed 1111 is run again and replaces its row"
-    ], proc.stdout[-3000:]
+    ], proc.stderr[-3000:]
     rows = {r["seed"]: r for r in csv.DictReader(open(out / "per_seed.csv"))}
     assert list(rows) == ["1111", "4242"] and float(rows["4242"]["mae"]) == 1.25  # kept as it was
     assert 0 < float(rows["1111"]["mae"]) < 3 and "acc2_has0" in rows["1111"]  # replaced by the new run
@@ -339,7 +339,7 @@ def test_seeds_keep_earlier_results_and_refuse_another_config(synthetic_mosi, ca
     )
 
 
-def test_seeds_force_moves_another_configs_tables_aside(tmp_path, capsys):
+def test_seeds_force_moves_another_configs_tables_aside(tmp_path, caplog):
     from msa_lightning.errors import MSAError
     from msa_lightning.experiments.results import write_seed_tables
     from msa_lightning.experiments.seeds import RECORD, earlier_results, run_record
@@ -349,19 +349,22 @@ def test_seeds_force_moves_another_configs_tables_aside(tmp_path, capsys):
     b.write_text("model:\n  init_args:\n    lr: 0.002\n")
     out = tmp_path / "out"
     write_seed_tables({1111: {"mae": 0.5}}, out, "x")
-    assert earlier_results(out, run_record([str(a)], [], "x"), [1112], False) == {1111: {"mae": 0.5}}
-    assert "(no record of their config" in capsys.readouterr().out  # tables from before the record existed
+    with caplog.at_level("INFO", logger="msa_lightning"):
+        assert earlier_results(out, run_record([str(a)], [], "x"), [1112], False) == {1111: {"mae": 0.5}}
+    assert "(no record of their config" in caplog.text  # tables from before the record existed
+    caplog.clear()
     (out / RECORD).write_text(__import__("json").dumps(run_record([str(a)], [], "x")))
     a.write_text("model: {init_args: {lr: 0.001}}  # the same config\n")
     assert earlier_results(out, run_record([str(a)], [], "y"), [1112], False) == {1111: {"mae": 0.5}}
     with pytest.raises(MSAError, match=r"config 1 \(b.yaml\) model.init_args.lr: 0.001 -> 0.002"):
         earlier_results(out, run_record([str(b)], [], "x"), [1112], False)
-    assert earlier_results(out, run_record([str(b)], [], "x"), [1112], True) == {}
+    with caplog.at_level("INFO", logger="msa_lightning"):
+        assert earlier_results(out, run_record([str(b)], [], "x"), [1112], True) == {}
     aside = [p for p in out.iterdir() if p.name.startswith("replaced-")]
     assert len(aside) == 1 and sorted(p.name for p in aside[0].iterdir()) == sorted(
         ["per_seed.csv", "summary.csv", "summary.md", RECORD]
     )
-    assert f"moved to {aside[0]}" in capsys.readouterr().out and not (out / "per_seed.csv").exists()
+    assert f"moved to {aside[0]}" in caplog.text and not (out / "per_seed.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -411,10 +414,11 @@ def test_config_data_class_resolves_its_dataset(config, dataset, capsys):
 def test_fill_data_facts_rules():
     from jsonargparse import Namespace
 
+    from msa_lightning.data.base import DataFacts
     from msa_lightning.errors import ConfigError
     from msa_lightning.experiments.lightning_cli import fill_data_facts
 
-    facts = {"audio_dim": 74, "vision_dim": 35, "label_bound": 3.0, "metric_family": "mosi", "num_train_samples": 100}
+    facts = DataFacts(audio_dim=74, vision_dim=35, label_bound=3.0, metric_family="mosi", num_train_samples=100)
     cfg = Namespace(
         model=Namespace(
             class_path="X",
@@ -427,7 +431,8 @@ def test_fill_data_facts_rules():
     assert args.num_train_samples == 7 and "label_bound" not in args  # never added where __init__ lacks it
     cfg["model.init_args.audio_dim"] = 5
     with pytest.raises(
-        ConfigError, match=r"model.init_args.audio_dim=5 but data file f.pkl has audio features of size 74"
+        ConfigError,
+        match=r"model.init_args.audio_dim=5 does not match the data: data file f.pkl has audio features of size 74",
     ):
         fill_data_facts(cfg, facts, "data file f.pkl")
 
@@ -557,7 +562,7 @@ def test_export_of_a_moved_run_takes_overrides_after_double_dash(
             cwd=tmp_path,
         )
     )
-    assert f"msa: exported: M of {moved / 'checkpoints'}" in proc.stdout and "(test 34 rows)" in proc.stdout
+    assert f"msa: exported: M of {moved / 'checkpoints'}" in proc.stderr and "(test 34 rows)" in proc.stderr
     one_error(
         *in_process(["export", moved, "--splits", "test", "--", "--data.init_args.path=/nonexistent/mosi.pkl"], capsys),
         "/nonexistent/mosi.pkl",

@@ -162,8 +162,8 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, caps
     assert run.returncode == 0, run.stderr[-3000:]
     assert (
         "features: 3 parts of up to 3 clips: 0 reused from an earlier run, 3 extracted (8 clips, 2 workers"
-        in run.stdout
-    ), run.stdout
+        in run.stderr
+    ), run.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "msa-skesl-shards/1" and manifest["finished"] is True
     assert (
@@ -219,7 +219,7 @@ def test_build_writes_streaming_shards_and_is_up_to_date_on_rerun(tmp_path, caps
             "200kB",
         ),
     )
-    assert again.returncode == 0 and "up to date" in again.stdout and "features:" not in again.stdout, again.stdout
+    assert again.returncode == 0 and "up to date" in again.stdout and "features:" not in again.stderr, again.stderr
     assert chunk.stat().st_mtime_ns == stamp
 
     other = msa_here(
@@ -274,7 +274,7 @@ def test_build_reports_each_bad_clip_and_resumes_from_finished_parts(tmp_path, c
         ),
     )  # unfinished: other settings ok
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "5 parts of up to 2 clips: 4 reused from an earlier run, 1 extracted" in resumed.stdout, resumed.stdout
+    assert "5 parts of up to 2 clips: 4 reused from an earlier run, 1 extracted" in resumed.stderr, resumed.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["finished"] is True and manifest["bad"] == expected and manifest["valid_share"] == 0.4
     good = sorted(c for c in corpus_ids(root) if not c.startswith("id19999"))
@@ -319,7 +319,7 @@ def test_killed_pyin_build_resumes_with_the_clips_not_yet_done(tmp_path, capsys)
 
     resumed = msa_here(capsys, *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"5 parts of up to 1 clips: {done} reused from an earlier run, {5 - done} extracted" in resumed.stdout
+    assert f"5 parts of up to 1 clips: {done} reused from an earlier run, {5 - done} extracted" in resumed.stderr
     assert not list(out.rglob("*.tmp*"))  # a part the kill cut short is not reused nor left behind
     items = {**read_split(out / "train"), **read_split(out / "valid")}
     assert sorted(items) == corpus_ids(root)

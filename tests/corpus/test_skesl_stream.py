@@ -25,6 +25,7 @@ import torch
 from conftest import REPO, msa_in_process
 
 from msa_lightning.corpus.format import read_manifest
+from msa_lightning.data.base import DataFacts
 from msa_lightning.errors import DataError
 from msa_lightning.papers.skesl.data import SKESLStreamDataModule
 from msa_lightning.papers.skesl.masking import mask_sentiment_words
@@ -105,13 +106,13 @@ def test_batches_are_what_the_masked_datamodule_serves(shards, tok):
     """Masked transcript ids (mask_sentiment_words per clip id and mask_seed), padded frames with lengths,
     empty labels, the masking targets in extras; the same masked words in every epoch."""
     dm = _dm(shards, mask_seed=3, batch_size=5)
-    assert dm.data_facts() == {
-        "audio_dim": 33,
-        "vision_dim": 709,
-        "label_bound": 3.0,
-        "metric_family": "mosi",
-        "num_train_samples": N_TRAIN,
-    }
+    assert dm.data_facts() == DataFacts(
+        audio_dim=33,
+        vision_dim=709,
+        label_bound=3.0,
+        metric_family="mosi",
+        num_train_samples=N_TRAIN,
+    )
     loader = dm.train_dataloader()
     epoch1 = list(loader)
     clips = {c["id"]: c for c in map(_clip, range(N_TRAIN))}

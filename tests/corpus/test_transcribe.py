@@ -9,6 +9,7 @@ subprocess, as a user runs it; the other commands go through the same entry poin
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
-def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpus, tmp_path, capsys):
+def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpus, tmp_path):
     from msa_lightning.corpus.sources import collect_clips
 
     out = tmp_path / "asr.tsv"
@@ -110,7 +111,7 @@ def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpu
     assert (tally.transcribed, tally.long_clips, dict(tally.failed)) == (6, 1, {"unreadable_audio": 1})
     error_lines = _lines(errors_path(out))
     assert len(error_lines) == 1 and error_lines[0].startswith(f"{BROKEN}\tunreadable_audio\t")
-    shown = capsys.readouterr().out
+    shown = tally.summary()  # what `msa transcribe` prints
     assert "transcribed 6 clips" in shown and "1 failed (unreadable_audio 1)" in shown
     assert "1 clips longer than 30 s" in shown
 
@@ -125,7 +126,7 @@ def test_one_line_per_clip_failures_recorded_and_corpus_joins(whisper_dir, corpu
     }
 
 
-def test_rerun_skips_done_and_redoes_deleted_and_truncated_lines(whisper_dir, corpus, tmp_path, capsys):
+def test_rerun_skips_done_and_redoes_deleted_and_truncated_lines(whisper_dir, corpus, tmp_path, caplog):
     out = tmp_path / "asr.tsv"
     _run(whisper_dir, corpus, out, ids=None)
     first = out.read_bytes()
@@ -137,16 +138,16 @@ def test_rerun_skips_done_and_redoes_deleted_and_truncated_lines(whisper_dir, co
     lines = _lines(out)
     kept = [lines[0]] + lines[2:-1]
     out.write_text("\n".join(kept + [lines[-1][:-3]]), encoding="utf-8")  # line 2 deleted, the last cut mid-way
-    capsys.readouterr()
-    redo = _run(whisper_dir, corpus, out)
+    with caplog.at_level(logging.INFO, logger="msa_lightning"):
+        redo = _run(whisper_dir, corpus, out)
     assert (redo.skipped, redo.transcribed) == (4, 2)
-    assert "its last line was incomplete" in capsys.readouterr().out
+    assert "its last line was incomplete" in caplog.text
     now = _lines(out)
     assert now[:4] == kept  # finished lines untouched
     assert sorted(line.split("\t")[0] for line in now[4:]) == [GOOD[1], GOOD[5]]
 
 
-def test_detect_language_writes_one_line_per_transcribed_clip(whisper_dir, corpus, tmp_path, capsys):
+def test_detect_language_writes_one_line_per_transcribed_clip(whisper_dir, corpus, tmp_path, caplog):
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     out = tmp_path / "asr.tsv"
@@ -154,13 +155,14 @@ def test_detect_language_writes_one_line_per_transcribed_clip(whisper_dir, corpu
     rows = [line.split("\t") for line in _lines(language_path(out))]
     assert [r[0] for r in rows] == GOOD and sum(tally.languages.values()) == len(GOOD)
     assert all(r[1] in LANGUAGES and 0 < float(r[2]) <= 1 for r in rows)
-    assert "detected languages: " in capsys.readouterr().out
+    assert "detected languages: " in tally.summary()
 
     ids = tmp_path / "ids.txt"  # clips transcribed without the flag are named on a later run with it
     ids.write_text(GOOD[0] + "\n", encoding="utf-8")
     _run(whisper_dir, corpus, tmp_path / "plain.tsv", ids=ids)
-    _run(whisper_dir, corpus, tmp_path / "plain.tsv", ids=ids, detect_language=True)
-    assert "note: 1 clips already in" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="msa_lightning"):
+        _run(whisper_dir, corpus, tmp_path / "plain.tsv", ids=ids, detect_language=True)
+    assert "note: 1 clips already in" in caplog.text
 
     lines = _lines(out)  # a clip redone keeps its one language line
     out.write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")

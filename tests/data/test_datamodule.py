@@ -11,6 +11,7 @@ import torch
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.data import cache as cache_mod
+from msa_lightning.data.base import DataFacts
 from msa_lightning.data.datamodule import MOSIDataModule, SIMSDataModule
 from msa_lightning.data.reader import FeatureFileError
 from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader, batch_sizes
@@ -493,24 +494,24 @@ def test_only_the_model_inputs_are_loaded(synthetic_mosi, cache_dir, tmp_path):
 # --------------------------------------------------------------------------- facts, settings, checks
 def test_data_facts_and_train_labels_come_from_the_file(synthetic_mosi, synthetic_sims, cache_dir):
     dm = MOSIDataModule(str(synthetic_mosi), batch_size=8, cache_dir=str(cache_dir))
-    assert dm.data_facts() == {
-        "audio_dim": MOSI.audio_dim,
-        "vision_dim": MOSI.vision_dim,
-        "label_bound": 3.0,
-        "metric_family": "mosi",
-        "num_train_samples": 64,
-    }
+    assert dm.data_facts() == DataFacts(
+        audio_dim=MOSI.audio_dim,
+        vision_dim=MOSI.vision_dim,
+        label_bound=3.0,
+        metric_family="mosi",
+        num_train_samples=64,
+    )
     batch = next(iter(dm.train_dataloader()))
     np.testing.assert_array_equal(dm.train_labels()[batch.index.numpy()], batch.labels["M"].numpy())
     sims = SIMSDataModule(str(synthetic_sims), cache_dir=str(cache_dir))
     facts = sims.data_facts()
-    assert (facts["audio_dim"], facts["vision_dim"], facts["label_bound"], facts["metric_family"]) == (
+    assert (facts.audio_dim, facts.vision_dim, facts.label_bound, facts.metric_family) == (
         SIMS.audio_dim,
         SIMS.vision_dim,
         1.0,
         "sims",
     )
-    assert sims.train_labels("T").shape == (facts["num_train_samples"],)
+    assert sims.train_labels("T").shape == (facts.num_train_samples,)
     with pytest.raises(DataError, match=r"split 'train' has no labels 'T' \(it has \['M'\]\)"):
         dm.train_labels("T")
 
@@ -525,7 +526,7 @@ def test_facts_follow_the_file_not_the_spec(tmp_path, synthetic_mosi):
     path = tmp_path / "wide.pkl"
     with open(path, "wb") as f:
         pickle.dump(data, f)
-    assert MOSIDataModule(str(path), cache_dir=str(tmp_path / "cache")).data_facts()["audio_dim"] == 2 * MOSI.audio_dim
+    assert MOSIDataModule(str(path), cache_dir=str(tmp_path / "cache")).data_facts().audio_dim == 2 * MOSI.audio_dim
 
 
 @pytest.mark.parametrize(

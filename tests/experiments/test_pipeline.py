@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -77,12 +78,12 @@ def test_pipeline_runs_stages_in_order_with_substitutions_and_export(two_stages,
     path, runs, proc = two_stages
     first, second = read_record(runs / "first"), read_record(runs / "second")
     assert first["status"] == second["status"] == "finished"
-    assert proc.stdout.index("stage first: msa fit") < proc.stdout.index("stage second: msa fit")
+    assert proc.stderr.index("stage first: msa fit") < proc.stderr.index("stage second: msa fit")
     # stage 2 continued from stage 1's last checkpoint: 4 steps of stage 1 + 4 of its own
     assert torch.load(second["last_ckpt"], weights_only=False)["global_step"] == 8
     assert f"--ckpt_path={first['last_ckpt']}" in second["command"]
     # stage 1's export: the store entry of its best checkpoint, rows in the file's id order
-    assert f"-> {first['export']}" in proc.stdout
+    assert f"-> {first['export']}" in proc.stderr
     entry = Entry(first["export"])
     splits = read_feature_file(synthetic_mosi)
     for split in ("train", "test"):
@@ -96,17 +97,16 @@ def test_pipeline_runs_stages_in_order_with_substitutions_and_export(two_stages,
 
 
 def test_rerun_skips_finished_stages_and_only_and_dry_run(two_stages, capsys):
-    from msa_lightning.experiments.pipeline import read_record, run_pipeline
+    from msa_lightning.experiments.pipeline import pipeline_plan, read_record
 
     path, runs, _ = two_stages
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*.ckpt")}
     again = _msa("pipeline", str(path))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "stage first is up to date, skipped" in again.stdout
-    assert "stage second is up to date, skipped" in again.stdout
+    assert "stage first is up to date, skipped" in again.stderr
+    assert "stage second is up to date, skipped" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*.ckpt")} == before  # nothing was refitted
-    run_pipeline(path, only="second", dry_run=True)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    lines = pipeline_plan(path, only="second")
     assert len(lines) == 1 and lines[0].startswith("[second] msa fit ")
     assert f"--ckpt_path={read_record(runs / 'first')['last_ckpt']}" in lines[0]
 
@@ -122,7 +122,7 @@ def test_changed_stage_command_reruns_it(two_stages, tmp_path):
     before = read_record(runs / "second")
     proc = _msa("pipeline", str(changed), "--only", "second")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "stage second: msa fit" in proc.stdout and "up to date" not in proc.stdout
+    assert "stage second: msa fit" in proc.stderr and "up to date" not in proc.stderr
     after = read_record(runs / "second")
     assert after["started"] >= before["started"] and "--model.lr=1e-3" in after["command"]
 
@@ -173,7 +173,7 @@ def test_pipeline_error_is_one_line_from_the_command(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_export_is_keyed_by_checkpoint_content(two_stages, synthetic_mosi, cache_dir, tmp_path, capsys):
+def test_export_is_keyed_by_checkpoint_content(two_stages, synthetic_mosi, cache_dir, tmp_path, caplog):
     from msa_lightning.experiments.export import export_command
     from msa_lightning.experiments.pipeline import read_record
 
@@ -181,10 +181,13 @@ def test_export_is_keyed_by_checkpoint_content(two_stages, synthetic_mosi, cache
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(Path(first["best_ckpt"]).read_bytes())
     args = _fit_args(synthetic_mosi, cache_dir, 1)
-    a = export_command(str(ckpt), args, outputs=["M"], splits=["test"])
-    assert f"msa: exported: M of {ckpt}" in capsys.readouterr().out
-    again = export_command(str(ckpt), args, outputs=["M"], splits=["test"])
-    assert again.path == a.path and "export up to date" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="msa_lightning"):
+        a = export_command(str(ckpt), args, outputs=["M"], splits=["test"])
+    assert f"msa: exported: M of {ckpt}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="msa_lightning"):
+        again = export_command(str(ckpt), args, outputs=["M"], splits=["test"])
+    assert again.path == a.path and "export up to date" in caplog.text
     # the same file name with other weights: a new entry with other numbers, never the stale arrays
     state = torch.load(ckpt, weights_only=False)
     name = next(k for k, v in state["state_dict"].items() if v.is_floating_point() and v.dim() == 2)
@@ -222,14 +225,14 @@ def test_stage_test_runs_msa_test_of_the_best_checkpoint(synthetic_mosi, cache_d
     stage["test"] = True
     proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "stage only: msa fit" not in proc.stdout and "stage only: msa test" in proc.stdout
+    assert "stage only: msa fit" not in proc.stderr and "stage only: msa test" in proc.stderr
     record = read_record(folder)
     assert record["tested"] == record["best_ckpt"]
     metrics = _stage_metrics(folder, record, "test")
     assert metrics is not None and np.isfinite(metrics["mae"])
 
     proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
-    assert "is up to date, skipped" in proc.stdout and "msa test" not in proc.stdout
+    assert "is up to date, skipped" in proc.stderr and "msa test" not in proc.stderr
 
 
 def test_stage_test_must_be_a_boolean(tmp_path):

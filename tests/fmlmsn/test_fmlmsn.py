@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, execute_notebook
+from conftest import REPO, execute_notebook, msa_in_process
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.errors import ConfigError, DataError
@@ -439,7 +439,7 @@ def test_shipped_configs_and_sweep_parse(monkeypatch):
         names = [stage["name"] for stage in pipeline["stages"]]
         assert names == ["stage_av", "stage_at", "stage_vt", "meta"], path
         for stage in pipeline["stages"]:
-            assert (REPO / stage["args"][1]).is_file(), (path, stage["args"][1])
+            assert (path.parent / stage["args"][1]).is_file(), (path, stage["args"][1])  # relative to the file
 
 
 # ---------------------------------------------------------------------------------------- the notebook and the pipeline
@@ -511,10 +511,10 @@ def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(notebook_run, 
     assert "FmlMSN results, test split" in report.out, report.out[:500]
     second = _msa(["pipeline", str(workdir / "pipeline.yaml")], workdir)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert second.stdout.count("is up to date, skipped") == 4, second.stdout[-2000:]
+    assert second.stderr.count("is up to date, skipped") == 4, second.stderr[-2000:]
 
 
-# ------------------------------------------------------------------------------------------- issue 17 defects
+#------------------------------------------------------------------------ feature-file provenance, Eq. 8, label sources
 def test_msa_fit_meta_refuses_stage_features_of_another_feature_file(stage_runs, sims_bimodal, tmp_path):
     """Exports record the feature file their stage read (path, SHA-256); the meta-learner's DataModule compares
     it with its own file: another CH-SIMS file with the same ids is one `msa: error:` naming both files."""
@@ -603,8 +603,6 @@ def test_msa_pipeline_acts_on_a_retrain_decision(sims_bimodal, tmp_path, monkeyp
     same entry point (``stages_in_process``)."""
     import yaml
 
-    from msa_lightning.cli import main
-
     monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path / "cache"))
     common = [
         f"--data.init_args.path={sims_bimodal}",
@@ -643,17 +641,15 @@ def test_msa_pipeline_acts_on_a_retrain_decision(sims_bimodal, tmp_path, monkeyp
         ],
     }
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["pipeline", str(tmp_path / "pipeline.yaml")])
-    out = capsys.readouterr().out
-    assert exit_info.value.code in (0, None)
+    run = msa_in_process(capsys, "pipeline", tmp_path / "pipeline.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
     assert [c[0] for c in stages_in_process] == ["fit"] * 4  # stage, meta, then one round: stage (seed 8), meta
     assert "--seed_everything=8" in stages_in_process[2] and "--seed_everything=8" not in stages_in_process[3]
     record = json.loads((tmp_path / "runs" / "meta" / "stage.json").read_text())
     rounds = record["retrain_rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and [r["stage_seed"] for r in rounds] == [None, 8]
     assert all(r["decision"] == "retrain the stages" for r in rounds)
-    assert "retraining stage_av with seed 8 (round 1 of 1)" in out and "(no rounds left)" in out
+    assert "retraining stage_av with seed 8 (round 1 of 1)" in run.stderr and "(no rounds left)" in run.stderr
 
     pipeline["stages"][1]["retrain"] = {"stages": ["stage_vt"]}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(pipeline))

@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.cli.plot import main as plot_main
+from msa_lightning.cli.commands import run_command
 from msa_lightning.data import MOSIDataModule
 from msa_lightning.data.reader import read_feature_file
 from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.metrics import compute_msa_metrics
 from msa_lightning.nn.pretrained import load_model
+from msa_lightning.papers.hybrid_shift.config import HybridShiftConfig
 from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
 from msa_lightning.papers.hybrid_shift.net import (
     AlignedRNN,
@@ -83,7 +84,7 @@ def make_net(**kwargs) -> HybridShiftNet:
         dropout=0.0,
     )
     args.update(kwargs)
-    return HybridShiftNet(**args).eval()
+    return HybridShiftNet(HybridShiftConfig(**args)).eval()
 
 
 # ---------------------------------------------------------------------------------------------- split Transformer
@@ -554,8 +555,10 @@ def test_plot_command_writes_tsne_and_p_att_figures(synthetic_mosi_aligned, cach
     ids = read_feature_file(synthetic_mosi_aligned)["test"].ids[:2]
     out = tmp_path / "plots"
     assert (
-        plot_main(
+        run_command(
             [
+                "plot",
+                "hybrid-shift",
                 "--ckpt",
                 ckpt,
                 "--data-path",
@@ -576,8 +579,10 @@ def test_plot_command_writes_tsne_and_p_att_figures(synthetic_mosi_aligned, cach
     assert files == sorted(["representations.png", *[f"p_att_{i}.png" for i in ids]])
     assert all((out / f).stat().st_size > 5000 for f in files)
     assert (
-        plot_main(
+        run_command(
             [
+                "plot",
+                "hybrid-shift",
                 "--ckpt",
                 ckpt,
                 "--data-path",

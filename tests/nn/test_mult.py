@@ -103,7 +103,7 @@ def test_runs_on_a_standard_feature_file(synthetic_mosi, tmp_path):
     facts = dm.data_facts()
     torch.manual_seed(0)
     text = TextEncoder("tiny-bert", finetune=False)
-    model = MulT((text.hidden_size, facts["audio_dim"], facts["vision_dim"]), dim=8, num_heads=2, layers=1).eval()
+    model = MulT((text.hidden_size, facts.audio_dim, facts.vision_dim), dim=8, num_heads=2, layers=1).eval()
     with torch.no_grad():
         hidden = text(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state
         out = model.forward_batch(batch, text=hidden)

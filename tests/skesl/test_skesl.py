@@ -562,7 +562,7 @@ def test_shipped_configs_parse(monkeypatch):
         stages = yaml.safe_load(path.read_text())["stages"]
         assert [s["name"] for s in stages] == ["pretrain", "mosi", "mosei"], path
         for stage in stages:
-            assert (REPO / stage["args"][1]).is_file(), (path, stage["args"][1])
+            assert (path.parent / stage["args"][1]).is_file(), (path, stage["args"][1])  # relative to the file
 
 
 def _msa(args, cwd):
@@ -709,11 +709,11 @@ def test_openface_csv_bad_clips_say_why(tmp_path):
     lines = good.read_text().splitlines()
     drop_last = "\n".join(",".join(line.split(",")[:-1]) for line in lines)
     cases = {
-        "short.csv": (drop_last, "wrong_columns", "found 713 columns"),
+        "short.csv": (drop_last, "wrong_columns", "group 'AU presence' is incomplete: no column 'AU45_c'"),
         "renamed.csv": (
             "\n".join([lines[0].replace("AU45_c", "AU46_c")] + lines[1:]),
             "wrong_columns",
-            "column 714 named 'AU46_c' where OpenFace writes 'AU45_c'",
+            "no column 'AU45_c'; unknown columns \\['AU46_c'\\]",
         ),
         "ragged.csv": ("\n".join(lines[:2] + [lines[2] + ",7"]), "unreadable_csv", "unreadable OpenFace CSV"),
         "header_only.csv": (lines[0] + "\n", "no_face", "no frames"),
@@ -832,7 +832,7 @@ def test_pretraining_on_a_corpus_on_disk(tmp_path):
     dm.setup()
     assert dm.report["bad"] == {"id10000/yt0000/00001": ["missing_visual", "no visual file for this id"]}
     assert len(dm.datasets["train"]) + len(dm.datasets["valid"]) == 23 and len(dm.datasets["valid"]) > 0
-    assert dm.data_facts()["audio_dim"] == 33 and dm.data_facts()["vision_dim"] == 709
+    assert dm.data_facts().audio_dim == 33 and dm.data_facts().vision_dim == 709
     batch = next(iter(dm.train_dataloader()))
     assert batch.labels == {} and batch.audio.shape[1:] == (40, 33) and batch.vision.shape[2] == 709
     assert (batch.text_ids[batch.extras["skesl_target"]] == load_tokenizer("tiny-bert").mask_token_id).all()

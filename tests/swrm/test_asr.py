@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from msa_lightning.cli.wer import wer_main
+from msa_lightning.cli.commands import run_command
 from msa_lightning.data.lexicon import load_lexicon
 from msa_lightning.data.transcripts import (
     TranscriptError,
     align_words,
     apply_transcripts,
+    compare_transcript_files,
     compare_transcripts,
     corpus_wer,
     normalise_words,
     read_transcripts,
     sentiment_substitutions,
+    sources_in_folder,
 )
 from msa_lightning.errors import DataError
 
@@ -118,14 +120,11 @@ def test_compare_transcripts_counts(tmp_path):
 def test_wer_command_on_files(tmp_path, capsys):
     (tmp_path / "gold.tsv").write_text("a\tI WAS REALLY UPSET\nb\tGOOD MOVIE\n")
     (tmp_path / "toy.tsv").write_text("a\tI WAS REALLY SET\nb\tGOOD MOVIE\n")
-    assert wer_main(["--dir", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "| toy | 2 | 0 | 16.67 |" in out
+    comparison = compare_transcript_files(tmp_path / "gold.tsv", sources_in_folder(tmp_path, tmp_path / "gold.tsv"))
+    assert "| toy | 2 | 0 | 16.67 |" in comparison.table()
     with pytest.raises(DataError, match="missing.tsv"):  # the msa command prints it as one `msa: error:` line
-        wer_main(["--gold", str(tmp_path / "missing.tsv"), str(tmp_path / "toy.tsv")])
-    from msa_lightning.cli.commands import run_extra  # `msa data wer --dir ...`
-
-    assert run_extra(["data", "wer", "--dir", str(tmp_path), "--strip-apostrophes"]) == 0
+        compare_transcript_files(tmp_path / "missing.tsv", [("toy", tmp_path / "toy.tsv")])
+    assert run_command(["data", "wer", "--dir", str(tmp_path), "--strip-apostrophes"]) == 0  # `msa data wer`
     assert "| toy | 2 | 0 | 16.67 |" in capsys.readouterr().out
 
 
@@ -147,7 +146,9 @@ def test_real_mosi_transcripts(shared_dir, capsys):
     shares = [reports[n].substitution_share for n in ("speechbrain", "ibm", "iflytek")]
     assert shares == sorted(shares, reverse=True)  # worse ASR, more sentiment substitutions
     # through the command, with labels.csv as gold (it also has the utterance gold.tsv lacks)
-    assert wer_main(["--dir", str(asr), "--gold", str(shared_dir / "data" / "mosi" / "labels.csv")]) == 0
+    assert (
+        run_command(["data", "wer", "--dir", str(asr), "--gold", str(shared_dir / "data" / "mosi" / "labels.csv")]) == 0
+    )
     out = capsys.readouterr().out
     assert "| ibm | 2198 | 1 | 29.70 | 29.70 |" in out and "2WGyTLYerpo_44" in out
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from msa_lightning.batch import MSABatch
+from msa_lightning.data.base import DataFacts, SuiteDataModule
 from msa_lightning.data.reader import read_feature_file
 from msa_lightning.data.transcripts import TranscriptError
 from msa_lightning.errors import DataError
@@ -353,16 +354,17 @@ def test_ddp_keeps_ulgm_state_identical_across_ranks(synthetic_mosi, tmp_path):
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
 
 
-class _FakeASRData:
+class _FakeASRData(SuiteDataModule):
     """The public API a datamodule offers the module: data_facts, train_labels, sentiment_positions."""
 
     text_max_length = 8
 
     def __init__(self, positions) -> None:
+        super().__init__()
         self.positions = np.asarray(positions)
 
-    def data_facts(self) -> dict:
-        return {"audio_dim": 5, "vision_dim": 20, "label_bound": 3.0, "metric_family": "mosi", "num_train_samples": 4}
+    def data_facts(self) -> DataFacts:
+        return DataFacts(audio_dim=5, vision_dim=20, label_bound=3.0, metric_family="mosi", num_train_samples=4)
 
     def train_labels(self, key: str = "M") -> np.ndarray:
         return np.array([-1.0, 2.0, 0.5, -0.5], dtype=np.float32)

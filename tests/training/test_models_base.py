@@ -400,12 +400,12 @@ def test_data_shaped_args_come_from_the_data(synthetic_sims, cache_dir, tmp_path
     trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)
     facts = dm.data_facts()
-    assert (model.hparams.audio_dim, model.hparams.vision_dim) == (facts["audio_dim"], facts["vision_dim"])
-    assert model.ulgm.bound == facts["label_bound"] == 1.0 and model.metric_family == "sims"
-    assert model.ulgm.num_samples == facts["num_train_samples"]
+    assert (model.hparams.audio_dim, model.hparams.vision_dim) == (facts.audio_dim, facts.vision_dim)
+    assert model.ulgm.bound == facts.label_bound == 1.0 and model.metric_family == "sims"
+    assert model.ulgm.num_samples == facts.num_train_samples
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)
-    assert SelfMMModule.load_from_checkpoint(ckpt).net.audio_rnn.rnn.input_size == facts["audio_dim"]
+    assert SelfMMModule.load_from_checkpoint(ckpt).net.audio_rnn.rnn.input_size == facts.audio_dim
 
 
 @pytest.mark.parametrize(
@@ -413,9 +413,10 @@ def test_data_shaped_args_come_from_the_data(synthetic_sims, cache_dir, tmp_path
     [
         (
             {"audio_dim": 7, "vision_dim": 20},
-            r"model.init_args.audio_dim=7 does not match the data: MOSIDataModule has audio_dim=5",
+            r"model.init_args.audio_dim=7 does not match the data: "
+            r"MOSIDataModule \(data file .*\) has audio features of size 5",
         ),
-        ({"audio_dim": 5, "vision_dim": 20, "metric_family": "sims"}, r"metric_family=sims does not match the data"),
+        ({"audio_dim": 5, "vision_dim": 20, "metric_family": "sims"}, r"metric_family='sims' does not match the data"),
     ],
 )
 def test_settings_that_conflict_with_the_data_name_both_values(kwargs, message, synthetic_mosi, cache_dir, tmp_path):

@@ -288,7 +288,7 @@ def test_multi_seed_tables(synthetic_mosi, cache_dir, tmp_path):
             }
         )
     )
-    summary = run_seeds([str(config)], [1111, 1112], tmp_path / "out", name="lfdnn")
+    summary = run_seeds([str(config)], [1111, 1112], tmp_path / "out", name="lfdnn").summary
     per_seed = list(csv.DictReader(open(tmp_path / "out" / "per_seed.csv")))
     assert [r["seed"] for r in per_seed] == ["1111", "1112"]
     maes = [float(r["mae"]) for r in per_seed]
@@ -323,10 +323,16 @@ def test_missing_pretrained_model_gives_clear_message(monkeypatch):
         load_model("no-such-org/no-such-bert")
 
 
-def test_quickstart_runs(tmp_path, capsys):
-    from msa_lightning.experiments.seeds import quickstart
+def test_quickstart_runs(tmp_path):
+    """`msa quickstart` as a person runs it: the metric table (the model next to the mean predictor) on stdout,
+    where the synthetic data went among the progress lines on stderr."""
+    from conftest import run_msa
 
-    metrics = quickstart(tmp_path, epochs=2, size_factor=0.1)
-    out = capsys.readouterr().out
+    proc = run_msa("quickstart", "--out", tmp_path / "qs", "--epochs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     assert "| TFNModule |" in out and "| mean predictor |" in out
-    assert 0 <= metrics["acc2_has0"] <= 1
+    header = next(line for line in out.splitlines() if line.startswith("| run |")).split("|")
+    row = next(line for line in out.splitlines() if line.startswith("| TFNModule |")).split("|")
+    assert 0 <= float(row[header.index(" acc2_has0 ")]) <= 1
+    assert f"synthetic MOSI-shaped feature file: {tmp_path / 'qs' / 'data'}" in proc.stderr

@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("av")
 
-from conftest import assert_one_line_error, run_msa  # noqa: E402
+from conftest import assert_one_line_error, msa_in_process, run_msa  # noqa: E402
 from test_raw_media import _dm, make_dataset  # noqa: E402
 
 from msa_lightning.errors import ConfigError, DataError, MSAError  # noqa: E402
@@ -52,9 +52,12 @@ def _torchvision_layout_file(path: Path, drop: str | None = None, extra: str | N
     return state
 
 
-def test_msa_weights_convert_swin3d_checks_every_key_and_the_suite_loads_it(tmp_path):
+def test_msa_weights_convert_swin3d_checks_every_key_and_the_suite_loads_it(tmp_path, capsys):
+    """The conversion in-process (the console script's entry point); its one error as a person sees it."""
     state = _torchvision_layout_file(tmp_path / "swin3d_tiny.pth")
-    proc = run_msa("weights", "convert-swin3d", tmp_path / "swin3d_tiny.pth", "--out", tmp_path / "converted")
+    proc = msa_in_process(
+        capsys, "weights", "convert-swin3d", tmp_path / "swin3d_tiny.pth", "--out", tmp_path / "converted"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tiny-swin3d" in proc.stdout and f"{len(state)} tensors, every key and shape checked" in proc.stdout
     config = json.loads((tmp_path / "converted" / "config.json").read_text())
@@ -137,7 +140,7 @@ def test_step2_needs_every_step1_checkpoint_or_an_explicit_pretrained(tmp_path):
     assert model.net.extractor_modalities == ("T", "A")
 
 
-def test_an_audio_only_model_trains_on_clips_without_video(raw, tmp_path):
+def test_an_audio_only_model_trains_on_clips_without_video(raw, tmp_path, capsys):
     root, cache = raw
     with pytest.raises(DataError, match=r"clip vidA_2: .*2.mp4: the clip has no video stream, and the model reads"):
         _dm(root, cache, inputs=["frames", "frame_mask"]).setup("fit")
@@ -145,7 +148,8 @@ def test_an_audio_only_model_trains_on_clips_without_video(raw, tmp_path):
     audio_only.setup("fit")
     assert audio_only.num_train_samples() == 5
 
-    proc = run_msa(
+    proc = msa_in_process(
+        capsys,
         "fit",
         "--model=TwoStepMSA",
         "--model.init_args.regime=single",
@@ -161,7 +165,7 @@ def test_an_audio_only_model_trains_on_clips_without_video(raw, tmp_path):
         "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tmp_path / 'runs'}",
-        cache=cache,
+        env={"MSA_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "runs").rglob("last.ckpt"))

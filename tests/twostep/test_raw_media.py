@@ -68,7 +68,7 @@ def test_batches_from_raw_clips_decoded_once(dataset, tmp_path, monkeypatch):
     dm = _dm(dataset, tmp_path / "cache")
     dm.setup("fit")
     assert len(calls) == len(ROWS)
-    assert dm.num_train_samples() == 5 and dm.data_facts()["frame_size"] == 16
+    assert dm.num_train_samples() == 5 and dm.data_facts().frame_size == 16
     np.testing.assert_allclose(dm.train_labels("T"), [0.6, -0.8, 0.0, -1.0, 0.8], atol=1e-6)
     batch = next(iter(dm.val_dataloader()))
     assert batch.ids == ["vidC_2", "vidD_1"] and batch.raw_text == ["not good", "so funny"]
@@ -284,7 +284,7 @@ def test_step2_extracts_each_clip_once_and_serves_feature_batches(dataset, tmp_p
     list(dm.val_dataloader())
     assert counts == {"text": len(ROWS), "audio": len(ROWS), "vision": len(ROWS)}
     facts = dm.data_facts()
-    assert (facts["audio_dim"], facts["vision_dim"], facts["text_dim"]) == (32, 128, 32)
+    assert (facts.audio_dim, facts.vision_dim, facts.text_dim) == (32, 128, 32)
 
     batch = next(iter(dm.val_dataloader()))
     assert batch.text_feats.shape == (2, 12, 32) and batch.extras["audio_pooled"].shape == (2, 32)
@@ -304,7 +304,7 @@ def test_step2_extracts_each_clip_once_and_serves_feature_batches(dataset, tmp_p
     assert (batch.audio[0, n:] == 0).all()
     torch.testing.assert_close(batch.extras["audio_pooled"], pooled, rtol=0, atol=1e-5)
     # a fusion network reads the batch like any feature-file batch
-    fusion = MulT((facts["text_dim"], facts["audio_dim"], facts["vision_dim"]), dim=8, num_heads=2, layers=1).eval()
+    fusion = MulT((facts.text_dim, facts.audio_dim, facts.vision_dim), dim=8, num_heads=2, layers=1).eval()
     with torch.no_grad():
         assert torch.isfinite(fusion.forward_batch(batch)["fused"]).all()
 
@@ -363,10 +363,10 @@ def test_a_feature_model_trains_on_step2_batches(dataset, tmp_path):
     dm = _feature_dm(dataset, tmp_path / "cache")
     facts = dm.data_facts()
     model = TFNModule(
-        audio_dim=facts["audio_dim"],
-        vision_dim=facts["vision_dim"],
+        audio_dim=facts.audio_dim,
+        vision_dim=facts.vision_dim,
         text_encoder="bag",
-        metric_family=facts["metric_family"],
+        metric_family=facts.metric_family,
     )
     trainer = L.Trainer(
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -562,7 +563,7 @@ def test_handcrafted_rows_read_audio_and_vision_from_the_feature_file(simsv2_fil
 
 
 @pytest.mark.slow
-def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_path, capfd, stages_in_process):
+def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_path, capfd, caplog, stages_in_process):
     """The shipped hand-crafted two-step pipeline (tiny overrides appended): step 1 fine-tunes BERT on
     label_T of the feature file; step 2 names the step-1 run folder and freezes its best BERT inside the model.
     The pipeline and its stages run in-process (``run_pipeline``, what `msa pipeline` calls; see
@@ -597,8 +598,9 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
         stage["args"] += tiny
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
     capfd.readouterr()
-    records = run_pipeline(tmp_path / "pipeline.yaml")
-    done = capfd.readouterr()  # the pipeline's lines and its stages' output
+    with caplog.at_level(logging.INFO, logger="msa_lightning"):
+        records = run_pipeline(tmp_path / "pipeline.yaml")
+    done = capfd.readouterr()  # its stages' output
     assert [c[0] for c in stages_in_process] == ["fit", "fit", "test"]
     assert records["step2_mult"]["tested"] == records["step2_mult"]["best_ckpt"]
     assert (
@@ -613,7 +615,7 @@ def test_msa_pipeline_handcrafted_two_step_from_a_run_folder(simsv2_file, tmp_pa
     assert text and all(torch.equal(step1[k], step2["state_dict"][k]) for k in text)  # frozen, from step 1
     assert not any(k.startswith(("net.audio.", "net.vision.")) for k in step2["state_dict"])
     assert [g["name"] for g in step2["optimizer_states"][0]["param_groups"]] == ["default", "default/no_decay"]
-    assert "stage step2_mult: msa test" in done.out  # the shipped step-2 stages end with their test
+    assert "stage step2_mult: msa test" in caplog.text  # the shipped step-2 stages end with their test
     assert "test/mae" in done.out  # printed by the stage's `msa test`
 
 

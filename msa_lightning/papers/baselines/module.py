@@ -13,112 +13,82 @@ Text for LF-DNN and TFN is chosen with ``text_encoder``:
 
 from __future__ import annotations
 
+from typing import Literal
+
+from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, TFNConfig
 from msa_lightning.papers.baselines.net import LFDNN, TFN, BertLSTM
-from msa_lightning.training.module import MSARegressionModule
+from msa_lightning.training.module import FRAME_INPUTS, MSARegressionModule, base_args
 
 
-class LFDNNModule(MSARegressionModule):
-    """LF-DNN baseline (see :class:`LFDNN`). ``audio_dim``/``vision_dim`` (``None``: from the data) are
-    the dataset's feature sizes (MOSI 5/20, MOSEI 74/35, CH-SIMS 33/709, CH-SIMS v2 25/177); remaining
-    args as :class:`MSARegressionModule`."""
+class _BaselineModule(MSARegressionModule):
+    """A baseline: :class:`MSARegressionModule`'s arguments with its defaults, then the network's config
+    (``**net``: the fields of the dataclass :meth:`make_config` builds, given flat)."""
 
     encoder_prefix = "net.text.encoder"
 
     def __init__(
         self,
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        text_encoder: str = "bag",
-        hidden: int = 64,
-        post_fusion_dim: int = 64,
-        dropout: float = 0.2,
-        **kwargs,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        encoder_lr: float | None = None,
+        encoder_weight_decay: float = 0.0,
+        param_groups: list[dict] | None = None,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
+        warmup_ratio: float = 0.0,
+        annealing_epochs: int = 20,
+        metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
+        **net,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
+        # each subclass's make_config names its dataclass (jsonargparse reads the fields through it)
+        self.use_config(self.make_config(**net))
         self.init_net()
+
+    def make_config(self, **net):
+        raise NotImplementedError(f"{type(self).__name__} must implement make_config(**net)")
+
+    @property
+    def required_inputs(self) -> set[str]:
+        return _text_inputs(self.config.text_encoder) | NONVERBAL_INPUTS
+
+
+class LFDNNModule(_BaselineModule):
+    """LF-DNN baseline (:class:`LFDNN`; network arguments: :class:`LFDNNConfig`)."""
+
+    def make_config(self, **net) -> LFDNNConfig:
+        return LFDNNConfig(**net)
 
     def build_net(self) -> LFDNN:
-        hp = self.hparams
-        return LFDNN(hp.audio_dim, hp.vision_dim, hp.text_encoder, hp.hidden, hp.post_fusion_dim, hp.dropout)
-
-    @property
-    def required_inputs(self) -> set[str]:
-        return _text_inputs(self.hparams.text_encoder) | NONVERBAL_INPUTS
+        return LFDNN(self.config)
 
 
-class TFNModule(MSARegressionModule):
-    """TFN baseline (see :class:`TFN`)."""
+class TFNModule(_BaselineModule):
+    """TFN baseline (:class:`TFN`; network arguments: :class:`TFNConfig`)."""
 
-    encoder_prefix = "net.text.encoder"
-
-    def __init__(
-        self,
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        text_encoder: str = "bag",
-        text_hidden: int = 32,
-        audio_hidden: int = 8,
-        vision_hidden: int = 8,
-        post_fusion_dim: int = 64,
-        dropout: float = 0.2,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters()
-        self.init_net()
+    def make_config(self, **net) -> TFNConfig:
+        return TFNConfig(**net)
 
     def build_net(self) -> TFN:
-        hp = self.hparams
-        return TFN(
-            hp.audio_dim,
-            hp.vision_dim,
-            hp.text_encoder,
-            hp.text_hidden,
-            hp.audio_hidden,
-            hp.vision_hidden,
-            hp.post_fusion_dim,
-            hp.dropout,
-        )
-
-    @property
-    def required_inputs(self) -> set[str]:
-        return _text_inputs(self.hparams.text_encoder) | NONVERBAL_INPUTS
+        return TFN(self.config)
 
 
-class BertLSTMModule(MSARegressionModule):
-    """BERT + LSTM late-fusion baseline (see :class:`BertLSTM`); the BERT parameters get ``encoder_lr``."""
+class BertLSTMModule(_BaselineModule):
+    """BERT + LSTM late-fusion baseline (:class:`BertLSTM`; network arguments: :class:`BertLSTMConfig`);
+    the BERT parameters get ``encoder_lr``."""
 
     encoder_prefix = "net.text_encoder"
 
-    def __init__(
-        self,
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        text_model: str = "bert-base-uncased",
-        finetune_text: bool = True,
-        audio_hidden: int = 16,
-        vision_hidden: int = 32,
-        fusion_dim: int = 128,
-        dropout: float = 0.1,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters()
-        self.init_net()
+    def make_config(self, **net) -> BertLSTMConfig:
+        return BertLSTMConfig(**net)
 
     def build_net(self) -> BertLSTM:
-        hp = self.hparams
-        return BertLSTM(
-            hp.audio_dim,
-            hp.vision_dim,
-            hp.text_model,
-            hp.finetune_text,
-            hp.audio_hidden,
-            hp.vision_hidden,
-            hp.fusion_dim,
-            hp.dropout,
-        )
+        return BertLSTM(self.config)
+
+    @property
+    def required_inputs(self) -> set[str]:
+        return set(FRAME_INPUTS)
 
 
 NONVERBAL_INPUTS = frozenset({"audio", "audio_lengths", "vision", "vision_lengths"})

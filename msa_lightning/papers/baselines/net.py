@@ -14,6 +14,7 @@ from msa_lightning.nn.pretrained import BERT_VOCAB_SIZE
 from msa_lightning.nn.rnn import SequenceEncoder
 from msa_lightning.nn.text_encoder import TextEncoder
 from msa_lightning.output import MSAOutput
+from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, TFNConfig
 
 
 class TextFeaturizer(nn.Module):
@@ -63,24 +64,18 @@ class _FrameMean(nn.Module):
 
 
 class LFDNN(nn.Module):
-    """Late-fusion DNN: one MLP per modality over pooled features, concatenated, then an MLP head."""
+    """Late-fusion DNN: one MLP per modality over pooled features, concatenated, then an MLP head
+    (hyper-parameters: :class:`~msa_lightning.papers.baselines.config.LFDNNConfig`)."""
 
-    def __init__(
-        self,
-        audio_dim: int,
-        vision_dim: int,
-        text_encoder: str = "bag",
-        hidden: int = 64,
-        post_fusion_dim: int = 64,
-        dropout: float = 0.2,
-    ) -> None:
+    def __init__(self, config: LFDNNConfig) -> None:
         super().__init__()
-        self.text = TextFeaturizer(text_encoder, hidden)
-        self.audio_pool, self.vision_pool = _FrameMean(audio_dim), _FrameMean(vision_dim)
-        self.text_net = mlp(self.text.out_dim, hidden, hidden, dropout)
-        self.audio_net = mlp(audio_dim, hidden, hidden, dropout)
-        self.vision_net = mlp(vision_dim, hidden, hidden, dropout)
-        self.head = mlp(3 * hidden, post_fusion_dim, 1, dropout)
+        c = self.config = config
+        self.text = TextFeaturizer(c.text_encoder, c.hidden)
+        self.audio_pool, self.vision_pool = _FrameMean(c.audio_dim), _FrameMean(c.vision_dim)
+        self.text_net = mlp(self.text.out_dim, c.hidden, c.hidden, c.dropout)
+        self.audio_net = mlp(c.audio_dim, c.hidden, c.hidden, c.dropout)
+        self.vision_net = mlp(c.vision_dim, c.hidden, c.hidden, c.dropout)
+        self.head = mlp(3 * c.hidden, c.post_fusion_dim, 1, c.dropout)
 
     def forward(self, batch: MSABatch) -> MSAOutput:
         h = torch.cat(
@@ -96,27 +91,19 @@ class LFDNN(nn.Module):
 
 class TFN(nn.Module):
     """Tensor Fusion Network (Zadeh et al., EMNLP 2017): unimodal subnetworks, the outer product of
-    ``[h_t; 1] x [h_a; 1] x [h_v; 1]`` (Eq. 3), then a post-fusion MLP."""
+    ``[h_t; 1] x [h_a; 1] x [h_v; 1]`` (Eq. 3), then a post-fusion MLP (hyper-parameters:
+    :class:`~msa_lightning.papers.baselines.config.TFNConfig`)."""
 
-    def __init__(
-        self,
-        audio_dim: int,
-        vision_dim: int,
-        text_encoder: str = "bag",
-        text_hidden: int = 32,
-        audio_hidden: int = 8,
-        vision_hidden: int = 8,
-        post_fusion_dim: int = 64,
-        dropout: float = 0.2,
-    ) -> None:
+    def __init__(self, config: TFNConfig) -> None:
         super().__init__()
-        self.text = TextFeaturizer(text_encoder, text_hidden)
-        self.text_net = mlp(self.text.out_dim, text_hidden, text_hidden, dropout)
-        self.audio_pool, self.vision_pool = _FrameMean(audio_dim), _FrameMean(vision_dim)
-        self.audio_net = mlp(audio_dim, audio_hidden, audio_hidden, dropout)
-        self.vision_net = mlp(vision_dim, vision_hidden, vision_hidden, dropout)
-        fused = (text_hidden + 1) * (audio_hidden + 1) * (vision_hidden + 1)
-        self.head = nn.Sequential(nn.Dropout(dropout), mlp(fused, post_fusion_dim, 1, dropout, layers=3))
+        c = self.config = config
+        self.text = TextFeaturizer(c.text_encoder, c.text_hidden)
+        self.text_net = mlp(self.text.out_dim, c.text_hidden, c.text_hidden, c.dropout)
+        self.audio_pool, self.vision_pool = _FrameMean(c.audio_dim), _FrameMean(c.vision_dim)
+        self.audio_net = mlp(c.audio_dim, c.audio_hidden, c.audio_hidden, c.dropout)
+        self.vision_net = mlp(c.vision_dim, c.vision_hidden, c.vision_hidden, c.dropout)
+        fused = (c.text_hidden + 1) * (c.audio_hidden + 1) * (c.vision_hidden + 1)
+        self.head = nn.Sequential(nn.Dropout(c.dropout), mlp(fused, c.post_fusion_dim, 1, c.dropout, layers=3))
 
     def forward(self, batch: MSABatch) -> MSAOutput:
         z = tensor_fusion(
@@ -128,24 +115,17 @@ class TFN(nn.Module):
 
 
 class BertLSTM(nn.Module):
-    """BERT ``[CLS]`` for text, LSTMs (packed by length) for audio and vision, late fusion by MLP."""
+    """BERT ``[CLS]`` for text, LSTMs (packed by length) for audio and vision, late fusion by MLP
+    (hyper-parameters: :class:`~msa_lightning.papers.baselines.config.BertLSTMConfig`)."""
 
-    def __init__(
-        self,
-        audio_dim: int,
-        vision_dim: int,
-        text_model: str = "bert-base-uncased",
-        finetune_text: bool = True,
-        audio_hidden: int = 16,
-        vision_hidden: int = 32,
-        fusion_dim: int = 128,
-        dropout: float = 0.1,
-    ) -> None:
+    def __init__(self, config: BertLSTMConfig) -> None:
         super().__init__()
-        self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
-        self.audio_rnn = SequenceEncoder(audio_dim, audio_hidden, "sLSTM")
-        self.vision_rnn = SequenceEncoder(vision_dim, vision_hidden, "sLSTM")
-        self.head = mlp(self.text_encoder.hidden_size + audio_hidden + vision_hidden, fusion_dim, 1, dropout)
+        c = self.config = config
+        self.text_encoder = TextEncoder(c.text_model, finetune=c.finetune_text)
+        self.audio_rnn = SequenceEncoder(c.audio_dim, c.audio_hidden, "sLSTM")
+        self.vision_rnn = SequenceEncoder(c.vision_dim, c.vision_hidden, "sLSTM")
+        width = self.text_encoder.hidden_size + c.audio_hidden + c.vision_hidden
+        self.head = mlp(width, c.fusion_dim, 1, c.dropout)
 
     def forward(self, batch: MSABatch) -> MSAOutput:
         text = self.text_encoder(batch.text_ids, batch.text_mask, batch.text_segment).last_hidden_state[:, 0]

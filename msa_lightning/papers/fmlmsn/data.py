@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from msa_lightning.data.base import DataFacts
 from msa_lightning.data.datamodule import MSADataModule
 from msa_lightning.data.reader import SplitArrays
 from msa_lightning.errors import ConfigError, DataError
@@ -151,16 +152,15 @@ class StageFeaturesDataModule(MSADataModule):
         self.feature_widths = widths
         return out
 
-    def data_facts(self) -> dict:
-        facts = super().data_facts() if hasattr(super(), "data_facts") else {}
+    def data_facts(self) -> DataFacts:
+        """The feature file's facts with the width of each stage's exported features."""
         if self.feature_widths is None:
-            entries = self.entries()
             self.feature_widths = {
                 name: int(e.meta["arrays"][f"train/{self.output}"]["shape"][1])
-                for name, e in zip(self.stage_names, entries)
+                for name, e in zip(self.stage_names, self.entries())
                 if f"train/{self.output}" in e
             }
-        return {**facts, "feature_widths": dict(self.feature_widths)}
+        return dataclasses.replace(super().data_facts(), feature_widths=dict(self.feature_widths))
 
 
 class TextFeaturesDataModule(MSADataModule):

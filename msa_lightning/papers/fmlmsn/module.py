@@ -44,17 +44,15 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from msa_lightning.batch import MSABatch
+from msa_lightning.data.base import SuiteDataModule
+from msa_lightning.data.specs import SPLITS
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.metrics import MSAMetrics
 from msa_lightning.metrics.msa import compute_msa_metrics
 from msa_lightning.output import MSAOutput
-from msa_lightning.papers.fmlmsn.net import (
-    PAIRS,
-    FmlMSNMetaNet,
-    FmlMSNStageNet,
-    text_length_rule,
-)
-from msa_lightning.training.module import MSARegressionModule
+from msa_lightning.papers.fmlmsn.config import PAIRS, FmlMSNMetaConfig, FmlMSNStageConfig
+from msa_lightning.papers.fmlmsn.net import FmlMSNMetaNet, FmlMSNStageNet, text_length_rule
+from msa_lightning.training.module import MSARegressionModule, base_args
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +114,7 @@ def _text_lengths(datamodule, scope: str = "train") -> np.ndarray:
     """Real-token count of every sentence (the L_i of Eqs. 1-2), from the text mask: the training split's
     (``scope="train"``) or every split's (``"all"``: N over the whole dataset)."""
     datasets = getattr(datamodule, "datasets", {})
-    splits = ["train"] if scope == "train" else [s for s in ("train", "valid", "test") if s in datasets]
+    splits = ["train"] if scope == "train" else [s for s in SPLITS if s in datasets]
     lengths = []
     for split in splits:
         text = getattr(datasets.get(split), "text", None)  # [N, 3, L] ids/mask/segments
@@ -148,63 +146,49 @@ def _score(
 class FmlMSNStage(MSARegressionModule):
     """One stage learner of FmlMSN (Section 4.2, Eqs. 3-6); see the module docstring.
 
+    The network's arguments are the fields of :class:`~msa_lightning.papers.fmlmsn.config.FmlMSNStageConfig`
+    (given flat: ``pair``, ``text_len``, Table 3's sizes).
+
     Args:
-        pair: ``AV``, ``AT`` or ``VT`` (alpha, beta = A,V / A,T / V,T).
         label_source: ``fine`` (unimodal and bimodal labels of the file), ``multimodal`` (M for every
             task: FmlMSN-m as Section 5.3 and the MOSI/MOSEI runs use it) or ``multimodal_bimodal`` (M for
             the bimodal task only, the unimodal tasks keep T/A/V: FmlMSN-m as Table 8's caption words it).
-        audio_dim, vision_dim: frame feature sizes (None: from the data).
-        text_dim: size of the BERT token features (768 for BERT-base; checked against the data).
-        text_len: the fixed text length L; None computes it from the training lengths by
-            Eqs. 1-2 with ``text_len_lambda`` (the paper's lambda, 3) at setup.
-        text_len_scope: the sentences of Eq. 1's N: ``train`` (the training split; no test sentence shapes
-            the model) or ``all`` (every split, the whole dataset as the paper's "all sentences" reads).
-        thid, tout, ahid, vhid, tdrp, adrp, vdrp, tdim, adim, vdim, fdim, fdrp: Table 3.
+        text_len_lambda: the lambda of Eqs. 1-2 (3) computing ``text_len`` when it is not given.
         w_alpha, w_beta, w_gamma: task weights of Eq. 6 (1 in the paper); 0 drops a task from
             the loss (ablation: ``w_alpha=w_beta=0`` trains the bimodal task alone).
+        Optimisation: :class:`~msa_lightning.training.module.MSARegressionModule`'s, with its defaults.
     """
 
     def __init__(
         self,
-        pair: Literal["AV", "AT", "VT"] = "AV",
         label_source: Literal["fine", "multimodal", "multimodal_bimodal"] = "fine",
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        text_dim: int = 768,
-        text_len: int | None = None,
         text_len_lambda: float = 3.0,
-        text_len_scope: Literal["train", "all"] = "train",
-        thid: int = 128,
-        tout: int = 128,
-        ahid: int = 16,
-        vhid: int = 128,
-        tdrp: float = 0.0,
-        adrp: float = 0.0,
-        vdrp: float = 0.0,
-        tdim: int = 64,
-        adim: int = 16,
-        vdim: int = 64,
-        fdim: int = 64,
-        fdrp: float = 0.0,
         w_alpha: float = 1.0,
         w_beta: float = 1.0,
         w_gamma: float = 1.0,
-        **kwargs,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        encoder_lr: float | None = None,
+        encoder_weight_decay: float = 0.0,
+        param_groups: list[dict] | None = None,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
+        warmup_ratio: float = 0.0,
+        annealing_epochs: int = 20,
+        metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
+        **net,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
-        if pair not in PAIRS:
-            raise ConfigError(f"model.init_args.pair: expected one of {sorted(PAIRS)}, found {pair!r}")
+        self.use_config(FmlMSNStageConfig(**net))
         if label_source not in LABEL_SOURCES:
             raise ConfigError(
                 f"model.init_args.label_source: expected one of {list(LABEL_SOURCES)}, found {label_source!r}"
             )
-        if text_len_scope not in ("train", "all"):
-            raise ConfigError(f"model.init_args.text_len_scope: expected 'train' or 'all', found {text_len_scope!r}")
         for name, weight in (("w_alpha", w_alpha), ("w_beta", w_beta), ("w_gamma", w_gamma)):
             if not weight >= 0:
                 raise ConfigError(f"model.init_args.{name}: expected a weight >= 0, found {weight!r}")
-        self.pair, (self.alpha, self.beta) = pair, PAIRS[pair]
+        self.pair, (self.alpha, self.beta) = self.config.pair, PAIRS[self.config.pair]
         self.task_metrics = nn.ModuleDict()
         if self.val_metrics is not None:
             self._build_task_metrics(self.metric_family)
@@ -223,29 +207,10 @@ class FmlMSNStage(MSARegressionModule):
 
     @property
     def net_requires(self) -> tuple[str, ...]:
-        return tuple(name for name, m in (("audio_dim", "A"), ("vision_dim", "V")) if m in self.hparams.pair)
+        return tuple(name for name, m in (("audio_dim", "A"), ("vision_dim", "V")) if m in self.pair)
 
     def build_net(self) -> FmlMSNStageNet:
-        hp = self.hparams
-        return FmlMSNStageNet(
-            hp.pair,
-            hp.audio_dim or 0,
-            hp.vision_dim or 0,
-            hp.text_dim,
-            hp.text_len or 1,
-            hp.thid,
-            hp.tout,
-            hp.ahid,
-            hp.vhid,
-            hp.tdrp,
-            hp.adrp,
-            hp.vdrp,
-            hp.tdim,
-            hp.adim,
-            hp.vdim,
-            hp.fdim,
-            hp.fdrp,
-        )
+        return FmlMSNStageNet(self.config)
 
     @property
     def required_inputs(self) -> set[str]:
@@ -285,21 +250,21 @@ class FmlMSNStage(MSARegressionModule):
         if "train" in splits and stage in ("fit", "validate", "test"):
             self.check_labels(splits["train"].labels, where)
         text = splits["train"].text if "train" in splits else None
-        if "T" in self.pair and text is not None and text.shape[2] != self.hparams.text_dim:
+        if "T" in self.pair and text is not None and text.shape[2] != self.config.text_dim:
             raise ConfigError(
-                f"model.init_args.text_dim={self.hparams.text_dim}, but the text features of {where} "
+                f"model.init_args.text_dim={self.config.text_dim}, but the text features of {where} "
                 f"have size {text.shape[2]}"
             )
-        if "T" in self.pair and self.hparams.text_len is None and dm is not None:  # also for test/predict
-            length = text_length_rule(_text_lengths(dm, self.hparams.text_len_scope), self.hparams.text_len_lambda)
+        if "T" in self.pair and self.config.text_len is None and dm is not None:  # also for test/predict
+            length = text_length_rule(_text_lengths(dm, self.config.text_len_scope), self.hparams.text_len_lambda)
             self.net.text_len = length
-            self.hparams.text_len = length  # a checkpoint rebuilds the network with the same L
+            self.set_hparams(text_len=length)  # a checkpoint rebuilds the network with the same L
             log.info(
                 "FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g, N: %s sentences)",
                 self.pair,
                 length,
                 self.hparams.text_len_lambda,
-                self.hparams.text_len_scope,
+                self.config.text_len_scope,
             )
 
     def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
@@ -345,32 +310,38 @@ class FmlMSNMeta(MSARegressionModule):
     :class:`~msa_lightning.papers.fmlmsn.data.StageFeaturesDataModule`) for every name in
     ``stages``, concatenates them (F of Eq. 7) and predicts M with L1.
 
+    The network's arguments are the fields of :class:`~msa_lightning.papers.fmlmsn.config.FmlMSNMetaConfig`
+    (given flat: ``stages``, ``stage_fdim``, ``fdim``, ``fdrp``).
+
     Args:
-        stages: the stage features to fuse, in order (leaving one out is an ablation).
-        stage_fdim: the width of each H (the stages' ``fdim``).
-        fdim, fdrp: Table 3 (SI_M has ``fdim`` hidden units).
         retrain_threshold, retrain_total, retrain_draws, retrain_seed: Eq. 8 (0.74, 10 samples,
             5 draws in Section 5.5; the seed is ours). Each validation logs ``val/eq8_p`` and
             ``val/eq8_retrain`` (1 = the stages should be retrained); the end of fit logs the
             decision and writes it to ``eq8.json`` in the run folder.
+        Optimisation: :class:`~msa_lightning.training.module.MSARegressionModule`'s, with its defaults.
     """
 
     def __init__(
         self,
-        stages: list[str] = ["AV", "AT", "VT"],
-        stage_fdim: int = 64,
-        fdim: int = 64,
-        fdrp: float = 0.0,
         retrain_threshold: float = 0.74,
         retrain_total: int = 10,
         retrain_draws: int = 5,
         retrain_seed: int = 0,
-        **kwargs,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        encoder_lr: float | None = None,
+        encoder_weight_decay: float = 0.0,
+        param_groups: list[dict] | None = None,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
+        warmup_ratio: float = 0.0,
+        annealing_epochs: int = 20,
+        metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
+        **net,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
-        if not stages:
-            raise ConfigError("model.init_args.stages: expected at least one stage name, found []")
+        self.use_config(FmlMSNMetaConfig(**net))
         if retrain_total < 1 or retrain_draws < 1:
             raise ConfigError(
                 f"model.init_args.retrain_total and retrain_draws must be >= 1, found "
@@ -385,8 +356,7 @@ class FmlMSNMeta(MSARegressionModule):
         return ()
 
     def build_net(self) -> FmlMSNMetaNet:
-        hp = self.hparams
-        return FmlMSNMetaNet(hp.stages, hp.stage_fdim, hp.fdim, hp.fdrp)
+        return FmlMSNMetaNet(self.config)
 
     @property
     def required_inputs(self) -> set[str]:
@@ -394,16 +364,17 @@ class FmlMSNMeta(MSARegressionModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        widths = getattr(self._datamodule(), "feature_widths", None)
+        datamodule = self._datamodule()
+        widths = datamodule.data_facts().feature_widths if isinstance(datamodule, SuiteDataModule) else None
         if widths is not None:
-            for name in self.hparams.stages:
+            for name in self.config.stages:
                 if name not in widths:
                     raise ConfigError(
                         f"model.init_args.stages names {name!r}, but data.init_args.stages has only {sorted(widths)}"
                     )
-                if widths[name] != self.hparams.stage_fdim:
+                if widths[name] != self.config.stage_fdim:
                     raise ConfigError(
-                        f"model.init_args.stage_fdim={self.hparams.stage_fdim}, but the exported "
+                        f"model.init_args.stage_fdim={self.config.stage_fdim}, but the exported "
                         f"features H_{name} have {widths[name]} columns"
                     )
         if self.eq8 is None:

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.errors import ConfigError, DataError
+from msa_lightning.errors import DataError
 from msa_lightning.nn.masking import lengths_to_mask, masked_mean
 from msa_lightning.output import MSAOutput
-
-PAIRS = {"AV": ("A", "V"), "AT": ("A", "T"), "VT": ("V", "T")}
+from msa_lightning.papers.fmlmsn.config import PAIRS, FmlMSNMetaConfig, FmlMSNStageConfig
 
 
 # ---------------------------------------------------------------------------------------- Eqs. 1-2
@@ -116,45 +115,27 @@ class FmlMSNStageNet(nn.Module):
 
     Text arrives as BERT token features (``batch.text_feats`` ``[B, L, text_dim]``): the feature
     file's ``text`` array, or one computed once by a frozen BERT and stored
-    (:class:`~msa_lightning.papers.fmlmsn.data.TextFeaturesDataModule`).
+    (:class:`~msa_lightning.papers.fmlmsn.data.TextFeaturesDataModule`). Hyper-parameters:
+    :class:`~msa_lightning.papers.fmlmsn.config.FmlMSNStageConfig`.
     """
 
-    def __init__(
-        self,
-        pair: str,
-        audio_dim: int,
-        vision_dim: int,
-        text_dim: int = 768,
-        text_len: int = 39,
-        thid: int = 128,
-        tout: int = 128,
-        ahid: int = 16,
-        vhid: int = 128,
-        tdrp: float = 0.0,
-        adrp: float = 0.0,
-        vdrp: float = 0.0,
-        tdim: int = 64,
-        adim: int = 16,
-        vdim: int = 64,
-        fdim: int = 64,
-        fdrp: float = 0.0,
-    ) -> None:
+    def __init__(self, config: FmlMSNStageConfig) -> None:
         super().__init__()
-        if pair not in PAIRS:
-            raise ConfigError(f"model.init_args.pair: expected one of {sorted(PAIRS)}, found {pair!r}")
-        self.pair, (self.alpha, self.beta) = pair, PAIRS[pair]
-        self.text_len = int(text_len)  # L; the module keeps it in its hparams, so checkpoints rebuild it
-        widths = {"T": tout, "A": ahid, "V": vhid}
-        si_hidden = {"T": tdim, "A": adim, "V": vdim}
-        if "T" in pair:
-            self.text = TextSubnet(text_dim, thid, tout, tdrp)
-        if "A" in pair:
-            self.audio = FrameSubnet(audio_dim, ahid, adrp)
-        if "V" in pair:
-            self.vision = FrameSubnet(vision_dim, vhid, vdrp)
+        c = self.config = config
+        self.pair, (self.alpha, self.beta) = c.pair, PAIRS[c.pair]
+        # L (1 until the module computes it at setup); the module keeps it in its hparams, so checkpoints rebuild it
+        self.text_len = int(c.text_len or 1)
+        widths = {"T": c.tout, "A": c.ahid, "V": c.vhid}
+        si_hidden = {"T": c.tdim, "A": c.adim, "V": c.vdim}
+        if "T" in c.pair:
+            self.text = TextSubnet(c.text_dim, c.thid, c.tout, c.tdrp)
+        if "A" in c.pair:
+            self.audio = FrameSubnet(c.audio_dim, c.ahid, c.adrp)
+        if "V" in c.pair:
+            self.vision = FrameSubnet(c.vision_dim, c.vhid, c.vdrp)
         self.si_alpha = SIPredictor(widths[self.alpha], si_hidden[self.alpha])
         self.si_beta = SIPredictor(widths[self.beta], si_hidden[self.beta])
-        self.si_gamma = SIPredictor(widths[self.alpha] * widths[self.beta], fdim, fdrp)
+        self.si_gamma = SIPredictor(widths[self.alpha] * widths[self.beta], c.fdim, c.fdrp)
 
     def token_features(self, batch: MSABatch) -> torch.Tensor:
         if batch.text_feats is None:
@@ -185,12 +166,14 @@ class FmlMSNStageNet(nn.Module):
 
 class FmlMSNMetaNet(nn.Module):
     """SI_M over the concatenation F(H_AV, H_AT, H_VT) (Eq. 7): three layers of ``fdim`` units.
-    Reads ``batch.extras["H_<stage>"]`` for each name in ``stages``, in that order."""
+    Reads ``batch.extras["H_<stage>"]`` for each name in ``stages``, in that order (hyper-parameters:
+    :class:`~msa_lightning.papers.fmlmsn.config.FmlMSNMetaConfig`)."""
 
-    def __init__(self, stages: Sequence[str], stage_fdim: int = 64, fdim: int = 64, fdrp: float = 0.0) -> None:
+    def __init__(self, config: FmlMSNMetaConfig) -> None:
         super().__init__()
-        self.stages = list(stages)
-        self.si_m = SIPredictor(len(self.stages) * stage_fdim, fdim, fdrp)
+        self.config = config
+        self.stages = list(config.stages)
+        self.si_m = SIPredictor(len(self.stages) * config.stage_fdim, config.fdim, config.fdrp)
 
     def forward(self, batch: MSABatch) -> MSAOutput:
         fused = torch.cat([batch.extras[f"H_{name}"].float() for name in self.stages], dim=-1)

@@ -33,8 +33,6 @@ must be one contiguous run of ones, which every tokenizer produces.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +43,7 @@ from msa_lightning.nn.masking import first_valid, gather_positions, lengths_to_m
 from msa_lightning.nn.pretrained import TINY_MODELS, freeze, load_model
 from msa_lightning.nn.rnn import SequenceEncoder
 from msa_lightning.output import MSAOutput
+from msa_lightning.papers.hybrid_shift.config import HybridShiftConfig
 from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
 
 log = logging.getLogger(__name__)
@@ -295,107 +294,51 @@ class HybridShiftNet(nn.Module):
     nonverbal sequence (the RNN's end state, Eqs. 1-2). In T+A and T+V the one MBA there is (text with
     the present modality) feeds the one nonverbal MSG.
 
-    Args:
-        audio_dim, vision_dim: feature sizes of the files (MOSI 5/20, MOSEI 74/35 in the field's files).
-        text_model: hub name or path (``bert-base-uncased``, ``xlnet-base-cased``), ``tiny-bert``/
-            ``tiny-xlnet`` (random, in-process), or a Hugging Face base model instance.
-        finetune_text: train the Transformer's weights.
-        tiny_hidden_size, tiny_num_layers: sizes of the tiny models (ignored otherwise).
-        insert_layer: where MSG-T sits (Fig. 5).
-        rnn_variant: ``sLSTM``/``bLSTM``/``sGRU``/``bGRU`` (Table VI).
-        audio_hidden, vision_hidden, rnn_layers: RNN sizes (``F_a``/``F_v`` are twice ``*_hidden`` wide
-            for bidirectional RNNs).
-        modalities: the streams used (Table IV).
-        mu_init: initial ``mu`` of every MSG (Eq. 8).
-        msg_layer_norm: MAG-style LayerNorm + dropout after each MSG (not in the paper; off).
-        mba_dim: the common size ``d`` of Eqs. 9-10; ``mba_max_len``: longest text (``W_p*`` are
-            ``max_len x max_len``); ``text_kernel``/``nonverbal_kernel``: ``k_t`` and ``k_v``/``k_a``.
-        fusion_dim: size of the fully connected fusion layer.
-        dropout: on the RNN states and the fused vector.
-        nonverbal_alignment: ``tokens`` or ``words``; ``frame_offset``: see the module docstring.
-        pool: which text position the head reads: ``first``/``last`` valid token, or ``auto`` (``last``
-            for XLNet, whose ``<cls>`` ends the sequence, ``first`` otherwise). With ``tiny-xlnet`` fed
-            the stored BERT ids, ``first`` is where ``[CLS]`` is.
+    Every hyper-parameter is a field of :class:`~msa_lightning.papers.hybrid_shift.config.HybridShiftConfig`
+    (documented there); ``audio_dim``/``vision_dim`` must be set for the nonverbal streams used.
     """
 
-    def __init__(
-        self,
-        audio_dim: int = 5,
-        vision_dim: int = 20,
-        text_model: str | nn.Module = "bert-base-uncased",
-        finetune_text: bool = True,
-        tiny_hidden_size: int = 32,
-        tiny_num_layers: int = 2,
-        insert_layer: int = 2,
-        rnn_variant: Literal["sLSTM", "bLSTM", "sGRU", "bGRU"] = "sLSTM",
-        audio_hidden: int = 16,
-        vision_hidden: int = 32,
-        rnn_layers: int = 1,
-        modalities: Sequence[str] = MODALITIES,
-        use_msg_t: bool = True,
-        use_msg_a: bool = True,
-        use_msg_v: bool = True,
-        use_mba: bool = True,
-        mba_crossed: bool = True,
-        mu_init: float = 0.5,
-        msg_layer_norm: bool = False,
-        mba_dim: int = 64,
-        mba_max_len: int = 50,
-        text_kernel: int = 3,
-        nonverbal_kernel: int = 3,
-        fusion_dim: int = 128,
-        dropout: float = 0.1,
-        nonverbal_alignment: Literal["tokens", "words"] = "tokens",
-        frame_offset: int = 0,
-        pool: Literal["auto", "first", "last"] = "auto",
-    ) -> None:
+    def __init__(self, config: HybridShiftConfig) -> None:
         super().__init__()
-        modalities = tuple(modalities)
-        unknown = set(modalities) - set(MODALITIES)
-        if unknown or not modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
-        if nonverbal_alignment not in ("tokens", "words"):
-            raise ValueError(f"unknown nonverbal_alignment {nonverbal_alignment!r}; expected 'tokens' or 'words'")
-        if pool not in ("auto", "first", "last"):
-            raise ValueError(f"unknown pool {pool!r}; expected 'auto', 'first' or 'last'")
-        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        c = self.config = config
+        self.modalities = tuple(m for m in MODALITIES if m in c.modalities)
         self.has = {m: m in self.modalities for m in MODALITIES}
-        self.nonverbal_alignment, self.frame_offset, self.insert_layer = nonverbal_alignment, frame_offset, insert_layer
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(c.dropout)
 
         dims: dict[str, int] = {}
         self.text: SplitTransformer | None = None
         self.pool, self._specials = "last", (0, 0)
         if self.has[TEXT]:
+            text_model = c.text_model
             if isinstance(text_model, str):
                 tiny = (
-                    {"hidden_size": tiny_hidden_size, "num_layers": tiny_num_layers}
+                    {"hidden_size": c.tiny_hidden_size, "num_layers": c.tiny_num_layers}
                     if text_model in TINY_MODELS
                     else {}
                 )
                 text_model = load_model(text_model, **tiny)
-            if not finetune_text:
+            if not c.finetune_text:
                 freeze(text_model)
-            self.text = SplitTransformer(text_model, insert_layer)
+            self.text = SplitTransformer(text_model, c.insert_layer)
             dims[TEXT] = self.text.hidden_size
-            self.pool = pool if pool != "auto" else ("last" if self.text.kind == "xlnet" else "first")
+            self.pool = c.pool if c.pool != "auto" else ("last" if self.text.kind == "xlnet" else "first")
             # special tokens around the words (for nonverbal_alignment="words")
             self._specials = (0, 2) if self.text.kind == "xlnet" else (1, 1)
         self.rnn = nn.ModuleDict()
-        for m, in_dim, hidden in ((AUDIO, audio_dim, audio_hidden), (VISION, vision_dim, vision_hidden)):
+        for m, in_dim, hidden in ((AUDIO, c.audio_dim, c.audio_hidden), (VISION, c.vision_dim, c.vision_hidden)):
             if self.has[m]:
-                self.rnn[m] = AlignedRNN(in_dim, hidden, rnn_variant, rnn_layers, dropout)
+                self.rnn[m] = AlignedRNN(in_dim, hidden, c.rnn_variant, c.rnn_layers, c.dropout)
                 dims[m] = self.rnn[m].out_dim
         self.dims = dims
 
         # MSGs: one per modality, with a gate per present partner
-        wanted = {TEXT: use_msg_t, AUDIO: use_msg_a, VISION: use_msg_v}
+        wanted = {TEXT: c.use_msg_t, AUDIO: c.use_msg_a, VISION: c.use_msg_v}
         self.msg = nn.ModuleDict()
         for m in self.modalities:
             partners = {p: dims[p] for p in self.modalities if p != m}
             if wanted[m] and partners:
                 self.msg[m] = MultimodalShiftingGate(
-                    dims[m], partners, mu_init, layer_norm=msg_layer_norm, dropout=dropout
+                    dims[m], partners, c.mu_init, layer_norm=c.msg_layer_norm, dropout=c.dropout
                 )
             elif wanted[m]:
                 log.info(
@@ -404,23 +347,25 @@ class HybridShiftNet(nn.Module):
 
         # MBA: which MBA output (text adjusted with which modality) each nonverbal MSG reads
         self.mba_source: dict[str, str] = {}
-        if use_mba and self.has[TEXT]:
+        if c.use_mba and self.has[TEXT]:
             for m in (AUDIO, VISION):
                 if m in self.msg:
                     other = VISION if m == AUDIO else AUDIO
-                    self.mba_source[m] = other if (mba_crossed and self.has[other]) else m
+                    self.mba_source[m] = other if (c.mba_crossed and self.has[other]) else m
             if not self.mba_source:
                 log.info("HybridShift: MBA dropped: no MSG-A/MSG-V reads its output")
         self.mba = nn.ModuleDict(
             {
-                o: MaskedBimodalAdjustment(dims[TEXT], dims[o], mba_dim, mba_max_len, text_kernel, nonverbal_kernel)
+                o: MaskedBimodalAdjustment(
+                    dims[TEXT], dims[o], c.mba_dim, c.mba_max_len, c.text_kernel, c.nonverbal_kernel
+                )
                 for o in sorted(set(self.mba_source.values()))
             }
         )
 
         fused = sum(dims.values())
-        self.fusion = nn.Linear(fused, fusion_dim)
-        self.head = nn.Linear(fusion_dim, 1)
+        self.fusion = nn.Linear(fused, c.fusion_dim)
+        self.head = nn.Linear(c.fusion_dim, 1)
 
     # ------------------------------------------------------------------ inputs
     def _sequence_mask(self, batch: MSABatch) -> torch.Tensor:
@@ -442,7 +387,8 @@ class HybridShiftNet(nn.Module):
         x = getattr(batch, m)
         if self.has[TEXT]:
             leading, trailing = self._specials
-            return align_frames(x, mask, self.nonverbal_alignment, leading, trailing, self.frame_offset, name=m)
+            c = self.config
+            return align_frames(x, mask, c.nonverbal_alignment, leading, trailing, c.frame_offset, name=m)
         return x * mask[..., None].to(x.dtype)
 
     def pool_index(self, mask: torch.Tensor) -> torch.Tensor:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 from typing import Literal, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 
 from msa_lightning.batch import INPUT_FIELDS, MSABatch
-from msa_lightning.corpus.format import read_manifest
+from msa_lightning.corpus.format import VALID_SALT, read_manifest
 from msa_lightning.corpus.sources import (
     AUDIO_SUFFIXES,
     VISUAL_SUFFIXES,
@@ -24,13 +22,8 @@ from msa_lightning.corpus.sources import (
     listing_fingerprint,
 )
 from msa_lightning.corpus.stream import ShardClips, SKESLStreamLoader
-from msa_lightning.data.datamodule import (
-    TEXT_ID_FIELDS,
-    MSADataModule,
-    attached_world,
-    pins_memory,
-    resolve_inputs,
-)
+from msa_lightning.data.base import DataFacts, SuiteDataModule
+from msa_lightning.data.datamodule import TEXT_ID_FIELDS, MSADataModule, resolve_inputs
 from msa_lightning.data.reader import SplitArrays
 from msa_lightning.data.sampling import id_draws
 from msa_lightning.errors import ConfigError, DataError
@@ -269,7 +262,7 @@ class SKESLCorpusDataModule(SKESLMaskedDataModule):
         entry = self._entry()
         self.report = {k: entry.meta[k] for k in ("summary", "total", "bad", "counts")}
         ids, texts = entry["ids"].tolist(), entry["texts"].tolist()
-        held_out = id_draws(ids, "valid") < self.valid_share  # a hash of ("valid", id): stable as clips come
+        held_out = id_draws(ids, VALID_SALT) < self.valid_share  # a hash of the salt and id: stable as clips come
         for split, rows in (("train", np.flatnonzero(~held_out)), ("valid", np.flatnonzero(held_out))):
             if len(rows) == 0:
                 raise DataError(
@@ -289,7 +282,7 @@ class SKESLCorpusDataModule(SKESLMaskedDataModule):
 
 
 # ---------------------------------------------------------------------------------------------- data module
-class SKESLStreamDataModule(L.LightningDataModule):
+class SKESLStreamDataModule(SuiteDataModule):
     """SKESL pretraining data from the shards ``msa pretrain-data build`` writes (module docstring).
 
     Args:
@@ -363,33 +356,30 @@ class SKESLStreamDataModule(L.LightningDataModule):
         return self._manifest
 
     @property
-    def feature_file(self) -> Path:  # how messages name the data (the CLI's data facts, errors)
+    def feature_file(self) -> Path:  # how error messages name the data
         return self.path
 
     metric_family = "mosi"
 
-    def data_facts(self) -> dict:
+    def data_facts(self) -> DataFacts:
         """Feature sizes from the manifest; the masked words' intensities are bounded by 3 (Section 4.3)."""
         m = self.manifest
-        return {
-            "audio_dim": int(m["audio_dim"]),
-            "vision_dim": int(m["vision_dim"]),
-            "label_bound": LABEL_BOUND,
-            "metric_family": self.metric_family,
-            "num_train_samples": int(m["splits"]["train"]),
-        }
+        return DataFacts(
+            audio_dim=int(m["audio_dim"]),
+            vision_dim=int(m["vision_dim"]),
+            label_bound=LABEL_BOUND,
+            metric_family=self.metric_family,
+            num_train_samples=int(m["splits"]["train"]),
+        )
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} (shards in {self.path})"
 
     def num_train_samples(self) -> int:
         return int(self.manifest["splits"]["train"])
 
     def train_labels(self, key: str = "M") -> np.ndarray:
         raise DataError(f"{self.path}: {type(self).__name__} serves unlabeled clips (no labels {key!r})")
-
-    @property
-    def train_seed(self) -> int:
-        if self.shuffle_seed is not None:
-            return int(self.shuffle_seed)
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     # ------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
@@ -450,12 +440,6 @@ class SKESLStreamDataModule(L.LightningDataModule):
         return batch
 
     # ------------------------------------------------------------------ loaders
-    def _world(self) -> tuple[int, int]:
-        return attached_world(self)
-
-    def _pin_memory(self) -> bool:
-        return pins_memory(self)
-
     def _loader(self, split: str, train: bool) -> SKESLStreamLoader:
         m = self.manifest
         world, rank = self._world()

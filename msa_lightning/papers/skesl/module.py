@@ -34,6 +34,7 @@ audio or visual input).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,9 @@ import torch.nn.functional as F
 from msa_lightning.batch import MSABatch
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.output import MSAOutput
+from msa_lightning.papers.skesl.config import SKESLConfig
 from msa_lightning.papers.skesl.net import LABEL_KEY, SKESLEncoder, SKESLNet, SKESLPretrainNet
-from msa_lightning.training.module import MSARegressionModule
+from msa_lightning.training.module import MSARegressionModule, base_args
 
 TEXT_INPUTS = frozenset({"text_ids", "text_mask", "text_segment"})
 NONVERBAL_INPUTS = frozenset({"audio", "audio_lengths", "vision", "vision_lengths"})
@@ -52,31 +54,37 @@ ARCH_ARGS = ("use_nonverbal", "num_blocks", "share_blocks", "ffn_dim", "audio_di
 
 
 class _SKESLBase(MSARegressionModule):
+    """Both stages: :class:`MSARegressionModule`'s arguments with its defaults, then the network's
+    (``**net``: the fields of :class:`~msa_lightning.papers.skesl.config.SKESLConfig`, given flat)."""
+
     encoder_prefix = "net.encoder.text_encoder"
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        encoder_lr: float | None = None,
+        encoder_weight_decay: float = 0.0,
+        param_groups: list[dict] | None = None,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
+        warmup_ratio: float = 0.0,
+        annealing_epochs: int = 20,
+        metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
+        **net,
+    ) -> None:
+        super().__init__(**base_args(locals()))
+        self.save_hyperparameters()
+        self.use_config(SKESLConfig(**net))
+        self.init_net()
 
     @property
     def net_requires(self) -> tuple[str, ...]:
-        return ("audio_dim", "vision_dim") if self.hparams.use_nonverbal else ()
+        return ("audio_dim", "vision_dim") if self.config.use_nonverbal else ()
 
     @property
     def required_inputs(self) -> set[str]:
-        return set(TEXT_INPUTS | (NONVERBAL_INPUTS if self.hparams.use_nonverbal else set()))
-
-    def build_encoder(self) -> SKESLEncoder:
-        hp = self.hparams
-        if hp.num_blocks < 1 and hp.use_nonverbal:
-            raise ConfigError(f"model.init_args.num_blocks must be >= 1 (or use_nonverbal: false), got {hp.num_blocks}")
-        return SKESLEncoder(
-            hp.text_model,
-            hp.audio_dim,
-            hp.vision_dim,
-            hp.num_blocks,
-            hp.share_blocks,
-            hp.ffn_dim,
-            hp.dropout,
-            hp.use_nonverbal,
-            hp.finetune_text,
-        )
+        return set(TEXT_INPUTS | (NONVERBAL_INPUTS if self.config.use_nonverbal else set()))
 
 
 class SKESLPretrain(_SKESLBase):
@@ -87,36 +95,13 @@ class SKESLPretrain(_SKESLBase):
     intensity), as :class:`~msa_lightning.papers.skesl.data.SKESLMaskedDataModule` serves them.
     Validation logs the same L1 loss (``val/loss``) on the held-out clips.
 
-    Args:
-        text_model, audio_dim, vision_dim, num_blocks, share_blocks, ffn_dim, dropout, use_nonverbal,
-        finetune_text: see :class:`SKESLEncoder` (``audio_dim``/``vision_dim`` ``None``: from the data).
-        head_hidden: hidden size of the intensity predictor (256, Table 9).
-        head_dropout: its dropout.
-        Remaining args: :class:`~msa_lightning.training.module.MSARegressionModule` (Table 9: Adam,
-        ``encoder_lr`` 5e-6 for BERT, ``lr`` 1e-4 for the rest).
+    The network's arguments are the fields of :class:`~msa_lightning.papers.skesl.config.SKESLConfig`
+    (given flat). Optimisation: :class:`~msa_lightning.training.module.MSARegressionModule`'s, with its
+    defaults (Table 9's Adam, ``encoder_lr`` 5e-6 for BERT and ``lr`` 1e-4 are set by the configs).
     """
 
-    def __init__(
-        self,
-        text_model: str = "bert-base-uncased",
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        num_blocks: int = 4,
-        share_blocks: bool = False,
-        ffn_dim: int | None = None,
-        dropout: float = 0.1,
-        use_nonverbal: bool = True,
-        finetune_text: bool = True,
-        head_hidden: int = 256,
-        head_dropout: float = 0.1,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters()
-        self.init_net()
-
     def build_net(self) -> SKESLPretrainNet:
-        return SKESLPretrainNet(self.build_encoder(), self.hparams.head_hidden, self.hparams.head_dropout)
+        return SKESLPretrainNet(self.config)
 
     def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
         label = batch.extras.get(LABEL_KEY)
@@ -157,31 +142,14 @@ class SKESLModule(_SKESLBase):
         Other args: as :class:`SKESLPretrain`.
     """
 
-    def __init__(
-        self,
-        text_model: str = "bert-base-uncased",
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        pretrained: str | None = None,
-        num_blocks: int = 4,
-        share_blocks: bool = False,
-        ffn_dim: int | None = None,
-        dropout: float = 0.1,
-        use_nonverbal: bool = True,
-        finetune_text: bool = True,
-        head_hidden: int = 256,
-        head_dropout: float = 0.1,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters()
-        self.init_net()
+    def __init__(self, pretrained: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)  # records pretrained in hparams too (build_net reads it there)
 
     def build_net(self) -> SKESLNet:
-        encoder = self.build_encoder()
+        net = SKESLNet(self.config)
         if self.hparams.pretrained:
-            load_pretrained_encoder(encoder, self.hparams.pretrained, dict(self.hparams))
-        return SKESLNet(encoder, self.hparams.head_hidden, self.hparams.head_dropout)
+            load_pretrained_encoder(net.encoder, self.hparams.pretrained, dict(self.hparams))
+        return net
 
 
 def load_pretrained_encoder(encoder: SKESLEncoder, checkpoint: str | Path, hparams: dict | None = None) -> None:

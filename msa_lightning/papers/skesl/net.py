@@ -14,6 +14,7 @@ from msa_lightning.errors import DataError
 from msa_lightning.nn.masking import lengths_to_mask, masked_mean
 from msa_lightning.nn.text_encoder import TextEncoder
 from msa_lightning.output import MSAOutput
+from msa_lightning.papers.skesl.config import SKESLConfig
 
 #: batch extras written by :class:`~msa_lightning.papers.skesl.data.SKESLMaskedDataModule`
 TARGET_KEY, LABEL_KEY = "skesl_target", "skesl_label"
@@ -93,18 +94,8 @@ def intensity_head(in_dim: int, hidden: int = 256, dropout: float = 0.1) -> nn.S
 class SKESLEncoder(nn.Module):
     """BERT (Eq. 1) followed by ``num_blocks`` non-verbal injection blocks: ``X_L [B, N, d_T]``.
 
-    Args:
-        text_model: BERT name or path (``bert-base-uncased``/``bert-large-uncased`` in Tables 6-7;
-            ``tiny-bert`` for tests).
-        audio_dim, vision_dim: ``d_A``, ``d_V`` (33 and 709 with the paper's features).
-        num_blocks: ``L`` (4).
-        share_blocks: one block applied ``L`` times (the authors' released code) instead of ``L``
-            blocks with their own weights (the paper).
-        ffn_dim: hidden size of the FFN of Eq. 7 (default ``4 d_T``).
-        dropout: attention and FFN dropout inside the blocks.
-        use_nonverbal: False = no blocks and no audio/visual input (Table 8, w/o AV).
-        finetune_text: train BERT (the paper: "pre-trained in an end-to-end way"); False freezes it
-            (the authors' released pretraining script does).
+    Arguments: the encoder's fields of :class:`~msa_lightning.papers.skesl.config.SKESLConfig`
+    (documented there; :func:`encoder_of` builds one from a config).
     """
 
     def __init__(
@@ -143,16 +134,38 @@ class SKESLEncoder(nn.Module):
         return x
 
 
-class SKESLPretrainNet(nn.Module):
+def encoder_of(config: SKESLConfig) -> SKESLEncoder:
+    """The encoder a :class:`~msa_lightning.papers.skesl.config.SKESLConfig` describes."""
+    c = config
+    return SKESLEncoder(
+        c.text_model,
+        c.audio_dim,
+        c.vision_dim,
+        c.num_blocks,
+        c.share_blocks,
+        c.ffn_dim,
+        c.dropout,
+        c.use_nonverbal,
+        c.finetune_text,
+    )
+
+
+class _EncoderAndHead(nn.Module):
+    """The encoder and a two-layer head on it (hyper-parameters:
+    :class:`~msa_lightning.papers.skesl.config.SKESLConfig`)."""
+
+    def __init__(self, config: SKESLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder_of(config)
+        self.head = intensity_head(self.encoder.out_dim, config.head_hidden, config.head_dropout)
+
+
+class SKESLPretrainNet(_EncoderAndHead):
     """Encoder + the sentiment intensity predictor of Eq. 8 at the masked pieces.
 
     ``M`` is the predicted intensity of the masked word ``[B]``; ``features["masked"]`` the pooled
     output at the masked pieces ``[B, d_T]``."""
-
-    def __init__(self, encoder: SKESLEncoder, head_hidden: int = 256, head_dropout: float = 0.1) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = intensity_head(encoder.out_dim, head_hidden, head_dropout)
 
     def forward(self, batch: MSABatch) -> MSAOutput:
         target = batch.extras.get(TARGET_KEY)
@@ -166,13 +179,8 @@ class SKESLPretrainNet(nn.Module):
         return MSAOutput(M=self.head(pooled).squeeze(-1), features={"masked": pooled})
 
 
-class SKESLNet(nn.Module):
+class SKESLNet(_EncoderAndHead):
     """Encoder + the fine-tuning output layer on ``X_L`` mean-pooled over the real tokens."""
-
-    def __init__(self, encoder: SKESLEncoder, head_hidden: int = 256, head_dropout: float = 0.1) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = intensity_head(encoder.out_dim, head_hidden, head_dropout)
 
     def forward(self, batch: MSABatch) -> MSAOutput:
         x = self.encoder(batch)

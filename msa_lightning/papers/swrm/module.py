@@ -16,7 +16,8 @@ ids arrive in ``batch.extras``) it rebuilds the input word embedding from the ``
 the candidates' embeddings and the audio/visual context, then runs BERT on the refined
 embeddings (Eqs. 1-4). Nothing in ``forward`` loops over samples.
 
-Ablations of the paper's Table 2 are constructor switches of :class:`SWRMModule` (and :class:`SWRMNet`):
+Ablations of the paper's Table 2 are switches of :class:`~msa_lightning.papers.swrm.config.SWRMConfig`
+(flat ``model.init_args`` keys of :class:`SWRMModule`):
 
 * ``use_position=False`` (w/o Position): no detected position; every word position ``t`` is
   refined with the ``[MASK]`` embedding only, ``z_t = (1 - g_t) x_t + g_t x_mask`` with the
@@ -33,6 +34,8 @@ outputs (``audio_out``/``vision_out``); ``v_l`` is BERT's 768-d ``[CLS]`` state 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,103 +44,67 @@ from msa_lightning.batch import MSABatch
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.nn.ulgm import ULGM
 from msa_lightning.output import MSAOutput
-from msa_lightning.papers.swrm.net import UNIMODAL, SelfMMNet, SWRMNet
-from msa_lightning.training.module import MSARegressionModule, labels_of
-
-_NET_ARGS = (
-    "text_model",
-    "finetune_text",
-    "audio_hidden",
-    "vision_hidden",
-    "audio_out",
-    "vision_out",
-    "text_head_dim",
-    "audio_head_dim",
-    "vision_head_dim",
-    "fusion_dim",
-    "audio_lstm_dropout",
-    "vision_lstm_dropout",
-    "text_dropout",
-    "audio_dropout",
-    "vision_dropout",
-    "fusion_dropout",
-    "head_layers",
-)
+from msa_lightning.papers.swrm.config import SelfMMConfig, SWRMConfig
+from msa_lightning.papers.swrm.net import UNIMODAL, SelfMMNet, SWRMNet, head_dims
+from msa_lightning.training.module import MSARegressionModule, base_args, labels_of
 
 
 class SelfMMModule(MSARegressionModule):
     """Self-MM (Yu et al., 2021): BERT + LSTM fusion with ULGM unimodal labels; SWRM's baseline.
 
-    The network is :class:`SelfMMNet` (``self.net``); ULGM's state (``self.ulgm``) is training state
-    and stays on this module.
+    The network is :class:`SelfMMNet` (``self.net``), its arguments the fields of
+    :class:`~msa_lightning.papers.swrm.config.SelfMMConfig` (given flat); ULGM's state (``self.ulgm``) is
+    training state and stays on this module.
 
     Args:
-        text_model: BERT name/path (``tiny-bert`` for tests); ``finetune_text`` trains it.
-        audio_dim, vision_dim: feature sizes (MOSI: 5 COVAREP, 20 Facet); ``None`` = from the data.
-        audio_hidden, vision_hidden: LSTM sizes of the unaligned acoustic/visual encoders.
-        audio_out, vision_out: sizes of ``v_a``/``v_v`` (a linear layer after each LSTM).
-        text_head_dim, audio_head_dim, vision_head_dim, fusion_dim: sizes of the head features
-            ``F_t``, ``F_a``, ``F_v`` and of ``v_f`` (SWRM Table 4: ``d_lv``, ``d_av``, ``d_vv``, ``d_fv``).
-        audio_lstm_dropout, vision_lstm_dropout: dropout before the LSTM output layers.
-        text_dropout, audio_dropout, vision_dropout, fusion_dropout: dropout on each head's input.
-        head_layers: 1 = one linear output layer per head (the equations), 2 = Self-MM's code.
-        use_ulgm: train the unimodal heads with ULGM labels (False: only the multimodal L1 loss).
         label_bound: ULGM's clamp ``H`` (3 on MOSI, 1 on CH-SIMS); ``None`` = from the data.
         num_train_samples: size of the ULGM state; ``None`` = from the data (ULGM is sized by the
             training labels at fit anyway).
-        Remaining keyword arguments: :class:`~msa_lightning.training.module.MSARegressionModule`
-        (``lr`` for the new layers, ``encoder_lr`` for BERT, ``param_groups`` for Self-MM's separate
-        audio/visual learning rates, optimiser, schedule).
+        Optimisation: :class:`~msa_lightning.training.module.MSARegressionModule`'s (``lr`` for the new
+        layers, ``encoder_lr`` for BERT, ``param_groups`` for Self-MM's separate audio/visual learning
+        rates), with its defaults.
     """
 
     encoder_prefix = "net.text_encoder"
 
     def __init__(
         self,
-        text_model: str = "bert-base-uncased",
-        finetune_text: bool = True,
-        audio_dim: int | None = None,
-        vision_dim: int | None = None,
-        audio_hidden: int = 16,
-        vision_hidden: int = 32,
-        audio_out: int = 16,
-        vision_out: int = 32,
-        text_head_dim: int = 32,
-        audio_head_dim: int = 16,
-        vision_head_dim: int = 32,
-        fusion_dim: int = 128,
-        audio_lstm_dropout: float = 0.0,
-        vision_lstm_dropout: float = 0.0,
-        text_dropout: float = 0.0,
-        audio_dropout: float = 0.1,
-        vision_dropout: float = 0.1,
-        fusion_dropout: float = 0.1,
-        head_layers: int = 1,
-        use_ulgm: bool = True,
         label_bound: float | None = None,
         num_train_samples: int | None = None,
-        **kwargs,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        encoder_lr: float | None = None,
+        encoder_weight_decay: float = 0.0,
+        param_groups: list[dict] | None = None,
+        optimizer: Literal["adam", "adamw"] = "adam",
+        scheduler: Literal["none", "linear", "cosine", "constant", "cosine_annealing"] = "none",
+        warmup_ratio: float = 0.0,
+        annealing_epochs: int = 20,
+        metric_family: Literal["auto", "mosi", "sims", "simsv2"] = "auto",
+        **net,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**base_args(locals()))
         self.save_hyperparameters()
-        self.use_ulgm = use_ulgm
-        dims = {"M": fusion_dim, "T": text_head_dim, "A": audio_head_dim, "V": vision_head_dim}
-        self.ulgm = ULGM(dims, num_train_samples or 0, bound=label_bound)
+        # SWRMModule's make_config names its own dataclass (jsonargparse reads the fields through it)
+        self.use_config(self.make_config(**net))
+        self.ulgm = ULGM(head_dims(self.config), num_train_samples or 0, bound=label_bound)
         self.init_net()
 
+    def make_config(self, **net) -> SelfMMConfig:
+        return SelfMMConfig(**net)
+
     def build_net(self) -> SelfMMNet:
-        hp = self.hparams
-        return SelfMMNet(hp.audio_dim, hp.vision_dim, unimodal_heads=hp.use_ulgm, **{k: hp[k] for k in _NET_ARGS})
+        return SelfMMNet(self.config)
 
     # ------------------------------------------------------------------ ULGM and losses
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if not self.use_ulgm:
+        if not self.config.use_ulgm:
             return
         if self.hparams.label_bound is None:
             raise ConfigError(
                 "model.init_args.label_bound (ULGM's H) is not set and the datamodule does not give it "
-                "(no data_facts()): set it (3 on MOSI/MOSEI, 1 on CH-SIMS)"
+                "(it is not a suite DataModule): set it (3 on MOSI/MOSEI, 1 on CH-SIMS)"
             )
         self.ulgm.bound = float(self.hparams.label_bound)
         if stage == "fit" and not self.ulgm.ready:
@@ -150,7 +117,7 @@ class SelfMMModule(MSARegressionModule):
         if not self.training:
             return loss, {}
         parts = {"loss_M": loss}
-        if not self.use_ulgm:
+        if not self.config.use_ulgm:
             return loss, parts
         labels, weights = self.ulgm.labels(batch.index), self.ulgm.weights(batch.index)
         for key in UNIMODAL:
@@ -159,7 +126,7 @@ class SelfMMModule(MSARegressionModule):
         return loss, parts
 
     def after_training_forward(self, outputs: MSAOutput, batch: MSABatch) -> None:
-        if self.use_ulgm:  # after the loss has read this step's labels, as in the reference code
+        if self.config.use_ulgm:  # after the loss has read this step's labels, as in the reference code
             self.ulgm.update(batch.index, outputs.features, epoch=self.current_epoch + 1)
 
 
@@ -179,60 +146,27 @@ class SWRMModule(SelfMMModule):
     """SWRM: sentiment-word-aware multimodal refinement on top of the Self-MM backbone (:class:`SWRMNet`).
 
     Needs ``batch.extras`` ``swrm_position`` ``[B]``, ``swrm_gate`` ``[B]`` and ``swrm_candidates``
-    ``[B, k]`` (from :class:`~msa_lightning.papers.swrm.data.MOSIASRDataModule`).
-
-    Args (besides :class:`SelfMMModule`'s):
-        context_vision_hidden, context_audio_hidden, context_av_hidden: sizes of ``LSTM_v``,
-            ``LSTM_a`` and ``LSTM_va`` over the pseudo-aligned sequences (Eq. 1; Table 4 ``d_vh``,
-            ``d_ah``, ``d_vah``).
-        use_position, use_attention, multimodal: the ablations (module docstring).
-        mask_token_id: id of ``[MASK]`` (default: from ``text_model``'s tokenizer).
-        detach_context: compute ``h_l = BERT(x_l)`` without gradients (cheaper; the gate and the
-            attention still train, BERT learns only through the fusion pass).
+    ``[B, k]`` (from :class:`~msa_lightning.papers.swrm.data.MOSIASRDataModule`). Arguments: as
+    :class:`SelfMMModule`, with the network's from :class:`~msa_lightning.papers.swrm.config.SWRMConfig`
+    (Self-MM's and the refinement's: the ablations of the module docstring).
     """
 
-    def __init__(
-        self,
-        context_vision_hidden: int = 16,
-        context_audio_hidden: int = 32,
-        context_av_hidden: int = 48,
-        use_position: bool = True,
-        use_attention: bool = True,
-        multimodal: bool = True,
-        mask_token_id: int | None = None,
-        detach_context: bool = False,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)  # builds the network when the data-shaped sizes are known (hparams hold ours too)
+    def make_config(self, **net) -> SWRMConfig:
+        return SWRMConfig(**net)
 
     def build_net(self) -> SWRMNet:
-        hp = self.hparams
-        if hp.mask_token_id is None:
+        if self.config.mask_token_id is None:
             from msa_lightning.nn.pretrained import load_tokenizer
 
-            self.hparams["mask_token_id"] = int(
-                load_tokenizer(hp.text_model).mask_token_id
-            )  # checkpoints need no tokenizer
-        return SWRMNet(
-            hp.audio_dim,
-            hp.vision_dim,
-            hp.mask_token_id,
-            hp.context_vision_hidden,
-            hp.context_audio_hidden,
-            hp.context_av_hidden,
-            hp.use_position,
-            hp.use_attention,
-            hp.multimodal,
-            hp.detach_context,
-            unimodal_heads=hp.use_ulgm,
-            **{k: hp[k] for k in _NET_ARGS},
-        )
+            # recorded in hparams: checkpoints need no tokenizer
+            self.set_hparams(mask_token_id=int(load_tokenizer(self.config.text_model).mask_token_id))
+        return SWRMNet(self.config)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         positions = getattr(self._datamodule(), "sentiment_positions", None)
         width = getattr(self._datamodule(), "text_max_length", None)
-        if self.hparams.use_position and callable(positions) and width:
+        if self.config.use_position and callable(positions) and width:
             for split, found in positions().items():  # once, here: no device sync in the training step
                 bad = (found.position < 0) | (found.position >= width)
                 if bad.any():

@@ -11,6 +11,7 @@ from msa_lightning.errors import ConfigError
 from msa_lightning.nn.rnn import SequenceEncoder
 from msa_lightning.nn.text_encoder import TextEncoder
 from msa_lightning.output import MSAOutput
+from msa_lightning.papers.swrm.config import SelfMMConfig, SWRMConfig
 
 UNIMODAL = ("T", "A", "V")
 
@@ -19,13 +20,15 @@ EXTRA_KEYS = ("swrm_position", "swrm_gate", "swrm_candidates")
 
 
 def _head(dim: int, layers: int) -> nn.Module:
+    """Eq. 6's output layer (``layers`` 1), or Self-MM's code's hidden layer and output layer (2)."""
     if layers == 1:
         return nn.Linear(dim, 1)
-    if layers == 2:
-        return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
-    raise ConfigError(
-        f"model.init_args.head_layers must be 1 (the papers' equations) or 2 (Self-MM's code), got {layers}"
-    )
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+
+
+def head_dims(config: SelfMMConfig) -> dict[str, int]:
+    """The feature size of each head ``F_s``, ``{M, T, A, V}``: what ULGM's memories hold."""
+    return {"M": config.fusion_dim, "T": config.text_head_dim, "A": config.audio_head_dim, "V": config.vision_head_dim}
 
 
 def pseudo_align(x: torch.Tensor, lengths: torch.Tensor, n_l: torch.Tensor, width: int) -> torch.Tensor:
@@ -51,68 +54,47 @@ def pseudo_align(x: torch.Tensor, lengths: torch.Tensor, n_l: torch.Tensor, widt
 
 class SelfMMNet(nn.Module):
     """Self-MM's network (Yu et al., 2021; SWRM's backbone): BERT ``[CLS]`` ``v_l``, LSTM summaries
-    ``v_a``/``v_v``, the fusion layer (SWRM Eq. 5) and the heads (Eq. 6). Arguments: :class:`SelfMMModule`;
-    ``unimodal_heads`` builds the text/audio/visual heads (trained with ULGM labels).
+    ``v_a``/``v_v``, the fusion layer (SWRM Eq. 5) and the heads (Eq. 6); hyper-parameters:
+    :class:`~msa_lightning.papers.swrm.config.SelfMMConfig` (``use_ulgm`` builds the text/audio/visual heads).
 
     ``forward`` returns ``M``, ``unimodal`` ``{T, A, V}`` (with ``unimodal_heads``), ``features`` the head
     features ``F_s`` (``{M, T, A, V}``: what ULGM reads) and ``extras`` from the text path (SWRM's gates).
     """
 
-    def __init__(
-        self,
-        audio_dim: int,
-        vision_dim: int,
-        text_model: str = "bert-base-uncased",
-        finetune_text: bool = True,
-        audio_hidden: int = 16,
-        vision_hidden: int = 32,
-        audio_out: int = 16,
-        vision_out: int = 32,
-        text_head_dim: int = 32,
-        audio_head_dim: int = 16,
-        vision_head_dim: int = 32,
-        fusion_dim: int = 128,
-        audio_lstm_dropout: float = 0.0,
-        vision_lstm_dropout: float = 0.0,
-        text_dropout: float = 0.0,
-        audio_dropout: float = 0.1,
-        vision_dropout: float = 0.1,
-        fusion_dropout: float = 0.1,
-        head_layers: int = 1,
-        unimodal_heads: bool = True,
-    ) -> None:
+    def __init__(self, config: SelfMMConfig) -> None:
         super().__init__()
-        self.text_encoder = TextEncoder(text_model, finetune=finetune_text)
+        c = self.config = config
+        self.text_encoder = TextEncoder(c.text_model, finetune=c.finetune_text)
         if getattr(self.text_encoder.model, "pooler", None) is not None:
             # the [CLS] state is read directly; an unused pooler would make DDP need find_unused_parameters
             self.text_encoder.model.pooler = None
         d_text = self.text_encoder.hidden_size
         self.audio_rnn = SequenceEncoder(
-            audio_dim, audio_hidden, "sLSTM", dropout=audio_lstm_dropout, out_dim=audio_out
+            c.audio_dim, c.audio_hidden, "sLSTM", dropout=c.audio_lstm_dropout, out_dim=c.audio_out
         )
         self.vision_rnn = SequenceEncoder(
-            vision_dim, vision_hidden, "sLSTM", dropout=vision_lstm_dropout, out_dim=vision_out
+            c.vision_dim, c.vision_hidden, "sLSTM", dropout=c.vision_lstm_dropout, out_dim=c.vision_out
         )
         # Eq. 5: v_f = ReLU(W4 [v_l; v_v; v_a] + b4); unimodal head features F_s = ReLU(W_s v_s + b_s)
         self.dropout = nn.ModuleDict(
             {
-                "M": nn.Dropout(fusion_dropout),
-                "T": nn.Dropout(text_dropout),
-                "A": nn.Dropout(audio_dropout),
-                "V": nn.Dropout(vision_dropout),
+                "M": nn.Dropout(c.fusion_dropout),
+                "T": nn.Dropout(c.text_dropout),
+                "A": nn.Dropout(c.audio_dropout),
+                "V": nn.Dropout(c.vision_dropout),
             }
         )
         hidden = {
-            "M": nn.Linear(d_text + vision_out + audio_out, fusion_dim),
-            "T": nn.Linear(d_text, text_head_dim),
-            "A": nn.Linear(audio_out, audio_head_dim),
-            "V": nn.Linear(vision_out, vision_head_dim),
+            "M": nn.Linear(d_text + c.vision_out + c.audio_out, c.fusion_dim),
+            "T": nn.Linear(d_text, c.text_head_dim),
+            "A": nn.Linear(c.audio_out, c.audio_head_dim),
+            "V": nn.Linear(c.vision_out, c.vision_head_dim),
         }
         # without ULGM the unimodal heads would get no loss (and DDP would find unused parameters)
-        self.head_keys = ("M", *UNIMODAL) if unimodal_heads else ("M",)
+        self.head_keys = ("M", *UNIMODAL) if c.use_ulgm else ("M",)
         self.hidden = nn.ModuleDict({key: hidden[key] for key in self.head_keys})
-        dims = {"M": fusion_dim, "T": text_head_dim, "A": audio_head_dim, "V": vision_head_dim}
-        self.heads = nn.ModuleDict({key: _head(dims[key], head_layers) for key in self.head_keys})  # Eq. 6
+        dims = head_dims(c)
+        self.heads = nn.ModuleDict({key: _head(dims[key], c.head_layers) for key in self.head_keys})  # Eq. 6
 
     def text_vector(self, batch: MSABatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``v_l`` (BERT's ``[CLS]`` state) and extra outputs; SWRM refines the embeddings first."""
@@ -131,37 +113,28 @@ class SelfMMNet(nn.Module):
 
 class SWRMNet(SelfMMNet):
     """SWRM's network: :class:`SelfMMNet` with the sentiment word refinement of Eqs. 1-4 on BERT's input
-    embeddings. Arguments: :class:`SWRMModule` (``mask_token_id`` is required here)."""
+    embeddings; hyper-parameters: :class:`~msa_lightning.papers.swrm.config.SWRMConfig` (its ``mask_token_id``
+    must be set: the module fills it from the tokenizer)."""
 
-    def __init__(
-        self,
-        audio_dim: int,
-        vision_dim: int,
-        mask_token_id: int,
-        context_vision_hidden: int = 16,
-        context_audio_hidden: int = 32,
-        context_av_hidden: int = 48,
-        use_position: bool = True,
-        use_attention: bool = True,
-        multimodal: bool = True,
-        detach_context: bool = False,
-        **kwargs,
-    ) -> None:
-        super().__init__(audio_dim, vision_dim, **kwargs)
-        self.register_buffer("mask_token", torch.tensor(int(mask_token_id)), persistent=False)
-        self.use_position, self.use_attention, self.multimodal = use_position, use_attention, multimodal
-        self.detach_context = detach_context
+    def __init__(self, config: SWRMConfig) -> None:
+        super().__init__(config)
+        c = config
+        if c.mask_token_id is None:
+            raise ConfigError("model.init_args.mask_token_id: SWRMNet needs the id of [MASK] (the module sets it)")
+        self.register_buffer("mask_token", torch.tensor(int(c.mask_token_id)), persistent=False)
+        self.use_position, self.use_attention, self.multimodal = c.use_position, c.use_attention, c.multimodal
+        self.detach_context = c.detach_context
         d_x = self.text_encoder.hidden_size  # d_lx: word embeddings and BERT states share this size
-        if multimodal:  # Eq. 1
-            self.context_v = SequenceEncoder(vision_dim, context_vision_hidden, "sLSTM")
-            self.context_a = SequenceEncoder(audio_dim, context_audio_hidden, "sLSTM")
-            self.context_va = SequenceEncoder(vision_dim + audio_dim, context_av_hidden, "sLSTM")
-            d_av = context_vision_hidden + context_audio_hidden + context_av_hidden
+        if c.multimodal:  # Eq. 1
+            self.context_v = SequenceEncoder(c.vision_dim, c.context_vision_hidden, "sLSTM")
+            self.context_a = SequenceEncoder(c.audio_dim, c.context_audio_hidden, "sLSTM")
+            self.context_va = SequenceEncoder(c.vision_dim + c.audio_dim, c.context_av_hidden, "sLSTM")
+            d_av = c.context_vision_hidden + c.context_audio_hidden + c.context_av_hidden
         else:
             d_av = 0
         self.gate = nn.Linear(d_x + d_av, 1)  # W1, b1 (Eq. 2)
-        if use_position and use_attention:
-            self.attention = nn.Linear(d_x + (d_av if multimodal else d_x), 1)  # W2, b2 (Eq. 3)
+        if c.use_position and c.use_attention:
+            self.attention = nn.Linear(d_x + (d_av if c.multimodal else d_x), 1)  # W2, b2 (Eq. 3)
             self.mask_gate = nn.Linear(2 * d_x, 1)  # W3, b3 (Eq. 4)
 
     # ------------------------------------------------------------------ Eq. 1

@@ -8,6 +8,7 @@ with lengths), so a step-2 epoch costs what the fusion network costs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from msa_lightning.batch import MSABatch
+from msa_lightning.batch import MODALITIES, MSABatch
+from msa_lightning.data.base import DataFacts
 from msa_lightning.data.datamodule import tokenize_cached
 from msa_lightning.data.raw import RawClipDataset, RawMediaDataModule
 from msa_lightning.errors import ConfigError
@@ -146,7 +148,7 @@ class FeatureClipDataset(Dataset):
             raw_text=[self.raw_text[i] for i in idx],
             extras={
                 f"{m}_pooled": torch.from_numpy(np.asarray(self.arrays[f"{m}_pooled"][idx], np.float32))
-                for m in ("text", "audio", "vision")
+                for m in MODALITIES
             },
         )
 
@@ -323,12 +325,13 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         super().prepare_data()
         self.setup()
 
-    def data_facts(self) -> dict:
+    def data_facts(self) -> DataFacts:
+        """The raw media's facts with the widths of the stored extractor outputs."""
         self.setup()
         train = self.features["train"]
-        return {
-            **super().data_facts(),
-            "audio_dim": int(train["audio"].shape[1]),
-            "vision_dim": int(train["vision"].shape[1]),
-            "text_dim": int(train["text"].shape[2]),
-        }
+        return dataclasses.replace(
+            super().data_facts(),
+            audio_dim=int(train["audio"].shape[1]),
+            vision_dim=int(train["vision"].shape[1]),
+            text_dim=int(train["text"].shape[2]),
+        )

@@ -6,20 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from msa_lightning.batch import MSABatch
+from msa_lightning.batch import MODALITIES, MSABatch
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.nn.fusion import tensor_fusion
 from msa_lightning.nn.masking import lengths_to_mask, masked_mean
 from msa_lightning.output import MSAOutput
+from msa_lightning.papers.twostep.config import LETTERS, MAX_TFN_ENTRIES, TwoStepConfig
+from msa_lightning.training.config import config_key as _key
 
-FUSIONS = ("sf", "tfn", "mult")
-
-
-MODALITIES = ("T", "A", "V")
-
-
-#: network attribute of each modality's extractor (also the prefix ``net.<name>`` of its parameters)
-EXTRACTOR = {"T": "text", "A": "audio", "V": "vision"}
+#: each letter's modality: the network attribute of its extractor (also the prefix ``net.<name>`` of its parameters)
+EXTRACTOR = dict(zip(LETTERS, MODALITIES))
 
 
 #: raw batch fields each extractor reads, and the step-2 feature fields that replace them
@@ -33,75 +29,92 @@ RAW_FIELDS = {
 FEATURE_FIELDS = {"T": {"text_feats", "text_mask"}, "A": {"audio", "audio_lengths"}, "V": {"vision", "vision_lengths"}}
 
 
-def _key(name: str) -> str:
-    return f"model.init_args.{name}"
-
-
 def mlp_head(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     """A decision-level fully connected block: dropout, ``in_dim -> hidden`` (ReLU), ``hidden -> 1``."""
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
 
-def parse_modalities(modalities: str) -> tuple[str, ...]:
-    """``"TAV"``, ``"T+A"``, ``"av"`` ... -> the modalities in T, A, V order (a ConfigError otherwise)."""
-    letters = [c for c in str(modalities).upper() if c not in "+ ,"]
-    if not letters or set(letters) - set(MODALITIES) or len(set(letters)) != len(letters):
-        raise ConfigError(
-            f"{_key('modalities')}: expected a non-empty subset of T, A, V such as 'TAV' or 'AV', found {modalities!r}"
-        )
-    return tuple(m for m in MODALITIES if m in letters)
+def build_extractors(config: TwoStepConfig) -> dict[str, nn.Module]:
+    """``{modality: encoder}`` of the pretrained extractors the network runs itself (3.2): BERT, HuBERT and
+    Video Swin for the modalities not read as features, frozen when the regime says so."""
+    from msa_lightning.nn.audio_encoder import AudioEncoder
+    from msa_lightning.nn.text_encoder import TextEncoder
+    from msa_lightning.nn.video_swin import VideoSwinEncoder
+
+    c = config
+    extractors: dict[str, nn.Module] = {}
+    for m in c.used_modalities:
+        if m in c.file_modalities:
+            continue
+        if m == "T":
+            extractors[m] = TextEncoder(c.text_model, finetune=not c.frozen)
+        elif m == "A":
+            extractors[m] = AudioEncoder(c.audio_model, finetune=not c.frozen)
+        else:
+            extractors[m] = VideoSwinEncoder(
+                c.video_arch,
+                c.video_checkpoint,
+                finetune=not c.frozen,
+                gradient_checkpointing=c.video_gradient_checkpointing,
+            )
+    return extractors
 
 
 class TwoStepNet(nn.Module):
-    """The TwoStepMSA network for one regime (see the module docstring).
-
-    Args:
-        modalities: the modalities it reads (T, A, V order).
-        extractors: ``{modality: encoder}`` for those it runs itself (empty: step-2 feature batches).
-        frozen: run the extractors under ``torch.no_grad`` (step 2 on raw batches).
-        feature_dims: ``{modality: width}`` of the global vectors / sequences.
-        unimodal_heads: modalities with their own head (joint: all; step1: one; single/step2: none).
-        fusion: ``sf``, ``tfn``, ``mult`` or None (step 1: no multimodal part).
+    """The TwoStepMSA network for one regime (see the module docstring): the extractors it runs itself
+    (none for step-2 feature batches; frozen, under ``torch.no_grad``, in step 2), the unimodal heads and
+    the fusion with its head M (none in step 1). Hyper-parameters:
+    :class:`~msa_lightning.papers.twostep.config.TwoStepConfig`; ``text_dim``/``audio_dim``/``vision_dim``
+    must be set for the modalities read as features.
     """
 
-    def __init__(
-        self,
-        modalities: tuple[str, ...],
-        extractors: dict[str, nn.Module],
-        frozen: bool,
-        feature_dims: dict[str, int],
-        unimodal_heads: tuple[str, ...],
-        fusion: str | None,
-        head_hidden: int = 128,
-        head_dropout: float = 0.1,
-        tfn_dim: int | None = 32,
-        mult_args: dict | None = None,
-    ) -> None:
+    def __init__(self, config: TwoStepConfig) -> None:
         super().__init__()
-        self.modalities, self.frozen, self.fusion_name = modalities, frozen, fusion
+        c = self.config = config
+        modalities, fusion = c.used_modalities, (None if c.regime == "step1" else c.fusion)
+        self.modalities, self.frozen, self.fusion_name = modalities, c.frozen, fusion
+        extractors = {} if c.reads_features else build_extractors(c)
         for modality, encoder in extractors.items():
             setattr(self, EXTRACTOR[modality], encoder)
         self.extractor_modalities = tuple(extractors)
-        self.heads = nn.ModuleDict({m: mlp_head(feature_dims[m], head_hidden, head_dropout) for m in unimodal_heads})
+        feature_dims = {m: e.hidden_size for m, e in extractors.items()}
+        feature_dims.update({m: int(getattr(c, f"{EXTRACTOR[m]}_dim")) for m in modalities if c.reads_as_features(m)})
+        self.heads = nn.ModuleDict(
+            {m: mlp_head(feature_dims[m], c.head_hidden, c.head_dropout) for m in c.unimodal_heads}
+        )
         self.fusion = None
         if fusion == "sf":
             fused_dim = sum(feature_dims[m] for m in modalities)
         elif fusion == "tfn":
-            if tfn_dim is not None:
+            if c.tfn_dim is not None:
                 self.fusion = nn.ModuleDict(
-                    {m: nn.Sequential(nn.Linear(feature_dims[m], tfn_dim), nn.ReLU()) for m in modalities}
+                    {m: nn.Sequential(nn.Linear(feature_dims[m], c.tfn_dim), nn.ReLU()) for m in modalities}
                 )
             fused_dim = 1
             for m in modalities:
-                fused_dim *= (tfn_dim if tfn_dim is not None else feature_dims[m]) + 1
+                fused_dim *= (c.tfn_dim if c.tfn_dim is not None else feature_dims[m]) + 1
+            if c.tfn_dim is None and fused_dim > MAX_TFN_ENTRIES:
+                raise ConfigError(
+                    f"{_key('tfn_dim')}=null (the paper's parameter-free TFN) makes {fused_dim:,} entries per "
+                    f"sample from global vectors of widths {[feature_dims[m] for m in modalities]}, more than "
+                    f"{MAX_TFN_ENTRIES:,}: set {_key('tfn_dim')} (e.g. 32, a learned projection per modality)"
+                )
         elif fusion == "mult":
-            from msa_lightning.nn.mult import MulT
+            from msa_lightning.nn.mult import MULT_KEY, MulT
 
-            letters = {"T": "l", "A": "a", "V": "v"}
-            dims = [feature_dims.get(m, 0) for m in MODALITIES]
-            self.fusion = MulT(dims, modalities="".join(letters[m] for m in modalities), **(mult_args or {}))
+            dims = [feature_dims.get(m, 0) for m in LETTERS]
+            self.fusion = MulT(
+                dims,
+                modalities="".join(MULT_KEY[EXTRACTOR[m]] for m in modalities),
+                dim=c.mult_dim,
+                num_heads=c.mult_heads,
+                layers=c.mult_layers,
+                positional_embedding=c.mult_positional_embedding,
+                # off: the suite's earlier rule (each memory block its target's dropout, the text none)
+                **({} if c.mult_reference_dropouts else {"memory_attn_dropout": "target", "text_dropout": 0.0}),
+            )
             fused_dim = self.fusion.out_dim
-        self.head_m = mlp_head(fused_dim, head_hidden, head_dropout) if fusion is not None else None
+        self.head_m = mlp_head(fused_dim, c.head_hidden, c.head_dropout) if fusion is not None else None
 
     # ------------------------------------------------------------------ per-modality representations
     def _extract(self, modality: str, batch: MSABatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -514,7 +514,7 @@ def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(notebook_run, 
     assert second.stderr.count("is up to date, skipped") == 4, second.stderr[-2000:]
 
 
-#------------------------------------------------------------------------ feature-file provenance, Eq. 8, label sources
+# ------------------------------------------------------------------------ feature-file provenance, Eq. 8, label sources
 def test_msa_fit_meta_refuses_stage_features_of_another_feature_file(stage_runs, sims_bimodal, tmp_path):
     """Exports record the feature file their stage read (path, SHA-256); the meta-learner's DataModule compares
     it with its own file: another CH-SIMS file with the same ids is one `msa: error:` naming both files."""

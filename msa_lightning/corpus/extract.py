@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from msa_lightning.corpus.sources import fix_length
-from msa_lightning.data.custom import MANIFEST_FORMAT, manifest_path, read_manifest
+from msa_lightning.data.custom import MANIFEST_FORMAT, manifest_path, read_features_manifest
 from msa_lightning.data.labels import LABEL_COLUMNS, read_labels
 from msa_lightning.data.reader import normalise_id
 from msa_lightning.data.specs import SPLITS
@@ -359,7 +359,7 @@ def _check_options(raw: Path, out: Path, options: ExtractOptions) -> Path | None
         value = getattr(options, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: expected a positive number, found {value}")
-    if out.exists() and read_manifest(out) is None:
+    if out.exists() and read_features_manifest(out) is None:
         raise ConfigError(
             f"--out {out}: the file exists and is not one `msa features extract` wrote (no {manifest_path(out).name} "
             "beside it); give another --out, or remove it first"
@@ -422,7 +422,7 @@ def extract_features(
             }
         ).encode()
     ).hexdigest()
-    old = read_manifest(out) if out.is_file() else None
+    old = read_features_manifest(out) if out.is_file() else None
     if old is not None and old.get("fingerprint") == fingerprint:
         echo(f"{out}: up to date (same videos, labels and settings); nothing extracted")
         return old

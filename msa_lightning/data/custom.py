@@ -27,7 +27,7 @@ def manifest_path(feature_file: str | Path) -> Path:
     return path.with_name(path.stem + MANIFEST_SUFFIX)
 
 
-def read_manifest(feature_file: str | Path) -> dict | None:
+def read_features_manifest(feature_file: str | Path) -> dict | None:
     """The manifest beside a feature file, or None when there is none (a shipped file)."""
     path = manifest_path(feature_file)
     if not path.is_file():
@@ -43,7 +43,7 @@ def read_manifest(feature_file: str | Path) -> dict | None:
 
 def custom_spec(feature_file: str | Path) -> DatasetSpec:
     """The spec of a custom feature file, from its manifest (label range, metric family, sizes)."""
-    manifest = read_manifest(feature_file)
+    manifest = read_features_manifest(feature_file)
     if manifest is None:
         raise ConfigError(
             f"dataset 'custom': {manifest_path(feature_file)} not found; dataset 'custom' reads the label range and "
@@ -71,7 +71,7 @@ def spec_for(dataset: str | None, feature_file: str | Path) -> DatasetSpec | Non
     """The spec of ``dataset`` for ``feature_file``: a shipped dataset's, the custom one, or None without a name
     (then a file with a manifest is read as ``custom``)."""
     if dataset is None:
-        return custom_spec(feature_file) if read_manifest(feature_file) is not None else None
+        return custom_spec(feature_file) if read_features_manifest(feature_file) is not None else None
     if dataset.lower() == CUSTOM:
         return custom_spec(feature_file)
     return get_spec(dataset)

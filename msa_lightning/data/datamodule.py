@@ -25,7 +25,7 @@ from msa_lightning.batch import INPUT_FIELDS, MODALITIES
 from msa_lightning.data import cache as feature_cache
 from msa_lightning.data.base import DataFacts, SuiteDataModule
 from msa_lightning.data.cache import ensure_cache, load_cached
-from msa_lightning.data.custom import CUSTOM, custom_spec, read_manifest
+from msa_lightning.data.custom import CUSTOM, custom_spec, read_features_manifest
 from msa_lightning.data.dataset import FeatureNormalizer, MSADataset, collate_batch
 from msa_lightning.data.reader import FeatureFileError, SplitArrays, read_feature_file, warn_overlaps
 from msa_lightning.data.sampling import EpochBatchSampler, ResumableDataLoader
@@ -261,7 +261,7 @@ class MSADataModule(SuiteDataModule):
     def state_dict(self) -> dict:
         """What a checkpoint carries of the data (Lightning saves it with the model): for a file of
         ``msa features extract``, how its features were extracted, so ``msa infer`` extracts new videos alike."""
-        manifest = read_manifest(self.feature_file)
+        manifest = read_features_manifest(self.feature_file)
         if manifest is None:
             return {}
         keys = ("settings", "dataset", "audio_frames", "vision_frames", "packages")

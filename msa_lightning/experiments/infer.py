@@ -21,7 +21,7 @@ import torch
 from msa_lightning.batch import MSABatch
 from msa_lightning.checkpoints import checkpoint_class, read_checkpoint, resolve_checkpoint
 from msa_lightning.corpus.sources import fix_length
-from msa_lightning.data.custom import read_manifest
+from msa_lightning.data.custom import read_features_manifest
 from msa_lightning.errors import ClipError, ConfigError, DataError
 from msa_lightning.media.extractors import describe, extract_audio, extract_vision
 from msa_lightning.metrics.msa import CLASS_NAMES, three_classes
@@ -35,7 +35,7 @@ def extraction_of(state: dict, ckpt: str) -> dict:
             return value["extraction"]
     data = state.get("datamodule_hyper_parameters") or {}
     path = data.get("path") if isinstance(data, dict) else None
-    manifest = read_manifest(path) if path and Path(path).is_file() else None
+    manifest = read_features_manifest(path) if path and Path(path).is_file() else None
     if manifest is None:
         raise ConfigError(
             f"--ckpt {ckpt}: the model was not trained on a file of `msa features extract` (the checkpoint carries "

@@ -135,6 +135,12 @@ def _summary_rows(path: Path) -> list[tuple[str, int, dict[str, tuple[float, flo
     return out
 
 
+def read_summary_csv(path: str | Path) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The run name and ``{metric: (mean, std)}`` of a ``summary.csv`` (its first row)."""
+    name, _, summary = _summary_rows(Path(path))[0]
+    return name, summary
+
+
 def report(paths: list[str | Path]) -> str:
     """Markdown comparison of several ``summary.csv`` files (or folders holding one)."""
     rows = {}

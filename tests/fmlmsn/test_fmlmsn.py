@@ -579,7 +579,7 @@ def test_label_sources_and_the_text_length_scope(sims_bimodal, fml_cache):
         trainer = _trainer(fml_cache / scope, 1, limit_train_batches=1, limit_val_batches=1)
         trainer.fit(model, dm)
         assert model.hparams.text_len == text_length_rule(used), scope
-    with pytest.raises(ConfigError, match=r"model.init_args.text_len_scope: expected one of \['train', 'all'\], found 'test'"):
+    with pytest.raises(ConfigError, match=r"text_len_scope: expected one of \['train', 'all'\], found 'test'"):
         FmlMSNStage(text_len_scope="test", **TINY)
 
 

@@ -146,3 +146,30 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+@pytest.fixture()
+def stages_in_process(monkeypatch) -> list[list[str]]:
+    """``run_pipeline`` runs each stage's `msa fit` / `msa test` as ``python -m msa_lightning.cli ...``; here those
+    command lines go through :func:`msa_lightning.cli.main` in this process instead (the same entry point and
+    error boundary: several CLI runs without paying a Python start each). What the pipeline does between the
+    stages (substitutions, records, best checkpoints, tests) is unchanged; stages as real subprocesses are
+    tested in test_pipeline and test_fmlmsn. Returns the stage command lines run, in order."""
+    import subprocess
+
+    from msa_lightning.cli import main
+
+    real_call, ran = subprocess.call, []
+
+    def call(command, *args, **kwargs):
+        if list(command[:3]) != [sys.executable, "-m", "msa_lightning.cli"]:
+            return real_call(command, *args, **kwargs)
+        ran.append(list(command[3:]))
+        try:
+            main(list(command[3:]))
+        except SystemExit as exit_info:
+            return 0 if exit_info.code is None else exit_info.code
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", call)
+    return ran

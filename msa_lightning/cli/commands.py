@@ -31,6 +31,7 @@ COMMANDS = {
     "pipeline": "msa_lightning.cli.pipeline",
     "transcribe": "msa_lightning.cli.transcribe",
     "pretrain-data": "msa_lightning.cli.pretrain_data",
+    "weights": "msa_lightning.cli.weights",
     "features": "msa_lightning.cli.features",
     "infer": "msa_lightning.cli.infer",
     "sweep": "msa_lightning.cli.sweep",

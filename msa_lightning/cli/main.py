@@ -60,6 +60,7 @@ suite commands:
   msa pretrain-data  SKESL pretraining corpus: msa pretrain-data {synth,build,inspect}
   msa features       feature files from your own videos: msa features extract --raw DIR --out FILE.pkl
   msa infer          score new videos with a trained model: msa infer VIDEO... --ckpt RUN
+  msa weights        pretrained weights: msa weights convert-swin3d FILE.pth --out DIR
 
 Errors in the input end as one `msa: error:` line and exit status 2; add --debug (or set
 MSA_DEBUG=1) for the traceback.

@@ -16,9 +16,9 @@ the epoch as its sampler), not litdata's shuffler, distributed environment or lo
 release that changes those internals changes nothing here.
 
 **Masking** happens here, per batch, with :func:`~msa_lightning.papers.skesl.masking.mask_sentiment_words`
-(one tokenizer call per batch; the random fallback is drawn from ``(mask_seed, clip id)``): a clip gets
-the same masked word on every rank, worker, epoch and resume, and the shards do not depend on the
-tokenizer.
+(one tokenizer call per batch; the random fallback is drawn from ``(mask_seed, epoch, clip id)``): a clip gets
+the same masked word on every rank, worker and resume (a word without lexicon entry another one each
+training epoch, as the released code draws it), and the shards do not depend on the tokenizer.
 
 **Sharding across ranks and workers.** litdata's own assignment gives every rank the same number of
 *full* batches and then either drops the rest (``drop_last``, its default under DDP) or hands it to the

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 TEXT_ID_FIELDS = ("text_ids", "text_mask", "text_segment")
 RAW_FIELDS = ("waveform", "waveform_mask", "frames", "frame_mask")
+#: decoded array of each stream -> (the stream's name, the batch fields read from it)
+STREAMS = {"audio": ("audio", {"waveform", "waveform_mask"}), "frames": ("video", {"frames", "frame_mask"})}
 
 
 def _build_clip(path: Path, settings: dict, folder: Path | None) -> tuple[dict[str, np.ndarray], dict]:
@@ -69,8 +71,10 @@ def _build_clip(path: Path, settings: dict, folder: Path | None) -> tuple[dict[s
         load_crop(settings["crop"]),
         folder,
         settings["frames_fps"],
+        require=(),  # a missing stream is an error only for a model that reads it (RawMediaDataModule.setup)
     )
-    return {"frames": frames, "audio": audio}, {"file": str(path)}
+    arrays = {name: x for name, x in (("frames", frames), ("audio", audio)) if x is not None}
+    return arrays, {"file": str(path)}
 
 
 def _decode_to_store(root: str, inputs: dict, path: Path, settings: dict, folder: Path | None) -> str | None:
@@ -400,6 +404,7 @@ class RawMediaDataModule(SuiteDataModule):
             return
         self._load()
         inputs = self._resolve_inputs()
+        self.check_streams(inputs)
         wants_text = inputs is None or bool(set(TEXT_ID_FIELDS) & inputs)
         for split, part in self.splits.items():
             text = (
@@ -410,6 +415,37 @@ class RawMediaDataModule(SuiteDataModule):
             self.datasets[split] = RawClipDataset(
                 part["entries"], part["ids"], part["raw_text"], part["labels"], text, inputs
             )
+
+    def check_streams(self, inputs: set[str] | None) -> None:
+        """Every clip has the streams the batch fields ``inputs`` come from (None: all): an audio-only model
+        reads no frames, so a clip without a video stream is fine for it. A clip lacking a stream that is
+        read is an error naming it (``on_error: skip``: left out and reported)."""
+        needed = {array: stream for array, (stream, fields) in STREAMS.items() if inputs is None or fields & inputs}
+        if not needed:
+            return
+        dropped = 0
+        for split, part in self.splits.items():
+            keep = []
+            for i, (entry, clip) in enumerate(zip(part["entries"], part["ids"])):
+                lacking = [stream for array, stream in needed.items() if array not in entry]
+                if lacking:
+                    read = sorted(set().union(*(STREAMS[a][1] for a in needed if needed[a] in lacking)))
+                    self._bad(
+                        clip,
+                        f"clip {clip}: {entry.meta.get('file', entry.path)}: the clip has no {lacking[0]} stream, "
+                        f"and the model reads {read}",
+                    )
+                else:
+                    keep.append(i)
+            if len(keep) < len(part["ids"]):
+                dropped += len(part["ids"]) - len(keep)
+                for key in ("entries", "ids", "raw_text"):
+                    part[key] = [part[key][i] for i in keep]
+                part["labels"] = {k: v[keep] for k, v in part["labels"].items()}
+                if not keep:
+                    raise DataError(f"{self.label_file}: split {split!r} has no clip with the streams the model reads")
+        if dropped:
+            log.warning("%s: %d clips without a stream the model reads skipped", self.path, dropped)
 
     def _dataset(self, split: str) -> RawClipDataset:
         if split not in self.datasets:

@@ -147,6 +147,10 @@ def export_outputs(
             for name, chunks in parts.items():
                 arrays[f"{split}/{name}"] = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
     meta = {"ids": ids, "checkpoint": str(checkpoint.resolve()), "model": type(model).__name__}
+    feature_file = getattr(datamodule, "feature_file", None)
+    if feature_file is not None and Path(feature_file).is_file():  # what a later stage checks its own file against
+        meta["feature_file"] = str(Path(feature_file).resolve())
+        meta["feature_file_sha256"] = store.content_hash(feature_file)
     return store.put("export", inputs, arrays, meta), True
 
 

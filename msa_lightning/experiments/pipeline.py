@@ -23,7 +23,9 @@ finished is skipped; one that was interrupted with the same command resumes from
 ``--only NAME`` runs one stage (its ``needs`` must have finished: a cluster job per stage);
 ``--dry-run`` prints the resolved commands. A stage with ``test: true`` also runs ``msa test`` on its best
 checkpoint, logged into the stage folder (where ``msa report`` reads test metrics); a finished stage
-whose test has not run yet runs only the test.
+whose test has not run yet runs only the test. A stage with ``retrain: {stages, max_rounds, seed}`` (FmlMSN's
+meta-learner, Eq. 8) re-runs those stages with the seed ``seed + round`` and then itself while its ``eq8.json``
+says "retrain the stages", up to ``max_rounds`` times, and records each round in its ``stage.json``.
 
 Relative paths in the file (``out``, every ``--config``, any other word naming a file or folder beside the
 file) resolve against the file's folder, so a pipeline runs the same from any working folder.
@@ -75,6 +77,7 @@ class Stage:
     needs: list[str] = field(default_factory=list)
     export: dict | None = None
     test: bool = False
+    retrain: dict | None = None  # FmlMSN's Eq. 8: re-run these stages while the stage's eq8.json says so
 
 
 @dataclass
@@ -113,10 +116,11 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
         name = raw["name"]
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
             raise ConfigError(f"{where}: stage name {name!r}: use letters, digits, '_', '-', '.'")
-        bad = set(raw) - {"name", "args", "needs", "export", "test"}
+        bad = set(raw) - {"name", "args", "needs", "export", "test", "retrain"}
         if bad:
             raise ConfigError(
-                f"{where}: stage {name!r}: unknown keys {sorted(bad)}; expected name, args, needs, export, test"
+                f"{where}: stage {name!r}: unknown keys {sorted(bad)}; expected name, args, needs, export, test, "
+                "retrain"
             )
         if not isinstance(raw.get("test", False), bool):
             raise ConfigError(f"{where}: stage {name!r}: 'test' must be true or false, found {raw['test']!r}")
@@ -134,10 +138,16 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
         if any(s.name == name for s in stages):
             raise ConfigError(f"{where}: two stages are named {name!r}")
         args = _resolve_paths([str(a) for a in args], path.resolve().parent, f"{where}: stage {name!r}")
-        stages.append(Stage(name, args, list(needs), export, raw.get("test", False)))
+        retrain = _retrain_spec(raw.get("retrain"), f"{where}: stage {name!r}")
+        stages.append(Stage(name, args, list(needs), export, raw.get("test", False), retrain))
     _apply_settings(stages, settings, where)
     names = [s.name for s in stages]
     for stage in stages:
+        for other in (stage.retrain or {}).get("stages", []):
+            if other not in stage.needs:
+                raise ConfigError(
+                    f"{where}: stage {stage.name!r}: retrain.stages names {other!r}, not one of its needs"
+                )
         for need in stage.needs:
             if need not in names:
                 raise ConfigError(
@@ -364,6 +374,8 @@ def _run_stages(pipeline: Pipeline, only: str | None, force: bool) -> dict:
     for stage in _selected(pipeline, only):
         command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=False))
         records[stage.name] = _run_stage(pipeline, stage, command, force)
+        if stage.retrain and only is None:
+            _retrain_rounds(pipeline, stage, records, force)
     return records
 
 
@@ -624,3 +636,64 @@ def _without_ckpt_path(args: list[str]) -> list[str]:
         elif not arg.startswith("--ckpt_path="):
             out.append(arg)
     return out
+
+
+# ---------------------------------------------------------------------------------------------- Eq. 8 rounds
+def _retrain_spec(spec, where: str) -> dict | None:
+    """A stage's ``retrain: {stages: [...], max_rounds: N, seed: S}`` checked (None: no section)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) - {"stages", "max_rounds", "seed"} or not spec.get("stages"):
+        raise ConfigError(f"{where}: 'retrain' takes stages (a list of its needs), max_rounds and seed")
+    rounds, seed = spec.get("max_rounds", 1), spec.get("seed", 1111)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0 or not isinstance(seed, int):
+        raise ConfigError(f"{where}: retrain.max_rounds must be an integer >= 0 and retrain.seed an integer")
+    return {"stages": [str(s) for s in spec["stages"]], "max_rounds": rounds, "seed": seed}
+
+
+def _eq8_decision(folder: Path) -> dict:
+    """The newest ``eq8.json`` a stage's fit wrote under its folder (FmlMSNMeta, Eq. 8)."""
+    found = sorted(folder.rglob("eq8.json"), key=lambda p: p.stat().st_mtime_ns)
+    if not found:
+        raise StageFailed(f"stage {folder.name!r} has a 'retrain' section but its fit wrote no eq8.json")
+    return json.loads(found[-1].read_text())
+
+
+def _retrain_rounds(pipeline: Pipeline, stage: Stage, records: dict, force: bool) -> None:
+    """Act on Eq. 8: while the stage's decision is "retrain the stages" and rounds are left, re-run the named
+    stages with the seed ``seed + round`` and then this stage; each round is recorded in its stage.json."""
+    spec, folder = stage.retrain, pipeline.folder(stage.name)
+    history = [{**_eq8_decision(folder), "round": 0, "stage_seed": None}]
+    while history[-1].get("retrain") and len(history) <= spec["max_rounds"]:
+        round_, seed = len(history), spec["seed"] + len(history)
+        log.info(
+            "msa: pipeline %s: Eq. 8 p = %.3f < %s: retraining %s with seed %d (round %d of %d)",
+            pipeline.name,
+            history[-1]["p"],
+            history[-1]["threshold"],
+            ", ".join(spec["stages"]),
+            seed,
+            round_,
+            spec["max_rounds"],
+        )
+        for name in spec["stages"]:
+            base = pipeline.stage(name)
+            again = Stage(base.name, [*base.args, f"--seed_everything={seed}"], base.needs, base.export, base.test)
+            records[name] = _run_stage(
+                pipeline, again, _fit_command(pipeline, again, _substitute(pipeline, again, False)), force
+            )
+        command = _fit_command(pipeline, stage, _substitute(pipeline, stage, False))
+        records[stage.name] = _run_stage(pipeline, stage, command, force)
+        history.append({**_eq8_decision(folder), "round": round_, "stage_seed": seed})
+    record = records[stage.name]
+    record["retrain_rounds"] = history
+    _write_record(folder, record)
+    final = history[-1]
+    log.info(
+        "msa: pipeline %s: Eq. 8 after %d retraining round(s): p = %.3f, %s%s",
+        pipeline.name,
+        len(history) - 1,
+        final["p"],
+        final["decision"],
+        " (no rounds left)" if final.get("retrain") else "",
+    )

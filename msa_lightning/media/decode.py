@@ -60,10 +60,13 @@ def decode_clip(
     crop: Callable[[np.ndarray], np.ndarray] | None = None,
     frames_folder: str | Path | None = None,
     frames_fps: float = 25.0,
-) -> tuple[np.ndarray, np.ndarray]:
+    require: tuple[str, ...] = ("audio", "video"),
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Decode one clip: ``frames [T, size, size, 3] uint8`` at ``fps`` and ``audio [S] float32``, mono
     at ``sample_rate``; frames from ``frames_folder`` (images at ``frames_fps``) instead of the video
-    stream when given. Raises :class:`DataError` naming the file for anything unreadable or empty."""
+    stream when given. A stream named in ``require`` must be there; one that is not required and absent
+    comes back as None (an audio-only or video-only model does not need the other stream; at least one
+    must be there). Raises :class:`DataError` naming the file for anything unreadable or empty."""
     import av
 
     path = Path(path)
@@ -71,24 +74,30 @@ def decode_clip(
         raise DataError(f"{path}: clip file not found")
     if frames_folder is not None and not Path(frames_folder).is_dir():
         raise DataError(f"{frames_folder}: frame folder not found")
+    audio = frames = None
     try:
         with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise DataError(f"{path}: the clip has no audio stream")
-            if frames_folder is None and not container.streams.video:
-                raise DataError(f"{path}: the clip has no video stream")
-            audio = _decode_audio(container, sample_rate, max_seconds)
-        if frames_folder is None:
+            has_audio = bool(container.streams.audio)
+            has_video = frames_folder is not None or bool(container.streams.video)
+            for stream, present in (("audio", has_audio), ("video", has_video)):
+                if not present and stream in require:
+                    raise DataError(f"{path}: the clip has no {stream} stream")
+            if not has_audio and not has_video:
+                raise DataError(f"{path}: the clip has neither an audio nor a video stream")
+            if has_audio:
+                audio = _decode_audio(container, sample_rate, max_seconds)
+        if frames_folder is not None:
+            frames = _read_frame_folder(Path(frames_folder), frames_fps, fps, size, max_seconds, crop)
+        elif has_video:
             with av.open(str(path)) as container:
                 frames = _decode_frames(container, fps, size, max_seconds, crop)
-        else:
-            frames = _read_frame_folder(Path(frames_folder), frames_fps, fps, size, max_seconds, crop)
     except DataError:
         raise
     except Exception as err:  # FFmpeg reports corrupt input with many error types
         raise DataError(f"{path}: cannot decode the clip ({type(err).__name__}: {err})") from None
-    if len(audio) == 0 or len(frames) == 0:
-        raise DataError(f"{path}: the clip is empty ({len(frames)} frames, {len(audio)} audio samples)")
+    if any(x is not None and len(x) == 0 for x in (frames, audio)):
+        n_frames, n_audio = (0 if x is None else len(x) for x in (frames, audio))
+        raise DataError(f"{path}: the clip is empty ({n_frames} frames, {n_audio} audio samples)")
     return frames, audio
 
 

@@ -37,11 +37,12 @@ def write_synthetic_clip(
     width: int = 32,
     height: int = 24,
     face: bool = False,
+    video: bool = True,
 ) -> Path:
     """An mp4 (MPEG-4 video, AAC stereo audio) whose frame ``i`` is a grey image of brightness
     ``min(base + 10 i, 255)`` (so a sampled frame can be read back) and whose audio is a sine ``tone``
-    (``tone=0``: a silent track); ``audio=False`` leaves the audio stream out. ``face=True`` shows a real
-    portrait instead (:func:`portrait`, moving a pixel per frame), for face extractors."""
+    (``tone=0``: a silent track); ``audio=False`` / ``video=False`` leave that stream out. ``face=True`` shows
+    a real portrait instead (:func:`portrait`, moving a pixel per frame), for face extractors."""
     import fractions
 
     import av
@@ -52,19 +53,20 @@ def write_synthetic_clip(
     if picture is not None:
         height, width = picture.shape[:2]
     with av.open(str(path), "w") as out:
-        video = out.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt, video.bit_rate = width, height, "yuv420p", 4_000_000
+        if video:
+            stream = out.add_stream("mpeg4", rate=fps)
+            stream.width, stream.height, stream.pix_fmt, stream.bit_rate = width, height, "yuv420p", 4_000_000
         if audio:
             sound = out.add_stream("aac", rate=rate)
             sound.layout = "stereo"
-        for i in range(int(round(seconds * fps))):
+        for i in range(int(round(seconds * fps)) if video else 0):
             if picture is None:
                 image = np.full((height, width, 3), min(base + 10 * i, 255), np.uint8)
             else:
                 image = np.roll(picture, i % 8, axis=1)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
-        for packet in video.encode():
+        for packet in stream.encode() if video else ():
             out.mux(packet)
         if audio:
             wave = (0.5 * np.sin(2 * np.pi * tone * np.arange(int(seconds * rate)) / rate)).astype(np.float32)

@@ -18,8 +18,12 @@ queries and keys. MMSA's re-implementation, used for most reported numbers of th
 them: ``positional_embedding=False``.
 
 Padding: padded frames are zeroed before the convolution, are never attention keys, and are not
-read out, so their content cannot change any output. As in the reference code, a cross-modal block's
-attention dropout is that of its *source* modality and a memory block's that of its target.
+read out, so their content cannot change any output.
+
+Dropouts as in the reference code (Tsai et al., ``MULTModel``): a cross-modal block's attention dropout is that of
+its *source* modality, every memory block uses the text one (``memory_attn_dropout="text"``), and the raw text
+sequence gets the embedding dropout before its projection (``text_dropout=None``). ``memory_attn_dropout="target"``
+gives each memory block its target modality's instead.
 """
 
 from __future__ import annotations
@@ -133,7 +137,10 @@ class MulT(nn.Module):
         kernel_sizes: temporal convolution widths of the projections (text, audio, vision).
         attn_dropout: attention dropout per modality (text, audio, vision).
         relu_dropout, res_dropout, embed_dropout: feed-forward, residual and input dropout.
-        text_dropout: dropout on the raw text features before the projection.
+        memory_attn_dropout: ``"text"`` (the reference: every memory transformer uses the text attention
+            dropout) or ``"target"`` (each uses its target modality's).
+        text_dropout: dropout on the raw text features before the projection (None: ``embed_dropout``, as the
+            reference).
         out_dropout: dropout inside the residual output projection.
         positional_embedding: add sinusoidal positions (original MulT) or not (MMSA).
         modalities: the modalities fused, a subset of ``"lav"`` with at least two (TwoStepMSA's
@@ -158,7 +165,8 @@ class MulT(nn.Module):
         relu_dropout: float = 0.1,
         res_dropout: float = 0.1,
         embed_dropout: float = 0.25,
-        text_dropout: float = 0.0,
+        memory_attn_dropout: str = "text",
+        text_dropout: float | None = None,
         out_dropout: float = 0.0,
         positional_embedding: bool = True,
         modalities: str = "lav",
@@ -169,8 +177,11 @@ class MulT(nn.Module):
         self.modalities = tuple(m for m in KEYS if m in modalities)
         if len(self.modalities) < 2 or set(modalities) - set(KEYS):
             raise ValueError(f"MulT fuses two or three of {KEYS}, got modalities={modalities!r}")
+        if memory_attn_dropout not in ("text", "target"):
+            raise ValueError(f"memory_attn_dropout: expected 'text' or 'target', got {memory_attn_dropout!r}")
         width = (len(self.modalities) - 1) * dim  # a target's cross-modal outputs, concatenated
-        self.dim, self.text_dropout, self.out_dropout = dim, text_dropout, out_dropout
+        self.dim, self.out_dropout = dim, out_dropout
+        self.text_dropout = embed_dropout if text_dropout is None else text_dropout
         self.kernel_sizes = dict(zip(KEYS, kernel_sizes))
         self.proj = nn.ModuleDict(
             {
@@ -195,7 +206,13 @@ class MulT(nn.Module):
         )
         self.memory = nn.ModuleDict(
             {
-                m: MulTTransformer(width, num_heads, mem_layers or max(layers, 3), dropout[m], **common)
+                m: MulTTransformer(
+                    width,
+                    num_heads,
+                    mem_layers or max(layers, 3),
+                    dropout["l" if memory_attn_dropout == "text" else m],
+                    **common,
+                )
                 for m in self.modalities
             }
         )

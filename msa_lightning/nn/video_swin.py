@@ -26,6 +26,11 @@ The *amount* of padding still matters a little, as in the reference: the batch's
 zero tokens that fill the last temporal window and whether windows shrink to a short map, so a clip
 gives slightly different features alone and in a long batch (group clips of similar length).
 
+Weights: ``msa weights convert-swin3d FILE.pth --out DIR`` (:func:`convert_swin3d`) checks torchvision's
+published ``swin3d_t/s/b`` state dicts (or the official ones) key by key against :data:`CONFIGS` and writes
+``DIR/model.safetensors`` + ``DIR/config.json``; every loader here takes that folder. A pretrained
+architecture without weights is refused unless random weights are asked for (:func:`check_video_weights`).
+
 Official Video Swin key mapping (:func:`official_to_torchvision`), ``i`` = stage, ``j`` = block::
 
     backbone.patch_embed.proj.*              -> patch_embed.proj.*
@@ -58,7 +63,7 @@ import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
-from msa_lightning.errors import MSAError
+from msa_lightning.errors import ConfigError, MSAError
 from msa_lightning.nn.masking import masked_mean
 
 #: Architectures by name: torchvision's ``swin3d_t/s/b`` and a tiny one for tests and benchmarks.
@@ -487,14 +492,56 @@ def _numpy_safe_globals(names: list[str]) -> list:
     return allowed
 
 
+#: what `msa weights convert-swin3d` writes into its folder, and the format tag of its ``config.json``
+CONVERTED_CONFIG, CONVERTED_WEIGHTS, CONVERTED_FORMAT = "config.json", "model.safetensors", "msa-video-swin/1"
+
+#: the torchvision releases each architecture's weights come from (file names of the download)
+TORCHVISION_FILES = {
+    "swin3d_t": ("swin3d_t-7615ae03.pth (Swin3D_T_Weights.KINETICS400_V1)",),
+    "swin3d_s": ("swin3d_s-da41c237.pth (Swin3D_S_Weights.KINETICS400_V1)",),
+    "swin3d_b": (
+        "swin3d_b_1k-24f7c7c6.pth (Swin3D_B_Weights.KINETICS400_V1)",
+        "swin3d_b_22k-7c6ae6fa.pth (Swin3D_B_Weights.KINETICS400_IMAGENET22K_V1)",
+    ),
+}
+
+
+def _read_converted(folder: Path) -> tuple[dict, dict]:
+    """``(config, state_dict)`` of a folder written by :func:`convert_swin3d`."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config_file, weights = folder / CONVERTED_CONFIG, folder / CONVERTED_WEIGHTS
+    if not config_file.is_file() or not weights.is_file():
+        raise MSAError(
+            f"{folder}: not a converted Video Swin folder (expected {CONVERTED_CONFIG} and {CONVERTED_WEIGHTS}, "
+            f"as `msa weights convert-swin3d PATH.pth --out {folder}` writes them)"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        state = load_file(str(weights))
+    except Exception as err:  # a truncated or foreign file: many error types
+        raise MSAError(f"cannot read the converted Video Swin folder {folder}: {type(err).__name__}: {err}") from None
+    if config.get("format") != CONVERTED_FORMAT or config.get("arch") not in CONFIGS:
+        raise MSAError(
+            f"{config_file}: expected format {CONVERTED_FORMAT!r} and an architecture of {sorted(CONFIGS)}, "
+            f"found format {config.get('format')!r}, arch {config.get('arch')!r}"
+        )
+    return config, state
+
+
 def _read_checkpoint(checkpoint: str | Path) -> dict:
     path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return _read_converted(path)[1]
     if not path.is_file():
         from msa_lightning.nn.pretrained import PretrainedNotAvailable
 
         raise PretrainedNotAvailable(
-            f"Video Swin checkpoint {str(path)!r} does not exist; download torchvision's swin3d_t "
-            f"Kinetics-400 weights or the official Video Swin checkpoint and pass its path"
+            f"Video Swin checkpoint {str(path)!r} does not exist; download torchvision's Kinetics-400 weights "
+            f"({'; '.join(f for files in TORCHVISION_FILES.values() for f in files)}) and run `msa weights "
+            f"convert-swin3d FILE.pth --out {path}`, or pass the path of a .pth file"
         )
     # mmaction checkpoints keep numpy scalars in their meta data: allow the numpy reconstructors the file
     # names (found by torch's own scan), nothing executable
@@ -509,12 +556,20 @@ def _read_checkpoint(checkpoint: str | Path) -> dict:
 def build_video_swin(
     name: str = "swin3d_t", checkpoint: str | Path | None = None, num_classes: int = 0, **overrides
 ) -> SwinTransformer3d:
-    """A Video Swin by architecture name (:data:`CONFIGS`), with weights from ``checkpoint`` (a
-    torchvision or official ``.pth`` file) when given. ``tiny-swin3d`` is random and in-process;
-    ``auto`` reads the architecture from the checkpoint (:func:`config_from_state_dict`)."""
+    """A Video Swin by architecture name (:data:`CONFIGS`), with weights from ``checkpoint`` (a folder
+    written by :func:`convert_swin3d`, or a torchvision or official ``.pth`` file) when given. ``tiny-swin3d``
+    is random and in-process; ``auto`` reads the architecture from the checkpoint (:func:`config_from_state_dict`)."""
     if name != "auto" and name not in CONFIGS:
         raise MSAError(f"unknown Video Swin architecture {name!r}; expected 'auto' or one of {sorted(CONFIGS)}")
     state = _read_checkpoint(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and Path(checkpoint).expanduser().is_dir():
+        converted = _read_converted(Path(checkpoint).expanduser())[0]["arch"]
+        if name not in ("auto", converted):
+            raise MSAError(
+                f"the Video Swin folder {checkpoint} holds {converted} weights, but the architecture asked for "
+                f"is {name!r}: set the architecture to {converted!r} (or 'auto')"
+            )
+        name = converted
     if name == "auto":
         if state is None:
             raise MSAError("Video Swin architecture 'auto' needs a checkpoint to read it from")
@@ -527,12 +582,100 @@ def build_video_swin(
     return model
 
 
+def matching_architecture(config: Mapping) -> str | None:
+    """The name in :data:`CONFIGS` whose patch, width, depths, heads and window equal ``config``'s."""
+    keys = ("patch_size", "embed_dim", "depths", "num_heads", "window_size")
+    for name, known in CONFIGS.items():
+        if all(tuple(known[k]) == tuple(config[k]) if k != "embed_dim" else known[k] == config[k] for k in keys):
+            return name
+    return None
+
+
+def convert_swin3d(source: str | Path, out: str | Path, arch: str | None = None) -> dict:
+    """Turn published Video Swin weights (torchvision's ``swin3d_t/s/b`` Kinetics-400 ``.pth`` files, or the
+    official mmaction checkpoints through :func:`official_to_torchvision`) into the suite's format: ``out/``
+    holds ``model.safetensors`` and ``config.json`` (format, architecture, classes, source file and its
+    SHA-256). Every tensor is checked against the architecture (``arch``, or the one of :data:`CONFIGS` the
+    shapes describe): a missing, unexpected or differently shaped key is one :class:`MSAError` naming them.
+    Returns the written config."""
+    import hashlib
+    import json
+
+    from safetensors.torch import save_file
+
+    source, out = Path(source).expanduser(), Path(out).expanduser()
+    if source.is_dir():
+        raise MSAError(f"{source} is a folder; convert-swin3d reads a .pth state dict file")
+    state = _read_checkpoint(source)
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    state = official_to_torchvision(state)
+    detected = config_from_state_dict(state)
+    found = matching_architecture(detected)
+    if arch is None:
+        if found is None:
+            raise MSAError(f"{source}: the weights describe no known Video Swin ({detected}); known: {sorted(CONFIGS)}")
+        arch = found
+    elif arch not in CONFIGS:
+        raise MSAError(f"unknown Video Swin architecture {arch!r}; expected one of {sorted(CONFIGS)}")
+    model = SwinTransformer3d(**{**CONFIGS[arch], "num_classes": int(detected.get("num_classes", 0))})
+    load_swin_state_dict(model, state, source=f"{source} (as {arch})")  # key by key, shape by shape
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    digest = hashlib.sha256()
+    with source.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    config = {
+        "format": CONVERTED_FORMAT,
+        "arch": arch,
+        "num_classes": int(detected.get("num_classes", 0)),
+        "tensors": len(weights),
+        "source": source.name,
+        "source_sha256": digest.hexdigest(),
+    }
+    tmp = out / (CONVERTED_WEIGHTS + ".tmp")
+    save_file(weights, str(tmp))
+    tmp.replace(out / CONVERTED_WEIGHTS)
+    (out / CONVERTED_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return config
+
+
+#: architectures that are random by design (built in-process for tests and benchmarks, like ``tiny-bert``)
+RANDOM_ARCHS = ("tiny-swin3d",)
+
+
+def check_video_weights(arch: str, checkpoint: str | Path | None, random_init: bool, key: str, log=None) -> None:
+    """Nothing pretrained is ever silently random: a pretrained architecture without ``checkpoint`` is one
+    :class:`ConfigError` naming ``key`` and how to make the weights, unless ``random_init`` opts in (then a
+    warning says so in the run's log)."""
+    if checkpoint is not None or arch in RANDOM_ARCHS:
+        return
+    if random_init:
+        if log is not None:
+            log.warning(
+                "Video Swin %s has RANDOM weights (%s is null, random init opted in): its features are "
+                "not those of the Kinetics-400 model",
+                arch,
+                key,
+            )
+        return
+    files = " or ".join(TORCHVISION_FILES.get(arch, ("the official Video Swin checkpoint",)))
+    raise ConfigError(
+        f"{key} is not set, so the {arch} Video Swin would be random, not the Kinetics-400 model: download "
+        f"{files}, run `msa weights convert-swin3d FILE.pth --out weights/{arch}_kinetics400` and set {key} to "
+        f"that folder (random weights only on purpose: set the random-init switch, video_random_init: true)"
+    )
+
+
 class VideoSwinEncoder(nn.Module):
     """The visual extractor (TwoStepMSA paper 3.2): uint8 frames in, Video Swin features out.
 
     Args:
         arch: architecture name in :data:`CONFIGS` (``tiny-swin3d`` for tests), or ``auto``: read from ``checkpoint``.
-        checkpoint: torchvision or official Video Swin weights (a ``.pth`` path); None = random init.
+        checkpoint: a folder of :func:`convert_swin3d`, or torchvision or official Video Swin weights (a
+            ``.pth`` path); None = random init (the modules that use it refuse that unless opted in:
+            :func:`check_video_weights`).
         finetune: train the weights; when False the extractor is frozen (no weight gradients, eval mode).
         gradient_checkpointing: recompute block activations in the backward pass (less memory).
 

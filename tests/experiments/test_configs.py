@@ -161,6 +161,9 @@ def _tiny_args(config: Path, spec: dict, synthetic, transcripts, tmp_path: Path)
     for key, value in model_args.items():
         if isinstance(value, str) and value.endswith(".ckpt"):  # weights of an earlier run: random init here
             args.append(f"--model.init_args.{key}=null")
+    if isinstance(model_args.get("step1_checkpoints"), dict):  # runs of an earlier step: the pretrained extractors
+        given = ", ".join(f"{name}: pretrained" for name in model_args["step1_checkpoints"])
+        args.append(f"--model.init_args.step1_checkpoints={{{given}}}")
     if "batch_size" in data_args:
         args.append("--data.init_args.batch_size=16")  # at least 2 training batches in the small files
     if (spec.get("trainer") or {}).get("accumulate_grad_batches", 1) != 1:

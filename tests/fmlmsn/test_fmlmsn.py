@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, execute_notebook
+from conftest import REPO, execute_notebook, msa_in_process
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.errors import ConfigError, DataError
@@ -297,7 +297,8 @@ def test_exports_must_cover_the_file_ids(tmp_path, sims_bimodal, fml_cache):
                     ("valid", good["valid/features.H"]),
                     ("test", good["test/features.H"]),
                 )
-            }
+            },
+            "feature_file_sha256": store.content_hash(sims_bimodal),  # the right file, the wrong ids
         },
     )
     dm = StageFeaturesDataModule(str(sims_bimodal), exports=[str(wrong.path)], stages=["AV"], cache_dir=str(fml_cache))
@@ -511,3 +512,147 @@ def test_msa_pipeline_runs_the_three_stages_then_the_meta_learner(notebook_run, 
     second = _msa(["pipeline", str(workdir / "pipeline.yaml")], workdir)
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stderr.count("is up to date, skipped") == 4, second.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------ feature-file provenance, Eq. 8, label sources
+def test_msa_fit_meta_refuses_stage_features_of_another_feature_file(stage_runs, sims_bimodal, tmp_path):
+    """Exports record the feature file their stage read (path, SHA-256); the meta-learner's DataModule compares
+    it with its own file: another CH-SIMS file with the same ids is one `msa: error:` naming both files."""
+    from msa_lightning.data.synthetic import make_synthetic
+
+    runs, _, _ = stage_runs
+    exports = [str(runs[p]["export"].path) for p in ("AV", "AT", "VT")]
+    assert all(runs[p]["export"].meta["feature_file_sha256"] for p in ("AV", "AT", "VT"))
+    other = make_synthetic("sims", tmp_path / "other_sims.pkl", size_factor=0.05, seed=4, bimodal_labels=True)
+    proc = _msa(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "fmlmsn" / "sims_meta.yaml"),
+            f"--data.init_args.path={other}",
+            f"--data.init_args.exports=[{','.join(exports)}]",
+            "--trainer.max_epochs=1",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("msa: error:")]
+    assert "exports[0] (AV" in line and str(sims_bimodal.resolve()) in line and str(other) in line, line
+    assert "must come from the same feature file" in line
+
+
+def test_eq8_is_that_of_the_best_checkpoint(stage_runs, sims_bimodal, fml_cache, tmp_path):
+    """The best checkpoint carries its own Eq. 8 result; eq8.json reports that one, not the last epoch's."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    runs, _, _ = stage_runs
+    exports = [str(runs[p]["export"].path) for p in ("AV", "AT", "VT")]
+    L.seed_everything(0)
+    dm = StageFeaturesDataModule(str(sims_bimodal), exports=exports, batch_size=16, cache_dir=str(fml_cache))
+    meta = FmlMSNMeta(stage_fdim=8, fdim=8, lr=5e-2)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/mae", mode="min", save_last=True)
+    trainer = L.Trainer(
+        max_epochs=6,
+        callbacks=[best],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="meta"),
+    )
+    trainer.fit(meta, dm)
+    decision = json.loads((tmp_path / "meta" / "version_0" / "eq8.json").read_text())
+    saved = torch.load(best.best_model_path, weights_only=False)
+    assert decision["checkpoint"] == best.best_model_path and decision["epoch"] == saved["epoch"]
+    assert decision["p"] == saved["fmlmsn_eq8"]["p"] and decision["retrain"] == (decision["p"] < 0.74)
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["fmlmsn_eq8"]
+    assert last["epoch"] == 5  # every checkpoint keeps the result of its own weights
+
+
+def test_label_sources_and_the_text_length_scope(sims_bimodal, fml_cache):
+    """FmlMSN-m as Table 8's caption words it (M for the bimodal task only); Eq. 1's N over the whole dataset."""
+    assert _stage(label_source="multimodal_bimodal").task_labels() == {"A": "A", "V": "V", "AV": "M"}
+    assert _stage(label_source="multimodal").task_labels() == {"A": "M", "V": "M", "AV": "M"}
+    dm = _dm(sims_bimodal, fml_cache)
+    dm.setup("fit")
+    lengths = {s: dm.splits[s].text_bert[:, 1].sum(1) for s in ("train", "valid", "test")}
+    for scope, used in (("train", lengths["train"]), ("all", np.concatenate(list(lengths.values())))):
+        model = FmlMSNStage(pair="AT", text_len_scope=scope, **TINY)
+        trainer = _trainer(fml_cache / scope, 1, limit_train_batches=1, limit_val_batches=1)
+        trainer.fit(model, dm)
+        assert model.hparams.text_len == text_length_rule(used), scope
+    with pytest.raises(ConfigError, match=r"text_len_scope: expected one of \['train', 'all'\], found 'test'"):
+        FmlMSNStage(text_len_scope="test", **TINY)
+
+
+def test_ch_sims_gives_the_papers_text_length(shared_dir):
+    """Section 5.1: L = 39 on CH-SIMS (lambda 3). Runs where the real CH-SIMS file is available."""
+    from msa_lightning.data.reader import read_feature_file
+    from msa_lightning.data.specs import get_spec
+
+    path = shared_dir / "data" / "sims" / "unaligned_39.pkl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not available")
+    splits = read_feature_file(path, get_spec("sims"))
+    train = splits["train"].text_bert[:, 1].sum(1)
+    every = np.concatenate([splits[s].text_bert[:, 1].sum(1) for s in ("train", "valid", "test")])
+    assert 39 in (text_length_rule(train), text_length_rule(every)), (text_length_rule(train), text_length_rule(every))
+
+
+def test_msa_pipeline_acts_on_a_retrain_decision(sims_bimodal, tmp_path, monkeypatch, capsys, stages_in_process):
+    """A meta stage with `retrain`: Eq. 8 below the threshold re-runs the named stage with seed + round, then the
+    meta-learner, up to max_rounds; every round is recorded. `msa pipeline` in-process, its stages through the
+    same entry point (``stages_in_process``)."""
+    import yaml
+
+    monkeypatch.setenv("MSA_CACHE_DIR", str(tmp_path / "cache"))
+    common = [
+        f"--data.init_args.path={sims_bimodal}",
+        "--data.init_args.batch_size=16",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    tiny = [f"--model.init_args.{k}=8" for k in ("ahid", "vhid", "adim", "vdim", "fdim")]
+    configs = REPO / "configs" / "fmlmsn"
+    pipeline = {
+        "name": "retrain",
+        "out": str(tmp_path / "runs"),
+        "stages": [
+            {
+                "name": "stage_av",
+                "args": ["--config", str(configs / "sims_stage.yaml"), "--model.init_args.pair=AV", *common, *tiny],
+                "export": {"outputs": ["features.H"]},
+            },
+            {
+                "name": "meta",
+                "needs": ["stage_av"],
+                "retrain": {"stages": ["stage_av"], "max_rounds": 1, "seed": 7},
+                "args": [
+                    "--config",
+                    str(configs / "sims_meta.yaml"),
+                    "--model.init_args.stages=[AV]",
+                    "--data.init_args.stages=[AV]",
+                    "--data.init_args.exports=[${stage_av.export}]",
+                    "--model.init_args.stage_fdim=8",
+                    "--model.init_args.fdim=8",
+                    "--model.init_args.retrain_threshold=1.01",  # p <= 1: always "retrain the stages"
+                    *common,
+                ],
+            },
+        ],
+    }
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+    run = msa_in_process(capsys, "pipeline", tmp_path / "pipeline.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [c[0] for c in stages_in_process] == ["fit"] * 4  # stage, meta, then one round: stage (seed 8), meta
+    assert "--seed_everything=8" in stages_in_process[2] and "--seed_everything=8" not in stages_in_process[3]
+    record = json.loads((tmp_path / "runs" / "meta" / "stage.json").read_text())
+    rounds = record["retrain_rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and [r["stage_seed"] for r in rounds] == [None, 8]
+    assert all(r["decision"] == "retrain the stages" for r in rounds)
+    assert "retraining stage_av with seed 8 (round 1 of 1)" in run.stderr and "(no rounds left)" in run.stderr
+
+    pipeline["stages"][1]["retrain"] = {"stages": ["stage_vt"]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(pipeline))
+    proc = _msa(["pipeline", str(tmp_path / "bad.yaml")], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "stage 'meta': retrain.stages names 'stage_vt', not one of its needs" in proc.stderr

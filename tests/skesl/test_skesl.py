@@ -140,9 +140,12 @@ def test_random_fallback_label_zero_seeded_per_clip(tok, hand_lexicon):
     ids = [f"clip{i}" for i in range(len(texts))]
     m = mask_sentiment_words(texts, tok, 24, hand_lexicon, ids=ids, seed=3)
     assert m.label.tolist() == [0.0] * 5 and not m.from_lexicon.any()
-    for row, text in enumerate(texts):  # exactly one word (all its occurrences), never [CLS]/[SEP]/padding
+    fixed = mask_sentiment_words(texts, tok, 24, hand_lexicon, ids=ids, seed=3, fallback="fixed")
+    assert fixed.word.tolist() == m.word.tolist()  # the same draw at epoch 0
+    for row, text in enumerate(texts):  # one word, never [CLS]/[SEP]/padding: one occurrence, or all (fixed)
         assert m.word[row] in text.split()
-        assert int(m.target[row].sum()) == text.split().count(m.word[row]) * _pieces(tok, m.word[row])
+        assert int(m.target[row].sum()) == _pieces(tok, m.word[row])
+        assert int(fixed.target[row].sum()) == text.split().count(m.word[row]) * _pieces(tok, m.word[row])
         assert (m.ids[row, 1][m.target[row]] == 1).all()
     again = mask_sentiment_words(texts[::-1], tok, 24, hand_lexicon, ids=ids[::-1], seed=3)
     assert again.word[::-1].tolist() == m.word.tolist()  # depends on (seed, id), not on the order
@@ -154,11 +157,58 @@ def test_punctuation_is_never_chosen_and_truncated_words_are_not_either(tok, han
     assert split_words("good, bad!") == (["good", ",", "bad", "!"], [True, False, True, False])
     m = mask_sentiment_words(["... ! story ?"], tok, 16, hand_lexicon, ids=["p"])
     assert m.word.tolist() == ["story"]
-    # the lexicon word lies beyond max_length: a word that survived truncation is chosen (label 0)
-    m = mask_sentiment_words(["the story and the plot and the end was horrible"], tok, 6, hand_lexicon)
+    # the lexicon word lies beyond max_length: without recenter a word that survived truncation is chosen
+    text = "the story and the plot and the end was horrible"
+    m = mask_sentiment_words([text], tok, 6, hand_lexicon, recenter=False)
     assert m.label.tolist() == [0.0] and m.word[0] in {"the", "story", "and"}
     with pytest.raises(DataError, match=r"1 transcript\(s\) without any word to mask \(ids b\)"):
         mask_sentiment_words(["good", "   "], tok, 8, hand_lexicon, ids=["a", "b"])
+
+
+def test_a_sentiment_word_beyond_the_limit_recentres_the_window(tok, hand_lexicon):
+    """Released code: the strongest word past max_length tokens moves the window so that it sits in the middle."""
+    words = "the story and the plot and then the end of it all was so bad for me and my part".split()
+    m = mask_sentiment_words([" ".join(words)], tok, 10, hand_lexicon, ids=["long"])
+    assert m.from_lexicon.tolist() == [True] and m.word.tolist() == ["bad"] and m.label[0] < 0
+    positions = np.flatnonzero(m.target[0])
+    assert (m.ids[0, 0, positions] == tok.mask_token_id).all() and m.ids[0, 1].sum() == 10
+    kept = tok.decode(m.ids[0, 0, 1:9][~m.target[0, 1:9]]).split()
+    assert kept[0] != "the" and "me" in " ".join(kept)  # words before and after it, not the text's start
+    before, after = positions.min() - 1, 8 - positions.max()  # pieces of the window left and right of the word
+    assert abs(before - after) <= max(len(positions), 2), (before, after)
+
+
+def test_the_random_fallback_is_redrawn_every_epoch(tok, hand_lexicon, synthetic_mosi, tmp_path):
+    """One occurrence, drawn per (seed, epoch, clip): later epochs mask other words of fallback clips; lexicon
+    words stay; the DataModule swaps them into training batches of that epoch only."""
+    from types import SimpleNamespace
+
+    texts = [f"the actor and the story of part {w} is a movie" for w in ("one", "two", "three", "four", "five")]
+    texts.append("a good movie")
+    ids = [f"clip{i}" for i in range(len(texts))]
+    by_epoch = [mask_sentiment_words(texts, tok, 24, hand_lexicon, ids=ids, seed=3, epoch=e) for e in range(4)]
+    words = np.array([m.word for m in by_epoch])
+    assert (words[:, -1] == "good").all() and len({tuple(w) for w in words[:, :-1]}) > 1
+    with pytest.raises(ConfigError, match="random_fallback: expected one of"):
+        SKESLMaskedDataModule(str(synthetic_mosi), tokenizer="tiny-bert", random_fallback="sometimes")
+
+    dm = SKESLMaskedDataModule(
+        str(synthetic_mosi), tokenizer="tiny-bert", text_max_length=24, batch_size=8, cache_dir=str(tmp_path)
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    original = batch.text_ids.clone()
+    dm.trainer = SimpleNamespace(training=False, current_epoch=2)  # validation: epoch 0's masks
+    assert torch.equal(dm.on_before_batch_transfer(batch, 0).text_ids, original)
+    dm.trainer = SimpleNamespace(training=True, current_epoch=2)
+    moved = dm.on_before_batch_transfer(batch, 0)
+    rows = batch.index.numpy()
+    expected = mask_sentiment_words(
+        dm.splits["train"].raw_text, "tiny-bert", 24, "vader", dm.splits["train"].ids, 0, epoch=2
+    )
+    assert torch.equal(moved.text_ids, torch.from_numpy(expected.ids[rows, 0, : original.shape[1]]))
+    lexicon = torch.from_numpy(expected.from_lexicon[rows])
+    assert torch.equal(moved.text_ids[lexicon], original[lexicon])  # lexicon words: the same every epoch
 
 
 def _reference_choice(tok, text, lex, max_length):
@@ -178,7 +228,7 @@ def test_real_mosi_transcripts_match_a_word_by_word_reference(shared_dir, tok):
     rows = [line.rstrip("\n").split("\t", 1) for line in (shared_dir / "data/mosi/asr/gold.tsv").open()]
     ids, texts = [r[0] for r in rows], [r[1] for r in rows]
     lex = load_intensity_lexicon("vader")
-    m = mask_sentiment_words(texts, tok, 32, lex, ids=ids)
+    m = mask_sentiment_words(texts, tok, 32, lex, ids=ids, recenter=False)
     assert 0.5 < m.from_lexicon.mean() < 0.95  # most MOSI utterances hold a VADER word, not all
     rng = np.random.default_rng(0)
     for i in rng.choice(len(texts), 300, replace=False):
@@ -845,3 +895,30 @@ def test_msa_fit_pretrains_on_a_corpus_on_disk(tmp_path, msa_here):
     pred = _msa([*predict, "--data.init_args.max_bad_share=0.2", f"--ckpt_path={last}"], tmp_path)
     assert pred.returncode == 0, pred.stderr[-3000:]
     assert "predictions (valid split)" in pred.stdout, pred.stdout[-2000:]
+
+
+def test_shipped_pipelines_pretrain_200_epochs_and_test_the_finetuned_models(tmp_path, synthetic_mosi, msa_here):
+    """`msa pipeline --dry-run` of the shipped SKESL pipelines: pretraining for the paper's 200 epochs, then MOSI
+    and MOSEI fine-tuning, each followed by `msa test` of its best checkpoint; a bad masking rule is one line."""
+    import yaml
+
+    for name in ("pipeline_bert.yaml", "pipeline_bert_base.yaml"):
+        proc = _msa(["pipeline", str(REPO / "configs" / "skesl" / name), "--dry-run"], REPO)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "[mosi] msa test of the best checkpoint" in proc.stdout
+        assert "[mosei] msa test of the best checkpoint" in proc.stdout
+    for config in ("pretrain_bert.yaml", "pretrain_bert_base.yaml", "pretrain_bert_base_featurefile.yaml"):
+        assert yaml.safe_load((REPO / "configs" / "skesl" / config).read_text())["trainer"]["max_epochs"] == 200
+    bad = msa_here(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "skesl" / "pretrain_bert_base_featurefile.yaml"),
+            f"--data.init_args.path={synthetic_mosi}",
+            "--data.init_args.random_fallback=sometimes",
+        ],
+        tmp_path,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    (line,) = [x for x in bad.stderr.splitlines() if x.startswith("msa: error:")]
+    assert "random_fallback" in line and "sometimes" in line, line

@@ -247,11 +247,16 @@ def _counting(dm) -> dict[str, int]:
     return counts
 
 
-def _feature_dm(dataset, cache, **kwargs):
+#: step 2 on the tiny extractors as built, named explicitly (a missing entry is an error)
+ALL_PRETRAINED = {"text": "pretrained", "audio": "pretrained", "vision": "pretrained"}
+
+
+def _feature_dm(dataset, cache, step1_checkpoints=None, **kwargs):
     from msa_lightning.papers.twostep.data import ExtractedFeaturesDataModule
 
     return ExtractedFeaturesDataModule(
         str(dataset),
+        step1_checkpoints={**ALL_PRETRAINED, **(step1_checkpoints or {})},
         text_model="tiny-bert",
         audio_model="tiny-hubert",
         video_arch="tiny-swin3d",

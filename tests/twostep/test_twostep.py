@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -156,7 +155,7 @@ def test_step2_no_gradient_reaches_an_extractor(raw, batch, tmp_path):
         step2_inputs="raw",
         fusion="mult",
         metric_family="simsv2",
-        step1_checkpoints={"audio": str(ckpt)},
+        step1_checkpoints={"text": "pretrained", "audio": str(ckpt), "vision": "pretrained"},
         **TINY,
     )
     for key, value in step1.net.audio.state_dict().items():
@@ -284,33 +283,6 @@ def msa_in_process(*args, capsys) -> SimpleNamespace:
     return SimpleNamespace(returncode=0 if code is None else code, stdout=out.out, stderr=out.err)
 
 
-@pytest.fixture()
-def stages_in_process(monkeypatch) -> list[list[str]]:
-    """``run_pipeline`` runs each stage's `msa fit` / `msa test` as ``python -m msa_lightning.cli ...``; here those
-    command lines go through :func:`msa_lightning.cli.main` in this process instead (the same entry point and
-    error boundary: several CLI runs without paying a Python start each). What the pipeline does between the
-    stages (substitutions, records, best checkpoints, tests) is unchanged; stages as real subprocesses are
-    tested in test_pipeline and test_fmlmsn. Returns the stage command lines run, in order."""
-    import subprocess
-
-    from msa_lightning.cli import main
-
-    real_call, ran = subprocess.call, []
-
-    def call(command, *args, **kwargs):
-        if list(command[:3]) != [sys.executable, "-m", "msa_lightning.cli"]:
-            return real_call(command, *args, **kwargs)
-        ran.append(list(command[3:]))
-        try:
-            main(list(command[3:]))
-        except SystemExit as exit_info:
-            return 0 if exit_info.code is None else exit_info.code
-        return 0
-
-    monkeypatch.setattr(subprocess, "call", call)
-    return ran
-
-
 def _trainer_args(root: Path) -> list[str]:
     return [
         f"--trainer.default_root_dir={root}",
@@ -338,7 +310,7 @@ def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, capfd,
         "--data.init_args.text_model=tiny-bert",
         "--data.init_args.audio_model=tiny-hubert",
         "--data.init_args.video_arch=tiny-swin3d",
-        "--data.init_args.step1_checkpoints={vision: ${step1_V.best_ckpt}}",
+        "--data.init_args.step1_checkpoints={text: pretrained, audio: pretrained, vision: ${step1_V.best_ckpt}}",
     ]
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]
     pipeline = {
@@ -376,8 +348,8 @@ def test_msa_pipeline_step1_then_step2_with_mult_then_test(raw, tmp_path, capfd,
     assert list(records) == ["step1_V", "step2_mult"] and all(r["status"] == "finished" for r in records.values())
     assert [c[0] for c in stages_in_process] == ["fit", "fit"]
     assert (
-        f"--data.init_args.step1_checkpoints={{vision: {records['step1_V']['best_ckpt']}}}"
-        in records["step2_mult"]["command"]
+        "--data.init_args.step1_checkpoints={text: pretrained, audio: pretrained, vision: "
+        f"{records['step1_V']['best_ckpt']}}}" in records["step2_mult"]["command"]
     )  # ${step1_V.best_ckpt} substituted
 
     step1 = sorted((tmp_path / "runs" / "step1_V" / "checkpoints").glob("best*.ckpt"))
@@ -418,12 +390,13 @@ TINY_MODEL_ARGS = [
     "--model.init_args.text_model=tiny-bert",
     "--model.init_args.audio_model=tiny-hubert",
     "--model.init_args.video_arch=tiny-swin3d",
+    "--model.init_args.video_checkpoint=null",  # the shipped configs name the converted Kinetics folder
 ]
 TINY_FEATURE_ARGS = [
     "--data.init_args.text_model=tiny-bert",
     "--data.init_args.audio_model=tiny-hubert",
     "--data.init_args.video_arch=tiny-swin3d",
-    "--data.init_args.step1_checkpoints=null",
+    "--data.init_args.step1_checkpoints={text: pretrained, audio: pretrained, vision: pretrained}",
 ]
 
 
@@ -483,7 +456,11 @@ def test_the_data_must_come_from_the_models_extractors(raw, tmp_path):
         r"data.init_args.text_model='tiny-bert'",
     ):
         ExtractedFeaturesDataModule(str(raw[0]), text_model="tiny-bert", tokenizer="bert-base-uncased")
-    assert ExtractedFeaturesDataModule(str(raw[0]), text_model="tiny-bert").tokenizer_name == "tiny-bert"
+    pretrained = dict.fromkeys(("text", "audio", "vision"), "pretrained")
+    follows = ExtractedFeaturesDataModule(
+        str(raw[0]), text_model="tiny-bert", video_arch="tiny-swin3d", step1_checkpoints=pretrained
+    )
+    assert follows.tokenizer_name == "tiny-bert"
 
     features = _feature_dm(*raw)
     model = TwoStepMSA(regime="step2", fusion="sf", **{**TINY, "audio_model": "facebook/hubert-base-ls960"})
@@ -543,7 +520,7 @@ def simsv2_file(tmp_path_factory) -> Path:
 
 def test_handcrafted_rows_read_audio_and_vision_from_the_feature_file(simsv2_file, tmp_path):
     """file_features=AV: BERT on the file's text, the file's hand-crafted A/V sequences (global = mean over
-    valid frames, padding ignored), the same heads and fusion; step 1 on a file modality is refused."""
+    valid frames, padding ignored), the same heads and fusion; step 1 on a file modality trains its head only."""
     from msa_lightning.data import MSADataModule
 
     dm = MSADataModule(
@@ -579,8 +556,8 @@ def test_handcrafted_rows_read_audio_and_vision_from_the_feature_file(simsv2_fil
             batch.audio[0, n:] = 1e3
             torch.testing.assert_close(model(batch).M, out.M)
     assert sorted(out.unimodal) == ["A", "T", "V"]
-    with pytest.raises(ConfigError, match="step1_modality='A' is read from the feature file"):
-        TwoStepMSA(regime="step1", step1_modality="A", file_features="AV", **TINY)
+    handcrafted = TwoStepMSA(regime="step1", step1_modality="A", file_features="AV", audio_dim=25, **TINY)
+    assert handcrafted.net.extractor_modalities == () and list(handcrafted.net.heads) == ["A"]  # Table 3's row
     with pytest.raises(ConfigError, match="file_features='AV' with model.init_args.regime=step2 needs"):
         TwoStepMSA(regime="step2", file_features="AV", **TINY)
 
@@ -675,3 +652,40 @@ def test_msa_fit_handcrafted_bad_settings_are_one_line_errors(config, override, 
         capsys=capsys,
     )
     assert_one_line_error(result, *parts)
+
+
+@pytest.mark.parametrize(
+    "config, dataset, extra",
+    [
+        ("simsv2_table3_V_handcrafted.yaml", "simsv2", []),  # Table 3's OpenFace row: the head on the file's V
+        ("mosi_handcrafted_tfn_single.yaml", "mosi", ["--model.init_args.text_model=tiny-bert"]),  # Table 2 baseline
+    ],
+)
+def test_msa_fit_new_table_rows_on_feature_files(config, dataset, extra, simsv2_file, synthetic_mosi, tmp_path, capsys):
+    """The configs of Table 3's hand-crafted rows and Table 2's baseline half run through `msa fit` as shipped
+    (tiny BERT); MOSI's baseline TFN is the paper's parameter-free product (no fusion parameters)."""
+    file = Path(__file__).resolve().parents[2] / "configs" / "twostep" / config
+    data = simsv2_file if dataset == "simsv2" else synthetic_mosi
+    result = msa_in_process(
+        "fit",
+        "--config",
+        file,
+        *extra,
+        "--data.init_args.tokenizer=tiny-bert",
+        "--data.init_args.text_max_length=12",
+        f"--data.init_args.path={data}",
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+        *_trainer_args(tmp_path / "runs"),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        capsys=capsys,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(next((tmp_path / "runs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    names = state["state_dict"]
+    if dataset == "mosi":
+        assert not any(k.startswith("net.fusion.") for k in names) and "net.head_m.1.weight" in names
+        assert names["net.head_m.1.weight"].shape[1] == 33 * 6 * 21  # [T; 1] x [A; 1] x [V; 1], tiny BERT 32-d
+    else:
+        assert sorted({k.split(".")[1] for k in names}) == ["heads"] and "net.heads.V.1.weight" in names

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from msa_lightning.training.config import NetConfig
 
 PAIRS = {"AV": ("A", "V"), "AT": ("A", "T"), "VT": ("V", "T")}
+#: the sentences Eq. 1's N counts: the training split's or every split's
+TEXT_LEN_SCOPES = ("train", "all")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class FmlMSNStageConfig(NetConfig):
         text_dim: size of the BERT token features (768 for BERT-base; checked against the data).
         text_len: the fixed text length L (Section 4.1); ``None`` = computed from the training lengths by
             Eqs. 1-2 at setup (the module's ``text_len_lambda``).
+        text_len_scope: the sentences of Eq. 1's N when ``text_len`` is computed: ``train`` (the training
+            split; no test sentence shapes the model) or ``all`` (every split, the whole dataset as the paper's
+            "all sentences" reads).
         thid: width of the text LSTM (Table 3).
         tout: size of the text vector (the LSTM's final state mapped to ``tout``).
         ahid: width of the acoustic subnet's three layers.
@@ -43,6 +48,7 @@ class FmlMSNStageConfig(NetConfig):
     vision_dim: int | None = None
     text_dim: int = 768
     text_len: int | None = None
+    text_len_scope: str = "train"
     thid: int = 128
     tout: int = 128
     ahid: int = 16
@@ -59,6 +65,8 @@ class FmlMSNStageConfig(NetConfig):
     def __post_init__(self) -> None:
         if self.pair not in PAIRS:
             self.fail("pair", f"one of {sorted(PAIRS)}")
+        if self.text_len_scope not in TEXT_LEN_SCOPES:
+            self.fail("text_len_scope", f"one of {list(TEXT_LEN_SCOPES)}")
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,29 @@ class StageFeaturesDataModule(MSADataModule):
                 open_export(folder, f"data.init_args.exports[{i}] ({name})")
                 for i, (folder, name) in enumerate(zip(self.exports, self.stage_names))
             ]
+            self.check_export_sources(self._entries)
         return self._entries
+
+    def check_export_sources(self, entries: list[Entry]) -> None:
+        """Each export records the feature file its stage read (path and content hash); it must be this
+        DataModule's file, byte for byte: stage features of one CH-SIMS file with the labels of another that
+        shares its ids would otherwise train without a word. A mismatch is one DataError naming both files."""
+        own = Path(self.feature_file)
+        own_hash = Store(self.cache_dir).content_hash(own)
+        for i, (entry, name) in enumerate(zip(entries, self.stage_names)):
+            what = f"data.init_args.exports[{i}] ({name}, {entry.path})"
+            recorded = entry.meta.get("feature_file_sha256")
+            if recorded is None:
+                raise DataError(
+                    f"{what} records no feature file (an export of an older release); export the stage again "
+                    f"(`msa export RUN --outputs features.H` or its pipeline stage) so it can be checked against {own}"
+                )
+            if recorded != own_hash:
+                raise DataError(
+                    f"{what} holds features of {entry.meta.get('feature_file', 'another file')} "
+                    f"(sha256 {recorded[:12]}), but data.init_args.path reads {own} (sha256 {own_hash[:12]}): "
+                    "stage features and labels must come from the same feature file"
+                )
 
     def split_extras(self, split: str, arrays: SplitArrays) -> dict[str, np.ndarray]:
         out = {}

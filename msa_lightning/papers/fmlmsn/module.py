@@ -45,6 +45,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.data.base import SuiteDataModule
+from msa_lightning.data.specs import SPLITS
 from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.metrics import MSAMetrics
 from msa_lightning.metrics.msa import compute_msa_metrics
@@ -54,6 +55,12 @@ from msa_lightning.papers.fmlmsn.net import FmlMSNMetaNet, FmlMSNStageNet, text_
 from msa_lightning.training.module import MSARegressionModule, base_args
 
 log = logging.getLogger(__name__)
+
+#: which labels the stage tasks learn (``FmlMSNStage.task_labels``)
+LABEL_SOURCES = ("fine", "multimodal", "multimodal_bimodal")
+
+#: the checkpoint entry holding the Eq. 8 result of the weights it saves
+EQ8_KEY = "fmlmsn_eq8"
 
 LABEL_FILE_KEY = {"M": "regression_labels", **{k: f"regression_labels_{k}" for k in ("T", "A", "V", "AV", "AT", "VT")}}
 
@@ -103,16 +110,21 @@ class RetrainCriterion(Metric):
 
 
 # ---------------------------------------------------------------------------------------- modules
-def _train_text_lengths(datamodule) -> np.ndarray:
-    """Real-token count of every training sentence (the L_i of Eqs. 1-2), from the text mask."""
-    dataset = getattr(datamodule, "datasets", {}).get("train")
-    text = getattr(dataset, "text", None)  # [N, 3, L] ids/mask/segments
-    if text is None:
-        raise ConfigError(
-            "FmlMSNStage: cannot read the training text lengths from the datamodule to "
-            "compute L (Eqs. 1-2); set model.init_args.text_len"
-        )
-    return np.asarray(text[:, 1]).sum(axis=1)
+def _text_lengths(datamodule, scope: str = "train") -> np.ndarray:
+    """Real-token count of every sentence (the L_i of Eqs. 1-2), from the text mask: the training split's
+    (``scope="train"``) or every split's (``"all"``: N over the whole dataset)."""
+    datasets = getattr(datamodule, "datasets", {})
+    splits = ["train"] if scope == "train" else [s for s in SPLITS if s in datasets]
+    lengths = []
+    for split in splits:
+        text = getattr(datasets.get(split), "text", None)  # [N, 3, L] ids/mask/segments
+        if text is None:
+            raise ConfigError(
+                f"FmlMSNStage: cannot read the {split} text lengths from the datamodule to "
+                "compute L (Eqs. 1-2); set model.init_args.text_len"
+            )
+        lengths.append(np.asarray(text[:, 1]).sum(axis=1))
+    return np.concatenate(lengths)
 
 
 def _score(
@@ -138,8 +150,9 @@ class FmlMSNStage(MSARegressionModule):
     (given flat: ``pair``, ``text_len``, Table 3's sizes).
 
     Args:
-        label_source: ``fine`` (unimodal and bimodal labels of the file) or ``multimodal``
-            (M for every task: FmlMSN-m).
+        label_source: ``fine`` (unimodal and bimodal labels of the file), ``multimodal`` (M for every
+            task: FmlMSN-m as Section 5.3 and the MOSI/MOSEI runs use it) or ``multimodal_bimodal`` (M for
+            the bimodal task only, the unimodal tasks keep T/A/V: FmlMSN-m as Table 8's caption words it).
         text_len_lambda: the lambda of Eqs. 1-2 (3) computing ``text_len`` when it is not given.
         w_alpha, w_beta, w_gamma: task weights of Eq. 6 (1 in the paper); 0 drops a task from
             the loss (ablation: ``w_alpha=w_beta=0`` trains the bimodal task alone).
@@ -148,7 +161,7 @@ class FmlMSNStage(MSARegressionModule):
 
     def __init__(
         self,
-        label_source: Literal["fine", "multimodal"] = "fine",
+        label_source: Literal["fine", "multimodal", "multimodal_bimodal"] = "fine",
         text_len_lambda: float = 3.0,
         w_alpha: float = 1.0,
         w_beta: float = 1.0,
@@ -168,8 +181,10 @@ class FmlMSNStage(MSARegressionModule):
         super().__init__(**base_args(locals()))
         self.save_hyperparameters()
         self.use_config(FmlMSNStageConfig(**net))
-        if label_source not in ("fine", "multimodal"):
-            raise ConfigError(f"model.init_args.label_source: expected 'fine' or 'multimodal', found {label_source!r}")
+        if label_source not in LABEL_SOURCES:
+            raise ConfigError(
+                f"model.init_args.label_source: expected one of {list(LABEL_SOURCES)}, found {label_source!r}"
+            )
         for name, weight in (("w_alpha", w_alpha), ("w_beta", w_beta), ("w_gamma", w_gamma)):
             if not weight >= 0:
                 raise ConfigError(f"model.init_args.{name}: expected a weight >= 0, found {weight!r}")
@@ -210,9 +225,10 @@ class FmlMSNStage(MSARegressionModule):
 
     def task_labels(self) -> dict[str, str]:
         """Which label key each task learns: ``{alpha: ..., beta: ..., gamma: ...}``."""
-        if self.hparams.label_source == "multimodal":
-            return {self.alpha: "M", self.beta: "M", self.pair: "M"}
-        return {self.alpha: self.alpha, self.beta: self.beta, self.pair: self.pair}
+        source = self.hparams.label_source
+        unimodal = "M" if source == "multimodal" else None
+        bimodal = "M" if source in ("multimodal", "multimodal_bimodal") else self.pair
+        return {self.alpha: unimodal or self.alpha, self.beta: unimodal or self.beta, self.pair: bimodal}
 
     def check_labels(self, available, where: str = "the feature file") -> None:
         """One DataError naming every label the configured tasks need and ``where`` lacks."""
@@ -240,11 +256,15 @@ class FmlMSNStage(MSARegressionModule):
                 f"have size {text.shape[2]}"
             )
         if "T" in self.pair and self.config.text_len is None and dm is not None:  # also for test/predict
-            length = text_length_rule(_train_text_lengths(dm), self.hparams.text_len_lambda)
+            length = text_length_rule(_text_lengths(dm, self.config.text_len_scope), self.hparams.text_len_lambda)
             self.net.text_len = length
             self.set_hparams(text_len=length)  # a checkpoint rebuilds the network with the same L
             log.info(
-                "FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g)", self.pair, length, self.hparams.text_len_lambda
+                "FmlMSN %s: text length L = %d (Eqs. 1-2, lambda %g, N: %s sentences)",
+                self.pair,
+                length,
+                self.hparams.text_len_lambda,
+                self.config.text_len_scope,
             )
 
     def compute_loss(self, outputs: MSAOutput, batch: MSABatch) -> tuple[torch.Tensor, dict]:
@@ -388,19 +408,37 @@ class FmlMSNMeta(MSARegressionModule):
             "seed": hp.retrain_seed,
             "epoch": int(self.current_epoch),
             "decision": "retrain the stages" if retrain else "reuse the stages",
+            "retrain": bool(retrain),
         }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.eq8_result is not None:  # the criterion of the weights this checkpoint holds
+            checkpoint[EQ8_KEY] = dict(self.eq8_result)
+
+    def best_eq8(self) -> dict | None:
+        """Eq. 8 of the checkpoint that is tested and exported: the best one of the checkpoint callback
+        (read back from it), else the last validation's (no monitored checkpoint)."""
+        callback = getattr(self.trainer, "checkpoint_callback", None)
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        if best and Path(best).is_file():
+            saved = torch.load(best, map_location="cpu", weights_only=False).get(EQ8_KEY)
+            if saved is not None:
+                return {**saved, "checkpoint": str(best)}
+        return None if self.eq8_result is None else {**self.eq8_result, "checkpoint": None}
 
     def on_fit_end(self) -> None:
         if self.eq8_result is None or not self.trainer.is_global_zero:
             return
-        r = self.eq8_result
+        r = self.best_eq8()
         log.warning(
             "FmlMSN Eq. 8: p = %.3f (mean 2-class accuracy over %d draws of %d validation samples, "
-            "epoch %d), threshold %.2f -> %s",
+            "epoch %d, %s), threshold %.2f -> %s",
             r["p"],
             r["draws"],
             r["total"],
             r["epoch"],
+            f"best checkpoint {Path(r['checkpoint']).name}" if r["checkpoint"] else "last epoch",
             r["threshold"],
             r["decision"],
         )

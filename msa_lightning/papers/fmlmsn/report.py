@@ -119,9 +119,11 @@ def fmlmsn_results(folder: str | Path, split: str = "auto") -> dict:
 def fmlmsn_table(folder: str | Path, split: str = "auto") -> str:
     """Markdown in the layout of Tables 7-8 (stage group, task, metrics), then the Eq. 8 decision."""
     res = fmlmsn_results(folder, split)
-    labels = {"fine": "each task on its own label (Table 7)", "multimodal": "every task on M (FmlMSN-m, Table 8)"}.get(
-        res["label_source"], ""
-    )
+    labels = {
+        "fine": "each task on its own label (Table 7)",
+        "multimodal": "every task on M (FmlMSN-m)",
+        "multimodal_bimodal": "M for the bimodal tasks, T/A/V for the unimodal ones (FmlMSN-m, Table 8's caption)",
+    }.get(res["label_source"], "")
     lines = [
         f"FmlMSN results, {res['split']} split of the best checkpoints: {res['folder']}"
         + (f"; {labels}" if labels else ""),

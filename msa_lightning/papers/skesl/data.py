@@ -31,6 +31,7 @@ from msa_lightning.papers.skesl.masking import (
     LABEL_BOUND,
     MaskedText,
     _fast_tokenizer,
+    check_fallback,
     load_intensity_lexicon,
     mask_sentiment_words,
     masked_text_cached,
@@ -59,6 +60,9 @@ class SKESLMaskedDataModule(MSADataModule):
         text_max_length: tokens per transcript (the authors' pretraining used 39).
         lexicon: ``vader`` or a VADER-format file (:func:`load_intensity_lexicon`).
         mask_seed: seed of the random fallback (drawn per clip id).
+        random_fallback: ``per_epoch`` (one occurrence, drawn anew every training epoch: the released code)
+            or ``fixed`` (every occurrence of one word drawn once per clip).
+        recenter: a lexicon word beyond ``text_max_length`` moves the token window onto it (released code).
         Remaining keyword arguments: :class:`~msa_lightning.data.MSADataModule`.
     """
 
@@ -71,11 +75,15 @@ class SKESLMaskedDataModule(MSADataModule):
         text_max_length: int = 50,
         lexicon: str = "vader",
         mask_seed: int = 0,
+        random_fallback: Literal["per_epoch", "fixed"] = "per_epoch",
+        recenter: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(path, tokenizer=tokenizer, text_max_length=text_max_length, **kwargs)
         self.lexicon, self.mask_seed = lexicon, int(mask_seed)
+        self.random_fallback, self.recenter = check_fallback(random_fallback), bool(recenter)
         self.masked: dict[str, MaskedText] = {}
+        self._epoch_masked: tuple[int, MaskedText] | None = None
 
     def transform_split(self, split: str, arrays: SplitArrays) -> SplitArrays:
         return dataclasses.replace(arrays, labels={})  # unlabeled: the pretraining labels come from masking
@@ -94,8 +102,41 @@ class SKESLMaskedDataModule(MSADataModule):
                 self.mask_seed,
                 self.cache_dir,
                 where=f"{self.feature_file} split {split!r}",
+                fallback=self.random_fallback,
+                recenter=self.recenter,
             )
         return self.masked[split]
+
+    def on_before_batch_transfer(self, batch: MSABatch, dataloader_idx: int) -> MSABatch:
+        """Training batches of epoch e > 0 with the random fallback drawn for e (``per_epoch``); lexicon words
+        and validation batches keep the masking of epoch 0."""
+        batch = super().on_before_batch_transfer(batch, dataloader_idx)
+        trainer = getattr(self, "trainer", None)
+        if self.random_fallback != "per_epoch" or trainer is None or not trainer.training or not trainer.current_epoch:
+            return batch
+        epoch, train = int(trainer.current_epoch), self.splits["train"]
+        if self._epoch_masked is None or self._epoch_masked[0] != epoch:  # the whole split once per epoch
+            self._epoch_masked = (
+                epoch,
+                mask_sentiment_words(
+                    train.raw_text,
+                    self.tokenizer_name,
+                    self.text_max_length,
+                    self.lexicon,
+                    train.ids,
+                    self.mask_seed,
+                    f"{self.feature_file} split 'train'",
+                    self.random_fallback,
+                    epoch,
+                    self.recenter,
+                ),
+            )
+        masked, rows = self._epoch_masked[1], batch.index.cpu().numpy()
+        width = batch.text_ids.shape[1]
+        batch.text_ids = torch.from_numpy(masked.ids[rows, 0, :width]).to(batch.text_ids)
+        batch.extras["skesl_target"] = torch.from_numpy(masked.target[rows, :width])
+        batch.extras["skesl_label"] = torch.from_numpy(masked.label[rows])
+        return batch
 
     def _text_ids(self, split: str, arrays: SplitArrays) -> np.ndarray:
         return self._masked(split, arrays).ids
@@ -251,6 +292,8 @@ class SKESLStreamDataModule(SuiteDataModule):
         text_max_length: tokens per transcript (the authors' pretraining used 39).
         lexicon: ``vader`` or a VADER-format file.
         mask_seed: seed of the random-word fallback (drawn per clip id).
+        random_fallback, recenter: as :class:`SKESLMaskedDataModule` (``per_epoch``: training batches draw the
+            fallback word of their epoch; validation batches that of epoch 0).
         batch_size: training clips per batch (per rank); ``eval_batch_size`` for validation.
         num_workers: loader worker processes per rank (they read and pad clips; batches are masked in
             the main process).
@@ -270,6 +313,8 @@ class SKESLStreamDataModule(SuiteDataModule):
         text_max_length: int = 39,
         lexicon: str = "vader",
         mask_seed: int = 0,
+        random_fallback: Literal["per_epoch", "fixed"] = "per_epoch",
+        recenter: bool = True,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -295,6 +340,7 @@ class SKESLStreamDataModule(SuiteDataModule):
         self.path = Path(path).expanduser()
         self.tokenizer_name, self.text_max_length = tokenizer, text_max_length
         self.lexicon, self.mask_seed = lexicon, int(mask_seed)
+        self.random_fallback, self.recenter = check_fallback(random_fallback), bool(recenter)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.shuffle, self.shuffle_seed = num_workers, bool(shuffle), shuffle_seed
         self.trim_text = bool(trim_text)
@@ -359,8 +405,19 @@ class SKESLStreamDataModule(SuiteDataModule):
         fields = self._fields()
         ids = [c["id"] for c in clips]
         texts = [c["text"] for c in clips]
+        trainer = getattr(self, "trainer", None)
+        epoch = int(trainer.current_epoch) if split == "train" and trainer is not None else 0
         masked = mask_sentiment_words(
-            texts, self.tokenizer, self.text_max_length, self.lexicon, ids, self.mask_seed, where=f"{self.path / split}"
+            texts,
+            self.tokenizer,
+            self.text_max_length,
+            self.lexicon,
+            ids,
+            self.mask_seed,
+            f"{self.path / split}",
+            self.random_fallback,
+            epoch,
+            self.recenter,
         )
         text = torch.from_numpy(masked.ids)
         target = torch.from_numpy(masked.target)

@@ -13,16 +13,19 @@ Choices the paper leaves open, made here:
   (:func:`msa_lightning.data.lexicon.vader_words`: alphabetic VADER entries, and each apostrophe
   entry also without its apostrophe, as MOSI writes ``dont``) with VADER's mean valence as score.
   Lookup is case-insensitive. Ties in ``|score|`` go to the word that comes first.
-* **Every occurrence.** The chosen word is masked wherever it occurs in the transcript (as the
-  authors' released code does), so that a second copy cannot give it away; the model's prediction
-  reads the mean of the outputs at all masked pieces (:mod:`msa_lightning.papers.skesl.module`).
-* **Truncation.** Only words that keep at least one piece within ``max_length`` tokens can be chosen.
-* **When.** Masking happens once, when the data is built (and is cached in the store, kind
-  ``skesl_masked``), not per epoch: for transcripts with a lexicon word the choice is deterministic
-  anyway, so per-epoch masking would only re-draw the random fallback; built once, the masked ids can
-  be written into streaming shards, and every DDP rank, loader worker and resumed run reads exactly
-  the same inputs. The fallback draw is seeded per clip from ``(seed, clip id)``, so it depends
-  neither on the corpus order nor on how the build is split across workers.
+* **Every occurrence** of a lexicon word is masked (as the authors' released code does), so that a
+  second copy cannot give it away; the model's prediction reads the mean of the outputs at all masked
+  pieces (:mod:`msa_lightning.papers.skesl.module`).
+* **The random fallback** (``fallback``): ``per_epoch`` (default, the released code) masks the one
+  occurrence drawn, and draws it anew every training epoch (from ``(seed, epoch, clip id)``; epoch 0 is
+  the draw of ``(seed, clip id)``); ``fixed`` draws one word per clip once and masks every occurrence of it.
+* **Truncation** (``recenter``): a lexicon word beyond ``max_length`` tokens moves the token window so
+  that the word sits in its middle (the released code; default on); off, only words that keep at least
+  one piece within ``max_length`` tokens can be chosen.
+* **When.** The lexicon choice is deterministic, so it is computed once and cached in the store (kind
+  ``skesl_masked``, epoch 0); the DataModules re-mask the training batches of later epochs when the
+  fallback is drawn per epoch. Draws are seeded per clip, so they depend neither on the corpus order nor
+  on how the build is split across workers, ranks or resumed runs.
 
 Tokenisation is one batched call of a fast (Rust) tokenizer over pre-split words
 (``is_split_into_words``), whose ``word_ids`` map pieces back to words; the choice of word and the
@@ -51,6 +54,8 @@ LABEL_BOUND = 3.0
 #: a word (letters/digits, inner apostrophes) or a run of punctuation
 _WORD = re.compile(r"(\w+(?:['\u2019]\w+)*)|([^\w\s]+)")
 STORE_KIND = "skesl_masked"
+#: the random fallback's rules: one occurrence drawn per epoch (the released code), or every occurrence, once
+FALLBACKS = ("per_epoch", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +195,9 @@ def mask_sentiment_words(
     ids: Sequence[str] | None = None,
     seed: int = 0,
     where: str = "texts",
+    fallback: str = "per_epoch",
+    epoch: int = 0,
+    recenter: bool = True,
 ) -> MaskedText:
     """Mask the most sentiment-laden word of each text (module docstring).
 
@@ -201,12 +209,18 @@ def mask_sentiment_words(
         ids: clip ids (seed the random fallback and name clips in errors); default the row numbers.
         seed: seed of the random fallback.
         where: what ``texts`` are, for error messages (e.g. a file and split).
+        fallback: ``per_epoch`` (one occurrence, drawn per epoch) or ``fixed`` (every occurrence of a
+            word drawn once).
+        epoch: the training epoch of a ``per_epoch`` draw.
+        recenter: a lexicon word beyond ``max_length`` moves the token window onto it.
 
     Raises:
         DataError: a text without any word (empty or blank), naming the clips.
     """
     if max_length < 3:
         raise ConfigError(f"max_length={max_length}: needs room for [CLS], one word and [SEP] (>= 3)")
+    if fallback not in FALLBACKS:
+        raise ConfigError(f"random fallback {fallback!r}: expected one of {list(FALLBACKS)}")
     tokenizer = _fast_tokenizer(tokenizer)
     lex = load_intensity_lexicon(lexicon) if isinstance(lexicon, str) else lexicon
     n = len(texts)
@@ -264,24 +278,64 @@ def mask_sentiment_words(
     # the random fallback: the k-th present maskable word (or any present word if none is maskable)
     pool = maskable & present
     pool = np.where(pool.any(axis=1, keepdims=True), pool, present)
-    draws = id_draws(ids, seed)
+    draws = id_draws(ids, seed if fallback == "fixed" or epoch == 0 else seed * 1_000_003 + int(epoch))
     k = np.minimum((draws * pool.sum(axis=1)).astype(np.int64), pool.sum(axis=1) - 1)
     random_pick = (np.cumsum(pool, axis=1) > k[:, None]).argmax(axis=1)
     chosen = np.where(from_lexicon, best, random_pick)
 
-    # every occurrence of the chosen word (same lower-case form) is masked, in all its pieces
+    # every occurrence of a lexicon word (same lower-case form) is masked, in all its pieces; a random
+    # fallback word every occurrence (fixed) or the drawn one only (per_epoch)
     _, key_code = np.unique(keys, return_inverse=True)
     code = np.full((n, width), -1, dtype=np.int64)
     code[rows, cols] = key_code
     chosen_code = code[np.arange(n), chosen]
-    masked_words = np.concatenate([(code == chosen_code[:, None]) & present, np.zeros((n, 1), dtype=bool)], axis=1)
+    every = from_lexicon | (fallback == "fixed")
+    only_drawn = np.arange(width)[None, :] == chosen[:, None]
+    words_masked = np.where(every[:, None], (code == chosen_code[:, None]) & present, only_drawn)
+    masked_words = np.concatenate([words_masked, np.zeros((n, 1), dtype=bool)], axis=1)
     target = masked_words[np.arange(n)[:, None], word_of]  # word_of == -1 reads the all-False last column
 
     input_ids = np.where(target, tokenizer.mask_token_id, enc["input_ids"]).astype(np.int64)
     text = np.stack([input_ids, enc["attention_mask"].astype(np.int64), enc["token_type_ids"].astype(np.int64)], axis=1)
     label = np.where(from_lexicon, score[np.arange(n), chosen], 0.0).astype(np.float32)
     flat_index = np.cumsum(counts) - counts + chosen
-    return MaskedText(ids=text, target=target, label=label, from_lexicon=from_lexicon, word=keys[flat_index])
+    masked = MaskedText(ids=text, target=target, label=label, from_lexicon=from_lexicon, word=keys[flat_index])
+    if recenter:
+        # rows whose strongest lexicon word lies beyond the window: the window moves onto it
+        usable = in_lexicon & maskable
+        strongest = np.where(usable, np.abs(score), -1.0).argmax(axis=1)
+        beyond = np.flatnonzero(usable.any(axis=1) & ~present[np.arange(n), strongest])
+        if len(beyond):
+            starts = _window_starts(tokenizer, [words_per[i] for i in beyond], strongest[beyond], max_length)
+            moved = mask_sentiment_words(
+                [" ".join(words_per[i][s:]) for i, s in zip(beyond, starts)],
+                tokenizer,
+                max_length,
+                lex,
+                [ids[i] for i in beyond],
+                seed,
+                where,
+                fallback,
+                epoch,
+                recenter=False,
+            )
+            for name, value in moved.arrays().items():
+                getattr(masked, name)[beyond] = value
+    return masked
+
+
+def _window_starts(tokenizer, words: list[list[str]], target: np.ndarray, max_length: int) -> list[int]:
+    """The first word of a window of ``max_length - 2`` pieces with word ``target`` in its middle."""
+    enc = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    budget, starts = max_length - 2, []
+    for row, (ws, t) in enumerate(zip(words, target)):  # only the few rows whose word lies beyond the window
+        pieces = np.bincount(
+            np.array([w for w in enc.word_ids(row) if w is not None], dtype=np.int64), minlength=len(ws)
+        )
+        before = np.concatenate([[0], np.cumsum(pieces)])  # pieces before each word
+        room = max((budget - int(pieces[t])) // 2, 0)
+        starts.append(int(np.searchsorted(before, before[t] - room, side="left")))
+    return starts
 
 
 def masked_text_cached(
@@ -293,8 +347,10 @@ def masked_text_cached(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     where: str = "texts",
+    fallback: str = "per_epoch",
+    recenter: bool = True,
 ) -> MaskedText:
-    """:func:`mask_sentiment_words` through the store (kind ``skesl_masked``), keyed by the texts, the
+    """:func:`mask_sentiment_words` (epoch 0) through the store (kind ``skesl_masked``), keyed by the texts, the
     clip ids, the tokenizer (and the files of a local one), the length, the lexicon's content
     fingerprint and the seed."""
     store = Store(cache_dir)
@@ -306,6 +362,8 @@ def masked_text_cached(
         "max_length": int(max_length),
         "lexicon": lex.fingerprint,
         "seed": int(seed),
+        "fallback": fallback,
+        "recenter": bool(recenter),
         "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(),
         "ids": hashlib.sha256("\x00".join(ids).encode()).hexdigest(),
         "count": len(texts),
@@ -314,11 +372,18 @@ def masked_text_cached(
         inputs["tokenizer_files"] = files
 
     def build():
-        masked = mask_sentiment_words(texts, tokenizer, max_length, lex, ids, seed, where)
+        masked = mask_sentiment_words(texts, tokenizer, max_length, lex, ids, seed, where, fallback, 0, recenter)
         share = float(masked.from_lexicon.mean()) if len(texts) else 0.0
         return masked.arrays(), {"lexicon": lex.name, "share_from_lexicon": share}
 
     return MaskedText.from_arrays(store.get_or_build(STORE_KIND, inputs, build).arrays())
+
+
+def check_fallback(value: str) -> str:
+    """``data.init_args.random_fallback`` checked: one of :data:`FALLBACKS`."""
+    if value not in FALLBACKS:
+        raise ConfigError(f"data.init_args.random_fallback: expected one of {list(FALLBACKS)}, found {value!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------- data module

@@ -13,6 +13,9 @@ from msa_lightning.training.config import NetConfig, config_key
 LETTERS = ("T", "A", "V")
 FUSIONS = ("sf", "tfn", "mult")
 REGIMES = ("single", "joint", "step1", "step2")
+#: the largest parameter-free TFN product (entries per sample) accepted; beyond it the M head alone would
+#: need ``head_hidden`` times as many weights
+MAX_TFN_ENTRIES = 1 << 22
 
 
 def parse_modalities(modalities: str) -> tuple[str, ...]:
@@ -40,18 +43,28 @@ class TwoStepConfig(NetConfig):
         text_model: BERT name or folder (``tiny-bert`` in tests).
         audio_model: HuBERT name or folder (``tiny-hubert`` in tests).
         video_arch: Video Swin architecture (``swin3d_t``; ``tiny-swin3d``).
-        video_checkpoint: Video Swin weights.
+        video_checkpoint: Video Swin weights: a folder written by ``msa weights convert-swin3d`` (torchvision's
+            Kinetics-400 ``swin3d_t``, the paper's Section 3.2 extractor), or a ``.pth``.
+        video_random_init: allow a pretrained Video Swin architecture without ``video_checkpoint`` (random
+            weights, logged as a warning); off, that is an error: nothing pretrained is silently random.
         video_gradient_checkpointing: recompute Swin activations in the backward pass (less memory).
         freeze_extractors: keep the pretrained extractors frozen in every regime (Table 3's snowflake rows:
             ``step1`` with a frozen extractor trains only its head); step 2 always freezes them.
         head_hidden: hidden width of the fully connected heads (Section 3.4; not stated in the paper).
         head_dropout: their dropout.
-        tfn_dim: TFN's per-modality projection width (None: fuse the raw global vectors).
+        tfn_dim: ``None`` (default): the paper's parameter-free TFN (Section 3.3), the outer product of the raw
+            ``[g; 1]`` global vectors (refused above :data:`MAX_TFN_ENTRIES` entries per sample); a number: a
+            learned projection (ReLU) of each global vector to that width first (the shipped Table 1 configs
+            with the proposed extractors: 32; the paper does not say how its TFN rows fit in memory).
         mult_dim: MulT's width.
         mult_heads: MulT's attention heads.
         mult_layers: MulT's depth.
         mult_positional_embedding: MulT's positional embeddings (on: the original MulT; off: the field's
             toolkit).
+        mult_reference_dropouts: MulT's dropouts as the reference implementation of MulT (Tsai et al., 2019) sets
+            them (default): every memory transformer uses the text attention dropout and the text sequence gets
+            the embedding dropout before its projection; off: each memory transformer uses its target
+            modality's attention dropout and the text none.
         file_features: modalities read as the feature file's precomputed (hand-crafted) features instead of
             an extractor: ``"AV"`` gives Table 1's baseline rows (None: none).
         text_dim: width of stored text features (step 2 on features); ``None`` = from the data.
@@ -68,15 +81,17 @@ class TwoStepConfig(NetConfig):
     audio_model: str = "facebook/hubert-base-ls960"
     video_arch: str = "swin3d_t"
     video_checkpoint: str | None = None
+    video_random_init: bool = False
     video_gradient_checkpointing: bool = False
     freeze_extractors: bool = False
     head_hidden: int = 128
     head_dropout: float = 0.1
-    tfn_dim: int | None = 32
+    tfn_dim: int | None = None
     mult_dim: int = 30
     mult_heads: int = 5
     mult_layers: int = 5
     mult_positional_embedding: bool = True
+    mult_reference_dropouts: bool = True
     file_features: str | None = None
     text_dim: int | None = None
     audio_dim: int | None = None
@@ -101,11 +116,6 @@ class TwoStepConfig(NetConfig):
                 f"{key('file_features')}={self.file_features!r} with {key('regime')}=step2 needs "
                 f"{key('step2_inputs')}=raw (the frozen step-1 BERT in the model, acoustic and "
                 f"visual features from the file); step2_inputs=features reads extractor outputs only"
-            )
-        if self.regime == "step1" and self.step1_modality in self.file_modalities:
-            raise ConfigError(
-                f"{key('step1_modality')}={self.step1_modality!r} is read from the feature file "
-                f"({key('file_features')}={self.file_features!r}): there is no extractor to fine-tune"
             )
         if self.regime == "step1" and self.step1_modality not in LETTERS:
             raise ConfigError(

@@ -26,6 +26,32 @@ from msa_lightning.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+#: the ``step1_checkpoints`` value that keeps an extractor's pretrained weights on purpose (no step 1)
+PRETRAINED = "pretrained"
+
+#: the extractors of TwoStepMSA, by their ``step1_checkpoints`` names
+EXTRACTOR_NAMES = ("text", "audio", "vision")
+
+
+def step1_sources(given: dict | None, needed: list[str], key: str) -> dict[str, str]:
+    """``{extractor: checkpoint or "pretrained"}`` for the ``needed`` extractors of step 2. Step 2 means
+    frozen *fine-tuned* extractors, so an entry that is missing or null is one ConfigError naming it (and
+    the explicit ``pretrained`` that keeps the pretrained extractor); an unknown extractor name is one too."""
+    given = dict(given or {})
+    unknown = set(given) - set(EXTRACTOR_NAMES)
+    if unknown:
+        raise ConfigError(f"{key}: unknown modalities {sorted(unknown)}; expected text, audio, vision")
+    missing = [name for name in needed if given.get(name) in (None, "")]
+    if missing:
+        raise ConfigError(
+            f"{key}: no step-1 weights for {', '.join(missing)} ({', '.join(f'{key}.{n}' for n in missing)} "
+            f"missing or null); step 2 would run {'that extractor' if len(missing) == 1 else 'those extractors'} "
+            f"as pretrained, never fine-tuned by step 1. Give each a step-1 checkpoint (a .ckpt file or run "
+            f"folder), or {PRETRAINED!r} to use the pretrained extractor on purpose"
+        )
+    return {name: str(given[name]) for name in needed}
+
+
 def load_encoder_weights(encoder: torch.nn.Module, checkpoint: str | Path, what: str) -> str:
     """Load ``encoder``'s weights from a (step-1) checkpoint: a Lightning ``.ckpt`` (``state_dict``)
     or a plain state dict, or a run folder (its best checkpoint, resolved as ``msa test`` and ``msa
@@ -143,7 +169,9 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         video_arch, video_checkpoint: the Video Swin architecture and its pretrained weights file.
         step1_checkpoints: ``{"text"|"audio"|"vision": checkpoint}``: fine-tuned weights of step 1, a
             ``.ckpt`` file or a step-1 run folder (its best checkpoint; found under any prefix, see
-            :func:`load_encoder_weights`).
+            :func:`load_encoder_weights`), or ``pretrained`` (that extractor as pretrained, on purpose).
+            All three are required: a missing or null entry is an error (:func:`step1_sources`).
+        video_random_init: allow ``vision: pretrained`` with no ``video_checkpoint`` (random Swin, logged).
         tokenizer: left unset, it follows ``text_model`` (the stored BERT outputs are computed from
             that model's token ids); a different value is refused.
         extract_batch_size: clips per extractor call; ``extract_device``: ``auto`` (GPU if present).
@@ -160,7 +188,8 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         audio_model: str = "facebook/hubert-base-ls960",
         video_arch: str = "swin3d_t",
         video_checkpoint: str | None = None,
-        step1_checkpoints: dict[str, str] | None = None,
+        step1_checkpoints: dict[str, str | None] | None = None,
+        video_random_init: bool = False,
         extract_batch_size: int = 8,
         extract_device: str = "auto",
         tokenizer: str | None = None,
@@ -173,18 +202,18 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
                 "leave tokenizer unset (it follows text_model)"
             )
         super().__init__(path, tokenizer=text_model, **kwargs)
-        unknown = set(step1_checkpoints or {}) - {"text", "audio", "vision"}
-        if unknown:
-            raise ConfigError(
-                f"data.init_args.step1_checkpoints: unknown modalities {sorted(unknown)}; expected text, audio, vision"
-            )
+        sources = step1_sources(step1_checkpoints, list(EXTRACTOR_NAMES), "data.init_args.step1_checkpoints")
+        if sources["vision"] == PRETRAINED:
+            from msa_lightning.nn.video_swin import check_video_weights
+
+            check_video_weights(video_arch, video_checkpoint, video_random_init, "data.init_args.video_checkpoint", log)
         if isinstance(extract_batch_size, bool) or not isinstance(extract_batch_size, int) or extract_batch_size < 1:
             raise ConfigError(
                 f"data.init_args.extract_batch_size: expected an integer >= 1, found {extract_batch_size!r}"
             )
         self.text_model, self.audio_model = text_model, audio_model
         self.video_arch, self.video_checkpoint = video_arch, video_checkpoint
-        self.step1_checkpoints = dict(step1_checkpoints or {})
+        self.step1_checkpoints = {m: c for m, c in sources.items() if c != PRETRAINED}
         self.extract_batch_size, self.extract_device = extract_batch_size, extract_device
         self._extractors: dict[str, torch.nn.Module] | None = None
         self._fingerprints: dict[str, str] = {}
@@ -283,6 +312,7 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         if self.datasets:
             return
         self._load()
+        self.check_streams(None)  # the three extractors read every stream
         for split, part in self.splits.items():
             self.features[split] = self._features(split)
             tokens = tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)

@@ -37,6 +37,10 @@ Regimes (``regime``; the rows of Table 1):
 ``freeze_extractors`` keeps the pretrained extractors frozen in any regime: ``step1`` with it is Table 3's
 frozen-extractor (snowflake) rows, where only the unimodal head learns.
 
+``step1`` on a modality of ``file_features`` is Table 3's hand-crafted rows (openSMILE [A], OpenFace [V]): only the
+unimodal head learns, on the mean of the file's frames (nothing to fine-tune; the paper does not describe the
+network of those rows).
+
 ``file_features`` (``"AV"``) is Table 1's baseline half (BERT[T], hand-crafted[A], hand-crafted[V]): the
 acoustic and visual inputs are the standard feature file's precomputed sequences (``audio``/``vision``
 with lengths, read through :class:`~msa_lightning.data.datamodule.MSADataModule`; global vector = mean over
@@ -47,10 +51,18 @@ then fine-tunes only BERT; step 2 uses ``step2_inputs=raw`` (the frozen step-1 B
 Optimisation (4.2): Adam; ``extractor_lr`` (1e-5) for the pretrained extractors (the group
 ``extractors``) and ``lr`` (1e-4) for everything else.
 
+TFN (3.3) is parameter-free by default, as in the paper; with the proposed extractors its product does not fit
+in memory, so the shipped Table 1 configs set a learned projection (``tfn_dim``). MulT's dropouts follow its
+reference implementation (``mult_reference_dropouts``). Both are documented on
+:class:`~msa_lightning.papers.twostep.config.TwoStepConfig`.
+
+Weights: nothing pretrained is silently random. A Video Swin other than ``tiny-swin3d`` needs
+``video_checkpoint`` (a folder of ``msa weights convert-swin3d``) unless ``video_random_init`` opts in (logged);
+step 2 with the extractors in the model needs an entry per extractor in ``step1_checkpoints``: a step-1
+checkpoint or ``pretrained`` (the pretrained extractor on purpose, Table 3's frozen rows + fusion).
+
 Choices the paper does not state: the heads are two-layer MLPs (``head_hidden``, ReLU, dropout);
-TFN first maps each global vector to ``tfn_dim`` units (ReLU), because the outer product of three
-768/1024-wide vectors has ~6e8 entries per sample (``tfn_dim=None`` fuses the raw vectors, feasible only
-for small extractors); MulT's sizes are the component's defaults.
+MulT's sizes are the component's defaults.
 """
 
 from __future__ import annotations
@@ -81,7 +93,9 @@ class TwoStepMSA(MSARegressionModule):
     Args:
         step1_checkpoints: ``{"text"|"audio"|"vision": checkpoint}`` for ``step2_inputs=raw`` (with
             ``features`` the DataModule takes them: ``data.init_args.step1_checkpoints``); a ``.ckpt``
-            file or a run folder (its best checkpoint, as ``msa test``/``msa export`` resolve it).
+            file or a run folder (its best checkpoint, as ``msa test``/``msa export`` resolve it), or
+            ``pretrained``: that extractor as pretrained, not fine-tuned, on purpose. Every extractor of a
+            raw step 2 needs an entry.
         alpha_M, alpha_T, alpha_A, alpha_V: the loss weights alpha_k of Eq. 2 (joint); 0 drops a task.
         extractor_lr: learning rate of the extractors (1e-5, Section 4.2); ``lr`` (1e-4) for the rest.
         Other optimisation arguments: :class:`~msa_lightning.training.module.MSARegressionModule`'s.
@@ -89,7 +103,7 @@ class TwoStepMSA(MSARegressionModule):
 
     def __init__(
         self,
-        step1_checkpoints: dict[str, str] | None = None,
+        step1_checkpoints: dict[str, str | None] | None = None,
         alpha_M: float = 1.0,
         alpha_T: float = 1.0,
         alpha_A: float = 1.0,
@@ -120,7 +134,25 @@ class TwoStepMSA(MSARegressionModule):
             )
         if not extractor_lr > 0:
             raise ConfigError(f"{_key('extractor_lr')} must be a positive number, got {extractor_lr!r}")
+        self.check_pretrained_weights()
         self.init_net()
+
+    def check_pretrained_weights(self) -> None:
+        """Before anything is built: a raw step 2 names each extractor's step-1 weights (or ``pretrained``),
+        and a Video Swin that starts from its pretrained weights has them (or random init is opted in)."""
+        from msa_lightning.nn.video_swin import check_video_weights
+        from msa_lightning.papers.twostep.data import PRETRAINED, step1_sources
+
+        c = self.config
+        if c.reads_features:
+            return
+        extractors = [m for m in c.used_modalities if m not in c.file_modalities]
+        sources = {}
+        if c.regime == "step2":
+            given = self.hparams.step1_checkpoints
+            sources = step1_sources(given, [EXTRACTOR[m] for m in extractors], _key("step1_checkpoints"))
+        if "V" in extractors and sources.get("vision", PRETRAINED) == PRETRAINED:
+            check_video_weights(c.video_arch, c.video_checkpoint, c.video_random_init, _key("video_checkpoint"), log)
 
     # ------------------------------------------------------------------ what the regime needs
     @property
@@ -165,20 +197,15 @@ class TwoStepMSA(MSARegressionModule):
     def build_net(self) -> TwoStepNet:
         net = TwoStepNet(self.config)
         if self.regime == "step2":  # the frozen extractors in the model: weights from step 1
-            from msa_lightning.papers.twostep.data import load_encoder_weights
+            from msa_lightning.papers.twostep.data import PRETRAINED, load_encoder_weights
 
-            given = self.hparams.step1_checkpoints or {}
             for modality in net.extractor_modalities:
                 name = EXTRACTOR[modality]
-                if name in given:
-                    load_encoder_weights(getattr(net, name), given[name], _key(f"step1_checkpoints.{name}"))
-                else:  # legitimate (Table 3's frozen extractors + fusion), but rarely what step 2 means
-                    log.warning(
-                        "TwoStepMSA step 2: no %s for the %s extractor; it runs frozen as loaded, "
-                        "not fine-tuned by step 1",
-                        _key(f"step1_checkpoints.{name}"),
-                        name,
-                    )
+                source = self.hparams.step1_checkpoints[name]  # every entry is there (check_pretrained_weights)
+                if source == PRETRAINED:
+                    log.info("TwoStepMSA step 2: the %s extractor runs as pretrained (%s)", name, PRETRAINED)
+                else:
+                    load_encoder_weights(getattr(net, name), source, _key(f"step1_checkpoints.{name}"))
         return net
 
     # ------------------------------------------------------------------ data checks

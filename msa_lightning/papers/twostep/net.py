@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from msa_lightning.batch import MODALITIES, MSABatch
-from msa_lightning.errors import DataError
+from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.nn.fusion import tensor_fusion
 from msa_lightning.nn.masking import lengths_to_mask, masked_mean
 from msa_lightning.output import MSAOutput
-from msa_lightning.papers.twostep.config import LETTERS, TwoStepConfig
+from msa_lightning.papers.twostep.config import LETTERS, MAX_TFN_ENTRIES, TwoStepConfig
 from msa_lightning.training.config import config_key as _key
 
 #: each letter's modality: the network attribute of its extractor (also the prefix ``net.<name>`` of its parameters)
@@ -93,6 +93,12 @@ class TwoStepNet(nn.Module):
             fused_dim = 1
             for m in modalities:
                 fused_dim *= (c.tfn_dim if c.tfn_dim is not None else feature_dims[m]) + 1
+            if c.tfn_dim is None and fused_dim > MAX_TFN_ENTRIES:
+                raise ConfigError(
+                    f"{_key('tfn_dim')}=null (the paper's parameter-free TFN) makes {fused_dim:,} entries per "
+                    f"sample from global vectors of widths {[feature_dims[m] for m in modalities]}, more than "
+                    f"{MAX_TFN_ENTRIES:,}: set {_key('tfn_dim')} (e.g. 32, a learned projection per modality)"
+                )
         elif fusion == "mult":
             from msa_lightning.nn.mult import MULT_KEY, MulT
 
@@ -104,6 +110,8 @@ class TwoStepNet(nn.Module):
                 num_heads=c.mult_heads,
                 layers=c.mult_layers,
                 positional_embedding=c.mult_positional_embedding,
+                # off: the suite's earlier rule (each memory block its target's dropout, the text none)
+                **({} if c.mult_reference_dropouts else {"memory_attn_dropout": "target", "text_dropout": 0.0}),
             )
             fused_dim = self.fusion.out_dim
         self.head_m = mlp_head(fused_dim, c.head_hidden, c.head_dropout) if fusion is not None else None

@@ -120,7 +120,7 @@ def test_interrupted_trial_resumes_and_counts_once(sweep_calls):
     assert [t["name"] for t in trials] == ["trial-0001", "trial-0002", "trial-0003"]
     assert trials[2]["state"] == "interrupted"
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "trial-0003: resuming from" in resumed.stdout
+    assert "trial-0003: resuming from" in resumed.stderr  # progress lines go to stderr, the report to stdout
     state = json.loads((out / "sweep.json").read_text())
     assert [t["name"] for t in state["trials"]] == ["trial-0001", "trial-0002", "trial-0003"]  # no new trial
     third = state["trials"][2]

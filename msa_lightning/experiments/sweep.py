@@ -344,6 +344,9 @@ def _trial_env(sweep: Sweep, trial: Trial, slot_env: dict[str, str]) -> dict[str
         }
     )
     env.pop("MSA_DEBUG", None)
+    # each trial starts its own W&B service: one inherited from the caller (a notebook, a test process that used
+    # wandb) would outlive a killed trial and hold its run id, so the trial's resume would find the id "in use"
+    env.pop("WANDB_SERVICE", None)
     return env
 
 

@@ -606,6 +606,12 @@ def convert_swin3d(source: str | Path, out: str | Path, arch: str | None = None)
     source, out = Path(source).expanduser(), Path(out).expanduser()
     if source.is_dir():
         raise MSAError(f"{source} is a folder; convert-swin3d reads a .pth state dict file")
+    if not source.is_file():
+        raise MSAError(
+            f"{source} does not exist; convert-swin3d reads one of torchvision's Kinetics-400 state dicts "
+            f"({'; '.join(f for files in TORCHVISION_FILES.values() for f in files)}) or an official Video Swin "
+            f".pth checkpoint"
+        )
     state = _read_checkpoint(source)
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]

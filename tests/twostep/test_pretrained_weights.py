@@ -81,6 +81,8 @@ def test_msa_weights_convert_swin3d_checks_every_key_and_the_suite_loads_it(tmp_
         convert_swin3d(tmp_path / "extra.pth", tmp_path / "extra")
     with pytest.raises(MSAError, match=r"as swin3d_t.*do not fit the architecture.*another shape"):
         convert_swin3d(tmp_path / "swin3d_tiny.pth", tmp_path / "wrong", arch="swin3d_t")
+    with pytest.raises(MSAError, match=r"nope\.pth does not exist; convert-swin3d reads one of torchvision's"):
+        convert_swin3d(tmp_path / "nope.pth", tmp_path / "nope")  # the source named, not a config path
 
 
 def test_a_proposed_extractor_config_without_swin_weights_is_one_error(raw, tmp_path):

@@ -27,7 +27,7 @@ def _overrides(data: Path) -> list[str]:
     # tiny and quick: the sweep's own parameters stay as the engine draws them
     return [
         f"--data.path={data}",
-        "--trainer.max_epochs=3",
+        "--trainer.max_epochs=10",  # long enough that the interrupted trial cannot end before the test pauses it
         "--data.num_workers=0",
         "--trainer.enable_progress_bar=false",
     ]

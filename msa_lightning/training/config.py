@@ -44,6 +44,14 @@ class NetConfig:
                 raise ConfigError(f"{config_key(name)}: {cls.__name__} has no field {name!r}{hint}")
         return super().__new__(cls)
 
+    def __post_init__(self) -> None:
+        """Checks every network shares: a dropout (a field named ``dropout`` or ``*_dropout``) is a probability.
+        A subclass's ``__post_init__`` calls this first."""
+        for name in field_names(type(self)):
+            value = getattr(self, name)
+            if name.endswith("dropout") and isinstance(value, (int, float)) and not 0 <= value < 1:
+                self.fail(name, "a dropout probability in [0, 1)")
+
     def fail(self, name: str, expected: str) -> None:
         """Raise the ConfigError of a field with a bad value: ``model.init_args.<name>: expected ..., found ...``."""
         raise ConfigError(f"{config_key(name)}: expected {expected}, found {getattr(self, name)!r}")

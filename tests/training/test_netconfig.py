@@ -168,3 +168,16 @@ def test_a_bad_network_setting_is_one_error_line(synthetic_mosi, cache_dir, tmp_
     assert line == (
         "msa: error: model.init_args.head_layers: expected 1 (the papers' equations) or 2 (Self-MM's code), found 3"
     )
+
+
+@pytest.mark.parametrize(
+    "config_class, field",
+    [(TFNConfig, "dropout"), (SKESLConfig, "head_dropout"), (SWRMConfig, "fusion_dropout")],
+)
+def test_a_dropout_outside_zero_one_is_a_config_error_of_every_network(config_class, field):
+    """The shared check of the NetConfig base: every ``*dropout`` field of every paper's config is a probability
+    (torch's own ValueError surfaced as a traceback through LightningCLI)."""
+    with pytest.raises(
+        ConfigError, match=rf"model\.init_args\.{field}: expected a dropout probability in \[0, 1\), found 1\.5"
+    ):
+        config_class(**{field: 1.5})

@@ -63,6 +63,7 @@ class FmlMSNStageConfig(NetConfig):
     fdrp: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.pair not in PAIRS:
             self.fail("pair", f"one of {sorted(PAIRS)}")
         if self.text_len_scope not in TEXT_LEN_SCOPES:
@@ -86,5 +87,6 @@ class FmlMSNMetaConfig(NetConfig):
     fdrp: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.stages:
             self.fail("stages", "at least one stage name")

@@ -82,6 +82,7 @@ class HybridShiftConfig(NetConfig):
     pool: Literal["auto", "first", "last"] = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.modalities or set(self.modalities) - set(MODALITIES):
             self.fail("modalities", f"a non-empty subset of {list(MODALITIES)}")
         if self.nonverbal_alignment not in ("tokens", "words"):

@@ -44,5 +44,6 @@ class SKESLConfig(NetConfig):
     head_dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.use_nonverbal and self.num_blocks < 1:
             self.fail("num_blocks", "a number of blocks >= 1 (or use_nonverbal: false)")

@@ -60,6 +60,7 @@ class SelfMMConfig(NetConfig):
     use_ulgm: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.head_layers not in (1, 2):
             self.fail("head_layers", "1 (the papers' equations) or 2 (Self-MM's code)")
 

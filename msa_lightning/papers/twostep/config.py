@@ -98,6 +98,7 @@ class TwoStepConfig(NetConfig):
     vision_dim: int | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         key = config_key
         if self.regime not in REGIMES:
             self.fail("regime", f"one of {list(REGIMES)}")

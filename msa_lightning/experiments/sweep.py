@@ -594,6 +594,7 @@ def plot_metric_vs_params(sweep: Sweep, path: Path) -> Path | None:
     """One panel per parameter: each trial's best metric against its value (log axis for log distributions;
     categories at even spacing). None when no trial has a value yet."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -610,6 +611,13 @@ def plot_metric_vs_params(sweep: Sweep, path: Path) -> Path | None:
             ax.scatter(xs, ys)
             if "log" in str(spec.get("distribution", "")):
                 ax.set_xscale("log")
+                # three labelled ticks spanning the trials' values: matplotlib's own labels every minor tick of a
+                # range inside one decade, and they overlap at this width
+                import numpy as np
+
+                ticks = np.geomspace(min(xs), max(xs), 3) if max(xs) > min(xs) else [xs[0]]
+                ax.set_xticks(ticks, [f"{t:.1e}" for t in ticks])
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         else:
             labels = list(dict.fromkeys(map(str, spec.get("values", xs))))
             ax.scatter([labels.index(str(x)) for x in xs], ys)

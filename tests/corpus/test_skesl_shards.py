@@ -337,3 +337,25 @@ def test_build_input_errors_are_one_line(tmp_path, capsys):
     line = one_line_error(msa_here(capsys, *build_args(root, tmp_path / "out", *FAST[:2], "--sample-rate", "8000")))
     assert "--sample-rate 8000 --hop-length 512 --f0 zcr: the audio features cannot be computed" in line, line
     assert "Nyquist" in line and not (tmp_path / "out").exists()
+
+
+def test_pretrain_corpus_transcripts_through_msa(tmp_path):
+    """`msa pretrain-data build` on a transcript file saved with a BOM and CRLF keeps every clip (no id
+    '\\ufeffid...'); a Latin-1 byte is one error line naming the file and line, and nothing is built."""
+    root = make_synthetic_corpus(tmp_path / "corpus", clips=4, seed=4, sample_rate=16000)
+    tsv = root / "transcripts.tsv"
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    tsv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8") + b"\r\n")
+    out = tmp_path / "shards"
+    run = msa(tmp_path, *build_args(root, out, *FAST, "--audio-frames", "10", "--vision-frames", "5"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["used"] == 4 and manifest["bad"] == {}, manifest
+    ids = sorted(line.split("\t")[0] for line in lines)
+    assert sorted([*read_split(out / "train"), *read_split(out / "valid")]) == ids
+
+    tsv.write_bytes(tsv.read_bytes().replace(b" the ", b" th\xe9 ", 1))  # saved as Latin-1
+    number = next(i for i, line in enumerate(tsv.read_bytes().split(b"\n"), 1) if b"\xe9" in line)
+    line = one_line_error(msa(tmp_path, *build_args(root, tmp_path / "out2", *FAST)))
+    assert f"{tsv}, line {number}: the transcript file is not UTF-8 (byte 0xe9" in line, line
+    assert not (tmp_path / "out2").exists()

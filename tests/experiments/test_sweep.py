@@ -42,7 +42,11 @@ def _wait_for(condition, timeout: float = 240.0) -> None:
 
 def _sigint_pending(pid: int) -> bool:
     """SIGINT waits for the (stopped) process ``pid``: the process-wide pending set of /proc/PID/status."""
-    status = Path(f"/proc/{pid}/status").read_text()
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        # the trial had ended (a zombie) when it was paused: its epochs ran faster than the test polled
+        raise AssertionError(f"trial {pid} ended before the test paused it (a heavily loaded machine?)") from None
     pending = int(next(line.split()[1] for line in status.splitlines() if line.startswith("ShdPnd:")), 16)
     return bool(pending & (1 << (signal.SIGINT - 1)))
 

@@ -4,6 +4,7 @@ and the statistics on the real MOSI transcripts of ../shared (skipped when absen
 from __future__ import annotations
 
 import pytest
+from conftest import REPO, assert_one_line_error, run_msa
 
 from msa_lightning.cli.commands import run_command
 from msa_lightning.data.lexicon import load_lexicon
@@ -214,7 +215,6 @@ def test_datamodule_missing_share_and_unmatched_file(synthetic_mosi, tmp_path):
 
 def test_shipped_asr_configs_bound_the_missing_share():
     import yaml
-    from conftest import REPO
 
     for config in sorted((REPO / "configs" / "swrm").glob("*.yaml")):
         data = yaml.safe_load(config.read_text())["data"]["init_args"]
@@ -224,8 +224,6 @@ def test_shipped_asr_configs_bound_the_missing_share():
 
 def fit_swrm_ibm(feature_file, transcripts, tmp_path):
     """``msa fit`` of the shipped SWRM IBM config on ``transcripts``, with tiny encoders (a subprocess)."""
-    from conftest import REPO, run_msa
-
     return run_msa(
         "fit",
         "--config",
@@ -245,9 +243,24 @@ def fit_swrm_ibm(feature_file, transcripts, tmp_path):
 
 def test_msa_fit_with_a_transcript_file_matching_no_id(synthetic_mosi, tmp_path):
     """The shipped IBM config (``missing: gold``) still refuses a transcript file of another dataset."""
-    from conftest import assert_one_line_error
 
     bad = tmp_path / "other.tsv"
     bad.write_text("other_1\tHELLO\nother_2\tWORLD\n")
     result = fit_swrm_ibm(synthetic_mosi, bad, tmp_path)
     assert_one_line_error(result, str(bad), "matches none of the 64 utterance ids", "'synthtrain0000_0'", "'other_1'")
+
+
+def test_transcript_files_through_msa(synthetic_mosi, tmp_path):
+    """`msa data wer` reads a gold file with a BOM and CRLF (its first id is not '\\ufeffa'); `msa fit` with an ASR
+    transcript file holding a Latin-1 byte is one error line naming the file and line."""
+    (tmp_path / "asr").mkdir()
+    (tmp_path / "asr" / "gold.tsv").write_bytes(b"\xef\xbb\xbfa\tI WAS REALLY UPSET\r\nb\tGOOD MOVIE\r\n")
+    (tmp_path / "asr" / "toy.tsv").write_bytes(b"a\tI WAS REALLY SET\nb\tGOOD MOVIE\n")
+    wer = run_msa("data", "wer", "--dir", tmp_path / "asr", cache=tmp_path / "cache")
+    assert wer.returncode == 0, wer.stdout + wer.stderr[-3000:]
+    assert "| toy | 2 | 0 | 16.67 |" in wer.stdout  # 2 utterances matched, none missing
+
+    bad = tmp_path / "ibm.tsv"
+    bad.write_bytes(b"synthtrain0000_0\tHELLO\nsynthtrain0001_0\tNA\xefVE\n")
+    result = fit_swrm_ibm(synthetic_mosi, bad, tmp_path)
+    assert_one_line_error(result, f"{bad}, line 2: the transcript file is not UTF-8 (byte 0xef at column 20)")

@@ -15,8 +15,8 @@ earlier stage's checkpoints or exported arrays.
         args: [--config, b.yaml, "--model.init_args.init_from=${pretrain.best_ckpt}"]
 
 Substitutions (only of stages listed in ``needs``): ``${s.best_ckpt}``, ``${s.last_ckpt}``,
-``${s.export}`` (the export's store folder), ``${s.dir}`` and ``${s.fold_exports}`` (below). Each stage runs as its own ``msa fit``
-subprocess (so DDP and SLURM treat it as a plain fit), with ``--trainer.default_root_dir`` and
+``${s.export}`` (the export's store folder), ``${s.dir}`` and ``${s.fold_exports}`` (below). Each stage runs
+as its own ``msa fit`` subprocess (so DDP and SLURM treat it as a plain fit), with ``--trainer.default_root_dir`` and
 ``--checkpoint.dirpath`` set to its folder. A stage whose recorded command line and inputs (content
 hashes of the files its command names, including upstream checkpoints) are unchanged and which
 finished is skipped; one that was interrupted with the same command resumes from its ``last.ckpt``.

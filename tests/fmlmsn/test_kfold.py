@@ -260,3 +260,18 @@ def test_kfold_bad_input_is_one_error_line_and_leaves_nothing(sims_data, capsys)
     (line,) = [x for x in run.stderr.splitlines() if x.startswith("msa: error:")]
     assert "stacking: kfold: stage 'stage_av'" in line and "data.init_args.fold" in line, line
     assert not out.exists()
+
+
+def test_every_shipped_fmlmsn_pipeline_switches_to_kfold_with_one_setting():
+    """`--set stacking=kfold` on each shipped pipeline: K fold runs after each stage, all needed by the meta stage,
+    whose fold exports they fill; the file's default is the paper's in-sample stacking."""
+    from msa_lightning.experiments.pipeline import load_pipeline
+
+    for path in sorted(CONFIGS.glob("*_pipeline.yaml")):
+        assert load_pipeline(path).stacking == "in_sample"
+        pipeline = load_pipeline(path, ["stacking=kfold", "folds=3"])
+        names = [s.name for s in pipeline.stages]
+        runs = [f"{s}.fold{k}" for s in ("stage_av", "stage_at", "stage_vt") for k in range(3)]
+        assert sorted(names) == sorted(["stage_av", "stage_at", "stage_vt", *runs, "meta"]), path
+        assert set(runs) <= set(pipeline.stage("meta").needs), path
+        assert [s.fold["index"] for s in pipeline.fold_runs("stage_vt")] == [0, 1, 2]

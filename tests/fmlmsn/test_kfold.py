@@ -12,11 +12,13 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, msa_in_process
+from conftest import REPO, cli_calls_in_process, msa_in_process
 
 from msa_lightning.data.folds import fold_assignment, video_of
 from msa_lightning.errors import DataError
+from msa_lightning.experiments.results import _stage_metrics
 from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule
+from msa_lightning.papers.fmlmsn.report import fmlmsn_results
 from msa_lightning.store import Entry, Store
 
 CONFIGS = REPO / "configs" / "fmlmsn"
@@ -98,18 +100,8 @@ def kfold_run(sims_data):
     data, folder = sims_data
     path = _pipeline(folder, data)
     ran, saved = [], dict(os.environ)
-
-    def call(command, *args, **kwargs):
-        assert list(command[:3]) == [sys.executable, "-m", "msa_lightning.cli"], command
-        ran.append(list(command[3:]))
-        try:
-            main(list(command[3:]))
-        except SystemExit as exit_info:
-            return 0 if exit_info.code is None else exit_info.code
-        return 0
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(subprocess, "call", call)
+        patch.setattr(subprocess, "call", cli_calls_in_process(ran))
         patch.setenv("MSA_CACHE_DIR", str(folder / "cache"))
         try:
             main(["pipeline", str(path)])
@@ -176,6 +168,11 @@ def test_msa_pipeline_kfold_feeds_the_meta_learner_out_of_fold_features(kfold_ru
         np.testing.assert_array_equal(features[rows], np.asarray(entry["heldout/features.H"]))
         in_sample = np.asarray(full["train/features.H"])[[full_rows[i] for i in entry.meta["ids"]["heldout"]]]
         assert not np.allclose(features[rows], in_sample)  # not the full stage's in-sample features
+    # `msa report --fmlmsn` reads the stage and the meta-learner, never a fold run (which has the same pair)
+    table = fmlmsn_results(folder / "runs", "valid")
+    expected = _stage_metrics(folder / "runs" / "stage_av", records["stage_av"], "valid")
+    assert [(g, t) for g, t, _ in table["rows"]] == [("AV", "A"), ("AV", "V"), ("AV", "A+V"), ("M", "A+V+T")]
+    assert table["rows"][2][2] == expected
     np.testing.assert_array_equal(  # validation: the stage trained on the whole training split
         np.asarray(dm.datasets["valid"].extras["H_AV"]),
         np.asarray(full["valid/features.H"])[[full.meta["ids"]["valid"].index(i) for i in dm.splits["valid"].ids]],

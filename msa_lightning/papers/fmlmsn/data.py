@@ -15,7 +15,8 @@ never feed stale features. :class:`StageFeaturesDataModule` reads several such e
 their rows to the feature file's utterance ids (checking that every export covers exactly the
 file's samples of each split) and yields them in ``batch.extras["H_<stage>"]``, with the labels of
 the feature file. ``msa export`` (:mod:`msa_lightning.experiments.export`) and the ``export`` section of a
-``msa pipeline`` stage write such exports.
+``msa pipeline`` stage write such exports. With K-fold stacking (``fold_exports``) the training rows come out of
+fold instead: each from the export of the fold run that held the clip out (:func:`out_of_fold_rows`).
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ something is in them. ``--seeds 1111 1112 ...`` runs the whole pipeline per seed
 and writes the tables of ``msa seeds`` from the test metrics of the result stages
 (:func:`run_pipeline_seeds`).
 
-
 **Stacking** (the file's ``stacking``, ``folds``, ``fold_seed``; ``--set stacking=kfold`` too). A stage that
 trains on other stages' exported outputs (FmlMSN's meta-learner) reads their training rows in-sample by
 default (``stacking: in_sample``; ``${s.fold_exports}`` is ``[]``). With ``stacking: kfold`` every stage whose
@@ -271,7 +270,6 @@ def _fold_stages(pipeline: Pipeline, where: str) -> list[Stage]:
     names = {s.name for s in pipeline.stages}
     out: list[Stage] = []
     for stage in pipeline.stages:
-        readers = [s for s in pipeline.stages if any(f"${{{stage.name}.fold_exports}}" in a for a in s.args)]
         runs = []
         if stage.name in folded:
             if not has_setting(stage.args, "data.init_args.fold"):
@@ -289,8 +287,9 @@ def _fold_stages(pipeline: Pipeline, where: str) -> list[Stage]:
                 export = {"outputs": list(stage.export["outputs"]), "splits": [HELDOUT]}
                 fold = {"of": stage.name, "index": k, "folds": pipeline.folds, "seed": pipeline.fold_seed}
                 runs.append(Stage(name, args, list(stage.needs), export, fold=fold))
-        for reader in readers:
-            reader.needs += [r.name for r in runs]
+            for reader in pipeline.stages:
+                if any(f"${{{stage.name}.fold_exports}}" in a for a in reader.args):
+                    reader.needs += [r.name for r in runs]
         out += [stage, *runs]
     return out
 

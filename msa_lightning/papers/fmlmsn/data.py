@@ -108,18 +108,18 @@ def out_of_fold_rows(entries: list[Entry], output: str, ids: Sequence[str], stag
             f"found {found}"
         )
     expected = fold_assignment(ids, folds, seed)
-    held: dict[str, tuple[int, Entry, int]] = {}
+    held: dict[str, tuple[int, Entry]] = {}
     for spec, entry in sorted(zip(specs, entries), key=lambda pair: pair[0]["index"]):
         k = spec["index"]
-        for row, i in enumerate(str(i) for i in entry.meta["ids"][HELDOUT]):
+        for i in (str(i) for i in entry.meta["ids"][HELDOUT]):
             if i in held:
                 raise DataError(
                     f"data.init_args.fold_exports ({stage}): training id {i!r} is held out by fold {held[i][0]} "
                     f"and by fold {k} ({entry.path}); every training clip belongs to one fold"
                 )
-            held[i] = (k, entry, row)
+            held[i] = (k, entry)
     position = {i: n for n, i in enumerate(ids)}
-    for i, (k, entry, _) in held.items():
+    for i, (k, entry) in held.items():
         if i not in position:
             raise DataError(
                 f"data.init_args.fold_exports ({stage}), fold {k}: {entry.path} holds id {i!r}, which is not a "
@@ -257,6 +257,7 @@ class StageFeaturesDataModule(MSADataModule):
         for i, (entry, name) in enumerate(zip(self.entries(), self.stage_names)):
             if split == "train" and self.fold_exports:
                 out[f"H_{name}"] = out_of_fold_rows(self.fold_entries()[i], self.output, arrays.ids, name)
+                log.info("H_%s: training rows out of fold, from %d fold runs", name, len(self.fold_exports[i]))
                 continue
             out[f"H_{name}"] = aligned_rows(
                 entry, split, self.output, arrays.ids, f"data.init_args.exports[{i}] ({name})"

@@ -36,7 +36,7 @@ def _msa(args, cwd, cache):
     )
 
 
-def _pipeline(folder, data, stacking="kfold", stage_data=()):
+def _pipeline(folder, data, stacking="kfold", stage_data=(), file="pipeline.yaml"):
     """The shipped pipeline's shape cut to one stage (AV: no text, no BERT) and the meta-learner, tiny sizes."""
     common = [
         f"--data.init_args.path={data}",
@@ -77,7 +77,7 @@ def _pipeline(folder, data, stacking="kfold", stage_data=()):
         ],
     }
     spec["stages"][0]["args"] += list(stage_data)
-    path = folder / f"pipeline_{stacking}.yaml"
+    path = folder / file
     path.write_text(yaml.safe_dump(spec))
     return path
 
@@ -243,7 +243,7 @@ def test_meta_refuses_fold_exports_that_miss_or_repeat_a_fold(kfold_run):
 def test_kfold_bad_input_is_one_error_line_and_leaves_nothing(sims_data, capsys):
     """`--set folds=1` (a real `msa pipeline` subprocess) and kfold over a DataModule that cannot split."""
     data, folder = sims_data
-    path = _pipeline(folder, data, stacking="in_sample")
+    path = _pipeline(folder, data, stacking="in_sample", file="in_sample.yaml")
     out = folder / "bad_runs"
     proc = _msa(["pipeline", path, "--set", "stacking=kfold", "--set", "folds=1", "--out", out], folder, folder / "c")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -251,7 +251,9 @@ def test_kfold_bad_input_is_one_error_line_and_leaves_nothing(sims_data, capsys)
     assert "folds: expected an integer >= 2" in line and "found 1" in line, line
     assert not out.exists() and not (folder / "c").exists()
 
-    plain = _pipeline(folder, data, stage_data=["--data=msa_lightning.data.datamodule.SIMSDataModule"])
+    plain = _pipeline(
+        folder, data, stage_data=["--data=msa_lightning.data.datamodule.SIMSDataModule"], file="plain.yaml"
+    )
     run = msa_in_process(capsys, "pipeline", plain, "--out", out)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     (line,) = [x for x in run.stderr.splitlines() if x.startswith("msa: error:")]
@@ -272,3 +274,24 @@ def test_every_shipped_fmlmsn_pipeline_switches_to_kfold_with_one_setting():
         assert sorted(names) == sorted(["stage_av", "stage_at", "stage_vt", *runs, "meta"]), path
         assert set(runs) <= set(pipeline.stage("meta").needs), path
         assert [s.fold["index"] for s in pipeline.fold_runs("stage_vt")] == [0, 1, 2]
+
+
+def test_a_failing_fold_run_leaves_no_folder(kfold_run, capsys, stages_in_process):
+    """More folds than the file has videos (7): the fold run's `msa fit` stops with one line naming
+    data.init_args.folds, and the pipeline takes back the folder it made for it."""
+    path, _, folder, _ = kfold_run
+    run = msa_in_process(
+        capsys,
+        "pipeline",
+        path,
+        "--set",
+        "folds=9",
+        "--only",
+        "stage_av.fold8",
+        env={"MSA_CACHE_DIR": str(folder / "cache")},
+    )
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "msa: error: data.init_args.folds=9" in run.stderr and "at least 9 videos" in run.stderr, run.stderr[-2000:]
+    assert "stage 'stage_av.fold8' failed" in run.stderr
+    assert len(stages_in_process) == 1 and "--data.init_args.fold=8" in stages_in_process[0]
+    assert not (folder / "runs" / "stage_av.fold8").exists()

@@ -348,9 +348,12 @@ class TextFeaturesDataModule(MSADataModule):
             return
         super()._load()
         if self.fold is not None:  # after the file's splits are read, before anything is fitted on train
-            self.splits["train"], self.splits[HELDOUT] = split_off_fold(
-                self.splits["train"], self.fold, self.folds, self.fold_seed
-            )
+            try:
+                self.splits["train"], self.splits[HELDOUT] = split_off_fold(
+                    self.splits["train"], self.fold, self.folds, self.fold_seed
+                )
+            except DataError as err:
+                raise DataError(f"data.init_args.folds={self.folds} ({self.feature_file}): {err}") from None
             log.info(
                 "%s: fold %d of %d (seed %d): training on %d clips, %d held out",
                 self.spec.name,

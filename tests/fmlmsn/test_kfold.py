@@ -15,9 +15,9 @@ import yaml
 from conftest import REPO, cli_calls_in_process, msa_in_process
 
 from msa_lightning.data.folds import fold_assignment, video_of
-from msa_lightning.errors import DataError
+from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.experiments.results import _stage_metrics
-from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule
+from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule, TextFeaturesDataModule
 from msa_lightning.papers.fmlmsn.report import fmlmsn_results
 from msa_lightning.store import Entry, Store
 
@@ -127,6 +127,10 @@ def test_fold_assignment_keeps_videos_whole_and_is_seeded():
     assert not np.array_equal(folds, fold_assignment(ids, 3, seed=2))
     with pytest.raises(DataError, match="4 folds need at least 4 videos, but the training split has 3"):
         fold_assignment(["a_1", "a_2", "b_1", "c_1"], 4)
+    with pytest.raises(ConfigError, match=r"data.init_args.fold: expected a fold in 0\.\.1 \(folds=2\), found 2"):
+        TextFeaturesDataModule("x.pkl", fold=2, folds=2)
+    with pytest.raises(ConfigError, match=r"data.init_args.folds: expected an integer >= 2 \(K folds\), found 1"):
+        TextFeaturesDataModule("x.pkl", fold=0, folds=1)
 
 
 def test_msa_pipeline_kfold_feeds_the_meta_learner_out_of_fold_features(kfold_run):

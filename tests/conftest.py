@@ -157,9 +157,19 @@ def stages_in_process(monkeypatch) -> list[list[str]]:
     tested in test_pipeline and test_fmlmsn. Returns the stage command lines run, in order."""
     import subprocess
 
+    ran = []
+    monkeypatch.setattr(subprocess, "call", cli_calls_in_process(ran))
+    return ran
+
+
+def cli_calls_in_process(ran: list[list[str]]):
+    """A ``subprocess.call`` that runs ``python -m msa_lightning.cli ARGS`` through :func:`msa_lightning.cli.main`
+    in this process (recording ``ARGS`` in ``ran``) and any other command as a real subprocess."""
+    import subprocess
+
     from msa_lightning.cli import main
 
-    real_call, ran = subprocess.call, []
+    real_call = subprocess.call
 
     def call(command, *args, **kwargs):
         if list(command[:3]) != [sys.executable, "-m", "msa_lightning.cli"]:
@@ -171,5 +181,4 @@ def stages_in_process(monkeypatch) -> list[list[str]]:
             return 0 if exit_info.code is None else exit_info.code
         return 0
 
-    monkeypatch.setattr(subprocess, "call", call)
-    return ran
+    return call

@@ -10,7 +10,8 @@ shape the rows (data class, the feature file's content hash, every DataModule ar
 ones such as batch size or workers), the outputs and the splits: a retrained checkpoint or other data
 give a new entry, never stale arrays; the same inputs reuse the entry. Arrays are named
 ``"{split}/{output}"``; ``meta["ids"][split]`` lists the utterance ids in row order and
-``meta["checkpoint"]`` the checkpoint file.
+``meta["checkpoint"]`` the checkpoint file. A DataModule may offer splits beyond train/valid/test
+(``extra_splits``: a K-fold stacking run's ``heldout``); its ``fold_spec`` goes into ``meta["fold"]``.
 
 The model and data are built through the ``msa`` CLI from the run's saved ``config.yaml`` (next to
 its ``checkpoints/`` folder, wherever the run folder is now) or from ``--config`` files; overrides
@@ -90,9 +91,10 @@ def export_outputs(
     for the same checkpoint content, data, outputs and splits already existed."""
     store = store or Store()
     checkpoint = Path(checkpoint)
-    unknown = [s for s in splits if s not in SPLITS]
+    known = [*SPLITS, *getattr(datamodule, "extra_splits", ())]  # a fold run's `heldout`
+    unknown = [s for s in splits if s not in known]
     if unknown:
-        raise ConfigError(f"export splits: expected names among {list(SPLITS)}, found {unknown}")
+        raise ConfigError(f"export splits: expected names among {known}, found {unknown}")
     inputs = {
         "checkpoint": store.content_hash(checkpoint),
         "data": dict(data_key or {}),
@@ -147,6 +149,8 @@ def export_outputs(
             for name, chunks in parts.items():
                 arrays[f"{split}/{name}"] = np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
     meta = {"ids": ids, "checkpoint": str(checkpoint.resolve()), "model": type(model).__name__}
+    if getattr(datamodule, "fold_spec", None) is not None:  # a fold run of K-fold stacking: which clips it held out
+        meta["fold"] = dict(datamodule.fold_spec)
     feature_file = getattr(datamodule, "feature_file", None)
     if feature_file is not None and Path(feature_file).is_file():  # what a later stage checks its own file against
         meta["feature_file"] = str(Path(feature_file).resolve())

@@ -15,8 +15,8 @@ earlier stage's checkpoints or exported arrays.
         args: [--config, b.yaml, "--model.init_args.init_from=${pretrain.best_ckpt}"]
 
 Substitutions (only of stages listed in ``needs``): ``${s.best_ckpt}``, ``${s.last_ckpt}``,
-``${s.export}`` (the export's store folder) and ``${s.dir}``. Each stage runs as its own ``msa fit``
-subprocess (so DDP and SLURM treat it as a plain fit), with ``--trainer.default_root_dir`` and
+``${s.export}`` (the export's store folder), ``${s.dir}`` and ``${s.fold_exports}`` (below). Each stage runs
+as its own ``msa fit`` subprocess (so DDP and SLURM treat it as a plain fit), with ``--trainer.default_root_dir`` and
 ``--checkpoint.dirpath`` set to its folder. A stage whose recorded command line and inputs (content
 hashes of the files its command names, including upstream checkpoints) are unchanged and which
 finished is skipped; one that was interrupted with the same command resumes from its ``last.ckpt``.
@@ -35,6 +35,16 @@ its folder, unless it wrote a checkpoint to resume from, and folders the run cre
 something is in them. ``--seeds 1111 1112 ...`` runs the whole pipeline per seed into ``<out>/seed<N>/``
 and writes the tables of ``msa seeds`` from the test metrics of the result stages
 (:func:`run_pipeline_seeds`).
+
+**Stacking** (the file's ``stacking``, ``folds``, ``fold_seed``; ``--set stacking=kfold`` too). A stage that
+trains on other stages' exported outputs (FmlMSN's meta-learner) reads their training rows in-sample by
+default (``stacking: in_sample``; ``${s.fold_exports}`` is ``[]``). With ``stacking: kfold`` every stage whose
+``${s.fold_exports}`` is read gets ``folds`` fold runs ``s.fold0`` ... (ordinary stages: in the plan, skipped
+when up to date, ``--only s.fold1``), each its ``msa fit`` with ``--data.init_args.fold=k`` so that its
+DataModule trains on the other folds (videos kept whole, :mod:`msa_lightning.data.folds`) and exports only the
+held-out fold (split ``heldout``); ``${s.fold_exports}`` is then the list of their exports, fold 0 first, and
+the stage reading it needs the fold runs. Each fold run's ``stage.json`` records ``fold`` (of, index, folds,
+seed).
 """
 
 from __future__ import annotations
@@ -56,12 +66,18 @@ from typing import Sequence
 import yaml
 
 from msa_lightning.checkpoints import newest_resume_checkpoint
+from msa_lightning.data.folds import HELDOUT
 from msa_lightning.errors import ConfigError, MSAError
 from msa_lightning.textfiles import read_text, read_yaml_mapping
 
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
-FIELDS = ("best_ckpt", "last_ckpt", "export", "dir")
+FIELDS = ("best_ckpt", "last_ckpt", "export", "dir", "fold_exports")
 RECORD = "stage.json"
+#: stacking of exported stage outputs (:func:`_fold_stages`): ``in_sample`` (each export from the stage's one
+#: model) or ``kfold`` (the training rows also from K fold runs, each on the other K-1 folds)
+STACKING = ("in_sample", "kfold")
+#: pipeline-level settings of the file that ``--set`` also reaches (``--set stacking=kfold``)
+PIPELINE_SETTINGS = {"stacking": "in_sample", "folds": 5, "fold_seed": 0}
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +94,7 @@ class Stage:
     export: dict | None = None
     test: bool = False
     retrain: dict | None = None  # FmlMSN's Eq. 8: re-run these stages while the stage's eq8.json says so
+    fold: dict | None = None  # a fold run of K-fold stacking: {"of": stage, "index": k, "folds": K, "seed": S}
 
 
 @dataclass
@@ -86,9 +103,16 @@ class Pipeline:
     out: Path
     stages: list[Stage]
     source: Path
+    stacking: str = "in_sample"
+    folds: int = 5
+    fold_seed: int = 0
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
+
+    def fold_runs(self, name: str) -> list[Stage]:
+        """The fold runs of stage ``name`` (none unless ``stacking: kfold`` and a stage reads its fold exports)."""
+        return sorted((s for s in self.stages if s.fold and s.fold["of"] == name), key=lambda s: s.fold["index"])
 
     def folder(self, name: str) -> Path:
         return self.out / name
@@ -104,9 +128,13 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
     path = Path(path)
     where = f"pipeline {path}"
     spec = read_yaml_mapping(path, "pipeline", "name, out and stages")
-    unknown = set(spec) - {"name", "out", "stages"}
+    unknown = set(spec) - {"name", "out", "stages", *PIPELINE_SETTINGS}
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; expected name, out, stages")
+        raise ConfigError(
+            f"{where}: unknown keys {sorted(unknown)}; expected name, out, stages, {', '.join(PIPELINE_SETTINGS)}"
+        )
+    stacking = _stacking_settings(spec, settings, where)
+    settings = [s for s in settings if _setting_key(s) not in PIPELINE_SETTINGS]
     if not isinstance(spec.get("stages"), list) or not spec["stages"]:
         raise ConfigError(f"{where}: 'stages' must be a non-empty list")
     stages: list[Stage] = []
@@ -172,7 +200,7 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
                         f"{where}: stage {stage.name!r} refers to ${{{ref}}} but does not list "
                         f"{target!r} in its needs (add `needs: [{target}]`)"
                     )
-                if what == "export" and stages[names.index(target)].export is None:
+                if what in ("export", "fold_exports") and stages[names.index(target)].export is None:
                     raise ConfigError(
                         f"{where}: stage {stage.name!r} refers to ${{{ref}}}, but stage {target!r} "
                         "has no 'export' section"
@@ -187,9 +215,83 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
             f"{where}: out {str(out)!r} is an existing file, not a folder (the stages write "
             "their runs into <out>/<stage>/); give a folder"
         )
-    pipeline = Pipeline(str(spec.get("name") or path.stem), out, stages, path)
+    pipeline = Pipeline(str(spec.get("name") or path.stem), out, stages, path, **stacking)
+    if pipeline.stacking == "kfold":
+        pipeline.stages = _fold_stages(pipeline, where)
     pipeline.stages = _in_dependency_order(pipeline, where)
     return pipeline
+
+
+def _setting_key(setting: str) -> str:
+    return setting.partition("=")[0].strip().removeprefix("--")
+
+
+def _stacking_settings(spec: dict, settings: Sequence[str], where: str) -> dict:
+    """``stacking``, ``folds`` and ``fold_seed`` of the file, ``--set`` ones last; each checked (one ConfigError
+    naming the setting)."""
+    values = {key: spec.get(key, default) for key, default in PIPELINE_SETTINGS.items()}
+    for setting in settings:
+        if _setting_key(setting) in PIPELINE_SETTINGS:
+            value = setting.partition("=")[2].strip()
+            try:
+                values[_setting_key(setting)] = yaml.safe_load(value) if value else value
+            except yaml.YAMLError:
+                values[_setting_key(setting)] = value
+    if values["stacking"] not in STACKING:
+        raise ConfigError(f"{where}: stacking: expected one of {list(STACKING)}, found {values['stacking']!r}")
+    for key, low in (("folds", 2), ("fold_seed", 0)):
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            detail = " (K of stacking: kfold; 1 fold would hold out every training clip)" if key == "folds" else ""
+            raise ConfigError(f"{where}: {key}: expected an integer >= {low}{detail}, found {value!r}")
+    return values
+
+
+def _fold_stages(pipeline: Pipeline, where: str) -> list[Stage]:
+    """``stacking: kfold``: every stage whose ``${<stage>.fold_exports}`` a later stage reads gets K fold runs
+    ``<stage>.fold<k>`` right after it, each its ``msa fit`` with ``--data.init_args.fold=k`` (the DataModule
+    trains on the other K-1 folds and serves fold k as the split ``heldout``), exporting that split only; the
+    readers need them. No such reference, or a stage whose DataModule cannot split its training clips (no
+    ``data.init_args.fold``), is one ConfigError naming the setting."""
+    from msa_lightning.experiments.lightning_cli import has_setting
+
+    folded = {
+        ref.partition(".")[0]
+        for stage in pipeline.stages
+        for arg in stage.args
+        for ref in REFERENCE.findall(arg)
+        if ref.partition(".")[2] == "fold_exports"
+    }
+    if not folded:
+        raise ConfigError(
+            f"{where}: stacking: kfold, but no stage reads ${{<stage>.fold_exports}}, so no fold run would be used "
+            "(the meta stage passes them, e.g. --data.init_args.fold_exports=[${stage_av.fold_exports},...])"
+        )
+    names = {s.name for s in pipeline.stages}
+    out: list[Stage] = []
+    for stage in pipeline.stages:
+        runs = []
+        if stage.name in folded:
+            if not has_setting(stage.args, "data.init_args.fold"):
+                raise ConfigError(
+                    f"{where}: stacking: kfold: stage {stage.name!r} reads its data with a DataModule that cannot "
+                    "hold out a fold of its training clips (it has no data.init_args.fold; FmlMSN's "
+                    "TextFeaturesDataModule has); set stacking: in_sample or use such a DataModule"
+                )
+            for k in range(pipeline.folds):
+                name = f"{stage.name}.fold{k}"
+                if name in names:
+                    raise ConfigError(f"{where}: stacking: kfold: the fold run {name!r} is also the name of a stage")
+                settings = {"fold": k, "folds": pipeline.folds, "fold_seed": pipeline.fold_seed}
+                args = [*stage.args, *(f"--data.init_args.{key}={value}" for key, value in settings.items())]
+                export = {"outputs": list(stage.export["outputs"]), "splits": [HELDOUT]}
+                fold = {"of": stage.name, "index": k, "folds": pipeline.folds, "seed": pipeline.fold_seed}
+                runs.append(Stage(name, args, list(stage.needs), export, fold=fold))
+            for reader in pipeline.stages:
+                if any(f"${{{stage.name}.fold_exports}}" in a for a in reader.args):
+                    reader.needs += [r.name for r in runs]
+        out += [stage, *runs]
+    return out
 
 
 #: words that name a file (a value with a folder part or a suffix), for path resolution
@@ -323,12 +425,8 @@ def _data_files(config: Path) -> list[Path]:
 
 
 def _substitute(pipeline: Pipeline, stage: Stage, dry_run: bool) -> list[str]:
-    def value(match: re.Match) -> str:
-        target, _, what = match.group(1).partition(".")
-        folder = pipeline.folder(target)
-        if what == "dir":
-            return str(folder)
-        record = read_record(folder)
+    def recorded(target: str, what: str) -> str:
+        record = read_record(pipeline.folder(target))
         if record is None or record.get("status") != "finished":
             if dry_run:
                 return f"<{what} of stage {target}>"
@@ -337,6 +435,14 @@ def _substitute(pipeline: Pipeline, stage: Stage, dry_run: bool) -> list[str]:
                 f"which has not finished (run `msa pipeline {pipeline.source} --only {target}` first)"
             )
         return str(record[what])
+
+    def value(match: re.Match) -> str:
+        target, _, what = match.group(1).partition(".")
+        if what == "dir":
+            return str(pipeline.folder(target))
+        if what == "fold_exports":  # in_sample: none; kfold: the exports of the stage's fold runs, fold 0 first
+            return "[" + ",".join(recorded(run.name, "export") for run in pipeline.fold_runs(target)) + "]"
+        return recorded(target, what)
 
     return [REFERENCE.sub(value, arg) for arg in stage.args]
 
@@ -433,7 +539,12 @@ def pipeline_plan(
     for stage in _selected(pipeline, only):
         command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=True))
         lines.append(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
-        if stage.export:
+        if stage.fold:
+            lines.append(
+                f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint for the held-out "
+                f"fold {stage.fold['index']} of {stage.fold['folds']} of {stage.fold['of']}'s training clips"
+            )
+        elif stage.export:
             lines.append(f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint")
         if stage.test:
             lines.append(f"[{stage.name}] msa test of the best checkpoint")
@@ -471,6 +582,8 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dir": str(folder),
     }
+    if stage.fold:
+        record["fold"] = dict(stage.fold)
     with _attempt(folder, keep_checkpoints=True):
         _write_record(folder, record)
         log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(command + resume))
@@ -676,9 +789,11 @@ def _retrain_rounds(pipeline: Pipeline, stage: Stage, records: dict, force: bool
             round_,
             spec["max_rounds"],
         )
-        for name in spec["stages"]:
+        for name in [n for s in spec["stages"] for n in (s, *(run.name for run in pipeline.fold_runs(s)))]:
             base = pipeline.stage(name)
-            again = Stage(base.name, [*base.args, f"--seed_everything={seed}"], base.needs, base.export, base.test)
+            again = Stage(
+                base.name, [*base.args, f"--seed_everything={seed}"], base.needs, base.export, base.test, fold=base.fold
+            )
             records[name] = _run_stage(
                 pipeline, again, _fit_command(pipeline, again, _substitute(pipeline, again, False)), force
             )

@@ -112,9 +112,14 @@ class RetrainCriterion(Metric):
 # ---------------------------------------------------------------------------------------- modules
 def _text_lengths(datamodule, scope: str = "train") -> np.ndarray:
     """Real-token count of every sentence (the L_i of Eqs. 1-2), from the text mask: the training split's
-    (``scope="train"``) or every split's (``"all"``: N over the whole dataset)."""
+    (``scope="train"``; in a K-fold stacking run the clips it trains on) or every split's (``"all"``: N over the
+    whole dataset, a fold run's held-out clips included)."""
     datasets = getattr(datamodule, "datasets", {})
-    splits = ["train"] if scope == "train" else [s for s in SPLITS if s in datasets]
+    splits = (
+        ["train"]
+        if scope == "train"
+        else [s for s in (*SPLITS, *getattr(datamodule, "extra_splits", ())) if s in datasets]
+    )
     lengths = []
     for split in splits:
         text = getattr(datasets.get(split), "text", None)  # [N, 3, L] ids/mask/segments

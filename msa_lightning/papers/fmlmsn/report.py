@@ -60,8 +60,8 @@ def fmlmsn_results(folder: str | Path, split: str = "auto") -> dict:
     for record_file in sorted(folder.glob("*/stage.json")):
         sub = record_file.parent
         record = read_record(sub)
-        if record is None or record.get("status") != "finished":
-            continue
+        if record is None or record.get("status") != "finished" or record.get("fold"):
+            continue  # a fold run of K-fold stacking is no row of the tables
         found = sorted(sub.rglob("hparams.yaml"), key=lambda p: p.stat().st_mtime_ns)
         hparams = (yaml.safe_load(found[-1].read_text()) if found else None) or {}
         if hparams.get("pair") in ("AV", "AT", "VT"):

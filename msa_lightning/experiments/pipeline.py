@@ -154,6 +154,8 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
         if any(s.name == name for s in stages):
             raise ConfigError(f"{where}: two stages are named {name!r}")
         args = _resolve_paths([str(a) for a in args], path.resolve().parent, f"{where}: stage {name!r}")
+        if command == "features extract":
+            args = _features_paths(args, path.resolve().parent)
         retrain = _retrain_spec(raw.get("retrain"), f"{where}: stage {name!r}")
         stages.append(Stage(name, args, list(needs), export, raw.get("test", False), retrain, command))
     _apply_settings(stages, settings, where)
@@ -207,13 +209,35 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
     pipeline = Pipeline(str(spec.get("name") or path.stem), out, stages, path)
     pipeline.stages = _in_dependency_order(pipeline, where)
     for stage in stages:
-        if stage.command == "features extract":
-            given = option_value(stage.args, "--out")
-            if given is None:
-                stage.args.append(f"--out={pipeline.folder(stage.name) / 'features.pkl'}")
-            elif not Path(given).is_absolute():  # like `out`: relative to the pipeline file's folder
-                stage.args.append(f"--out={os.path.normpath(path.resolve().parent / given)}")
+        if stage.command == "features extract" and option_value(stage.args, "--out") is None:
+            stage.args.append(f"--out={pipeline.folder(stage.name) / 'features.pkl'}")
     return pipeline
+
+
+#: the options of ``msa features extract`` that name files or folders (``--vision openface:DIR``: its DIR)
+FEATURES_PATHS = ("--raw", "--out", "--labels", "--alignment", "--text", "--vision")
+
+
+def _features_paths(args: list[str], folder: Path) -> list[str]:
+    """A features stage's paths made absolute against the pipeline file's ``folder``, whether they exist yet or
+    not (its output and inputs, like ``out``)."""
+    out = list(args)
+    for i, arg in enumerate(args):
+        option, eq, value = arg.partition("=")
+        if not eq and i > 0 and args[i - 1] in FEATURES_PATHS:
+            option, value = args[i - 1], arg
+        elif not eq:
+            continue
+        if option not in FEATURES_PATHS or (option == "--text" and value == "column"):
+            continue
+        prefix = "openface:" if option == "--vision" and value.startswith("openface:") else ""
+        if option == "--vision" and not prefix:
+            continue  # dlib: no path
+        target = value[len(prefix) :]
+        if target and not Path(target).expanduser().is_absolute():
+            value = prefix + os.path.normpath(folder / target)
+        out[i] = f"{option}={value}" if eq else value
+    return out
 
 
 def features_file(stage: Stage) -> Path:

@@ -62,7 +62,8 @@ import yaml
 
 from msa_lightning.checkpoints import newest_resume_checkpoint
 from msa_lightning.errors import ConfigError, MSAError
-from msa_lightning.experiments.pipeline_sizes import REFERENCE, check_feature_sizes, option_value
+from msa_lightning.experiments.argv import option_value
+from msa_lightning.experiments.pipeline_sizes import REFERENCE, check_feature_sizes
 from msa_lightning.textfiles import read_text, read_yaml_mapping
 
 FIELDS = ("best_ckpt", "last_ckpt", "export", "features", "dir")

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from msa_lightning.errors import ConfigError
+from msa_lightning.experiments.argv import option_value
 
 #: ``${stage.field}`` in a stage's words
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
@@ -105,17 +106,6 @@ def _flatten(node: dict, prefix: str, out: dict) -> None:
             _flatten(value, dotted, out)
         else:
             out[dotted + ".class_path" if dotted in ("model", "data") else dotted] = value  # `model: ClassName`
-
-
-def option_value(args: list[str], option: str) -> str | None:
-    """The last value of ``--option X`` / ``--option=X`` in a stage's words."""
-    found = None
-    for i, arg in enumerate(args):
-        if arg.startswith(option + "="):
-            found = arg.split("=", 1)[1]
-        elif arg == option and i + 1 < len(args):
-            found = args[i + 1]
-    return found
 
 
 def _short(class_path) -> str | None:

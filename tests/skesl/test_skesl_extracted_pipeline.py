@@ -158,3 +158,32 @@ def test_raw_clips_to_features_to_pretraining_to_finetuning(raw_mosi, tmp_path, 
         run_pipeline(path)
     assert stages_in_process == []
     assert "stage mosi_features is up to date, skipped" in caplog.text
+
+
+def test_data_sizes_come_from_manifests_and_array_shapes(synthetic_mosi, tmp_path):
+    """Shards: their manifest.json; a file of `msa features extract`: its manifest; a feature pickle (protocol 4
+    or 5): its arrays' shapes, read without building them; anything not there yet: unknown."""
+    import pickle
+
+    from msa_lightning.data.custom import MANIFEST_FORMAT
+    from msa_lightning.experiments.pipeline_sizes import Sizes, data_sizes, stage_settings
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text(json.dumps({"audio_dim": 33, "vision_dim": 427}))
+    assert data_sizes(shards) == Sizes(33, 427, f"shards {shards}")
+    extracted = tmp_path / "mine.pkl"
+    extracted.write_bytes(b"not read: the manifest says")
+    settings = {"audio": {"dim": 33}, "vision": {"dim": 709}}
+    (tmp_path / "mine.manifest.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "settings": settings}))
+    assert (data_sizes(extracted).audio, data_sizes(extracted).vision) == (33, 709)
+    five = tmp_path / "five.pkl"
+    five.write_bytes(pickle.dumps(pickle.loads(synthetic_mosi.read_bytes()), protocol=5))
+    for path in (synthetic_mosi, five):
+        assert (data_sizes(path).audio, data_sizes(path).vision) == (5, 20), path
+    assert data_sizes(tmp_path / "absent.pkl") is None and data_sizes(tmp_path / "mine.manifest.json") is None
+    # a stage's words: config files, then options; switching the data class drops the config's data arguments
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  init_args:\n    audio_dim: 5\ndata:\n  class_path: A\n  init_args:\n    path: x.pkl\n")
+    assert stage_settings(["--config", str(config), "--model.init_args.audio_dim=33"])["model.audio_dim"] == 33
+    assert "data.path" not in stage_settings(["--config", str(config), "--data", "B"])

@@ -6,6 +6,7 @@ import argparse
 
 from msa_lightning.cli.parsing import add_command
 from msa_lightning.corpus.extract import ASR_BACKENDS, FAMILIES
+from msa_lightning.media.extractors import DEFAULT_AUDIO, DEFAULT_VISION
 
 
 def add_parser(sub) -> None:
@@ -26,13 +27,13 @@ def add_parser(sub) -> None:
     e.add_argument("--labels", help="label.csv elsewhere than RAW/label.csv")
     e.add_argument(
         "--audio",
-        default="librosa",
+        default=DEFAULT_AUDIO,
         help="librosa (33-d, default), opensmile (eGeMAPS 25-d; extra [opensmile]) or a Hugging Face speech model "
         "name or folder (HuBERT / wav2vec 2.0: last-layer frames)",
     )
     e.add_argument(
         "--vision",
-        default="dlib",
+        default=DEFAULT_VISION,
         help="dlib (built-in face box + 68 landmarks, 140-d, default) or openface:DIR (OpenFace 2.x CSVs "
         "DIR/<video_id>/<clip_id>.csv)",
     )

@@ -8,9 +8,15 @@ from msa_lightning.cli.parsing import add_command
 
 
 def add_parser(subparsers) -> None:
-    p = add_command(subparsers, "pipeline", help="run the stages of a pipeline file (each an ordinary `msa fit`)")
+    p = add_command(
+        subparsers,
+        "pipeline",
+        help="run the stages of a pipeline file (each an ordinary `msa fit` or `msa features extract`); their "
+        "feature sizes are checked first",
+    )
     p.add_argument(
-        "file", help="pipeline YAML (name, out, stacking, folds, stages: [{name, args, needs, export, test}])"
+        "file",
+        help="pipeline YAML (name, out, stacking, folds, stages: [{name, args, needs, export, test, command}])",
     )
     p.add_argument("--only", metavar="NAME", help="run this stage only (its needs must have finished)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved commands, run nothing")
@@ -21,8 +27,8 @@ def add_parser(subparsers) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="a setting for every stage that has the key, e.g. --set data.init_args.path=/data/SIMS, or of the "
-        "file: --set stacking=kfold, folds, fold_seed (repeatable)",
+        help="a setting for every stage that has the key, e.g. --set data.init_args.path=/data/SIMS; STAGE:KEY=VALUE: "
+        "that stage only; or of the file: --set stacking=kfold, folds, fold_seed (repeatable)",
     )
     p.add_argument("--out", help="output folder instead of the file's `out` (relative to the working folder)")
     p.add_argument(

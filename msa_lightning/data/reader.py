@@ -285,3 +285,47 @@ def _read_split(check: _Checker, split: str, d: dict, spec: DatasetSpec | None) 
         text=text,
         nonfinite=nonfinite,
     )
+
+
+# ---------------------------------------------------------------------------------------------- sizes only
+#: numpy's functions that rebuild a pickled array (protocols <= 4: ``_reconstruct`` + state; 5: ``_frombuffer``)
+_ARRAY_BUILDERS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+    for name in ("_reconstruct", "_frombuffer")
+}
+#: feature files larger than this are not read for their sizes (their bytes pass through memory once)
+SIZES_READ_LIMIT = 2 << 30
+
+
+class _ShapeOnly:
+    """Stands in for a pickled numpy array: keeps its shape, drops its bytes (no array is built)."""
+
+    def __init__(self, *args) -> None:
+        # _frombuffer(buffer, dtype, shape, order); _reconstruct(ndarray, (0,), b"b") gets its shape in the state
+        self.shape = tuple(args[2]) if len(args) == 4 else None
+
+    def __setstate__(self, state) -> None:
+        self.shape = tuple(state[1])
+
+
+class _SizesUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        return _ShapeOnly if (module, name) in _ARRAY_BUILDERS else super().find_class(module, name)
+
+
+def feature_sizes(path: str | Path) -> tuple[int, int] | None:
+    """``(audio_dim, vision_dim)`` of a feature pickle's train split, read without building its arrays (a
+    pipeline checks its stages' sizes with it before anything runs). None when the file is missing, larger than
+    :data:`SIZES_READ_LIMIT`, or not of the field's layout: the reader reports those when the stage runs."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > SIZES_READ_LIMIT:
+            log.info("%s: feature sizes not checked ahead (a pickle of %d bytes)", path, path.stat().st_size)
+            return None
+        with open(path, "rb") as f:
+            train = _SizesUnpickler(f).load()["train"]
+        sizes = tuple(int(train[key].shape[2]) for key in ("audio", "vision"))
+    except Exception:  # noqa: BLE001 (any unreadable or odd file: unknown here, reported by the stage itself)
+        return None
+    return sizes  # type: ignore[return-value]

@@ -40,6 +40,7 @@ from msa_lightning.data.base import DATA_FACTS, DataFacts, SuiteDataModule, foll
 from msa_lightning.data.datamodule import check_inputs
 from msa_lightning.data.sampling import split_global_batch
 from msa_lightning.errors import ConfigError
+from msa_lightning.experiments.argv import option_value
 from msa_lightning.experiments.process import process_command, quiet_known_noise, trainers, wandb_never_prompts
 from msa_lightning.papers import registry  # noqa: F401  (every model and DataModule: short class names resolve)
 from msa_lightning.training.callbacks import (
@@ -354,23 +355,12 @@ def model_given(argv: list[str]) -> bool:
     return any(document.get("model") is not None for document in _config_documents(argv))
 
 
-def _option_value(argv: list[str], option: str) -> str | None:
-    """The last value of ``--option X`` / ``--option=X`` on ``argv``."""
-    found = None
-    for i, a in enumerate(argv):
-        if a.startswith(option + "="):
-            found = a.split("=", 1)[1]
-        elif a == option and i + 1 < len(argv):
-            found = argv[i + 1]
-    return found
-
-
 def model_from_checkpoint(argv: list[str]) -> list[str] | None:
     """``argv`` of ``msa fit|validate|test|predict --ckpt_path C`` that gives no model, with
     ``--model=<C's class>`` added (and one note on stderr saying so); None when nothing is added."""
     if not argv or argv[0] not in ("fit", "validate", "test", "predict") or "-h" in argv or "--help" in argv:
         return None
-    given = _option_value(argv, "--ckpt_path")
+    given = option_value(argv, "--ckpt_path")
     if not given or model_given(argv):
         return None
     path = resolve_checkpoint(given, "last" if argv[0] == "fit" else "best")
@@ -463,8 +453,8 @@ def has_setting(argv: list[str], key: str) -> bool:
     class_path = _SECTION_CLASSES.get(section)
     if section in ("model", "data"):
         class_path = (
-            _option_value(argv, f"--{section}")
-            or _option_value(argv, f"--{section}.class_path")
+            option_value(argv, f"--{section}")
+            or option_value(argv, f"--{section}.class_path")
             or _class_in_config_files(argv, section)
         )
     if not class_path:

@@ -15,13 +15,18 @@ earlier stage's checkpoints or exported arrays.
         args: [--config, b.yaml, "--model.init_args.init_from=${pretrain.best_ckpt}"]
 
 Substitutions (only of stages listed in ``needs``): ``${s.best_ckpt}``, ``${s.last_ckpt}``,
-``${s.export}`` (the export's store folder), ``${s.dir}`` and ``${s.fold_exports}`` (below). Each stage runs
-as its own ``msa fit`` subprocess (so DDP and SLURM treat it as a plain fit), with ``--trainer.default_root_dir`` and
+``${s.export}`` (the export's store folder), ``${s.features}`` (the file of a features stage), ``${s.dir}`` and
+``${s.fold_exports}`` (below). A stage with ``command: features extract`` runs ``msa features extract`` with its
+``args`` instead of a fit (its ``--out`` defaults to ``<out>/<s>/features.pkl``; relative to the file's folder), and
+is skipped while its file is the one it wrote, complete, for the same command line. Each stage runs as its own
+``msa fit`` subprocess (so DDP and SLURM treat it as a plain fit), with ``--trainer.default_root_dir`` and
 ``--checkpoint.dirpath`` set to its folder. A stage whose recorded command line and inputs (content
 hashes of the files its command names, including upstream checkpoints) are unchanged and which
 finished is skipped; one that was interrupted with the same command resumes from its ``last.ckpt``.
 ``--only NAME`` runs one stage (its ``needs`` must have finished: a cluster job per stage);
-``--dry-run`` prints the resolved commands. A stage with ``test: true`` also runs ``msa test`` on its best
+``--dry-run`` prints the resolved commands. Before any stage runs, the stages' feature sizes are checked
+against each other (:mod:`msa_lightning.experiments.pipeline_sizes`): a stage that loads another stage's
+checkpoint must read data of that stage's sizes. A stage with ``test: true`` also runs ``msa test`` on its best
 checkpoint, logged into the stage folder (where ``msa report`` reads test metrics); a finished stage
 whose test has not run yet runs only the test. A stage with ``retrain: {stages, max_rounds, seed}`` (FmlMSN's
 meta-learner, Eq. 8) re-runs those stages with the seed ``seed + round`` and then itself while its ``eq8.json``
@@ -30,8 +35,8 @@ says "retrain the stages", up to ``max_rounds`` times, and records each round in
 Relative paths in the file (``out``, every ``--config``, any other word naming a file or folder beside the
 file) resolve against the file's folder, so a pipeline runs the same from any working folder.
 ``--set KEY=VALUE`` adds ``--KEY=VALUE`` to every stage that has the key (``data.init_args.path``,
-``trainer.max_epochs``; a key no stage has is an error). A stage that fails takes back what it added to
-its folder, unless it wrote a checkpoint to resume from, and folders the run created stay only if
+``trainer.max_epochs``; a key no stage has is an error); ``--set STAGE:KEY=VALUE`` to that stage only. A stage that
+fails takes back what it added to its folder, unless it wrote a checkpoint to resume from, and folders the run created stay only if
 something is in them. ``--seeds 1111 1112 ...`` runs the whole pipeline per seed into ``<out>/seed<N>/``
 and writes the tables of ``msa seeds`` from the test metrics of the result stages
 (:func:`run_pipeline_seeds`).
@@ -68,10 +73,15 @@ import yaml
 from msa_lightning.checkpoints import newest_resume_checkpoint
 from msa_lightning.data.folds import HELDOUT
 from msa_lightning.errors import ConfigError, MSAError
+from msa_lightning.experiments.argv import option_value
+from msa_lightning.experiments.pipeline_sizes import REFERENCE, check_feature_sizes
 from msa_lightning.textfiles import read_text, read_yaml_mapping
 
-REFERENCE = re.compile(r"\$\{([^}]*)\}")
-FIELDS = ("best_ckpt", "last_ckpt", "export", "dir", "fold_exports")
+FIELDS = ("best_ckpt", "last_ckpt", "export", "features", "dir", "fold_exports")
+#: what a stage runs: an ``msa fit`` (default) or ``msa features extract`` (its output: ``${s.features}``)
+COMMANDS = ("fit", "features extract")
+#: the fields each kind of stage offers
+OFFERS = {"fit": ("best_ckpt", "last_ckpt", "export", "dir", "fold_exports"), "features extract": ("features", "dir")}
 RECORD = "stage.json"
 #: stacking of exported stage outputs (:func:`_fold_stages`): ``in_sample`` (each export from the stage's one
 #: model) or ``kfold`` (the training rows also from K fold runs, each on the other K-1 folds)
@@ -95,6 +105,7 @@ class Stage:
     test: bool = False
     retrain: dict | None = None  # FmlMSN's Eq. 8: re-run these stages while the stage's eq8.json says so
     fold: dict | None = None  # a fold run of K-fold stacking: {"of": stage, "index": k, "folds": K, "seed": S}
+    command: str = "fit"  # or "features extract" (COMMANDS)
 
 
 @dataclass
@@ -144,12 +155,18 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
         name = raw["name"]
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
             raise ConfigError(f"{where}: stage name {name!r}: use letters, digits, '_', '-', '.'")
-        bad = set(raw) - {"name", "args", "needs", "export", "test", "retrain"}
+        bad = set(raw) - {"name", "args", "needs", "export", "test", "retrain", "command"}
         if bad:
             raise ConfigError(
                 f"{where}: stage {name!r}: unknown keys {sorted(bad)}; expected name, args, needs, export, test, "
-                "retrain"
+                "retrain, command"
             )
+        command = raw.get("command", "fit")
+        if command not in COMMANDS:
+            raise ConfigError(f"{where}: stage {name!r}: command {command!r}; expected one of {list(COMMANDS)}")
+        fit_only = [k for k in ("export", "test", "retrain") if command != "fit" and raw.get(k)]
+        if fit_only:
+            raise ConfigError(f"{where}: stage {name!r}: {', '.join(fit_only)} need(s) a fit stage, not {command!r}")
         if not isinstance(raw.get("test", False), bool):
             raise ConfigError(f"{where}: stage {name!r}: 'test' must be true or false, found {raw['test']!r}")
         args, needs = raw.get("args", []), raw.get("needs", [])
@@ -166,8 +183,10 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
         if any(s.name == name for s in stages):
             raise ConfigError(f"{where}: two stages are named {name!r}")
         args = _resolve_paths([str(a) for a in args], path.resolve().parent, f"{where}: stage {name!r}")
+        if command == "features extract":
+            args = _features_paths(args, path.resolve().parent)
         retrain = _retrain_spec(raw.get("retrain"), f"{where}: stage {name!r}")
-        stages.append(Stage(name, args, list(needs), export, raw.get("test", False), retrain))
+        stages.append(Stage(name, args, list(needs), export, raw.get("test", False), retrain, command))
     _apply_settings(stages, settings, where)
     names = [s.name for s in stages]
     for stage in stages:
@@ -190,10 +209,11 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
                         f"{where}: stage {stage.name!r} refers to ${{{ref}}}, but no stage is named "
                         f"{target!r} (stages: {', '.join(names)})"
                     )
-                if what not in FIELDS:
+                offers = OFFERS[stages[names.index(target)].command]
+                if what not in offers:
                     raise ConfigError(
-                        f"{where}: stage {stage.name!r} refers to ${{{ref}}}; a stage offers "
-                        + ", ".join(f"${{{target}.{f}}}" for f in FIELDS)
+                        f"{where}: stage {stage.name!r} refers to ${{{ref}}}; stage {target!r} offers "
+                        + ", ".join(f"${{{target}.{f}}}" for f in offers)
                     )
                 if target not in stage.needs:
                     raise ConfigError(
@@ -219,6 +239,9 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
     if pipeline.stacking == "kfold":
         pipeline.stages = _fold_stages(pipeline, where)
     pipeline.stages = _in_dependency_order(pipeline, where)
+    for stage in stages:
+        if stage.command == "features extract" and option_value(stage.args, "--out") is None:
+            stage.args.append(f"--out={pipeline.folder(stage.name) / 'features.pkl'}")
     return pipeline
 
 
@@ -294,6 +317,37 @@ def _fold_stages(pipeline: Pipeline, where: str) -> list[Stage]:
     return out
 
 
+#: the options of ``msa features extract`` that name files or folders (``--vision openface:DIR``: its DIR)
+FEATURES_PATHS = ("--raw", "--out", "--labels", "--alignment", "--text", "--vision")
+
+
+def _features_paths(args: list[str], folder: Path) -> list[str]:
+    """A features stage's paths made absolute against the pipeline file's ``folder``, whether they exist yet or
+    not (its output and inputs, like ``out``)."""
+    out = list(args)
+    for i, arg in enumerate(args):
+        option, eq, value = arg.partition("=")
+        if not eq and i > 0 and args[i - 1] in FEATURES_PATHS:
+            option, value = args[i - 1], arg
+        elif not eq:
+            continue
+        if option not in FEATURES_PATHS or (option == "--text" and value == "column"):
+            continue
+        prefix = "openface:" if option == "--vision" and value.startswith("openface:") else ""
+        if option == "--vision" and not prefix:
+            continue  # dlib: no path
+        target = value[len(prefix) :]
+        if target and not Path(target).expanduser().is_absolute():
+            value = prefix + os.path.normpath(folder / target)
+        out[i] = f"{option}={value}" if eq else value
+    return out
+
+
+def features_file(stage: Stage) -> Path:
+    """The feature file a ``features extract`` stage writes (its ``--out``, made absolute when loaded)."""
+    return Path(option_value(stage.args, "--out"))
+
+
 #: words that name a file (a value with a folder part or a suffix), for path resolution
 PATH_LIKE = re.compile(r"^[^-$][^=]*(/|\.[A-Za-z0-9]+$)")
 
@@ -324,21 +378,35 @@ def _resolve_paths(args: list[str], folder: Path, where: str) -> list[str]:
 
 def _apply_settings(stages: list[Stage], settings: Sequence[str], where: str) -> None:
     """``--set KEY=VALUE``: appended as ``--KEY=VALUE`` (the last value wins) to every stage whose command line
-    has the key (:func:`~msa_lightning.experiments.lightning_cli.has_setting`); a key no stage has, or a
-    setting without ``=``, is one ConfigError."""
+    has the key (:func:`~msa_lightning.experiments.lightning_cli.has_setting`; a features stage: an option its
+    words give, e.g. ``raw``); ``--set STAGE:KEY=VALUE`` to that stage only. A key no stage has, an unknown
+    stage, or a setting without ``=``, is one ConfigError."""
     if not settings:
         return
     from msa_lightning.experiments.lightning_cli import has_setting
 
+    def has(stage: Stage, key: str) -> bool:
+        if stage.command == "fit":
+            return has_setting(stage.args, key)
+        return any(a == f"--{key}" or a.startswith(f"--{key}=") for a in stage.args) or key == "out"
+
     for setting in settings:
         key, eq, value = setting.partition("=")
-        key = key.strip().removeprefix("--")
-        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-            raise ConfigError(f"{where}: --set {setting!r}: expected KEY=VALUE, e.g. data.init_args.path=/data/SIMS")
-        takers = [s for s in stages if has_setting(s.args, key)]
+        scope, colon, key = key.strip().rpartition(":")
+        key = key.removeprefix("--")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*", key):
+            raise ConfigError(
+                f"{where}: --set {setting!r}: expected [STAGE:]KEY=VALUE, e.g. data.init_args.path=/data/SIMS"
+            )
+        scoped = [s for s in stages if not colon or s.name == scope]
+        if colon and not scoped:
+            raise ConfigError(
+                f"{where}: --set {setting!r}: no stage is named {scope!r} (stages: {', '.join(s.name for s in stages)})"
+            )
+        takers = [s for s in scoped if has(s, key)]
         if not takers:
             raise ConfigError(
-                f"{where}: --set {setting!r}: no stage has the setting {key!r} "
+                f"{where}: --set {setting!r}: no stage{f' {scope!r}' if colon else ''} has the setting {key!r} "
                 f"(stages: {', '.join(s.name for s in stages)}); check the name with "
                 "`msa fit --config <a stage's config> --print_config`"
             )
@@ -448,6 +516,9 @@ def _substitute(pipeline: Pipeline, stage: Stage, dry_run: bool) -> list[str]:
 
 
 def _fit_command(pipeline: Pipeline, stage: Stage, args: list[str]) -> list[str]:
+    """The stage's ``msa`` command line: ``fit`` into its folder, or ``features extract``."""
+    if stage.command != "fit":
+        return [*stage.command.split(), *args]
     folder = pipeline.folder(stage.name)
     return ["fit", *args, f"--trainer.default_root_dir={folder}", f"--checkpoint.dirpath={folder / 'checkpoints'}"]
 
@@ -471,6 +542,7 @@ def run_pipeline(
     :func:`load_pipeline`."""
     pipeline = load_pipeline(path, settings, out)
     _selected(pipeline, only)
+    check_feature_sizes(pipeline)
     with _no_stray_folders(pipeline.out):
         return _run_stages(pipeline, only, force)
 
@@ -535,10 +607,13 @@ def pipeline_plan(
     """What :func:`run_pipeline` would run, one line per step (``[stage] msa fit ...``), running nothing; a
     reference to an unfinished stage's outputs stays a placeholder."""
     pipeline = load_pipeline(path, settings, out)
+    check_feature_sizes(pipeline)
     lines = []
     for stage in _selected(pipeline, only):
         command = _fit_command(pipeline, stage, _substitute(pipeline, stage, dry_run=True))
         lines.append(f"[{stage.name}] msa " + " ".join(shlex.quote(a) for a in command))
+        if stage.command != "fit":
+            lines[-1] += " (skipped while its file is complete)"
         if stage.fold:
             lines.append(
                 f"[{stage.name}] export {', '.join(stage.export['outputs'])} of the best checkpoint for the held-out "
@@ -552,6 +627,8 @@ def pipeline_plan(
 
 
 def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool) -> dict:
+    if stage.command != "fit":
+        return _run_features_stage(pipeline, stage, command, force)
     folder = pipeline.folder(stage.name)
     inputs = {"files": _file_inputs(command, pipeline.out), "export": stage.export}
     previous = read_record(folder)
@@ -596,6 +673,41 @@ def _run_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool
         _finish_stage(stage, command, record)
     if stage.test:
         return _test_stage(pipeline, stage, command, record)
+    return record
+
+
+def _run_features_stage(pipeline: Pipeline, stage: Stage, command: list[str], force: bool) -> dict:
+    """``msa features extract``: skipped while its file is the complete one it wrote for the same command line
+    and named inputs (a re-run is cheap anyway: the extractor reuses every clip from its store)."""
+    from msa_lightning.data.custom import read_features_manifest
+    from msa_lightning.store import content_hash
+
+    folder, out = pipeline.folder(stage.name), features_file(stage)
+    inputs = {"files": _file_inputs([a for a in command if not a.startswith("--out=")], pipeline.out)}
+    previous = read_record(folder)
+    try:
+        complete = out.is_file() and (read_features_manifest(out) or {}).get("finished") is True
+    except MSAError:
+        complete = False
+    same = previous is not None and previous.get("command") == command and previous.get("inputs") == inputs
+    if same and previous.get("status") == "finished" and complete and not force:
+        if previous.get("features_hash") == content_hash(out, pipeline.out):
+            log.info("msa: pipeline %s: stage %s is up to date, skipped (%s)", pipeline.name, stage.name, out)
+            return previous
+    record = {"stage": stage.name, "command": command, "inputs": inputs, "status": "running", "dir": str(folder)}
+    record["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with _attempt(folder, keep_checkpoints=False):
+        _write_record(folder, record)
+        log.info("msa: pipeline %s: stage %s: msa %s", pipeline.name, stage.name, shlex.join(command))
+        code = subprocess.call([sys.executable, "-m", "msa_lightning.cli", *command])
+        if code != 0:
+            raise StageFailed(
+                f"pipeline {pipeline.name}: stage {stage.name!r} failed (msa features extract exited with {code}; "
+                "its output is above); extracted clips are kept in the store for the next run"
+            )
+    record.update(features=str(out), features_hash=content_hash(out, pipeline.out), status="finished")
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _write_record(folder, record)
     return record
 
 
@@ -652,9 +764,9 @@ def _test_stage(pipeline: Pipeline, stage: Stage, command: list[str], record: di
 
 # ---------------------------------------------------------------------------------------------- seeds
 def result_stages(pipeline: Pipeline) -> list[Stage]:
-    """The stages whose test metrics are the pipeline's result: those no other stage needs."""
+    """The stages whose test metrics are the pipeline's result: the fits no other stage needs."""
     needed = {n for s in pipeline.stages for n in s.needs}
-    return [s for s in pipeline.stages if s.name not in needed]
+    return [s for s in pipeline.stages if s.name not in needed and s.command == "fit"]
 
 
 def run_pipeline_seeds(
@@ -682,6 +794,7 @@ def run_pipeline_seeds(
 
     base = load_pipeline(path, settings, out)
     _selected(base, only)
+    check_feature_sizes(base)
     results = [s.name for s in result_stages(base)]
     tables = {name: base.out if len(results) == 1 else base.out / name for name in results}
     configs = [str(base.source)] + [a for s in base.stages for a in _config_values(s.args)]

@@ -35,6 +35,8 @@ from msa_lightning.errors import ClipError, ConfigError, MSAError
 SILENCE_PEAK = 1e-4
 OPENSMILE_DIM = 25
 SPEECH_MODEL_RATE = 16_000
+#: ``msa features extract``'s extractors when ``--audio`` / ``--vision`` are not given
+DEFAULT_AUDIO, DEFAULT_VISION = "librosa", "dlib"
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -113,6 +115,23 @@ def vision_settings(name: str, fps: float = 10.0, max_side: int = 480, upsample:
         layout = next(iter(layouts), "openface2")
         return {"extractor": "openface", "dir": str(folder.resolve()), "layout": layout, "dim": layout_dim(layout)}
     raise ConfigError(f"--vision {name}: expected 'dlib' (built in) or 'openface:DIR' (OpenFace 2.x CSVs)")
+
+
+def known_dims(audio: str = DEFAULT_AUDIO, vision: str = DEFAULT_VISION) -> tuple[int | None, int | None]:
+    """The feature sizes ``--audio`` / ``--vision`` give where they are known without loading a model or reading
+    a video: librosa 33, opensmile 25, dlib 140, ``openface:DIR`` its CSVs' layout (their headers); None for a
+    speech model or an OpenFace folder that cannot be read yet."""
+    from msa_lightning.media.acoustic import AUDIO_DIM
+    from msa_lightning.media.face import FACE_DIM
+
+    audio_dim = {"librosa": AUDIO_DIM, "opensmile": OPENSMILE_DIM}.get(audio)
+    vision_dim = FACE_DIM if vision == "dlib" else None
+    if vision.startswith("openface:"):
+        try:
+            vision_dim = vision_settings(vision)["dim"]
+        except ConfigError:
+            vision_dim = None
+    return audio_dim, vision_dim
 
 
 def describe(settings: dict) -> str:

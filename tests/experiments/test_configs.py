@@ -354,7 +354,7 @@ def test_pipeline_files_are_valid(pipeline_file, monkeypatch):
 
     monkeypatch.chdir(REPO)
     pipeline = load_pipeline(pipeline_file)
-    lines = [x for x in pipeline_plan(pipeline_file) if " msa fit " in x]
+    lines = [x for x in pipeline_plan(pipeline_file) if " msa fit " in x or " msa features extract " in x]
     assert len(lines) == len(pipeline.stages)
     for stage in pipeline.stages:
         for i, arg in enumerate(stage.args[:-1]):

@@ -100,7 +100,7 @@ def test_set_a_key_no_stage_has_and_a_malformed_setting(experiment, capsys):
     proc = msa_in_process(capsys, "pipeline", pipeline, "--set", "model.init_args.text_model=tiny-bert", cwd=elsewhere)
     assert_one_line_error(proc, pipeline, "no stage has the setting 'model.init_args.text_model'")
     proc = msa_in_process(capsys, "pipeline", pipeline, "--set", "trainer.max_epochs", "--dry-run", cwd=elsewhere)
-    assert_one_line_error(proc, "--set 'trainer.max_epochs': expected KEY=VALUE")
+    assert_one_line_error(proc, "--set 'trainer.max_epochs': expected [STAGE:]KEY=VALUE")
     missing = exp / "missing.yaml"
     missing.write_text(yaml.safe_dump({"stages": [{"name": "a", "args": ["--config", "nope.yaml"]}]}))
     proc = msa_in_process(capsys, "pipeline", str(missing), "--dry-run", cwd=elsewhere)

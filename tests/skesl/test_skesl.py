@@ -484,7 +484,8 @@ def test_finetuning_starts_from_the_pretrained_weights(pretrained_ckpt, tmp_path
     other = r"model.init_args.pretrained: .* \(model.init_args.num_blocks: checkpoint 2, here 3\)"
     with pytest.raises(ConfigError, match=other):
         SKESLModule(pretrained=str(ckpt), **{**args, "num_blocks": 3})
-    with pytest.raises(ConfigError, match=r"model.init_args.audio_dim: checkpoint 5, here 7"):
+    sizes = r"model.init_args.audio_dim: checkpoint 5, here 7\); the fine-tuning features must have the pretraining's"
+    with pytest.raises(ConfigError, match=sizes):
         SKESLModule(pretrained=str(ckpt), **{**args, "audio_dim": 7})
     with pytest.raises(ConfigError, match="not found"):
         SKESLModule(pretrained=str(tmp_path / "absent.ckpt"), **args)
@@ -559,10 +560,15 @@ def test_shipped_configs_parse(monkeypatch):
     wo_av = parse(folder / "mosi_bert.yaml", folder / "ablations/wo_av.yaml").model.init_args
     assert wo_av.pretrained is None and not wo_av.use_nonverbal
     for path in folder.glob("pipeline_*.yaml"):
-        stages = yaml.safe_load(path.read_text())["stages"]
+        stages = [s for s in yaml.safe_load(path.read_text())["stages"] if s.get("command", "fit") == "fit"]
         assert [s["name"] for s in stages] == ["pretrain", "mosi", "mosei"], path
         for stage in stages:
             assert (path.parent / stage["args"][1]).is_file(), (path, stage["args"][1])  # relative to the file
+    for dataset in ("mosi", "mosei"):  # the extracted-features overlay keeps the fine-tuning config's data class
+        data = parse(folder / f"{dataset}_bert_base.yaml", folder / f"{dataset}_extracted.yaml").data
+        assert data.class_path.endswith(f"{dataset.upper()}DataModule") and data.init_args.path.endswith(
+            f"{dataset}_extracted.pkl"
+        )
 
 
 def _msa(args, cwd):

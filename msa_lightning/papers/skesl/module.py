@@ -183,7 +183,16 @@ def load_pretrained_encoder(encoder: SKESLEncoder, checkpoint: str | Path, hpara
             if name in theirs and theirs[name] != hparams.get(name)
         ]
         if differ:
-            raise ConfigError(f"{key}: {path} was pretrained with other architecture arguments ({'; '.join(differ)})")
+            sizes = any(n in names and n in theirs and theirs[n] != hparams.get(n) for n in ("audio_dim", "vision_dim"))
+            hint = (
+                "; the fine-tuning features must have the pretraining's sizes: extract them as the pretraining's "
+                "(configs/skesl/README.md, 'Fine-tuning on features extracted like the pretraining')"
+                if sizes
+                else ""
+            )
+            raise ConfigError(
+                f"{key}: {path} was pretrained with other architecture arguments ({'; '.join(differ)}){hint}"
+            )
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     ours = encoder.state_dict()
     missing = sorted(set(ours) - set(weights))

@@ -35,11 +35,11 @@ says "retrain the stages", up to ``max_rounds`` times, and records each round in
 Relative paths in the file (``out``, every ``--config``, any other word naming a file or folder beside the
 file) resolve against the file's folder, so a pipeline runs the same from any working folder.
 ``--set KEY=VALUE`` adds ``--KEY=VALUE`` to every stage that has the key (``data.init_args.path``,
-``trainer.max_epochs``; a key no stage has is an error); ``--set STAGE:KEY=VALUE`` to that stage only. A stage that
-fails takes back what it added to its folder, unless it wrote a checkpoint to resume from, and folders the run created stay only if
-something is in them. ``--seeds 1111 1112 ...`` runs the whole pipeline per seed into ``<out>/seed<N>/``
-and writes the tables of ``msa seeds`` from the test metrics of the result stages
-(:func:`run_pipeline_seeds`).
+``trainer.max_epochs``; a key no stage has is an error); ``--set STAGE:KEY=VALUE`` to that stage only. A
+stage that fails takes back what it added to its folder, unless it wrote a checkpoint to resume from, and
+folders the run created stay only if something is in them. ``--seeds 1111 1112 ...`` runs the whole
+pipeline per seed into ``<out>/seed<N>/`` and writes the tables of ``msa seeds`` from the test metrics of the
+result stages (:func:`run_pipeline_seeds`).
 
 **Stacking** (the file's ``stacking``, ``folds``, ``fold_seed``; ``--set stacking=kfold`` too). A stage that
 trains on other stages' exported outputs (FmlMSN's meta-learner) reads their training rows in-sample by
@@ -186,7 +186,7 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
         if command == "features extract":
             args = _features_paths(args, path.resolve().parent)
         retrain = _retrain_spec(raw.get("retrain"), f"{where}: stage {name!r}")
-        stages.append(Stage(name, args, list(needs), export, raw.get("test", False), retrain, command))
+        stages.append(Stage(name, args, list(needs), export, raw.get("test", False), retrain, command=command))
     _apply_settings(stages, settings, where)
     names = [s.name for s in stages]
     for stage in stages:

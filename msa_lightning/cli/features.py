@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--align",
         choices=("words",),
-        help="words: audio and vision averaged per word of --alignment and laid on the tokens (aligned_50 layout)",
+        help="words: audio and vision averaged per word and laid on the tokens (aligned_50 layout); the word "
+        "timings come from --alignment or, with --asr, from Whisper's word timestamps",
     )
     e.add_argument("--alignment", metavar="FILE", help="word timings: id<TAB>word<TAB>start<TAB>end (seconds)")
     e.add_argument("--workers", type=int, default=1, help="extraction processes (1)")
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         audio=audio_settings(args.audio, args.f0, args.sample_rate, args.hop_length),
         vision=vision_settings(args.vision, args.fps, args.max_side),
         text=args.text,
-        asr=asr_settings(args.asr, args.asr_backend, args.language) if args.asr else None,
+        asr=asr_settings(args.asr, args.asr_backend, args.language, words=args.align == "words") if args.asr else None,
         tokenizer=args.tokenizer,
         text_max_length=args.text_max_length,
         audio_frames=args.audio_frames,

@@ -33,7 +33,7 @@ from transformers import (
     XLNetConfig,
 )
 
-from msa_lightning.errors import MSAError
+from msa_lightning.errors import ConfigError, MSAError
 
 
 class PretrainedNotAvailable(MSAError, RuntimeError):
@@ -186,6 +186,16 @@ def load_tokenizer(name: str):
     if name in TINY_MODELS:
         return AutoTokenizer.from_pretrained(_tiny_tokenizer_dir())
     return _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name)
+
+
+def require_tokenizer(name: str, where: str):
+    """:func:`load_tokenizer`, for commands that check it before their long work: a tokenizer that is not
+    available is one :class:`~msa_lightning.errors.ConfigError` starting with ``where`` (the option that named
+    it), its message saying how to get it."""
+    try:
+        return load_tokenizer(name)
+    except PretrainedNotAvailable as err:
+        raise ConfigError(f"{where} {name}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------- speech recognition

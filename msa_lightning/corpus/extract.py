@@ -193,6 +193,8 @@ def asr_settings(
         from msa_lightning.corpus.transcribe import faster_whisper_module
 
         faster_whisper_module()
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--asr-max-new-tokens {max_new_tokens}: expected at least 1")
     settings = {"model": model, "backend": backend, "language": language, "max_new_tokens": max_new_tokens}
     if words:  # only then: transcripts cached without words keep their keys
         settings["word_timestamps"] = True

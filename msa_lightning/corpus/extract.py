@@ -237,8 +237,8 @@ def transcribe_clips(
     found = {}
     for i in videos:
         entry = store.get("clip_transcript", inputs[i])
-        if entry is not None:
-            found[i] = entry.meta
+        if entry is not None:  # its meta also holds the store's bookkeeping
+            found[i] = {key: entry.meta[key] for key in ("text", "words") if key in entry.meta}
     todo = [i for i in videos if i not in found]
     if not todo:
         return found

@@ -199,24 +199,28 @@ def require_tokenizer(name: str, where: str):
 
 
 # ---------------------------------------------------------------------------------------------- speech recognition
-def _tiny_whisper_tokenizer():
-    """A byte-level BPE tokenizer in Whisper's layout, built offline: the 256 byte symbols and a few merges,
-    then ``<|endoftext|>``, ``<|startoftranscript|>``, one token per Whisper language (contiguous, in
-    Whisper's order: the tokenizer finds a language token by its offset), the task tokens and
-    ``<|notimestamps|>``. Any text can be encoded; it is not Whisper's vocabulary."""
+def whisper_tokenizer(merges: list[tuple[str, str]] | None = None, languages: int | None = None, timestamps=False):
+    """A byte-level BPE tokenizer in Whisper's layout, built offline: the 256 byte symbols and ``merges`` (by
+    default a few), then ``<|endoftext|>``, ``<|startoftranscript|>``, one token per Whisper language (the first
+    ``languages`` of transformers' list, contiguous, in Whisper's order: the tokenizer finds a language token by
+    its offset), the task tokens, ``<|notimestamps|>`` and, with ``timestamps``, the 1501 time tokens
+    ``<|0.00|>`` ... ``<|30.00|>``. Any text can be encoded; it is not Whisper's vocabulary. With 50001 merges,
+    99 languages and the time tokens it has openai/whisper-tiny's 51865 ids, the same ids in the same places."""
     from tokenizers import pre_tokenizers
     from transformers import WhisperTokenizer
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges = [("\u0120", "t"), ("h", "e"), ("\u0120t", "he"), ("\u0120", "a"), ("i", "n"), ("e", "r")]
+    if merges is None:
+        merges = [("\u0120", "t"), ("h", "e"), ("\u0120t", "he"), ("\u0120", "a"), ("i", "n"), ("e", "r")]
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     tokenizer = WhisperTokenizer(vocab=vocab, merges=merges)  # adds <|endoftext|> (unk, bos and eos)
     specials = (
         ["<|startoftranscript|>"]
-        + [f"<|{code}|>" for code in LANGUAGES]
+        + [f"<|{code}|>" for code in list(LANGUAGES)[:languages]]
         + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+        + ([f"<|{i * 0.02:.2f}|>" for i in range(1501)] if timestamps else [])
     )
     tokenizer.add_special_tokens({"additional_special_tokens": specials})
     return tokenizer
@@ -224,7 +228,7 @@ def _tiny_whisper_tokenizer():
 
 def tiny_whisper(seed: int = 0):
     """``(model, processor)``: a randomly initialised two-layer Whisper (d_model 32, 80 mel bins, 30 s
-        windows) with the tokenizer of :func:`_tiny_whisper_tokenizer` and a generation config that has what
+        windows) with the tokenizer of :func:`whisper_tokenizer` and a generation config that has what
         ``generate(language=..., task=...)`` needs (language and task token ids, ``<|notimestamps|>``). Its
         special tokens other than ``<|endoftext|>`` are suppressed so random weights emit text. Output is junk
     (bytes, control characters among them), different from clip to clip:
@@ -239,7 +243,7 @@ def tiny_whisper(seed: int = 0):
     )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    tokenizer = _tiny_whisper_tokenizer()
+    tokenizer = whisper_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     config = WhisperConfig(

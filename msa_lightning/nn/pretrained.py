@@ -226,13 +226,16 @@ def whisper_tokenizer(merges: list[tuple[str, str]] | None = None, languages: in
     return tokenizer
 
 
-def tiny_whisper(seed: int = 0):
+def tiny_whisper(seed: int = 0, tokenizer=None, **architecture):
     """``(model, processor)``: a randomly initialised two-layer Whisper (d_model 32, 80 mel bins, 30 s
         windows) with the tokenizer of :func:`whisper_tokenizer` and a generation config that has what
         ``generate(language=..., task=...)`` needs (language and task token ids, ``<|notimestamps|>``). Its
         special tokens other than ``<|endoftext|>`` are suppressed so random weights emit text. Output is junk
     (bytes, control characters among them), different from clip to clip:
-        it is for tests and throughput measurements; ``save_pretrained`` both to make a local model folder."""
+        it is for tests and throughput measurements; ``save_pretrained`` both to make a local model folder.
+        ``tokenizer`` (default :func:`whisper_tokenizer`'s small one) and ``architecture`` (``WhisperConfig``
+        values: ``d_model``, ``encoder_layers``, ...) give other sizes, e.g. openai/whisper-tiny's with random
+        weights (``benchmarks/asr_backends.py``)."""
     import torch
     from transformers import (
         GenerationConfig,
@@ -243,19 +246,22 @@ def tiny_whisper(seed: int = 0):
     )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    tokenizer = whisper_tokenizer()
+    tokenizer = tokenizer or whisper_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    sizes = {
+        "d_model": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+    }
     config = WhisperConfig(
         vocab_size=len(tokenizer),
         num_mel_bins=80,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        **{**sizes, **architecture},
         max_source_positions=1500,
         max_target_positions=448,
         pad_token_id=end,
@@ -280,7 +286,7 @@ def tiny_whisper(seed: int = 0):
         max_length=448,
         is_multilingual=True,
         no_timestamps_token_id=ids["<|notimestamps|>"],
-        lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES},
+        lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in ids},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         suppress_tokens=sorted(i for token, i in ids.items() if i != end),
         begin_suppress_tokens=[end],

@@ -123,22 +123,13 @@ def run_one(args: argparse.Namespace) -> dict:
         loaded = time.perf_counter() - started
         # as the transformers model's generation config: every special token (the end, time tokens too) suppressed
         end, size = asr.model.hf_tokenizer.token_to_id("<|endoftext|>"), asr.model.hf_tokenizer.get_vocab_size()
-        options = {**asr.options, "suppress_tokens": list(range(end, size)), "word_timestamps": False}
+        options = {**asr.options, "suppress_tokens": list(range(end, size)), "word_timestamps": args.words}
 
         def decode(batch: list[np.ndarray]) -> list[int]:
             return [sum(len(s.tokens) for s in asr.model.transcribe(w, **options)[0]) for w in batch]
 
-        # CTranslate2's Whisper decodes about half of faster-whisper's max_new_tokens (its max_length counts
-        # otherwise): find the setting that decodes --tokens on the first clip, without word timestamps
-        options["max_new_tokens"] = 2 * args.tokens
-        for _ in range(4):
-            decoded = decode(waves[:1])[0]
-            if decoded == args.tokens:
-                break
-            options["max_new_tokens"] += 2 * (args.tokens - decoded)
-        options["word_timestamps"] = args.words
         batch_size = 1
-    decode(waves[:1])  # warm-up: first-call allocations, lazy initialisation
+    decode(waves[:1])  # warm-up: first-call allocations, lazy initialisation (words: their alignment too)
     load = load_average()
     started = time.perf_counter()
     tokens = []

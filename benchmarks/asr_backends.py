@@ -45,8 +45,16 @@ from measure import load_average  # noqa: E402
 
 #: openai/whisper-tiny's and -base's config.json values (the rest is shared: 80 mel bins, 1500 / 448 positions)
 SIZES = {
-    "tiny": {"d_model": 384, "layers": 4, "heads": 6, "ffn": 1536},
-    "base": {"d_model": 512, "layers": 6, "heads": 8, "ffn": 2048},
+    size: {
+        "d_model": width,
+        "encoder_layers": layers,
+        "decoder_layers": layers,
+        "encoder_attention_heads": heads,
+        "decoder_attention_heads": heads,
+        "encoder_ffn_dim": 4 * width,
+        "decoder_ffn_dim": 4 * width,
+    }
+    for size, width, layers, heads in (("tiny", 384, 4, 6), ("base", 512, 6, 8))
 }
 RATE = 16_000
 
@@ -74,18 +82,7 @@ def build_models(size: str, folder: Path) -> dict[str, str]:
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     merges = [(a, b) for a in alphabet for b in alphabet][:50001]  # 256 bytes + 50001 merges = Whisper's 50257
     tokenizer = whisper_tokenizer(merges, languages=99, timestamps=True)
-    s = SIZES[size]
-    model, processor = tiny_whisper(
-        0,
-        tokenizer,
-        d_model=s["d_model"],
-        encoder_layers=s["layers"],
-        decoder_layers=s["layers"],
-        encoder_attention_heads=s["heads"],
-        decoder_attention_heads=s["heads"],
-        encoder_ffn_dim=s["ffn"],
-        decoder_ffn_dim=s["ffn"],
-    )
+    model, processor = tiny_whisper(0, tokenizer, **SIZES[size])
     assert model.config.vocab_size == 51865, model.config.vocab_size
     end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model.generation_config.suppress_tokens = sorted({*model.generation_config.suppress_tokens, end})  # fixed length

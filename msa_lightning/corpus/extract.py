@@ -25,7 +25,11 @@ How a run goes:
    frames without a face are zeros and counted per clip.
 4. Text: the ``label.csv`` column, a transcripts TSV (``id<TAB>text``, ids ``video_clip``), or ASR
    (``--asr MODEL``: transformers' Whisper, or ``--asr-backend faster-whisper``), each clip's transcript cached
-   in the store. Tokens: ``--tokenizer`` (cached).
+   in the store. Tokens: ``--tokenizer`` (cached). The tokenizer, the ASR model and an alignment file are loaded
+   before step 2, so a missing one fails at once.
+   ``--align words``: each word's frames averaged over its span and laid on its tokens (the ``aligned_50``
+   layout), the words from ``--alignment`` or from Whisper's word timestamps (``--asr``, cached with the
+   transcript); the manifest's ``alignment`` counts them.
 5. The file and its manifest are written atomically (a run whose file is up to date writes nothing).
 """
 
@@ -318,7 +322,8 @@ class ExtractOptions:
     max_bad_share: float = 0.05
     label_range: tuple[float, float] | None = None
     metric_family: str | None = None
-    #: ``words``: frames averaged per word of ``alignment`` (``id<TAB>word<TAB>start<TAB>end``), laid on the tokens
+    #: ``words``: frames averaged per word, laid on the tokens; the words of ``alignment``
+    #: (``id<TAB>word<TAB>start<TAB>end``) or, with ``asr``, Whisper's word timestamps
     align: str | None = None
     alignment: str | None = None
 

@@ -303,8 +303,11 @@ class Transcriber:
         )
         features = inputs["input_features"].to(self.device, self.torch_dtype)
         with torch.inference_mode():
+            # the encoder first, on its own: timestamps make generate return attention maps, and run in its call
+            # they would include the encoder's (layers x heads x 1500 x 1500 per window: gigabytes per batch)
+            encoded = self.model.get_encoder()(features)
             out = self.model.generate(
-                features,
+                encoder_outputs=encoded,
                 attention_mask=inputs["attention_mask"].to(self.device),
                 return_token_timestamps=True,
                 **self.generate_kwargs,

@@ -181,6 +181,9 @@ def test_openface_csvs_of_every_spelling_then_fit_and_infer(raw, extracted, tmp_
         infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), openface=str(old), cache_dir=str(cache))
     with pytest.raises(ConfigError, match=r"trained on OpenFace openface2 CSVs; give the videos' CSVs with --openface"):
         infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), cache_dir=str(cache))
+    # the ASR model is loaded before any video is decoded (vidC_1 is not a video: decoding it would fail first)
+    with pytest.raises(ConfigError, match=r"--asr no/such-whisper: pretrained speech-recognition processor"):
+        infer([str(raw / "Raw/vidC/1.mp4")], str(run), asr="no/such-whisper", openface=str(csvs), cache_dir=str(cache))
 
 
 def _extract_in_child(raw: Path, out: Path, cache: Path, echo=lambda *_: None) -> None:
@@ -361,7 +364,6 @@ def test_what_the_text_needs_is_checked_before_any_clip_is_decoded(raw, tmp_path
     from msa_lightning.media.extractors import audio_settings, vision_settings
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))  # no tokenizer cached, whatever this machine has
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = tmp_path / "cache"
     proc = run_msa("features", "extract", "--raw", raw, "--out", tmp_path / "x.pkl", cache=cache)
     assert_one_line_error(proc, "--tokenizer bert-base-uncased: ", "hf download bert-base-uncased", "local directory")

@@ -63,6 +63,18 @@ def synthetic_sims(data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory) -> Path:
+    """``tiny-whisper`` saved with ``save_pretrained``: a local Whisper model folder, as users pass one."""
+    from msa_lightning.nn.pretrained import tiny_whisper
+
+    folder = tmp_path_factory.mktemp("tiny_whisper")
+    model, processor = tiny_whisper()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tok():
     """The in-process tiny word-piece tokenizer (ids fit ``tiny-bert``)."""
     from msa_lightning.nn.pretrained import load_tokenizer

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     e.add_argument("--asr", metavar="MODEL", help="transcribe the clips with this Whisper model instead")
     e.add_argument("--asr-backend", choices=ASR_BACKENDS, default="transformers", help="transformers or faster-whisper")
     e.add_argument("--language", help="the ASR decoding language (default: detected)")
+    e.add_argument(
+        "--asr-max-new-tokens", type=int, metavar="N", help="ASR: at most N tokens per clip (default: the model's)"
+    )
     e.add_argument("--tokenizer", default="bert-base-uncased", help="BERT tokenizer of text_bert (bert-base-uncased)")
     e.add_argument("--text-max-length", type=int, default=50, help="tokens per text (50)")
     e.add_argument("--f0", choices=("pyin", "zcr"), default="pyin", help="librosa pitch column: pyin log F0 or zcr")
@@ -55,7 +58,8 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--align",
         choices=("words",),
-        help="words: audio and vision averaged per word of --alignment and laid on the tokens (aligned_50 layout)",
+        help="words: audio and vision averaged per word and laid on the tokens (aligned_50 layout); the word "
+        "timings come from --alignment or, with --asr, from Whisper's word timestamps",
     )
     e.add_argument("--alignment", metavar="FILE", help="word timings: id<TAB>word<TAB>start<TAB>end (seconds)")
     e.add_argument("--workers", type=int, default=1, help="extraction processes (1)")
@@ -75,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         audio=audio_settings(args.audio, args.f0, args.sample_rate, args.hop_length),
         vision=vision_settings(args.vision, args.fps, args.max_side),
         text=args.text,
-        asr=asr_settings(args.asr, args.asr_backend, args.language) if args.asr else None,
+        asr=asr_settings(args.asr, args.asr_backend, args.language, args.asr_max_new_tokens, args.align == "words")
+        if args.asr
+        else None,
         tokenizer=args.tokenizer,
         text_max_length=args.text_max_length,
         audio_frames=args.audio_frames,

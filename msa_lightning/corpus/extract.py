@@ -25,7 +25,11 @@ How a run goes:
    frames without a face are zeros and counted per clip.
 4. Text: the ``label.csv`` column, a transcripts TSV (``id<TAB>text``, ids ``video_clip``), or ASR
    (``--asr MODEL``: transformers' Whisper, or ``--asr-backend faster-whisper``), each clip's transcript cached
-   in the store. Tokens: ``--tokenizer`` (cached).
+   in the store. Tokens: ``--tokenizer`` (cached). The tokenizer, the ASR model and an alignment file are loaded
+   before step 2, so a missing one fails at once.
+   ``--align words``: each word's frames averaged over its span and laid on its tokens (the ``aligned_50``
+   layout), the words from ``--alignment`` or from Whisper's word timestamps (``--asr``, cached with the
+   transcript); the manifest's ``alignment`` counts them.
 5. The file and its manifest are written atomically (a run whose file is up to date writes nothing).
 """
 
@@ -159,10 +163,11 @@ def _run_jobs(store: Store, jobs: list[ClipJob], audio: dict, vision: dict, work
 
 
 # ---------------------------------------------------------------------------------------------- text
-def _texts(rows: list[dict], ids: list[str], text: str, videos: dict[str, Path], asr: dict | None, store: Store):
-    """Each clip's text: the label.csv column ``text``, a transcripts TSV, or ASR."""
-    if asr is not None:
-        return transcribe_clips({i: videos[i] for i in ids}, asr, store)
+def _texts(rows: list[dict], ids: list[str], text: str, transcripts: dict[str, dict] | None):
+    """Each clip's text: ASR (``transcripts``, from :func:`transcribe_clips`), the label.csv column ``text``, or
+    a transcripts TSV."""
+    if transcripts is not None:
+        return {i: transcripts[i]["text"] for i in ids}
     if text == "column":
         by_id = {f"{r['video_id'].strip()}_{r['clip_id'].strip()}": r["text"] for r in rows}
         return {i: by_id[i] for i in ids}
@@ -179,67 +184,89 @@ def _texts(rows: list[dict], ids: list[str], text: str, videos: dict[str, Path],
 
 
 def asr_settings(
-    model: str, backend: str = "transformers", language: str | None = None, max_new_tokens: int | None = None
+    model: str,
+    backend: str = "transformers",
+    language: str | None = None,
+    max_new_tokens: int | None = None,
+    words: bool = False,
 ) -> dict:
-    """The settings of ``--asr MODEL`` (they key each clip's cached transcript)."""
+    """The settings of ``--asr MODEL`` (they key each clip's cached transcript); ``words``: with word timestamps."""
     if backend not in ASR_BACKENDS:
         raise ConfigError(f"--asr-backend: expected one of {list(ASR_BACKENDS)}, found {backend!r}")
     if backend == "faster-whisper":
-        _faster_whisper()
-    return {"model": model, "backend": backend, "language": language, "max_new_tokens": max_new_tokens}
+        from msa_lightning.corpus.transcribe import faster_whisper_module
+
+        faster_whisper_module()
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--asr-max-new-tokens {max_new_tokens}: expected at least 1")
+    settings = {"model": model, "backend": backend, "language": language, "max_new_tokens": max_new_tokens}
+    if words:  # only then: transcripts cached without words keep their keys
+        settings["word_timestamps"] = True
+    return settings
 
 
-def _faster_whisper():
+def speech_recognizer(asr: dict):
+    """The model of ``--asr``, loaded: :class:`~msa_lightning.corpus.transcribe.Transcriber` (transformers, CPU,
+    float32) or :class:`~msa_lightning.corpus.transcribe.FasterWhisperTranscriber`. Built before any clip is
+    decoded, so a missing model is one error up front."""
+    from msa_lightning.corpus.transcribe import FasterWhisperTranscriber, Transcriber
+    from msa_lightning.nn.pretrained import PretrainedNotAvailable
+
+    if asr["backend"] == "faster-whisper":
+        return FasterWhisperTranscriber(asr["model"], asr["language"], asr.get("max_new_tokens"))
     try:
-        import faster_whisper
-    except ImportError:
-        raise ConfigError(
-            "--asr-backend faster-whisper needs the optional extra: pip install 'msa_lightning[faster-whisper]' "
-            "(faster-whisper, on CTranslate2)"
-        ) from None
-    return faster_whisper
+        return Transcriber(
+            asr["model"],
+            "cpu",
+            "float32",
+            asr["language"],
+            asr.get("max_new_tokens"),
+            word_timestamps=asr.get("word_timestamps", False),
+        )
+    except PretrainedNotAvailable as err:
+        raise ConfigError(f"--asr {asr['model']}: {err}") from None
 
 
-def transcribe_clips(videos: dict[str, Path], asr: dict, store: Store, batch_size: int = 8) -> dict[str, str]:
-    """Each clip's ASR transcript, cached in the store (kind ``clip_transcript``) per clip and ASR setting."""
-    from msa_lightning.corpus.transcribe import Transcriber, clean_text
+def transcribe_clips(
+    videos: dict[str, Path], asr: dict, store: Store, recognizer=None, batch_size: int = 8
+) -> dict[str, dict]:
+    """Each clip's ASR ``{"text"}`` (with ``asr["word_timestamps"]`` also ``"words"``: ``[word, start, end]``,
+    seconds), cached in the store (kind ``clip_transcript``) per clip and ASR setting as each batch finishes, so a
+    stopped run goes on from there. Whisper sees the first 30 s of a clip. ``recognizer``: from
+    :func:`speech_recognizer` (loaded here when not given and a clip needs it)."""
+    from msa_lightning.corpus.transcribe import clean_text
     from msa_lightning.media.decode import load_audio
 
     inputs = {i: {"video": store.content_hash(p), "asr": asr} for i, p in videos.items()}
-    texts = {}
+    found = {}
     for i in videos:
         entry = store.get("clip_transcript", inputs[i])
-        if entry is not None:
-            texts[i] = entry.meta["text"]
-    todo = [i for i in videos if i not in texts]
+        if entry is not None:  # its meta also holds the store's bookkeeping
+            found[i] = {key: entry.meta[key] for key in ("text", "words") if key in entry.meta}
+    todo = [i for i in videos if i not in found]
     if not todo:
-        return texts
-    if asr["backend"] == "faster-whisper":
-        model = _faster_whisper().WhisperModel(asr["model"], device="cpu", compute_type="int8")
-
-        def run(waves):
-            return ["".join(s.text for s in model.transcribe(w, language=asr["language"])[0]) for w in waves]
-
-        rate = 16_000
-    else:
-        transcriber = Transcriber(asr["model"], "cpu", "float32", asr["language"], asr.get("max_new_tokens"))
-        rate = transcriber.sample_rate
-
-        def run(waves):
-            return transcriber([w[: transcriber.window] for w in waves])[0]
-
+        return found
+    recognizer = recognizer or speech_recognizer(asr)
+    rate, window = recognizer.sample_rate, recognizer.window
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         waves = []
         for i in batch:
             try:
-                waves.append(load_audio(videos[i], rate))
+                waves.append(load_audio(videos[i], rate)[:window])
             except ClipError:
                 waves.append(np.zeros(rate // 10, np.float32))  # a clip without sound: an empty transcript
-        for i, text in zip(batch, run(waves)):
-            texts[i] = clean_text(text)
-            store.put("clip_transcript", inputs[i], {}, {"text": texts[i]})
-    return texts
+        if asr.get("word_timestamps"):
+            metas = [
+                {"text": clean_text(" ".join(w for w, _, _ in words)), "words": [list(w) for w in words]}
+                for words in recognizer.words(waves)
+            ]
+        else:
+            metas = [{"text": clean_text(text)} for text in recognizer.texts(waves)]
+        for i, meta in zip(batch, metas):
+            found[i] = meta
+            store.put("clip_transcript", inputs[i], {}, meta)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -295,7 +322,8 @@ class ExtractOptions:
     max_bad_share: float = 0.05
     label_range: tuple[float, float] | None = None
     metric_family: str | None = None
-    #: ``words``: frames averaged per word of ``alignment`` (``id<TAB>word<TAB>start<TAB>end``), laid on the tokens
+    #: ``words``: frames averaged per word, laid on the tokens; the words of ``alignment``
+    #: (``id<TAB>word<TAB>start<TAB>end``) or, with ``asr``, Whisper's word timestamps
     align: str | None = None
     alignment: str | None = None
 
@@ -366,10 +394,20 @@ def _check_options(raw: Path, out: Path, options: ExtractOptions) -> Path | None
         )
     if options.align not in (None, "words"):
         raise ConfigError(f"--align: expected 'words', found {options.align!r}")
-    if options.align and not options.alignment:
-        raise ConfigError("--align words needs --alignment FILE (id<TAB>word<TAB>start<TAB>end, seconds)")
+    if options.align and not options.alignment and not options.asr:
+        raise ConfigError(
+            "--align words needs word timings: --alignment FILE (id<TAB>word<TAB>start<TAB>end, seconds) or "
+            "--asr MODEL (Whisper word timestamps)"
+        )
+    if options.align and options.alignment and options.asr:
+        raise ConfigError("--align words: give --alignment FILE or --asr MODEL, not both (the words come from one)")
+    if options.alignment and not options.align:
+        raise ConfigError(f"--alignment {options.alignment}: word timings are read only with --align words")
+    if options.text != "column" and (options.asr or options.align):
+        used = "--asr transcribes the clips" if options.asr else "the text is --alignment's words"
+        raise ConfigError(f"--text {options.text}: not read when {used}; leave --text out")
     text_file = None if options.text == "column" or options.asr else Path(options.text).expanduser()
-    if options.align:
+    if options.align and options.alignment:
         text_file = Path(options.alignment).expanduser()
     if text_file is not None and not text_file.is_file():
         flag = "--alignment" if options.align else "--text"
@@ -389,8 +427,14 @@ def extract_features(
     echo=print,
 ) -> dict:
     """``msa features extract`` (module docstring); returns the manifest."""
+    from msa_lightning.nn.pretrained import require_tokenizer
+
     raw, out = Path(raw).expanduser(), Path(out).expanduser()
     text_file = _check_options(raw, out, options)
+    # what the text needs, loaded before any clip is decoded: a missing model fails here, not after the extraction
+    require_tokenizer(options.tokenizer, "--tokenizer")
+    recognizer = speech_recognizer(options.asr) if options.asr else None
+    given_words = read_alignment(options.alignment) if options.align and options.alignment else None
     label_file = Path(labels).expanduser() if labels else raw / "label.csv"
     rows = read_labels(label_file)
     if not rows:
@@ -475,12 +519,27 @@ def extract_features(
 
     good = [r for r in rows if f"{r['video_id'].strip()}_{r['clip_id'].strip()}" not in bad]
     ids = [f"{r['video_id'].strip()}_{r['clip_id'].strip()}" for r in good]
-    videos = {j.id: Path(j.video) for j in jobs}
+    video_of = {j.id: Path(j.video) for j in jobs}
+    videos = {i: video_of[i] for i in ids}
+    transcripts = transcribe_clips(videos, options.asr, store, recognizer) if options.asr else None
     if options.align:
-        words = read_alignment(options.alignment, ids)
-        data, lengths = _aligned_splits(good, ids, results, words, options, store, label_file)
+        if transcripts is not None:
+            words = {i: [(w, s, e) for w, s, e in transcripts[i]["words"]] for i in ids}
+        else:
+            words = require_words(given_words, ids, options.alignment)
+        data, lengths, alignment = _aligned_splits(good, ids, results, words, options, label_file)
+        manifest["alignment"] = {
+            "source": (
+                f"whisper word timestamps ({options.asr['backend']}"
+                + (", default alignment heads" if getattr(recognizer, "default_alignment_heads", False) else "")
+                + ")"
+                if transcripts is not None
+                else str(Path(options.alignment).expanduser().resolve())
+            ),
+            **alignment,
+        }
     else:
-        texts = _texts(good, ids, options.text, videos, options.asr, store)
+        texts = _texts(good, ids, options.text, transcripts)
         data, lengths = _splits(good, ids, results, texts, options, store, label_file)
     manifest.update(
         {
@@ -577,9 +636,9 @@ def _splits(rows, ids, results, texts, options: ExtractOptions, store: Store, la
 
 
 # ---------------------------------------------------------------------------------------------- word alignment
-def read_alignment(path: str | Path, ids: list[str]) -> dict[str, list[tuple[str, float, float]]]:
+def read_alignment(path: str | Path) -> dict[str, list[tuple[str, float, float]]]:
     """``id<TAB>word<TAB>start<TAB>end`` (seconds) lines, in word order per clip: ``{id: [(word, start, end)]}``.
-    A malformed line, or a clip without words, is one error naming the file and line or clip."""
+    A malformed line is one error naming the file and line."""
     from msa_lightning.textfiles import iter_text_lines
 
     path = Path(path).expanduser()
@@ -599,10 +658,15 @@ def read_alignment(path: str | Path, ids: list[str]) -> dict[str, list[tuple[str
         if not 0 <= start <= end:
             raise DataError(f"{path}, line {number}: expected 0 <= start <= end, found {start:g} {end:g}")
         words.setdefault(normalise_id(clip), []).append((word, start, end))
+    return words
+
+
+def require_words(words: dict[str, list], ids: list[str], path: str | Path) -> dict[str, list]:
+    """``words`` of the clips ``ids``; a clip the alignment file has no words for is one error naming the file."""
     missing = [i for i in ids if i not in words]
     if missing:
         raise DataError(f"{path}: no words for {len(missing)} clips (e.g. {', '.join(missing[:5])})")
-    return words
+    return {i: words[i] for i in ids}
 
 
 def word_means(features: np.ndarray, frame_rate: float, words: list[tuple[str, float, float]]) -> np.ndarray:
@@ -617,15 +681,20 @@ def word_means(features: np.ndarray, frame_rate: float, words: list[tuple[str, f
     return (inside @ features) / inside.sum(axis=1, keepdims=True)
 
 
-def _aligned_splits(rows, ids, results, words, options: ExtractOptions, store: Store, label_file: Path):
+def _aligned_splits(rows, ids, results, words, options: ExtractOptions, label_file: Path):
     """The word-aligned layout of the field's ``aligned_50`` files: text, audio and vision at the token length,
-    token ``j`` carrying the mean frames of its word (``[CLS]``, ``[SEP]``, padding: zeros); no length keys."""
+    token ``j`` carrying the mean frames of its word (``[CLS]``, ``[SEP]``, padding: zeros); no length keys.
+    The words, from a file or Whisper, are split into tokens as one pre-split sentence (``is_split_into_words``),
+    so each word piece carries its word's frames. A clip without words (an empty transcript) has text and
+    frames of ``[CLS] [SEP]`` only, zeros. Also returns the alignment's counts for the manifest: words, clips
+    without words, and per clip the words that start at or after the clip's last audio frame (degenerate
+    timings, e.g. a confused ASR's: each such word takes the frame nearest its middle, the clip's last)."""
     from msa_lightning.nn.pretrained import load_tokenizer
     from msa_lightning.store import Entry
 
     tokenizer = load_tokenizer(options.tokenizer)
     length = options.text_max_length
-    per_clip = {}
+    per_clip, past_end = {}, {}
     for i in ids:
         encoded = tokenizer(
             [w for w, _, _ in words[i]],
@@ -640,9 +709,15 @@ def _aligned_splits(rows, ids, results, words, options: ExtractOptions, store: S
         for modality in ("audio", "vision"):
             entry = Entry(getattr(results[i], modality))
             rate = entry.meta.get("frame_rate") or getattr(options, modality)["frame_rate"]
-            means = word_means(np.asarray(entry["features"], np.float32), rate, words[i])
-            arrays[modality] = np.where((word_of >= 0)[:, None], means[np.maximum(word_of, 0)], 0.0).astype(np.float32)
+            features = np.asarray(entry["features"], np.float32)
+            arrays[modality] = np.zeros((length, features.shape[1]), np.float32)
+            if words[i]:
+                means = word_means(features, rate, words[i])
+                arrays[modality] = np.where((word_of >= 0)[:, None], means[np.maximum(word_of, 0)], 0.0)
+            if modality == "audio" and (late := sum(start >= len(features) / rate for _, start, _ in words[i])):
+                past_end[i] = int(late)
         tokens = np.stack([encoded["input_ids"], encoded["attention_mask"], encoded["token_type_ids"]])
+        arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
         per_clip[i] = (tokens.astype(np.float32), arrays, " ".join(w for w, _, _ in words[i]))
     data = {}
     for split, found in _split_parts(rows, ids, label_file).items():
@@ -656,4 +731,9 @@ def _aligned_splits(rows, ids, results, words, options: ExtractOptions, store: S
             }
         )
         data[split] = part
-    return data, (length, length)
+    counts = {
+        "words": sum(len(words[i]) for i in ids),
+        "clips_without_words": sorted(i for i in ids if not words[i]),
+        "words_past_end": dict(sorted(past_end.items())),
+    }
+    return data, (length, length), counts

@@ -191,6 +191,7 @@ class Transcriber:
         language: str | None,
         max_new_tokens: int | None,
         detect_language: bool = False,
+        word_timestamps: bool = False,
     ) -> None:
         import torch
 
@@ -245,6 +246,16 @@ class Transcriber:
                 )
             self.lang_codes = [token.strip("<|>") for token in lang_to_id]
             self.lang_ids = torch.tensor(list(lang_to_id.values()), device=self.device)
+        #: word timing needs the decoder's cross-attention heads that follow the audio (``alignment_heads``, which
+        #: the openai/whisper-* configs list); a model without them gets openai-whisper's own default: every head of
+        #: the last half of the decoder's layers
+        self.default_alignment_heads = False
+        if word_timestamps and not getattr(self.model.generation_config, "alignment_heads", None):
+            layers, heads = self.model.config.decoder_layers, self.model.config.decoder_attention_heads
+            self.model.generation_config.alignment_heads = [
+                [layer, head] for layer in range(layers // 2, layers) for head in range(heads)
+            ]
+            self.default_alignment_heads = True
         eos = self.model.generation_config.eos_token_id
         self.eos = torch.tensor(sorted(set(eos if isinstance(eos, (list, tuple)) else [eos])), device=self.device)
 
@@ -273,6 +284,38 @@ class Transcriber:
         capped = ~torch.isin(tokens, self.eos.to(tokens.device)).any(dim=1)
         return texts, capped.tolist(), languages
 
+    def texts(self, waves: list[np.ndarray]) -> list[str]:
+        """The texts of ``waves`` (one window each)."""
+        return self(waves)[0]
+
+    def words(self, waves: list[np.ndarray]) -> list[list[tuple[str, float, float]]]:
+        """Each wave's words with their start and end in seconds (one window each: ``waves`` of at most 30 s), from
+        the token timestamps ``generate(return_token_timestamps=True)`` computes (dynamic time warping over the
+        alignment heads' cross-attention), grouped into words by :func:`whisper_words`."""
+        import torch
+
+        inputs = self.processor(
+            waves,
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+            return_attention_mask=True,
+            device=str(self.device),
+        )
+        features = inputs["input_features"].to(self.device, self.torch_dtype)
+        with torch.inference_mode():
+            # the encoder first, on its own: timestamps make generate return attention maps, and run in its call
+            # they would include the encoder's (layers x heads x 1500 x 1500 per window: gigabytes per batch)
+            encoded = self.model.get_encoder()(features)
+            out = self.model.generate(
+                encoder_outputs=encoded,
+                attention_mask=inputs["attention_mask"].to(self.device),
+                return_token_timestamps=True,
+                **self.generate_kwargs,
+            )
+        tokenizer = self.processor.tokenizer
+        sequences, times = out["sequences"].tolist(), out["token_timestamps"].tolist()
+        return [whisper_words(tokenizer, ids, at) for ids, at in zip(sequences, times)]
+
     def _languages(self, features) -> list[tuple[str, float]]:
         import torch
 
@@ -282,6 +325,86 @@ class Transcriber:
         logits = self.model(input_features=features, decoder_input_ids=start).logits[:, -1]
         best = logits[:, self.lang_ids].float().softmax(dim=-1).max(dim=-1)
         return [(self.lang_codes[i], p) for p, i in zip(best.values.tolist(), best.indices.tolist())]
+
+
+def whisper_words(tokenizer, ids: list[int], times: list[float]) -> list[tuple[str, float, float]]:
+    """``[(word, start, end)]`` of one decoded sequence: ``times[i]`` is where token ``i`` ends (so it starts at
+    ``times[i - 1]``, the first at 0), as transformers' ASR pipeline reads them; a word starts at a token that
+    begins with a space (Whisper's byte-level BPE marks it ``Ġ``) and runs to the next such token, as Whisper's
+    own word timing splits English (scripts written without spaces come out as one word per run). Special tokens
+    are skipped; words are cleaned like the transcripts (:func:`clean_text`) and empty ones dropped."""
+    special = set(tokenizer.all_special_ids)
+    groups: list[tuple[list[str], float, float]] = []
+    for i, (token, end) in enumerate(zip(ids, times)):
+        if token in special:
+            continue
+        piece = tokenizer.convert_ids_to_tokens(token)
+        start = times[i - 1] if i else 0.0
+        if not groups or piece.startswith("\u0120"):
+            groups.append(([piece], start, end))
+        else:
+            groups[-1] = (groups[-1][0] + [piece], groups[-1][1], end)
+    words = [(clean_text(tokenizer.convert_tokens_to_string(pieces)), start, end) for pieces, start, end in groups]
+    return [(word, float(start), float(max(start, end))) for word, start, end in words if word]
+
+
+class FasterWhisperTranscriber:
+    """A CTranslate2 Whisper (``faster-whisper``) on the CPU with the settings of :class:`Transcriber`'s defaults:
+    greedy decoding (``beam_size=1``, no temperature fallback), no timestamp tokens, no conditioning on the
+    previous window, so both backends decode alike. ``texts(waves)`` and ``words(waves)`` as there."""
+
+    sample_rate = 16_000
+    window = 30 * 16_000
+
+    def __init__(self, name: str, language: str | None, max_new_tokens: int | None, compute_type: str = "int8") -> None:
+        faster_whisper = faster_whisper_module()
+        path = Path(name).expanduser()
+        try:
+            self.model = faster_whisper.WhisperModel(
+                str(path) if path.exists() else name, device="cpu", compute_type=compute_type, local_files_only=True
+            )
+        except Exception as err:  # a missing or foreign folder fails in CTranslate2 or huggingface_hub
+            detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise ConfigError(
+                f"--asr {name}: not a CTranslate2 Whisper model here (a local folder, or a faster-whisper name such as "
+                "'small' or 'Systran/faster-whisper-small' in the Hugging Face cache: `hf download "
+                "Systran/faster-whisper-small`; convert a transformers folder with `ct2-transformers-converter "
+                f"--model DIR --output_dir OUT --copy_files tokenizer.json`): {detail}"
+            ) from None
+        self.options = {
+            "language": language,
+            "beam_size": 1,
+            "temperature": 0.0,
+            "without_timestamps": True,
+            "condition_on_previous_text": False,
+            # CTranslate2's Whisper decodes at most min(L / 2, L - prompt) tokens for faster-whisper's L = prompt
+            # (4 tokens) + max_new_tokens (CTranslate2 issue 1856; openai-whisper's sample_len halves likewise):
+            # asking 2N - 4 gives the N tokens asked, as transformers does, up to 224 (L <= 448 positions)
+            "max_new_tokens": None if max_new_tokens is None else min(max(max_new_tokens, 2 * max_new_tokens - 4), 444),
+        }
+
+    def texts(self, waves: list[np.ndarray]) -> list[str]:
+        return ["".join(s.text for s in self.model.transcribe(w, **self.options)[0]) for w in waves]
+
+    def words(self, waves: list[np.ndarray]) -> list[list[tuple[str, float, float]]]:
+        found = []
+        for wave in waves:
+            segments = self.model.transcribe(wave, word_timestamps=True, **self.options)[0]
+            words = [(clean_text(w.word), float(w.start), float(w.end)) for s in segments for w in s.words or ()]
+            found.append([(word, start, max(start, end)) for word, start, end in words if word])
+        return found
+
+
+def faster_whisper_module():
+    """``faster_whisper``, or one error saying how to install the optional extra."""
+    try:
+        import faster_whisper
+    except ImportError:
+        raise ConfigError(
+            "--asr-backend faster-whisper needs the optional extra: pip install 'msa_lightning[faster-whisper]' "
+            "(faster-whisper, on CTranslate2)"
+        ) from None
+    return faster_whisper
 
 
 @contextlib.contextmanager

@@ -69,22 +69,30 @@ def check_dims(model, settings: dict, ckpt: str) -> None:
             )
 
 
-def video_texts(videos: list[Path], transcripts: str | None, asr: str | None, store: Store) -> dict[str, str]:
-    """Each video's text (by its file stem): a transcripts TSV, ASR, or empty."""
+def video_texts(
+    videos: list[Path], transcripts: dict[str, str] | None, asr: dict | None, recognizer, store: Store
+) -> dict[str, str]:
+    """Each video's text (by its file stem): from the transcripts TSV's lines, ASR (``asr`` settings and the loaded
+    ``recognizer``), or empty."""
     ids = [v.stem for v in videos]
     if asr:
-        from msa_lightning.corpus.extract import asr_settings, transcribe_clips
+        from msa_lightning.corpus.extract import transcribe_clips
 
-        return transcribe_clips(dict(zip(ids, videos)), asr_settings(asr), store)
-    if transcripts:
-        from msa_lightning.data.transcripts import read_transcripts
-
-        texts = read_transcripts(Path(transcripts).expanduser())
-        missing = [i for i in ids if i not in texts]
-        if missing:
-            raise DataError(f"--transcripts {transcripts}: no line for {', '.join(missing[:5])} (ids are file stems)")
-        return {i: texts[i] for i in ids}
+        found = transcribe_clips(dict(zip(ids, videos)), asr, store, recognizer)
+        return {i: found[i]["text"] for i in ids}
+    if transcripts is not None:
+        return {i: transcripts[i] for i in ids}
     return {i: "" for i in ids}
+
+
+def _read_transcripts(path: str, ids: list[str]) -> dict[str, str]:
+    from msa_lightning.data.transcripts import read_transcripts
+
+    texts = read_transcripts(Path(path).expanduser())
+    missing = [i for i in ids if i not in texts]
+    if missing:
+        raise DataError(f"--transcripts {path}: no line for {', '.join(missing[:5])} (ids are file stems)")
+    return texts
 
 
 def infer(
@@ -99,6 +107,7 @@ def infer(
 ) -> list[dict]:
     """``msa infer`` (module docstring); returns the rows ``{"clip", "score", "class"}``."""
     from msa_lightning.data.datamodule import tokenize_cached
+    from msa_lightning.nn.pretrained import require_tokenizer
 
     path = resolve_checkpoint(ckpt)
     state = read_checkpoint(path)
@@ -119,6 +128,15 @@ def infer(
             f"--ckpt {ckpt}: the model was trained on OpenFace {settings['vision']['layout']} CSVs; give the "
             "videos' CSVs with --openface DIR (DIR/<video file stem>.csv)"
         )
+    # what the text needs, checked before any video is decoded
+    require_tokenizer(settings["tokenizer"], f"--ckpt {ckpt}: the tokenizer it was trained with")
+    said = _read_transcripts(transcripts, stems) if transcripts else None
+    asr_options = recognizer = None
+    if asr:
+        from msa_lightning.corpus.extract import asr_settings, speech_recognizer
+
+        asr_options = asr_settings(asr)
+        recognizer = speech_recognizer(asr_options)
     audio, vision = [], []
     for f in files:
         csv_file = Path(openface).expanduser() / f"{f.stem}.csv" if openface else None
@@ -140,7 +158,7 @@ def infer(
         audio.append(fix_length(audio_features, extraction["audio_frames"]))
         vision.append(fix_length(vision_features, extraction["vision_frames"]))
     store = Store(cache_dir)
-    texts = video_texts(files, transcripts, asr, store)
+    texts = video_texts(files, said, asr_options, recognizer, store)
     ids = [f.stem for f in files]
     tokens = tokenize_cached([texts[i] for i in ids], settings["tokenizer"], settings["text_max_length"], store.root)
     tokens = torch.from_numpy(np.array(tokens))  # a read-only memory map in the store

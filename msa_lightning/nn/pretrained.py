@@ -33,7 +33,7 @@ from transformers import (
     XLNetConfig,
 )
 
-from msa_lightning.errors import MSAError
+from msa_lightning.errors import ConfigError, MSAError
 
 
 class PretrainedNotAvailable(MSAError, RuntimeError):
@@ -188,37 +188,54 @@ def load_tokenizer(name: str):
     return _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name)
 
 
+def require_tokenizer(name: str, where: str):
+    """:func:`load_tokenizer`, for commands that check it before their long work: a tokenizer that is not
+    available is one :class:`~msa_lightning.errors.ConfigError` starting with ``where`` (the option that named
+    it), its message saying how to get it."""
+    try:
+        return load_tokenizer(name)
+    except PretrainedNotAvailable as err:
+        raise ConfigError(f"{where} {name}: {err}") from None
+
+
 # ---------------------------------------------------------------------------------------------- speech recognition
-def _tiny_whisper_tokenizer():
-    """A byte-level BPE tokenizer in Whisper's layout, built offline: the 256 byte symbols and a few merges,
-    then ``<|endoftext|>``, ``<|startoftranscript|>``, one token per Whisper language (contiguous, in
-    Whisper's order: the tokenizer finds a language token by its offset), the task tokens and
-    ``<|notimestamps|>``. Any text can be encoded; it is not Whisper's vocabulary."""
+def whisper_tokenizer(merges: list[tuple[str, str]] | None = None, languages: int | None = None, timestamps=False):
+    """A byte-level BPE tokenizer in Whisper's layout, built offline: the 256 byte symbols and ``merges`` (by
+    default a few), then ``<|endoftext|>``, ``<|startoftranscript|>``, one token per Whisper language (the first
+    ``languages`` of transformers' list, contiguous, in Whisper's order: the tokenizer finds a language token by
+    its offset), the task tokens, ``<|notimestamps|>`` and, with ``timestamps``, the 1501 time tokens
+    ``<|0.00|>`` ... ``<|30.00|>``. Any text can be encoded; it is not Whisper's vocabulary. With 50001 merges,
+    99 languages and the time tokens it has openai/whisper-tiny's 51865 ids, the same ids in the same places."""
     from tokenizers import pre_tokenizers
     from transformers import WhisperTokenizer
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges = [("\u0120", "t"), ("h", "e"), ("\u0120t", "he"), ("\u0120", "a"), ("i", "n"), ("e", "r")]
+    if merges is None:
+        merges = [("\u0120", "t"), ("h", "e"), ("\u0120t", "he"), ("\u0120", "a"), ("i", "n"), ("e", "r")]
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     tokenizer = WhisperTokenizer(vocab=vocab, merges=merges)  # adds <|endoftext|> (unk, bos and eos)
     specials = (
         ["<|startoftranscript|>"]
-        + [f"<|{code}|>" for code in LANGUAGES]
+        + [f"<|{code}|>" for code in list(LANGUAGES)[:languages]]
         + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+        + ([f"<|{i * 0.02:.2f}|>" for i in range(1501)] if timestamps else [])
     )
     tokenizer.add_special_tokens({"additional_special_tokens": specials})
     return tokenizer
 
 
-def tiny_whisper(seed: int = 0):
+def tiny_whisper(seed: int = 0, tokenizer=None, **architecture):
     """``(model, processor)``: a randomly initialised two-layer Whisper (d_model 32, 80 mel bins, 30 s
-        windows) with the tokenizer of :func:`_tiny_whisper_tokenizer` and a generation config that has what
+        windows) with the tokenizer of :func:`whisper_tokenizer` and a generation config that has what
         ``generate(language=..., task=...)`` needs (language and task token ids, ``<|notimestamps|>``). Its
         special tokens other than ``<|endoftext|>`` are suppressed so random weights emit text. Output is junk
     (bytes, control characters among them), different from clip to clip:
-        it is for tests and throughput measurements; ``save_pretrained`` both to make a local model folder."""
+        it is for tests and throughput measurements; ``save_pretrained`` both to make a local model folder.
+        ``tokenizer`` (default :func:`whisper_tokenizer`'s small one) and ``architecture`` (``WhisperConfig``
+        values: ``d_model``, ``encoder_layers``, ...) give other sizes, e.g. openai/whisper-tiny's with random
+        weights (``benchmarks/asr_backends.py``)."""
     import torch
     from transformers import (
         GenerationConfig,
@@ -229,19 +246,22 @@ def tiny_whisper(seed: int = 0):
     )
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-    tokenizer = _tiny_whisper_tokenizer()
+    tokenizer = tokenizer or whisper_tokenizer()
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    sizes = {
+        "d_model": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+    }
     config = WhisperConfig(
         vocab_size=len(tokenizer),
         num_mel_bins=80,
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        **{**sizes, **architecture},
         max_source_positions=1500,
         max_target_positions=448,
         pad_token_id=end,
@@ -266,7 +286,7 @@ def tiny_whisper(seed: int = 0):
         max_length=448,
         is_multilingual=True,
         no_timestamps_token_id=ids["<|notimestamps|>"],
-        lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES},
+        lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in ids},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         suppress_tokens=sorted(i for token, i in ids.items() if i != end),
         begin_suppress_tokens=[end],

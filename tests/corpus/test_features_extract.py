@@ -181,6 +181,9 @@ def test_openface_csvs_of_every_spelling_then_fit_and_infer(raw, extracted, tmp_
         infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), openface=str(old), cache_dir=str(cache))
     with pytest.raises(ConfigError, match=r"trained on OpenFace openface2 CSVs; give the videos' CSVs with --openface"):
         infer([str(v) for v in videos], str(run), str(tmp_path / "x.csv"), cache_dir=str(cache))
+    # the ASR model is loaded before any video is decoded (vidC_1 is not a video: decoding it would fail first)
+    with pytest.raises(ConfigError, match=r"--asr no/such-whisper: pretrained speech-recognition processor"):
+        infer([str(raw / "Raw/vidC/1.mp4")], str(run), asr="no/such-whisper", openface=str(csvs), cache_dir=str(cache))
 
 
 def _extract_in_child(raw: Path, out: Path, cache: Path, echo=lambda *_: None) -> None:
@@ -258,13 +261,16 @@ def test_word_aligned_files_average_frames_per_word_on_the_tokens(raw, extracted
 
     _, cache, _ = extracted
     alignment = tmp_path / "words.tsv"
-    alignment.write_text("".join(f"{i}\tgood\t0.0\t0.2\n{i}\tmovie\t0.2\t0.5\n" for i in IDS))
+    alignment.write_text("".join(f"{i}\tgood\t0.0\t0.2\n{i}\tmovie\t0.2\t0.5\n" for i in IDS) + "vidA_2\tlate\t5\t6\n")
     options = ExtractOptions(audio_settings("librosa", "zcr"), vision_settings("dlib"), tokenizer="tiny-bert")
     options.max_bad_share, options.align, options.alignment, options.text_max_length = 0.2, "words", str(alignment), 8
     out = tmp_path / "aligned.pkl"
-    extract_features(raw, out, options, cache_dir=cache, echo=lambda *_: None)
+    manifest = extract_features(raw, out, options, cache_dir=cache, echo=lambda *_: None)
+    # a word timed after the clip's end (vidA_2 lasts 1 s) takes its last frame, and is counted
+    assert manifest["alignment"]["words_past_end"] == {"vidA_2": 1} and manifest["alignment"]["words"] == 17
     data = pickle.loads(out.read_bytes())
     train = data["train"]
+    assert train["raw_text"][1] == "good movie late"
     assert train["audio"].shape == (4, 8, 33) and train["vision"].shape == (4, 8, 140) and "audio_lengths" not in train
     assert train["raw_text"][0] == "good movie"
     assert not train["audio"][0, 0].any() and not train["vision"][0, 0].any()  # [CLS] carries no frames
@@ -274,6 +280,115 @@ def test_word_aligned_files_average_frames_per_word_on_the_tokens(raw, extracted
     dm = MSADataModule(str(out), dataset="custom", batch_size=2, cache_dir=str(cache))
     dm.setup()
     assert dm.aligned_file
-    with pytest.raises(ConfigError, match="--align words needs --alignment FILE"):
-        options.alignment = None
+
+
+def test_whisper_tokens_are_grouped_into_timed_words_at_their_leading_space():
+    from msa_lightning.corpus.transcribe import whisper_words
+    from msa_lightning.nn.pretrained import tiny_whisper
+
+    tokenizer = tiny_whisper()[1].tokenizer
+    start, end = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|endoftext|>"])
+    the, *cat = tokenizer(" the c\tat", add_special_tokens=False)["input_ids"]  # " the" one token, " c\tat" five
+    ids = [start, the, *cat, end]
+    times = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.7]  # where each token ends
+    assert len(ids) == len(times)
+    # a word runs from the end of the token before it to the end of its last token; the tab is cleaned away
+    assert whisper_words(tokenizer, ids, times) == [("the", 0.0, 0.2), ("c at", 0.2, 0.7)]
+
+
+def test_word_aligned_file_from_whisper_word_timestamps(raw, extracted, whisper_dir, tmp_path):
+    """``--align words --asr``: Whisper's words (a random model: junk words, timings from its attention) split into
+    tokens as a given alignment's are, cached per clip in the store, counted in the manifest."""
+    from msa_lightning.store import Store
+
+    _, cache, _ = extracted
+    out = tmp_path / "whisper_words.pkl"
+    proc = run_msa(
+        "features", "extract", "--raw", raw, "--out", out, "--asr", whisper_dir, "--align", "words",
+        "--tokenizer", "tiny-bert", "--f0", "zcr", "--max-bad-share", "0.2", "--text-max-length", "12",
+        "--asr-max-new-tokens", "16", cache=cache,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "features: 8 clips reused from the store, 1 extracted" in proc.stdout  # vidC_1 is not a video
+    manifest = json.loads(out.with_name("whisper_words.manifest.json").read_text())
+    assert manifest["settings"]["asr"]["word_timestamps"] and manifest["settings"]["align"] == "words"
+    # tiny-whisper's config lists no alignment heads: openai-whisper's default, the last half of the decoder's
+    alignment = manifest["alignment"]
+    assert alignment["source"] == "whisper word timestamps (transformers, default alignment heads)"
+    store = Store(cache)
+
+    def cached_words(clip: str) -> list:  # what the store holds for the clip under the run's ASR settings
+        video = raw / "Raw" / clip.replace("$_$", "/").replace("_", "/")
+        key = {"video": store.content_hash(video.with_suffix(".mp4")), "asr": manifest["settings"]["asr"]}
+        return store.get("clip_transcript", key).meta["words"]
+
+    data = pickle.loads(out.read_bytes())
+    ids = [i for split in data.values() for i in split["id"]]
+    assert len(ids) == 8 and alignment["words"] == sum(len(cached_words(i)) for i in ids) > 0
+    train = data["train"]
+    assert train["audio"].shape == (4, 12, 33) and train["text_bert"].shape == (4, 3, 12)
+    for n, (clip, text) in enumerate(zip(train["id"], train["raw_text"])):  # vidA_1, vidA_2, vidB_1 (silent), vidB_2
+        words = cached_words(clip)
+        assert text == " ".join(w for w, _, _ in words) and all(0 <= s <= e for _, s, e in words)
+        pieces = int(train["text_bert"][n, 1].sum()) - 2  # word pieces between [CLS] and [SEP]
+        assert not train["audio"][n, 0].any() and not train["audio"][n, 1 + pieces :].any()
+        if n != 2:  # every word piece carries its word's sound (the silent clip's is zeros)
+            assert train["audio"][n, 1 : 1 + pieces].any(axis=1).all()
+
+
+def test_faster_whisper_word_timestamps_on_a_converted_model(raw, extracted, whisper_dir, tmp_path):
+    pytest.importorskip("faster_whisper")  # the optional extra msa_lightning[faster-whisper]
+    from ctranslate2.converters import TransformersConverter
+
+    from msa_lightning.corpus.extract import ExtractOptions, asr_settings, extract_features
+    from msa_lightning.media.extractors import audio_settings, vision_settings
+
+    _, cache, _ = extracted
+    model = TransformersConverter(str(whisper_dir), copy_files=["tokenizer.json"]).convert(str(tmp_path / "ct2"))
+    options = ExtractOptions(audio_settings("librosa", "zcr"), vision_settings("dlib"), tokenizer="tiny-bert")
+    options.asr = asr_settings(model, "faster-whisper", max_new_tokens=8, words=True)
+    options.align, options.max_bad_share, options.text_max_length = "words", 0.2, 12
+    manifest = extract_features(raw, tmp_path / "fw.pkl", options, cache_dir=cache, echo=lambda *_: None)
+    assert manifest["alignment"]["source"] == "whisper word timestamps (faster-whisper)"
+    data = pickle.loads((tmp_path / "fw.pkl").read_bytes())
+    assert data["test"]["audio"].shape == (2, 12, 33)
+    # a clip Whisper heard no word in keeps [CLS] [SEP] and zero frames (listed in the manifest)
+    for i in manifest["alignment"]["clips_without_words"]:
+        split = next(s for s in data if f"{i.replace('_', '$_$')}" in data[s]["id"])
+        row = data[split]["id"].index(i.replace("_", "$_$"))
+        assert data[split]["raw_text"][row] == "" and not data[split]["audio"][row].any()
+
+
+def test_what_the_text_needs_is_checked_before_any_clip_is_decoded(raw, tmp_path, monkeypatch):
+    from msa_lightning.corpus.extract import ExtractOptions, extract_features
+    from msa_lightning.media.extractors import audio_settings, vision_settings
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))  # no tokenizer cached, whatever this machine has
+    cache = tmp_path / "cache"
+    proc = run_msa("features", "extract", "--raw", raw, "--out", tmp_path / "x.pkl", cache=cache)
+    assert_one_line_error(proc, "--tokenizer bert-base-uncased: ", "hf download bert-base-uncased", "local directory")
+    assert "features:" not in proc.stderr + proc.stdout and not list(cache.glob("clip_features/*"))
+
+    def run(**settings):
+        options = ExtractOptions(audio_settings("librosa"), vision_settings("dlib"), tokenizer="tiny-bert")
+        for key, value in settings.items():
+            setattr(options, key, value)
         extract_features(raw, tmp_path / "x.pkl", options, cache_dir=cache)
+
+    with pytest.raises(
+        ConfigError, match=r"--asr no/such-whisper: pretrained speech-recognition .*`hf download no/such-whisper`"
+    ):
+        run(asr={"model": "no/such-whisper", "backend": "transformers", "language": None})
+    with pytest.raises(ConfigError, match=r"--align words needs word timings: --alignment FILE .* or --asr MODEL"):
+        run(align="words")
+    with pytest.raises(ConfigError, match=r"--alignment w.tsv: word timings are read only with --align words"):
+        run(alignment="w.tsv")
+    with pytest.raises(ConfigError, match=r"--align words: give --alignment FILE or --asr MODEL, not both"):
+        run(align="words", alignment="w.tsv", asr={"model": "tiny-whisper"})
+    with pytest.raises(ConfigError, match=r"--text said.tsv: not read when --asr transcribes the clips"):
+        run(text="said.tsv", asr={"model": "tiny-whisper"})
+    malformed = tmp_path / "words.tsv"
+    malformed.write_text("vidA_1\tgood\t0.5\n")
+    with pytest.raises(DataError, match=r"words.tsv, line 1: expected id<TAB>word<TAB>start<TAB>end"):
+        run(align="words", alignment=str(malformed))
+    assert not list(cache.glob("clip_features/*"))

@@ -44,17 +44,6 @@ BROKEN = "id10009/long/00002"
 
 
 @pytest.fixture(scope="module")
-def whisper_dir(tmp_path_factory) -> Path:
-    from msa_lightning.nn.pretrained import tiny_whisper
-
-    folder = tmp_path_factory.mktemp("tiny_whisper")
-    model, processor = tiny_whisper()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """The synthetic SKESL corpus (4 clips at 22.05 kHz, VoxCeleb ids) plus a 31 s flac at 8 kHz (two
     Whisper windows), a .wav that is not audio and an AAC .m4a."""

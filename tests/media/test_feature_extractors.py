@@ -68,11 +68,12 @@ def test_asr_transcripts_are_cached_per_clip(clips, tmp_path):
 
     store = Store(tmp_path)
     videos = {"tone": clips[0], "mute": clips[2]}
-    texts = transcribe_clips(videos, asr_settings("tiny-whisper", max_new_tokens=4), store)
+    found = transcribe_clips(videos, asr_settings("tiny-whisper", max_new_tokens=4), store)
+    texts = {i: meta["text"] for i, meta in found.items()}
     assert set(texts) == {"tone", "mute"} and all(isinstance(t, str) and "\n" not in t for t in texts.values())
     assert len(list(store.entries("clip_transcript"))) == 2
     assert (
-        transcribe_clips(videos, asr_settings("tiny-whisper", max_new_tokens=4), store) == texts
+        transcribe_clips(videos, asr_settings("tiny-whisper", max_new_tokens=4), store) == found
     )  # read back, not transcribed again
     assert np.all([e.meta["text"] in texts.values() for e in store.entries("clip_transcript")])
 

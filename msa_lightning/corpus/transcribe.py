@@ -378,7 +378,7 @@ class FasterWhisperTranscriber:
             "without_timestamps": True,
             "condition_on_previous_text": False,
             # CTranslate2's Whisper decodes at most min(L / 2, L - prompt) tokens for faster-whisper's L = prompt
-            # (4 tokens) + max_new_tokens (CTranslate2 issue 1856; openai-whisper's sample_len halves likewise):
+            # (4 tokens) + max_new_tokens (CTranslate2 GitHub #1856; openai-whisper's sample_len halves likewise):
             # asking 2N - 4 gives the N tokens asked, as transformers does, up to 224 (L <= 448 positions)
             "max_new_tokens": None if max_new_tokens is None else min(max(max_new_tokens, 2 * max_new_tokens - 4), 444),
         }

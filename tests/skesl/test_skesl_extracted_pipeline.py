@@ -1,4 +1,4 @@
-"""SKESL from raw videos (issue 17): ``msa pipeline`` extracts MOSI-like clips the pretraining way (librosa 33-d,
+"""SKESL from raw videos: ``msa pipeline`` extracts MOSI-like clips the pretraining way (librosa 33-d,
 OpenFace 709-d), pretrains, and fine-tunes from the pretraining checkpoint; the stages' feature sizes are
 checked before the first stage runs."""
 

@@ -7,6 +7,14 @@ cut to the training file's frame lengths, its text taken from ``--transcripts`` 
 tokenised as in training, and scored in one batch. A feature size that differs from the model's (another
 extractor) is one error naming both. The table gives each clip's score and its class by the dataset's metric
 family (:func:`~msa_lightning.metrics.msa.three_classes`); the CSV has the same columns.
+
+A model trained on raw clips (TwoStepMSA on :class:`~msa_lightning.data.raw.RawMediaDataModule`, or step 2 on
+:class:`~msa_lightning.papers.twostep.data.ExtractedFeaturesDataModule`) carries its DataModule's class and
+decoding settings instead (its ``state_dict``): that DataModule is rebuilt and serves the new videos as it served
+its clips (:meth:`~msa_lightning.data.raw.RawMediaDataModule.clips_dataset`: the same decoding, stream checks and
+tokenizer; step 2 runs its step-1 extractors over them), scored in batches of its ``eval_batch_size``. The
+model is rebuilt with its weights from the checkpoint alone (``inference_overrides``), so only the pretrained
+architectures' folders or cached hub names must still exist; a missing one is one error naming it.
 """
 
 from __future__ import annotations
@@ -45,16 +53,41 @@ def extraction_of(state: dict, ckpt: str) -> dict:
     return {k: manifest[k] for k in ("settings", "dataset", "audio_frames", "vision_frames") if k in manifest}
 
 
+def raw_media_of(state: dict) -> dict | None:
+    """The raw-clip DataModule a checkpoint carries (``class_path``, ``init_args``), or None."""
+    for value in state.values():
+        if isinstance(value, dict) and isinstance(value.get("raw_media"), dict):
+            return value["raw_media"]
+    return None
+
+
+def _import(class_path: str, default_module: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module or default_module), name)
+
+
 def load_model(path: str, state: dict):
-    """The LightningModule of a checkpoint, in eval mode on the CPU."""
+    """The LightningModule of a checkpoint, in eval mode on the CPU, rebuilt with the class's
+    ``inference_overrides`` (no weights read from anywhere but the checkpoint)."""
+    from msa_lightning.nn.pretrained import PretrainedNotAvailable
+
     class_path = checkpoint_class(path, state)
     if class_path is None:
         raise ConfigError(f"--ckpt {path}: the checkpoint does not say which model class saved it")
-    module, _, name = class_path.rpartition(".")
-    if not module:
-        module = "msa_lightning.papers.registry"
-    cls = getattr(importlib.import_module(module), name)
-    return cls.load_from_checkpoint(path, map_location="cpu").eval()
+    cls = _import(class_path, "msa_lightning.papers.registry")
+    overrides = getattr(cls, "inference_overrides", lambda hparams: {})(state.get("hyper_parameters") or {})
+    try:
+        return cls.load_from_checkpoint(path, map_location="cpu", **overrides).eval()
+    except Exception as err:  # LightningCLI's instantiation wraps the model's own error in a ValueError
+        cause = err
+        while cause is not None and not isinstance(cause, PretrainedNotAvailable):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise ConfigError(
+            f"--ckpt {path}: the model's architecture is built from its pretrained parts before the checkpoint's "
+            f"weights replace theirs, and one is missing: {cause}"
+        ) from None
 
 
 def check_dims(model, settings: dict, ckpt: str) -> None:
@@ -87,6 +120,19 @@ def video_texts(videos: list[Path], transcripts: str | None, asr: str | None, st
     return {i: "" for i in ids}
 
 
+def check_videos(videos: list[str]) -> list[Path]:
+    """The video files, each present, their stems (the clips' ids) distinct."""
+    files = [Path(v).expanduser() for v in videos]
+    for f in files:
+        if not f.is_file():
+            raise DataError(f"{f}: video not found")
+    stems = [f.stem for f in files]
+    if len(set(stems)) < len(stems):
+        twice = next(s for s in stems if stems.count(s) > 1)
+        raise ConfigError(f"two videos named {twice!r}: a video's id is its file stem (transcripts, CSVs, the table)")
+    return files
+
+
 def infer(
     videos: list[str],
     ckpt: str,
@@ -98,22 +144,64 @@ def infer(
     echo=print,
 ) -> list[dict]:
     """``msa infer`` (module docstring); returns the rows ``{"clip", "score", "class"}``."""
-    from msa_lightning.data.datamodule import tokenize_cached
-
     path = resolve_checkpoint(ckpt)
     state = read_checkpoint(path)
-    extraction = extraction_of(state, ckpt)
-    settings, family = extraction["settings"], extraction["dataset"]["metric_family"]
-    model = load_model(path, state)
-    check_dims(model, settings, ckpt)
-    files = [Path(v).expanduser() for v in videos]
-    for f in files:
-        if not f.is_file():
-            raise DataError(f"{f}: video not found")
-    stems = [f.stem for f in files]
-    if len(set(stems)) < len(stems):
-        twice = next(s for s in stems if stems.count(s) > 1)
-        raise ConfigError(f"two videos named {twice!r}: a video's id is its file stem (transcripts, CSVs, the table)")
+    raw = raw_media_of(state)
+    if raw is not None:
+        model = load_model(path, state)
+        files = check_videos(videos)
+        scores, texts, family = score_raw_clips(files, raw, model, transcripts, asr, cache_dir, echo)
+    else:
+        extraction = extraction_of(state, ckpt)
+        model = load_model(path, state)
+        check_dims(model, extraction["settings"], ckpt)
+        files = check_videos(videos)
+        scores, texts = score_features(files, extraction, model, ckpt, transcripts, asr, openface, cache_dir, echo)
+        family = extraction["dataset"]["metric_family"]
+    return report(files, scores, texts, family, out, echo)
+
+
+def score_raw_clips(
+    files: list[Path], raw: dict, model, transcripts: str | None, asr: str | None, cache_dir: str | None, echo
+) -> tuple[torch.Tensor, dict[str, str], str]:
+    """Scores of new videos for a model trained on raw clips: its DataModule rebuilt from the checkpoint serves
+    them (decoded, checked, tokenised as its training clips; step 2 through its extractors), batch by batch."""
+    from msa_lightning.store import DEFAULT_ROOT
+
+    cls = _import(raw["class_path"], "msa_lightning.data.raw")
+    root = cache_dir if cache_dir is not None else DEFAULT_ROOT
+    datamodule = cls(path=str(files[0].parent), cache_dir=root, **raw["init_args"])  # no release: new videos only
+    inputs = set(model.required_inputs) if getattr(model, "required_inputs", None) is not None else None
+    reads_text = inputs is None or "text_ids" in inputs or "text_feats" in inputs
+    store = Store(cache_dir)
+    texts = video_texts(files, transcripts, asr, store) if reads_text else {f.stem: "" for f in files}
+    if reads_text and not transcripts and not asr:
+        echo("no --transcripts or --asr: the texts are empty")
+    dataset = datamodule.clips_dataset(files, [texts[f.stem] for f in files], inputs)
+    size = datamodule.eval_batch_size
+    with torch.inference_mode():
+        scores = [
+            model(dataset.__getitems__(list(range(i, min(i + size, len(files)))))).M.float()
+            for i in range(0, len(files), size)
+        ]
+    return torch.cat(scores), texts, datamodule.spec.family
+
+
+def score_features(
+    files: list[Path],
+    extraction: dict,
+    model,
+    ckpt: str,
+    transcripts: str | None,
+    asr: str | None,
+    openface: str | None,
+    cache_dir: str | None,
+    echo,
+) -> tuple[torch.Tensor, dict[str, str]]:
+    """Scores of new videos for a model trained on a file of ``msa features extract``: extracted alike, one batch."""
+    from msa_lightning.data.datamodule import tokenize_cached
+
+    settings = extraction["settings"]
     if settings["vision"]["extractor"] == "openface" and openface is None:
         raise ConfigError(
             f"--ckpt {ckpt}: the model was trained on OpenFace {settings['vision']['layout']} CSVs; give the "
@@ -159,7 +247,11 @@ def infer(
         raw_text=[texts[i] for i in ids],
     )
     with torch.inference_mode():
-        scores = model(batch).M.float()
+        return model(batch).M.float(), texts
+
+
+def report(files: list[Path], scores: torch.Tensor, texts: dict[str, str], family: str, out: str | None, echo):
+    """The table (clip, score, class by the dataset's metric family) on stdout and the same rows as a CSV."""
     classes = three_classes(scores, family)
     rows = [
         {"clip": str(f), "score": float(s), "class": CLASS_NAMES[int(c)]}
@@ -175,8 +267,8 @@ def infer(
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["clip", "score", "class", "text"])
-            for r, i in zip(rows, ids):
-                writer.writerow([r["clip"], f"{r['score']:.6g}", r["class"], texts[i]])
+            for r, f in zip(rows, files):
+                writer.writerow([r["clip"], f"{r['score']:.6g}", r["class"], texts[f.stem]])
 
     atomic_write(target, write)
     echo(f"wrote {target}")

@@ -46,9 +46,11 @@ def extraction_of(state: dict, ckpt: str) -> dict:
     manifest = read_features_manifest(path) if path and Path(path).is_file() else None
     if manifest is None:
         raise ConfigError(
-            f"--ckpt {ckpt}: the model was not trained on a file of `msa features extract` (the checkpoint carries "
-            f"no extraction settings{f' and {path} has no manifest beside it' if path else ''}), so msa infer "
-            "cannot extract new videos the way its features were made"
+            f"--ckpt {ckpt}: the model was not trained on a file of `msa features extract` nor on raw clips (the "
+            f"checkpoint carries neither extraction nor decoding settings"
+            f"{f' and {path} has no manifest beside it' if path else ''}; a raw-clip run saved before msa infer "
+            "served them carries none either: fit it again), so msa infer cannot prepare new videos the way its "
+            "inputs were made"
         )
     return {k: manifest[k] for k in ("settings", "dataset", "audio_frames", "vision_frames") if k in manifest}
 

@@ -119,3 +119,17 @@ def test_a_missing_pretrained_folder_is_one_error(fitted, tmp_path):
     finally:
         shutil.move(moved, fitted["bert"])
     assert "--ckpt" in str(err.value) and not (tmp_path / "x.csv").exists()
+
+
+def test_a_checkpoint_without_extraction_or_decoding_settings_is_one_error(tmp_path):
+    """Neither a feature file's extraction nor a raw-clip DataModule in the checkpoint: one error saying so."""
+    import torch
+
+    from msa_lightning.errors import ConfigError
+    from msa_lightning.experiments.infer import infer
+
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "TwoStepMSA"}}, ckpt)
+    with pytest.raises(ConfigError, match="neither extraction nor decoding settings"):
+        infer([str(tmp_path / "a.mp4")], str(ckpt), str(tmp_path / "x.csv"), echo=lambda s: None)
+    assert not (tmp_path / "x.csv").exists()

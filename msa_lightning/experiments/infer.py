@@ -150,6 +150,11 @@ def infer(
     state = read_checkpoint(path)
     raw = raw_media_of(state)
     if raw is not None:
+        if openface is not None:
+            raise ConfigError(
+                f"--openface: the model of --ckpt {ckpt} was trained on raw clips ({raw['class_path']}), not on "
+                "OpenFace features; leave --openface out"
+            )
         model = load_model(path, state)
         files = check_videos(videos)
         scores, texts, family = score_raw_clips(files, raw, model, transcripts, asr, cache_dir, echo)

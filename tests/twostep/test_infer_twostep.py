@@ -104,18 +104,20 @@ def test_a_video_the_run_cannot_read_is_one_error(fitted, tmp_path, video, needl
     assert not (tmp_path / "scores.csv").exists()
 
 
-def test_a_missing_pretrained_folder_is_one_error(fitted, tmp_path):
-    """The checkpoint holds every weight, but the BERT architecture comes from its folder: gone, one error naming it."""
+def test_a_missing_pretrained_folder_or_openface_csvs_are_one_error(fitted, tmp_path):
+    """The checkpoint holds every weight, but the BERT architecture comes from its folder: gone, one error naming it.
+    OpenFace CSVs for a raw-clip model: refused, not ignored."""
     from msa_lightning.errors import ConfigError
     from msa_lightning.experiments.infer import infer
 
+    video, run, out = str(fitted["videos"] / "happy.mp4"), str(fitted["run"]), str(tmp_path / "x.csv")
+    with pytest.raises(ConfigError, match="--openface: the model of --ckpt .* was trained on raw clips"):
+        infer([video], run, out, openface=str(tmp_path))
     moved = fitted["root"] / "bert_moved"
     shutil.move(fitted["bert"], moved)
     try:
         with pytest.raises(ConfigError, match=str(fitted["bert"])) as err:
-            infer(
-                [str(fitted["videos"] / "happy.mp4")], str(fitted["run"]), str(tmp_path / "x.csv"), echo=lambda s: None
-            )
+            infer([video], run, out, echo=lambda s: None)
     finally:
         shutil.move(moved, fitted["bert"])
     assert "--ckpt" in str(err.value) and not (tmp_path / "x.csv").exists()

@@ -11,8 +11,9 @@ def add_parser(sub) -> None:
     p = add_command(
         sub,
         "infer",
-        help="score new videos with a trained model (features extracted as its training file's)",
-        description="Extract new videos' features exactly as the checkpoint's training file was extracted, "
+        help="score new videos with a trained model (features extracted, or clips decoded, as in its training)",
+        description="Extract new videos' features exactly as the checkpoint's training file was extracted (or, "
+        "for a model trained on raw clips such as TwoStepMSA, decode them as its DataModule decoded its clips), "
         "score them, print a table and write a CSV.",
     )
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (mp4, mov, mkv, avi, webm)")

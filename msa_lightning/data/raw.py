@@ -263,14 +263,15 @@ class RawMediaDataModule(SuiteDataModule):
 
     def _clip_inputs(self, video_id: str, clip_id: str) -> tuple[Path, Path | None, dict]:
         """The clip's file, its frame folder (with ``frames_dir``) and its store key inputs."""
-        path = self.clip_file(video_id, clip_id)
         s = self.decode_settings
+        folder = None if s["frames_dir"] is None else self.path / s["frames_dir"] / video_id / clip_id
+        return self._file_inputs(self.clip_file(video_id, clip_id), folder)
+
+    def _file_inputs(self, path: Path, folder: Path | None = None) -> tuple[Path, Path | None, dict]:
         if not path.is_file():
             raise DataError(f"{path}: clip file not found")
-        inputs = {"clip": self.store.content_hash(path), **s}
-        folder = None
-        if s["frames_dir"] is not None:
-            folder = self.path / s["frames_dir"] / video_id / clip_id
+        inputs = {"clip": self.store.content_hash(path), **self.decode_settings}
+        if folder is not None:
             if not folder.is_dir():
                 raise DataError(f"{folder}: frame folder not found")
             inputs["frame_files"] = [self.store.content_hash(f) for f in frame_images(folder)]
@@ -278,8 +279,34 @@ class RawMediaDataModule(SuiteDataModule):
 
     def decode(self, video_id: str, clip_id: str) -> Entry:
         """The decoded clip from the store, decoding it on first use."""
-        path, folder, inputs = self._clip_inputs(video_id, clip_id)
+        return self.decode_file(*self._clip_inputs(video_id, clip_id)[:2])
+
+    def decode_file(self, path: Path, folder: Path | None = None) -> Entry:
+        """Any video file decoded with this DataModule's settings (``msa infer`` decodes new videos so),
+        from the store, decoding it on first use."""
+        path, folder, inputs = self._file_inputs(Path(path), folder)
         return self.store.get_or_build("raw_media", inputs, lambda: _build_clip(path, self.decode_settings, folder))
+
+    def rebuild_args(self) -> dict:
+        """The ``__init__`` arguments that fix how a clip becomes a batch (decoding, tokenizer, dataset),
+        carried by checkpoints (:meth:`state_dict`) so ``msa infer`` decodes new videos the same way."""
+        s = self.decode_settings
+        return {
+            "dataset": self.spec.name,
+            "tokenizer": self.tokenizer_name,
+            "text_max_length": self.text_max_length,
+            "eval_batch_size": self.eval_batch_size,
+            **{k: s[k] for k in ("sample_rate", "fps", "size", "max_seconds", "crop", "frames_dir", "frames_fps")},
+        }
+
+    def state_dict(self) -> dict:
+        """What a checkpoint carries of the data (Lightning saves it with the model): this class and
+        :meth:`rebuild_args`, for ``msa infer``."""
+        cls = type(self)
+        return {"raw_media": {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self.rebuild_args()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: the settings are read from the checkpoint by ``msa infer``."""
 
     def _decode_in_parallel(self, clips: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Decode the clips missing from the store in ``decode_workers`` processes (each writes its own
@@ -405,16 +432,34 @@ class RawMediaDataModule(SuiteDataModule):
         self._load()
         inputs = self._resolve_inputs()
         self.check_streams(inputs)
-        wants_text = inputs is None or bool(set(TEXT_ID_FIELDS) & inputs)
         for split, part in self.splits.items():
-            text = (
-                tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)
-                if wants_text
-                else None
+            self.datasets[split] = self.split_dataset(part, inputs)
+
+    def split_dataset(self, part: dict, inputs: set[str] | None) -> Dataset:
+        """The dataset of one split (``entries``, ``ids``, ``raw_text``, ``labels``), its text tokenised if read."""
+        wants_text = inputs is None or bool(set(TEXT_ID_FIELDS) & inputs)
+        text = (
+            tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)
+            if wants_text
+            else None
+        )
+        return RawClipDataset(part["entries"], part["ids"], part["raw_text"], part["labels"], text, inputs)
+
+    def clips_dataset(self, files: list[Path], texts: list[str], inputs: set[str] | None) -> Dataset:
+        """New, unlabelled videos served as this DataModule serves its clips (``msa infer``): decoded with its
+        settings (:meth:`decode_file`), checked for the streams that ``inputs`` read (a missing one is a
+        DataError naming the file), their ``texts`` tokenised. The ids are the file stems."""
+        if self.decode_settings["frames_dir"] is not None:
+            raise ConfigError(
+                f"the model was trained on frames read from folders of face crops (data.init_args.frames_dir="
+                f"{self.decode_settings['frames_dir']!r}); msa infer reads a video's own frames: train on "
+                "face-cropped videos (or the crop hook) to score new videos"
             )
-            self.datasets[split] = RawClipDataset(
-                part["entries"], part["ids"], part["raw_text"], part["labels"], text, inputs
-            )
+        part = {"entries": [self.decode_file(f) for f in files], "ids": [f.stem for f in files], "raw_text": texts}
+        part["labels"] = {}
+        self.splits = {"infer": part}
+        self.check_streams(inputs)
+        return self.split_dataset(part, inputs)
 
     def check_streams(self, inputs: set[str] | None) -> None:
         """Every clip has the streams the batch fields ``inputs`` come from (None: all): an audio-only model

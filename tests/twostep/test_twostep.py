@@ -442,6 +442,14 @@ def test_shipped_configs_fit_on_tiny_clips(config, extra, raw, tmp_path):
     for key in ("regime", "fusion", "modalities", "lr", "extractor_lr", "step1_modality"):
         if key in given:
             assert cli.model.hparams[key] == given[key], key
+    # msa infer on the run's checkpoint (the subprocess and its errors: test_infer_twostep): clips decoded as
+    # the run's DataModule decodes them (step 2: through its extractors), scored in batches of eval_batch_size
+    from msa_lightning.experiments.infer import infer
+
+    clips = {f.stem: f for f in sorted(Path(path, "Raw").glob("*/*.mp4"))}
+    videos = [str(f) for f in list(clips.values())[:3]]
+    rows = infer(videos, str(next((tmp_path / "ckpt").glob("*.ckpt"))), str(tmp_path / "infer.csv"), echo=print)
+    assert [r["clip"] for r in rows] == videos and all(np.isfinite(r["score"]) for r in rows)
 
 
 # ------------------------------------------------------------------------------------------- the two quirks

@@ -212,7 +212,7 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
                 f"data.init_args.extract_batch_size: expected an integer >= 1, found {extract_batch_size!r}"
             )
         self.text_model, self.audio_model = text_model, audio_model
-        self.video_arch, self.video_checkpoint = video_arch, video_checkpoint
+        self.video_arch, self.video_checkpoint, self.video_random_init = video_arch, video_checkpoint, video_random_init
         self.step1_checkpoints = {m: c for m, c in sources.items() if c != PRETRAINED}
         self.extract_batch_size, self.extract_device = extract_batch_size, extract_device
         self._extractors: dict[str, torch.nn.Module] | None = None
@@ -244,15 +244,29 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.extract_device)
 
+    def rebuild_args(self) -> dict:
+        """:meth:`RawMediaDataModule.rebuild_args` and the extractors (their step-1 weights by checkpoint)."""
+        args = {k: v for k, v in super().rebuild_args().items() if k != "tokenizer"}  # it follows text_model
+        return {
+            **args,
+            "text_model": self.text_model,
+            "audio_model": self.audio_model,
+            "video_arch": self.video_arch,
+            "video_checkpoint": self.video_checkpoint,
+            "step1_checkpoints": {m: self.step1_checkpoints.get(m, PRETRAINED) for m in EXTRACTOR_NAMES},
+            "video_random_init": self.video_random_init,
+            "extract_batch_size": self.extract_batch_size,
+        }
+
     @torch.no_grad()
-    def _extract(self, split: str) -> dict[str, np.ndarray]:
-        """Every clip of ``split`` through the three extractors, in batches of clips of similar length
-        (HuBERT-base normalises over the padded batch and Swin's windows see padding positions, so
-        little padding keeps each clip's features close to what it gives alone)."""
+    def extract(self, part: dict) -> dict[str, np.ndarray]:
+        """Every clip of ``part`` (a split: ``entries``, ``ids``, ``raw_text``, ``labels``) through the three
+        extractors, in batches of clips of similar length (HuBERT-base normalises over the padded batch and
+        Swin's windows see padding positions, so little padding keeps each clip's features close to what it
+        gives alone). ``msa infer`` runs new videos through it too."""
         extractors, device = self.extractors(), self._device()
         for module in extractors.values():
             module.to(device).eval()
-        part = self.splits[split]
         raw = RawClipDataset(
             part["entries"],
             part["ids"],
@@ -303,7 +317,7 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
             "extractors": self._fingerprints,
         }
         entry = self.store.get_or_build(
-            "frozen_features", inputs, lambda: (self._extract(split), {"split": split, "source": str(self.path)})
+            "frozen_features", inputs, lambda: (self.extract(part), {"split": split, "source": str(self.path)})
         )
         log.info("%s/%s: frozen extractor outputs from %s", self.path, split, entry.path)
         return entry.arrays()
@@ -315,11 +329,21 @@ class ExtractedFeaturesDataModule(RawMediaDataModule):
         self.check_streams(None)  # the three extractors read every stream
         for split, part in self.splits.items():
             self.features[split] = self._features(split)
-            tokens = tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)
-            self.datasets[split] = FeatureClipDataset(
-                self.features[split], part["ids"], part["raw_text"], part["labels"], tokens
-            )
+            self.datasets[split] = self.split_dataset(part, None, self.features[split])
         self._extractors = None  # not needed once the outputs are stored: free their (GPU) memory
+
+    def split_dataset(
+        self, part: dict, inputs: set[str] | None, features: dict[str, np.ndarray] | None = None
+    ) -> FeatureClipDataset:
+        """The extractor outputs of one split (``features``, else extracted now: ``msa infer``'s new videos)."""
+        tokens = tokenize_cached(part["raw_text"], self.tokenizer_name, self.text_max_length, self.store.root)
+        features = self.extract(part) if features is None else features
+        return FeatureClipDataset(features, part["ids"], part["raw_text"], part["labels"], tokens)
+
+    def clips_dataset(self, files: list[Path], texts: list[str], inputs: set[str] | None) -> FeatureClipDataset:
+        """New videos through the step-1 extractors (:meth:`RawMediaDataModule.clips_dataset`): all three run,
+        so every stream is needed."""
+        return super().clips_dataset(files, texts, None)
 
     def prepare_data(self) -> None:
         super().prepare_data()

@@ -154,6 +154,22 @@ class TwoStepMSA(MSARegressionModule):
         if "V" in extractors and sources.get("vision", PRETRAINED) == PRETRAINED:
             check_video_weights(c.video_arch, c.video_checkpoint, c.video_random_init, _key("video_checkpoint"), log)
 
+    @classmethod
+    def inference_overrides(cls, hparams: dict) -> dict:
+        """Hyper-parameters that rebuild a saved model without reading weights that its checkpoint holds anyway
+        (``msa infer``): the step-1 checkpoints of a raw step 2 and the Video Swin weights file (the state dict
+        loaded after building replaces them, strictly). Only the pretrained configs remain needed (the text and
+        audio models' folders or cached hub names) to build the architecture."""
+        overrides = {}
+        given = hparams.get("step1_checkpoints") or {}
+        if given:
+            from msa_lightning.papers.twostep.data import PRETRAINED
+
+            overrides["step1_checkpoints"] = {name: PRETRAINED for name in given}
+        if hparams.get("video_checkpoint") and hparams.get("video_arch", "swin3d_t") != "auto":
+            overrides.update(video_checkpoint=None, video_random_init=True)
+        return overrides
+
     # ------------------------------------------------------------------ what the regime needs
     @property
     def regime(self) -> str:

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Re-executes the example notebooks in place with tiny sizes (1-2 epochs, two seeds; each in a fresh temporary
+# folder), so the committed notebooks carry the outputs of one run. Takes a few minutes on a laptop CPU.
+#   bash scripts/run_notebooks.sh                 # all of notebooks/*.ipynb
+#   bash scripts/run_notebooks.sh swrm.ipynb      # some of them
+# Needs the dev extras (nbclient, nbformat, ipykernel) in the active environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec python -m msa_lightning.experiments.notebooks "$@"

@@ -86,9 +86,9 @@ def _without_machine_paths(nb, workdir: Path) -> None:
         for output in cell.get("outputs", []):
             if "text" in output:
                 output["text"] = clean(output["text"])
-            for kind in ("text/plain", "text/markdown"):
-                if kind in output.get("data", {}):
-                    output["data"][kind] = clean(output["data"][kind])
+            for kind, value in output.get("data", {}).items():
+                if not kind.startswith("image/"):  # text, Markdown, HTML (rich's tables)
+                    output["data"][kind] = clean(value)
 
 
 def store_executed(name: str) -> float:

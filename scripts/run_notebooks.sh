@@ -7,4 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec python -m msa_lightning.experiments.notebooks "$@"
+exec python - "$@" <<'PY'
+import logging, sys
+from msa_lightning.errors import MSAError
+from msa_lightning.experiments.notebooks import store_executed
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+try:
+    store_executed(sys.argv[1:])
+except MSAError as error:
+    sys.exit(f"run_notebooks: error: {error}")
+PY

@@ -1,23 +1,27 @@
 """Executes the example notebooks (``notebooks/*.ipynb``) top to bottom, as a user would, with tiny sizes.
 
-``python -m msa_lightning.experiments.notebooks [NAME ...]`` (or ``bash scripts/run_notebooks.sh``) re-executes them
-in place, each in a fresh temporary folder, so the committed notebooks hold the outputs of one tiny run: every code
-cell's output, each paper notebook ending with its paper's table (``msa report --paper``). Machine-specific paths in
-the outputs (that folder, the checkout, the Python environment) are replaced by ``<workdir>``, ``<repo>`` and
-``<python>``. The tests run :func:`execute_notebook` on some of them with their own settings. Needs the ``dev`` extras
-(nbclient, nbformat, ipykernel).
+``bash scripts/run_notebooks.sh [NAME ...]`` (:func:`store_executed`) re-executes them in place, each in a fresh
+temporary folder, so the committed notebooks hold the outputs of one tiny run: every code cell's output, each paper
+notebook ending with its paper's table (``msa report --paper``). Machine-specific paths in the outputs (that folder,
+the checkout, the Python environment) are replaced by ``<workdir>``, ``<repo>`` and ``<python>``. The tests run
+:func:`execute_notebook` on some of them with their own settings. Needs the ``dev`` extras (nbclient, nbformat,
+ipykernel).
 """
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Sequence
 
+from msa_lightning.errors import MSAError
+
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 
@@ -91,34 +95,25 @@ def _without_machine_paths(nb, workdir: Path) -> None:
                     output["data"][kind] = clean(value)
 
 
-def store_executed(name: str) -> float:
-    """Execute ``notebooks/<name>`` with its :data:`TINY` settings in a fresh folder and write it back with its
-    outputs (figures inline); returns the seconds it took."""
+def store_executed(names: Sequence[str] = ()) -> dict[str, float]:
+    """Execute each of ``names`` (default: every notebook of :data:`TINY`) with its tiny settings in a fresh folder
+    and write it back with its outputs (figures inline); returns the seconds each took. An unknown name is an
+    MSAError before anything runs."""
     import nbformat
 
-    settings = {f"MSA_NOTEBOOK_{key}": value for key, value in TINY[name].items()}
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="msa_notebook_") as folder:
-        nb = execute_notebook(name, Path(folder), settings, plots="module://matplotlib_inline.backend_inline")
-        _without_machine_paths(nb, Path(folder))
-    nbformat.write(nb, NOTEBOOKS / name)
-    return time.perf_counter() - start
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m msa_lightning.experiments.notebooks",
-        description="re-execute the example notebooks in place with tiny settings (their outputs are committed)",
-    )
-    parser.add_argument("names", nargs="*", help=f"notebooks to run (default: all of {', '.join(TINY)})")
-    names = parser.parse_args(argv).names or list(TINY)
+    names = list(names) or list(TINY)
     unknown = [n for n in names if n not in TINY]
     if unknown:
-        parser.error(f"unknown notebook(s) {', '.join(unknown)}: expected some of {', '.join(TINY)}")
+        raise MSAError(f"unknown notebook(s) {', '.join(unknown)}: expected some of {', '.join(TINY)}")
+    seconds = {}
     for name in names:
-        print(f"{name}: executing", file=sys.stderr, flush=True)
-        print(f"{name}: stored executed ({store_executed(name):.0f} s)", file=sys.stderr, flush=True)
-
-
-if __name__ == "__main__":
-    main()
+        log.info("%s: executing", name)
+        settings = {f"MSA_NOTEBOOK_{key}": value for key, value in TINY[name].items()}
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="msa_notebook_") as folder:
+            nb = execute_notebook(name, Path(folder), settings, plots="module://matplotlib_inline.backend_inline")
+            _without_machine_paths(nb, Path(folder))
+        nbformat.write(nb, NOTEBOOKS / name)
+        seconds[name] = time.perf_counter() - start
+        log.info("%s: stored executed (%.0f s)", name, seconds[name])
+    return seconds

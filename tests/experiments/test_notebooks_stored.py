@@ -5,6 +5,7 @@ paper's tests)."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from conftest import REPO
@@ -34,3 +35,15 @@ def test_paper_notebook_is_stored_executed_and_ends_with_its_table(paper):
     after = nb["cells"][nb["cells"].index(code[-1]) + 1 :]
     assert any(c["cell_type"] == "markdown" and "say nothing about the quality" in "".join(c["source"]) for c in after)
     assert not any(str(REPO) in _text(o) for o in outputs), "an output names the checkout's path"
+
+
+def test_run_notebooks_refuses_an_unknown_name():
+    """`bash scripts/run_notebooks.sh NAME`: a name it does not know is one error line, before any kernel starts."""
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "run_notebooks.sh"), "nope.ipynb"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "run_notebooks: error: unknown notebook(s) nope.ipynb: expected some of quickstart.ipynb, "
+        "custom_dataset.ipynb, skesl.ipynb, fmlmsn.ipynb, twostep.ipynb, swrm.ipynb, hybrid_shift.ipynb"
+    ]

@@ -1,5 +1,5 @@
 """notebooks/hybrid_shift.ipynb runs top to bottom: synthetic word-aligned MOSI through `msa data synth --aligned`,
-the ablation fragments listed and one trained (`msa fit` with two configs), then `msa seeds` of the shipped config
+the ablation fragments listed with what they set, then `msa seeds` of the shipped config
 (one seed here, tiny) and `msa report --paper hybrid_shift --table I` with our row filled."""
 
 import pytest
@@ -18,7 +18,6 @@ def test_hybrid_shift_notebook_executes(tmp_path):
     )
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "no_modules.yaml    use_msg_t=False, use_msg_a=False, use_msg_v=False, use_mba=False" in printed
-    assert list((tmp_path / "runs" / "no_modules").rglob("last.ckpt"))  # the ablation trained
     assert "shift_t" in printed  # the per-seed table of msa seeds: the shifts' sizes beside the metrics
     table = nb.cells[-2].outputs[-1]["data"]["text/markdown"]
     assert table.startswith("Lin and Hu, Dynamically Shifting Multimodal Representations") and "Table I:" in table

@@ -112,26 +112,14 @@ def msa_in_process(capsys, *args, cwd: Path | None = None, env: dict | None = No
 
 
 def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout: int = 300):
-    """Run ``notebooks/<name>`` top to bottom in ``workdir`` as a user would (nbclient, a python3 kernel), with the
-    notebook's ``MSA_NOTEBOOK_*`` settings, a headless plot backend, no hub and one thread (tiny ops: one thread
-    beats two on a shared 2-core machine); returns the executed notebook."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    env = {
-        "MSA_NOTEBOOK_DIR": str(workdir),
-        "MPLBACKEND": "Agg",
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        **settings,
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-        nbclient.NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
-        ).execute()
-    return nb
+    """Run ``notebooks/<name>`` top to bottom in ``workdir`` as a user would (nbclient, a python3 kernel, figures
+    saved, not shown), with the notebook's ``MSA_NOTEBOOK_*`` settings; returns the executed notebook
+    (:func:`msa_lightning.experiments.notebooks.execute_notebook`, which also stores them executed)."""
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
+    from msa_lightning.experiments.notebooks import execute_notebook as execute
+
+    return execute(name, workdir, settings, timeout=timeout)
 
 
 def run_msa(*args: str, cache: Path | None = None, **kwargs) -> subprocess.CompletedProcess:

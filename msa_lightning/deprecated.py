@@ -41,7 +41,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "msa_lightning.models.fmlmsn": ("msa_lightning.papers.fmlmsn.module", "msa_lightning.papers.fmlmsn.net"),
     "msa_lightning.models.twostep": ("msa_lightning.papers.twostep.module", "msa_lightning.papers.twostep.net"),
     "msa_lightning.nn.hybrid_shift": ("msa_lightning.papers.hybrid_shift.net",),
-    "msa_lightning.nn.split_transformer": ("msa_lightning.papers.hybrid_shift.split_transformer",),
+    "msa_lightning.papers.hybrid_shift.split_transformer": ("msa_lightning.nn.split_transformer",),
     "msa_lightning.data.sentiment_positions": ("msa_lightning.papers.swrm.positions",),
     "msa_lightning.data.mosi_asr": ("msa_lightning.papers.swrm.data",),
     "msa_lightning.data.asr": ("msa_lightning.data.transcripts",),

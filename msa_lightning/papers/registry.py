@@ -8,7 +8,7 @@ from msa_lightning.data.datamodule import (
     SIMSDataModule,
 )
 from msa_lightning.data.raw import RawMediaDataModule
-from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, TFNModule
+from msa_lightning.papers.baselines.module import BertLSTMModule, LFDNNModule, MAGBERTModule, TFNModule
 from msa_lightning.papers.fmlmsn.data import (
     StageFeaturesDataModule,
     TextFeaturesDataModule,
@@ -31,6 +31,7 @@ MODELS = (
     LFDNNModule,
     TFNModule,
     BertLSTMModule,
+    MAGBERTModule,
     SelfMMModule,
     SWRMModule,
     HybridShiftModule,

@@ -22,6 +22,7 @@ from msa_lightning.data.reader import read_feature_file
 from msa_lightning.experiments.lightning_cli import make_cli
 from msa_lightning.metrics import compute_msa_metrics
 from msa_lightning.nn.pretrained import load_model
+from msa_lightning.nn.split_transformer import SplitTransformer
 from msa_lightning.papers.hybrid_shift.config import HybridShiftConfig
 from msa_lightning.papers.hybrid_shift.module import HybridShiftModule
 from msa_lightning.papers.hybrid_shift.net import (
@@ -33,7 +34,6 @@ from msa_lightning.papers.hybrid_shift.net import (
     shifting_huber_loss,
 )
 from msa_lightning.papers.hybrid_shift.plots import tsne
-from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT_MODELS = ["tiny-bert", "tiny-xlnet"]

@@ -82,3 +82,41 @@ class BertLSTMConfig(NetConfig):
     vision_hidden: int = 32
     fusion_dim: int = 128
     dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class MAGBERTConfig(NetConfig):
+    """MAG-BERT's hyper-parameters (Rahman et al., ACL 2020; defaults: the authors' released driver).
+
+    Args:
+        audio_dim: acoustic feature size; ``None`` = from the data.
+        vision_dim: visual feature size; ``None`` = from the data.
+        text_model: BERT name or path (``tiny-bert`` for tests).
+        injection_layer: BERT layers before the Multimodal Adaptation Gate: ``0`` = right after the embedding
+            layer (the released code and the paper's best position), up to the number of layers.
+        beta_shift: ``beta`` of Eq. 5, the largest displacement relative to ``||Z||``.
+        dropout: dropout after the gate's LayerNorm (the released ``dropout_prob``).
+        head_dropout: dropout on the pooled ``[CLS]`` before the regression layer (BERT's
+            ``hidden_dropout_prob`` in ``BertForSequenceClassification``).
+        modalities: the nonverbal streams the gate reads: ``av`` (the paper), ``a`` or ``v`` (ablations).
+        finetune_text: train BERT's weights (the paper fine-tunes the whole model).
+    """
+
+    audio_dim: int | None = None
+    vision_dim: int | None = None
+    text_model: str = "bert-base-uncased"
+    injection_layer: int = 0
+    beta_shift: float = 1.0
+    dropout: float = 0.5
+    head_dropout: float = 0.1
+    modalities: str = "av"
+    finetune_text: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.modalities not in ("av", "a", "v"):
+            self.fail("modalities", "'av', 'a' or 'v'")
+        if not self.beta_shift > 0:
+            self.fail("beta_shift", "a positive number")
+        if self.injection_layer < 0:
+            self.fail("injection_layer", "0 (right after the embeddings) or more")

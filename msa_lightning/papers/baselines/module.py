@@ -1,4 +1,4 @@
-"""First baselines: LF-DNN, TFN and a BERT + LSTM late-fusion model.
+"""Baselines: LF-DNN, TFN, a BERT + LSTM late-fusion model and MAG-BERT.
 
 They prove the pipeline end to end and are the comparison rows of the papers' tables. Each is a
 pure ``nn.Module`` (buildable and testable alone) wrapped by a thin LightningModule.
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, TFNConfig
-from msa_lightning.papers.baselines.net import LFDNN, TFN, BertLSTM
+from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, MAGBERTConfig, TFNConfig
+from msa_lightning.papers.baselines.net import LFDNN, MAGBERT, TFN, BertLSTM
 from msa_lightning.training.module import FRAME_INPUTS, MSARegressionModule, base_args
 
 
@@ -89,6 +89,25 @@ class BertLSTMModule(_BaselineModule):
     @property
     def required_inputs(self) -> set[str]:
         return set(FRAME_INPUTS)
+
+
+class MAGBERTModule(_BaselineModule):
+    """MAG-BERT baseline (:class:`MAGBERT`; network arguments: :class:`MAGBERTConfig`), a row of TwoStepMSA's,
+    HybridShift's and SKESL's tables; the BERT parameters get ``encoder_lr``. Optimiser of the released code:
+    ``configs/baselines/mag_bert_*.yaml``."""
+
+    encoder_prefix = "net.text.model"
+
+    def make_config(self, **net) -> MAGBERTConfig:
+        return MAGBERTConfig(**net)
+
+    def build_net(self) -> MAGBERT:
+        return MAGBERT(self.config)
+
+    @property
+    def required_inputs(self) -> set[str]:
+        streams = {"a": "audio", "v": "vision"}
+        return {"text_ids", "text_mask", "text_segment"} | {streams[m] for m in self.config.modalities}
 
 
 NONVERBAL_INPUTS = frozenset({"audio", "audio_lengths", "vision", "vision_lengths"})

@@ -7,14 +7,15 @@ import torch
 from torch import nn
 
 from msa_lightning.batch import MSABatch
-from msa_lightning.errors import DataError
+from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.nn.fusion import tensor_fusion
 from msa_lightning.nn.masking import lengths_to_mask, masked_mean
-from msa_lightning.nn.pretrained import BERT_VOCAB_SIZE
+from msa_lightning.nn.pretrained import BERT_VOCAB_SIZE, freeze, load_model
 from msa_lightning.nn.rnn import SequenceEncoder
+from msa_lightning.nn.split_transformer import SplitTransformer
 from msa_lightning.nn.text_encoder import TextEncoder
 from msa_lightning.output import MSAOutput
-from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, TFNConfig
+from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, MAGBERTConfig, TFNConfig
 
 
 class TextFeaturizer(nn.Module):
@@ -133,3 +134,86 @@ class BertLSTM(nn.Module):
         _, vision = self.vision_rnn(batch.vision, batch.vision_lengths)
         h = torch.cat([text, audio, vision], dim=-1)
         return MSAOutput(M=self.head(h).squeeze(-1), features={"fusion": h})
+
+
+class MultimodalAdaptationGate(nn.Module):
+    """The Multimodal Adaptation Gate of MAG-BERT (Rahman et al., ACL 2020, Section 3), per token ``i``:
+
+    * gates ``g_a = ReLU(W_ga [Z; A] + b_a)``, ``g_v = ReLU(W_gv [Z; V] + b_v)`` (Eqs. 1-2);
+    * displacement ``H = g_a * (W_a A) + g_v * (W_v V) + b_H`` (Eq. 3; ``b_H`` is the sum of the projections'
+      biases, as in the released code);
+    * ``Z' = Z + alpha H`` with ``alpha = min(||Z|| / ||H|| * beta, 1)`` (Eqs. 4-5): the shift is at most
+      ``beta`` times the text state's norm; then LayerNorm and dropout, as the released code does.
+
+    ``modalities`` (``"av"``, ``"a"``, ``"v"``) chooses the streams; a left-out one adds nothing to ``H``.
+    """
+
+    def __init__(
+        self,
+        hidden: int,
+        dims: dict[str, int],
+        beta_shift: float,
+        dropout: float,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.gate = nn.ModuleDict({m: nn.Linear(dim + hidden, hidden) for m, dim in dims.items()})
+        self.project = nn.ModuleDict({m: nn.Linear(dim, hidden) for m, dim in dims.items()})
+        self.beta_shift, self.eps = beta_shift, eps
+        self.norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def displacement(self, z: torch.Tensor, streams: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``H`` of Eq. 3 from the gates of Eqs. 1-2: ``[B, L, hidden]``."""
+        return sum(torch.relu(self.gate[m](torch.cat([z, x], dim=-1))) * self.project[m](x) for m, x in streams.items())
+
+    def shift_scale(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``alpha`` of Eq. 5 per token, ``[B, L, 1]`` (``H = 0`` gives 1, and no shift)."""
+        alpha = z.norm(dim=-1) / (h.norm(dim=-1) + self.eps) * self.beta_shift
+        return alpha.clamp(max=1.0).unsqueeze(-1)
+
+    def forward(self, z: torch.Tensor, streams: dict[str, torch.Tensor]) -> torch.Tensor:
+        h = self.displacement(z, streams)
+        return self.dropout(self.norm(z + self.shift_scale(z, h) * h))
+
+
+class MAGBERT(nn.Module):
+    """MAG-BERT (hyper-parameters: :class:`~msa_lightning.papers.baselines.config.MAGBERTConfig`): BERT whose
+    states after ``injection_layer`` layers are shifted by the :class:`MultimodalAdaptationGate`, then the rest
+    of BERT, its pooler on ``[CLS]``, dropout and one linear layer to the score (``BertForSequenceClassification``
+    with one label, as the released code).
+
+    The gate reads word-aligned frames, one per token position (the field's ``aligned_50`` files, or
+    ``msa features extract --align words``); frames at padded positions are zeroed.
+    """
+
+    def __init__(self, config: MAGBERTConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        model = load_model(c.text_model)
+        if not c.finetune_text:
+            freeze(model)
+        self.text = SplitTransformer(model, c.injection_layer)
+        dims = {m: d for m, d in (("a", c.audio_dim), ("v", c.vision_dim)) if m in c.modalities}
+        self.mag = MultimodalAdaptationGate(self.text.hidden_size, dims, c.beta_shift, c.dropout)
+        self.head_dropout = nn.Dropout(c.head_dropout)
+        self.head = nn.Linear(self.text.hidden_size, 1)
+
+    def forward(self, batch: MSABatch) -> MSAOutput:
+        z, context = self.text.lower(batch.text_ids, batch.text_mask, batch.text_segment)
+        keep = batch.text_mask[..., None].to(z.dtype)
+        streams = {}
+        for m, name, frames in (("a", "audio", batch.audio), ("v", "vision", batch.vision)):
+            if m not in self.config.modalities:
+                continue
+            if frames.shape[1] != z.shape[1]:
+                raise ConfigError(
+                    f"MAG-BERT needs word-aligned features, one {name} frame per text position, but the data has "
+                    f"{frames.shape[1]} {name} frames for {z.shape[1]} text positions: use the aligned file "
+                    "(data.init_args.aligned: true, the field's aligned_50.pkl) or `msa features extract --align words`"
+                )
+            streams[m] = frames.to(z.dtype) * keep
+        states = self.text.upper(self.mag(z, streams), context)
+        pooler = getattr(self.text.model, "pooler", None)  # BERT's tanh layer on [CLS]; absent: [CLS] as is
+        pooled = pooler(states) if pooler is not None else states[:, 0]
+        return MSAOutput(M=self.head(self.head_dropout(pooled)).squeeze(-1), features={"fusion": pooled})

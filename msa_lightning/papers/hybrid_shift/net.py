@@ -42,9 +42,9 @@ from msa_lightning.batch import MODALITIES, MSABatch
 from msa_lightning.nn.masking import first_valid, gather_positions, lengths_to_mask
 from msa_lightning.nn.pretrained import TINY_MODELS, freeze, load_model
 from msa_lightning.nn.rnn import SequenceEncoder
+from msa_lightning.nn.split_transformer import SplitTransformer
 from msa_lightning.output import MSAOutput
 from msa_lightning.papers.hybrid_shift.config import HybridShiftConfig
-from msa_lightning.papers.hybrid_shift.split_transformer import SplitTransformer
 
 log = logging.getLogger(__name__)
 

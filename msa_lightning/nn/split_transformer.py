@@ -2,7 +2,8 @@
 
 HybridShift (Lin & Hu, TMM 2024, Sec. III-B) shifts the *syntactic-level* text states ``F_t`` (the
 output of the embeddings and the first ``i`` layers) with MSG-T and feeds the shifted states through
-the remaining ``N - i`` layers to get the *semantic-level* ``M_t*``. :class:`SplitTransformer` gives
+the remaining ``N - i`` layers to get the *semantic-level* ``M_t*``; MAG-BERT (Rahman et al., ACL 2020) adds
+its multimodal displacement to the states after layer ``i`` the same way. :class:`SplitTransformer` gives
 
 * :meth:`SplitTransformer.lower` — embeddings + layers ``[0, i)``: ``(F_t [B, L, H], context)``;
 * :meth:`SplitTransformer.upper` — layers ``[i, N)`` on (possibly shifted) states ``[B, L, H]``;
@@ -13,7 +14,7 @@ format the model's attention implementation expects (eager, SDPA, ...); for XLNe
 masks derived from ``attention_mask`` (any padding side: XLNet's tokenizer pads on the *left*),
 the segment matrix, and the relative positional encoding (which depends only on the sequence
 length, so it is the same before and after the split). ``upper(lower(x))`` therefore equals the
-unsplit model's ``last_hidden_state`` for every split point, which ``tests/test_hybrid_shift.py``
+unsplit model's ``last_hidden_state`` for every split point, which ``tests/hybrid_shift/test_hybrid_shift.py``
 checks for BERT and XLNet with padding present.
 
 ``split_layer`` counts from the embeddings: ``0`` splits right after the embedding layer, ``N``

@@ -99,12 +99,12 @@ def store_executed(names: Sequence[str] = ()) -> dict[str, float]:
     """Execute each of ``names`` (default: every notebook of :data:`TINY`) with its tiny settings in a fresh folder
     and write it back with its outputs (figures inline); returns the seconds each took. An unknown name is an
     MSAError before anything runs."""
-    import nbformat
-
     names = list(names) or list(TINY)
     unknown = [n for n in names if n not in TINY]
     if unknown:
         raise MSAError(f"unknown notebook(s) {', '.join(unknown)}: expected some of {', '.join(TINY)}")
+    import nbformat
+
     seconds = {}
     for name in names:
         log.info("%s: executing", name)

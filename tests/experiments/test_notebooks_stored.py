@@ -5,7 +5,10 @@ paper's tests)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -40,7 +43,12 @@ def test_paper_notebook_is_stored_executed_and_ends_with_its_table(paper):
 def test_run_notebooks_refuses_an_unknown_name():
     """`bash scripts/run_notebooks.sh NAME`: a name it does not know is one error line, before any kernel starts."""
     proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "run_notebooks.sh"), "nope.ipynb"], capture_output=True, text=True, timeout=120
+        ["bash", str(REPO / "scripts" / "run_notebooks.sh"), "nope.ipynb"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        # the script runs the `python` of the active environment: this one's, as after `source .venv/bin/activate`
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == [

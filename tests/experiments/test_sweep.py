@@ -51,6 +51,15 @@ def _sigint_pending(pid: int) -> bool:
     return bool(pending & (1 << (signal.SIGINT - 1)))
 
 
+def _trial_pid(out: Path, index: int) -> int | None:
+    """The process id of the sweep's trial ``index`` once the runner has started it (None before)."""
+    try:
+        trials = json.loads((out / "sweep.json").read_text())["trials"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+    return trials[index].get("pid") if len(trials) > index else None
+
+
 def _history_epochs(folder: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (folder / "history.jsonl").read_text().splitlines()]
 
@@ -72,11 +81,16 @@ def sweep_calls(synthetic_mosi, cache_dir, tmp_path_factory):
         stderr=subprocess.PIPE,
         text=True,
     )
-    third = out / "trial-0003"
-    _wait_for(lambda: (third / "history.jsonl").is_file() and (third / "history.jsonl").read_text().strip())
-    # the trial is paused after its first validation, so that the Ctrl-C surely comes before its last epoch ends
-    pid = json.loads((out / "sweep.json").read_text())["trials"][2]["pid"]
+    history = out / "trial-0003" / "history.jsonl"
+    _wait_for(lambda: _trial_pid(out, 2) is not None)
+    pid = _trial_pid(out, 2)
+    # the trial runs in steps of 20 ms while paused in between, until it has validated (and checkpointed) once: it
+    # cannot run its remaining epochs within one step, so the Ctrl-C surely comes before its last epoch ends
     os.kill(pid, signal.SIGSTOP)
+    while not (history.is_file() and history.read_text().strip()):
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+        os.kill(pid, signal.SIGSTOP)
     proc.send_signal(signal.SIGINT)  # Ctrl-C of the runner: it asks the trial once to save and stop
     _wait_for(lambda: _sigint_pending(pid))  # the runner has passed it on to the paused trial
     os.kill(pid, signal.SIGCONT)

@@ -16,7 +16,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.errors import ConfigError
-from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, TFNConfig
+from msa_lightning.papers.baselines.config import BertLSTMConfig, LFDNNConfig, MAGBERTConfig, TFNConfig
 from msa_lightning.papers.fmlmsn.config import FmlMSNMetaConfig, FmlMSNStageConfig
 from msa_lightning.papers.hybrid_shift.config import HybridShiftConfig
 from msa_lightning.papers.registry import MODELS
@@ -30,6 +30,7 @@ CONFIGS = {
     "LFDNNModule": LFDNNConfig,
     "TFNModule": TFNConfig,
     "BertLSTMModule": BertLSTMConfig,
+    "MAGBERTModule": MAGBERTConfig,
     "SelfMMModule": SelfMMConfig,
     "SWRMModule": SWRMConfig,
     "HybridShiftModule": HybridShiftConfig,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REPO, assert_one_line_error, run_msa
+from conftest import REPO, assert_one_line_error, msa_in_process, run_msa
 
 from msa_lightning.batch import MSABatch
 from msa_lightning.nn.pretrained import load_model
@@ -72,7 +72,7 @@ def test_from_a_saved_folder_any_injection_layer(bert_folder):
 
 @pytest.mark.slow
 def test_msa_fit_of_the_shipped_config_and_unaligned_data(
-    bert_folder, synthetic_mosi_aligned, synthetic_mosi, cache_dir, tmp_path
+    bert_folder, synthetic_mosi_aligned, synthetic_mosi, cache_dir, tmp_path, capsys
 ):
     common = [
         "--config",
@@ -93,14 +93,15 @@ def test_msa_fit_of_the_shipped_config_and_unaligned_data(
     assert good.returncode == 0, good.stderr[-3000:]
     assert (tmp_path / "run" / "msa" / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
-    bad = run_msa(
+    bad = msa_in_process(  # the same entry point, without another Python start
+        capsys,
         "fit",
         *common,
         f"--data.init_args.path={synthetic_mosi}",
         "--data.init_args.aligned=false",
         f"--trainer.default_root_dir={tmp_path / 'bad'}",
-        cache=cache_dir,
         cwd=tmp_path,
+        env={"MSA_CACHE_DIR": str(cache_dir)},
     )
     assert_one_line_error(bad, "MAG-BERT needs word-aligned features", "--align words")
     assert not list((tmp_path / "bad").rglob("*.ckpt"))

@@ -145,7 +145,7 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
             f"{where}: unknown keys {sorted(unknown)}; expected name, out, stages, {', '.join(PIPELINE_SETTINGS)}"
         )
     stacking = _stacking_settings(spec, settings, where)
-    settings = [s for s in settings if _setting_key(s) not in PIPELINE_SETTINGS]
+    settings = [s for s in settings if _pipeline_setting(s) is None]
     if not isinstance(spec.get("stages"), list) or not spec["stages"]:
         raise ConfigError(f"{where}: 'stages' must be a non-empty list")
     stages: list[Stage] = []
@@ -245,8 +245,17 @@ def load_pipeline(path: str | Path, settings: Sequence[str] = (), out: str | Pat
     return pipeline
 
 
-def _setting_key(setting: str) -> str:
-    return setting.partition("=")[0].strip().removeprefix("--")
+def _split_setting(setting: str) -> tuple[str | None, str, str, bool]:
+    """A ``--set [STAGE:]KEY=VALUE``: ``(STAGE or None, KEY without a leading --, VALUE, whether '=' was there)``."""
+    key, eq, value = setting.partition("=")
+    scope, colon, key = key.strip().rpartition(":")
+    return (scope if colon else None), key.removeprefix("--"), value, bool(eq)
+
+
+def _pipeline_setting(setting: str) -> str | None:
+    """The file-level key (``stacking``, ``folds``, ``fold_seed``) a ``--set`` names, or None (a stage setting)."""
+    scope, key, _, _ = _split_setting(setting)
+    return key if scope is None and key in PIPELINE_SETTINGS else None
 
 
 def _stacking_settings(spec: dict, settings: Sequence[str], where: str) -> dict:
@@ -254,12 +263,13 @@ def _stacking_settings(spec: dict, settings: Sequence[str], where: str) -> dict:
     naming the setting)."""
     values = {key: spec.get(key, default) for key, default in PIPELINE_SETTINGS.items()}
     for setting in settings:
-        if _setting_key(setting) in PIPELINE_SETTINGS:
-            value = setting.partition("=")[2].strip()
+        key = _pipeline_setting(setting)
+        if key is not None:
+            value = _split_setting(setting)[2].strip()
             try:
-                values[_setting_key(setting)] = yaml.safe_load(value) if value else value
+                values[key] = yaml.safe_load(value) if value else value
             except yaml.YAMLError:
-                values[_setting_key(setting)] = value
+                values[key] = value
     if values["stacking"] not in STACKING:
         raise ConfigError(f"{where}: stacking: expected one of {list(STACKING)}, found {values['stacking']!r}")
     for key, low in (("folds", 2), ("fold_seed", 0)):
@@ -391,9 +401,8 @@ def _apply_settings(stages: list[Stage], settings: Sequence[str], where: str) ->
         return any(a == f"--{key}" or a.startswith(f"--{key}=") for a in stage.args) or key == "out"
 
     for setting in settings:
-        key, eq, value = setting.partition("=")
-        scope, colon, key = key.strip().rpartition(":")
-        key = key.removeprefix("--")
+        scope, key, value, eq = _split_setting(setting)
+        colon = scope is not None
         if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*", key):
             raise ConfigError(
                 f"{where}: --set {setting!r}: expected [STAGE:]KEY=VALUE, e.g. data.init_args.path=/data/SIMS"

@@ -20,7 +20,6 @@ architectures' folders or cached hub names must still exist; a missing one is on
 from __future__ import annotations
 
 import csv
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from msa_lightning.checkpoints import checkpoint_class, read_checkpoint, resolve
 from msa_lightning.corpus.sources import fix_length
 from msa_lightning.data.custom import read_features_manifest
 from msa_lightning.errors import ClipError, ConfigError, DataError
+from msa_lightning.experiments.lightning_cli import import_class
 from msa_lightning.media.extractors import describe, extract_audio, extract_vision
 from msa_lightning.metrics.msa import CLASS_NAMES, three_classes
 from msa_lightning.store import Store, atomic_write
@@ -63,11 +63,6 @@ def raw_media_of(state: dict) -> dict | None:
     return None
 
 
-def _import(class_path: str, default_module: str):
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module or default_module), name)
-
-
 def load_model(path: str, state: dict):
     """The LightningModule of a checkpoint, in eval mode on the CPU, rebuilt with the class's
     ``inference_overrides`` (no weights read from anywhere but the checkpoint)."""
@@ -76,7 +71,7 @@ def load_model(path: str, state: dict):
     class_path = checkpoint_class(path, state)
     if class_path is None:
         raise ConfigError(f"--ckpt {path}: the checkpoint does not say which model class saved it")
-    cls = _import(class_path, "msa_lightning.papers.registry")
+    cls = import_class(class_path)
     overrides = getattr(cls, "inference_overrides", lambda hparams: {})(state.get("hyper_parameters") or {})
     try:
         return cls.load_from_checkpoint(path, map_location="cpu", **overrides).eval()
@@ -204,7 +199,7 @@ def score_raw_clips(
     them (decoded, checked, tokenised as its training clips; step 2 through its extractors), batch by batch."""
     from msa_lightning.store import DEFAULT_ROOT
 
-    cls = _import(raw["class_path"], "msa_lightning.data.raw")
+    cls = import_class(raw["class_path"])
     root = cache_dir if cache_dir is not None else DEFAULT_ROOT
     datamodule = cls(path=str(files[0].parent), cache_dir=root, **raw["init_args"])  # no release: new videos only
     inputs = set(model.required_inputs) if getattr(model, "required_inputs", None) is not None else None

@@ -394,7 +394,7 @@ def _check_checkpoint(cfg) -> None:
         check_checkpoint_class(path, class_path, state)
 
 
-def _import_class(class_path: str) -> type:
+def import_class(class_path: str) -> type:
     """The class a ``class_path`` names: a dotted import path, or a short name of a registered model or DataModule."""
     module, _, name = class_path.rpartition(".")
     if module:
@@ -411,7 +411,7 @@ def _class_defaults(class_path: str) -> dict:
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(_import_class(class_path))
+    parser.add_class_arguments(import_class(class_path))
     return dict(parser.get_defaults().items())
 
 

@@ -26,13 +26,15 @@ from pathlib import Path
 
 import yaml
 
+from msa_lightning.data.specs import ALIGNED_FILE, DATASETS
 from msa_lightning.errors import ConfigError
 from msa_lightning.experiments.argv import option_value
 
 #: ``${stage.field}`` in a stage's words
 REFERENCE = re.compile(r"\$\{([^}]*)\}")
-#: the data file names of a dataset folder (``data.init_args.path`` a folder), as MSADataModule picks them
-FOLDER_FILES = {False: ("unaligned_50.pkl", "unaligned_39.pkl"), True: ("aligned_50.pkl",)}
+#: the data file names of a dataset folder (``data.init_args.path`` a folder), from the datasets' specs that
+#: MSADataModule picks them by (the stage's dataset is not resolved here: the first that exists)
+FOLDER_FILES = {False: tuple(dict.fromkeys(spec.unaligned_file for spec in DATASETS.values())), True: (ALIGNED_FILE,)}
 CKPT_FIELDS = ("best_ckpt", "last_ckpt")
 
 

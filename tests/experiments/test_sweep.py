@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, assert_one_line_error, msa_in_process, run_msa
+from tests.experiments.hold_callback import HOLD_ENV, HoldAtSecondEpoch
 
 pytest.importorskip("sweeps")
 pytest.importorskip("wandb")
@@ -27,9 +28,10 @@ def _overrides(data: Path) -> list[str]:
     # tiny and quick: the sweep's own parameters stay as the engine draws them
     return [
         f"--data.path={data}",
-        "--trainer.max_epochs=10",  # long enough that the interrupted trial cannot end before the test pauses it
+        "--trainer.max_epochs=3",
         "--data.num_workers=0",
         "--trainer.enable_progress_bar=false",
+        f"--trainer.callbacks+={HoldAtSecondEpoch.__module__}.HoldAtSecondEpoch",  # a no-op unless HOLD_ENV is set
     ]
 
 
@@ -38,17 +40,6 @@ def _wait_for(condition, timeout: float = 240.0) -> None:
     while not condition():
         assert time.monotonic() - start < timeout, "timed out"
         time.sleep(0.05)
-
-
-def _sigint_pending(pid: int) -> bool:
-    """SIGINT waits for the (stopped) process ``pid``: the process-wide pending set of /proc/PID/status."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        # the trial had ended (a zombie) when it was paused: its epochs ran faster than the test polled
-        raise AssertionError(f"trial {pid} ended before the test paused it (a heavily loaded machine?)") from None
-    pending = int(next(line.split()[1] for line in status.splitlines() if line.startswith("ShdPnd:")), 16)
-    return bool(pending & (1 << (signal.SIGINT - 1)))
 
 
 def _trial_pid(out: Path, index: int) -> int | None:
@@ -70,7 +61,8 @@ def sweep_calls(synthetic_mosi, cache_dir, tmp_path_factory):
     resumes that trial. Returns the folder and the three results."""
     out = tmp_path_factory.mktemp("sweep") / "tfn"
     args = [SHIPPED, "--out", out, "--", *_overrides(synthetic_mosi)]
-    env = {"MSA_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    release = out.parent / "release-trial-0003"
+    env = {"MSA_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", HOLD_ENV: str(release)}
     first = run_msa("sweep", *args[:1], "--count", "2", "--workers", "2", *args[1:], cache=cache_dir, cwd=REPO)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     proc = subprocess.Popen(
@@ -81,19 +73,13 @@ def sweep_calls(synthetic_mosi, cache_dir, tmp_path_factory):
         stderr=subprocess.PIPE,
         text=True,
     )
-    history = out / "trial-0003" / "history.jsonl"
-    _wait_for(lambda: _trial_pid(out, 2) is not None)
-    pid = _trial_pid(out, 2)
-    # the trial runs in steps of 20 ms while paused in between, until it has validated (and checkpointed) once: it
-    # cannot run its remaining epochs within one step, so the Ctrl-C surely comes before its last epoch ends
-    os.kill(pid, signal.SIGSTOP)
-    while not (history.is_file() and history.read_text().strip()):
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(0.02)
-        os.kill(pid, signal.SIGSTOP)
+    # the interrupted trial holds at the start of its second epoch (one checkpoint written) until the runner has
+    # passed the Ctrl-C on to it: no race with its remaining epochs
+    trial_log = out / "trial-0003" / "output.log"
+    _wait_for(lambda: Path(f"{release}.held").exists())
     proc.send_signal(signal.SIGINT)  # Ctrl-C of the runner: it asks the trial once to save and stop
-    _wait_for(lambda: _sigint_pending(pid))  # the runner has passed it on to the paused trial
-    os.kill(pid, signal.SIGCONT)
+    _wait_for(lambda: trial_log.is_file() and "msa: Ctrl-C" in trial_log.read_text())
+    Path(release).touch()
     stdout, stderr = proc.communicate(timeout=240)
     interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     state_after_interrupt = json.loads((out / "sweep.json").read_text())
@@ -144,7 +130,7 @@ def test_interrupted_trial_resumes_and_counts_once(sweep_calls):
     third = state["trials"][2]
     assert third["state"] == "finished" and third["runs"] == 2 and third["values"] == trials[2]["values"]
     epochs = _history_epochs(out / "trial-0003")
-    assert sorted(set(epochs)) == list(range(max(epochs) + 1))  # every epoch validated, none lost
+    assert sorted(set(epochs)) == [0, 1, 2]  # every epoch of --trainer.max_epochs=3 validated, none lost
 
 
 @pytest.mark.slow

@@ -231,13 +231,16 @@ def transcribe_clips(
     videos: dict[str, Path], asr: dict, store: Store, recognizer=None, batch_size: int = 8
 ) -> dict[str, dict]:
     """Each clip's ASR ``{"text"}`` (with ``asr["word_timestamps"]`` also ``"words"``: ``[word, start, end]``,
-    seconds), cached in the store (kind ``clip_transcript``) per clip and ASR setting as each batch finishes, so a
-    stopped run goes on from there. Whisper sees the first 30 s of a clip. ``recognizer``: from
+    seconds from the clip's start), cached in the store (kind ``clip_transcript``) per clip and ASR setting as each
+    batch finishes, so a stopped run goes on from there. Whisper hears 30 s at a time: a longer clip is cut into the
+    fewest equal windows (:func:`~msa_lightning.corpus.transcribe.windows`, as ``msa transcribe`` does), whose texts
+    are joined and whose word times are shifted by the window's start. ``recognizer``: from
     :func:`speech_recognizer` (loaded here when not given and a clip needs it)."""
-    from msa_lightning.corpus.transcribe import clean_text
+    from msa_lightning.corpus.transcribe import clean_text, windows
     from msa_lightning.media.decode import load_audio
 
-    inputs = {i: {"video": store.content_hash(p), "asr": asr} for i, p in videos.items()}
+    # "windows": entries of an earlier version that heard only a clip's first 30 s are not reused
+    inputs = {i: {"video": store.content_hash(p), "asr": asr, "long_clips": "windows"} for i, p in videos.items()}
     found = {}
     for i in videos:
         entry = store.get("clip_transcript", inputs[i])
@@ -250,20 +253,29 @@ def transcribe_clips(
     rate, window = recognizer.sample_rate, recognizer.window
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        waves = []
+        owners, offsets, pieces = [], [], []  # per window: its clip, its start (s), its samples
         for i in batch:
             try:
-                waves.append(load_audio(videos[i], rate)[:window])
+                wave = load_audio(videos[i], rate)
             except ClipError:
-                waves.append(np.zeros(rate // 10, np.float32))  # a clip without sound: an empty transcript
-        if asr.get("word_timestamps"):
-            metas = [
-                {"text": clean_text(" ".join(w for w, _, _ in words)), "words": [list(w) for w in words]}
-                for words in recognizer.words(waves)
-            ]
+                wave = np.zeros(rate // 10, np.float32)  # a clip without sound: an empty transcript
+            at = 0
+            for piece in windows(wave, window):
+                owners.append(i)
+                offsets.append(at / rate)
+                pieces.append(piece)
+                at += len(piece)
+        timed = bool(asr.get("word_timestamps"))
+        metas = {i: {"text": [], "words": []} if timed else {"text": []} for i in batch}
+        if timed:
+            for i, offset, words in zip(owners, offsets, recognizer.words(pieces)):
+                metas[i]["words"] += [[w, round(s + offset, 3), round(e + offset, 3)] for w, s, e in words]
+                metas[i]["text"] += [w for w, _, _ in words]
         else:
-            metas = [{"text": clean_text(text)} for text in recognizer.texts(waves)]
-        for i, meta in zip(batch, metas):
+            for i, text in zip(owners, recognizer.texts(pieces)):
+                metas[i]["text"].append(text)
+        for i in batch:
+            meta = {**metas[i], "text": clean_text(" ".join(metas[i]["text"]))}
             found[i] = meta
             store.put("clip_transcript", inputs[i], {}, meta)
     return found

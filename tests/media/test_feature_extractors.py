@@ -86,3 +86,25 @@ def test_opensmile_gives_the_25_egemaps_descriptors_at_100_frames_per_second(cli
     assert status is None and features.shape[1] == 25 and abs(len(features) - 50) <= 4 and np.isfinite(features).all()
     silent, status = extract_audio(clips[1], settings)
     assert status == "silent" and silent.shape == features.shape and not silent.any()
+
+
+def test_a_clip_longer_than_whispers_window_is_heard_whole(clips, tmp_path):
+    """A clip longer than the window is cut into equal windows: every sample is heard once, and each window's word
+    times are shifted by its start (the first 30 s only would drop words silently)."""
+    from msa_lightning.corpus.extract import asr_settings, transcribe_clips
+    from msa_lightning.store import Store
+
+    class Recorder:  # a recognizer whose window is 0.2 s: the 0.5 s clip needs three windows
+        sample_rate, window = 16_000, 3_200
+        heard: list[int] = []
+
+        def words(self, waves):
+            self.heard += [len(w) for w in waves]
+            return [[(f"w{len(w)}", 0.0, 0.1)] for w in waves]
+
+    recorder = Recorder()
+    found = transcribe_clips({"tone": clips[0]}, asr_settings("tiny-whisper", words=True), Store(tmp_path), recorder)
+    assert len(recorder.heard) == 3 and sum(recorder.heard) == len(load_audio(clips[0], 16_000))
+    starts = [round(s, 3) for _, s, _ in found["tone"]["words"]]
+    assert starts == [0.0, round(recorder.heard[0] / 16_000, 3), round(sum(recorder.heard[:2]) / 16_000, 3)]
+    assert found["tone"]["text"] == " ".join(f"w{n}" for n in recorder.heard)

@@ -45,7 +45,7 @@ FORMAT_VERSIONS: dict[str, int] = {
     "skesl_corpus": 1,  # SKESL corpus: fixed-length audio/vision frames, lengths, ids, texts; bad clips in meta
     "raw_media": 1,  # one decoded clip: "frames" [T, H, W, 3] uint8, "audio" [S] float32 (media/decode.py, data/raw.py)
     "clip_features": 1,  # one clip's audio or vision features "features" [T, D] (corpus/extract.py)
-    "clip_transcript": 1,  # one clip's ASR transcript (meta "text"; corpus/extract.py)
+    "clip_transcript": 2,  # one clip's ASR transcript (meta "text"[, "words"]; corpus/extract.py); 2: whole clips
 }
 
 META_FILE = "meta.json"

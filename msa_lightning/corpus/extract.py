@@ -227,6 +227,12 @@ def speech_recognizer(asr: dict):
         raise ConfigError(f"--asr {asr['model']}: {err}") from None
 
 
+def transcript_key(store: Store, video: Path, asr: dict) -> dict:
+    """What a clip's cached transcript (kind ``clip_transcript``) is keyed by: the video's content and the ASR
+    settings."""
+    return {"video": store.content_hash(video), "asr": asr}
+
+
 def transcribe_clips(
     videos: dict[str, Path], asr: dict, store: Store, recognizer=None, batch_size: int = 8
 ) -> dict[str, dict]:
@@ -239,8 +245,7 @@ def transcribe_clips(
     from msa_lightning.corpus.transcribe import clean_text, windows
     from msa_lightning.media.decode import load_audio
 
-    # "windows": entries of an earlier version that heard only a clip's first 30 s are not reused
-    inputs = {i: {"video": store.content_hash(p), "asr": asr, "long_clips": "windows"} for i, p in videos.items()}
+    inputs = {i: transcript_key(store, p, asr) for i, p in videos.items()}
     found = {}
     for i in videos:
         entry = store.get("clip_transcript", inputs[i])

@@ -299,6 +299,7 @@ def test_whisper_tokens_are_grouped_into_timed_words_at_their_leading_space():
 def test_word_aligned_file_from_whisper_word_timestamps(raw, extracted, whisper_dir, tmp_path):
     """``--align words --asr``: Whisper's words (a random model: junk words, timings from its attention) split into
     tokens as a given alignment's are, cached per clip in the store, counted in the manifest."""
+    from msa_lightning.corpus.extract import transcript_key
     from msa_lightning.store import Store
 
     _, cache, _ = extracted
@@ -319,7 +320,7 @@ def test_word_aligned_file_from_whisper_word_timestamps(raw, extracted, whisper_
 
     def cached_words(clip: str) -> list:  # what the store holds for the clip under the run's ASR settings
         video = raw / "Raw" / clip.replace("$_$", "/").replace("_", "/")
-        key = {"video": store.content_hash(video.with_suffix(".mp4")), "asr": manifest["settings"]["asr"]}
+        key = transcript_key(store, video.with_suffix(".mp4"), manifest["settings"]["asr"])
         return store.get("clip_transcript", key).meta["words"]
 
     data = pickle.loads(out.read_bytes())

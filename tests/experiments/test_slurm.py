@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.experiments.hold_callback import HOLD_ENV, HoldAtSecondEpoch
 
 FAKE = Path(__file__).resolve().parent / "fake_slurm.py"
 
@@ -35,7 +36,7 @@ def test_slurm_template_runs_two_tasks_and_requeues_on_sigusr1(synthetic_mosi, c
     bin_dir.mkdir()
     for name in ("sbatch", "srun", "scontrol"):
         (bin_dir / name).symlink_to(FAKE)
-    history, root = tmp_path / "history.jsonl", tmp_path / "run"
+    history, root, release = tmp_path / "history.jsonl", tmp_path / "run", tmp_path / "release"
     env = {
         **os.environ,
         "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]]),
@@ -46,6 +47,8 @@ def test_slurm_template_runs_two_tasks_and_requeues_on_sigusr1(synthetic_mosi, c
         "MSA_METRICS_HISTORY": str(history),
         "OMP_NUM_THREADS": "1",
         "WANDB_MODE": "offline",
+        "PYTHONPATH": str(REPO),  # the tasks import the test's callback below
+        HOLD_ENV: str(release),
     }
     command = [
         "sbatch",
@@ -61,18 +64,28 @@ def test_slurm_template_runs_two_tasks_and_requeues_on_sigusr1(synthetic_mosi, c
         "--trainer.strategy.init_args.timeout=0:01:00",
         f"--data.path={synthetic_mosi}",
         "--data.num_workers=0",
-        "--trainer.max_epochs=12",
-        "--trainer.callbacks=[]",  # no early stop: the run must still be going when the signal comes
+        "--trainer.max_epochs=4",
+        # no early stop; every task holds at the start of its second epoch until the signal has reached it
+        f"--trainer.callbacks=[{HoldAtSecondEpoch.__module__}.HoldAtSecondEpoch]",
         "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={root}",
     ]
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "job.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     start = time.monotonic()
-    while not (history.is_file() and len(history.read_text().splitlines()) >= 2):
-        assert proc.poll() is None and time.monotonic() - start < 300, "the job ended or never validated"
-        time.sleep(0.05)
+
+    def wait_for(condition) -> None:
+        while not condition():
+            assert proc.poll() is None and time.monotonic() - start < 300, log.read_text()[-4000:]
+            time.sleep(0.05)
+
+    wait_for(Path(f"{release}.held").exists)  # epoch 0 validated; the tasks wait before epoch 1
     os.kill(int((state / "srun.pid").read_text()), signal.SIGUSR1)  # SLURM's warning signal to every task
-    output, _ = proc.communicate(timeout=300)
+    wait_for(lambda: log.read_text().count("msa: SLURM signal") == 2)  # both ranks have it: no race with the epochs
+    release.touch()
+    proc.wait(timeout=300)
+    output = log.read_text()
     assert proc.returncode == 0, output[-4000:]
     assert "msa: global batch 32 = 16 per device x 2 device(s) x 1" in output  # ddp.yaml: the config's 32 over 2
     hpc = root / "hpc_ckpt_1.ckpt"
@@ -85,4 +98,4 @@ def test_slurm_template_runs_two_tasks_and_requeues_on_sigusr1(synthetic_mosi, c
     assert f"msa: resuming {hpc} at epoch" in output
     assert "msa: error" not in output and "Traceback" not in output
     epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
-    assert sorted(set(epochs)) == list(range(12))  # every epoch validated, before or after the requeue
+    assert sorted(set(epochs)) == list(range(4))  # every epoch validated, before or after the requeue

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from msa_lightning.errors import ConfigError
+from tests.conftest import msa_in_process
 
 
 def _msa(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -210,20 +211,23 @@ def test_export_command_line_errors(two_stages, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_stage_test_runs_msa_test_of_the_best_checkpoint(synthetic_mosi, cache_dir, tmp_path):
+def test_stage_test_runs_msa_test_of_the_best_checkpoint(
+    synthetic_mosi, cache_dir, tmp_path, capsys, stages_in_process
+):
     """`test: true` added to a finished stage runs only `msa test` of its best checkpoint, into the stage folder,
-    where the report reads test metrics; a third run does nothing."""
+    where the report reads test metrics; a third run does nothing (the pipeline and its stages in-process: the
+    fixture above runs them as subprocesses)."""
     from msa_lightning.experiments.pipeline import read_record
     from msa_lightning.experiments.results import _stage_metrics
 
     stage = {"name": "only", "args": _fit_args(synthetic_mosi, cache_dir, 1)}
     spec = {"name": "tested", "out": str(tmp_path / "runs"), "stages": [stage]}
-    assert _msa("pipeline", str(_write(tmp_path / "p.yaml", spec))).returncode == 0
+    assert msa_in_process(capsys, "pipeline", _write(tmp_path / "p.yaml", spec)).returncode == 0
     folder = tmp_path / "runs" / "only"
     assert _stage_metrics(folder, read_record(folder), "test") is None
 
     stage["test"] = True
-    proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
+    proc = msa_in_process(capsys, "pipeline", _write(tmp_path / "p.yaml", spec))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "stage only: msa fit" not in proc.stderr and "stage only: msa test" in proc.stderr
     record = read_record(folder)
@@ -231,8 +235,9 @@ def test_stage_test_runs_msa_test_of_the_best_checkpoint(synthetic_mosi, cache_d
     metrics = _stage_metrics(folder, record, "test")
     assert metrics is not None and np.isfinite(metrics["mae"])
 
-    proc = _msa("pipeline", str(_write(tmp_path / "p.yaml", spec)))
+    proc = msa_in_process(capsys, "pipeline", _write(tmp_path / "p.yaml", spec))
     assert "is up to date, skipped" in proc.stderr and "msa test" not in proc.stderr
+    assert [args[0] for args in stages_in_process] == ["fit", "test"]
 
 
 def test_stage_test_must_be_a_boolean(tmp_path):

@@ -447,10 +447,10 @@ def test_label_file_with_a_bom_and_a_byte_that_is_not_utf8(dataset, tmp_path):
         _dm(dataset, tmp_path / "cache").prepare_data()
 
 
-def test_msa_fit_refuses_bad_label_files(dataset, tmp_path):
-    """The real `msa fit` on a raw release: a NaN label, a test clip also listed for training and a Latin-1
-    byte are one `msa: error:` line each, before any clip is decoded."""
-    from conftest import assert_one_line_error, run_msa
+def test_msa_fit_refuses_bad_label_files(dataset, tmp_path, capsys):
+    """`msa fit` on a raw release: a NaN label (the real command), a test clip also listed for training and a
+    Latin-1 byte (its entry point in-process) are one `msa: error:` line each, before any clip is decoded."""
+    from conftest import assert_one_line_error, msa_in_process, run_msa
 
     args = [
         "fit",
@@ -477,12 +477,15 @@ def test_msa_fit_refuses_bad_label_files(dataset, tmp_path):
     )
     (dataset / "label.csv").write_bytes(original)
     _edit_labels(dataset, lambda ls: _copy_as(ls, "vidE_1", "train"))
+    in_process_env = {"MSA_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     assert_one_line_error(
-        run_msa(*args, cache=tmp_path / "cache"),
+        msa_in_process(capsys, *args, env=in_process_env),
         label,
         "line 11: clip vidE_1 is listed again",
         "under mode 'test' there and 'train' here",
     )
     (dataset / "label.csv").write_bytes(original.replace(b"so funny", b"s\xf6 funny"))
-    assert_one_line_error(run_msa(*args, cache=tmp_path / "cache"), label, "line 8: the label file is not UTF-8")
+    assert_one_line_error(
+        msa_in_process(capsys, *args, env=in_process_env), label, "line 8: the label file is not UTF-8"
+    )
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("raw_media*"))

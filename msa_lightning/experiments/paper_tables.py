@@ -139,13 +139,13 @@ def _matches(ran: list[str], spec: str) -> bool:
 
 
 def read_result(folder: str | Path) -> Result:
-    from msa_lightning.experiments.results import _summary_rows
+    from msa_lightning.experiments.results import summary_rows
 
     folder = Path(folder)
     file = folder / "summary.csv"
     if not file.is_file():
         raise MSAError(f"{folder}: no summary.csv there (give a folder of `msa seeds` or `msa pipeline --seeds`)")
-    _, n_seeds, summary = _summary_rows(file)[0]
+    _, n_seeds, summary = summary_rows(file)[0]
     return Result(folder, n_seeds, summary, _identity(folder)[1])
 
 

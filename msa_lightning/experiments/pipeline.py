@@ -797,7 +797,7 @@ def run_pipeline_seeds(
     also re-runs up-to-date stages), and a failed seed is reported while the others run
     (:class:`~msa_lightning.experiments.seeds.SeedsFailed` at the end). Returns ``{stage: folder of its tables}``.
     """
-    from msa_lightning.experiments.results import _stage_metrics, write_seed_tables
+    from msa_lightning.experiments.results import stage_metrics, write_seed_tables
     from msa_lightning.experiments.seeds import SeedsFailed, earlier_results, one_line, run_record
     from msa_lightning.store import atomic_write
 
@@ -834,7 +834,7 @@ def run_pipeline_seeds(
             for name in results:
                 if name not in records:
                     continue  # --only another stage
-                metrics = _stage_metrics(pipeline.folder(name), records[name], "test")
+                metrics = stage_metrics(pipeline.folder(name), records[name], "test")
                 if metrics is not None:
                     per_seed[name][seed] = metrics
                     write_seed_tables(dict(sorted({**kept[name], **per_seed[name]}.items())), tables[name], name)

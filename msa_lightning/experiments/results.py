@@ -93,7 +93,7 @@ def write_seed_tables(per_seed: dict[int, dict[str, float]], out_dir: str | Path
     return summary
 
 
-def _summary_rows(path: Path) -> list[tuple[str, int, dict[str, tuple[float, float]]]]:
+def summary_rows(path: Path) -> list[tuple[str, int, dict[str, tuple[float, float]]]]:
     """``(run name, n_seeds, {metric: (mean, std)})`` of each row of a ``summary.csv`` as
     :func:`write_seed_tables` writes it; anything else is one :class:`MSAError` naming the file and line."""
     from msa_lightning.textfiles import open_text
@@ -137,7 +137,7 @@ def _summary_rows(path: Path) -> list[tuple[str, int, dict[str, tuple[float, flo
 
 def read_summary_csv(path: str | Path) -> tuple[str, dict[str, tuple[float, float]]]:
     """The run name and ``{metric: (mean, std)}`` of a ``summary.csv`` (its first row)."""
-    name, _, summary = _summary_rows(Path(path))[0]
+    name, _, summary = summary_rows(Path(path))[0]
     return name, summary
 
 
@@ -149,7 +149,7 @@ def report(paths: list[str | Path]) -> str:
         file = p / "summary.csv" if p.is_dir() else p
         if not file.is_file():
             raise MSAError(f"{p}: no summary.csv there (give a folder written by `msa seeds`, or its summary.csv)")
-        for name, n_seeds, summary in _summary_rows(file):
+        for name, n_seeds, summary in summary_rows(file):
             rows[f"{name} ({p.parent.name if p.is_file() else p.name}, n={n_seeds})"] = summary
     return markdown_table(rows)
 
@@ -262,7 +262,7 @@ def _checkpoint_epoch(path: str) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"])
 
 
-def _stage_metrics(folder: Path, record: dict, split: str) -> dict[str, float] | None:
+def stage_metrics(folder: Path, record: dict, split: str) -> dict[str, float] | None:
     """The metrics of a pipeline stage's best checkpoint on ``split``: ``test`` from an ``msa test`` of
     that checkpoint logged in the stage folder (newer than the checkpoint); ``valid`` from the fit's
     validation at the checkpoint's epoch. None when the stage folder has no such record."""

@@ -218,13 +218,13 @@ def test_stage_test_runs_msa_test_of_the_best_checkpoint(
     where the report reads test metrics; a third run does nothing (the pipeline and its stages in-process: the
     fixture above runs them as subprocesses)."""
     from msa_lightning.experiments.pipeline import read_record
-    from msa_lightning.experiments.results import _stage_metrics
+    from msa_lightning.experiments.results import stage_metrics
 
     stage = {"name": "only", "args": _fit_args(synthetic_mosi, cache_dir, 1)}
     spec = {"name": "tested", "out": str(tmp_path / "runs"), "stages": [stage]}
     assert msa_in_process(capsys, "pipeline", _write(tmp_path / "p.yaml", spec)).returncode == 0
     folder = tmp_path / "runs" / "only"
-    assert _stage_metrics(folder, read_record(folder), "test") is None
+    assert stage_metrics(folder, read_record(folder), "test") is None
 
     stage["test"] = True
     proc = msa_in_process(capsys, "pipeline", _write(tmp_path / "p.yaml", spec))
@@ -232,7 +232,7 @@ def test_stage_test_runs_msa_test_of_the_best_checkpoint(
     assert "stage only: msa fit" not in proc.stderr and "stage only: msa test" in proc.stderr
     record = read_record(folder)
     assert record["tested"] == record["best_ckpt"]
-    metrics = _stage_metrics(folder, record, "test")
+    metrics = stage_metrics(folder, record, "test")
     assert metrics is not None and np.isfinite(metrics["mae"])
 
     proc = msa_in_process(capsys, "pipeline", _write(tmp_path / "p.yaml", spec))

@@ -16,7 +16,7 @@ from conftest import REPO, cli_calls_in_process, msa_in_process
 
 from msa_lightning.data.folds import fold_assignment, video_of
 from msa_lightning.errors import ConfigError, DataError
-from msa_lightning.experiments.results import _stage_metrics
+from msa_lightning.experiments.results import stage_metrics
 from msa_lightning.papers.fmlmsn.data import StageFeaturesDataModule, TextFeaturesDataModule
 from msa_lightning.papers.fmlmsn.report import fmlmsn_results
 from msa_lightning.store import Entry, Store
@@ -174,7 +174,7 @@ def test_msa_pipeline_kfold_feeds_the_meta_learner_out_of_fold_features(kfold_ru
         assert not np.allclose(features[rows], in_sample)  # not the full stage's in-sample features
     # `msa report --fmlmsn` reads the stage and the meta-learner, never a fold run (which has the same pair)
     table = fmlmsn_results(folder / "runs", "valid")
-    expected = _stage_metrics(folder / "runs" / "stage_av", records["stage_av"], "valid")
+    expected = stage_metrics(folder / "runs" / "stage_av", records["stage_av"], "valid")
     assert [(g, t) for g, t, _ in table["rows"]] == [("AV", "A"), ("AV", "V"), ("AV", "A+V"), ("M", "A+V+T")]
     assert table["rows"][2][2] == expected
     np.testing.assert_array_equal(  # validation: the stage trained on the whole training split

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from msa_lightning.errors import MSAError
-from msa_lightning.experiments.results import _stage_metrics
+from msa_lightning.experiments.results import stage_metrics
 
 # ---------------------------------------------------------------------------------------------- FmlMSN tables
 #: column order of Tables 7-8 (Acc-2, Acc-3, Acc-5, F1, MAE, Corr); other families' names fit in
@@ -80,10 +80,10 @@ def fmlmsn_results(folder: str | Path, split: str = "auto") -> dict:
         raise MSAError(f"split {split!r}: expected auto, test or valid")
     chosen = split
     if split == "auto":
-        chosen = "test" if all(_stage_metrics(sub, rec, "test") is not None for _, sub, rec, _ in parts) else "valid"
+        chosen = "test" if all(stage_metrics(sub, rec, "test") is not None for _, sub, rec, _ in parts) else "valid"
     rows = []
     for name, sub, record, _hparams in parts:
-        metrics = _stage_metrics(sub, record, chosen)
+        metrics = stage_metrics(sub, record, chosen)
         if metrics is None:
             how = (
                 (

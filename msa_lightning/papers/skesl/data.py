@@ -30,7 +30,7 @@ from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.papers.skesl.masking import (
     LABEL_BOUND,
     MaskedText,
-    _fast_tokenizer,
+    fast_tokenizer,
     check_fallback,
     load_intensity_lexicon,
     mask_sentiment_words,
@@ -395,7 +395,7 @@ class SKESLStreamDataModule(SuiteDataModule):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = _fast_tokenizer(self.tokenizer_name)
+            self._tokenizer = fast_tokenizer(self.tokenizer_name)
             load_intensity_lexicon(self.lexicon)  # a bad lexicon fails before the first batch
         return self._tokenizer
 

@@ -172,7 +172,9 @@ def split_words(text: str) -> tuple[list[str], list[bool]]:
     return words, maskable
 
 
-def _fast_tokenizer(tokenizer):
+def fast_tokenizer(tokenizer):
+    """``tokenizer`` (a name or path is loaded) checked for what masking needs: a fast tokenizer (its
+    ``word_ids`` find a word's tokens) with a mask token; anything else is one :class:`ConfigError`."""
     if isinstance(tokenizer, str):
         from msa_lightning.nn.pretrained import PretrainedNotAvailable, load_tokenizer
 
@@ -221,7 +223,7 @@ def mask_sentiment_words(
         raise ConfigError(f"max_length={max_length}: needs room for [CLS], one word and [SEP] (>= 3)")
     if fallback not in FALLBACKS:
         raise ConfigError(f"random fallback {fallback!r}: expected one of {list(FALLBACKS)}")
-    tokenizer = _fast_tokenizer(tokenizer)
+    tokenizer = fast_tokenizer(tokenizer)
     lex = load_intensity_lexicon(lexicon) if isinstance(lexicon, str) else lexicon
     n = len(texts)
     ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from msa_lightning.cli.parsing import add_command
+from msa_lightning.data.folds import HELDOUT
 from msa_lightning.data.specs import SPLITS
 
 
@@ -16,7 +17,13 @@ def add_parser(subparsers) -> None:
         "--config", action="append", default=[], help="config file(s) (default: the run's saved config.yaml)"
     )
     p.add_argument("--outputs", nargs="+", default=["M"], help="names from MSAOutput.flat(), e.g. M features.M")
-    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=list(SPLITS),
+        choices=[*SPLITS, HELDOUT],
+        help=f"default: {' '.join(SPLITS)}; {HELDOUT}: the held-out fold of a K-fold stacking run (FmlMSN)",
+    )
     p.add_argument("--store", help="store root (default: the data's cache_dir, else $MSA_CACHE_DIR)")
     p.add_argument(
         "overrides", nargs="*", default=[], help="CLI overrides such as --data.init_args.path=... (after --)"

@@ -37,6 +37,7 @@ from msa_lightning.checkpoints import (
     short_name,
 )
 from msa_lightning.data.datamodule import check_inputs
+from msa_lightning.data.folds import HELDOUT
 from msa_lightning.data.specs import SPLITS
 from msa_lightning.errors import ConfigError
 from msa_lightning.store import Entry, Store
@@ -93,6 +94,11 @@ def export_outputs(
     checkpoint = Path(checkpoint)
     known = [*SPLITS, *getattr(datamodule, "extra_splits", ())]  # a fold run's `heldout`
     unknown = [s for s in splits if s not in known]
+    if unknown == [HELDOUT]:
+        raise ConfigError(
+            f"export splits: {HELDOUT!r} is the held-out fold of a K-fold stacking run, and this run's data has "
+            "no fold (data.init_args.fold is not set)"
+        )
     if unknown:
         raise ConfigError(f"export splits: expected names among {known}, found {unknown}")
     inputs = {

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from msa_lightning.errors import ConfigError
-from tests.conftest import msa_in_process
+from tests.conftest import assert_one_line_error, msa_in_process
 
 
 def _msa(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -199,7 +199,7 @@ def test_export_is_keyed_by_checkpoint_content(two_stages, synthetic_mosi, cache
     assert not np.array_equal(a["test/M"], b["test/M"])
 
 
-def test_export_command_line_errors(two_stages, tmp_path):
+def test_export_command_line_errors(two_stages, tmp_path, capsys):
     stage_folder = two_stages[1] / "first"  # its best checkpoint and the config.yaml saved by its fit
     proc = _msa("export", str(stage_folder), "--outputs", "features.nope", "--splits", "test")
     assert proc.returncode == 2
@@ -209,6 +209,9 @@ def test_export_command_line_errors(two_stages, tmp_path):
         .startswith("msa: error: export: TFNModule has no output 'features.nope'; its outputs: M, features.fusion")
     )
     assert "Traceback" not in proc.stderr
+    # `heldout` exists only in a fold run of K-fold stacking (its export is tested in tests/fmlmsn/test_kfold.py)
+    proc = msa_in_process(capsys, "export", stage_folder, "--splits", "heldout")
+    assert_one_line_error(proc, "export splits: 'heldout' is the held-out fold of a K-fold stacking run")
 
 
 def test_stage_test_runs_msa_test_of_the_best_checkpoint(

@@ -209,6 +209,11 @@ def test_fold_runs_are_stages_planned_skipped_and_run_alone(kfold_run, capsys, s
     one = _msa(["pipeline", path, "--only", "stage_av.fold1"], folder, folder / "cache")  # a real subprocess
     assert one.returncode == 0 and "stage stage_av.fold1 is up to date, skipped" in one.stderr, one.stderr[-2000:]
     assert one.stderr.count("skipped") == 1
+    # `msa export` of a fold run's held-out fold by hand finds what the pipeline exported (the same store entry)
+    fold1 = folder / "runs" / "stage_av.fold1"
+    again = msa_in_process(capsys, "export", fold1, "--outputs", "features.H", "--splits", "heldout", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((fold1 / "stage.json").read_text())["export"] in again.stdout + again.stderr
 
 
 def test_meta_refuses_fold_exports_that_miss_or_repeat_a_fold(kfold_run):
@@ -299,3 +304,29 @@ def test_a_failing_fold_run_leaves_no_folder(kfold_run, capsys, stages_in_proces
     assert "stage 'stage_av.fold8' failed" in run.stderr
     assert len(stages_in_process) == 1 and "--data.init_args.fold=8" in stages_in_process[0]
     assert not (folder / "runs" / "stage_av.fold8").exists()
+
+
+def test_eq8_retrain_under_kfold_reruns_the_fold_runs_and_the_meta_reads_them(
+    sims_data, tmp_path, capsys, stages_in_process
+):
+    """A retrain round of Eq. 8 re-runs the named stage and its fold runs with the round's seed, then the
+    meta-learner, which then reads the new fold runs' held-out features."""
+    data, _ = sims_data
+    path = _pipeline(tmp_path, data, file="retrain.yaml")
+    spec = yaml.safe_load(path.read_text())
+    meta = spec["stages"][1]
+    meta["retrain"] = {"stages": ["stage_av"], "max_rounds": 1, "seed": 40}
+    meta["args"].append("--model.init_args.retrain_threshold=1.01")  # p <= 1: always "retrain the stages"
+    path.write_text(yaml.safe_dump(spec))
+    env = {"MSA_CACHE_DIR": str(tmp_path / "cache")}
+    run = msa_in_process(capsys, "pipeline", path, "--set", "trainer.max_epochs=1", env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seeds = [next((a for a in args if a.startswith("--seed_everything=")), None) for args in stages_in_process]
+    assert [args[0] for args in stages_in_process] == ["fit"] * 8
+    assert seeds == [None] * 4 + ["--seed_everything=41"] * 3 + [None]  # stage_av, fold0, fold1 again; meta
+    runs = tmp_path / "runs"
+    folds = [json.loads((runs / f"stage_av.fold{k}" / "stage.json").read_text()) for k in (0, 1)]
+    assert all("--seed_everything=41" in record["command"] for record in folds)
+    meta_record = json.loads((runs / "meta" / "stage.json").read_text())
+    assert all(record["export"] in " ".join(meta_record["command"]) for record in folds)
+    assert [r["stage_seed"] for r in meta_record["retrain_rounds"]] == [None, 41]

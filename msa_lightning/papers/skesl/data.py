@@ -30,8 +30,8 @@ from msa_lightning.errors import ConfigError, DataError
 from msa_lightning.papers.skesl.masking import (
     LABEL_BOUND,
     MaskedText,
-    fast_tokenizer,
     check_fallback,
+    fast_tokenizer,
     load_intensity_lexicon,
     mask_sentiment_words,
     masked_text_cached,

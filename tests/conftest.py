@@ -86,7 +86,10 @@ def msa_in_process(capsys, *args, cwd: Path | None = None, env: dict | None = No
     """``msa ARGS`` in this process, through the console script's entry point (its error boundary and exit
     status), with what it printed, as a ``CompletedProcess``: several CLI runs without paying a Python start
     each. ``cwd``/``env`` apply during the call and are restored afterwards (a run's ``PL_GLOBAL_SEED`` too).
+    ``capsys`` None (a module-scoped fixture has none): the output is caught by redirecting stdout/stderr.
     An exception that the boundary lets through fails the test with its traceback."""
+    import contextlib
+    import io
     import subprocess
 
     from msa_lightning.cli import main
@@ -97,9 +100,15 @@ def msa_in_process(capsys, *args, cwd: Path | None = None, env: dict | None = No
     os.environ.pop("MSA_DEBUG", None)
     if cwd is not None:
         os.chdir(cwd)
-    capsys.readouterr()
+    out, err = io.StringIO(), io.StringIO()
+    if capsys is not None:
+        capsys.readouterr()
     try:
-        main([str(a) for a in args])
+        with contextlib.ExitStack() as redirected:
+            if capsys is None:
+                redirected.enter_context(contextlib.redirect_stdout(out))
+                redirected.enter_context(contextlib.redirect_stderr(err))
+            main([str(a) for a in args])
         code = 0
     except SystemExit as exit_info:
         code = exit_info.code if isinstance(exit_info.code, int) else int(exit_info.code is not None)
@@ -107,8 +116,8 @@ def msa_in_process(capsys, *args, cwd: Path | None = None, env: dict | None = No
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
+    printed = capsys.readouterr() if capsys is not None else (out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([str(a) for a in args], code, *printed)
 
 
 def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout: int = 300):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import assert_one_line_error, msa_in_process, run_msa  # noqa: E402
+from conftest import assert_one_line_error, cli_calls_in_process, msa_in_process, run_msa  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +44,19 @@ def experiment(synthetic_mosi, cache_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seeded(experiment):
+    """`msa pipeline --seeds 1111 1112` through the console script's entry point in this process, its stages too
+    (``cli_calls_in_process``: four Python starts would cost more than the runs). The real command, a subprocess,
+    is test_another_pipelines_tables_are_refused_by_the_real_command below."""
     exp, elsewhere = experiment
-    proc = run_msa(
-        "pipeline",
-        str(exp / "pipeline.yaml"),
-        "--seeds",
-        "1111",
-        "1112",
-        "--set",
-        "trainer.max_epochs=1",
-        cwd=elsewhere,
-    )
+    ran: list[list[str]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess, "call", cli_calls_in_process(ran))
+        proc = msa_in_process(
+            None, "pipeline", exp / "pipeline.yaml", "--seeds", "1111", "1112", "--set", "trainer.max_epochs=1",
+            cwd=elsewhere,
+        )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert [args[0] for args in ran] == ["fit", "test"] * 2
     return exp, elsewhere, proc
 
 
@@ -92,6 +94,23 @@ def test_report_ttest_of_a_pipeline_against_a_baseline(seeded, tmp_path):
     assert [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| m")][1:] == [
         "mae"
     ]  # the metrics both logged
+
+
+def test_another_pipelines_tables_are_refused_by_the_real_command(seeded):
+    """The real `msa pipeline --seeds` (a subprocess, as the README runs it) on the folder of the seeds above with
+    another setting: the tables there belong to another pipeline run, refused with one line before any stage."""
+    exp, elsewhere, _ = seeded
+    before = sorted(p.name for p in (exp / "runs").iterdir())
+    proc = run_msa(
+        "pipeline", exp / "pipeline.yaml", "--seeds", "1113", "--set", "trainer.max_epochs=2", cwd=elsewhere
+    )  # fmt: skip
+    assert_one_line_error(
+        proc,
+        str(exp / "runs"),
+        "holds seeds 1111, 1112 of another config",
+        "trainer.max_epochs=1 -> trainer.max_epochs=2",
+    )
+    assert sorted(p.name for p in (exp / "runs").iterdir()) == before  # no seed1113 folder
 
 
 def test_set_a_key_no_stage_has_and_a_malformed_setting(experiment, capsys):

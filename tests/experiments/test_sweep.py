@@ -62,13 +62,15 @@ def sweep_calls(synthetic_mosi, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "tfn"
     args = [SHIPPED, "--out", out, "--", *_overrides(synthetic_mosi)]
     release = out.parent / "release-trial-0003"
-    env = {"MSA_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", HOLD_ENV: str(release)}
-    first = run_msa("sweep", *args[:1], "--count", "2", "--workers", "2", *args[1:], cache=cache_dir, cwd=REPO)
+    env = {"MSA_CACHE_DIR": str(cache_dir), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    # the runner of the first and the last call in this process (its trials are subprocesses either way); the
+    # interrupted call is the real command, a subprocess that gets the Ctrl-C
+    first = msa_in_process(None, "sweep", *args[:1], "--count", "2", "--workers", "2", *args[1:], cwd=REPO, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "msa"), "sweep", SHIPPED, "--count", "1", *map(str, args[1:])],
         cwd=REPO,
-        env={**os.environ, **env},
+        env={**os.environ, **env, HOLD_ENV: str(release)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -83,7 +85,7 @@ def sweep_calls(synthetic_mosi, cache_dir, tmp_path_factory):
     stdout, stderr = proc.communicate(timeout=240)
     interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     state_after_interrupt = json.loads((out / "sweep.json").read_text())
-    resumed = run_msa("sweep", SHIPPED, "--count", "1", *map(str, args[1:]), cache=cache_dir, cwd=REPO)
+    resumed = msa_in_process(None, "sweep", SHIPPED, "--count", "1", *args[1:], cwd=REPO, env=env)
     return out, first, interrupted, state_after_interrupt, resumed
 
 

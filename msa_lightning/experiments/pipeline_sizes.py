@@ -14,6 +14,11 @@ Each stage's sizes are resolved without running it (no model is built, no data l
   them: :func:`~msa_lightning.data.reader.feature_sizes`); ``${s.features}`` a features stage's extractors
   (:func:`~msa_lightning.media.extractors.known_dims`).
 
+Sizes alone miss one difference: librosa's 33-d audio with another pitch column (``--f0 pyin`` or ``zcr``),
+sample rate or hop length has the same size but other values. Where both the checkpoint's data and the stage's
+data record these settings (the shards' and ``msa features extract``'s manifests, a features stage's options), a
+stage that loads the checkpoint must read audio extracted the same way.
+
 What cannot be known yet (a file not made, a stage's export, a speech model's size) is skipped, not guessed.
 """
 
@@ -36,6 +41,8 @@ REFERENCE = re.compile(r"\$\{([^}]*)\}")
 #: MSADataModule picks them by (the stage's dataset is not resolved here: the first that exists)
 FOLDER_FILES = {False: tuple(dict.fromkeys(spec.unaligned_file for spec in DATASETS.values())), True: (ALIGNED_FILE,)}
 CKPT_FIELDS = ("best_ckpt", "last_ckpt")
+#: the settings of librosa's audio frames that change their values but not their size
+LIBROSA_KEYS = ("f0", "sample_rate", "hop_length")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Sizes:
     audio: int | None
     vision: int | None
     source: str
+    librosa: dict | None = None  #: the audio's librosa settings (LIBROSA_KEYS) where known, None otherwise
 
     def known(self) -> bool:
         return self.audio is not None or self.vision is not None
@@ -54,6 +62,13 @@ class Sizes:
 
     def _pairs(self, other: Sizes):
         return ((self.audio, other.audio), (self.vision, other.vision))
+
+    def extracted_otherwise(self, other: Sizes) -> bool:
+        """Both audio streams are librosa frames with known settings, and these differ."""
+        return self.librosa is not None and other.librosa is not None and self.librosa != other.librosa
+
+    def librosa_text(self) -> str:
+        return ", ".join(f"{key} {self.librosa[key]}" for key in LIBROSA_KEYS) if self.librosa else ""
 
     def __str__(self) -> str:
         parts = [f"{name} {value}" for name, value in (("audio", self.audio), ("vision", self.vision)) if value]
@@ -127,7 +142,8 @@ def data_sizes(path: str | Path, aligned: bool = False) -> Sizes | None:
     if (path / MANIFEST).is_file():  # pretraining shards
         try:
             manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-            return Sizes(int(manifest["audio_dim"]), int(manifest["vision_dim"]), f"shards {path}")
+            librosa = _librosa(manifest.get("settings"))  # the shards' audio is always librosa's
+            return Sizes(int(manifest["audio_dim"]), int(manifest["vision_dim"]), f"shards {path}", librosa)
         except (OSError, ValueError, KeyError, TypeError):
             return None  # the stage's reader names what is wrong with them
     if path.is_dir():
@@ -140,18 +156,37 @@ def data_sizes(path: str | Path, aligned: bool = False) -> Sizes | None:
         manifest = None
     if manifest is not None:
         settings = manifest.get("settings", {})
-        return Sizes(settings["audio"]["dim"], settings["vision"]["dim"], f"data {path}")
+        audio = settings["audio"]
+        librosa = _librosa(audio) if audio.get("extractor") == "librosa" else None
+        return Sizes(audio["dim"], settings["vision"]["dim"], f"data {path}", librosa)
     found = feature_sizes(path)
     return Sizes(*found, f"data {path}") if found else None
 
 
+def _librosa(settings) -> dict | None:
+    """The LIBROSA_KEYS of a manifest's audio settings (None when one is missing)."""
+    if not isinstance(settings, dict) or any(key not in settings for key in LIBROSA_KEYS):
+        return None
+    return {key: settings[key] for key in LIBROSA_KEYS}
+
+
 def features_stage_sizes(stage) -> Sizes:
-    """The sizes a ``features extract`` stage's ``--audio`` / ``--vision`` extractors give."""
-    from msa_lightning.media.extractors import DEFAULT_AUDIO, DEFAULT_VISION, known_dims
+    """The sizes a ``features extract`` stage's ``--audio`` / ``--vision`` extractors give (and librosa's
+    settings, from its options or :func:`~msa_lightning.media.extractors.audio_settings`'s defaults)."""
+    from msa_lightning.media.extractors import DEFAULT_AUDIO, DEFAULT_VISION, audio_settings, known_dims
 
     audio = option_value(stage.args, "--audio") or DEFAULT_AUDIO
     vision = option_value(stage.args, "--vision") or DEFAULT_VISION
-    return Sizes(*known_dims(audio, vision), f"features stage {stage.name!r} (--audio {audio}, --vision {vision})")
+    librosa = None
+    if audio == "librosa":
+        given = {k: option_value(stage.args, f"--{k.replace('_', '-')}") for k in LIBROSA_KEYS}
+        try:
+            options = {k: v if k == "f0" else int(v) for k, v in given.items() if v is not None}
+            librosa = _librosa(audio_settings(audio, **options))
+        except (ConfigError, ValueError):
+            librosa = None  # the stage's own `msa features extract` reports bad options
+    where = f"features stage {stage.name!r} (--audio {audio}, --vision {vision})"
+    return Sizes(*known_dims(audio, vision), where, librosa)
 
 
 # ---------------------------------------------------------------------------------------------- the check
@@ -181,6 +216,7 @@ def check_feature_sizes(pipeline) -> None:
     """Every mismatch of feature sizes between the stages of ``pipeline`` (module docstring) in one ConfigError."""
     sizes = {s.name: stage_sizes(pipeline, s) for s in pipeline.stages if s.command == "fit"}
     trained = {name: model or data for name, (model, data) in sizes.items()}  # what its checkpoint carries
+    trained_on = {name: data for name, (_, data) in sizes.items()}  # its data (how the audio was extracted)
     problems = []
     for stage in pipeline.stages:
         if stage.command != "fit":
@@ -196,14 +232,24 @@ def check_feature_sizes(pipeline) -> None:
             for ref in REFERENCE.findall(arg):
                 target, _, what = ref.partition(".")
                 theirs = trained.get(target)
-                if what in CKPT_FIELDS and ours is not None and theirs is not None and ours.differ(theirs):
+                if what not in CKPT_FIELDS:
+                    continue
+                if ours is not None and theirs is not None and ours.differ(theirs):
                     problems.append(
                         f"stage {stage.name!r} loads the checkpoint of {target!r} ({key}=${{{ref}}}), trained on "
                         f"{theirs} ({theirs.source}), but its {ours.source} gives {ours}"
                     )
+                    continue
+                source = trained_on.get(target)
+                if data is not None and source is not None and data.extracted_otherwise(source):
+                    problems.append(
+                        f"stage {stage.name!r} loads the checkpoint of {target!r} ({key}=${{{ref}}}), whose librosa "
+                        f"audio was extracted with {source.librosa_text()} ({source.source}), but its {data.source} "
+                        f"was extracted with {data.librosa_text()} (the same size, other values)"
+                    )
     if problems:
         raise ConfigError(
-            f"pipeline {pipeline.name} ({pipeline.source}): feature sizes do not match, nothing was run: "
+            f"pipeline {pipeline.name} ({pipeline.source}): features do not match, nothing was run: "
             + "; ".join(problems)
-            + " (a model's feature sizes are those of the data it was trained on)"
+            + " (a model reads features of the sizes, and made the way, of the data it was trained on)"
         )

@@ -64,6 +64,29 @@ def test_a_stage_setting_sizes_its_data_does_not_fit_is_named(synthetic_mosi, tm
         pipeline_plan(EXTRACTED, settings=["mosii:data.init_args.path=x"], out=tmp_path / "r")
 
 
+def test_fine_tuning_audio_extracted_otherwise_than_the_pretraining_shards_is_named(tmp_path):
+    """librosa's 33-d audio with another pitch column has the shards' size but other values: a fine-tuning
+    stage whose features stage uses --f0 zcr under a checkpoint pretrained on pyin shards is refused before any
+    stage runs; the same settings pass."""
+    from msa_lightning.experiments.pipeline import pipeline_plan
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    settings = {"f0": "pyin", "sample_rate": 22050, "hop_length": 512, "audio_frames": 400, "vision_frames": 55}
+    (shards / "manifest.json").write_text(json.dumps({"audio_dim": 33, "vision_dim": 709, "settings": settings}))
+    given = [f"pretrain:data.init_args.path={shards}"]
+    with pytest.raises(ConfigError) as refused:
+        pipeline_plan(EXTRACTED, settings=[*given, "mosi_features:f0=zcr"], out=tmp_path / "r")
+    message = str(refused.value)
+    assert (
+        "stage 'mosi' loads the checkpoint of 'pretrain' (model.init_args.pretrained=${pretrain.last_ckpt})" in message
+    )
+    assert f"extracted with f0 pyin, sample_rate 22050, hop_length 512 (shards {shards})" in message
+    assert "features stage 'mosi_features'" in message and "f0 zcr, sample_rate 22050, hop_length 512" in message
+    assert "stage 'mosei'" not in message  # its features stage keeps pyin
+    assert pipeline_plan(EXTRACTED, settings=given, out=tmp_path / "r")  # the shipped settings: the shards' own
+
+
 @pytest.fixture(scope="module")
 def raw_mosi(tmp_path_factory) -> Path:
     """Six MOSI-like clips (no unimodal labels) and an OpenFace 2.x CSV (709 features) for each."""
@@ -171,7 +194,7 @@ def test_data_sizes_come_from_manifests_and_array_shapes(synthetic_mosi, tmp_pat
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "manifest.json").write_text(json.dumps({"audio_dim": 33, "vision_dim": 427}))
-    assert data_sizes(shards) == Sizes(33, 427, f"shards {shards}")
+    assert data_sizes(shards) == Sizes(33, 427, f"shards {shards}")  # no settings: librosa's not known
     extracted = tmp_path / "mine.pkl"
     extracted.write_bytes(b"not read: the manifest says")
     settings = {"audio": {"dim": 33}, "vision": {"dim": 709}}

@@ -184,7 +184,7 @@ def features_stage_sizes(stage) -> Sizes:
             options = {k: v if k == "f0" else int(v) for k, v in given.items() if v is not None}
             librosa = _librosa(audio_settings(audio, **options))
         except (ConfigError, ValueError):
-            librosa = None  # the stage's own `msa features extract` reports bad options
+            pass  # unknown: the stage's own `msa features extract` reports bad options
     where = f"features stage {stage.name!r} (--audio {audio}, --vision {vision})"
     return Sizes(*known_dims(audio, vision), where, librosa)
 
@@ -213,7 +213,8 @@ def stage_sizes(pipeline, stage) -> tuple[Sizes | None, Sizes | None]:
 
 
 def check_feature_sizes(pipeline) -> None:
-    """Every mismatch of feature sizes between the stages of ``pipeline`` (module docstring) in one ConfigError."""
+    """Every mismatch of feature sizes, and of librosa's settings, between the stages of ``pipeline`` (module
+    docstring) in one ConfigError."""
     sizes = {s.name: stage_sizes(pipeline, s) for s in pipeline.stages if s.command == "fit"}
     trained = {name: model or data for name, (model, data) in sizes.items()}  # what its checkpoint carries
     trained_on = {name: data for name, (_, data) in sizes.items()}  # its data (how the audio was extracted)

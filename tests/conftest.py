@@ -120,15 +120,60 @@ def msa_in_process(capsys, *args, cwd: Path | None = None, env: dict | None = No
     return subprocess.CompletedProcess([str(a) for a in args], code, *printed)
 
 
+#: what a notebook's kernel runs first in the tests: its `msa` commands through the entry point in the kernel
+NOTEBOOK_PRELUDE = "from tests.conftest import route_msa_in_process\nroute_msa_in_process()"
+
+
 def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout: int = 300):
     """Run ``notebooks/<name>`` top to bottom in ``workdir`` as a user would (nbclient, a python3 kernel, figures
     saved, not shown), with the notebook's ``MSA_NOTEBOOK_*`` settings; returns the executed notebook
-    (:func:`msa_lightning.experiments.notebooks.execute_notebook`, which also stores them executed)."""
+    (:func:`msa_lightning.experiments.notebooks.execute_notebook`, which also stores them executed).
+
+    Its ``msa`` commands (``python -m msa_lightning.cli``, its own or a pipeline's stages) go through the entry
+    point inside the kernel (:func:`route_msa_in_process`): a Python start each (6-8 s here) would cost more than
+    the tiny runs. The commands as real subprocesses are the CLI tests' business; the stored notebooks
+    (``scripts/run_notebooks.sh``) are executed with real subprocesses."""
     pytest.importorskip("nbformat")
     pytest.importorskip("nbclient")
     from msa_lightning.experiments.notebooks import execute_notebook as execute
 
-    return execute(name, workdir, settings, timeout=timeout)
+    return execute(name, workdir, settings, timeout=timeout, prelude=NOTEBOOK_PRELUDE)
+
+
+def route_msa_in_process() -> None:
+    """``subprocess.run`` and ``subprocess.call`` of ``python -m msa_lightning.cli ARGS`` go through
+    :func:`msa_in_process` from here on (their ``cwd`` and ``env`` applied; output captured for ``run``,
+    passed on for ``call``); other commands run as before. For a notebook's kernel (:data:`NOTEBOOK_PRELUDE`)."""
+    real_run, real_call = subprocess.run, subprocess.call
+
+    def run(command, *args, **kwargs):
+        if _msa_args(command) is None:
+            return real_run(command, *args, **kwargs)
+        proc = msa_in_process(None, *_msa_args(command), cwd=kwargs.get("cwd"), env=kwargs.get("env"))
+        if kwargs.get("check") and proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, command, proc.stdout, proc.stderr)
+        return proc
+
+    def call(command, *args, **kwargs):
+        if _msa_args(command) is None:
+            return real_call(command, *args, **kwargs)
+        proc = msa_in_process(None, *_msa_args(command), cwd=kwargs.get("cwd"), env=kwargs.get("env"))
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
+        return proc.returncode
+
+    subprocess.run, subprocess.call = run, call
+
+
+def _msa_args(command) -> list[str] | None:
+    """The ``msa`` arguments of ``[python, -m, msa_lightning.cli, *ARGS]`` (None for any other command)."""
+    if isinstance(command, (list, tuple)) and [str(c) for c in command[:3]] == [
+        sys.executable,
+        "-m",
+        "msa_lightning.cli",
+    ]:
+        return [str(c) for c in command[3:]]
+    return None
 
 
 def run_msa(*args: str, cache: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -181,11 +226,11 @@ def cli_calls_in_process(ran: list[list[str]]):
     real_call = subprocess.call
 
     def call(command, *args, **kwargs):
-        if list(command[:3]) != [sys.executable, "-m", "msa_lightning.cli"]:
+        if _msa_args(command) is None:
             return real_call(command, *args, **kwargs)
-        ran.append(list(command[3:]))
+        ran.append(_msa_args(command))
         try:
-            main(list(command[3:]))
+            main(_msa_args(command))
         except SystemExit as exit_info:
             return 0 if exit_info.code is None else exit_info.code
         return 0

@@ -49,11 +49,19 @@ def _environment(values: dict[str, str]):
         os.environ.update(saved)
 
 
-def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout: int = 600, plots: str = "Agg"):
+def execute_notebook(
+    name: str,
+    workdir: Path,
+    settings: dict[str, str],
+    timeout: int = 600,
+    plots: str = "Agg",
+    prelude: str | None = None,
+):
     """Run ``notebooks/<name>`` top to bottom in ``workdir`` (nbclient, a python3 kernel) with its ``MSA_NOTEBOOK_*``
     ``settings`` (full variable names), no hub, one thread (tiny ops: one beats two on a shared machine) and the
     matplotlib backend ``plots`` (``Agg``: figures only saved; the inline backend keeps them in the notebook);
-    returns the executed notebook. A cell that raises ends it with nbclient's CellExecutionError."""
+    returns the executed notebook. ``prelude``: code the kernel runs before the first cell, not kept in the
+    returned notebook (the tests use it). A cell that raises ends it with nbclient's CellExecutionError."""
     import nbclient
     import nbformat
 
@@ -66,11 +74,17 @@ def execute_notebook(name: str, workdir: Path, settings: dict[str, str], timeout
         **settings,
     }
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    if prelude:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(prelude))
     with _environment(env):
         client = nbclient.NotebookClient(
             nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
         )
-        client.execute()
+        try:
+            client.execute()
+        finally:
+            if prelude:
+                nb.cells.pop(0)
     return nb
 
 

@@ -161,7 +161,7 @@ def test_run_folder_as_ckpt_path(fitted_run, synthetic_mosi, cache_dir, tmp_path
     assert err.startswith("msa: error:") and "no best checkpoint" in err and "notes.txt" in err
 
 
-def test_predict_writes_a_csv_for_any_split(fitted_run, synthetic_mosi, cache_dir, tmp_path):
+def test_predict_writes_a_csv_for_any_split(fitted_run, synthetic_mosi, cache_dir, tmp_path, capsys):
     run = fitted_run / "msa" / "version_0"
     common = [
         "predict",
@@ -179,7 +179,11 @@ def test_predict_writes_a_csv_for_any_split(fitted_run, synthetic_mosi, cache_di
     assert all(-10 < float(r["score"]) < 10 for r in rows)
 
     target = tmp_path / "valid_predictions.csv"
-    proc = ok(run_msa(*common, "--data.init_args.predict_split=valid", f"--predictions={target}", cwd=tmp_path))
+    # the same command in-process (the console script's entry point) for the other split and path
+    from conftest import msa_in_process
+
+    extra = ["--data.init_args.predict_split=valid", f"--predictions={target}"]
+    proc = ok(msa_in_process(capsys, *common, *extra, cwd=tmp_path))
     assert f"to {target}" in proc.stdout
     assert [r["id"] for r in csv.DictReader(open(target))] == list(read_feature_file(synthetic_mosi)["valid"].ids)
 

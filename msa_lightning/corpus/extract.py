@@ -545,16 +545,12 @@ def extract_features(
         else:
             words = require_words(given_words, ids, options.alignment)
         data, lengths, alignment = _aligned_splits(good, ids, results, words, options, label_file)
-        manifest["alignment"] = {
-            "source": (
-                f"whisper word timestamps ({options.asr['backend']}"
-                + (", default alignment heads" if getattr(recognizer, "default_alignment_heads", False) else "")
-                + ")"
-                if transcripts is not None
-                else str(Path(options.alignment).expanduser().resolve())
-            ),
-            **alignment,
-        }
+        if transcripts is not None:
+            heads = ", default alignment heads" if getattr(recognizer, "default_alignment_heads", False) else ""
+            source = f"whisper word timestamps ({options.asr['backend']}{heads})"
+        else:
+            source = str(Path(options.alignment).expanduser().resolve())
+        manifest["alignment"] = {"source": source, **alignment}
     else:
         texts = _texts(good, ids, options.text, transcripts)
         data, lengths = _splits(good, ids, results, texts, options, store, label_file)

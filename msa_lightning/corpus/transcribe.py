@@ -266,9 +266,7 @@ class Transcriber:
         probability for the waves at ``detect_rows`` (Whisper's language tokens after ``<|startoftranscript|>``)."""
         import torch
 
-        # log-mel features of 30 s windows (padded), computed on the model's device
-        inputs = self.processor(waves, sampling_rate=self.sample_rate, return_tensors="pt", device=str(self.device))
-        features = inputs["input_features"].to(self.device, self.torch_dtype)
+        features = self._log_mel(waves)["input_features"]
         try:
             with torch.inference_mode():
                 tokens = self.model.generate(features, **self.generate_kwargs)
@@ -284,6 +282,21 @@ class Transcriber:
         capped = ~torch.isin(tokens, self.eos.to(tokens.device)).any(dim=1)
         return texts, capped.tolist(), languages
 
+    def _log_mel(self, waves: list[np.ndarray], attention_mask: bool = False) -> dict:
+        """The processor's log-mel features of 30 s windows (padded), on the model's device and dtype; with
+        ``attention_mask``, also the mask of each wave's real samples."""
+        inputs = self.processor(
+            waves,
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+            return_attention_mask=attention_mask,
+            device=str(self.device),
+        )
+        out = {"input_features": inputs["input_features"].to(self.device, self.torch_dtype)}
+        if attention_mask:
+            out["attention_mask"] = inputs["attention_mask"].to(self.device)
+        return out
+
     def texts(self, waves: list[np.ndarray]) -> list[str]:
         """The texts of ``waves`` (one window each)."""
         return self(waves)[0]
@@ -294,21 +307,14 @@ class Transcriber:
         alignment heads' cross-attention), grouped into words by :func:`whisper_words`."""
         import torch
 
-        inputs = self.processor(
-            waves,
-            sampling_rate=self.sample_rate,
-            return_tensors="pt",
-            return_attention_mask=True,
-            device=str(self.device),
-        )
-        features = inputs["input_features"].to(self.device, self.torch_dtype)
+        inputs = self._log_mel(waves, attention_mask=True)
         with torch.inference_mode():
             # the encoder first, on its own: timestamps make generate return attention maps, and run in its call
             # they would include the encoder's (layers x heads x 1500 x 1500 per window: gigabytes per batch)
-            encoded = self.model.get_encoder()(features)
+            encoded = self.model.get_encoder()(inputs["input_features"])
             out = self.model.generate(
                 encoder_outputs=encoded,
-                attention_mask=inputs["attention_mask"].to(self.device),
+                attention_mask=inputs["attention_mask"],
                 return_token_timestamps=True,
                 **self.generate_kwargs,
             )
